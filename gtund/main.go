@@ -1,0 +1,29 @@
+// Command gtund is the gtun server: it terminates gtun clients and forwards
+// their packets into the cluster network. See README.md.
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/gtun/gtun/pkg/cli"
+	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/server"
+)
+
+func main() {
+	os.Exit(cli.Daemon{
+		Name:          "gtund",
+		DefaultConfig: "/etc/gtund/gtund.toml",
+		Section:       "server",
+		DefaultSocket: "/run/gtund/gtund.sock",
+		Run: func(ctx context.Context, path string) error {
+			cfg, err := config.LoadServer(path)
+			if err != nil {
+				return err
+			}
+			return server.New(cfg, cfg.Log.Logger()).Run(ctx)
+		},
+		PrintStatus: server.WriteStatus,
+	}.Main(os.Args[1:]))
+}

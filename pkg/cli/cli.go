@@ -1,0 +1,197 @@
+// Package cli is the command line shared by gtun and gtund: the thin mains
+// only say which daemon they are.
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/control"
+	"github.com/gtun/gtun/pkg/secure"
+)
+
+// Set at build time with -ldflags "-X github.com/gtun/gtun/pkg/cli.Version=...".
+var (
+	Version = "dev"
+	Commit  = "unknown"
+)
+
+// Exit codes of both binaries.
+const (
+	ExitOK      = 0
+	ExitRuntime = 1
+	ExitUsage   = 2
+)
+
+// Daemon describes one of the two binaries.
+type Daemon struct {
+	Name          string // "gtun" or "gtund"
+	DefaultConfig string
+	Section       string // TOML table holding control_socket: "client" or "server"
+	DefaultSocket string
+	// Run loads the config at path and runs until ctx ends. A config error
+	// must satisfy config.IsConfigError so that the exit code is 2.
+	Run func(ctx context.Context, path string) error
+	// PrintStatus renders the JSON status for humans.
+	PrintStatus func(w io.Writer, raw json.RawMessage) error
+}
+
+// Main runs the command line and returns the exit code.
+func (d Daemon) Main(args []string) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "genkey":
+			return d.genkey()
+		case "pubkey":
+			return d.pubkey(os.Stdin, os.Stdout)
+		case "version", "--version":
+			fmt.Printf("%s %s (commit %s, protocol %d)\n", d.Name, Version, Commit, secure.ProtocolVersion)
+			return ExitOK
+		case "status":
+			return d.status(args[1:])
+		case "help", "-h", "--help":
+			d.usage(os.Stdout)
+			return ExitOK
+		case "run":
+			args = args[1:]
+		}
+	}
+	fs := flag.NewFlagSet(d.Name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	path := fs.String("c", d.DefaultConfig, "config file")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		if err == nil {
+			err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		}
+		fmt.Fprintf(os.Stderr, "%s: %v\n", d.Name, err)
+		d.usage(os.Stderr)
+		return ExitUsage
+	}
+	return d.run(*path)
+}
+
+func (d Daemon) usage(w io.Writer) {
+	fmt.Fprintf(w, `usage:
+  %[1]s [-c FILE]             run in the foreground (default config %[2]s)
+  %[1]s genkey                print a new private key
+  %[1]s pubkey                read a private key on stdin, print its public key
+  %[1]s status [--json] [-c FILE | --socket PATH]
+  %[1]s version
+`, d.Name, d.DefaultConfig)
+}
+
+func (d Daemon) run(path string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			// Until live reload lands, SIGHUP must at least not kill the daemon.
+			slog.Warn("SIGHUP: live reload is not available in this version; the running config stays", "daemon", d.Name)
+		}
+	}()
+	err := d.Run(ctx, path)
+	switch {
+	case err == nil:
+		return ExitOK
+	case config.IsConfigError(err):
+		fmt.Fprintf(os.Stderr, "%s: bad config:\n%v\n", d.Name, indent(err.Error()))
+		return ExitUsage
+	default:
+		fmt.Fprintf(os.Stderr, "%s: %v\n", d.Name, err)
+		return ExitRuntime
+	}
+}
+
+func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
+
+func (d Daemon) genkey() int {
+	k, err := secure.GeneratePrivateKey()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s genkey: %v\n", d.Name, err)
+		return ExitRuntime
+	}
+	fmt.Println(k.Encode())
+	return ExitOK
+}
+
+func (d Daemon) pubkey(in io.Reader, out io.Writer) int {
+	line, err := bufio.NewReader(io.LimitReader(in, 1024)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintf(os.Stderr, "%s pubkey: %v\n", d.Name, err)
+		return ExitRuntime
+	}
+	k, err := secure.ParsePrivateKey(line)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s pubkey: stdin is not a private key: %v\n", d.Name, err)
+		return ExitUsage
+	}
+	fmt.Fprintln(out, k.Public().String())
+	return ExitOK
+}
+
+func (d Daemon) status(args []string) int {
+	fs := flag.NewFlagSet(d.Name+" status", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	path := fs.String("c", d.DefaultConfig, "config file (for its control_socket)")
+	socket := fs.String("socket", "", "control socket path (overrides -c)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return ExitUsage
+	}
+	sock := *socket
+	if sock == "" {
+		var err error
+		if sock, err = d.socketFromConfig(*path); err != nil {
+			fmt.Fprintf(os.Stderr, "%s status: %v\n", d.Name, err)
+			return ExitUsage
+		}
+	}
+	var raw json.RawMessage
+	if err := control.FetchStatus(sock, &raw); err != nil {
+		fmt.Fprintf(os.Stderr, "%s status: %v\n", d.Name, err)
+		return ExitRuntime
+	}
+	if *asJSON {
+		os.Stdout.Write(raw)
+		return ExitOK
+	}
+	if err := d.PrintStatus(os.Stdout, raw); err != nil {
+		fmt.Fprintf(os.Stderr, "%s status: %v\n", d.Name, err)
+		return ExitRuntime
+	}
+	return ExitOK
+}
+
+// socketFromConfig reads only control_socket, so that status works even
+// when another part of the config would not validate.
+func (d Daemon) socketFromConfig(path string) (string, error) {
+	var f map[string]any
+	if _, err := toml.DecodeFile(path, &f); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return d.DefaultSocket, nil
+		}
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	if sec, ok := f[d.Section].(map[string]any); ok {
+		if s, ok := sec["control_socket"].(string); ok && s != "" {
+			return s, nil
+		}
+	}
+	return d.DefaultSocket, nil
+}

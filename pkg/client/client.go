@@ -1,0 +1,401 @@
+// Package client is gtun's logic: it owns the TUN device, keeps one session
+// per configured server (reconnecting with backoff), installs the routes each
+// server pushes and keeps them installed, and moves packets between the TUN
+// and the session whose routes match the destination.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/control"
+	"github.com/gtun/gtun/pkg/lograte"
+	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/route"
+	"github.com/gtun/gtun/pkg/secure"
+	"github.com/gtun/gtun/pkg/session"
+	"github.com/gtun/gtun/pkg/stats"
+	"github.com/gtun/gtun/pkg/transport"
+	"github.com/gtun/gtun/pkg/tun"
+)
+
+// Reconnect backoff: starts small so a blip heals fast, capped low so a
+// restarted gtund is back in use within a few seconds.
+const (
+	backoffMin = 200 * time.Millisecond
+	backoffMax = 3 * time.Second
+)
+
+// Client is a running gtun.
+type Client struct {
+	cfg    *config.Client
+	log    *slog.Logger
+	rate   *lograte.Limiter
+	dev    *tun.Device
+	routes *route.Reconciler
+
+	servers []*serverConn
+	// byDst picks the server for a packet read from the TUN (longest prefix).
+	byDst atomic.Pointer[packet.Table[*serverConn]]
+	mu    sync.Mutex // serialises applying config from the servers
+
+	drops stats.Reasons
+	wg    sync.WaitGroup
+}
+
+// serverConn is the client's side of one [[server]].
+type serverConn struct {
+	entry config.ServerEntry
+	sess  atomic.Pointer[session.Session]
+
+	mu            sync.Mutex
+	state         string // connecting, connected, reconnecting
+	since         time.Time
+	endpoint      string
+	address       netip.Prefix
+	gateway       netip.Addr
+	mtu           int
+	pushed        []netip.Prefix
+	desired       []netip.Prefix
+	reconnects    uint64
+	lastHandshake time.Time
+	lastError     string
+	// totals of sessions that ended, so counters survive reconnects
+	closedRx, closedTx, closedRxPkts, closedTxPkts uint64
+}
+
+// New prepares a client; Run does the work.
+func New(cfg *config.Client, log *slog.Logger) *Client {
+	c := &Client{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second)}
+	for _, e := range cfg.Servers {
+		c.servers = append(c.servers, &serverConn{entry: e, state: "connecting", since: time.Now()})
+	}
+	c.byDst.Store(packet.NewTable(map[netip.Prefix]*serverConn{}))
+	return c
+}
+
+// Run creates the TUN, connects to every server and serves until ctx ends;
+// then it removes its routes and the TUN device.
+func (c *Client) Run(ctx context.Context) error {
+	var err error
+	if c.dev, err = tun.Create(c.cfg.Tun); err != nil {
+		return err
+	}
+	defer func() {
+		c.dev.Close()
+		c.log.Info("removed tun device", "tun", c.cfg.Tun)
+	}()
+	c.routes = route.NewReconciler(route.Options{Link: c.cfg.Tun, Logger: c.log})
+	// Routes of ours left by a killed predecessor on a device of this name.
+	if err := c.routes.RemoveAll(); err != nil {
+		c.log.Warn("cleaning leftover routes", "err", err)
+	}
+	defer func() {
+		c.routes.SetDesired(nil)
+		if err := c.routes.RemoveAll(); err != nil {
+			c.log.Error("remove routes", "err", err)
+		} else {
+			c.log.Info("removed routes")
+		}
+	}()
+	ctl, err := control.Listen(c.cfg.ControlSocket, func() any { return c.Status() }, c.log)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.goRun(func() {
+		if err := c.routes.Run(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error("route reconciler stopped", "err", err)
+		}
+	})
+	for _, sc := range c.servers {
+		c.goRun(func() { c.connectLoop(ctx, sc) })
+	}
+	c.goRun(func() { c.tunReadLoop(ctx) })
+	c.log.Info("gtun started", "tun", c.cfg.Tun, "servers", len(c.servers))
+
+	<-ctx.Done()
+	c.log.Info("shutting down")
+	for _, sc := range c.servers {
+		if s := sc.sess.Load(); s != nil {
+			s.Close()
+		}
+	}
+	c.dev.Close() // unblocks the TUN reader
+	c.wg.Wait()
+	return nil
+}
+
+func (c *Client) goRun(f func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+}
+
+// connectLoop keeps one server connected. The TUN address and routes stay in
+// place while it reconnects, so flows resume as soon as the session is back.
+func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
+	backoff := backoffMin
+	for ctx.Err() == nil {
+		sess, cfg, endpoint, err := c.dial(ctx, sc)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			sc.mu.Lock()
+			changed := sc.lastError != err.Error()
+			sc.lastError = err.Error()
+			sc.mu.Unlock()
+			level := slog.LevelDebug
+			if changed {
+				level = slog.LevelWarn
+			}
+			c.log.Log(ctx, level, "connect failed", "server", sc.entry.Name, "err", err, "retry_in", backoff)
+			// Jitter keeps many clients from reconnecting in lockstep after an outage.
+			wait := backoff/2 + rand.N(backoff/2+1)
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(backoff*2, backoffMax)
+			continue
+		}
+		backoff = backoffMin
+		if err := c.applyConfig(sc, cfg); err != nil {
+			c.log.Error("cannot apply server config", "server", sc.entry.Name, "err", err)
+			sess.Close()
+			sc.mu.Lock()
+			sc.lastError = err.Error()
+			sc.mu.Unlock()
+			select {
+			case <-time.After(backoffMax):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		sc.mu.Lock()
+		if !sc.lastHandshake.IsZero() {
+			sc.reconnects++
+		}
+		sc.state, sc.since, sc.endpoint, sc.lastHandshake, sc.lastError = "connected", time.Now(), endpoint, time.Now(), ""
+		sc.mu.Unlock()
+		sc.sess.Store(sess)
+		c.log.Info("connected", "server", sc.entry.Name, "endpoint", endpoint, "address", cfg.Address, "routes", cfg.Routes)
+
+		err = sess.Run(ctx, session.Handlers{
+			Packet:  func(pkt []byte) { c.fromServer(sc, pkt) },
+			Control: func(m *session.Msg) { c.onControl(sc, m) },
+		})
+		sc.sess.Store(nil)
+		sc.addClosed(sess)
+		if ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("session lost; reconnecting with routes kept", "server", sc.entry.Name, "err", err)
+		sc.mu.Lock()
+		sc.state, sc.since = "reconnecting", time.Now()
+		if err != nil {
+			sc.lastError = err.Error()
+		}
+		sc.mu.Unlock()
+	}
+}
+
+// dial tries each endpoint in order and returns the first session up.
+func (c *Client) dial(ctx context.Context, sc *serverConn) (*session.Session, *session.Msg, string, error) {
+	var errs []error
+	for _, ep := range sc.entry.Endpoints {
+		sess, cfg, err := c.dialOne(ctx, sc, ep)
+		if err == nil {
+			return sess, cfg, ep, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+	}
+	return nil, nil, "", errors.Join(errs...)
+}
+
+func (c *Client) dialOne(ctx context.Context, sc *serverConn, ep string) (*session.Session, *session.Msg, error) {
+	raw, err := transport.Dial(ctx, sc.entry.Transport, ep)
+	if err != nil {
+		return nil, nil, err
+	}
+	sconn, err := secure.Client(raw, secure.ClientConfig{Private: c.cfg.PrivateKey, ServerKey: sc.entry.PublicKey})
+	if err != nil {
+		raw.Close()
+		return nil, nil, err
+	}
+	hostname, _ := os.Hostname()
+	sess, cfg, err := session.Dial(ctx, sconn, &session.Msg{Type: session.TypeHello, Version: secure.ProtocolVersion, Name: hostname}, 0, c.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.Version != secure.ProtocolVersion {
+		sess.Close()
+		return nil, nil, &secure.VersionError{Local: secure.ProtocolVersion, Remote: cfg.Version}
+	}
+	return sess, cfg, nil
+}
+
+func (c *Client) onControl(sc *serverConn, m *session.Msg) {
+	if m.Type != session.TypeConfig {
+		c.log.Debug("ignoring control message", "server", sc.entry.Name, "type", m.Type)
+		return
+	}
+	if err := c.applyConfig(sc, m); err != nil {
+		c.log.Error("cannot apply updated server config", "server", sc.entry.Name, "err", err)
+	}
+}
+
+// applyConfig configures the TUN from the server's config and sets the
+// desired routes: what the server pushes, narrowed to the configured subset.
+func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
+	addr, err := netip.ParsePrefix(m.Address)
+	if err != nil || !addr.Addr().Is4() {
+		return fmt.Errorf("server sent a bad address %q", m.Address)
+	}
+	gw, err := netip.ParseAddr(m.Gateway)
+	if err != nil {
+		return fmt.Errorf("server sent a bad gateway %q", m.Gateway)
+	}
+	if m.MTU < 576 || m.MTU > packet.MaxSize {
+		return fmt.Errorf("server sent a bad mtu %d", m.MTU)
+	}
+	var pushed []netip.Prefix
+	for _, r := range m.Routes {
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			return fmt.Errorf("server pushed a bad route %q", r)
+		}
+		pushed = append(pushed, p.Masked())
+	}
+	desired := pushed
+	if len(sc.entry.Routes) > 0 {
+		desired = nil
+		for _, want := range sc.entry.Routes {
+			if within(want, pushed) {
+				desired = append(desired, want)
+			} else {
+				c.rate.Log(slog.LevelWarn, "notpushed:"+want.String(), "configured route is not served by the server; not installed", "server", sc.entry.Name, "route", want)
+			}
+		}
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := tun.Configure(c.cfg.Tun, m.MTU, addr); err != nil {
+		return err
+	}
+	sc.mu.Lock()
+	sc.address, sc.gateway, sc.mtu, sc.pushed, sc.desired = addr, gw, m.MTU, pushed, desired
+	sc.mu.Unlock()
+	// Only one address per server: drop one an earlier session was given.
+	if len(c.servers) == 1 {
+		if err := tun.RemoveAddrs(c.cfg.Tun, addr); err != nil {
+			c.log.Warn("removing stale tunnel address", "err", err)
+		}
+	}
+	all := map[netip.Prefix]*serverConn{}
+	var routes []netip.Prefix
+	for _, s := range c.servers {
+		s.mu.Lock()
+		for _, p := range s.desired {
+			all[p] = s
+			routes = append(routes, p)
+		}
+		if s.gateway.IsValid() {
+			all[netip.PrefixFrom(s.gateway, 32)] = s
+		}
+		s.mu.Unlock()
+	}
+	c.byDst.Store(packet.NewTable(all))
+	c.routes.SetDesired(routes)
+	return nil
+}
+
+func within(p netip.Prefix, routes []netip.Prefix) bool {
+	for _, r := range routes {
+		if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// fromServer writes a packet from the server to the TUN if it is addressed
+// to this client's tunnel address.
+func (c *Client) fromServer(sc *serverConn, pkt []byte) {
+	dst, err := packet.Dst(pkt)
+	if err != nil {
+		c.drop("malformed", "malformed packet from server", "server", sc.entry.Name)
+		return
+	}
+	sc.mu.Lock()
+	ours := dst == sc.address.Addr()
+	sc.mu.Unlock()
+	if !ours {
+		c.drop("wrong_destination", "packet from server not addressed to this client", "server", sc.entry.Name, "dst", dst)
+		return
+	}
+	if _, err := c.dev.Write(pkt); err != nil {
+		c.drop("tun_write", "tun write failed", "err", err)
+	}
+}
+
+func (c *Client) drop(reason, msg string, args ...any) {
+	c.drops.Inc(reason)
+	c.rate.Log(slog.LevelWarn, "drop:"+reason, msg, args...)
+}
+
+func (c *Client) tunReadLoop(ctx context.Context) {
+	for {
+		b := packet.Get()
+		n, err := c.dev.Read(b.B[:])
+		if err != nil {
+			packet.Put(b)
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return
+			}
+			c.rate.Log(slog.LevelError, "tunread", "tun read failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		b.N = n
+		dst, err := packet.Dst(b.Bytes())
+		if err != nil {
+			packet.Put(b)
+			c.drops.Inc("malformed") // IPv6 router solicitations and the like: not worth a log line
+			continue
+		}
+		sc, ok := c.byDst.Load().Lookup(dst)
+		if !ok {
+			packet.Put(b)
+			c.drops.Inc("no_route")
+			continue
+		}
+		sess := sc.sess.Load()
+		if sess == nil {
+			packet.Put(b)
+			c.drops.Inc("no_session") // reconnecting: the route stays, the packet cannot
+			continue
+		}
+		if !sess.Enqueue(b) {
+			c.drops.Inc("queue_full")
+		}
+	}
+}

@@ -1,0 +1,172 @@
+package client
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gtun/gtun/pkg/session"
+)
+
+// Status is what `gtun status` prints.
+type Status struct {
+	Tun     string            `json:"tun"`
+	Drops   map[string]uint64 `json:"drops,omitempty"`
+	Servers []ServerStatus    `json:"servers"`
+}
+
+// ServerStatus is one [[server]].
+type ServerStatus struct {
+	Name          string        `json:"name"`
+	State         string        `json:"state"` // connecting, connected, reconnecting
+	Since         time.Time     `json:"since"`
+	Endpoint      string        `json:"endpoint,omitempty"`
+	Transport     string        `json:"transport"`
+	Address       string        `json:"address,omitempty"`
+	Gateway       string        `json:"gateway,omitempty"`
+	MTU           int           `json:"mtu,omitempty"`
+	RTT           time.Duration `json:"rtt_ns"`
+	RxBytes       uint64        `json:"rx_bytes"`
+	TxBytes       uint64        `json:"tx_bytes"`
+	RxPackets     uint64        `json:"rx_packets"`
+	TxPackets     uint64        `json:"tx_packets"`
+	QueueDrops    uint64        `json:"queue_drops"`
+	Reconnects    uint64        `json:"reconnects"`
+	LastHandshake *time.Time    `json:"last_handshake,omitempty"`
+	LastError     string        `json:"last_error,omitempty"`
+	Routes        []RouteStatus `json:"routes"`
+}
+
+// RouteStatus is one desired route of a server.
+type RouteStatus struct {
+	Prefix    string `json:"prefix"`
+	Installed bool   `json:"installed"`
+	Note      string `json:"note,omitempty"` // why not installed
+}
+
+func (sc *serverConn) addClosed(s *session.Session) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.closedRx += s.Stats.RxBytes.Load()
+	sc.closedTx += s.Stats.TxBytes.Load()
+	sc.closedRxPkts += s.Stats.RxPackets.Load()
+	sc.closedTxPkts += s.Stats.TxPackets.Load()
+}
+
+// Status snapshots the client's state.
+func (c *Client) Status() Status {
+	st := Status{Tun: c.cfg.Tun, Drops: c.drops.Snapshot()}
+	installed := map[string]RouteStatus{}
+	if c.routes != nil {
+		for _, r := range c.routes.Status() {
+			note := r.Reason
+			if r.Conflict != "" {
+				note = "conflict: " + r.Conflict
+			}
+			installed[r.Prefix.String()] = RouteStatus{Prefix: r.Prefix.String(), Installed: r.Installed, Note: note}
+		}
+	}
+	for _, sc := range c.servers {
+		sess := sc.sess.Load()
+		sc.mu.Lock()
+		ss := ServerStatus{Name: sc.entry.Name, State: sc.state, Since: sc.since, Endpoint: sc.endpoint,
+			Transport: sc.entry.Transport, MTU: sc.mtu, Reconnects: sc.reconnects, LastError: sc.lastError,
+			RxBytes: sc.closedRx, TxBytes: sc.closedTx, RxPackets: sc.closedRxPkts, TxPackets: sc.closedTxPkts}
+		if sc.address.IsValid() {
+			ss.Address, ss.Gateway = sc.address.String(), sc.gateway.String()
+		}
+		if !sc.lastHandshake.IsZero() {
+			t := sc.lastHandshake
+			ss.LastHandshake = &t
+		}
+		for _, p := range sc.desired {
+			r, ok := installed[p.String()]
+			if !ok {
+				r = RouteStatus{Prefix: p.String(), Note: "pending"}
+			}
+			ss.Routes = append(ss.Routes, r)
+		}
+		sc.mu.Unlock()
+		if sess != nil {
+			ss.RTT = sess.RTT()
+			ss.RxBytes += sess.Stats.RxBytes.Load()
+			ss.TxBytes += sess.Stats.TxBytes.Load()
+			ss.RxPackets += sess.Stats.RxPackets.Load()
+			ss.TxPackets += sess.Stats.TxPackets.Load()
+			ss.QueueDrops = sess.Stats.QueueDrops.Load()
+		}
+		st.Servers = append(st.Servers, ss)
+	}
+	return st
+}
+
+// WriteStatus renders a status for humans.
+func WriteStatus(w io.Writer, raw json.RawMessage) error {
+	var st Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "SERVER\tSTATE\tSINCE\tENDPOINT\tTRANSPORT\tADDRESS\tRTT\tRX\tTX\tRECONNECTS\tLAST HANDSHAKE\n")
+	for _, s := range st.Servers {
+		hs := "-"
+		if s.LastHandshake != nil {
+			hs = ago(*s.LastHandshake)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s (%d pkts)\t%s (%d pkts)\t%d\t%s\n",
+			s.Name, s.State, ago(s.Since), dash(s.Endpoint), s.Transport, dash(s.Address), s.RTT.Round(10*time.Microsecond),
+			bytesHuman(s.RxBytes), s.RxPackets, bytesHuman(s.TxBytes), s.TxPackets, s.Reconnects, hs)
+	}
+	tw.Flush()
+	for _, s := range st.Servers {
+		if s.LastError != "" {
+			fmt.Fprintf(w, "\n%s: last error: %s\n", s.Name, s.LastError)
+		}
+		fmt.Fprintf(w, "\nroutes of %s via %s:\n", s.Name, st.Tun)
+		if len(s.Routes) == 0 {
+			fmt.Fprintln(w, "  (none yet)")
+		}
+		for _, r := range s.Routes {
+			state := "installed"
+			if !r.Installed {
+				state = "MISSING"
+			}
+			if r.Note != "" {
+				state += " (" + r.Note + ")"
+			}
+			fmt.Fprintf(w, "  %-20s %s\n", r.Prefix, state)
+		}
+	}
+	if len(st.Drops) > 0 {
+		fmt.Fprintf(w, "\ndrops: %v\n", st.Drops)
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func bytesHuman(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,114 @@
+package config
+
+import (
+	"net/netip"
+	"strconv"
+
+	"github.com/gtun/gtun/pkg/secure"
+	"github.com/gtun/gtun/pkg/transport"
+)
+
+// ClientFile is gtun.toml as written.
+type ClientFile struct {
+	Client ClientSection     `toml:"client"`
+	Server []ServerEntryTOML `toml:"server"`
+	Log    Log               `toml:"log"`
+}
+
+// ClientSection is the [client] table.
+type ClientSection struct {
+	PrivateKeyFile string `toml:"private_key_file"`
+	Tun            string `toml:"tun"`
+	Gateway        bool   `toml:"gateway"`
+	ControlSocket  string `toml:"control_socket"`
+	MetricsListen  string `toml:"metrics_listen"`
+}
+
+// ServerEntryTOML is one [[server]] table.
+type ServerEntryTOML struct {
+	Name      string   `toml:"name"`
+	Endpoints []string `toml:"endpoints"`
+	Transport string   `toml:"transport"`
+	PublicKey string   `toml:"public_key"`
+	Routes    []string `toml:"routes"`
+}
+
+// Client is a validated gtun config.
+type Client struct {
+	File          string
+	PrivateKey    secure.PrivateKey
+	Tun           string
+	ControlSocket string
+	Servers       []ServerEntry
+	Log           Log
+}
+
+// ServerEntry is a validated [[server]].
+type ServerEntry struct {
+	Name      string
+	Endpoints []string
+	Transport string
+	PublicKey secure.PublicKey
+	Routes    []netip.Prefix // empty: accept every route the server pushes
+}
+
+// LoadClient reads and validates a gtun config.
+func LoadClient(path string) (*Client, error) {
+	var f ClientFile
+	l, err := decode(path, &f)
+	if err != nil {
+		return nil, err
+	}
+	c := f.Client
+	out := &Client{File: path, Log: f.Log}
+	l.log(&out.Log)
+	out.PrivateKey = l.privateKey("client.private_key_file", c.PrivateKeyFile)
+	out.Tun = c.Tun
+	l.tunName("client.tun", &out.Tun, "gtun0")
+	if c.Gateway {
+		l.errf("client.gateway", "gateway mode is not available in this version yet")
+	}
+	out.ControlSocket = c.ControlSocket
+	if out.ControlSocket == "" {
+		out.ControlSocket = "/run/gtun/gtun.sock"
+	}
+	l.metrics("client.metrics_listen", c.MetricsListen)
+	if len(f.Server) == 0 {
+		l.errf("server", "at least one [[server]] is required")
+	}
+	if len(f.Server) > 1 {
+		l.errf("server", "this version connects to one [[server]]; several are not available yet")
+	}
+	names := map[string]bool{}
+	for i, s := range f.Server {
+		key := func(k string) string { return "server." + itoa(i) + "." + k }
+		e := ServerEntry{Name: s.Name, Transport: s.Transport}
+		if e.Name == "" {
+			l.errf(key("name"), "required")
+		} else if names[e.Name] {
+			l.errf(key("name"), "server %q defined twice", e.Name)
+		}
+		names[e.Name] = true
+		if len(s.Endpoints) == 0 {
+			l.errf(key("endpoints"), "at least one host:port is required")
+		}
+		for _, ep := range s.Endpoints {
+			e.Endpoints = append(e.Endpoints, l.endpoint(key("endpoints"), ep))
+		}
+		if e.Transport == "" {
+			e.Transport = transport.TCP
+		}
+		if e.Transport != transport.TCP {
+			l.errf(key("transport"), "unsupported transport %q (this version has tcp)", e.Transport)
+		}
+		e.PublicKey = l.publicKey(key("public_key"), s.PublicKey)
+		e.Routes = l.prefixes(key("routes"), s.Routes)
+		out.Servers = append(out.Servers, e)
+	}
+	if err := l.err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,230 @@
+// Package ipam hands out tunnel addresses from the server's pool. A client's
+// address is sticky: the lease is keyed by its public key and persisted, so
+// it gets the same address after a reconnect or a gtund restart, and its
+// routes, firewall rules and conntrack entries stay valid.
+package ipam
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/gtun/gtun/pkg/secure"
+)
+
+// ErrExhausted means every address of the pool is taken.
+var ErrExhausted = errors.New("address pool exhausted")
+
+const leaseFile = "leases.json"
+
+// Lease is one persisted assignment.
+type Lease struct {
+	PublicKey string    `json:"public_key"`
+	Name      string    `json:"name"`
+	Address   string    `json:"address"`
+	Updated   time.Time `json:"updated"`
+}
+
+// Pool assigns addresses; safe for concurrent use.
+type Pool struct {
+	mu     sync.Mutex
+	prefix netip.Prefix
+	server netip.Addr
+	dir    string
+	log    *slog.Logger
+
+	fixed   map[secure.PublicKey]netip.Addr // from [[peer]] address
+	leases  map[secure.PublicKey]Lease
+	taken   map[netip.Addr]secure.PublicKey
+	dirty   bool // leases changed but could not be written yet
+	lastErr error
+}
+
+// Open loads the leases in dir (creating dir if needed). Leases that fall
+// outside the pool, belong to keys no longer allowed, or collide with a fixed
+// address are dropped.
+func Open(prefix netip.Prefix, server netip.Addr, dir string, log *slog.Logger) (*Pool, error) {
+	p := &Pool{prefix: prefix, server: server, dir: dir, log: log,
+		fixed: map[secure.PublicKey]netip.Addr{}, leases: map[secure.PublicKey]Lease{}, taken: map[netip.Addr]secure.PublicKey{}}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state_dir: %w", err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, leaseFile))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read leases: %w", err)
+	}
+	if len(b) > 0 {
+		var ls []Lease
+		if err := json.Unmarshal(b, &ls); err != nil {
+			// A corrupt file must not stop the server: start fresh, keep the evidence.
+			bad := filepath.Join(dir, leaseFile+".corrupt")
+			_ = os.Rename(filepath.Join(dir, leaseFile), bad)
+			log.Error("lease file is corrupt; starting with no leases", "moved_to", bad, "err", err)
+		}
+		for _, l := range ls {
+			k, err1 := secure.ParsePublicKey(l.PublicKey)
+			a, err2 := netip.ParseAddr(l.Address)
+			if err1 != nil || err2 != nil || !p.usable(a) || p.taken[a] != (secure.PublicKey{}) {
+				log.Warn("dropping invalid lease", "name", l.Name, "address", l.Address)
+				continue
+			}
+			p.leases[k] = l
+			p.taken[a] = k
+		}
+	}
+	return p, nil
+}
+
+func (p *Pool) usable(a netip.Addr) bool {
+	return p.prefix.Contains(a) && a != p.prefix.Addr() && a != p.server && a != Broadcast(p.prefix)
+}
+
+// SetPeers tells the pool which keys may hold addresses and which have fixed
+// ones. Leases of keys that are gone, or that sit on a now-fixed address,
+// are released.
+func (p *Pool) SetPeers(fixed map[secure.PublicKey]netip.Addr, allowed map[secure.PublicKey]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fixed = fixed
+	fixedAddrs := map[netip.Addr]bool{}
+	for _, a := range fixed {
+		fixedAddrs[a] = true
+	}
+	for k, l := range p.leases {
+		a, _ := netip.ParseAddr(l.Address)
+		if !allowed[k] || fixedAddrs[a] {
+			delete(p.leases, k)
+			delete(p.taken, a)
+			p.dirty = true
+		}
+	}
+	if p.dirty {
+		p.persistLocked()
+	}
+}
+
+// Acquire returns the address of key: its fixed address, its existing
+// lease, or the lowest free address, which is then persisted. A failure to
+// persist is logged and retried on the next change; the address stands.
+func (p *Pool) Acquire(key secure.PublicKey, name string) (netip.Addr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a, ok := p.fixed[key]; ok {
+		return a, nil
+	}
+	if l, ok := p.leases[key]; ok {
+		a, _ := netip.ParseAddr(l.Address)
+		if p.dirty {
+			p.persistLocked()
+		}
+		return a, nil
+	}
+	fixedAddrs := map[netip.Addr]bool{}
+	for _, a := range p.fixed {
+		fixedAddrs[a] = true
+	}
+	for a := p.server.Next(); p.prefix.Contains(a); a = a.Next() {
+		if !p.usable(a) || fixedAddrs[a] {
+			continue
+		}
+		if _, taken := p.taken[a]; taken {
+			continue
+		}
+		p.leases[key] = Lease{PublicKey: key.String(), Name: name, Address: a.String(), Updated: time.Now().UTC()}
+		p.taken[a] = key
+		p.dirty = true
+		p.persistLocked()
+		return a, nil
+	}
+	return netip.Addr{}, fmt.Errorf("%w: %s has no free address", ErrExhausted, p.prefix)
+}
+
+// Leases returns the current leases, sorted by address.
+func (p *Pool) Leases() []Lease {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Lease, 0, len(p.leases))
+	for _, l := range p.leases {
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, _ := netip.ParseAddr(out[i].Address)
+		b, _ := netip.ParseAddr(out[j].Address)
+		return a.Less(b)
+	})
+	return out
+}
+
+// PersistError is the last failure to write the lease file, nil when the
+// file is current.
+func (p *Pool) PersistError() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastErr
+}
+
+func (p *Pool) persistLocked() {
+	ls := make([]Lease, 0, len(p.leases))
+	for _, l := range p.leases {
+		ls = append(ls, l)
+	}
+	sort.Slice(ls, func(i, j int) bool { return ls[i].Address < ls[j].Address })
+	b, _ := json.MarshalIndent(ls, "", "  ")
+	if err := writeAtomic(filepath.Join(p.dir, leaseFile), append(b, '\n')); err != nil {
+		if p.lastErr == nil {
+			p.log.Error("cannot persist leases; addresses stay assigned in memory and the write is retried", "err", err)
+		}
+		p.lastErr = err
+		return
+	}
+	if p.lastErr != nil {
+		p.log.Info("leases persisted again")
+	}
+	p.lastErr = nil
+	p.dirty = false
+}
+
+// writeAtomic replaces path with data so that a crash leaves either the old
+// file or the new one, never a torn one.
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".leases-*")
+	if err != nil {
+		return fmt.Errorf("create temp in %s: %w", dir, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("rename to %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Broadcast is the last address of an IPv4 prefix.
+func Broadcast(p netip.Prefix) netip.Addr {
+	a := p.Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= uint32(1)<<(32-p.Bits()) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}

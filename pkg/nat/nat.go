@@ -1,0 +1,299 @@
+// Package nat manages the nftables table a gtun daemon owns: masquerade of
+// the tunnel pool into the local network, forward accepts for tunnel
+// traffic, and TCP MSS clamping. It talks nftables netlink directly
+// (google/nftables); nothing is exec'd.
+//
+// The daemon owns the whole table: Ensure rebuilds it from scratch in one
+// atomic batch, so there is never a moment with a half-built rule set, and
+// operators' own tables are never touched. Rebuilding the table does not
+// flush conntrack, so established (and already masqueraded) flows survive a
+// reload.
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Spec describes the table Ensure builds.
+type Spec struct {
+	// Table is the nftables table name, family ip (IPv4), e.g. "gtund".
+	Table string
+	// Tun is the tunnel device name, e.g. "gtund0".
+	Tun string
+	// Masquerade lists source prefixes (the tunnel pool) masqueraded when
+	// leaving through any interface other than Tun. IPv4 only.
+	Masquerade []netip.Prefix
+	// ClampMSS clamps the MSS of forwarded TCP SYNs in and out of Tun to
+	// the route's path MTU, so peers behind the tunnel don't send segments
+	// that only fit a full-size link.
+	ClampMSS bool
+	// NetNS is an open file descriptor of the network namespace to work
+	// in; 0 means the caller's current namespace.
+	NetNS int
+}
+
+// ifnameSize is IFNAMSIZ: nftables compares interface names as 16 bytes,
+// NUL padded, which is what makes it an exact match rather than a prefix.
+const ifnameSize = 16
+
+// Ensure makes the table exactly what s describes. It is idempotent: in one
+// netlink batch it deletes the table if it exists and creates it afresh with
+//
+//	chain postrouting { type nat hook postrouting priority srcnat
+//	    ip saddr <pool> oifname != <tun> masquerade        (per pool prefix)
+//	}
+//	chain forward { type filter hook forward priority filter; policy accept
+//	    iifname <tun> tcp flags syn tcp option maxseg size set rt mtu   (ClampMSS)
+//	    oifname <tun> tcp flags syn tcp option maxseg size set rt mtu   (ClampMSS)
+//	    iifname <tun> accept
+//	    oifname <tun> ct state established,related accept
+//	}
+//
+// The clamp rules come before the accepts because an accept ends evaluation
+// of the chain.
+func Ensure(s Spec) error {
+	if err := s.validate(); err != nil {
+		return err
+	}
+	c, err := conn(s.NetNS)
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: s.Table, Family: nftables.TableFamilyIPv4}
+	// Add-then-delete makes the delete succeed whether or not the table
+	// existed, keeping the whole replacement in a single transaction.
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+
+	post := c.AddChain(&nftables.Chain{
+		Name:     "postrouting",
+		Table:    t,
+		Type:     nftables.ChainTypeNAT,
+		Hooknum:  nftables.ChainHookPostrouting,
+		Priority: nftables.ChainPriorityNATSource,
+	})
+	for _, p := range s.Masquerade {
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: masqueradeExprs(p.Masked(), s.Tun)})
+	}
+
+	accept := nftables.ChainPolicyAccept
+	fwd := c.AddChain(&nftables.Chain{
+		Name:     "forward",
+		Table:    t,
+		Type:     nftables.ChainTypeFilter,
+		Hooknum:  nftables.ChainHookForward,
+		Priority: nftables.ChainPriorityFilter,
+		Policy:   &accept,
+	})
+	if s.ClampMSS {
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: clampExprs(expr.MetaKeyIIFNAME, s.Tun)})
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: clampExprs(expr.MetaKeyOIFNAME, s.Tun)})
+	}
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(s.Tun)},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	}})
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(s.Tun)},
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{
+			SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0),
+		},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	}})
+
+	// When an expression's module (nft_masq, nft_chain_nat, nft_rt,
+	// nft_exthdr) is not loaded, the kernel loads it and replays the batch
+	// itself; EAGAIN can still leak out if the load races, so retry once.
+	err = c.Flush()
+	if errors.Is(err, syscall.EAGAIN) {
+		err = c.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("ensure nftables table ip %s: %w%s", s.Table, err, hint(err))
+	}
+	return nil
+}
+
+// Remove deletes the table in the current network namespace; nil if absent.
+func Remove(table string) error { return RemoveIn(0, table) }
+
+// RemoveIn deletes the table in the network namespace given by the open fd
+// netns (0 = current); nil if absent.
+func RemoveIn(netns int, table string) error {
+	c, err := conn(netns)
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: table, Family: nftables.TableFamilyIPv4}
+	// Add-then-delete: no ENOENT when the table is already gone.
+	c.AddTable(t)
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("remove nftables table ip %s: %w", table, err)
+	}
+	return nil
+}
+
+// Exists reports whether the table exists in the current network namespace.
+func Exists(table string) (bool, error) { return ExistsIn(0, table) }
+
+// ExistsIn reports whether the table exists in the network namespace given
+// by the open fd netns (0 = current).
+func ExistsIn(netns int, table string) (bool, error) {
+	c, err := conn(netns)
+	if err != nil {
+		return false, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, fmt.Errorf("list nftables tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == table {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+const ipForward = "/proc/sys/net/ipv4/ip_forward"
+
+// EnableIPv4Forwarding sets net.ipv4.ip_forward to 1 in the caller's network
+// namespace (sysctls under /proc/sys/net are per namespace, chosen by the
+// thread that opens the file). It reports whether the value changed.
+func EnableIPv4Forwarding() (changed bool, err error) {
+	cur, err := os.ReadFile(ipForward)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", ipForward, err)
+	}
+	if strings.TrimSpace(string(cur)) == "1" {
+		return false, nil
+	}
+	if err := os.WriteFile(ipForward, []byte("1\n"), 0o644); err != nil {
+		return false, fmt.Errorf("enable IPv4 forwarding: write %s: %w", ipForward, err)
+	}
+	return true, nil
+}
+
+func (s Spec) validate() error {
+	if s.Table == "" {
+		return errors.New("nat: empty table name")
+	}
+	if s.Tun == "" || len(s.Tun) >= ifnameSize {
+		return fmt.Errorf("nat: bad tunnel device name %q", s.Tun)
+	}
+	for _, p := range s.Masquerade {
+		if !p.IsValid() || !p.Addr().Is4() {
+			return fmt.Errorf("nat: masquerade prefix %s: only IPv4 prefixes are supported (table family ip)", p)
+		}
+	}
+	return nil
+}
+
+func conn(netns int) (*nftables.Conn, error) {
+	var opts []nftables.ConnOption
+	if netns > 0 {
+		opts = append(opts, nftables.WithNetNSFd(netns))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink connection: %w", err)
+	}
+	return c, nil
+}
+
+// masqueradeExprs is `ip saddr <p> oifname != <tun> masquerade`.
+func masqueradeExprs(p netip.Prefix, tun string) []expr.Any {
+	addr := p.Addr().As4()
+	mask := netipMask4(p.Bits())
+	return []expr.Any{
+		// ip saddr: 4 bytes at offset 12 of the IPv4 header.
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask[:], Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr[:]},
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(tun)},
+		&expr.Masq{},
+	}
+}
+
+// clampExprs is `<iif|oif>name <tun> tcp flags syn tcp option maxseg size
+// set rt mtu`, matching the bytecode nft generates for it:
+//
+//	meta load l4proto; cmp eq 6
+//	payload load 1b @ transport header + 13; bitwise & 0x02; cmp neq 0
+//	rt load tcpmss => reg 1
+//	byteorder reg 1 = hton(reg 1, 2, 2)
+//	exthdr write tcpopt reg 1 => 2b @ 2 + 2
+//
+// The rt value is in host order; without the byteorder step the kernel
+// would write a byte-swapped MSS into the option.
+func clampExprs(dir expr.MetaKey, tun string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: dir, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(tun)},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x02}, Xor: []byte{0x00}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x00}},
+		&expr.Rt{Register: 1, Key: expr.RtTCPMSS},
+		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 2, Size: 2},
+		&expr.Exthdr{
+			SourceRegister: 1,
+			Type:           2, // TCPOPT_MAXSEG
+			Offset:         2,
+			Len:            2,
+			Op:             expr.ExthdrOpTcpopt,
+		},
+	}
+}
+
+func ifname(n string) []byte {
+	b := make([]byte, ifnameSize)
+	copy(b, n)
+	return b
+}
+
+func netipMask4(bits int) [4]byte {
+	var m [4]byte
+	for i := range 4 {
+		switch {
+		case bits >= 8:
+			m[i] = 0xff
+			bits -= 8
+		case bits > 0:
+			m[i] = byte(0xff << (8 - bits))
+			bits = 0
+		}
+	}
+	return m
+}
+
+// hint adds a likely cause to errors that otherwise read as a bare errno.
+func hint(err error) string {
+	switch {
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.EOPNOTSUPP):
+		return " (kernel lacks an nftables feature: need nf_tables, nft_chain_nat, nft_masq, nft_ct, nft_rt, nft_exthdr)"
+	case errors.Is(err, syscall.EPERM):
+		return " (needs CAP_NET_ADMIN)"
+	}
+	return ""
+}

@@ -1,0 +1,434 @@
+package nat
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Each test runs in its own named network namespace made with `ip netns add`;
+// the package is pointed at it through Spec.NetNS / the *In functions (an
+// open fd), so test goroutines never change namespace themselves, except the
+// sysctl test, which must (see there).
+
+var nsSeq atomic.Int32
+
+func unavailable(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI is set but kernel tests cannot run: "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+type testNS struct {
+	t    *testing.T
+	name string
+	h    netns.NsHandle
+}
+
+func newNS(t *testing.T) *testNS {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		unavailable(t, "needs root (network namespaces, nftables)")
+	}
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			unavailable(t, "needs %s for checks: %v", tool, err)
+		}
+	}
+	name := fmt.Sprintf("gtunnat-%d-%d", os.Getpid(), nsSeq.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		unavailable(t, "cannot create netns: %v: %s", err, out)
+	}
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		_ = exec.Command("ip", "netns", "del", name).Run()
+		t.Fatalf("open netns %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		h.Close()
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("delete netns %s: %v: %s", name, err, out)
+		}
+	})
+	return &testNS{t: t, name: name, h: h}
+}
+
+func (n *testNS) fd() int { return int(n.h) }
+
+// nft runs nft inside the namespace.
+func (n *testNS) nft(args ...string) string {
+	n.t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", n.name, "nft"}, args...)...).CombinedOutput()
+	if err != nil {
+		n.t.Fatalf("nft %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func (n *testNS) nftStdin(script string) {
+	n.t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", n.name, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		n.t.Fatalf("nft -f: %v: %s\n%s", err, out, script)
+	}
+}
+
+func testSpec(ns *testNS) Spec {
+	return Spec{
+		Table:      "gtund",
+		Tun:        "gtund0",
+		Masquerade: []netip.Prefix{netip.MustParsePrefix("100.64.240.0/24")},
+		ClampMSS:   true,
+		NetNS:      ns.fd(),
+	}
+}
+
+func TestEnsureRules(t *testing.T) {
+	ns := newNS(t)
+	s := testSpec(ns)
+	if err := Ensure(s); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	got := ns.nft("list", "table", "ip", "gtund")
+	t.Logf("nft list table ip gtund:\n%s", got)
+	for _, want := range []string{
+		"type nat hook postrouting priority srcnat; policy accept;",
+		`ip saddr 100.64.240.0/24 oifname != "gtund0" masquerade`,
+		"type filter hook forward priority filter; policy accept;",
+		`iifname "gtund0" tcp flags syn tcp option maxseg size set rt mtu`,
+		`oifname "gtund0" tcp flags syn tcp option maxseg size set rt mtu`,
+		`iifname "gtund0" accept`,
+		`oifname "gtund0" ct state established,related accept`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q", want)
+		}
+	}
+	// Clamp rules must come before the accepts, or accepted SYNs escape.
+	if strings.LastIndex(got, "maxseg") > strings.Index(got, "accept\n") {
+		t.Errorf("MSS clamp rules not before the accept rules")
+	}
+
+	// Compare with what nft itself makes of the same rules: the listing
+	// must match, and the MSS clamp bytecode (byteorder!) must be identical.
+	ns.nftStdin(`table ip ref {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr 100.64.240.0/24 oifname != "gtund0" masquerade
+	}
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "gtund0" tcp flags syn tcp option maxseg size set rt mtu
+		oifname "gtund0" tcp flags syn tcp option maxseg size set rt mtu
+		iifname "gtund0" accept
+		oifname "gtund0" ct state established,related accept
+	}
+}
+`)
+	ref := ns.nft("list", "table", "ip", "ref")
+	if strings.Replace(ref, "table ip ref", "table ip gtund", 1) != got {
+		t.Errorf("listing differs from nft's own:\nours:\n%s\nnft:\n%s", got, ref)
+	}
+	oursBC := bytecode(ns.nft("--debug=netlink", "list", "chain", "ip", "gtund", "forward"))
+	refBC := bytecode(ns.nft("--debug=netlink", "list", "chain", "ip", "ref", "forward"))
+	if oursBC == "" || oursBC != refBC {
+		t.Errorf("forward chain bytecode differs:\nours:\n%s\nnft:\n%s", oursBC, refBC)
+	}
+	if !strings.Contains(oursBC, "byteorder reg 1 = hton(reg 1, 2, 2)") {
+		t.Errorf("no hton before the MSS write:\n%s", oursBC)
+	}
+}
+
+// bytecode keeps the "[ ... ]" expression lines of nft --debug=netlink.
+func bytecode(s string) string {
+	var b strings.Builder
+	for l := range strings.Lines(s) {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "[") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+func TestEnsureIdempotent(t *testing.T) {
+	ns := newNS(t)
+	s := testSpec(ns)
+	s.Masquerade = append(s.Masquerade, netip.MustParsePrefix("100.64.241.7/24"))
+	if err := Ensure(s); err != nil {
+		t.Fatalf("first Ensure: %v", err)
+	}
+	first := ns.nft("list", "table", "ip", "gtund")
+	// Someone adds a stray rule; the next Ensure must drop it.
+	ns.nft("add", "rule", "ip", "gtund", "forward", "drop")
+	if err := Ensure(s); err != nil {
+		t.Fatalf("second Ensure: %v", err)
+	}
+	second := ns.nft("list", "table", "ip", "gtund")
+	if first != second {
+		t.Errorf("Ensure not idempotent:\nfirst:\n%s\nsecond:\n%s", first, second)
+	}
+	if !strings.Contains(second, "ip saddr 100.64.241.0/24") {
+		t.Errorf("second pool prefix missing or not masked:\n%s", second)
+	}
+	if n := strings.Count(second, "masquerade"); n != 2 {
+		t.Errorf("%d masquerade rules, want 2", n)
+	}
+	// Without clamping, no maxseg rules.
+	s.ClampMSS = false
+	if err := Ensure(s); err != nil {
+		t.Fatalf("Ensure without clamp: %v", err)
+	}
+	if out := ns.nft("list", "table", "ip", "gtund"); strings.Contains(out, "maxseg") {
+		t.Errorf("clamp rules present with ClampMSS=false:\n%s", out)
+	}
+	// Ensure leaves other tables alone.
+	ns.nft("add", "table", "ip", "operator")
+	if err := Ensure(s); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	if out := ns.nft("list", "tables"); !strings.Contains(out, "table ip operator") {
+		t.Errorf("operator table gone: %s", out)
+	}
+}
+
+func TestExistsRemove(t *testing.T) {
+	ns := newNS(t)
+	ok, err := ExistsIn(ns.fd(), "gtund")
+	if err != nil || ok {
+		t.Fatalf("ExistsIn before Ensure = %v, %v; want false, nil", ok, err)
+	}
+	if err := RemoveIn(ns.fd(), "gtund"); err != nil {
+		t.Errorf("RemoveIn of absent table: %v", err)
+	}
+	if err := Ensure(testSpec(ns)); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	ok, err = ExistsIn(ns.fd(), "gtund")
+	if err != nil || !ok {
+		t.Fatalf("ExistsIn after Ensure = %v, %v; want true, nil", ok, err)
+	}
+	if err := RemoveIn(ns.fd(), "gtund"); err != nil {
+		t.Fatalf("RemoveIn: %v", err)
+	}
+	if out := ns.nft("list", "tables"); strings.Contains(out, "gtund") {
+		t.Errorf("table still listed: %s", out)
+	}
+	ok, err = ExistsIn(ns.fd(), "gtund")
+	if err != nil || ok {
+		t.Fatalf("ExistsIn after Remove = %v, %v; want false, nil", ok, err)
+	}
+}
+
+func TestSpecValidation(t *testing.T) {
+	for _, s := range []Spec{
+		{Tun: "gtund0"},
+		{Table: "gtund"},
+		{Table: "gtund", Tun: "a-name-that-is-too-long"},
+		{Table: "gtund", Tun: "gtund0", Masquerade: []netip.Prefix{netip.MustParsePrefix("fd00::/64")}},
+	} {
+		if err := Ensure(s); err == nil {
+			t.Errorf("Ensure(%+v) = nil, want error", s)
+		}
+	}
+}
+
+// The sysctl is per namespace and chosen by the thread that opens the file,
+// so this test moves a locked OS thread into the namespace.
+func TestEnableIPv4Forwarding(t *testing.T) {
+	ns := newNS(t)
+	read := func() string {
+		out, err := exec.Command("ip", "netns", "exec", ns.name, "cat", "/proc/sys/net/ipv4/ip_forward").CombinedOutput()
+		if err != nil {
+			t.Fatalf("read ip_forward: %v: %s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if v := read(); v != "0" {
+		t.Fatalf("fresh netns ip_forward = %s, want 0", v)
+	}
+	type res struct {
+		changed [2]bool
+		err     error
+	}
+	done := make(chan res)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread if we cannot switch back: the thread then
+		// dies with this goroutine instead of leaking the namespace.
+		var r res
+		defer func() { done <- r }()
+		orig, err := netns.Get()
+		if err != nil {
+			r.err = err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns.h); err != nil {
+			r.err = err
+			return
+		}
+		for i := range r.changed {
+			if r.changed[i], err = EnableIPv4Forwarding(); err != nil {
+				r.err = err
+				break
+			}
+		}
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("EnableIPv4Forwarding: %v", r.err)
+	}
+	if r.changed != [2]bool{true, false} {
+		t.Errorf("changed = %v, want [true false]", r.changed)
+	}
+	if v := read(); v != "1" {
+		t.Errorf("ip_forward = %s after enable", v)
+	}
+}
+
+// inNS runs fn on an OS thread moved into ns; sockets created there stay in
+// that namespace after the thread goes back.
+func inNS(t *testing.T, ns netns.NsHandle, fn func()) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		fn()
+		if err := netns.Set(orig); err == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("in netns: %v", err)
+	}
+}
+
+// TestForwardMasqueradeClamp proves the rules in the kernel's data path:
+// cli (100.64.240.2) -> rtr [gtund0 | wan0] -> srv (10.0.0.3). srv has no
+// route back to the pool, so the connection only works masqueraded, and
+// rtr's route to srv has mtu 1200, so the SYN's MSS must arrive clamped.
+func TestForwardMasqueradeClamp(t *testing.T) {
+	cli, rtr, srv := newNS(t), newNS(t), newNS(t)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	// gtund0 stands in for the TUN device.
+	ip("-n", rtr.name, "link", "add", "gtund0", "type", "veth", "peer", "name", "eth0", "netns", cli.name)
+	ip("-n", rtr.name, "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", srv.name)
+	ip("-n", rtr.name, "addr", "add", "100.64.240.1/24", "dev", "gtund0")
+	ip("-n", rtr.name, "addr", "add", "10.0.0.2/24", "dev", "wan0")
+	ip("-n", cli.name, "addr", "add", "100.64.240.2/24", "dev", "eth0")
+	ip("-n", srv.name, "addr", "add", "10.0.0.3/24", "dev", "eth0")
+	for _, n := range []string{"gtund0", "wan0", "lo"} {
+		ip("-n", rtr.name, "link", "set", n, "up")
+	}
+	for _, ns := range []*testNS{cli, srv} {
+		ip("-n", ns.name, "link", "set", "eth0", "up")
+		ip("-n", ns.name, "link", "set", "lo", "up")
+	}
+	ip("-n", cli.name, "route", "add", "default", "via", "100.64.240.1")
+	ip("-n", rtr.name, "route", "add", "10.0.0.3/32", "dev", "wan0", "mtu", "1200")
+	if out, err := exec.Command("ip", "netns", "exec", rtr.name, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward").CombinedOutput(); err != nil {
+		t.Fatalf("enable forwarding: %v: %s", err, out)
+	}
+	if err := Ensure(Spec{
+		Table: "gtund", Tun: "gtund0", ClampMSS: true, NetNS: rtr.fd(),
+		Masquerade: []netip.Prefix{netip.MustParsePrefix("100.64.240.0/24")},
+	}); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+
+	var ln net.Listener
+	inNS(t, srv.h, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", "10.0.0.3:0"); err != nil {
+			t.Errorf("listen: %v", err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	defer ln.Close()
+	var c net.Conn
+	inNS(t, cli.h, func() {
+		var err error
+		if c, err = net.DialTimeout("tcp4", ln.Addr().String(), 3*time.Second); err != nil {
+			t.Errorf("dial through rtr: %v", err)
+		}
+	})
+	if c == nil {
+		t.FailNow()
+	}
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	defer sc.Close()
+	if got := sc.RemoteAddr().(*net.TCPAddr).IP.String(); got != "10.0.0.2" {
+		t.Errorf("server saw source %s, want masqueraded 10.0.0.2", got)
+	}
+	raw, err := sc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mss int
+	var serr error
+	if err := raw.Control(func(fd uintptr) { mss, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG) }); err != nil || serr != nil {
+		t.Fatalf("TCP_MAXSEG: %v %v", err, serr)
+	}
+	// 1200 - 40 = 1160 advertised; minus TCP options in use on the
+	// connection. Unclamped it would be 1460 minus options.
+	t.Logf("server-side MSS %d", mss)
+	if mss > 1160 {
+		t.Errorf("server-side MSS %d, want <= 1160 (clamped to rt mtu 1200)", mss)
+	}
+
+	// Rebuilding the table must not break the established, masqueraded
+	// flow (conntrack is not flushed, the NAT binding survives).
+	if err := Ensure(Spec{
+		Table: "gtund", Tun: "gtund0", ClampMSS: true, NetNS: rtr.fd(),
+		Masquerade: []netip.Prefix{netip.MustParsePrefix("100.64.240.0/24")},
+	}); err != nil {
+		t.Fatalf("second Ensure: %v", err)
+	}
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatalf("write after re-Ensure: %v", err)
+	}
+	buf := make([]byte, 4)
+	_ = sc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("read after re-Ensure: %q %v", buf, err)
+	}
+}

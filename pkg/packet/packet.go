@@ -1,0 +1,84 @@
+// Package packet holds what the data path needs to handle IP packets without
+// allocating: pooled buffers, header field access and a longest-prefix table.
+package packet
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"sync"
+)
+
+// MaxSize is the largest packet the data path carries: an IPv4/IPv6 packet
+// is at most 64 KiB, which also leaves room for offloaded super-packets.
+const MaxSize = 65535
+
+// Buf is a reusable packet buffer; N is the length of the packet in B.
+type Buf struct {
+	B [MaxSize]byte
+	N int
+}
+
+// Bytes returns the packet.
+func (b *Buf) Bytes() []byte { return b.B[:b.N] }
+
+var pool = sync.Pool{New: func() any { return new(Buf) }}
+
+// Get returns an empty buffer from the pool.
+func Get() *Buf { return pool.Get().(*Buf) }
+
+// Put returns a buffer to the pool; the caller must not touch it afterwards.
+func Put(b *Buf) {
+	b.N = 0
+	pool.Put(b)
+}
+
+// ErrMalformed is returned for a packet too short or of unknown IP version.
+var ErrMalformed = errors.New("malformed IP packet")
+
+// Addrs returns the source and destination of an IPv4 or IPv6 packet.
+func Addrs(p []byte) (src, dst netip.Addr, err error) {
+	if len(p) < 1 {
+		return src, dst, ErrMalformed
+	}
+	switch p[0] >> 4 {
+	case 4:
+		if len(p) < 20 || int(p[0]&0x0f)*4 < 20 {
+			return src, dst, ErrMalformed
+		}
+		return netip.AddrFrom4([4]byte(p[12:16])), netip.AddrFrom4([4]byte(p[16:20])), nil
+	case 6:
+		if len(p) < 40 {
+			return src, dst, ErrMalformed
+		}
+		return netip.AddrFrom16([16]byte(p[8:24])), netip.AddrFrom16([16]byte(p[24:40])), nil
+	}
+	return src, dst, ErrMalformed
+}
+
+// Dst returns the destination address of an IPv4 or IPv6 packet.
+func Dst(p []byte) (netip.Addr, error) {
+	_, dst, err := Addrs(p)
+	return dst, err
+}
+
+// TotalLen returns the length an IPv4/IPv6 header claims for the packet,
+// so that trailing garbage can be detected.
+func TotalLen(p []byte) (int, error) {
+	if len(p) < 1 {
+		return 0, ErrMalformed
+	}
+	switch p[0] >> 4 {
+	case 4:
+		if len(p) < 20 {
+			return 0, ErrMalformed
+		}
+		return int(binary.BigEndian.Uint16(p[2:4])), nil
+	case 6:
+		if len(p) < 40 {
+			return 0, ErrMalformed
+		}
+		return 40 + int(binary.BigEndian.Uint16(p[4:6])), nil
+	}
+	return 0, ErrMalformed
+}

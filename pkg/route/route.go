@@ -1,0 +1,832 @@
+// Package route keeps a desired set of IPv4/IPv6 prefixes routed onto one
+// link (the gtun TUN device) and keeps them there: after the link flaps, is
+// recreated with a new index, or someone deletes a route by hand.
+//
+// # Ownership
+//
+// Every route the Reconciler installs carries the rtnetlink protocol
+// [Protocol] (0x67, 'g'). The protocol field is how the kernel records who
+// owns a route (kernel, boot, static, dhcp, bird, ...); using our own value
+// lets a pass find exactly the routes gtun made, delete the ones no longer
+// wanted, and clean leftovers after a kill -9, without ever touching routes an
+// operator or another daemon added. `ip route show proto 0x67` lists them.
+//
+// # Conflicts: do not fight the operator
+//
+// If a route for a desired prefix already exists in the table and is not ours
+// (another protocol, or another device), the Reconciler leaves it alone: it
+// does not replace it, and if it had installed its own route for that prefix
+// (say, at a different metric) it withdraws it so the operator's route is the
+// one in effect. [Reconciler.Status] reports such a prefix as not installed
+// with Conflict describing the other route, and the conflict is logged at
+// warn once each time it changes. When the other route goes away, the next
+// pass installs ours.
+//
+// Routes are only added while the link exists and is administratively up (the
+// kernel refuses them on a down link); otherwise the prefix is reported as not
+// installed and the next event or tick retries. Link state changes are logged
+// once, not every pass.
+package route
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Protocol is the rtnetlink protocol value marking routes gtun owns ('g').
+// A custom value (rather than "static" or "boot") is what lets us find and
+// clean up only our own routes; see the package comment.
+const Protocol = 0x67
+
+const (
+	defaultResync = 2 * time.Second
+	// debounce coalesces bursts of netlink events (a link flap produces
+	// several) into one pass while keeping heal time in milliseconds.
+	debounce = 5 * time.Millisecond
+	// retryMin is the first retry delay after a failed pass; it doubles up
+	// to the resync interval so a persistent error doesn't spin.
+	retryMin = 100 * time.Millisecond
+	// nlTimeout bounds every netlink request so a wedged socket cannot hang
+	// a pass forever.
+	nlTimeout = 5 * time.Second
+	// subBuf is the kernel receive buffer asked for the subscriptions; a
+	// busy node (many pods, CNI route churn) overflows the default quickly.
+	subBuf = 1 << 20
+)
+
+// Options configure a Reconciler.
+type Options struct {
+	// Link is the device name, e.g. "gtun0". It is resolved by name on every
+	// pass because the device may be deleted and recreated with a new index.
+	Link string
+	// ResyncInterval is the period of the full pass that backs up the
+	// netlink subscriptions. Default 2s.
+	ResyncInterval time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Table is the routing table; 0 means main.
+	Table int
+	// NetNS is an open file descriptor of the network namespace to work in;
+	// 0 means the caller's current namespace. The descriptor must stay open
+	// while the Reconciler is used.
+	NetNS int
+	// OnHeal, if set, is called after a route that had been installed and
+	// went missing was reinstalled, with the time since the loss was seen.
+	OnHeal func(prefix netip.Prefix, took time.Duration)
+}
+
+// RouteStatus is the state of one desired prefix as of the last pass.
+type RouteStatus struct {
+	Prefix    netip.Prefix
+	Installed bool
+	// Conflict describes a route for Prefix that gtun does not own and
+	// therefore left in place; empty if there is none.
+	Conflict string
+	// Reason says why the route is not installed when that is not a
+	// conflict (link missing or down, kernel error); empty when installed.
+	Reason string
+}
+
+// Reconciler keeps the desired prefixes routed onto Options.Link. Its methods
+// are safe for concurrent use; Run must not be called twice at once.
+type Reconciler struct {
+	o     Options
+	log   *slog.Logger
+	kick  chan struct{}
+	table int // effective table id (main when Options.Table is 0)
+
+	// linkIndex is the last index seen for the link; the event goroutines
+	// use it to tell which notifications concern us.
+	linkIndex atomic.Int32
+
+	dmu     sync.Mutex
+	desired map[netip.Prefix]struct{}
+	// missingSince records when an installed route was seen to vanish
+	// (delete event or pass), so the heal time can be measured.
+	missingSince map[netip.Prefix]time.Time
+
+	// passMu serialises passes and guards the fields below.
+	passMu    sync.Mutex
+	h         *netlink.Handle // Run's handle; nil when Run is not active
+	prev      map[netip.Prefix]RouteStatus
+	linkState string
+	lastErr   string
+
+	stMu   sync.Mutex
+	status []RouteStatus
+}
+
+// NewReconciler returns a Reconciler with an empty desired set. Nothing is
+// touched until Sync, Run or RemoveAll is called.
+func NewReconciler(o Options) *Reconciler {
+	if o.ResyncInterval <= 0 {
+		o.ResyncInterval = defaultResync
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	table := o.Table
+	if table == 0 {
+		table = unix.RT_TABLE_MAIN
+	}
+	return &Reconciler{
+		o:            o,
+		log:          o.Logger.With("link", o.Link),
+		kick:         make(chan struct{}, 1),
+		table:        table,
+		desired:      map[netip.Prefix]struct{}{},
+		missingSince: map[netip.Prefix]time.Time{},
+		prev:         map[netip.Prefix]RouteStatus{},
+	}
+}
+
+// SetDesired replaces the desired set. Prefixes are normalised (host bits
+// cleared); invalid ones are ignored. Routes of ours that are no longer
+// desired are removed on the next pass, which is triggered promptly when Run
+// is active. It never blocks.
+func (r *Reconciler) SetDesired(prefixes []netip.Prefix) {
+	d := make(map[netip.Prefix]struct{}, len(prefixes))
+	for _, p := range prefixes {
+		if !p.IsValid() {
+			continue
+		}
+		d[normalize(p)] = struct{}{}
+	}
+	r.dmu.Lock()
+	r.desired = d
+	for p := range r.missingSince {
+		if _, ok := d[p]; !ok {
+			delete(r.missingSince, p)
+		}
+	}
+	r.dmu.Unlock()
+	r.trigger()
+}
+
+// Sync runs one reconcile pass now: it adds missing desired routes and
+// deletes routes of ours on the link that are not desired.
+func (r *Reconciler) Sync() error {
+	r.passMu.Lock()
+	defer r.passMu.Unlock()
+	h, done, err := r.handle()
+	if err != nil {
+		return err
+	}
+	defer done()
+	return r.pass(h)
+}
+
+// Status returns the state of each desired prefix from the last pass, sorted
+// by prefix string.
+func (r *Reconciler) Status() []RouteStatus {
+	r.stMu.Lock()
+	defer r.stMu.Unlock()
+	return slices.Clone(r.status)
+}
+
+// RemoveAll deletes every route with our Protocol on the link, whether
+// desired or not. A missing link is not an error (the kernel dropped its
+// routes with it). Use it at start to clean leftovers of a killed process and
+// at stop; at stop, cancel Run first or the next pass reinstalls the routes.
+func (r *Reconciler) RemoveAll() error {
+	r.passMu.Lock()
+	defer r.passMu.Unlock()
+	h, done, err := r.handle()
+	if err != nil {
+		return err
+	}
+	defer done()
+
+	link, err := h.LinkByName(r.o.Link)
+	if err != nil {
+		if isNotFound(err) {
+			r.setStatusAll("link " + r.o.Link + " not found")
+			return nil
+		}
+		return fmt.Errorf("look up link %s: %w", r.o.Link, err)
+	}
+	routes, err := r.list(h)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, rt := range routes {
+		if rt.Protocol != Protocol || rt.LinkIndex != link.Attrs().Index {
+			continue
+		}
+		if err := r.del(h, rt); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.log.Info("route removed", "prefix", dstPrefix(rt))
+	}
+	r.setStatusAll("removed")
+	return errors.Join(errs...)
+}
+
+// Run reconciles until ctx is done: netlink route, link and address
+// notifications trigger a pass (debounced by a few milliseconds), and a full
+// pass runs every ResyncInterval regardless, in case a notification was lost.
+// Subscriptions that fail are re-established. It returns nil when ctx is done
+// and an error only if it cannot start.
+func (r *Reconciler) Run(ctx context.Context) error {
+	h, err := r.newHandle()
+	if err != nil {
+		return err
+	}
+	r.passMu.Lock()
+	r.h = h
+	r.passMu.Unlock()
+	defer func() {
+		r.passMu.Lock()
+		r.h = nil
+		r.passMu.Unlock()
+		h.Close()
+	}()
+
+	subCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	var nsp *netns.NsHandle
+	if r.o.NetNS > 0 {
+		ns := netns.NsHandle(r.o.NetNS)
+		nsp = &ns
+	}
+	wg.Go(func() {
+		watch(subCtx, r, "route", func(ch chan netlink.RouteUpdate, done chan struct{}, cb func(error)) error {
+			return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{
+				Namespace: nsp, ErrorCallback: cb, ReceiveBufferSize: subBuf,
+			})
+		}, r.onRoute)
+	})
+	wg.Go(func() {
+		watch(subCtx, r, "link", func(ch chan netlink.LinkUpdate, done chan struct{}, cb func(error)) error {
+			return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
+				Namespace: nsp, ErrorCallback: cb, ReceiveBufferSize: subBuf,
+			})
+		}, r.onLink)
+	})
+	wg.Go(func() {
+		watch(subCtx, r, "addr", func(ch chan netlink.AddrUpdate, done chan struct{}, cb func(error)) error {
+			return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{
+				Namespace: nsp, ErrorCallback: cb, ReceiveBufferSize: subBuf,
+			})
+		}, r.onAddr)
+	})
+
+	ticker := time.NewTicker(r.o.ResyncInterval)
+	defer ticker.Stop()
+	timer := time.NewTimer(0) // first pass right away
+	defer timer.Stop()
+	armed := true
+	retry := retryMin
+
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.kick:
+			if !armed {
+				timer.Reset(debounce)
+				armed = true
+			}
+			continue
+		case <-timer.C:
+			armed = false
+		case <-ticker.C:
+		}
+		if r.runPass() {
+			retry = retryMin
+			continue
+		}
+		// A failed pass (dump interrupted, a route appearing under us)
+		// is usually transient: retry sooner than the ticker would.
+		if !armed {
+			timer.Reset(retry)
+			armed = true
+		}
+		retry = min(retry*2, r.o.ResyncInterval)
+	}
+}
+
+// runPass runs one pass for Run, logging errors once per change. It reports
+// whether the pass succeeded.
+func (r *Reconciler) runPass() bool {
+	r.passMu.Lock()
+	defer r.passMu.Unlock()
+	err := r.pass(r.h)
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	if msg != r.lastErr {
+		if err != nil {
+			r.log.Warn("route pass failed; retrying", "err", err)
+		} else {
+			r.log.Info("route pass ok again")
+		}
+		r.lastErr = msg
+	}
+	return err == nil
+}
+
+// trigger asks Run for a pass without blocking; one pending request is
+// enough since a pass always looks at the whole state.
+func (r *Reconciler) trigger() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// handle returns Run's handle if Run is active, else a fresh one and a
+// function closing it. Callers hold passMu.
+func (r *Reconciler) handle() (*netlink.Handle, func(), error) {
+	if r.h != nil {
+		return r.h, func() {}, nil
+	}
+	h, err := r.newHandle()
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, h.Close, nil
+}
+
+func (r *Reconciler) newHandle() (*netlink.Handle, error) {
+	var (
+		h   *netlink.Handle
+		err error
+	)
+	if r.o.NetNS > 0 {
+		h, err = netlink.NewHandleAt(netns.NsHandle(r.o.NetNS), unix.NETLINK_ROUTE)
+	} else {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open netlink handle: %w", err)
+	}
+	if err := h.SetSocketTimeout(nlTimeout); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("set netlink timeout: %w", err)
+	}
+	return h, nil
+}
+
+func (r *Reconciler) desiredSnapshot() []netip.Prefix {
+	r.dmu.Lock()
+	defer r.dmu.Unlock()
+	out := make([]netip.Prefix, 0, len(r.desired))
+	for p := range r.desired {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}
+
+func (r *Reconciler) isDesired(p netip.Prefix) bool {
+	r.dmu.Lock()
+	defer r.dmu.Unlock()
+	_, ok := r.desired[p]
+	return ok
+}
+
+// pass is one reconcile pass. Callers hold passMu.
+func (r *Reconciler) pass(h *netlink.Handle) error {
+	desired := r.desiredSnapshot()
+	want := make(map[netip.Prefix]bool, len(desired))
+	for _, p := range desired {
+		want[p] = true
+	}
+
+	var (
+		idx      int
+		up       bool
+		linkNote string
+	)
+	link, err := h.LinkByName(r.o.Link)
+	switch {
+	case err == nil:
+		idx = link.Attrs().Index
+		up = link.Attrs().Flags&net.FlagUp != 0
+		if !up {
+			linkNote = "link " + r.o.Link + " down"
+		}
+	case isNotFound(err):
+		linkNote = "link " + r.o.Link + " not found"
+	default:
+		return fmt.Errorf("look up link %s: %w", r.o.Link, err)
+	}
+	r.linkIndex.Store(int32(idx))
+	r.noteLink(linkNote)
+
+	routes, err := r.list(h)
+	if err != nil {
+		return err
+	}
+	mine := func(rt netlink.Route) bool {
+		return idx != 0 && rt.Protocol == Protocol && rt.LinkIndex == idx
+	}
+
+	var errs []error
+	byDst := map[netip.Prefix][]netlink.Route{}
+	for _, rt := range routes {
+		dst := dstPrefix(rt)
+		if mine(rt) && !want[dst] {
+			if err := r.del(h, rt); err != nil {
+				errs = append(errs, err)
+			} else {
+				r.log.Info("route removed", "prefix", dst)
+			}
+			continue
+		}
+		if want[dst] {
+			byDst[dst] = append(byDst[dst], rt)
+		}
+	}
+
+	status := make([]RouteStatus, 0, len(desired))
+	now := time.Now()
+	for _, p := range desired {
+		prev, seen := r.prev[p]
+		st := RouteStatus{Prefix: p}
+		var ours *netlink.Route
+		var foreign []netlink.Route
+		for i, rt := range byDst[p] {
+			if mine(rt) {
+				ours = &byDst[p][i]
+			} else {
+				foreign = append(foreign, rt)
+			}
+		}
+
+		switch {
+		case len(foreign) > 0:
+			st.Conflict = r.describe(h, foreign)
+			r.clearMissing(p)
+			if ours != nil {
+				// Ours may win on metric; yield so the operator's
+				// route is the one in effect.
+				if err := r.del(h, *ours); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			if st.Conflict != prev.Conflict {
+				r.log.Warn("route conflict: a route not owned by gtun exists; leaving it alone",
+					"prefix", p, "existing", st.Conflict)
+			}
+		case linkNote != "":
+			// Covers IPv6 routes the kernel keeps on a down link:
+			// they carry no traffic, so they don't count.
+			st.Reason = linkNote
+			if prev.Installed {
+				r.markMissing(p, now)
+			}
+		case ours != nil:
+			st.Installed = true
+			r.clearMissing(p)
+		default:
+			if prev.Installed {
+				r.markMissing(p, now)
+			}
+			if err := r.add(h, p, idx); err != nil {
+				st.Reason = err.Error()
+				errs = append(errs, err)
+				if prev.Reason != st.Reason {
+					r.log.Warn("route add failed", "prefix", p, "err", err)
+				}
+				break
+			}
+			st.Installed = true
+			if since, ok := r.takeMissing(p); ok && prev.Conflict == "" {
+				took := time.Since(since)
+				r.log.Info("route healed", "prefix", p, "took", took)
+				if r.o.OnHeal != nil {
+					r.o.OnHeal(p, took)
+				}
+			} else if !seen || !prev.Installed {
+				r.log.Info("route installed", "prefix", p)
+			}
+		}
+		if seen && prev.Conflict != "" && st.Conflict == "" {
+			r.log.Info("route conflict cleared", "prefix", p)
+		}
+		status = append(status, st)
+	}
+
+	r.prev = make(map[netip.Prefix]RouteStatus, len(status))
+	for _, st := range status {
+		r.prev[st.Prefix] = st
+	}
+	r.stMu.Lock()
+	r.status = status
+	r.stMu.Unlock()
+	return errors.Join(errs...)
+}
+
+// noteLink logs link state changes once. Callers hold passMu.
+func (r *Reconciler) noteLink(note string) {
+	if note == r.linkState {
+		return
+	}
+	if note == "" {
+		r.log.Info("link present and up; installing routes")
+	} else {
+		r.log.Warn("routes not installed until link is back", "state", note)
+	}
+	r.linkState = note
+}
+
+func (r *Reconciler) markMissing(p netip.Prefix, t time.Time) {
+	r.dmu.Lock()
+	defer r.dmu.Unlock()
+	if _, ok := r.missingSince[p]; !ok {
+		r.missingSince[p] = t
+	}
+}
+
+func (r *Reconciler) takeMissing(p netip.Prefix) (time.Time, bool) {
+	r.dmu.Lock()
+	defer r.dmu.Unlock()
+	t, ok := r.missingSince[p]
+	delete(r.missingSince, p)
+	return t, ok
+}
+
+func (r *Reconciler) clearMissing(p netip.Prefix) {
+	r.dmu.Lock()
+	defer r.dmu.Unlock()
+	delete(r.missingSince, p)
+}
+
+// setStatusAll marks every desired prefix not installed, after RemoveAll.
+// Callers hold passMu.
+func (r *Reconciler) setStatusAll(reason string) {
+	desired := r.desiredSnapshot()
+	status := make([]RouteStatus, 0, len(desired))
+	r.prev = map[netip.Prefix]RouteStatus{}
+	for _, p := range desired {
+		st := RouteStatus{Prefix: p, Reason: reason}
+		status = append(status, st)
+		r.prev[p] = st
+	}
+	r.stMu.Lock()
+	r.status = status
+	r.stMu.Unlock()
+}
+
+// list dumps the routing table (both families). An interrupted dump (the
+// table changed during it) is retried a few times since its result may be
+// incomplete.
+func (r *Reconciler) list(h *netlink.Handle) ([]netlink.Route, error) {
+	filter := &netlink.Route{Table: r.table}
+	var err error
+	for range 3 {
+		var routes []netlink.Route
+		routes, err = h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE)
+		if err == nil {
+			return routes, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("list routes in table %d: %w", r.table, err)
+}
+
+// add installs p on the link. It uses an exclusive add rather than a replace
+// so that a foreign route appearing between our dump and this call is never
+// overwritten; EEXIST just fails the pass, and the retry sees the conflict.
+func (r *Reconciler) add(h *netlink.Handle, p netip.Prefix, idx int) error {
+	rt := &netlink.Route{
+		LinkIndex: idx,
+		Dst:       ipNet(p),
+		Scope:     netlink.SCOPE_LINK,
+		Protocol:  Protocol,
+	}
+	if r.o.Table != 0 {
+		rt.Table = r.o.Table
+	}
+	if err := h.RouteAdd(rt); err != nil {
+		return fmt.Errorf("add route %s dev %s: %w", p, r.o.Link, err)
+	}
+	return nil
+}
+
+func (r *Reconciler) del(h *netlink.Handle, rt netlink.Route) error {
+	if err := h.RouteDel(&rt); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("delete route %s: %w", dstPrefix(rt), err)
+	}
+	return nil
+}
+
+// describe renders routes like `ip route` does, for conflict reports.
+func (r *Reconciler) describe(h *netlink.Handle, routes []netlink.Route) string {
+	parts := make([]string, 0, len(routes))
+	for _, rt := range routes {
+		var b strings.Builder
+		if rt.Type != 0 && rt.Type != unix.RTN_UNICAST {
+			b.WriteString(routeType(rt.Type) + " ")
+		}
+		b.WriteString(dstPrefix(rt).String())
+		if rt.Gw != nil {
+			fmt.Fprintf(&b, " via %s", rt.Gw)
+		}
+		if rt.LinkIndex != 0 {
+			name := fmt.Sprintf("if%d", rt.LinkIndex)
+			if l, err := h.LinkByIndex(rt.LinkIndex); err == nil {
+				name = l.Attrs().Name
+			}
+			fmt.Fprintf(&b, " dev %s", name)
+		}
+		if len(rt.MultiPath) > 0 {
+			fmt.Fprintf(&b, " multipath(%d)", len(rt.MultiPath))
+		}
+		proto := rt.Protocol.String()
+		if rt.Protocol == Protocol {
+			proto = "gtun"
+		}
+		fmt.Fprintf(&b, " proto %s metric %d", proto, rt.Priority)
+		parts = append(parts, b.String())
+	}
+	return strings.Join(parts, "; ")
+}
+
+func routeType(t int) string {
+	switch t {
+	case unix.RTN_BLACKHOLE:
+		return "blackhole"
+	case unix.RTN_UNREACHABLE:
+		return "unreachable"
+	case unix.RTN_PROHIBIT:
+		return "prohibit"
+	case unix.RTN_THROW:
+		return "throw"
+	case unix.RTN_LOCAL:
+		return "local"
+	default:
+		return fmt.Sprintf("type%d", t)
+	}
+}
+
+// Event handlers: they only decide whether a notification can concern us
+// and, if so, ask for a pass. The pass itself always re-reads the kernel.
+
+func (r *Reconciler) onRoute(u netlink.RouteUpdate) {
+	if u.Table != r.table {
+		return
+	}
+	idx := int(r.linkIndex.Load())
+	dst := dstPrefix(u.Route)
+	mine := idx != 0 && u.Protocol == Protocol && u.LinkIndex == idx
+	desired := r.isDesired(dst)
+	if !mine && !desired {
+		return
+	}
+	switch {
+	case u.Type == unix.RTM_NEWROUTE && mine && desired:
+		return // our own add echoing back
+	case u.Type == unix.RTM_DELROUTE && mine && desired:
+		r.markMissing(dst, time.Now())
+	}
+	r.trigger()
+}
+
+func (r *Reconciler) onLink(u netlink.LinkUpdate) {
+	a := u.Attrs()
+	if a.Name != r.o.Link && a.Index != int(r.linkIndex.Load()) {
+		return
+	}
+	r.trigger()
+}
+
+func (r *Reconciler) onAddr(u netlink.AddrUpdate) {
+	// Adding an address makes the kernel add a prefix route, which may
+	// collide with a desired prefix.
+	if u.LinkIndex != int(r.linkIndex.Load()) {
+		return
+	}
+	r.trigger()
+}
+
+// watch keeps one netlink subscription alive until ctx is done, passing
+// every update to handle. The library closes ch when the socket fails (for
+// example ENOBUFS after an overflow); we then resubscribe and trigger a full
+// pass, since events may have been lost.
+func watch[T any](ctx context.Context, r *Reconciler, kind string,
+	subscribe func(ch chan T, done chan struct{}, cb func(error)) error, handle func(T)) {
+	log := r.log.With("subscription", kind)
+	backoff := retryMin
+	for {
+		ch := make(chan T, 256)
+		done := make(chan struct{})
+		cb := func(err error) {
+			if ctx.Err() == nil {
+				log.Debug("netlink subscription error", "err", err)
+			}
+		}
+		if err := subscribe(ch, done, cb); err != nil {
+			close(done)
+			log.Warn("netlink subscribe failed; retrying", "err", err, "in", backoff)
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(backoff*2, r.o.ResyncInterval)
+			continue
+		}
+		r.trigger()
+	recv:
+		for {
+			select {
+			case u, ok := <-ch:
+				if !ok {
+					break recv
+				}
+				backoff = retryMin
+				handle(u)
+			case <-ctx.Done():
+				close(done)
+				// The library goroutine may be blocked sending to
+				// ch; drain until it notices the closed socket.
+				for range ch {
+				}
+				return
+			}
+		}
+		close(done)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("netlink subscription lost; resubscribing")
+		if !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(backoff*2, r.o.ResyncInterval)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf)
+}
+
+func normalize(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked()
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{
+		IP:   net.IP(p.Addr().AsSlice()),
+		Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+	}
+}
+
+// dstPrefix converts a route's destination; a nil Dst is the default route
+// of the route's family.
+func dstPrefix(rt netlink.Route) netip.Prefix {
+	if rt.Dst == nil {
+		if rt.Family == netlink.FAMILY_V6 {
+			return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
+		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	}
+	ones, bits := rt.Dst.Mask.Size()
+	ip := rt.Dst.IP
+	if bits == 32 {
+		ip = ip.To4()
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Prefix{}
+	}
+	return netip.PrefixFrom(a, ones).Masked()
+}

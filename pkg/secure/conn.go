@@ -1,0 +1,151 @@
+package secure
+
+import (
+	"bufio"
+	"crypto/cipher"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+const (
+	recordHeader = 4
+	tagSize      = chacha20poly1305.Overhead
+	// MaxRecordPlaintext is the most one sealed record carries: a 64 KiB
+	// packet plus the framing above it fits in one record.
+	MaxRecordPlaintext = 64*1024 + 1024
+	maxRecordCipher    = MaxRecordPlaintext + tagSize
+	readBufferSize     = 16 * 1024
+)
+
+// ErrRecordTooLarge is returned for a length prefix beyond MaxRecordPlaintext:
+// the stream is hostile or corrupt and is not read any further.
+var ErrRecordTooLarge = errors.New("sealed record length out of range")
+
+// Conn is a net.Conn whose every byte is sealed with ChaCha20-Poly1305 under
+// keys from the handshake. Records are [4-byte length][ciphertext+tag]; the
+// nonce is a counter, which suffices because the underlying stream is ordered.
+// One reader and one writer may use it concurrently.
+type Conn struct {
+	conn net.Conn
+
+	rmu     sync.Mutex
+	br      *bufio.Reader
+	recv    cipher.AEAD
+	rnonce  [chacha20poly1305.NonceSize]byte
+	rcount  uint64
+	rhdr    [recordHeader]byte
+	rbuf    []byte
+	pending []byte
+	rerr    error
+
+	wmu    sync.Mutex
+	send   cipher.AEAD
+	wnonce [chacha20poly1305.NonceSize]byte
+	wcount uint64
+	wbuf   []byte
+	werr   error
+}
+
+func newConn(conn net.Conn, sendKey, recvKey [32]byte) (*Conn, error) {
+	send, err := chacha20poly1305.New(sendKey[:])
+	if err != nil {
+		return nil, fmt.Errorf("send cipher: %w", err)
+	}
+	recv, err := chacha20poly1305.New(recvKey[:])
+	if err != nil {
+		return nil, fmt.Errorf("recv cipher: %w", err)
+	}
+	return &Conn{conn: conn, br: bufio.NewReaderSize(conn, readBufferSize), send: send, recv: recv}, nil
+}
+
+// The nonce layout matches Noise's ChaChaPoly: 4 zero bytes, little-endian counter.
+func putNonce(n *[chacha20poly1305.NonceSize]byte, c uint64) { binary.LittleEndian.PutUint64(n[4:], c) }
+
+// Read returns plaintext from the next sealed record(s).
+func (c *Conn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for len(c.pending) == 0 {
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		if err := c.readRecord(); err != nil {
+			c.rerr = err
+			return 0, err
+		}
+	}
+	n := copy(p, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
+}
+
+func (c *Conn) readRecord() error {
+	if _, err := io.ReadFull(c.br, c.rhdr[:]); err != nil {
+		return err
+	}
+	n := int(binary.BigEndian.Uint32(c.rhdr[:]))
+	if n <= tagSize || n > maxRecordCipher {
+		return fmt.Errorf("%w: %d bytes", ErrRecordTooLarge, n)
+	}
+	if cap(c.rbuf) < n {
+		c.rbuf = make([]byte, n, max(n, 2*cap(c.rbuf)))
+	}
+	buf := c.rbuf[:n]
+	if _, err := io.ReadFull(c.br, buf); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	putNonce(&c.rnonce, c.rcount)
+	plain, err := c.recv.Open(buf[:0], c.rnonce[:], buf, c.rhdr[:])
+	if err != nil {
+		return fmt.Errorf("open record %d: %w", c.rcount, err)
+	}
+	c.rcount++
+	c.pending = plain
+	return nil
+}
+
+// Write seals p into one or more records and writes them.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	written := 0
+	for len(p) > 0 {
+		chunk := p[:min(len(p), MaxRecordPlaintext)]
+		need := recordHeader + len(chunk) + tagSize
+		if cap(c.wbuf) < need {
+			c.wbuf = make([]byte, 0, max(need, 2*cap(c.wbuf)))
+		}
+		buf := c.wbuf[:recordHeader]
+		binary.BigEndian.PutUint32(buf, uint32(len(chunk)+tagSize))
+		putNonce(&c.wnonce, c.wcount)
+		c.wcount++
+		buf = c.send.Seal(buf, c.wnonce[:], chunk, buf[:recordHeader])
+		if _, err := c.conn.Write(buf); err != nil {
+			c.werr = err
+			return written, err
+		}
+		written += len(chunk)
+		p = p[len(chunk):]
+	}
+	return written, nil
+}
+
+func (c *Conn) Close() error                       { return c.conn.Close() }
+func (c *Conn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
+func (c *Conn) RemoteAddr() net.Addr               { return c.conn.RemoteAddr() }
+func (c *Conn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }

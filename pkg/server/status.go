@@ -1,0 +1,131 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Status is what `gtund status` prints.
+type Status struct {
+	Listen            []string          `json:"listen"`
+	Tun               string            `json:"tun"`
+	Pool              string            `json:"pool"`
+	Gateway           string            `json:"gateway"`
+	Routes            []string          `json:"routes"`
+	NAT               bool              `json:"nat"`
+	Started           time.Time         `json:"started"`
+	HandshakeFailures map[string]uint64 `json:"handshake_failures,omitempty"`
+	Drops             map[string]uint64 `json:"drops,omitempty"`
+	LeaseError        string            `json:"lease_error,omitempty"`
+	Peers             []PeerStatus      `json:"peers"`
+}
+
+// PeerStatus is one configured peer.
+type PeerStatus struct {
+	Name           string            `json:"name"`
+	Connected      bool              `json:"connected"`
+	Address        string            `json:"address,omitempty"`
+	Endpoint       string            `json:"endpoint,omitempty"`
+	Transport      string            `json:"transport,omitempty"`
+	ConnectedSince *time.Time        `json:"connected_since,omitempty"`
+	LastKeepalive  *time.Time        `json:"last_keepalive,omitempty"`
+	RxBytes        uint64            `json:"rx_bytes"`
+	TxBytes        uint64            `json:"tx_bytes"`
+	RxPackets      uint64            `json:"rx_packets"`
+	TxPackets      uint64            `json:"tx_packets"`
+	Drops          map[string]uint64 `json:"drops,omitempty"`
+}
+
+// Status snapshots the server's state.
+func (s *Server) Status() Status {
+	st := Status{Listen: s.listenAddrs, Tun: s.cfg.Tun, Pool: s.cfg.Pool.String(), Gateway: s.cfg.Gateway.String(),
+		NAT: s.cfg.NAT, Started: s.started, HandshakeFailures: s.hsFailures.Snapshot(), Drops: s.drops.Snapshot()}
+	for _, r := range s.cfg.Routes {
+		st.Routes = append(st.Routes, r.String())
+	}
+	if s.pool != nil {
+		if err := s.pool.PersistError(); err != nil {
+			st.LeaseError = err.Error()
+		}
+	}
+	leases := map[string]string{}
+	if s.pool != nil {
+		for _, l := range s.pool.Leases() {
+			leases[l.PublicKey] = l.Address
+		}
+	}
+	s.mu.Lock()
+	for k, p := range s.peers {
+		ps := PeerStatus{Name: p.cfg.Name, Address: leases[k.String()]}
+		if p.cfg.Address.IsValid() {
+			ps.Address = p.cfg.Address.String()
+		}
+		if c, ok := s.sessions[k]; ok {
+			since := c.since
+			ps.Connected, ps.Address, ps.Endpoint, ps.Transport, ps.ConnectedSince = true, c.addr.String(), c.endpoint, c.transport, &since
+			if t := c.sess.LastKeepalive(); !t.IsZero() {
+				ps.LastKeepalive = &t
+			}
+			ps.RxBytes, ps.TxBytes = c.sess.Stats.RxBytes.Load(), c.sess.Stats.TxBytes.Load()
+			ps.RxPackets, ps.TxPackets = c.sess.Stats.RxPackets.Load(), c.sess.Stats.TxPackets.Load()
+			ps.Drops = c.drops.Snapshot()
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	s.mu.Unlock()
+	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Name < st.Peers[j].Name })
+	return st
+}
+
+// WriteStatus renders a status for humans.
+func WriteStatus(w io.Writer, raw json.RawMessage) error {
+	var st Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "listen %s  tun %s  pool %s  gateway %s  nat %v\nroutes %s\n\n",
+		strings.Join(st.Listen, ","), st.Tun, st.Pool, st.Gateway, st.NAT, strings.Join(st.Routes, ", "))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "PEER\tADDRESS\tENDPOINT\tTRANSPORT\tCONNECTED SINCE\tRX\tTX\tLAST KEEPALIVE\tDROPS\n")
+	for _, p := range st.Peers {
+		since, ka := "-", "-"
+		if p.ConnectedSince != nil {
+			since = p.ConnectedSince.Format(time.RFC3339)
+		}
+		if p.LastKeepalive != nil {
+			ka = time.Since(*p.LastKeepalive).Round(100*time.Millisecond).String() + " ago"
+		}
+		if !p.Connected {
+			since = "(not connected)"
+		}
+		drops := "-"
+		if len(p.Drops) > 0 {
+			drops = fmt.Sprint(p.Drops)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d B\t%d B\t%s\t%s\n", p.Name, orDash(p.Address), orDash(p.Endpoint),
+			orDash(p.Transport), since, p.RxBytes, p.TxBytes, ka, drops)
+	}
+	tw.Flush()
+	if len(st.HandshakeFailures) > 0 {
+		fmt.Fprintf(w, "\nrefused handshakes: %v\n", st.HandshakeFailures)
+	}
+	if len(st.Drops) > 0 {
+		fmt.Fprintf(w, "drops: %v\n", st.Drops)
+	}
+	if st.LeaseError != "" {
+		fmt.Fprintf(w, "LEASES NOT PERSISTED: %s\n", st.LeaseError)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,68 @@
+// Package transport gives the layers above a reliable, ordered byte stream
+// to the peer. Everything above it (Noise, yamux, control) is the same for
+// every transport, so a new one only has to dial and listen.
+package transport
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Names of the supported transports, as written in configs.
+const (
+	TCP = "tcp"
+)
+
+// DefaultPort is where gtund listens unless configured otherwise.
+const DefaultPort = 9623
+
+// Dial connects to addr over the named transport.
+func Dial(ctx context.Context, name, addr string) (net.Conn, error) {
+	switch name {
+	case TCP, "":
+		d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		tuneTCP(c)
+		return c, nil
+	}
+	return nil, fmt.Errorf("unknown transport %q", name)
+}
+
+// Listen opens a listener for the named transport.
+func Listen(name, addr string) (net.Listener, error) {
+	switch name {
+	case TCP:
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return tcpListener{ln.(*net.TCPListener)}, nil
+	}
+	return nil, fmt.Errorf("unknown transport %q", name)
+}
+
+type tcpListener struct{ *net.TCPListener }
+
+func (l tcpListener) Accept() (net.Conn, error) {
+	c, err := l.TCPListener.AcceptTCP()
+	if err != nil {
+		return nil, err
+	}
+	tuneTCP(c)
+	return c, nil
+}
+
+// tuneTCP disables Nagle: the session batches writes itself, and small
+// control messages (keepalives) must not wait behind a delayed ACK.
+func tuneTCP(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAlive(true)
+		_ = tc.SetKeepAlivePeriod(15 * time.Second)
+	}
+}

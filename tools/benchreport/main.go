@@ -1,0 +1,456 @@
+// Command benchreport turns the raw measurements written by scripts/bench.sh
+// into a table on stdout and a JSON report.
+//
+//	benchreport -dir RAWDIR [-out bench/results/TS.json]
+//
+// RAWDIR holds:
+//
+//	{direct,tunnel}-<test>.json   iperf3 -J output, <test> one of Tests
+//	{direct,tunnel}-ping.txt      output of ping -q
+//	meta.env                      key=value lines: timestamp, transport,
+//	                              kernel, commit, duration_s, clk_tck,
+//	                              cpu.<test>.<daemon>  (CPU ticks used
+//	                              during that tunnel test), rss.<daemon>_kb
+//	                              (VmHWM), err.<anything> (failed steps)
+//
+// A missing or unreadable measurement is reported as n/a (null in JSON) and
+// listed under errors; it is never fatal. It is not a pass/fail test.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Test is one iperf3 measurement, run once direct and once through the tunnel.
+type Test struct {
+	Name string // file name part
+	Desc string
+	UDP  bool
+}
+
+// Tests in report order.
+var Tests = []Test{
+	{"tcp-up-1", "TCP vm->pod, 1 stream", false},
+	{"tcp-down-1", "TCP pod->vm, 1 stream", false},
+	{"tcp-up-4", "TCP vm->pod, 4 streams", false},
+	{"tcp-down-4", "TCP pod->vm, 4 streams", false},
+	{"udp64-up", "UDP 64 B vm->pod", true},
+	{"udp64-down", "UDP 64 B pod->vm", true},
+}
+
+// Daemons whose CPU and memory are measured.
+var Daemons = []string{"gtun", "gtund"}
+
+// Report is the JSON written to -out.
+type Report struct {
+	Timestamp string              `json:"timestamp"`
+	Transport string              `json:"transport"`
+	DurationS float64             `json:"duration_s,omitempty"`
+	Kernel    string              `json:"kernel,omitempty"`
+	Commit    string              `json:"commit,omitempty"`
+	CPUs      int                 `json:"cpus,omitempty"`
+	TCP       []TCPResult         `json:"tcp"`
+	UDP64     []UDPResult         `json:"udp64"`
+	RTT       RTT                 `json:"rtt_ms"`
+	CPUPerGB  map[string]*float64 `json:"cpu_s_per_gb"` // over all tunnel TCP tests
+	PeakRSSKB map[string]*float64 `json:"peak_rss_kb"`
+	Errors    []string            `json:"errors"`
+}
+
+type TCPResult struct {
+	Test              string              `json:"test"`
+	Desc              string              `json:"desc"`
+	DirectMbps        *float64            `json:"direct_mbps"`
+	TunnelMbps        *float64            `json:"tunnel_mbps"`
+	Ratio             *float64            `json:"ratio"`
+	DirectRetransmits *float64            `json:"direct_retransmits"`
+	TunnelRetransmits *float64            `json:"tunnel_retransmits"`
+	TunnelBytes       *float64            `json:"tunnel_bytes"`
+	CPUSeconds        map[string]*float64 `json:"tunnel_cpu_s"`
+	CPUPerGB          map[string]*float64 `json:"tunnel_cpu_s_per_gb"`
+}
+
+type UDPResult struct {
+	Test          string   `json:"test"`
+	Desc          string   `json:"desc"`
+	DirectPPS     *float64 `json:"direct_rx_pps"`
+	TunnelPPS     *float64 `json:"tunnel_rx_pps"`
+	Ratio         *float64 `json:"ratio"`
+	DirectLossPct *float64 `json:"direct_loss_pct"`
+	TunnelLossPct *float64 `json:"tunnel_loss_pct"`
+	DirectSentPPS *float64 `json:"direct_tx_pps"`
+	TunnelSentPPS *float64 `json:"tunnel_tx_pps"`
+}
+
+type RTT struct {
+	DirectAvg *float64 `json:"direct_avg"`
+	TunnelAvg *float64 `json:"tunnel_avg"`
+	Added     *float64 `json:"added"`
+	DirectMax *float64 `json:"direct_max"`
+	TunnelMax *float64 `json:"tunnel_max"`
+}
+
+func main() {
+	dir := flag.String("dir", "", "directory with the raw measurements")
+	out := flag.String("out", "", "write the JSON report here (optional)")
+	flag.Parse()
+	if *dir == "" || flag.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "usage: benchreport -dir RAWDIR [-out FILE.json]")
+		os.Exit(2)
+	}
+	r := Build(*dir)
+	PrintTable(os.Stdout, r)
+	if *out != "" {
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			fmt.Fprintln(os.Stderr, "benchreport:", err)
+			os.Exit(1)
+		}
+		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "benchreport:", err)
+			os.Exit(1)
+		}
+		if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "benchreport:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("\nreport written to %s\n", *out)
+	}
+}
+
+// Build reads dir and computes the report.
+func Build(dir string) *Report {
+	r := &Report{CPUPerGB: map[string]*float64{}, PeakRSSKB: map[string]*float64{}, TCP: []TCPResult{}, UDP64: []UDPResult{}, Errors: []string{}}
+	meta, err := readMeta(filepath.Join(dir, "meta.env"))
+	if err != nil {
+		r.Errors = append(r.Errors, err.Error())
+	}
+	r.Timestamp = meta["timestamp"]
+	r.Transport = meta["transport"]
+	r.Kernel = meta["kernel"]
+	r.Commit = meta["commit"]
+	r.DurationS, _ = strconv.ParseFloat(meta["duration_s"], 64)
+	r.CPUs, _ = strconv.Atoi(meta["cpus"])
+	clk, _ := strconv.ParseFloat(meta["clk_tck"], 64)
+	if clk <= 0 {
+		clk = 100
+	}
+	var errKeys []string
+	for k := range meta {
+		if strings.HasPrefix(k, "err.") {
+			errKeys = append(errKeys, k)
+		}
+	}
+	sort.Strings(errKeys)
+	for _, k := range errKeys {
+		r.Errors = append(r.Errors, strings.TrimPrefix(k, "err.")+": "+meta[k])
+	}
+
+	fail := func(err error) {
+		if err != nil {
+			r.Errors = append(r.Errors, err.Error())
+		}
+	}
+	totalBytes := 0.0
+	totalCPU := map[string]float64{}
+	cpuComplete := map[string]bool{"gtun": true, "gtund": true}
+	for _, t := range Tests {
+		direct, err := readIperf(filepath.Join(dir, "direct-"+t.Name+".json"))
+		fail(err)
+		tunnel, err := readIperf(filepath.Join(dir, "tunnel-"+t.Name+".json"))
+		fail(err)
+		if t.UDP {
+			u := UDPResult{Test: t.Name, Desc: t.Desc}
+			if direct != nil {
+				u.DirectPPS, u.DirectLossPct, u.DirectSentPPS = direct.udp()
+			}
+			if tunnel != nil {
+				u.TunnelPPS, u.TunnelLossPct, u.TunnelSentPPS = tunnel.udp()
+			}
+			u.Ratio = div(u.TunnelPPS, u.DirectPPS)
+			r.UDP64 = append(r.UDP64, u)
+			continue
+		}
+		c := TCPResult{Test: t.Name, Desc: t.Desc, CPUSeconds: map[string]*float64{}, CPUPerGB: map[string]*float64{}}
+		if direct != nil {
+			c.DirectMbps, c.DirectRetransmits, _ = direct.tcp()
+		}
+		if tunnel != nil {
+			c.TunnelMbps, c.TunnelRetransmits, c.TunnelBytes = tunnel.tcp()
+		}
+		c.Ratio = div(c.TunnelMbps, c.DirectMbps)
+		for _, d := range Daemons {
+			ticks, err := strconv.ParseFloat(meta["cpu."+t.Name+"."+d], 64)
+			if err != nil || c.TunnelBytes == nil {
+				cpuComplete[d] = false
+				continue
+			}
+			s := ticks / clk
+			c.CPUSeconds[d] = &s
+			c.CPUPerGB[d] = div(&s, ptr(*c.TunnelBytes/1e9))
+			totalCPU[d] += s
+		}
+		if c.TunnelBytes != nil {
+			totalBytes += *c.TunnelBytes
+		}
+		r.TCP = append(r.TCP, c)
+	}
+	for _, d := range Daemons {
+		if cpuComplete[d] && totalBytes > 0 {
+			r.CPUPerGB[d] = ptr(totalCPU[d] / (totalBytes / 1e9))
+		} else {
+			r.CPUPerGB[d] = nil
+		}
+		if v, err := strconv.ParseFloat(meta["rss."+d+"_kb"], 64); err == nil {
+			r.PeakRSSKB[d] = &v
+		} else {
+			r.PeakRSSKB[d] = nil
+		}
+	}
+
+	var e error
+	r.RTT.DirectAvg, r.RTT.DirectMax, e = readPing(filepath.Join(dir, "direct-ping.txt"))
+	fail(e)
+	r.RTT.TunnelAvg, r.RTT.TunnelMax, e = readPing(filepath.Join(dir, "tunnel-ping.txt"))
+	fail(e)
+	if r.RTT.DirectAvg != nil && r.RTT.TunnelAvg != nil {
+		r.RTT.Added = ptr(*r.RTT.TunnelAvg - *r.RTT.DirectAvg)
+	}
+	return r
+}
+
+// iperf is the part of iperf3's -J output we use.
+type iperf struct {
+	Error string `json:"error"`
+	Start struct {
+		TestStart struct {
+			Protocol string  `json:"protocol"`
+			Blksize  float64 `json:"blksize"`
+		} `json:"test_start"`
+	} `json:"start"`
+	End struct {
+		SumSent     *iperfSum `json:"sum_sent"`
+		SumReceived *iperfSum `json:"sum_received"`
+		Sum         *iperfSum `json:"sum"` // UDP: receiver's view of packets and loss
+	} `json:"end"`
+}
+
+type iperfSum struct {
+	Seconds       float64  `json:"seconds"`
+	Bytes         float64  `json:"bytes"`
+	BitsPerSecond float64  `json:"bits_per_second"`
+	Retransmits   *float64 `json:"retransmits"`
+	Packets       float64  `json:"packets"`
+	LostPackets   float64  `json:"lost_packets"`
+	LostPercent   float64  `json:"lost_percent"`
+}
+
+func readIperf(path string) (*iperf, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", filepath.Base(path), errNotExist(err))
+	}
+	var ip iperf
+	if err := json.Unmarshal(b, &ip); err != nil {
+		return nil, fmt.Errorf("%s: not iperf3 JSON: %v", filepath.Base(path), err)
+	}
+	if ip.Error != "" {
+		return nil, fmt.Errorf("%s: iperf3: %s", filepath.Base(path), ip.Error)
+	}
+	if ip.End.SumReceived == nil || ip.End.SumReceived.Seconds == 0 {
+		return nil, fmt.Errorf("%s: no end.sum_received", filepath.Base(path))
+	}
+	return &ip, nil
+}
+
+func errNotExist(err error) error {
+	if os.IsNotExist(err) {
+		return fmt.Errorf("missing (the measurement did not run)")
+	}
+	return err
+}
+
+// tcp returns receiver throughput in Mbit/s, sender retransmits, bytes received.
+func (ip *iperf) tcp() (mbps, retrans, bytes *float64) {
+	rx := ip.End.SumReceived
+	mbps = ptr(rx.BitsPerSecond / 1e6)
+	bytes = ptr(rx.Bytes)
+	if ip.End.SumSent != nil && ip.End.SumSent.Retransmits != nil {
+		retrans = ptr(*ip.End.SumSent.Retransmits)
+	}
+	return
+}
+
+// udp returns packets/s received, loss in percent, packets/s sent.
+func (ip *iperf) udp() (rxPPS, lossPct, txPPS *float64) {
+	s := ip.End.Sum
+	if s == nil {
+		s = ip.End.SumReceived
+	}
+	if s.Seconds <= 0 {
+		return nil, nil, nil
+	}
+	rx := s.Packets - s.LostPackets
+	if rx < 0 {
+		rx = 0
+	}
+	rxPPS = ptr(rx / s.Seconds)
+	txPPS = ptr(s.Packets / s.Seconds)
+	lossPct = ptr(s.LostPercent)
+	return
+}
+
+var pingRTT = regexp.MustCompile(`(?m)^(?:rtt|round-trip) min/avg/max/(?:mdev|stddev) = ([0-9.]+)/([0-9.]+)/([0-9.]+)/([0-9.]+) ms`)
+
+func readPing(path string) (avg, max *float64, err error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %v", filepath.Base(path), errNotExist(err))
+	}
+	m := pingRTT.FindSubmatch(b)
+	if m == nil {
+		return nil, nil, fmt.Errorf("%s: no rtt summary line", filepath.Base(path))
+	}
+	a, _ := strconv.ParseFloat(string(m[2]), 64)
+	x, _ := strconv.ParseFloat(string(m[3]), 64)
+	return &a, &x, nil
+}
+
+func readMeta(path string) (map[string]string, error) {
+	m := map[string]string{}
+	f, err := os.Open(path)
+	if err != nil {
+		return m, fmt.Errorf("meta.env: %v", errNotExist(err))
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if ok {
+			m[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return m, sc.Err()
+}
+
+func ptr(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
+func div(a, b *float64) *float64 {
+	if a == nil || b == nil || *b == 0 {
+		return nil
+	}
+	return ptr(*a / *b)
+}
+
+func f(v *float64, format string) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+func pct(v *float64) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f%%", *v*100)
+}
+
+// PrintTable writes the human-readable report.
+func PrintTable(w io.Writer, r *Report) {
+	fmt.Fprintf(w, "gtun bench  %s  transport=%s  kernel=%s  commit=%s  %gs per test\n\n",
+		r.Timestamp, r.Transport, r.Kernel, r.Commit, r.DurationS)
+	tw := newTable("test", "direct Mbit/s", "tunnel Mbit/s", "ratio", "tunnel retr", "gtun CPU s/GB", "gtund CPU s/GB")
+	for _, c := range r.TCP {
+		tw.row(c.Desc, f(c.DirectMbps, "%.0f"), f(c.TunnelMbps, "%.0f"), pct(c.Ratio), f(c.TunnelRetransmits, "%.0f"),
+			f(c.CPUPerGB["gtun"], "%.2f"), f(c.CPUPerGB["gtund"], "%.2f"))
+	}
+	tw.print(w)
+	fmt.Fprintln(w)
+	tu := newTable("test", "direct rx pkt/s", "tunnel rx pkt/s", "ratio", "direct loss", "tunnel loss")
+	for _, u := range r.UDP64 {
+		tu.row(u.Desc, f(u.DirectPPS, "%.0f"), f(u.TunnelPPS, "%.0f"), pct(u.Ratio), f(u.DirectLossPct, "%.1f%%"), f(u.TunnelLossPct, "%.1f%%"))
+	}
+	tu.print(w)
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "RTT avg (ping vm->pod): direct %s ms, tunnel %s ms, added %s ms (max: direct %s, tunnel %s)\n",
+		f(r.RTT.DirectAvg, "%.3f"), f(r.RTT.TunnelAvg, "%.3f"), f(r.RTT.Added, "%.3f"), f(r.RTT.DirectMax, "%.3f"), f(r.RTT.TunnelMax, "%.3f"))
+	fmt.Fprintf(w, "CPU per GB through the tunnel (all TCP tests): gtun %s s, gtund %s s\n",
+		f(r.CPUPerGB["gtun"], "%.2f"), f(r.CPUPerGB["gtund"], "%.2f"))
+	fmt.Fprintf(w, "peak RSS (VmHWM): gtun %s MiB, gtund %s MiB\n",
+		f(scale(r.PeakRSSKB["gtun"], 1.0/1024), "%.1f"), f(scale(r.PeakRSSKB["gtund"], 1.0/1024), "%.1f"))
+	if len(r.Errors) > 0 {
+		fmt.Fprintln(w, "\nmeasurements that failed:")
+		for _, e := range r.Errors {
+			fmt.Fprintln(w, "  -", e)
+		}
+	}
+}
+
+func scale(v *float64, k float64) *float64 {
+	if v == nil {
+		return nil
+	}
+	return ptr(*v * k)
+}
+
+type table struct{ rows [][]string }
+
+func newTable(head ...string) *table { return &table{rows: [][]string{head}} }
+
+func (t *table) row(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *table) print(w io.Writer) {
+	width := make([]int, len(t.rows[0]))
+	for _, r := range t.rows {
+		for i, c := range r {
+			width[i] = max(width[i], len(c))
+		}
+	}
+	line := func(r []string) {
+		var b strings.Builder
+		for i, c := range r {
+			if i > 0 {
+				b.WriteString(" | ")
+			}
+			if i == 0 {
+				fmt.Fprintf(&b, "%-*s", width[i], c)
+			} else {
+				fmt.Fprintf(&b, "%*s", width[i], c)
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
+	line(t.rows[0])
+	sep := make([]string, len(width))
+	for i, n := range width {
+		sep[i] = strings.Repeat("-", n)
+	}
+	fmt.Fprintln(w, strings.Join(sep, "-|-"))
+	for _, r := range t.rows[1:] {
+		line(r)
+	}
+}

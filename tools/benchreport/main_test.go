@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const tcpJSON = `{"start":{"test_start":{"protocol":"TCP","blksize":131072}},
+"end":{"sum_sent":{"seconds":5,"bytes":5000000000,"bits_per_second":8e9,"retransmits":7,"sender":true},
+"sum_received":{"seconds":5,"bytes":5000000000,"bits_per_second":8e9,"sender":true}}}`
+
+const tcpDirectJSON = `{"end":{"sum_sent":{"seconds":5,"bytes":1,"bits_per_second":32e9,"retransmits":0},
+"sum_received":{"seconds":5,"bytes":1,"bits_per_second":32e9}}}`
+
+const udpJSON = `{"start":{"test_start":{"protocol":"UDP","blksize":64}},
+"end":{"sum":{"seconds":2,"bytes":1,"packets":1000,"lost_packets":200,"lost_percent":20},
+"sum_sent":{"seconds":2,"bytes":1,"packets":1000},
+"sum_received":{"seconds":2,"bytes":1,"packets":1000,"lost_packets":200,"lost_percent":20}}}`
+
+const pingTxt = `PING 10.244.1.20 (10.244.1.20) 56(84) bytes of data.
+
+--- 10.244.1.20 ping statistics ---
+20 packets transmitted, 20 received, 0% packet loss, time 965ms
+rtt min/avg/max/mdev = 0.050/0.100/0.200/0.010 ms
+`
+
+func write(t *testing.T, dir, name, body string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBuild(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "meta.env", "timestamp=T\ntransport=tcp\nclk_tck=100\ncpu.tcp-up-1.gtun=250\ncpu.tcp-up-1.gtund=100\nrss.gtun_kb=20480\nrss.gtund_kb=10240\nerr.tunnel-x=boom\n")
+	write(t, dir, "direct-tcp-up-1.json", tcpDirectJSON)
+	write(t, dir, "tunnel-tcp-up-1.json", tcpJSON)
+	write(t, dir, "direct-udp64-up.json", udpJSON)
+	write(t, dir, "tunnel-udp64-up.json", `{"error":"unable to connect to server"}`)
+	write(t, dir, "direct-ping.txt", pingTxt)
+	write(t, dir, "tunnel-ping.txt", strings.Replace(pingTxt, "0.050/0.100/0.200", "0.100/0.250/0.400", 1))
+
+	r := Build(dir)
+	c := r.TCP[0]
+	if *c.DirectMbps != 32000 || *c.TunnelMbps != 8000 || *c.Ratio != 0.25 || *c.TunnelRetransmits != 7 {
+		t.Errorf("tcp-up-1 = %+v", c)
+	}
+	// 2.5 s of gtun CPU for 5 GB
+	if got := *c.CPUPerGB["gtun"]; got != 0.5 {
+		t.Errorf("gtun s/GB = %v", got)
+	}
+	if r.CPUPerGB["gtun"] != nil {
+		t.Errorf("aggregate CPU/GB must be n/a when some TCP tests are missing, got %v", *r.CPUPerGB["gtun"])
+	}
+	if r.TCP[1].DirectMbps != nil || r.TCP[1].Ratio != nil {
+		t.Errorf("missing test has values: %+v", r.TCP[1])
+	}
+	u := r.UDP64[0]
+	if *u.DirectPPS != 400 || *u.DirectSentPPS != 500 || *u.DirectLossPct != 20 || u.TunnelPPS != nil {
+		t.Errorf("udp64-up = %+v", u)
+	}
+	if *r.RTT.DirectAvg != 0.1 || *r.RTT.TunnelAvg != 0.25 || *r.RTT.Added < 0.1499 || *r.RTT.Added > 0.1501 {
+		t.Errorf("rtt = %+v", r.RTT)
+	}
+	if *r.PeakRSSKB["gtun"] != 20480 {
+		t.Errorf("rss = %v", r.PeakRSSKB)
+	}
+	errs := strings.Join(r.Errors, "\n")
+	for _, want := range []string{"tunnel-x: boom", "unable to connect to server", "tunnel-tcp-down-1.json: missing"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("errors lack %q:\n%s", want, errs)
+		}
+	}
+	var buf bytes.Buffer
+	PrintTable(&buf, r)
+	for _, want := range []string{"TCP vm->pod, 1 stream", "25.0%", "added 0.150 ms", "gtun 20.0 MiB"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
