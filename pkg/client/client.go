@@ -95,6 +95,10 @@ func (c *Client) Run(ctx context.Context) error {
 		c.dev.Close()
 		c.log.Info("removed tun device", "tun", c.cfg.Tun)
 	}()
+	// Up from the start, so the reconciler sees a live link once routes arrive.
+	if err := tun.Configure(c.dev.Name(), 0, netip.Prefix{}); err != nil {
+		return err
+	}
 	c.routes = route.NewReconciler(route.Options{Link: c.cfg.Tun, Logger: c.log})
 	// Routes of ours left by a killed predecessor on a device of this name.
 	if err := c.routes.RemoveAll(); err != nil {

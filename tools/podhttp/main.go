@@ -79,6 +79,11 @@ func newMux() *http.ServeMux {
 		fmt.Fprint(w, "ok\n")
 	})
 	mux.HandleFunc("/bytes", serveBytes)
+	// whoami shows the source address the pod sees (gtund's masquerade).
+	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, r.RemoteAddr)
+	})
 	return mux
 }
 
