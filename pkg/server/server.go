@@ -73,6 +73,7 @@ type peerInfo struct {
 	cfg     config.Peer
 	allowed *packet.Table[struct{}]
 	lastTS  uint64 // newest handshake timestamp seen, refuses replays
+	drops   stats.Reasons // per peer, across its sessions
 }
 
 type clientConn struct {
@@ -82,7 +83,6 @@ type clientConn struct {
 	endpoint  string
 	transport string
 	since     time.Time
-	drops     stats.Reasons
 }
 
 // New validates what can be checked before touching the system.
@@ -402,7 +402,7 @@ func (s *Server) drop(c *clientConn, reason, msg string, args ...any) {
 	s.drops.Inc(reason)
 	name := ""
 	if c != nil {
-		c.drops.Inc(reason)
+		c.peer.drops.Inc(reason)
 		name = c.peer.cfg.Name
 		args = append(args, "peer", name)
 	}

@@ -61,7 +61,7 @@ func (s *Server) Status() Status {
 	}
 	s.mu.Lock()
 	for k, p := range s.peers {
-		ps := PeerStatus{Name: p.cfg.Name, Address: leases[k.String()]}
+		ps := PeerStatus{Name: p.cfg.Name, Address: leases[k.String()], Drops: p.drops.Snapshot()}
 		if p.cfg.Address.IsValid() {
 			ps.Address = p.cfg.Address.String()
 		}
@@ -73,7 +73,6 @@ func (s *Server) Status() Status {
 			}
 			ps.RxBytes, ps.TxBytes = c.sess.Stats.RxBytes.Load(), c.sess.Stats.TxBytes.Load()
 			ps.RxPackets, ps.TxPackets = c.sess.Stats.RxPackets.Load(), c.sess.Stats.TxPackets.Load()
-			ps.Drops = c.drops.Snapshot()
 		}
 		st.Peers = append(st.Peers, ps)
 	}

@@ -1,0 +1,512 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gtun/gtun/pkg/secure"
+)
+
+// fixture holds real key files and public keys for config files under test.
+type fixture struct {
+	dir    string
+	key    string // private key file, mode 0600
+	key644 string // private key file, mode 0644 (must be refused)
+	priv   secure.PrivateKey
+	pub1   string
+	pub2   string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	f := &fixture{dir: dir, key: filepath.Join(dir, "private.key"), key644: filepath.Join(dir, "open.key")}
+	f.priv = genKey(t)
+	writeKey(t, f.key, f.priv, 0o600)
+	writeKey(t, f.key644, genKey(t), 0o644)
+	f.pub1 = genKey(t).Public().String()
+	f.pub2 = genKey(t).Public().String()
+	return f
+}
+
+func genKey(t *testing.T) secure.PrivateKey {
+	t.Helper()
+	k, err := secure.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func writeKey(t *testing.T, path string, k secure.PrivateKey, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(k.Encode()+"\n"), mode); err != nil {
+		t.Fatal(err)
+	}
+	// WriteFile's mode is filtered by the umask; set it exactly.
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// write expands the placeholders KEY, KEY644, PUB1 and PUB2 in src and
+// writes it to a new file named name.
+func (f *fixture) write(t *testing.T, name, src string) string {
+	t.Helper()
+	src = strings.NewReplacer("KEY644", f.key644, "KEY", f.key, "PUB1", f.pub1, "PUB2", f.pub2).Replace(src)
+	path := filepath.Join(f.dir, name)
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// leaves returns the individual errors of a joined error.
+func leaves(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, leaves(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+func TestLoadServerDefaults(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "gtund.toml", `[server]
+private_key_file = "KEY"
+pool = "100.64.240.0/24"
+routes = ["10.96.0.0/12", "10.244.0.0/16"]
+
+[[peer]]
+name = "a"
+public_key = "PUB1"
+
+[[peer]]
+name = "b"
+public_key = "PUB2"
+address = "100.64.240.10"
+allowed = ["10.244.1.0/24"]
+`)
+	s, err := LoadServer(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfx := netip.MustParsePrefix
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"File", s.File, path},
+		{"Listen", s.Listen, "0.0.0.0:9623"},
+		{"Transports", s.Transports, []string{"tcp"}},
+		{"PrivateKey", s.PrivateKey, f.priv},
+		{"PrivateKeyFile", s.PrivateKeyFile, f.key},
+		{"Tun", s.Tun, "gtund0"},
+		{"MTU", s.MTU, 1400},
+		{"Pool", s.Pool, pfx("100.64.240.0/24")},
+		{"Gateway", s.Gateway, netip.MustParseAddr("100.64.240.1")},
+		{"Routes", s.Routes, []netip.Prefix{pfx("10.244.0.0/16"), pfx("10.96.0.0/12")}},
+		{"NAT", s.NAT, true},
+		{"StateDir", s.StateDir, "/var/lib/gtund"},
+		{"ControlSocket", s.ControlSocket, "/run/gtund/gtund.sock"},
+		{"Keepalive", s.Keepalive, 2 * time.Second},
+		{"DeadAfter", s.DeadAfter, 3},
+		{"Log", s.Log, Log{Level: "info", Format: "text"}},
+		{"len(Peers)", len(s.Peers), 2},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	a, b := s.Peers[0], s.Peers[1]
+	if a.Name != "a" || a.PublicKey.String() != f.pub1 || a.Address.IsValid() {
+		t.Errorf("peer a = %+v", a)
+	}
+	if !slices.Equal(a.Allowed, s.Routes) {
+		t.Errorf("peer a allowed = %v, want all served routes %v", a.Allowed, s.Routes)
+	}
+	if b.Name != "b" || b.PublicKey.String() != f.pub2 || b.Address != netip.MustParseAddr("100.64.240.10") {
+		t.Errorf("peer b = %+v", b)
+	}
+	if !slices.Equal(b.Allowed, []netip.Prefix{pfx("10.244.1.0/24")}) {
+		t.Errorf("peer b allowed = %v", b.Allowed)
+	}
+}
+
+func TestLoadServerExplicitValues(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "gtund.toml", `[server]
+listen = "127.0.0.1"
+transports = ["tcp"]
+private_key_file = "KEY"
+tun = "gw0"
+mtu = 9000
+pool = "100.64.0.0/30"
+routes = []
+nat = false
+state_dir = "/srv/state"
+control_socket = "/tmp/x.sock"
+metrics_listen = ""
+keepalive = "250ms"
+dead_after = 7
+
+[log]
+level = "debug"
+format = "json"
+`)
+	s, err := LoadServer(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Server{File: path, Listen: "127.0.0.1:9623", Transports: []string{"tcp"}, PrivateKey: f.priv,
+		PrivateKeyFile: f.key, Tun: "gw0", MTU: 9000, Pool: netip.MustParsePrefix("100.64.0.0/30"),
+		Gateway: netip.MustParseAddr("100.64.0.1"), NAT: false, StateDir: "/srv/state", ControlSocket: "/tmp/x.sock",
+		Keepalive: 250 * time.Millisecond, DeadAfter: 7, Log: Log{Level: "debug", Format: "json"}}
+	if !reflect.DeepEqual(*s, want) {
+		t.Errorf("got  %+v\nwant %+v", *s, want)
+	}
+}
+
+func TestLoadClientDefaults(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "gtun.toml", `[client]
+private_key_file = "KEY"
+
+[[server]]
+name = "hk-cluster"
+endpoints = ["203.0.113.10", "203.0.113.11:443"]
+public_key = "PUB1"
+`)
+	c, err := LoadClient(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Client{File: path, PrivateKey: f.priv, Tun: "gtun0", ControlSocket: "/run/gtun/gtun.sock",
+		Log: Log{Level: "info", Format: "text"}}
+	servers := c.Servers
+	c.Servers = nil
+	if !reflect.DeepEqual(*c, want) {
+		t.Errorf("got  %+v\nwant %+v", *c, want)
+	}
+	if len(servers) != 1 {
+		t.Fatalf("servers = %+v", servers)
+	}
+	e := servers[0]
+	if e.Name != "hk-cluster" || e.Transport != "tcp" || e.PublicKey.String() != f.pub1 || len(e.Routes) != 0 {
+		t.Errorf("server = %+v", e)
+	}
+	if !slices.Equal(e.Endpoints, []string{"203.0.113.10:9623", "203.0.113.11:443"}) {
+		t.Errorf("endpoints = %v (the default port 9623 must be added when missing)", e.Endpoints)
+	}
+}
+
+func TestLoadClientRoutesSubset(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "gtun.toml", `[client]
+private_key_file = "KEY"
+tun = "t1"
+gateway = false
+control_socket = "/tmp/c.sock"
+[[server]]
+name = "x"
+endpoints = ["[2001:db8::1]:9623"]
+transport = "tcp"
+public_key = "PUB1"
+routes = ["10.96.0.0/12", "10.244.0.0/16"]
+[log]
+level = "warn"
+`)
+	c, err := LoadClient(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Tun != "t1" || c.ControlSocket != "/tmp/c.sock" || c.Log.Level != "warn" {
+		t.Errorf("client = %+v", c)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")}
+	if got := c.Servers[0].Routes; !slices.Equal(got, want) {
+		t.Errorf("routes = %v, want %v", got, want)
+	}
+}
+
+// serverHead is the start of most bad server files: lines 1-4.
+const serverHead = `[server]
+private_key_file = "KEY"
+pool = "100.64.240.0/24"
+routes = ["10.244.0.0/16", "10.96.0.0/12"]
+`
+
+// twoPeers follows serverHead: lines 5-10.
+const twoPeers = `[[peer]]
+name = "a"
+public_key = "PUB1"
+[[peer]]
+name = "b"
+public_key = "PUB2"
+`
+
+type badCase struct {
+	name string
+	src  string
+	line int    // expected line in "file:LINE"
+	key  string // expected key name after it
+	msg  string // expected part of the message
+}
+
+func TestLoadServerErrors(t *testing.T) {
+	cases := []badCase{
+		{"unknown top-level key", "verbose = true\n" + serverHead, 1, "verbose", "unknown key"},
+		{"unknown key in server", serverHead + "listen_addr = \"0.0.0.0:1\"\n", 5, "server.listen_addr", "unknown key"},
+		{"unknown key in second peer", serverHead + twoPeers + "adress = \"100.64.240.9\"\n", 11, "peer.adress", "unknown key"},
+		{"unknown table", serverHead + "[metrics]\nlisten = \"x\"\nport = 1\n", 5, "metrics", "unknown key"},
+		{"bad CIDR in routes", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\n\nroutes = [\"10.244.0.0/16\", \"10.96.0.0/33\"]\n",
+			5, "server.routes", "bad CIDR"},
+		{"CIDR with host bits", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\nroutes = [\"10.244.1.1/16\"]\n",
+			4, "server.routes", "host bits"},
+		{"route listed twice", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\nroutes = [\"10.244.0.0/16\", \"10.244.0.0/16\"]\n",
+			4, "server.routes", "twice"},
+		{"pool overlaps a route", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\nroutes = [\"100.64.0.0/10\"]\n",
+			4, "server.routes", "overlaps pool"},
+		{"pool inside a route, pool after routes", "[server]\nprivate_key_file = \"KEY\"\nroutes = [\"100.64.240.128/25\"]\npool = \"100.64.240.0/24\"\n",
+			3, "server.routes", "overlaps pool"},
+		{"missing private_key_file", "# gtund\n\n[server]\npool = \"100.64.240.0/24\"\n", 3, "server.private_key_file", "required"},
+		{"key file mode 0644", "[server]\npool = \"100.64.240.0/24\"\nprivate_key_file = \"KEY644\"\n", 3, "server.private_key_file", "mode 0644"},
+		{"missing key file", "[server]\npool = \"100.64.240.0/24\"\nprivate_key_file = \"/nonexistent/private.key\"\n", 3, "server.private_key_file", "no such file"},
+		{"missing pool", "[server]\nprivate_key_file = \"KEY\"\n", 1, "server.pool", "required"},
+		{"pool too small", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/31\"\n", 3, "server.pool", "/30 or larger"},
+		{"pool IPv6", "[server]\nprivate_key_file = \"KEY\"\npool = \"fd00::/64\"\n", 3, "server.pool", "IPv4"},
+		{"bad public_key", serverHead + "[[peer]]\nname = \"a\"\npublic_key = \"PUB1\"\n[[peer]]\nname = \"b\"\npublic_key = \"not-a-key\"\n",
+			10, "peer.1.public_key", "bad public key"},
+		{"missing public_key", serverHead + "[[peer]]\nname = \"a\"\npublic_key = \"PUB1\"\n[[peer]]\nname = \"b\"\n",
+			8, "peer.1.public_key", "required"},
+		{"duplicate peer name", serverHead + "[[peer]]\nname = \"a\"\npublic_key = \"PUB1\"\n[[peer]]\nname = \"a\"\npublic_key = \"PUB2\"\n",
+			9, "peer.1.name", "defined twice"},
+		{"duplicate peer key", serverHead + "[[peer]]\nname = \"a\"\npublic_key = \"PUB1\"\n[[peer]]\nname = \"b\"\npublic_key = \"PUB1\"\n",
+			10, "peer.1.public_key", `same key as peer "a"`},
+		{"peer address outside pool", serverHead + twoPeers + "address = \"100.64.241.9\"\n", 11, "peer.1.address", "not in pool"},
+		{"peer address is the gateway", serverHead + twoPeers + "address = \"100.64.240.1\"\n", 11, "peer.1.address", "server's own address"},
+		{"peer address is the network", serverHead + twoPeers + "address = \"100.64.240.0\"\n", 11, "peer.1.address", "network"},
+		{"peer address is the broadcast", serverHead + twoPeers + "address = \"100.64.240.255\"\n", 11, "peer.1.address", "broadcast"},
+		{"peer address taken", serverHead + "[[peer]]\nname = \"a\"\npublic_key = \"PUB1\"\naddress = \"100.64.240.9\"\n[[peer]]\nname = \"b\"\npublic_key = \"PUB2\"\naddress = \"100.64.240.9\"\n",
+			12, "peer.1.address", `also the address of peer "a"`},
+		{"peer address unparsable", serverHead + twoPeers + "address = \"100.64.240.x\"\n", 11, "peer.1.address", "bad address"},
+		{"allowed outside served routes", serverHead + twoPeers + "allowed = [\"10.244.1.0/24\", \"10.0.0.0/8\"]\n", 11, "peer.1.allowed", "not within any served route"},
+		{"allowed with host bits", serverHead + twoPeers + "allowed = [\"10.244.1.1/24\"]\n", 11, "peer.1.allowed", "host bits"},
+		{"subnets not yet available", serverHead + twoPeers + "subnets = [\"172.16.0.0/24\"]\n", 11, "peer.1.subnets", "not available in this version yet"},
+		{"bad log level", serverHead + "[log]\nformat = \"json\"\nlevel = \"verbose\"\n", 7, "log.level", "must be debug, info, warn or error"},
+		{"bad log format", serverHead + "[log]\nformat = \"xml\"\n", 6, "log.format", "must be text or json"},
+		{"metrics not yet available", serverHead + "metrics_listen = \"127.0.0.1:9624\"\n", 5, "server.metrics_listen", "not available in this version yet"},
+		{"kcp not yet available", serverHead + "transports = [\"tcp\", \"kcp\"]\n", 5, "server.transports", `unsupported transport "kcp"`},
+		{"mtu too small", serverHead + "mtu = 500\n", 5, "server.mtu", "576..65535"},
+		{"bad keepalive", serverHead + "keepalive = \"2\"\n", 5, "server.keepalive", "bad duration"},
+		{"dead_after too small", serverHead + "dead_after = 1\n", 5, "server.dead_after", "2..100"},
+		{"bad listen port", serverHead + "listen = \"0.0.0.0:70000\"\n", 5, "server.listen", "bad port"},
+		{"bad tun name", serverHead + "tun = \"a-very-long-interface\"\n", 5, "server.tun", "bad interface name"},
+		{"syntax error", serverHead + "mtu = \n", 5, "server.mtu", "expected value"},
+		{"syntax error: unterminated string", serverHead + "\ntun = \"gtund0\n", 6, "server.tun", ""},
+	}
+	f := newFixture(t)
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := f.write(t, fmt.Sprintf("server%d.toml", i), c.src)
+			s, err := LoadServer(path)
+			checkBad(t, path, s, err, c)
+		})
+	}
+}
+
+func TestLoadClientErrors(t *testing.T) {
+	const head = "[client]\nprivate_key_file = \"KEY\"\n\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10:9623\"]\npublic_key = \"PUB1\"\n"
+	cases := []badCase{
+		{"unknown key in client", "[client]\nprivate_key_file = \"KEY\"\ntunnel = \"x\"\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n",
+			3, "client.tunnel", "unknown key"},
+		{"unknown key in server", head + "transprot = \"tcp\"\n", 8, "server.transprot", "unknown key"},
+		{"missing private_key_file", "[client]\ntun = \"gtun0\"\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n",
+			1, "client.private_key_file", "required"},
+		{"key file mode 0644", "[client]\nprivate_key_file = \"KEY644\"\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n",
+			2, "client.private_key_file", "mode 0644"},
+		{"gateway not yet available", "[client]\nprivate_key_file = \"KEY\"\ngateway = true\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n",
+			3, "client.gateway", "not available in this version yet"},
+		{"metrics not yet available", "[client]\nprivate_key_file = \"KEY\"\nmetrics_listen = \"127.0.0.1:9625\"\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n",
+			3, "client.metrics_listen", "not available in this version yet"},
+		{"bad endpoint port", "[client]\nprivate_key_file = \"KEY\"\n[[server]]\nname = \"hk\"\npublic_key = \"PUB1\"\nendpoints = [\"203.0.113.10:9623\", \"203.0.113.11:0\"]\n",
+			6, "server.0.endpoints", "bad port"},
+		{"missing endpoints", "[client]\nprivate_key_file = \"KEY\"\n[[server]]\nname = \"hk\"\npublic_key = \"PUB1\"\n", 3, "server.0.endpoints", "at least one"},
+		{"kcp not yet available", head + "transport = \"kcp\"\n", 8, "server.0.transport", `unsupported transport "kcp"`},
+		{"bad public_key", "[client]\nprivate_key_file = \"KEY\"\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"AAAA\"\n",
+			6, "server.0.public_key", "bad public key"},
+		{"routes with host bits", head + "routes = [\"10.96.0.1/12\"]\n", 8, "server.0.routes", "host bits"},
+	}
+	f := newFixture(t)
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := f.write(t, fmt.Sprintf("client%d.toml", i), c.src)
+			cl, err := LoadClient(path)
+			checkBad(t, path, cl, err, c)
+		})
+	}
+	t.Run("type mismatch", func(t *testing.T) {
+		path := f.write(t, "client-mismatch.toml", head+"routes = \"10.96.0.0/12\"\n")
+		cl, err := LoadClient(path)
+		checkMismatch(t, path, cl, err, badCase{line: 8, key: "server.routes", msg: "incompatible types"})
+	})
+}
+
+func checkBad[T any](t *testing.T, path string, got *T, err error, c badCase) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("loaded %+v, want an error", got)
+	}
+	if got != nil {
+		t.Errorf("returned a config together with the error %v", err)
+	}
+	if !IsConfigError(err) {
+		t.Errorf("IsConfigError(%v) = false", err)
+	}
+	if n := len(leaves(err)); n != 1 {
+		t.Errorf("got %d errors, want exactly 1:\n%v", n, err)
+	}
+	msg := err.Error()
+	want := fmt.Sprintf("%s:%d: %s", path, c.line, c.key)
+	if !strings.Contains(msg, want) {
+		t.Errorf("error\n  %v\ndoes not contain %q", msg, want)
+	}
+	if !strings.Contains(msg, c.msg) {
+		t.Errorf("error\n  %v\ndoes not contain %q", msg, c.msg)
+	}
+}
+
+// checkMismatch checks a TOML type mismatch error. It must name the file,
+// the line and the key; BurntSushi/toml reports it as a plain error, which
+// decode passes on as "file: line N (last key \"k\"): ...", so both that form
+// and the "file:N: k" of every other config error are accepted.
+func checkMismatch[T any](t *testing.T, path string, got *T, err error, c badCase) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("loaded %+v, want an error", got)
+	}
+	if !IsConfigError(err) {
+		t.Errorf("IsConfigError(%v) = false", err)
+	}
+	msg := err.Error()
+	uniform := fmt.Sprintf("%s:%d: %s", path, c.line, c.key)
+	plain := fmt.Sprintf("%s: line %d (last key %q)", path, c.line, c.key)
+	if !strings.Contains(msg, uniform) && !strings.Contains(msg, plain) {
+		t.Errorf("error\n  %v\ncontains neither %q nor %q", msg, uniform, plain)
+	}
+	if !strings.Contains(msg, c.msg) {
+		t.Errorf("error\n  %v\ndoes not contain %q", msg, c.msg)
+	}
+}
+
+func TestLoadServerTypeMismatch(t *testing.T) {
+	f := newFixture(t)
+	for i, c := range []badCase{
+		{"mtu string", serverHead + "mtu = \"x\"\n", 5, "server.mtu", "incompatible types"},
+		{"nat string", serverHead + "\nnat = \"yes\"\n", 6, "server.nat", "incompatible types"},
+		{"peer address number", serverHead + twoPeers + "address = 10\n", 11, "peer.address", "incompatible types"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := f.write(t, fmt.Sprintf("mismatch%d.toml", i), c.src)
+			s, err := LoadServer(path)
+			checkMismatch(t, path, s, err, c)
+		})
+	}
+}
+
+// Keys of an unknown table are not reported one by one: the table is the error.
+func TestUnknownTableReportedOnce(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "gtund.toml", serverHead+"[metrics]\nlisten = \"x\"\nport = 1\n")
+	_, err := LoadServer(path)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if strings.Contains(err.Error(), "metrics.") {
+		t.Errorf("children of the unknown table reported: %v", err)
+	}
+}
+
+// All errors of a file are reported at once, each at its own line.
+func TestLoadServerReportsEveryError(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "gtund.toml", `[server]
+private_key_file = "KEY"
+pool = "100.64.240.0/24"
+routes = ["10.244.0.0/16"]
+mtu = 100
+bogus = 1
+
+[[peer]]
+name = "a"
+public_key = "PUB1"
+address = "100.64.241.1"
+
+[log]
+level = "loud"
+`)
+	_, err := LoadServer(path)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		path + ":5: server.mtu",
+		path + ":6: server.bogus: unknown key",
+		path + ":11: peer.0.address",
+		path + ":14: log.level",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error\n%v\ndoes not contain %q", err, want)
+		}
+	}
+	if n := len(leaves(err)); n != 4 {
+		t.Errorf("got %d errors, want 4:\n%v", n, err)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nope.toml")
+	for name, load := range map[string]func(string) error{
+		"server": func(p string) error { _, err := LoadServer(p); return err },
+		"client": func(p string) error { _, err := LoadClient(p); return err },
+	} {
+		err := load(path)
+		if err == nil || !IsConfigError(err) || !errors.Is(err, os.ErrNotExist) && !strings.Contains(err.Error(), "no such file") {
+			t.Errorf("%s: err = %v, want a config error naming the missing file", name, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: error %v does not name %s", name, err, path)
+		}
+	}
+}
+
+func TestIsConfigError(t *testing.T) {
+	e := &Error{File: "f.toml", Line: 3, Key: "server.mtu", Msg: "bad"}
+	if !IsConfigError(e) || !IsConfigError(fmt.Errorf("wrapped: %w", e)) || !IsConfigError(errors.Join(errors.New("x"), e)) {
+		t.Error("IsConfigError misses a config error")
+	}
+	if IsConfigError(errors.New("f.toml:3: server.mtu: bad")) || IsConfigError(nil) {
+		t.Error("IsConfigError accepts a non-config error")
+	}
+	if got, want := e.Error(), "f.toml:3: server.mtu: bad"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	if got, want := (&Error{File: "f.toml", Msg: "gone"}).Error(), "f.toml: gone"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}

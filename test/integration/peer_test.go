@@ -1,0 +1,124 @@
+package integration
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/gtun/gtun/pkg/secure"
+	"github.com/gtun/gtun/pkg/session"
+)
+
+// rawPeer is a client built from the protocol packages instead of gtun, for
+// sending what a well-behaved gtun never would.
+type rawPeer struct {
+	sess *session.Session
+	addr netip.Addr
+}
+
+// dialSession connects from host's namespace to gtund with the key in
+// keyPath and runs the session until the test ends.
+func dialSession(t *testing.T, e *env, host, keyPath string) *rawPeer {
+	t.Helper()
+	key, err := secure.LoadPrivateKeyFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverPub, err := secure.ParsePublicKey(e.serverPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dialInNS(t, e.tp.NS(host), gwWAN+":"+port)
+	sc, err := secure.Client(conn, secure.ClientConfig{Private: key, ServerKey: serverPub})
+	if err != nil {
+		conn.Close()
+		t.Fatalf("handshake: %v", err)
+	}
+	sess, cfg, err := session.Dial(context.Background(), sc, &session.Msg{Type: session.TypeHello, Version: secure.ProtocolVersion, Name: "raw"}, 0, nil)
+	if err != nil {
+		t.Fatalf("session: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sess.Run(ctx, session.Handlers{})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	p, err := netip.ParsePrefix(cfg.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rawPeer{sess: sess, addr: p.Addr()}
+}
+
+// dialInNS opens a TCP connection from inside the named network namespace:
+// the socket is created on a thread that has entered it.
+func dialInNS(t *testing.T, ns, addr string) net.Conn {
+	t.Helper()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// The thread must return to its namespace and be unlocked: a locked
+		// thread exits with its goroutine, and the daemons this test started
+		// with Pdeathsig die with the thread that forked them.
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer orig.Close()
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		c, err := net.Dial("tcp", addr)
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, ns, r.err)
+	}
+	return r.c
+}
+
+// udpPacket builds an IPv4/UDP packet (checksums left zero: gtund checks
+// addresses, not checksums, and the kernel drops it later if it must).
+func udpPacket(src, dst netip.Addr, payload []byte) []byte {
+	p := make([]byte, 28+len(payload))
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[8] = 64
+	p[9] = 17
+	s, d := src.As4(), dst.As4()
+	copy(p[12:], s[:])
+	copy(p[16:], d[:])
+	binary.BigEndian.PutUint16(p[20:], 40000)
+	binary.BigEndian.PutUint16(p[22:], 53)
+	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
+	copy(p[28:], payload)
+	return p
+}
