@@ -72,7 +72,7 @@ type Server struct {
 type peerInfo struct {
 	cfg     config.Peer
 	allowed *packet.Table[struct{}]
-	lastTS  uint64 // newest handshake timestamp seen, refuses replays
+	lastTS  uint64        // newest handshake timestamp seen, refuses replays
 	drops   stats.Reasons // per peer, across its sessions
 }
 
