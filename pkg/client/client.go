@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -239,6 +240,10 @@ func (c *Client) dialOne(ctx context.Context, sc *serverConn, ep string) (*sessi
 	if err != nil {
 		return nil, nil, err
 	}
+	// The handshake and session setup have their own deadlines; a shutdown
+	// must not wait for them.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
 	sconn, err := secure.Client(raw, secure.ClientConfig{Private: c.cfg.PrivateKey, ServerKey: sc.entry.PublicKey})
 	if err != nil {
 		raw.Close()
@@ -288,6 +293,17 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 		}
 		pushed = append(pushed, p.Masked())
 	}
+	// A pushed route that covers the server's own endpoint would send the
+	// tunnel's packets into the tunnel.
+	pushed = slices.DeleteFunc(pushed, func(p netip.Prefix) bool {
+		for _, ep := range sc.entry.Endpoints {
+			if ap, err := netip.ParseAddrPort(ep); err == nil && p.Contains(ap.Addr()) {
+				c.rate.Log(slog.LevelWarn, "loop:"+p.String(), "pushed route covers the server endpoint; not installed", "server", sc.entry.Name, "route", p, "endpoint", ep)
+				return true
+			}
+		}
+		return false
+	})
 	desired := pushed
 	if len(sc.entry.Routes) > 0 {
 		desired = nil

@@ -251,6 +251,9 @@ func (s *Server) authorize(k secure.PublicKey, ts uint64) error {
 
 func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string) {
 	remote := raw.RemoteAddr().String()
+	// Handshake and setup have deadlines of their own; shutdown need not wait.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
 	sc, key, err := secure.Server(raw, secure.ServerConfig{Private: s.cfg.PrivateKey, Authorize: s.authorize})
 	<-s.pending
 	if err != nil {
