@@ -221,9 +221,16 @@ lib_start_pod_http() {
 	die "podhttp did not answer on $POD_IP:8080"
 }
 
-# lib_start_daemons: gtund in gw, then gtun in vm.
+# lib_start_daemons: gtund in gw; once it listens (up to 10 s), gtun in vm.
 lib_start_daemons() {
+	local i
 	lib_start gtund gw "$GTUND_BIN" -c "$D/gtund.toml"
+	for ((i = 0; i < 100; i++)); do
+		inns gw ss -Hltn "sport = :$PORT" | grep -q . && break
+		lib_alive "${PIDS[gtund]}" || die "gtund exited at startup"
+		sleep 0.1
+	done
+	inns gw ss -Hltn "sport = :$PORT" | grep -q . || die "gtund does not listen on tcp $GW_WAN:$PORT after 10 s"
 	lib_start gtun vm "$GTUN_BIN" -c "$D/gtun.toml"
 }
 
