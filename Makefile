@@ -4,7 +4,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X github.com/gtun/gtun/pkg/cli.Version=$(VERSION) -X github.com/gtun/gtun/pkg/cli.Commit=$(COMMIT)
 # Packages with goroutines and shared state: run under the race detector.
-RACE_PKGS := ./pkg/session/... ./pkg/secure/... ./pkg/route/... ./pkg/lograte/... ./pkg/ipam/... ./pkg/control/...
+RACE_PKGS := ./pkg/...
 
 .PHONY: all build tools deps test unit integration vet fmt-check demo bench clean
 

@@ -77,7 +77,7 @@ func LoadClient(path string) (*Client, error) {
 		l.errf("server", "at least one [[server]] is required")
 	}
 	if len(f.Server) > 1 {
-		l.errf("server", "this version connects to one [[server]]; several are not available yet")
+		l.errf("server.1", "this version connects to one [[server]]; several are not available yet")
 	}
 	names := map[string]bool{}
 	for i, s := range f.Server {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -63,6 +64,8 @@ func (l Log) Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
+var typeErrRe = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
 // loader carries what every validation needs to name a file and line.
 type loader struct {
 	file  string
@@ -89,7 +92,15 @@ func decode(path string, v any) (*loader, error) {
 		if errors.As(err, &pe) {
 			return nil, &Error{File: path, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}
 		}
-		// Type mismatches come back as plain errors that already carry the line.
+		// Type mismatches come back as plain errors: "toml: line N (last key "k"): msg".
+		if m := typeErrRe.FindStringSubmatch(err.Error()); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			key := m[2]
+			if k, ok := l.lines.byLine[n]; ok {
+				key = k
+			}
+			return nil, &Error{File: path, Line: n, Key: key, Msg: m[3]}
+		}
 		return nil, &Error{File: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 	}
 	undecoded := md.Undecoded()
@@ -102,7 +113,13 @@ func decode(path string, v any) (*loader, error) {
 			continue
 		}
 		reported[key] = true
-		l.errs = append(l.errs, &Error{File: path, Line: l.lines.plain[key], Key: key, Msg: "unknown key"})
+		occurrences := l.lines.plain[key]
+		if len(occurrences) == 0 { // e.g. a key of an inline table
+			occurrences = []string{key}
+		}
+		for _, ik := range occurrences {
+			l.errs = append(l.errs, &Error{File: path, Line: l.lines.line(ik), Key: ik, Msg: "unknown key"})
+		}
 	}
 	return l, nil
 }

@@ -11,12 +11,15 @@ import (
 type lineIndex struct {
 	// indexed keys: "peer.1.address" (array tables numbered from 0)
 	indexed map[string]int
-	// plain keys as toml.MetaData names them: "peer.address" (first line seen)
-	plain map[string]int
+	// plain keys as toml.MetaData names them ("peer.address"), with every
+	// indexed key they stand for, in file order
+	plain map[string][]string
+	// byLine is the indexed key set on each line
+	byLine map[int]string
 }
 
 func indexLines(src string) *lineIndex {
-	li := &lineIndex{indexed: map[string]int{}, plain: map[string]int{}}
+	li := &lineIndex{indexed: map[string]int{}, plain: map[string][]string{}, byLine: map[int]string{}}
 	table, plainTable := "", ""
 	arrays := map[string]int{}
 	for i, raw := range strings.Split(src, "\n") {
@@ -51,12 +54,12 @@ func indexLines(src string) *lineIndex {
 }
 
 func (li *lineIndex) note(indexed, plain string, n int) {
-	if _, ok := li.indexed[indexed]; !ok {
-		li.indexed[indexed] = n
+	if _, ok := li.indexed[indexed]; ok {
+		return
 	}
-	if _, ok := li.plain[plain]; !ok {
-		li.plain[plain] = n
-	}
+	li.indexed[indexed] = n
+	li.plain[plain] = append(li.plain[plain], indexed)
+	li.byLine[n] = indexed
 }
 
 // line finds the line of an indexed key, falling back to its parents (a key

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -80,11 +81,12 @@ func TestIndexLines(t *testing.T) {
 			t.Errorf("indexed[%q] = %d, want %d", k, got, want)
 		}
 	}
-	// Plain names (as toml.MetaData gives them) keep the first line seen.
-	plain := map[string]int{"peer": 16, "peer.name": 17, "peer.address": 23, "server.routes": 7}
+	// Plain names (as toml.MetaData gives them) list every indexed key, in order.
+	plain := map[string][]string{"peer": {"peer.0", "peer.1"}, "peer.name": {"peer.0.name", "peer.1.name"},
+		"peer.address": {"peer.1.address"}, "server.routes": {"server.routes"}}
 	for k, want := range plain {
-		if got := li.plain[k]; got != want {
-			t.Errorf("plain[%q] = %d, want %d", k, got, want)
+		if got := li.plain[k]; !slices.Equal(got, want) {
+			t.Errorf("plain[%q] = %v, want %v", k, got, want)
 		}
 	}
 	// Nothing inside strings, comments or array continuations becomes a key.

@@ -34,11 +34,19 @@ func Listen(path string, status func() any, log *slog.Logger) (*Server, error) {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s is in use by another running daemon", path)
 	}
-	_ = os.Remove(path)
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("control socket path %s exists and is not a socket; refusing to replace it", path)
+		}
+		_ = os.Remove(path) // stale socket of a daemon that died
+	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("listen on control socket %s: %w", path, err)
 	}
+	// Close removes the file itself; the listener must not unlink whatever is
+	// at the path when it is closed later (that may be a successor's socket).
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("chmod control socket: %w", err)
@@ -61,6 +69,7 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(ctx)
+	_ = s.ln.Close() // Serve may not have taken the listener yet
 	_ = os.Remove(s.path)
 	return err
 }

@@ -67,6 +67,7 @@ func Open(prefix netip.Prefix, server netip.Addr, dir string, log *slog.Logger) 
 			bad := filepath.Join(dir, leaseFile+".corrupt")
 			_ = os.Rename(filepath.Join(dir, leaseFile), bad)
 			log.Error("lease file is corrupt; starting with no leases", "moved_to", bad, "err", err)
+			ls = nil // a partial decode must not half-load leases
 		}
 		for _, l := range ls {
 			k, err1 := secure.ParsePublicKey(l.PublicKey)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Names of the supported transports, as written in configs.
@@ -57,12 +59,25 @@ func (l tcpListener) Accept() (net.Conn, error) {
 	return c, nil
 }
 
-// tuneTCP disables Nagle: the session batches writes itself, and small
-// control messages (keepalives) must not wait behind a delayed ACK.
+// notSentLowat caps the unsent bytes the kernel queues on the socket.
+// Without it a slow uplink buffers megabytes, and a keepalive queued behind
+// them arrives too late: the session would be declared dead while healthy.
+const notSentLowat = 256 << 10
+
+// tuneTCP disables Nagle (the session batches writes itself, and small
+// control messages must not wait behind a delayed ACK) and bounds the send
+// queue in the kernel.
 func tuneTCP(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-		_ = tc.SetKeepAlive(true)
-		_ = tc.SetKeepAlivePeriod(15 * time.Second)
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	_ = tc.SetNoDelay(true)
+	_ = tc.SetKeepAlive(true)
+	_ = tc.SetKeepAlivePeriod(15 * time.Second)
+	if rc, err := tc.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notSentLowat)
+		})
 	}
 }

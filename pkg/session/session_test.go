@@ -1,0 +1,492 @@
+package session
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/secure"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func mustKey(t testing.TB) secure.PrivateKey {
+	t.Helper()
+	k, err := secure.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// blackhole is a net.Conn whose writes can be made to vanish without an
+// error, like a path that silently stopped delivering.
+type blackhole struct {
+	net.Conn
+	drop atomic.Bool
+}
+
+func (b *blackhole) Write(p []byte) (int, error) {
+	if b.drop.Load() {
+		return len(p), nil
+	}
+	return b.Conn.Write(p)
+}
+
+// sealed returns both ends of a loopback TCP connection after the Noise
+// handshake; the client's raw conn is wrapped in a blackhole.
+func sealed(t testing.TB) (*secure.Conn, *secure.Conn, *blackhole) {
+	t.Helper()
+	ck, sk := mustKey(t), mustKey(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		c   *secure.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		raw, err := ln.Accept()
+		if err != nil {
+			done <- result{nil, err}
+			return
+		}
+		c, _, err := secure.Server(raw, secure.ServerConfig{Private: sk, Authorize: func(k secure.PublicKey, _ uint64) error {
+			if k != ck.Public() {
+				return secure.ErrUnknownPeer
+			}
+			return nil
+		}})
+		if err != nil {
+			raw.Close()
+		}
+		done <- result{c, err}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bh := &blackhole{Conn: raw}
+	cc, err := secure.Client(bh, secure.ClientConfig{Private: ck, ServerKey: sk.Public()})
+	if err != nil {
+		raw.Close()
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		cc.Close()
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { cc.Close(); r.c.Close() })
+	return cc, r.c, bh
+}
+
+type pair struct {
+	c, s   *Session
+	cfg    *Msg // what the client got
+	hello  *Msg // what the server got
+	bh     *blackhole
+	config *Msg // what the server sent
+}
+
+func testConfig() *Msg {
+	return &Msg{Type: TypeConfig, Version: secure.ProtocolVersion, Address: "100.64.240.2/24", Gateway: "100.64.240.1",
+		MTU: 1400, Routes: []string{"10.244.0.0/16", "10.96.0.0/12"}, KeepaliveMS: 50, DeadAfter: 3}
+}
+
+// newPair sets up a session: hello from the client, config from the server,
+// data stream accepted. Neither side runs yet.
+func newPair(t testing.TB, config *Msg, clientQueue, serverQueue int) *pair {
+	t.Helper()
+	cc, sc, bh := sealed(t)
+	p := &pair{bh: bh, config: config}
+	type result struct {
+		s   *Session
+		m   *Msg
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, m, err := Dial(context.Background(), cc, &Msg{Type: TypeHello, Version: secure.ProtocolVersion, Name: "vm-1"}, clientQueue, quiet)
+		done <- result{s, m, err}
+	}()
+	s, hello, err := Accept(sc, serverQueue, quiet)
+	if err != nil {
+		t.Fatalf("Accept: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.SendControl(config); err != nil {
+		t.Fatalf("send config: %v", err)
+	}
+	if err := s.AcceptData(); err != nil {
+		t.Fatalf("AcceptData: %v", err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Dial: %v", r.err)
+	}
+	t.Cleanup(func() { r.s.Close() })
+	p.c, p.cfg, p.s, p.hello = r.s, r.m, s, hello
+	return p
+}
+
+// run runs s.Run in the background. wait(d) waits up to d for it to return
+// and reports its result; wait(0) only looks.
+func run(t testing.TB, ctx context.Context, s *Session, h Handlers) (wait func(time.Duration) (error, bool)) {
+	t.Helper()
+	done := make(chan struct{})
+	var res error
+	go func() {
+		res = s.Run(ctx, h)
+		close(done)
+	}()
+	t.Cleanup(func() {
+		s.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return after Close")
+		}
+	})
+	return func(d time.Duration) (error, bool) {
+		if d <= 0 {
+			select {
+			case <-done:
+				return res, true
+			default:
+				return nil, false
+			}
+		}
+		select {
+		case <-done:
+			return res, true
+		case <-time.After(d):
+			return nil, false
+		}
+	}
+}
+
+func TestHelloAndConfig(t *testing.T) {
+	cfg := testConfig()
+	p := newPair(t, cfg, 0, 0)
+	if p.hello.Type != TypeHello || p.hello.Name != "vm-1" || p.hello.Version != secure.ProtocolVersion {
+		t.Errorf("server got hello %+v", p.hello)
+	}
+	if fmt.Sprint(*p.cfg) != fmt.Sprint(*cfg) {
+		t.Errorf("client got config\n  %+v\nwant\n  %+v", *p.cfg, *cfg)
+	}
+	if p.c.keepalive != 50*time.Millisecond || p.c.deadAfter != 3 {
+		t.Errorf("client keepalive %v dead_after %d, want the pushed 50ms and 3", p.c.keepalive, p.c.deadAfter)
+	}
+	if p.s.RemoteAddr() == nil || p.c.RemoteAddr() == nil {
+		t.Error("no remote address")
+	}
+}
+
+func TestDialRefused(t *testing.T) {
+	cc, sc, _ := sealed(t)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := Dial(context.Background(), cc, &Msg{Type: TypeHello}, 0, quiet)
+		done <- err
+	}()
+	s, _, err := Accept(sc, 0, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The client may close as soon as it has read this, and yamux then can
+	// report the delivered write as failed: only the client's view counts.
+	_ = s.SendControl(&Msg{Type: TypeError, Error: "peer sz-ecs-1 is disabled"})
+	err = <-done
+	if err == nil || !strings.Contains(err.Error(), "peer sz-ecs-1 is disabled") {
+		t.Errorf("Dial = %v, want the server's reason", err)
+	}
+}
+
+func TestAcceptWantsHello(t *testing.T) {
+	cc, sc, _ := sealed(t)
+	go func() {
+		s, _, err := Dial(context.Background(), cc, &Msg{Type: TypePing}, 0, quiet)
+		if err == nil {
+			s.Close()
+		}
+	}()
+	s, _, err := Accept(sc, 0, quiet)
+	if err == nil {
+		s.Close()
+		t.Fatal("Accept took a ping for a hello")
+	}
+	if !strings.Contains(err.Error(), "expected hello") {
+		t.Errorf("Accept = %v", err)
+	}
+}
+
+// fill writes a recognizable pattern for packet i of size n.
+func fill(b []byte, i int) {
+	for j := range b {
+		b[j] = byte(i*7 + j*13 + j>>8)
+	}
+}
+
+var sizes = []int{1, 20, 40, 64, 576, 1280, 1400, 1500, 4096, 9000, 16384, 32768, 65534, packet.MaxSize}
+
+func TestPacketsBothWays(t *testing.T) {
+	const n = 300
+	// Keepalives share the connection with the bulk data and queue behind
+	// it; long intervals keep this test about data, even under -race.
+	cfg := testConfig()
+	cfg.KeepaliveMS, cfg.DeadAfter = 5000, 10
+	p := newPair(t, cfg, n, n)
+	ctx := t.Context()
+	toServer := make(chan []byte, n)
+	toClient := make(chan []byte, n)
+	collect := func(ch chan []byte) func([]byte) {
+		return func(pkt []byte) { ch <- bytes.Clone(pkt) }
+	}
+	ws := run(t, ctx, p.s, Handlers{Packet: collect(toServer)})
+	wc := run(t, ctx, p.c, Handlers{Packet: collect(toClient)})
+
+	size := func(i int) int { return sizes[i%len(sizes)] }
+	var wantBytes uint64
+	for i := range n {
+		wantBytes += uint64(size(i))
+	}
+	send := func(s *Session) {
+		for i := range n {
+			b := packet.Get()
+			b.N = size(i)
+			fill(b.Bytes(), i)
+			if !s.Enqueue(b) {
+				t.Errorf("packet %d dropped", i)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { send(p.c) })
+	wg.Go(func() { send(p.s) })
+	wg.Wait()
+
+	check := func(dir string, ch chan []byte) {
+		want := make([]byte, packet.MaxSize)
+		for i := range n {
+			select {
+			case got := <-ch:
+				w := want[:size(i)]
+				fill(w, i)
+				if !bytes.Equal(got, w) {
+					t.Fatalf("%s: packet %d: got %d bytes, want %d (or content differs)", dir, i, len(got), len(w))
+				}
+			case <-time.After(10 * time.Second):
+				serr, sdone := ws(0)
+				cerr, cdone := wc(0)
+				t.Fatalf("%s: packet %d did not arrive (server ended %v: %v; client ended %v: %v)", dir, i, sdone, serr, cdone, cerr)
+			}
+		}
+	}
+	check("client->server", toServer)
+	check("server->client", toClient)
+
+	for name, s := range map[string]*Session{"client": p.c, "server": p.s} {
+		st := &s.Stats
+		if st.TxPackets.Load() != n || st.RxPackets.Load() != n || st.TxBytes.Load() != wantBytes ||
+			st.RxBytes.Load() != wantBytes || st.QueueDrops.Load() != 0 {
+			t.Errorf("%s stats: tx %d/%d rx %d/%d drops %d; want %d packets, %d bytes each way, no drops", name,
+				st.TxPackets.Load(), st.TxBytes.Load(), st.RxPackets.Load(), st.RxBytes.Load(), st.QueueDrops.Load(), n, wantBytes)
+		}
+	}
+}
+
+func TestEnqueueFullQueueDrops(t *testing.T) {
+	p := newPair(t, testConfig(), 2, 0)
+	// The client does not run yet: nothing drains its queue of 2.
+	for i := range 5 {
+		b := packet.Get()
+		b.N = 100 + i
+		fill(b.Bytes(), i)
+		ok := p.c.Enqueue(b)
+		if want := i < 2; ok != want {
+			t.Errorf("Enqueue #%d = %v, want %v", i, ok, want)
+		}
+	}
+	if d := p.c.Stats.QueueDrops.Load(); d != 3 {
+		t.Errorf("QueueDrops = %d, want 3", d)
+	}
+	// Once running, the two queued packets go out; the dropped ones do not.
+	got := make(chan []byte, 10)
+	run(t, t.Context(), p.s, Handlers{Packet: func(pkt []byte) { got <- bytes.Clone(pkt) }})
+	run(t, t.Context(), p.c, Handlers{})
+	for i := range 2 {
+		select {
+		case pkt := <-got:
+			want := make([]byte, 100+i)
+			fill(want, i)
+			if !bytes.Equal(pkt, want) {
+				t.Errorf("packet %d differs", i)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("queued packet %d not delivered", i)
+		}
+	}
+	select {
+	case pkt := <-got:
+		t.Errorf("a dropped packet of %d bytes was delivered", len(pkt))
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func TestKeepaliveRTT(t *testing.T) {
+	p := newPair(t, testConfig(), 0, 0)
+	p.s.SetKeepalive(50*time.Millisecond, 3)
+	if p.c.RTT() != 0 || !p.s.LastKeepalive().IsZero() {
+		t.Fatal("RTT or keepalive before any ping")
+	}
+	run(t, t.Context(), p.s, Handlers{})
+	run(t, t.Context(), p.c, Handlers{})
+	deadline := time.Now().Add(3 * time.Second)
+	for p.c.RTT() <= 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("RTT still zero after 3s of 50ms keepalives")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if rtt := p.c.RTT(); rtt > time.Second {
+		t.Errorf("RTT %v on loopback", rtt)
+	}
+	if p.s.LastKeepalive().IsZero() {
+		t.Error("server saw no ping")
+	}
+	if since := time.Since(p.c.LastRecv()); since > time.Second {
+		t.Errorf("client last heard from the server %v ago", since)
+	}
+}
+
+// A session whose peer keeps pinging stays up well past deadAfter intervals.
+func TestKeepaliveKeepsSessionAlive(t *testing.T) {
+	p := newPair(t, testConfig(), 0, 0)
+	p.s.SetKeepalive(50*time.Millisecond, 3)
+	ws := run(t, t.Context(), p.s, Handlers{})
+	wc := run(t, t.Context(), p.c, Handlers{})
+	time.Sleep(500 * time.Millisecond) // 10 intervals
+	if err, done := ws(0); done {
+		t.Errorf("server session ended: %v", err)
+	}
+	if err, done := wc(0); done {
+		t.Errorf("client session ended: %v", err)
+	}
+}
+
+const (
+	keepalive = 50 * time.Millisecond
+	deadAfter = 3
+	slack     = 500 * time.Millisecond // scheduling under -race on a busy machine
+)
+
+// A client that never pings: the server declares the session dead.
+func TestServerDeadWhenClientNeverPings(t *testing.T) {
+	p := newPair(t, testConfig(), 0, 0)
+	p.s.SetKeepalive(keepalive, deadAfter)
+	start := time.Now()
+	wait := run(t, t.Context(), p.s, Handlers{})
+	err, done := wait(deadAfter*keepalive + keepalive + slack)
+	if !done {
+		t.Fatalf("server session still up %v after the last word from the client", time.Since(start))
+	}
+	if !errors.Is(err, ErrDead) {
+		t.Fatalf("Run = %v, want ErrDead", err)
+	}
+	if el := time.Since(start); el < (deadAfter-1)*keepalive {
+		t.Errorf("declared dead after %v, before %d intervals of %v", el, deadAfter, keepalive)
+	}
+}
+
+// The client's path to the server silently stops delivering: both sides see
+// no keepalive and end with ErrDead, not a hang.
+func TestDeadAfterBlackhole(t *testing.T) {
+	p := newPair(t, testConfig(), 0, 0)
+	p.s.SetKeepalive(keepalive, deadAfter)
+	ws := run(t, t.Context(), p.s, Handlers{})
+	wc := run(t, t.Context(), p.c, Handlers{})
+	time.Sleep(5 * keepalive)
+	if err, done := ws(0); done {
+		t.Fatalf("server session ended before the blackhole: %v", err)
+	}
+	p.bh.drop.Store(true)
+	start := time.Now()
+	limit := deadAfter*keepalive + keepalive + slack
+	err, done := ws(limit)
+	if !done {
+		t.Fatalf("server session still up %v after the blackhole", time.Since(start))
+	}
+	if !errors.Is(err, ErrDead) {
+		t.Errorf("server Run = %v, want ErrDead", err)
+	}
+	// The client ends too: its pings go unanswered, and the server that gave
+	// up has closed the connection.
+	err, done = wc(limit)
+	if !done {
+		t.Fatal("client session still up")
+	}
+	if err == nil {
+		t.Error("client Run = nil, want an error")
+	}
+}
+
+func TestCancelEndsRunCleanly(t *testing.T) {
+	p := newPair(t, testConfig(), 0, 0)
+	ctx, cancel := context.WithCancel(t.Context())
+	ws := run(t, ctx, p.s, Handlers{})
+	wc := run(t, t.Context(), p.c, Handlers{})
+	time.Sleep(2 * keepalive)
+	cancel()
+	if err, done := ws(5 * time.Second); !done || err != nil {
+		t.Errorf("server Run after cancel = %v (returned %v), want nil", err, done)
+	}
+	if err, done := wc(5 * time.Second); !done || err == nil {
+		t.Errorf("client Run after the server left = %v (returned %v), want an error", err, done)
+	}
+}
+
+func TestControlMessages(t *testing.T) {
+	p := newPair(t, testConfig(), 0, 0)
+	got := make(chan *Msg, 4)
+	wc := run(t, t.Context(), p.c, Handlers{Control: func(m *Msg) { got <- m }})
+	run(t, t.Context(), p.s, Handlers{})
+	update := testConfig()
+	update.Routes = []string{"10.244.0.0/16"}
+	if err := p.s.SendControl(update); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m.Type != TypeConfig || len(m.Routes) != 1 || m.Routes[0] != "10.244.0.0/16" {
+			t.Errorf("client got %+v", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("updated config not delivered")
+	}
+	// An error message ends the session with the peer's reason.
+	if err := p.s.SendControl(&Msg{Type: TypeError, Error: "server shutting down"}); err != nil {
+		t.Fatal(err)
+	}
+	err, done := wc(5 * time.Second)
+	if !done || err == nil || !strings.Contains(err.Error(), "server shutting down") {
+		t.Errorf("client Run = %v (returned %v), want the server's reason", err, done)
+	}
+	for m := range len(got) {
+		t.Errorf("unexpected control message #%d passed to the handler", m)
+	}
+}
