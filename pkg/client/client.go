@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -42,8 +41,11 @@ type Client struct {
 	cfg    *config.Client
 	log    *slog.Logger
 	rate   *lograte.Limiter
-	dev    *tun.Device
+	tun    *tun.Keeper
 	routes *route.Reconciler
+
+	routeHeals    atomic.Uint64
+	lastRouteHeal atomic.Int64 // nanoseconds
 
 	servers []*serverConn
 	// byDst picks the server for a packet read from the TUN (longest prefix).
@@ -89,18 +91,19 @@ func New(cfg *config.Client, log *slog.Logger) *Client {
 // then it removes its routes and the TUN device.
 func (c *Client) Run(ctx context.Context) error {
 	var err error
-	if c.dev, err = tun.Create(c.cfg.Tun); err != nil {
+	// Up from the start, so the reconciler sees a live link once routes arrive.
+	if c.tun, err = tun.NewKeeper(c.cfg.Tun, c.log); err != nil {
 		return err
 	}
 	defer func() {
-		c.dev.Close()
+		c.tun.Close()
 		c.log.Info("removed tun device", "tun", c.cfg.Tun)
 	}()
-	// Up from the start, so the reconciler sees a live link once routes arrive.
-	if err := tun.Configure(c.dev.Name(), 0, netip.Prefix{}); err != nil {
-		return err
-	}
-	c.routes = route.NewReconciler(route.Options{Link: c.cfg.Tun, Logger: c.log})
+	c.routes = route.NewReconciler(route.Options{Link: c.cfg.Tun, Logger: c.log,
+		OnHeal: func(_ netip.Prefix, took time.Duration) {
+			c.routeHeals.Add(1)
+			c.lastRouteHeal.Store(int64(took))
+		}})
 	// Routes of ours left by a killed predecessor on a device of this name.
 	if err := c.routes.RemoveAll(); err != nil {
 		c.log.Warn("cleaning leftover routes", "err", err)
@@ -121,6 +124,7 @@ func (c *Client) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	c.goRun(func() { c.tun.Run(ctx) })
 	c.goRun(func() {
 		if err := c.routes.Run(ctx); err != nil && ctx.Err() == nil {
 			c.log.Error("route reconciler stopped", "err", err)
@@ -139,7 +143,7 @@ func (c *Client) Run(ctx context.Context) error {
 			s.Close()
 		}
 	}
-	c.dev.Close() // unblocks the TUN reader
+	c.tun.Close() // unblocks the TUN reader
 	c.wg.Wait()
 	return nil
 }
@@ -318,22 +322,27 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := tun.Configure(c.cfg.Tun, m.MTU, addr); err != nil {
-		return err
-	}
 	sc.mu.Lock()
 	sc.address, sc.gateway, sc.mtu, sc.pushed, sc.desired = addr, gw, m.MTU, pushed, desired
 	sc.mu.Unlock()
-	// Only one address per server: drop one an earlier session was given.
-	if len(c.servers) == 1 {
-		if err := tun.RemoveAddrs(c.cfg.Tun, addr); err != nil {
-			c.log.Warn("removing stale tunnel address", "err", err)
-		}
-	}
+	c.applyLocked()
+	return nil
+}
+
+// applyLocked sets the TUN's addresses and MTU, the routes and the packet
+// table from what every server gave. Call with c.mu held.
+func (c *Client) applyLocked() {
 	all := map[netip.Prefix]*serverConn{}
-	var routes []netip.Prefix
+	var routes, addrs []netip.Prefix
+	mtu := 0
 	for _, s := range c.servers {
 		s.mu.Lock()
+		if s.address.IsValid() {
+			addrs = append(addrs, s.address)
+			if mtu == 0 || s.mtu < mtu {
+				mtu = s.mtu // one device for all servers: the smallest fits all
+			}
+		}
 		for _, p := range s.desired {
 			all[p] = s
 			routes = append(routes, p)
@@ -343,9 +352,13 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 		}
 		s.mu.Unlock()
 	}
+	// An address an earlier session was given goes; the Keeper restores the
+	// current ones if anyone removes them.
+	if err := c.tun.Set(mtu, addrs); err != nil {
+		c.log.Error("configure tun device; the keeper retries", "tun", c.cfg.Tun, "err", err)
+	}
 	c.byDst.Store(packet.NewTable(all))
 	c.routes.SetDesired(routes)
-	return nil
 }
 
 func within(p netip.Prefix, routes []netip.Prefix) bool {
@@ -372,7 +385,7 @@ func (c *Client) fromServer(sc *serverConn, pkt []byte) {
 		c.drop("wrong_destination", "packet from server not addressed to this client", "server", sc.entry.Name, "dst", dst)
 		return
 	}
-	if _, err := c.dev.Write(pkt); err != nil {
+	if _, err := c.tun.Write(pkt); err != nil {
 		c.drop("tun_write", "tun write failed", "err", err)
 	}
 }
@@ -385,13 +398,14 @@ func (c *Client) drop(reason, msg string, args ...any) {
 func (c *Client) tunReadLoop(ctx context.Context) {
 	for {
 		b := packet.Get()
-		n, err := c.dev.Read(b.B[:])
+		n, err := c.tun.Read(b.B[:])
 		if err != nil {
 			packet.Put(b)
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+			if ctx.Err() != nil {
 				return
 			}
-			c.rate.Log(slog.LevelError, "tunread", "tun read failed", "err", err)
+			// The device was deleted or replaced: the keeper repairs it.
+			c.rate.Log(slog.LevelWarn, "tunread", "tun read failed; waiting for the device to be repaired", "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}

@@ -44,6 +44,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/gtun/gtun/pkg/nlwatch"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,9 +65,6 @@ const (
 	// nlTimeout bounds every netlink request so a wedged socket cannot hang
 	// a pass forever.
 	nlTimeout = 5 * time.Second
-	// subBuf is the kernel receive buffer asked for the subscriptions; a
-	// busy node (many pods, CNI route churn) overflows the default quickly.
-	subBuf = 1 << 20
 )
 
 // Options configure a Reconciler.
@@ -268,27 +267,10 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		ns := netns.NsHandle(r.o.NetNS)
 		nsp = &ns
 	}
-	wg.Go(func() {
-		watch(subCtx, r, "route", func(ch chan netlink.RouteUpdate, done chan struct{}, cb func(error)) error {
-			return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{
-				Namespace: nsp, ErrorCallback: cb, ReceiveBufferSize: subBuf,
-			})
-		}, r.onRoute)
-	})
-	wg.Go(func() {
-		watch(subCtx, r, "link", func(ch chan netlink.LinkUpdate, done chan struct{}, cb func(error)) error {
-			return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
-				Namespace: nsp, ErrorCallback: cb, ReceiveBufferSize: subBuf,
-			})
-		}, r.onLink)
-	})
-	wg.Go(func() {
-		watch(subCtx, r, "addr", func(ch chan netlink.AddrUpdate, done chan struct{}, cb func(error)) error {
-			return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{
-				Namespace: nsp, ErrorCallback: cb, ReceiveBufferSize: subBuf,
-			})
-		}, r.onAddr)
-	})
+	log := r.log.With("link", r.o.Link)
+	wg.Go(func() { nlwatch.Run(subCtx, log, r.o.ResyncInterval, nlwatch.Routes(nsp), r.onRoute, r.trigger) })
+	wg.Go(func() { nlwatch.Run(subCtx, log, r.o.ResyncInterval, nlwatch.Links(nsp), r.onLink, r.trigger) })
+	wg.Go(func() { nlwatch.Run(subCtx, log, r.o.ResyncInterval, nlwatch.Addrs(nsp), r.onAddr, r.trigger) })
 
 	ticker := time.NewTicker(r.o.ResyncInterval)
 	defer ticker.Stop()
@@ -722,62 +704,6 @@ func (r *Reconciler) onAddr(u netlink.AddrUpdate) {
 		return
 	}
 	r.trigger()
-}
-
-// watch keeps one netlink subscription alive until ctx is done, passing
-// every update to handle. The library closes ch when the socket fails (for
-// example ENOBUFS after an overflow); we then resubscribe and trigger a full
-// pass, since events may have been lost.
-func watch[T any](ctx context.Context, r *Reconciler, kind string,
-	subscribe func(ch chan T, done chan struct{}, cb func(error)) error, handle func(T)) {
-	log := r.log.With("subscription", kind)
-	backoff := retryMin
-	for {
-		ch := make(chan T, 256)
-		done := make(chan struct{})
-		cb := func(err error) {
-			if ctx.Err() == nil {
-				log.Debug("netlink subscription error", "err", err)
-			}
-		}
-		if err := subscribe(ch, done, cb); err != nil {
-			close(done)
-			log.Warn("netlink subscribe failed; retrying", "err", err, "in", backoff)
-			if !sleep(ctx, backoff) {
-				return
-			}
-			backoff = min(backoff*2, r.o.ResyncInterval)
-			continue
-		}
-		r.trigger()
-	recv:
-		for {
-			select {
-			case u, ok := <-ch:
-				if !ok {
-					break recv
-				}
-				backoff = retryMin
-				handle(u)
-			case <-ctx.Done():
-				close(done)
-				// The library goroutine may be blocked sending to
-				// ch; drain until it notices the closed socket.
-				for range ch {
-				}
-				return
-			}
-		}
-		close(done)
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("netlink subscription lost; resubscribing")
-		if !sleep(ctx, backoff) {
-			return
-		}
-		backoff = min(backoff*2, r.o.ResyncInterval)
-	}
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,7 +49,7 @@ type Server struct {
 	cfg  *config.Server
 	log  *slog.Logger
 	rate *lograte.Limiter
-	dev  *tun.Device
+	tun  *tun.Keeper
 	pool *ipam.Pool
 
 	mu       sync.Mutex
@@ -120,14 +119,14 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	s.syncPoolPeers()
 
-	if s.dev, err = tun.Create(s.cfg.Tun); err != nil {
+	if s.tun, err = tun.NewKeeper(s.cfg.Tun, s.log); err != nil {
 		return err
 	}
 	defer func() {
-		s.dev.Close()
+		s.tun.Close()
 		s.log.Info("removed tun device", "tun", s.cfg.Tun)
 	}()
-	if err := tun.Configure(s.dev.Name(), s.cfg.MTU, netip.PrefixFrom(s.cfg.Gateway, s.cfg.Pool.Bits())); err != nil {
+	if err := s.tun.Set(s.cfg.MTU, []netip.Prefix{netip.PrefixFrom(s.cfg.Gateway, s.cfg.Pool.Bits())}); err != nil {
 		return err
 	}
 	spec := nat.Spec{Table: NATTable, Tun: s.cfg.Tun, ClampMSS: true}
@@ -171,6 +170,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	for i, ln := range listeners {
 		s.goRun(func() { s.acceptLoop(ctx, ln, s.cfg.Transports[i]) })
 	}
+	s.goRun(func() { s.tun.Run(ctx) })
 	s.goRun(func() { s.tunReadLoop(ctx) })
 	s.log.Info("gtund ready", "listen", s.listenAddrs, "tun", s.cfg.Tun, "pool", s.cfg.Pool,
 		"routes", s.cfg.Routes, "nat", s.cfg.NAT, "peers", len(s.cfg.Peers))
@@ -186,7 +186,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		c.sess.Close()
 	}
 	s.mu.Unlock()
-	s.dev.Close() // unblocks the TUN reader
+	s.tun.Close() // unblocks the TUN reader
 	s.wg.Wait()
 	return nil
 }
@@ -396,7 +396,7 @@ func (s *Server) fromClient(c *clientConn, pkt []byte) {
 			return
 		}
 	}
-	if _, err := s.dev.Write(pkt); err != nil {
+	if _, err := s.tun.Write(pkt); err != nil {
 		s.drop(c, DropTunWrite, "tun write failed", "err", err)
 	}
 }
@@ -415,13 +415,14 @@ func (s *Server) drop(c *clientConn, reason, msg string, args ...any) {
 func (s *Server) tunReadLoop(ctx context.Context) {
 	for {
 		b := packet.Get()
-		n, err := s.dev.Read(b.B[:])
+		n, err := s.tun.Read(b.B[:])
 		if err != nil {
 			packet.Put(b)
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+			if ctx.Err() != nil {
 				return
 			}
-			s.rate.Log(slog.LevelError, "tunread", "tun read failed", "err", err)
+			// The device was deleted or replaced: the keeper repairs it.
+			s.rate.Log(slog.LevelWarn, "tunread", "tun read failed; waiting for the device to be repaired", "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}

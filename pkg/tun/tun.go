@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -92,7 +93,7 @@ func Configure(name string, mtu int, addr netip.Prefix) error {
 
 // RemoveAddrs deletes every address on the link except keep, so a client
 // that gets a new tunnel address does not keep answering on the old one.
-func RemoveAddrs(name string, keep netip.Prefix) error {
+func RemoveAddrs(name string, keep ...netip.Prefix) error {
 	link, err := netlink.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("find link %s: %w", name, err)
@@ -107,7 +108,7 @@ func RemoveAddrs(name string, keep netip.Prefix) error {
 			continue
 		}
 		ones, _ := a.Mask.Size()
-		if netip.PrefixFrom(p.Unmap(), ones) == keep {
+		if slices.Contains(keep, netip.PrefixFrom(p.Unmap(), ones)) {
 			continue
 		}
 		if err := netlink.AddrDel(link, &a); err != nil {

@@ -1,0 +1,233 @@
+package tun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/gtun/gtun/pkg/nlwatch"
+)
+
+// Keeper keeps a TUN device in the state the daemon wants: existing, up,
+// with its MTU and addresses. Someone may set it down, delete an address or
+// delete the device; the Keeper notices (netlink events, backed by a
+// periodic check) and repairs it, recreating the device if it is gone.
+// Readers and writers go through the Keeper so they follow a recreated device.
+type Keeper struct {
+	name string
+	log  *slog.Logger
+	dev  atomic.Pointer[Device]
+	kick chan struct{}
+
+	mu    sync.Mutex
+	mtu   int
+	addrs []netip.Prefix
+
+	lifeMu   sync.Mutex // a repair and Close never overlap
+	closed   bool
+	heals    atomic.Uint64
+	lastHeal atomic.Int64 // nanoseconds the last repair took
+}
+
+// KeeperCheckInterval is the period of the check that backs up the netlink events.
+const KeeperCheckInterval = time.Second
+
+// NewKeeper creates the device and brings it up.
+func NewKeeper(name string, log *slog.Logger) (*Keeper, error) {
+	d, err := Create(name)
+	if err != nil {
+		return nil, err
+	}
+	k := &Keeper{name: name, log: log, kick: make(chan struct{}, 1)}
+	k.dev.Store(d)
+	if err := Configure(d.Name(), 0, netip.Prefix{}); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return k, nil
+}
+
+// Name is the device name.
+func (k *Keeper) Name() string { return k.name }
+
+// Set records the wanted MTU and addresses and applies them now.
+func (k *Keeper) Set(mtu int, addrs []netip.Prefix) error {
+	k.mu.Lock()
+	k.mtu, k.addrs = mtu, slices.Clone(addrs)
+	k.mu.Unlock()
+	return k.apply()
+}
+
+func (k *Keeper) apply() error {
+	k.mu.Lock()
+	mtu, addrs := k.mtu, k.addrs
+	k.mu.Unlock()
+	if len(addrs) == 0 {
+		return Configure(k.name, mtu, netip.Prefix{})
+	}
+	for _, a := range addrs {
+		if err := Configure(k.name, mtu, a); err != nil {
+			return err
+		}
+	}
+	return RemoveAddrs(k.name, addrs...)
+}
+
+// Read reads one packet from the current device. After an error it tells the
+// Keeper to check the device; the caller retries.
+func (k *Keeper) Read(b []byte) (int, error) {
+	d := k.dev.Load()
+	n, err := d.Read(b)
+	if err != nil && d == k.dev.Load() {
+		k.Kick()
+	}
+	return n, err
+}
+
+// Write writes one packet to the current device.
+func (k *Keeper) Write(b []byte) (int, error) { return k.dev.Load().Write(b) }
+
+// Kick asks for a check soon.
+func (k *Keeper) Kick() {
+	select {
+	case k.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Heals is how many repairs the Keeper made, and how long the last took.
+func (k *Keeper) Heals() (uint64, time.Duration) {
+	return k.heals.Load(), time.Duration(k.lastHeal.Load())
+}
+
+// Close deletes the device; the Keeper repairs nothing after it.
+func (k *Keeper) Close() error {
+	k.lifeMu.Lock()
+	defer k.lifeMu.Unlock()
+	k.closed = true
+	return k.dev.Load().Close()
+}
+
+// Run watches and repairs the device until ctx ends.
+func (k *Keeper) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	onLink := func(u netlink.LinkUpdate) {
+		if u.Attrs() != nil && u.Attrs().Name == k.name {
+			k.Kick()
+		}
+	}
+	onAddr := func(u netlink.AddrUpdate) {
+		if !u.NewAddr {
+			k.Kick()
+		}
+	}
+	wg.Go(func() { nlwatch.Run(subCtx, k.log, KeeperCheckInterval, nlwatch.Links(nil), onLink, k.Kick) })
+	wg.Go(func() { nlwatch.Run(subCtx, k.log, KeeperCheckInterval, nlwatch.Addrs(nil), onAddr, k.Kick) })
+	t := time.NewTicker(KeeperCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-k.kick:
+		}
+		k.check()
+	}
+}
+
+// check compares the device with what is wanted and repairs what differs.
+func (k *Keeper) check() {
+	k.lifeMu.Lock()
+	defer k.lifeMu.Unlock()
+	if k.closed {
+		return
+	}
+	start := time.Now()
+	problem, err := k.inspect()
+	if err != nil {
+		k.log.Warn("cannot inspect tun device", "tun", k.name, "err", err)
+		return
+	}
+	if problem == "" {
+		return
+	}
+	if problem == "deleted" {
+		d, err := Create(k.name)
+		if err != nil {
+			k.log.Error("tun device was deleted and cannot be recreated; retrying", "tun", k.name, "err", err)
+			return
+		}
+		if old := k.dev.Swap(d); old != nil {
+			old.Close() // wakes readers blocked on the dead device
+		}
+	}
+	if err := k.apply(); err != nil {
+		k.log.Error("cannot repair tun device; retrying", "tun", k.name, "problem", problem, "err", err)
+		return
+	}
+	took := time.Since(start)
+	k.heals.Add(1)
+	k.lastHeal.Store(int64(took))
+	k.log.Info("tun device healed", "tun", k.name, "problem", problem, "took", took)
+}
+
+// inspect says what is wrong with the device: "deleted", "down",
+// "address missing", "mtu", or "" when it is as wanted.
+func (k *Keeper) inspect() (string, error) {
+	link, err := netlink.LinkByName(k.name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, os.ErrNotExist) {
+			return "deleted", nil
+		}
+		return "", fmt.Errorf("find link: %w", err)
+	}
+	if link.Type() != "tuntap" {
+		return "", fmt.Errorf("%s exists but is a %s device, not our tun", k.name, link.Type())
+	}
+	k.mu.Lock()
+	mtu, want := k.mtu, k.addrs
+	k.mu.Unlock()
+	if link.Attrs().Flags&unix.IFF_UP == 0 {
+		return "down", nil
+	}
+	if mtu > 0 && link.Attrs().MTU != mtu {
+		return "mtu", nil
+	}
+	if len(want) == 0 {
+		return "", nil
+	}
+	have, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return "", fmt.Errorf("list addresses: %w", err)
+	}
+	for _, w := range want {
+		found := false
+		for _, a := range have {
+			p, ok := netip.AddrFromSlice(a.IP)
+			ones, _ := a.Mask.Size()
+			if ok && netip.PrefixFrom(p.Unmap(), ones) == w {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return "address missing", nil
+		}
+	}
+	return "", nil
+}
