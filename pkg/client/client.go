@@ -33,7 +33,7 @@ import (
 // restarted gtund is back in use within a few seconds.
 const (
 	backoffMin = 200 * time.Millisecond
-	backoffMax = 3 * time.Second
+	backoffMax = 1500 * time.Millisecond
 )
 
 // Client is a running gtun.
