@@ -53,7 +53,7 @@ func TestTunDeviceHeals(t *testing.T) {
 		})
 	}
 	for _, c := range []struct {
-		what  string
+		what   string
 		break_ []string
 	}{
 		{"link set down", []string{"ip", "link", "set", "gtun0", "down"}},
