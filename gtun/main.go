@@ -17,12 +17,12 @@ func main() {
 		DefaultConfig: "/etc/gtun/gtun.toml",
 		Section:       "client",
 		DefaultSocket: "/run/gtun/gtun.sock",
-		Run: func(ctx context.Context, path string) error {
+		Run: func(ctx context.Context, path string, reload <-chan struct{}) error {
 			cfg, err := config.LoadClient(path)
 			if err != nil {
 				return err
 			}
-			return client.New(cfg, cfg.Log.Logger()).Run(ctx)
+			return client.New(cfg, cfg.Log.Logger()).Run(ctx, reload)
 		},
 		PrintStatus: client.WriteStatus,
 	}.Main(os.Args[1:]))

@@ -17,12 +17,12 @@ func main() {
 		DefaultConfig: "/etc/gtund/gtund.toml",
 		Section:       "server",
 		DefaultSocket: "/run/gtund/gtund.sock",
-		Run: func(ctx context.Context, path string) error {
+		Run: func(ctx context.Context, path string, reload <-chan struct{}) error {
 			cfg, err := config.LoadServer(path)
 			if err != nil {
 				return err
 			}
-			return server.New(cfg, cfg.Log.Logger()).Run(ctx)
+			return server.New(cfg, cfg.Log.Logger()).Run(ctx, reload)
 		},
 		PrintStatus: server.WriteStatus,
 	}.Main(os.Args[1:]))

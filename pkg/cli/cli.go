@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -42,9 +41,10 @@ type Daemon struct {
 	DefaultConfig string
 	Section       string // TOML table holding control_socket: "client" or "server"
 	DefaultSocket string
-	// Run loads the config at path and runs until ctx ends. A config error
-	// must satisfy config.IsConfigError so that the exit code is 2.
-	Run func(ctx context.Context, path string) error
+	// Run loads the config at path and runs until ctx ends, reloading the
+	// file whenever reload fires (SIGHUP). A config error at start must
+	// satisfy config.IsConfigError so that the exit code is 2.
+	Run func(ctx context.Context, path string, reload <-chan struct{}) error
 	// PrintStatus renders the JSON status for humans.
 	PrintStatus func(w io.Writer, raw json.RawMessage) error
 }
@@ -96,16 +96,26 @@ func (d Daemon) usage(w io.Writer) {
 func (d Daemon) run(path string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP is caught from the start (its default action would kill the
+	// daemon) and coalesced: a reload asked for during a reload runs once more.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
 	go func() {
-		for range hup {
-			// Until live reload lands, SIGHUP must at least not kill the daemon.
-			slog.Warn("SIGHUP: live reload is not available in this version; the running config stays", "daemon", d.Name)
+		for {
+			select {
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
-	err := d.Run(ctx, path)
+	err := d.Run(ctx, path, reload)
 	switch {
 	case err == nil:
 		return ExitOK

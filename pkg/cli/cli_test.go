@@ -24,7 +24,7 @@ func daemon(t *testing.T) (Daemon, *bool) {
 		DefaultConfig: filepath.Join(t.TempDir(), "gtund.toml"),
 		Section:       "server",
 		DefaultSocket: "/nonexistent/gtund.sock",
-		Run: func(ctx context.Context, path string) error {
+		Run: func(ctx context.Context, path string, _ <-chan struct{}) error {
 			*ran = true
 			_, err := config.LoadServer(path)
 			return err
@@ -185,7 +185,7 @@ func TestMainExitCodes(t *testing.T) {
 	}
 	for _, c := range cases {
 		d, _ := daemon(t)
-		d.Run = func(context.Context, string) error { return c.err }
+		d.Run = func(context.Context, string, <-chan struct{}) error { return c.err }
 		var code int
 		withStdio(t, "", func() { code = d.Main(nil) })
 		if code != c.want {

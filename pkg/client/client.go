@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/route"
+	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
 	"github.com/gtun/gtun/pkg/stats"
@@ -58,11 +60,12 @@ type Client struct {
 
 // serverConn is the client's side of one [[server]].
 type serverConn struct {
-	entry config.ServerEntry
-	sess  atomic.Pointer[session.Session]
+	name string // never changes: reloads match servers by name
+	sess atomic.Pointer[session.Session]
 
 	mu            sync.Mutex
-	state         string // connecting, connected, reconnecting
+	entry         config.ServerEntry // replaced by a reload
+	state         string             // connecting, connected, reconnecting
 	since         time.Time
 	endpoint      string
 	address       netip.Prefix
@@ -81,7 +84,7 @@ type serverConn struct {
 func New(cfg *config.Client, log *slog.Logger) *Client {
 	c := &Client{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second)}
 	for _, e := range cfg.Servers {
-		c.servers = append(c.servers, &serverConn{entry: e, state: "connecting", since: time.Now()})
+		c.servers = append(c.servers, &serverConn{name: e.Name, entry: e, state: "connecting", since: time.Now()})
 	}
 	c.byDst.Store(packet.NewTable(map[netip.Prefix]*serverConn{}))
 	return c
@@ -89,7 +92,7 @@ func New(cfg *config.Client, log *slog.Logger) *Client {
 
 // Run creates the TUN, connects to every server and serves until ctx ends;
 // then it removes its routes and the TUN device.
-func (c *Client) Run(ctx context.Context) error {
+func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 	var err error
 	// Up from the start, so the reconciler sees a live link once routes arrive.
 	if c.tun, err = tun.NewKeeper(c.cfg.Tun, c.log); err != nil {
@@ -134,10 +137,19 @@ func (c *Client) Run(ctx context.Context) error {
 		c.goRun(func() { c.connectLoop(ctx, sc) })
 	}
 	c.goRun(func() { c.tunReadLoop(ctx) })
+	c.goRun(func() { c.readyLoop(ctx) })
 	c.log.Info("gtun started", "tun", c.cfg.Tun, "servers", len(c.servers))
 
-	<-ctx.Done()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-reload:
+			c.reload()
+		}
+	}
 	c.log.Info("shutting down")
+	_ = sdnotify.Stopping()
 	for _, sc := range c.servers {
 		if s := sc.sess.Load(); s != nil {
 			s.Close()
@@ -174,7 +186,7 @@ func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
 			if changed {
 				level = slog.LevelWarn
 			}
-			c.log.Log(ctx, level, "connect failed", "server", sc.entry.Name, "err", err, "retry_in", backoff)
+			c.log.Log(ctx, level, "connect failed", "server", sc.name, "err", err, "retry_in", backoff)
 			// Jitter keeps many clients from reconnecting in lockstep after an outage.
 			wait := backoff/2 + rand.N(backoff/2+1)
 			select {
@@ -187,7 +199,7 @@ func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
 		}
 		backoff = backoffMin
 		if err := c.applyConfig(sc, cfg); err != nil {
-			c.log.Error("cannot apply server config", "server", sc.entry.Name, "err", err)
+			c.log.Error("cannot apply server config", "server", sc.name, "err", err)
 			sess.Close()
 			sc.mu.Lock()
 			sc.lastError = err.Error()
@@ -205,7 +217,8 @@ func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
 		sc.state, sc.since, sc.endpoint, sc.lastHandshake, sc.lastError = "connected", time.Now(), endpoint, time.Now(), ""
 		sc.mu.Unlock()
 		sc.sess.Store(sess)
-		c.log.Info("connected", "server", sc.entry.Name, "endpoint", endpoint, "address", cfg.Address, "routes", cfg.Routes)
+		c.log.Info("connected", "server", sc.name, "endpoint", endpoint, "address", cfg.Address, "routes", cfg.Routes)
+		_ = sdnotify.Status(c.statusLine())
 
 		err = sess.Run(ctx, session.Handlers{
 			Packet:  func(pkt []byte) { c.fromServer(sc, pkt) },
@@ -216,21 +229,91 @@ func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
 		if ctx.Err() != nil {
 			return
 		}
-		c.log.Warn("session lost; reconnecting with routes kept", "server", sc.entry.Name, "err", err)
+		c.log.Warn("session lost; reconnecting with routes kept", "server", sc.name, "err", err)
 		sc.mu.Lock()
 		sc.state, sc.since = "reconnecting", time.Now()
 		if err != nil {
 			sc.lastError = err.Error()
 		}
 		sc.mu.Unlock()
+		_ = sdnotify.Status(c.statusLine())
 	}
+}
+
+// readyTimeout bounds how long gtun waits before telling systemd it is
+// ready when a server stays unreachable: boot must not hang on a remote
+// cluster, and gtun keeps retrying anyway. STATUS= then says what is missing.
+const readyTimeout = 30 * time.Second
+
+// readyLoop sends READY=1 once every server is connected and all its routes
+// are installed on the TUN (or readyTimeout passed).
+func (c *Client) readyLoop(ctx context.Context) {
+	deadline := time.Now().Add(readyTimeout)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		inPlace := c.inPlace()
+		if inPlace || time.Now().After(deadline) {
+			line := c.statusLine()
+			if err := sdnotify.Ready(line); err != nil {
+				c.log.Warn("cannot notify systemd", "err", err)
+			}
+			c.log.Info("ready", "routes_in_place", inPlace, "status", line)
+			return
+		}
+	}
+}
+
+// inPlace reports whether every server has a session and all its routes.
+func (c *Client) inPlace() bool {
+	for _, s := range c.Status().Servers {
+		if s.State != "connected" {
+			return false
+		}
+		for _, r := range s.Routes {
+			if !r.Installed {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// statusLine is the one-line state systemd shows.
+func (c *Client) statusLine() string {
+	var parts []string
+	for _, s := range c.Status().Servers {
+		switch s.State {
+		case "connected":
+			n := 0
+			for _, r := range s.Routes {
+				if r.Installed {
+					n++
+				}
+			}
+			parts = append(parts, fmt.Sprintf("%s: connected as %s via %s, %d/%d routes installed", s.Name, s.Address, s.Endpoint, n, len(s.Routes)))
+		default:
+			p := fmt.Sprintf("%s: %s since %s", s.Name, s.State, s.Since.Format(time.TimeOnly))
+			if s.LastError != "" {
+				p += " (" + s.LastError + ")"
+			}
+			parts = append(parts, p)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // dial tries each endpoint in order and returns the first session up.
 func (c *Client) dial(ctx context.Context, sc *serverConn) (*session.Session, *session.Msg, string, error) {
 	var errs []error
-	for _, ep := range sc.entry.Endpoints {
-		sess, cfg, err := c.dialOne(ctx, sc, ep)
+	entry := sc.getEntry()
+	for _, ep := range entry.Endpoints {
+		sess, cfg, err := c.dialOne(ctx, entry, ep)
 		if err == nil {
 			return sess, cfg, ep, nil
 		}
@@ -239,8 +322,8 @@ func (c *Client) dial(ctx context.Context, sc *serverConn) (*session.Session, *s
 	return nil, nil, "", errors.Join(errs...)
 }
 
-func (c *Client) dialOne(ctx context.Context, sc *serverConn, ep string) (*session.Session, *session.Msg, error) {
-	raw, err := transport.Dial(ctx, sc.entry.Transport, ep)
+func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, ep string) (*session.Session, *session.Msg, error) {
+	raw, err := transport.Dial(ctx, entry.Transport, ep)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -248,7 +331,7 @@ func (c *Client) dialOne(ctx context.Context, sc *serverConn, ep string) (*sessi
 	// must not wait for them.
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
-	sconn, err := secure.Client(raw, secure.ClientConfig{Private: c.cfg.PrivateKey, ServerKey: sc.entry.PublicKey})
+	sconn, err := secure.Client(raw, secure.ClientConfig{Private: c.cfg.PrivateKey, ServerKey: entry.PublicKey})
 	if err != nil {
 		raw.Close()
 		return nil, nil, err
@@ -267,11 +350,11 @@ func (c *Client) dialOne(ctx context.Context, sc *serverConn, ep string) (*sessi
 
 func (c *Client) onControl(sc *serverConn, m *session.Msg) {
 	if m.Type != session.TypeConfig {
-		c.log.Debug("ignoring control message", "server", sc.entry.Name, "type", m.Type)
+		c.log.Debug("ignoring control message", "server", sc.name, "type", m.Type)
 		return
 	}
 	if err := c.applyConfig(sc, m); err != nil {
-		c.log.Error("cannot apply updated server config", "server", sc.entry.Name, "err", err)
+		c.log.Error("cannot apply updated server config", "server", sc.name, "err", err)
 	}
 }
 
@@ -297,28 +380,7 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 		}
 		pushed = append(pushed, p.Masked())
 	}
-	// A pushed route that covers the server's own endpoint would send the
-	// tunnel's packets into the tunnel.
-	pushed = slices.DeleteFunc(pushed, func(p netip.Prefix) bool {
-		for _, ep := range sc.entry.Endpoints {
-			if ap, err := netip.ParseAddrPort(ep); err == nil && p.Contains(ap.Addr()) {
-				c.rate.Log(slog.LevelWarn, "loop:"+p.String(), "pushed route covers the server endpoint; not installed", "server", sc.entry.Name, "route", p, "endpoint", ep)
-				return true
-			}
-		}
-		return false
-	})
-	desired := pushed
-	if len(sc.entry.Routes) > 0 {
-		desired = nil
-		for _, want := range sc.entry.Routes {
-			if within(want, pushed) {
-				desired = append(desired, want)
-			} else {
-				c.rate.Log(slog.LevelWarn, "notpushed:"+want.String(), "configured route is not served by the server; not installed", "server", sc.entry.Name, "route", want)
-			}
-		}
-	}
+	desired := c.selectRoutes(sc.name, sc.getEntry(), pushed)
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -327,6 +389,33 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 	sc.mu.Unlock()
 	c.applyLocked()
 	return nil
+}
+
+// selectRoutes picks, from what a server pushes, the routes to install: the
+// configured subset (all when none is configured), never one that covers
+// the server's own endpoint (that would send the tunnel into itself).
+func (c *Client) selectRoutes(name string, entry config.ServerEntry, pushed []netip.Prefix) []netip.Prefix {
+	usable := slices.DeleteFunc(slices.Clone(pushed), func(p netip.Prefix) bool {
+		for _, ep := range entry.Endpoints {
+			if ap, err := netip.ParseAddrPort(ep); err == nil && p.Contains(ap.Addr()) {
+				c.rate.Log(slog.LevelWarn, "loop:"+p.String(), "pushed route covers the server endpoint; not installed", "server", name, "route", p, "endpoint", ep)
+				return true
+			}
+		}
+		return false
+	})
+	if len(entry.Routes) == 0 {
+		return usable
+	}
+	var desired []netip.Prefix
+	for _, want := range entry.Routes {
+		if within(want, usable) {
+			desired = append(desired, want)
+		} else {
+			c.rate.Log(slog.LevelWarn, "notpushed:"+want.String(), "configured route is not served by the server; not installed", "server", name, "route", want)
+		}
+	}
+	return desired
 }
 
 // applyLocked sets the TUN's addresses and MTU, the routes and the packet
@@ -370,19 +459,25 @@ func within(p netip.Prefix, routes []netip.Prefix) bool {
 	return false
 }
 
+func (sc *serverConn) getEntry() config.ServerEntry {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.entry
+}
+
 // fromServer writes a packet from the server to the TUN if it is addressed
 // to this client's tunnel address.
 func (c *Client) fromServer(sc *serverConn, pkt []byte) {
 	dst, err := packet.Dst(pkt)
 	if err != nil {
-		c.drop("malformed", "malformed packet from server", "server", sc.entry.Name)
+		c.drop("malformed", "malformed packet from server", "server", sc.name)
 		return
 	}
 	sc.mu.Lock()
 	ours := dst == sc.address.Addr()
 	sc.mu.Unlock()
 	if !ours {
-		c.drop("wrong_destination", "packet from server not addressed to this client", "server", sc.entry.Name, "dst", dst)
+		c.drop("wrong_destination", "packet from server not addressed to this client", "server", sc.name, "dst", dst)
 		return
 	}
 	if _, err := c.tun.Write(pkt); err != nil {
@@ -432,4 +527,74 @@ func (c *Client) tunReadLoop(ctx context.Context) {
 			c.drops.Inc("queue_full")
 		}
 	}
+}
+
+// reload re-reads the config file. A server's route subset applies live; a
+// change of its endpoints, transport or key makes it reconnect. Other keys
+// need a restart. A bad file changes nothing.
+func (c *Client) reload() {
+	_ = sdnotify.Notify("RELOADING=1")
+	defer func() { _ = sdnotify.Notify("READY=1", "STATUS="+c.statusLine()) }()
+	n, err := config.LoadClient(c.cfg.File)
+	if err != nil {
+		c.log.Error("reload failed; the running config stays", "err", err)
+		return
+	}
+	var restart []string
+	if n.Tun != c.cfg.Tun {
+		restart = append(restart, "client.tun")
+	}
+	if n.PrivateKey != c.cfg.PrivateKey {
+		restart = append(restart, "client.private_key_file")
+	}
+	if n.ControlSocket != c.cfg.ControlSocket {
+		restart = append(restart, "client.control_socket")
+	}
+	if n.Log != c.cfg.Log {
+		restart = append(restart, "log")
+	}
+	byName := map[string]config.ServerEntry{}
+	for _, e := range n.Servers {
+		byName[e.Name] = e
+	}
+	known := map[string]bool{}
+	var reconnect []*serverConn
+	c.mu.Lock()
+	for _, sc := range c.servers {
+		known[sc.name] = true
+		ne, ok := byName[sc.name]
+		if !ok {
+			restart = append(restart, "server "+sc.name+" removed")
+			continue
+		}
+		sc.mu.Lock()
+		old := sc.entry
+		sc.entry = ne
+		pushed := sc.pushed
+		sc.mu.Unlock()
+		if !slices.Equal(old.Endpoints, ne.Endpoints) || old.Transport != ne.Transport || old.PublicKey != ne.PublicKey {
+			reconnect = append(reconnect, sc)
+		}
+		desired := c.selectRoutes(sc.name, ne, pushed)
+		sc.mu.Lock()
+		sc.desired = desired
+		sc.mu.Unlock()
+	}
+	c.applyLocked()
+	c.mu.Unlock()
+	for _, e := range n.Servers {
+		if !known[e.Name] {
+			restart = append(restart, "server "+e.Name+" added")
+		}
+	}
+	if len(restart) > 0 {
+		c.log.Warn("reload: these changes apply only with a restart; keeping the running values", "changes", restart)
+	}
+	for _, sc := range reconnect {
+		c.log.Info("reload: server endpoints, transport or key changed; reconnecting", "server", sc.name)
+		if s := sc.sess.Load(); s != nil {
+			s.Close()
+		}
+	}
+	c.log.Info("config reloaded")
 }

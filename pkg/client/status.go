@@ -71,7 +71,7 @@ func (c *Client) Status() Status {
 	for _, sc := range c.servers {
 		sess := sc.sess.Load()
 		sc.mu.Lock()
-		ss := ServerStatus{Name: sc.entry.Name, State: sc.state, Since: sc.since, Endpoint: sc.endpoint,
+		ss := ServerStatus{Name: sc.name, State: sc.state, Since: sc.since, Endpoint: sc.endpoint,
 			Transport: sc.entry.Transport, MTU: sc.mtu, Reconnects: sc.reconnects, LastError: sc.lastError,
 			RxBytes: sc.closedRx, TxBytes: sc.closedTx, RxPackets: sc.closedRxPkts, TxPackets: sc.closedTxPkts}
 		if sc.address.IsValid() {

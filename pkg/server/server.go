@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/nat"
 	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
 	"github.com/gtun/gtun/pkg/stats"
@@ -46,14 +49,20 @@ const (
 
 // Server is a running gtund.
 type Server struct {
+	// cfg is the config gtund started with. Fields a reload can change
+	// (routes, peers, keepalive) are copied below and guarded by mu; the
+	// rest need a restart and are never written after New.
 	cfg  *config.Server
 	log  *slog.Logger
 	rate *lograte.Limiter
 	tun  *tun.Keeper
 	pool *ipam.Pool
 
-	mu       sync.Mutex
-	peers    map[secure.PublicKey]*peerInfo
+	mu        sync.Mutex
+	routes    []netip.Prefix
+	keepalive time.Duration
+	deadAfter int
+	peers     map[secure.PublicKey]*peerInfo
 	sessions map[secure.PublicKey]*clientConn
 	started  time.Time
 
@@ -69,14 +78,15 @@ type Server struct {
 }
 
 type peerInfo struct {
-	cfg     config.Peer
-	allowed *packet.Table[struct{}]
-	lastTS  uint64        // newest handshake timestamp seen, refuses replays
+	cfg     config.Peer // guarded by Server.mu
+	lastTS  uint64      // newest handshake timestamp seen, refuses replays; Server.mu
+	allowed atomic.Pointer[packet.Table[struct{}]]
 	drops   stats.Reasons // per peer, across its sessions
 }
 
 type clientConn struct {
 	peer      *peerInfo
+	name      string
 	addr      netip.Addr
 	sess      *session.Session
 	endpoint  string
@@ -88,7 +98,8 @@ type clientConn struct {
 func New(cfg *config.Server, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second),
 		peers: map[secure.PublicKey]*peerInfo{}, sessions: map[secure.PublicKey]*clientConn{},
-		pending: make(chan struct{}, maxPendingHandshakes)}
+		pending: make(chan struct{}, maxPendingHandshakes),
+		routes:  cfg.Routes, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter}
 	for _, p := range cfg.Peers {
 		s.peers[p.PublicKey] = newPeerInfo(p)
 	}
@@ -97,17 +108,23 @@ func New(cfg *config.Server, log *slog.Logger) *Server {
 }
 
 func newPeerInfo(p config.Peer) *peerInfo {
+	pi := &peerInfo{cfg: p}
+	pi.allowed.Store(aclTable(p.Allowed))
+	return pi
+}
+
+func aclTable(allowed []netip.Prefix) *packet.Table[struct{}] {
 	m := map[netip.Prefix]struct{}{}
-	for _, a := range p.Allowed {
+	for _, a := range allowed {
 		m[a] = struct{}{}
 	}
-	return &peerInfo{cfg: p, allowed: packet.NewTable(m)}
+	return packet.NewTable(m)
 }
 
 // Run sets up the TUN device, NAT and listeners, serves until ctx ends, then
 // removes everything it created. Setup is idempotent, so it also cleans up
 // after a previous instance that was killed.
-func (s *Server) Run(ctx context.Context) (err error) {
+func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	s.started = time.Now()
 	if changed, err := nat.EnableIPv4Forwarding(); err != nil {
 		return fmt.Errorf("enable ip forwarding: %w", err)
@@ -174,9 +191,20 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.goRun(func() { s.tunReadLoop(ctx) })
 	s.log.Info("gtund ready", "listen", s.listenAddrs, "tun", s.cfg.Tun, "pool", s.cfg.Pool,
 		"routes", s.cfg.Routes, "nat", s.cfg.NAT, "peers", len(s.cfg.Peers))
+	if err := sdnotify.Ready(s.statusLine()); err != nil {
+		s.log.Warn("cannot notify systemd", "err", err)
+	}
 
-	<-ctx.Done()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-reload:
+			s.reload()
+		}
+	}
 	s.log.Info("shutting down")
+	_ = sdnotify.Stopping()
 	for _, ln := range listeners {
 		ln.Close()
 	}
@@ -285,34 +313,42 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string) {
 	}
 	s.mu.Lock()
 	peer, ok := s.peers[key]
+	var name string
+	if ok {
+		name = peer.cfg.Name
+	}
+	keepalive, deadAfter := s.keepalive, s.deadAfter
 	s.mu.Unlock()
 	if !ok { // removed while handshaking
 		refuse("peer not known")
 		return
 	}
-	addr, err := s.pool.Acquire(key, peer.cfg.Name)
+	addr, err := s.pool.Acquire(key, name)
 	if err != nil {
-		s.log.Error("cannot assign an address", "peer", peer.cfg.Name, "err", err)
+		s.log.Error("cannot assign an address", "peer", name, "err", err)
 		refuse(err.Error())
 		return
 	}
-	sess.SetKeepalive(s.cfg.Keepalive, s.cfg.DeadAfter)
+	sess.SetKeepalive(keepalive, deadAfter)
 	if err := sess.SendControl(s.configFor(peer, addr)); err != nil {
-		s.log.Warn("send config failed", "peer", peer.cfg.Name, "err", err)
+		s.log.Warn("send config failed", "peer", name, "err", err)
 		sess.Close()
 		return
 	}
 	if err := sess.AcceptData(); err != nil {
-		s.log.Warn("data stream setup failed", "peer", peer.cfg.Name, "err", err)
+		s.log.Warn("data stream setup failed", "peer", name, "err", err)
 		sess.Close()
 		return
 	}
-	c := &clientConn{peer: peer, addr: addr, sess: sess, endpoint: remote, transport: tname, since: time.Now()}
-	s.register(key, c)
-	s.log.Info("peer connected", "peer", peer.cfg.Name, "address", addr, "endpoint", remote, "transport", tname)
+	c := &clientConn{peer: peer, name: name, addr: addr, sess: sess, endpoint: remote, transport: tname, since: time.Now()}
+	if !s.register(key, c) {
+		refuse("peer removed")
+		return
+	}
+	s.log.Info("peer connected", "peer", name, "address", addr, "endpoint", remote, "transport", tname)
 	err = sess.Run(ctx, session.Handlers{Packet: func(pkt []byte) { s.fromClient(c, pkt) }})
 	s.unregister(key, c)
-	s.log.Info("peer disconnected", "peer", peer.cfg.Name, "address", addr, "err", err)
+	s.log.Info("peer disconnected", "peer", name, "address", addr, "err", err)
 }
 
 func handshakeReason(err error) string {
@@ -338,36 +374,57 @@ func isTimeout(err error) bool {
 }
 
 func (s *Server) configFor(p *peerInfo, addr netip.Addr) *session.Msg {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.configForLocked(p, addr)
+}
+
+func (s *Server) configForLocked(p *peerInfo, addr netip.Addr) *session.Msg {
 	routes := make([]string, 0, len(p.cfg.Allowed))
 	for _, r := range p.cfg.Allowed {
 		routes = append(routes, r.String())
 	}
 	return &session.Msg{Type: session.TypeConfig, Version: secure.ProtocolVersion,
 		Address: netip.PrefixFrom(addr, s.cfg.Pool.Bits()).String(), Gateway: s.cfg.Gateway.String(),
-		MTU: s.cfg.MTU, Routes: routes, KeepaliveMS: int(s.cfg.Keepalive / time.Millisecond), DeadAfter: s.cfg.DeadAfter}
+		MTU: s.cfg.MTU, Routes: routes, KeepaliveMS: int(s.keepalive / time.Millisecond), DeadAfter: s.deadAfter}
 }
 
 // register makes c the session of key, replacing (and closing) an older one:
-// a client that reconnects before its old session timed out takes over.
-func (s *Server) register(key secure.PublicKey, c *clientConn) {
+// a client that reconnects before its old session timed out takes over. It
+// refuses when the peer was removed (by a reload) meanwhile.
+func (s *Server) register(key secure.PublicKey, c *clientConn) bool {
 	s.mu.Lock()
+	if s.peers[key] != c.peer {
+		s.mu.Unlock()
+		return false
+	}
 	old := s.sessions[key]
 	s.sessions[key] = c
 	s.rebuildLocked()
 	s.mu.Unlock()
 	if old != nil {
-		s.log.Info("replacing older session of peer", "peer", c.peer.cfg.Name, "old_endpoint", old.endpoint)
+		s.log.Info("replacing older session of peer", "peer", c.name, "old_endpoint", old.endpoint)
 		old.sess.Close()
 	}
+	_ = sdnotify.Status(s.statusLine())
+	return true
+}
+
+// statusLine is the one-line state systemd shows.
+func (s *Server) statusLine() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fmt.Sprintf("listening on %s; %d of %d peers connected", strings.Join(s.listenAddrs, ","), len(s.sessions), len(s.peers))
 }
 
 func (s *Server) unregister(key secure.PublicKey, c *clientConn) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.sessions[key] == c {
 		delete(s.sessions, key)
 		s.rebuildLocked()
 	}
+	s.mu.Unlock()
+	_ = sdnotify.Status(s.statusLine())
 }
 
 func (s *Server) rebuildLocked() {
@@ -391,7 +448,7 @@ func (s *Server) fromClient(c *clientConn, pkt []byte) {
 		s.drop(c, DropSpoofed, "packet with a source that is not the peer's address", "src", src)
 		return
 	case dst != s.cfg.Gateway:
-		if _, ok := c.peer.allowed.Lookup(dst); !ok {
+		if _, ok := c.peer.allowed.Load().Lookup(dst); !ok {
 			s.drop(c, DropACL, "packet to a destination the peer is not allowed", "dst", dst)
 			return
 		}
@@ -406,7 +463,7 @@ func (s *Server) drop(c *clientConn, reason, msg string, args ...any) {
 	name := ""
 	if c != nil {
 		c.peer.drops.Inc(reason)
-		name = c.peer.cfg.Name
+		name = c.name
 		args = append(args, "peer", name)
 	}
 	s.rate.Log(slog.LevelWarn, "drop:"+reason+":"+name, msg, args...)
@@ -443,4 +500,100 @@ func (s *Server) tunReadLoop(ctx context.Context) {
 			s.drop(c, DropQueueFull, "send queue full")
 		}
 	}
+}
+
+// reload re-reads the config file. Routes, peers and keepalive apply live;
+// other keys need a restart and keep their running values. A bad file
+// changes nothing.
+func (s *Server) reload() {
+	_ = sdnotify.Notify("RELOADING=1")
+	defer func() { _ = sdnotify.Notify("READY=1", "STATUS="+s.statusLine()) }()
+	n, err := config.LoadServer(s.cfg.File)
+	if err != nil {
+		s.log.Error("reload failed; the running config stays", "err", err)
+		return
+	}
+	if keys := restartOnly(s.cfg, n); len(keys) > 0 {
+		s.log.Warn("reload: these keys change only with a restart; keeping the running values", "keys", keys)
+	}
+	newKeys := map[secure.PublicKey]bool{}
+	for _, p := range n.Peers {
+		newKeys[p.PublicKey] = true
+	}
+	var drop, push []*clientConn
+	var added, removed, changed int
+	s.mu.Lock()
+	s.routes, s.keepalive, s.deadAfter = n.Routes, n.Keepalive, n.DeadAfter
+	peers := make(map[secure.PublicKey]*peerInfo, len(n.Peers))
+	for _, p := range n.Peers {
+		pi, ok := s.peers[p.PublicKey]
+		if !ok {
+			peers[p.PublicKey] = newPeerInfo(p)
+			added++
+			continue
+		}
+		addrChanged := pi.cfg.Address != p.Address
+		if !slices.Equal(pi.cfg.Allowed, p.Allowed) || addrChanged || pi.cfg.Name != p.Name {
+			changed++
+		}
+		pi.cfg = p
+		pi.allowed.Store(aclTable(p.Allowed))
+		peers[p.PublicKey] = pi
+		if c := s.sessions[p.PublicKey]; c != nil {
+			if addrChanged {
+				drop = append(drop, c) // it reconnects and gets its new address
+			} else {
+				push = append(push, c)
+			}
+		}
+	}
+	for k := range s.peers {
+		if !newKeys[k] {
+			removed++
+		}
+	}
+	for k, c := range s.sessions {
+		if !newKeys[k] {
+			drop = append(drop, c)
+		}
+	}
+	s.peers = peers
+	msgs := make([]*session.Msg, len(push))
+	for i, c := range push {
+		msgs[i] = s.configForLocked(c.peer, c.addr)
+	}
+	s.mu.Unlock()
+	s.syncPoolPeers()
+	for _, c := range drop {
+		_ = c.sess.SendControl(&session.Msg{Type: session.TypeError, Error: "peer removed or its address changed by a config reload"})
+		c.sess.Close()
+	}
+	for i, c := range push {
+		if err := c.sess.SendControl(msgs[i]); err != nil {
+			s.log.Warn("reload: cannot push the new config", "peer", c.name, "err", err)
+		}
+	}
+	s.log.Info("config reloaded", "routes", n.Routes, "peers", len(n.Peers), "added", added, "removed", removed,
+		"changed", changed, "pushed", len(push), "disconnected", len(drop))
+}
+
+// restartOnly lists the keys that differ between a and b but apply only at start.
+func restartOnly(a, b *config.Server) []string {
+	var keys []string
+	check := func(key string, same bool) {
+		if !same {
+			keys = append(keys, key)
+		}
+	}
+	check("server.listen", a.Listen == b.Listen)
+	check("server.transports", slices.Equal(a.Transports, b.Transports))
+	check("server.private_key_file", a.PrivateKey == b.PrivateKey)
+	check("server.tun", a.Tun == b.Tun)
+	check("server.mtu", a.MTU == b.MTU)
+	check("server.pool", a.Pool == b.Pool)
+	check("server.nat", a.NAT == b.NAT)
+	check("server.state_dir", a.StateDir == b.StateDir)
+	check("server.control_socket", a.ControlSocket == b.ControlSocket)
+	check("log", a.Log == b.Log)
+	return keys
 }

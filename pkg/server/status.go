@@ -45,9 +45,11 @@ type PeerStatus struct {
 func (s *Server) Status() Status {
 	st := Status{Listen: s.listenAddrs, Tun: s.cfg.Tun, Pool: s.cfg.Pool.String(), Gateway: s.cfg.Gateway.String(),
 		NAT: s.cfg.NAT, Started: s.started, HandshakeFailures: s.hsFailures.Snapshot(), Drops: s.drops.Snapshot()}
-	for _, r := range s.cfg.Routes {
+	s.mu.Lock()
+	for _, r := range s.routes {
 		st.Routes = append(st.Routes, r.String())
 	}
+	s.mu.Unlock()
 	if s.pool != nil {
 		if err := s.pool.PersistError(); err != nil {
 			st.LeaseError = err.Error()
