@@ -63,8 +63,8 @@ type Server struct {
 	keepalive time.Duration
 	deadAfter int
 	peers     map[secure.PublicKey]*peerInfo
-	sessions map[secure.PublicKey]*clientConn
-	started  time.Time
+	sessions  map[secure.PublicKey]*clientConn
+	started   time.Time
 
 	// byDst routes packets read from the TUN to the client owning the
 	// destination; rebuilt and swapped whole when a session comes or goes.
