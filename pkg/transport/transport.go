@@ -24,7 +24,9 @@ const DefaultPort = 9623
 func Dial(ctx context.Context, name, addr string) (net.Conn, error) {
 	switch name {
 	case TCP, "":
-		d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
+		// A short dial timeout: after an outage the next attempt (and its SYN) comes
+		// sooner, and the reconnect loop retries anyway.
+		d := net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second}
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, err
