@@ -13,8 +13,17 @@ import (
 // Status is what `gtun status` prints.
 type Status struct {
 	Tun     string            `json:"tun"`
+	Heals   Heals             `json:"heals"`
 	Drops   map[string]uint64 `json:"drops,omitempty"`
 	Servers []ServerStatus    `json:"servers"`
+}
+
+// Heals counts the repairs gtun made to its routes and TUN device.
+type Heals struct {
+	Routes        uint64        `json:"routes"`
+	LastRouteTook time.Duration `json:"last_route_took_ns"`
+	Tun           uint64        `json:"tun"`
+	LastTunTook   time.Duration `json:"last_tun_took_ns"`
 }
 
 // ServerStatus is one [[server]].
@@ -58,6 +67,10 @@ func (sc *serverConn) addClosed(s *session.Session) {
 // Status snapshots the client's state.
 func (c *Client) Status() Status {
 	st := Status{Tun: c.cfg.Tun, Drops: c.drops.Snapshot()}
+	st.Heals.Routes, st.Heals.LastRouteTook = c.routeHeals.Load(), time.Duration(c.lastRouteHeal.Load())
+	if c.tun != nil {
+		st.Heals.Tun, st.Heals.LastTunTook = c.tun.Heals()
+	}
 	installed := map[string]RouteStatus{}
 	if c.routes != nil {
 		for _, r := range c.routes.Status() {
@@ -138,6 +151,10 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 			}
 			fmt.Fprintf(w, "  %-20s %s\n", r.Prefix, state)
 		}
+	}
+	if h := st.Heals; h.Routes+h.Tun > 0 {
+		fmt.Fprintf(w, "\nheals: %d route(s), last took %v; %d tun repair(s), last took %v\n",
+			h.Routes, h.LastRouteTook.Round(time.Microsecond), h.Tun, h.LastTunTook.Round(time.Microsecond))
 	}
 	if len(st.Drops) > 0 {
 		fmt.Fprintf(w, "\ndrops: %v\n", st.Drops)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gtun/gtun/internal/testnet"
+	"github.com/gtun/gtun/pkg/client"
 )
 
 // healed polls (every 5 ms) until gtun0 in vm is up with its address and the
@@ -64,6 +65,11 @@ func TestTunDeviceHeals(t *testing.T) {
 		d := e.healed(t, 2*time.Second)
 		t.Logf("HEAL tun %s: address and routes back in %v", c.what, d.Round(time.Millisecond))
 		works(c.what)
+	}
+	var st client.Status
+	status(t, bins.gtun, e.clientSocket("vm"), &st)
+	if st.Heals.Tun < 3 || st.Heals.Routes == 0 {
+		t.Errorf("heals not counted in status: %+v", st.Heals)
 	}
 	if log := cli.Log(); !strings.Contains(log, "tun device healed") {
 		t.Errorf("gtun did not log the repairs:\n%s", cli.LogTail(30))
