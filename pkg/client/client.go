@@ -95,7 +95,7 @@ func New(cfg *config.Client, log *slog.Logger) *Client {
 func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 	var err error
 	// Up from the start, so the reconciler sees a live link once routes arrive.
-	if c.tun, err = tun.NewKeeper(c.cfg.Tun, c.log); err != nil {
+	if c.tun, err = tun.NewKeeper(c.cfg.Tun, c.cfg.Offload, c.log); err != nil {
 		return err
 	}
 	defer func() {
@@ -369,7 +369,7 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 	if err != nil {
 		return fmt.Errorf("server sent a bad gateway %q", m.Gateway)
 	}
-	if m.MTU < 576 || m.MTU > packet.MaxSize {
+	if m.MTU < 576 || m.MTU > packet.MaxIP {
 		return fmt.Errorf("server sent a bad mtu %d", m.MTU)
 	}
 	var pushed []netip.Prefix
@@ -465,9 +465,20 @@ func (sc *serverConn) getEntry() config.ServerEntry {
 	return sc.entry
 }
 
-// fromServer writes a packet from the server to the TUN if it is addressed
-// to this client's tunnel address.
-func (c *Client) fromServer(sc *serverConn, pkt []byte) {
+// fromServer writes a frame from the server to the TUN if its packet is
+// addressed to this client's tunnel address.
+func (c *Client) fromServer(sc *serverConn, frame []byte) {
+	if len(frame) <= packet.VnetHdrLen {
+		c.drop("malformed", "short frame from server", "server", sc.name)
+		return
+	}
+	pkt := frame[packet.VnetHdrLen:]
+	if h := packet.DecodeVnetHdr(frame); !h.Plain() {
+		if err := h.Validate(pkt); err != nil {
+			c.drop("bad_offload", "bad offload header from server", "server", sc.name, "err", err)
+			return
+		}
+	}
 	dst, err := packet.Dst(pkt)
 	if err != nil {
 		c.drop("malformed", "malformed packet from server", "server", sc.name)
@@ -480,7 +491,7 @@ func (c *Client) fromServer(sc *serverConn, pkt []byte) {
 		c.drop("wrong_destination", "packet from server not addressed to this client", "server", sc.name, "dst", dst)
 		return
 	}
-	if _, err := c.tun.Write(pkt); err != nil {
+	if err := c.tun.WriteFrame(frame); err != nil {
 		c.drop("tun_write", "tun write failed", "err", err)
 	}
 }
@@ -493,7 +504,7 @@ func (c *Client) drop(reason, msg string, args ...any) {
 func (c *Client) tunReadLoop(ctx context.Context) {
 	for {
 		b := packet.Get()
-		n, err := c.tun.Read(b.B[:])
+		err := c.tun.ReadFrame(b)
 		if err != nil {
 			packet.Put(b)
 			if ctx.Err() != nil {
@@ -504,8 +515,7 @@ func (c *Client) tunReadLoop(ctx context.Context) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		b.N = n
-		dst, err := packet.Dst(b.Bytes())
+		dst, err := packet.Dst(b.IP())
 		if err != nil {
 			packet.Put(b)
 			c.drops.Inc("malformed") // IPv6 router solicitations and the like: not worth a log line
@@ -549,6 +559,9 @@ func (c *Client) reload() {
 	}
 	if n.ControlSocket != c.cfg.ControlSocket {
 		restart = append(restart, "client.control_socket")
+	}
+	if n.Offload != c.cfg.Offload {
+		restart = append(restart, "client.offload")
 	}
 	if n.Log != c.cfg.Log {
 		restart = append(restart, "log")

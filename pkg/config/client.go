@@ -22,6 +22,7 @@ type ClientSection struct {
 	Gateway        bool   `toml:"gateway"`
 	ControlSocket  string `toml:"control_socket"`
 	MetricsListen  string `toml:"metrics_listen"`
+	Offload        *bool  `toml:"offload"`
 }
 
 // ServerEntryTOML is one [[server]] table.
@@ -39,6 +40,7 @@ type Client struct {
 	PrivateKey    secure.PrivateKey
 	Tun           string
 	ControlSocket string
+	Offload       bool // TUN offloads (virtio-net header, TSO) when the kernel has them
 	Servers       []ServerEntry
 	Log           Log
 }
@@ -68,6 +70,7 @@ func LoadClient(path string) (*Client, error) {
 	if c.Gateway {
 		l.errf("client.gateway", "gateway mode is not available in this version yet")
 	}
+	out.Offload = c.Offload == nil || *c.Offload
 	out.ControlSocket = c.ControlSocket
 	if out.ControlSocket == "" {
 		out.ControlSocket = "/run/gtun/gtun.sock"

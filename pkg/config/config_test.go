@@ -164,6 +164,7 @@ control_socket = "/tmp/x.sock"
 metrics_listen = ""
 keepalive = "250ms"
 dead_after = 7
+offload = false
 
 [log]
 level = "debug"
@@ -176,7 +177,7 @@ format = "json"
 	want := Server{File: path, Listen: "127.0.0.1:9623", Transports: []string{"tcp"}, PrivateKey: f.priv,
 		PrivateKeyFile: f.key, Tun: "gw0", MTU: 9000, Pool: netip.MustParsePrefix("100.64.0.0/30"),
 		Gateway: netip.MustParseAddr("100.64.0.1"), NAT: false, StateDir: "/srv/state", ControlSocket: "/tmp/x.sock",
-		Keepalive: 250 * time.Millisecond, DeadAfter: 7, Log: Log{Level: "debug", Format: "json"}}
+		Keepalive: 250 * time.Millisecond, DeadAfter: 7, Offload: false, Log: Log{Level: "debug", Format: "json"}}
 	if !reflect.DeepEqual(*s, want) {
 		t.Errorf("got  %+v\nwant %+v", *s, want)
 	}
@@ -196,7 +197,7 @@ public_key = "PUB1"
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Client{File: path, PrivateKey: f.priv, Tun: "gtun0", ControlSocket: "/run/gtun/gtun.sock",
+	want := Client{File: path, PrivateKey: f.priv, Tun: "gtun0", ControlSocket: "/run/gtun/gtun.sock", Offload: true,
 		Log: Log{Level: "info", Format: "text"}}
 	servers := c.Servers
 	c.Servers = nil

@@ -32,6 +32,7 @@ type ServerSection struct {
 	MetricsListen  string   `toml:"metrics_listen"`
 	Keepalive      string   `toml:"keepalive"`
 	DeadAfter      int      `toml:"dead_after"`
+	Offload        *bool    `toml:"offload"`
 }
 
 // PeerSection is one [[peer]] table.
@@ -60,6 +61,7 @@ type Server struct {
 	ControlSocket  string
 	Keepalive      time.Duration
 	DeadAfter      int
+	Offload        bool // TUN offloads (virtio-net header, TSO) when the kernel has them
 	Peers          []Peer
 	Log            Log
 }
@@ -126,6 +128,7 @@ func LoadServer(path string) (*Server, error) {
 		}
 	}
 	out.NAT = s.NAT == nil || *s.NAT
+	out.Offload = s.Offload == nil || *s.Offload
 	out.StateDir = s.StateDir
 	if out.StateDir == "" {
 		out.StateDir = "/var/lib/gtund"

@@ -9,18 +9,25 @@ import (
 	"sync"
 )
 
-// MaxSize is the largest packet the data path carries: an IPv4/IPv6 packet
-// is at most 64 KiB, which also leaves room for offloaded super-packets.
-const MaxSize = 65535
+// MaxIP is the largest IP packet the data path carries (64 KiB), which is
+// also the largest TSO super-packet a TUN device hands over.
+const MaxIP = 65535
 
-// Buf is a reusable packet buffer; N is the length of the packet in B.
+// MaxSize is the largest frame: a virtio-net header and an IP packet.
+const MaxSize = VnetHdrLen + MaxIP
+
+// Buf is a reusable frame buffer: B[:N] is a virtio-net header followed by
+// an IP packet, as read from the TUN device and carried in the tunnel.
 type Buf struct {
 	B [MaxSize]byte
 	N int
 }
 
-// Bytes returns the packet.
+// Bytes returns the frame (header and packet).
 func (b *Buf) Bytes() []byte { return b.B[:b.N] }
+
+// IP returns the IP packet after the header.
+func (b *Buf) IP() []byte { return b.B[VnetHdrLen:b.N] }
 
 var pool = sync.Pool{New: func() any { return new(Buf) }}
 

@@ -33,7 +33,8 @@ var ErrRecordTooLarge = errors.New("sealed record length out of range")
 // nonce is a counter, which suffices because the underlying stream is ordered.
 // One reader and one writer may use it concurrently.
 type Conn struct {
-	conn net.Conn
+	conn   net.Conn
+	cipher Ciphers
 
 	rmu     sync.Mutex
 	br      *bufio.Reader
@@ -53,19 +54,24 @@ type Conn struct {
 	werr   error
 }
 
-func newConn(conn net.Conn, sendKey, recvKey [32]byte) (*Conn, error) {
-	send, err := chacha20poly1305.New(sendKey[:])
+func newConn(conn net.Conn, c Ciphers, sendKey, recvKey [32]byte) (*Conn, error) {
+	send, err := newAEAD(c, sendKey)
 	if err != nil {
 		return nil, fmt.Errorf("send cipher: %w", err)
 	}
-	recv, err := chacha20poly1305.New(recvKey[:])
+	recv, err := newAEAD(c, recvKey)
 	if err != nil {
 		return nil, fmt.Errorf("recv cipher: %w", err)
 	}
-	return &Conn{conn: conn, br: bufio.NewReaderSize(conn, readBufferSize), send: send, recv: recv}, nil
+	return &Conn{conn: conn, cipher: c, br: bufio.NewReaderSize(conn, readBufferSize), send: send, recv: recv}, nil
 }
 
-// The nonce layout matches Noise's ChaChaPoly: 4 zero bytes, little-endian counter.
+// Cipher names the record cipher the handshake chose.
+func (c *Conn) Cipher() string { return c.cipher.String() }
+
+// The nonce is 4 zero bytes and a little-endian record counter (Noise's
+// ChaChaPoly layout) for both ciphers; both take 12-byte nonces and 16-byte
+// tags. Keys are never reused across connections, so counters can restart.
 func putNonce(n *[chacha20poly1305.NonceSize]byte, c uint64) { binary.LittleEndian.PutUint64(n[4:], c) }
 
 // Read returns plaintext from the next sealed record(s).

@@ -14,7 +14,7 @@ import (
 // ProtocolVersion is the gtun wire protocol version. It travels inside the
 // first handshake message so that a mismatch is reported in words on both
 // sides instead of surfacing as an opaque decryption failure.
-const ProtocolVersion uint16 = 1
+const ProtocolVersion uint16 = 2
 
 // DefaultHandshakeTimeout bounds how long an unauthenticated connection may
 // hold a server goroutine and socket.
@@ -58,6 +58,7 @@ const (
 type ClientConfig struct {
 	Private   PrivateKey
 	ServerKey PublicKey
+	Ciphers   Ciphers          // record ciphers offered; 0 means LocalCiphers()
 	Version   uint16           // 0 means ProtocolVersion; tests set others
 	Now       func() time.Time // handshake timestamp source; nil means time.Now
 	Timeout   time.Duration    // 0 means DefaultHandshakeTimeout
@@ -93,10 +94,15 @@ func Client(conn net.Conn, cfg ClientConfig) (*Conn, error) {
 	_ = conn.SetDeadline(time.Now().Add(timeout))
 	defer conn.SetDeadline(time.Time{})
 
-	var payload [4 + 2 + 8]byte
+	offer := cfg.Ciphers
+	if offer == 0 {
+		offer = LocalCiphers()
+	}
+	var payload [4 + 2 + 8 + 1]byte
 	copy(payload[:], payloadMagic)
 	binary.BigEndian.PutUint16(payload[4:], version)
 	binary.BigEndian.PutUint64(payload[6:], uint64(now().UnixNano()))
+	payload[14] = byte(offer)
 	msg, _, _, err := hs.WriteMessage(make([]byte, 2, 2+128), payload[:])
 	if err != nil {
 		return nil, fmt.Errorf("write handshake: %w", err)
@@ -131,12 +137,20 @@ func Client(conn net.Conn, cfg ClientConfig) (*Conn, error) {
 	if remoteVersion != version {
 		return nil, &VersionError{Local: version, Remote: remoteVersion}
 	}
-	return newConn(conn, cs1.UnsafeKey(), cs2.UnsafeKey())
+	if len(rp) < 4 {
+		return nil, fmt.Errorf("%w: reply without cipher", ErrMalformed)
+	}
+	chosen := Ciphers(rp[3])
+	if chosen&offer == 0 || chosen&(chosen-1) != 0 {
+		return nil, fmt.Errorf("%w: server chose cipher %#x, not one offered (%v)", ErrMalformed, rp[3], offer)
+	}
+	return newConn(conn, chosen, cs1.UnsafeKey(), cs2.UnsafeKey())
 }
 
 // ServerConfig is what a responder needs.
 type ServerConfig struct {
 	Private PrivateKey
+	Ciphers Ciphers       // record ciphers accepted; 0 means LocalCiphers()
 	Version uint16        // 0 means ProtocolVersion
 	Timeout time.Duration // 0 means DefaultHandshakeTimeout
 	// Authorize decides whether a client key may connect and refuses replays:
@@ -181,17 +195,36 @@ func Server(conn net.Conn, cfg ServerConfig) (*Conn, PublicKey, error) {
 	}
 	var client PublicKey
 	copy(client[:], hs.PeerStatic())
-	if len(payload) != 14 || string(payload[:4]) != payloadMagic {
+	// Only magic and version are read before the version is known to match,
+	// so that any other version gets a clear answer.
+	if len(payload) < 6 || string(payload[:4]) != payloadMagic {
 		return nil, client, fmt.Errorf("%w: bad payload", ErrMalformed)
 	}
-	if err := cfg.Authorize(client, binary.BigEndian.Uint64(payload[6:])); err != nil {
+	remoteVersion := binary.BigEndian.Uint16(payload[4:])
+	var ts uint64
+	if len(payload) >= 14 {
+		ts = binary.BigEndian.Uint64(payload[6:])
+	}
+	if err := cfg.Authorize(client, ts); err != nil {
 		return nil, client, err
 	}
-	remoteVersion := binary.BigEndian.Uint16(payload[4:])
-	var reply [3]byte
+	var reply [4]byte
 	binary.BigEndian.PutUint16(reply[:], version)
+	var chosen Ciphers
 	if remoteVersion != version {
 		reply[2] = statusVersion
+	} else {
+		if len(payload) != 15 {
+			return nil, client, fmt.Errorf("%w: payload of %d bytes", ErrMalformed, len(payload))
+		}
+		accept := cfg.Ciphers
+		if accept == 0 {
+			accept = LocalCiphers()
+		}
+		if chosen = pickCipher(Ciphers(payload[14]), accept); chosen == 0 {
+			return nil, client, fmt.Errorf("%w: no common cipher (client offers %v, server accepts %v)", ErrMalformed, Ciphers(payload[14]), accept)
+		}
+		reply[3] = byte(chosen)
 	}
 	out, cs1, cs2, err := hs.WriteMessage(make([]byte, 2, 2+128), reply[:])
 	if err != nil {
@@ -204,7 +237,7 @@ func Server(conn net.Conn, cfg ServerConfig) (*Conn, PublicKey, error) {
 	if remoteVersion != version {
 		return nil, client, &VersionError{Local: version, Remote: remoteVersion}
 	}
-	c, err := newConn(conn, cs2.UnsafeKey(), cs1.UnsafeKey())
+	c, err := newConn(conn, chosen, cs2.UnsafeKey(), cs1.UnsafeKey())
 	return c, client, err
 }
 

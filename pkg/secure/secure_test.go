@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -206,22 +208,71 @@ func TestKeyFilePermissions(t *testing.T) {
 	}
 }
 
+func TestCipherNegotiation(t *testing.T) {
+	ck, sk := mustKey(t), mustKey(t)
+	for _, c := range []struct {
+		offer, accept, want Ciphers
+	}{
+		{ChaCha20Poly1305, 0, ChaCha20Poly1305},
+		{ChaCha20Poly1305 | AES256GCM, AES256GCM | ChaCha20Poly1305, AES256GCM},
+		{AES256GCM, ChaCha20Poly1305 | AES256GCM, AES256GCM},
+		{ChaCha20Poly1305 | AES256GCM, ChaCha20Poly1305, ChaCha20Poly1305},
+	} {
+		cc, sc, cerr, serr := pair(t, ClientConfig{Private: ck, ServerKey: sk.Public(), Ciphers: c.offer},
+			ServerConfig{Private: sk, Ciphers: c.accept, Authorize: allowOnly(ck.Public())})
+		if cerr != nil || serr != nil {
+			t.Fatalf("%v/%v: client %v server %v", c.offer, c.accept, cerr, serr)
+		}
+		if cc.Cipher() != c.want.String() || sc.Cipher() != c.want.String() {
+			t.Errorf("offer %v accept %v: client %s server %s, want %v", c.offer, c.accept, cc.Cipher(), sc.Cipher(), c.want)
+		}
+		go cc.Write([]byte("ping"))
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "ping" {
+			t.Errorf("%v: %q %v", c.want, buf, err)
+		}
+	}
+	_, _, cerr, serr := pair(t, ClientConfig{Private: ck, ServerKey: sk.Public(), Ciphers: AES256GCM},
+		ServerConfig{Private: sk, Ciphers: ChaCha20Poly1305, Authorize: allowOnly(ck.Public())})
+	if cerr == nil || serr == nil || !strings.Contains(serr.Error(), "no common cipher") {
+		t.Fatalf("no common cipher: client %v server %v", cerr, serr)
+	}
+}
+
+// A client of another protocol version is told so even if the rest of its
+// handshake payload has another layout.
+func TestOldClientGetsVersionError(t *testing.T) {
+	ck, sk := mustKey(t), mustKey(t)
+	_, _, cerr, serr := pair(t, ClientConfig{Private: ck, ServerKey: sk.Public(), Version: 1},
+		ServerConfig{Private: sk, Authorize: allowOnly(ck.Public())})
+	var ve *VersionError
+	if !errors.As(cerr, &ve) || !errors.As(serr, &ve) {
+		t.Fatalf("client %v server %v", cerr, serr)
+	}
+}
+
 func BenchmarkSealOpen(b *testing.B) {
-	ck, sk := mustKey(b), mustKey(b)
-	send, _ := newConn(nil, [32]byte(ck), [32]byte(sk))
-	recv, _ := newConn(nil, [32]byte(sk), [32]byte(ck))
-	payload := make([]byte, 1400)
-	out := make([]byte, 0, 4+1400+tagSize)
-	b.SetBytes(int64(len(payload)))
-	b.ReportAllocs()
-	for b.Loop() {
-		putNonce(&send.wnonce, send.wcount)
-		send.wcount++
-		rec := send.send.Seal(out[:4], send.wnonce[:], payload, out[:4])
-		putNonce(&recv.rnonce, recv.rcount)
-		recv.rcount++
-		if _, err := recv.recv.Open(rec[4:4], recv.rnonce[:], rec[4:], rec[:4]); err != nil {
-			b.Fatal(err)
+	for _, c := range []Ciphers{ChaCha20Poly1305, AES256GCM} {
+		for _, size := range []int{1400, 65536} {
+			b.Run(fmt.Sprintf("%v/%d", c, size), func(b *testing.B) {
+				ck, sk := mustKey(b), mustKey(b)
+				send, _ := newConn(nil, c, [32]byte(ck), [32]byte(sk))
+				recv, _ := newConn(nil, c, [32]byte(sk), [32]byte(ck))
+				payload := make([]byte, size)
+				out := make([]byte, 0, 4+size+tagSize)
+				b.SetBytes(int64(len(payload)))
+				b.ReportAllocs()
+				for b.Loop() {
+					putNonce(&send.wnonce, send.wcount)
+					send.wcount++
+					rec := send.send.Seal(out[:4], send.wnonce[:], payload, out[:4])
+					putNonce(&recv.rnonce, recv.rcount)
+					recv.rcount++
+					if _, err := recv.recv.Open(rec[4:4], recv.rnonce[:], rec[4:], rec[:4]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	}
 }

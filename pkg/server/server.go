@@ -41,7 +41,8 @@ const maxPendingHandshakes = 256
 const (
 	DropSpoofed   = "spoofed_source"
 	DropACL       = "acl"
-	DropMalformed = "malformed"
+	DropMalformed  = "malformed"
+	DropBadOffload = "bad_offload"
 	DropNoRoute   = "no_route"
 	DropQueueFull = "queue_full"
 	DropTunWrite  = "tun_write"
@@ -136,7 +137,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	}
 	s.syncPoolPeers()
 
-	if s.tun, err = tun.NewKeeper(s.cfg.Tun, s.log); err != nil {
+	if s.tun, err = tun.NewKeeper(s.cfg.Tun, s.cfg.Offload, s.log); err != nil {
 		return err
 	}
 	defer func() {
@@ -435,10 +436,22 @@ func (s *Server) rebuildLocked() {
 	s.byDst.Store(packet.NewTable(m))
 }
 
-// fromClient checks a packet from a client and writes it to the TUN: its
-// source must be the client's own address and its destination within what
-// the peer is allowed to reach (or the gateway address, for diagnostics).
-func (s *Server) fromClient(c *clientConn, pkt []byte) {
+// fromClient checks a frame from a client and writes it to the TUN: its
+// offload header must describe its packet, the packet's source must be the
+// client's own address and its destination within what the peer is allowed
+// to reach (or the gateway address, for diagnostics).
+func (s *Server) fromClient(c *clientConn, frame []byte) {
+	if len(frame) <= packet.VnetHdrLen {
+		s.drop(c, DropMalformed, "short frame from peer")
+		return
+	}
+	pkt := frame[packet.VnetHdrLen:]
+	if h := packet.DecodeVnetHdr(frame); !h.Plain() {
+		if err := h.Validate(pkt); err != nil {
+			s.drop(c, DropBadOffload, "bad offload header from peer", "err", err)
+			return
+		}
+	}
 	src, dst, err := packet.Addrs(pkt)
 	switch {
 	case err != nil:
@@ -453,7 +466,7 @@ func (s *Server) fromClient(c *clientConn, pkt []byte) {
 			return
 		}
 	}
-	if _, err := s.tun.Write(pkt); err != nil {
+	if err := s.tun.WriteFrame(frame); err != nil {
 		s.drop(c, DropTunWrite, "tun write failed", "err", err)
 	}
 }
@@ -472,7 +485,7 @@ func (s *Server) drop(c *clientConn, reason, msg string, args ...any) {
 func (s *Server) tunReadLoop(ctx context.Context) {
 	for {
 		b := packet.Get()
-		n, err := s.tun.Read(b.B[:])
+		err := s.tun.ReadFrame(b)
 		if err != nil {
 			packet.Put(b)
 			if ctx.Err() != nil {
@@ -483,8 +496,7 @@ func (s *Server) tunReadLoop(ctx context.Context) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		b.N = n
-		dst, err := packet.Dst(b.Bytes())
+		dst, err := packet.Dst(b.IP())
 		if err != nil {
 			packet.Put(b)
 			s.drop(nil, DropMalformed, "malformed packet from tun")
@@ -592,6 +604,7 @@ func restartOnly(a, b *config.Server) []string {
 	check("server.mtu", a.MTU == b.MTU)
 	check("server.pool", a.Pool == b.Pool)
 	check("server.nat", a.NAT == b.NAT)
+	check("server.offload", a.Offload == b.Offload)
 	check("server.state_dir", a.StateDir == b.StateDir)
 	check("server.control_socket", a.ControlSocket == b.ControlSocket)
 	check("log", a.Log == b.Log)

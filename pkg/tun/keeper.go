@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gtun/gtun/pkg/nlwatch"
+	"github.com/gtun/gtun/pkg/packet"
 )
 
 // Keeper keeps a TUN device in the state the daemon wants: existing, up,
@@ -24,10 +25,11 @@ import (
 // periodic check) and repairs it, recreating the device if it is gone.
 // Readers and writers go through the Keeper so they follow a recreated device.
 type Keeper struct {
-	name string
-	log  *slog.Logger
-	dev  atomic.Pointer[Device]
-	kick chan struct{}
+	name    string
+	offload bool
+	log     *slog.Logger
+	dev     atomic.Pointer[Device]
+	kick    chan struct{}
 
 	mu    sync.Mutex
 	mtu   int
@@ -42,13 +44,17 @@ type Keeper struct {
 // KeeperCheckInterval is the period of the check that backs up the netlink events.
 const KeeperCheckInterval = time.Second
 
-// NewKeeper creates the device and brings it up.
-func NewKeeper(name string, log *slog.Logger) (*Keeper, error) {
-	d, err := Create(name)
+// NewKeeper creates the device (with offloads if asked and the kernel has
+// them) and brings it up.
+func NewKeeper(name string, offload bool, log *slog.Logger) (*Keeper, error) {
+	d, err := Create(name, offload)
 	if err != nil {
 		return nil, err
 	}
-	k := &Keeper{name: name, log: log, kick: make(chan struct{}, 1)}
+	if offload && !d.Offload() {
+		log.Warn("tun offloads unavailable; using the plain path (one packet per read)", "tun", name, "err", d.OffloadError())
+	}
+	k := &Keeper{name: name, offload: d.Offload(), log: log, kick: make(chan struct{}, 1)}
 	k.dev.Store(d)
 	if err := Configure(d.Name(), 0, netip.Prefix{}); err != nil {
 		d.Close()
@@ -83,19 +89,22 @@ func (k *Keeper) apply() error {
 	return RemoveAddrs(k.name, addrs...)
 }
 
-// Read reads one packet from the current device. After an error it tells the
-// Keeper to check the device; the caller retries.
-func (k *Keeper) Read(b []byte) (int, error) {
+// Offload reports whether the device runs with offloads (see Device.Offload).
+func (k *Keeper) Offload() bool { return k.offload }
+
+// ReadFrame reads one frame from the current device. After an error it
+// tells the Keeper to check the device; the caller retries.
+func (k *Keeper) ReadFrame(b *packet.Buf) error {
 	d := k.dev.Load()
-	n, err := d.Read(b)
+	err := d.ReadFrame(b)
 	if err != nil && d == k.dev.Load() {
 		k.Kick()
 	}
-	return n, err
+	return err
 }
 
-// Write writes one packet to the current device.
-func (k *Keeper) Write(b []byte) (int, error) { return k.dev.Load().Write(b) }
+// WriteFrame writes one frame to the current device.
+func (k *Keeper) WriteFrame(frame []byte) error { return k.dev.Load().WriteFrame(frame) }
 
 // Kick asks for a check soon.
 func (k *Keeper) Kick() {
@@ -166,7 +175,7 @@ func (k *Keeper) check() {
 		return
 	}
 	if problem == "deleted" {
-		d, err := Create(k.name)
+		d, err := Create(k.name, k.offload)
 		if err != nil {
 			k.log.Error("tun device was deleted and cannot be recreated; retrying", "tun", k.name, "err", err)
 			return

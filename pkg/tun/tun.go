@@ -10,27 +10,63 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/gtun/gtun/pkg/packet"
 )
 
 // Device is an open TUN device. The kernel deletes it when the device is
 // closed (it is not persistent), so even a killed daemon leaves none behind.
 type Device struct {
-	f    *os.File
-	name string
+	f          *os.File
+	name       string
+	offload    bool  // IFF_VNET_HDR with checksum and TSO offloads
+	offloadErr error // why offloads were refused, when they were asked for
 }
+
+// scratchPool holds the buffers the plain path builds segments in; writers
+// run concurrently (one per session on gtund).
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, packet.MaxIP); return &b }}
 
 // ErrBusy means another process holds a TUN device of that name.
 var ErrBusy = errors.New("device is in use by another process")
 
-// Create opens (creating if needed) the TUN device name, in IFF_NO_PI mode:
-// every read and write is one bare IP packet.
-func Create(name string) (*Device, error) {
+// offloads are what gtun asks the kernel to hand over unfinished: packets
+// with a partial checksum, and TCP super-packets up to 64 KiB (TSO).
+const offloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+
+// Create opens (creating if needed) the TUN device name in IFF_NO_PI mode.
+// With offload, it also asks for IFF_VNET_HDR and TSO: every read then
+// returns a virtio-net header and a packet of up to 64 KiB, which crosses
+// the tunnel as one frame. When the kernel refuses offloads, Create falls
+// back to the plain mode (one MTU-sized packet per read); Offload tells
+// which mode is in use.
+func Create(name string, offload bool) (*Device, error) {
 	if len(name) == 0 || len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("tun name %q: must be 1-%d characters", name, unix.IFNAMSIZ-1)
 	}
+	if offload {
+		d, err := open(name, true)
+		if err == nil || errors.Is(err, ErrBusy) {
+			return d, err
+		}
+		d, perr := open(name, false)
+		if perr != nil {
+			return nil, perr
+		}
+		d.offloadErr = err
+		return d, nil
+	}
+	return open(name, false)
+}
+
+// OffloadError is why offloads were asked for but are not in use.
+func (d *Device) OffloadError() error { return d.offloadErr }
+
+func open(name string, offload bool) (*Device, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
@@ -40,7 +76,11 @@ func Create(name string) (*Device, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tun %s: %w", name, err)
 	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if offload {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		if errors.Is(err, unix.EBUSY) {
@@ -48,19 +88,72 @@ func Create(name string) (*Device, error) {
 		}
 		return nil, fmt.Errorf("create tun %s: %w", name, err)
 	}
+	if offload {
+		// TUNSETVNETHDRSZ reads an int through a pointer; TUNSETOFFLOAD takes the value.
+		if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, packet.VnetHdrLen); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("tun %s: set virtio-net header size: %w", name, err)
+		}
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloads); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("tun %s: enable offloads: %w", name, err)
+		}
+	}
 	// A non-blocking fd handed to os.NewFile goes through the runtime poller,
 	// so Close unblocks a pending Read instead of leaving a goroutine stuck.
-	return &Device{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: ifr.Name()}, nil
+	return &Device{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: ifr.Name(), offload: offload}, nil
+}
+
+// Offload reports whether the device hands over and takes offloaded
+// super-packets (IFF_VNET_HDR with TSO) or plain packets.
+func (d *Device) Offload() bool { return d.offload }
+
+// ReadFrame reads one packet into b as a frame: virtio-net header and IP
+// packet. In plain mode the header is all zeros (a complete packet).
+func (d *Device) ReadFrame(b *packet.Buf) error {
+	if d.offload {
+		n, err := d.f.Read(b.B[:])
+		if err != nil {
+			return err
+		}
+		if n < packet.VnetHdrLen {
+			return fmt.Errorf("tun %s: short read of %d bytes", d.name, n)
+		}
+		b.N = n
+		return nil
+	}
+	n, err := d.f.Read(b.B[packet.VnetHdrLen:])
+	if err != nil {
+		return err
+	}
+	clear(b.B[:packet.VnetHdrLen])
+	b.N = packet.VnetHdrLen + n
+	return nil
+}
+
+// WriteFrame writes a frame (virtio-net header and IP packet, as ReadFrame
+// returns them, possibly from the peer's device). In plain mode, offloaded
+// frames are finished here: checksums completed and super-packets split.
+func (d *Device) WriteFrame(frame []byte) error {
+	if d.offload {
+		_, err := d.f.Write(frame)
+		return err
+	}
+	h := packet.DecodeVnetHdr(frame)
+	if h.Plain() {
+		_, err := d.f.Write(frame[packet.VnetHdrLen:])
+		return err
+	}
+	sp := scratchPool.Get().(*[]byte)
+	defer scratchPool.Put(sp)
+	return packet.Segment(h, frame[packet.VnetHdrLen:], *sp, func(p []byte) error {
+		_, err := d.f.Write(p)
+		return err
+	})
 }
 
 // Name is the kernel's name of the device.
 func (d *Device) Name() string { return d.name }
-
-// Read reads one IP packet.
-func (d *Device) Read(b []byte) (int, error) { return d.f.Read(b) }
-
-// Write writes one IP packet.
-func (d *Device) Write(b []byte) (int, error) { return d.f.Write(b) }
 
 // Close closes the device, which deletes it along with its addresses and routes.
 func (d *Device) Close() error { return d.f.Close() }

@@ -41,7 +41,7 @@ func inNewNetns(t *testing.T, f func()) {
 
 func TestCreateAndBusy(t *testing.T) {
 	inNewNetns(t, func() {
-		d, err := Create("gtuntest0")
+		d, err := Create("gtuntest0", true)
 		if err != nil {
 			t.Errorf("create: %v", err)
 			return
@@ -51,7 +51,7 @@ func TestCreateAndBusy(t *testing.T) {
 			t.Errorf("name %q", d.Name())
 		}
 		// A second daemon with the same tun name must refuse, not share it.
-		if d2, err := Create("gtuntest0"); !errors.Is(err, ErrBusy) {
+		if d2, err := Create("gtuntest0", true); !errors.Is(err, ErrBusy) {
 			if d2 != nil {
 				d2.Close()
 			}
@@ -62,7 +62,7 @@ func TestCreateAndBusy(t *testing.T) {
 
 func TestCreateBadName(t *testing.T) {
 	for _, n := range []string{"", "a-name-that-is-too-long"} {
-		if _, err := Create(n); err == nil {
+		if _, err := Create(n, false); err == nil {
 			t.Errorf("Create(%q) succeeded", n)
 		}
 	}

@@ -315,7 +315,8 @@ func TestACLAndAntiSpoofing(t *testing.T) {
 	hostile := dialSession(t, e, "vm", rkey)
 	pkt := udpPacket(hostile.addr, netip.MustParseAddr(clusterIP), []byte("not allowed"))
 	b := packet.Get()
-	b.N = copy(b.B[:], pkt)
+	clear(b.B[:packet.VnetHdrLen]) // a plain frame: no offload
+	b.N = packet.VnetHdrLen + copy(b.B[packet.VnetHdrLen:], pkt)
 	hostile.sess.Enqueue(b)
 	e.tp.MustExec(t, "vm", "ip", "addr", "add", "100.64.240.99/32", "dev", "gtun0")
 	if _, err := e.tp.Exec("vm", "ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "100.64.240.99", podIP); err == nil {

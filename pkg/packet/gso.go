@@ -1,0 +1,123 @@
+package packet
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Segment turns an offloaded packet into packets a TUN device without
+// offloads accepts: it completes a partial checksum, and splits a TCP or UDP
+// GSO super-packet into segments of h.GSOSize payload bytes, each with its
+// own headers and checksums. It is the plain path's counterpart of the
+// kernel's GSO, used when this side's TUN has no IFF_VNET_HDR but the peer's
+// has. Each packet is built in scratch (at least 65535 bytes) and handed to
+// emit, which must not keep it.
+func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
+	if err := h.Validate(pkt); err != nil {
+		return err
+	}
+	if h.GSOType&^GSOECN == GSONone {
+		if h.Flags&VnetNeedsCsum == 0 {
+			return emit(pkt)
+		}
+		out := scratch[:len(pkt)]
+		copy(out, pkt)
+		at := int(h.CsumStart) + int(h.CsumOffset)
+		// The kernel left the pseudo-header sum in the field: folding the
+		// rest in and inverting completes the checksum.
+		binary.BigEndian.PutUint16(out[at:], ^fold(sum(out[h.CsumStart:], 0)))
+		return emit(out)
+	}
+	ipLen, proto, _ := ipHeader(pkt)
+	is4 := pkt[0]>>4 == 4
+	var thLen int
+	if proto == protoTCP {
+		thLen = int(pkt[ipLen+12]>>4) * 4
+		if thLen < 20 || ipLen+thLen > len(pkt) {
+			return fmt.Errorf("%w: TCP header length %d", ErrBadVnetHdr, thLen)
+		}
+	} else {
+		thLen = 8
+	}
+	hdrLen := ipLen + thLen
+	payload := pkt[hdrLen:]
+	mss := int(h.GSOSize)
+	var seq uint32
+	if proto == protoTCP {
+		seq = binary.BigEndian.Uint32(pkt[ipLen+4:])
+	}
+	var id uint16
+	if is4 {
+		id = binary.BigEndian.Uint16(pkt[4:])
+	}
+	for i, off := 0, 0; off < len(payload); i, off = i+1, off+mss {
+		end := min(off+mss, len(payload))
+		n := hdrLen + end - off
+		seg := scratch[:n]
+		copy(seg, pkt[:hdrLen])
+		copy(seg[hdrLen:], payload[off:end])
+		last := end == len(payload)
+		if is4 {
+			binary.BigEndian.PutUint16(seg[2:], uint16(n))
+			binary.BigEndian.PutUint16(seg[4:], id+uint16(i))
+			seg[10], seg[11] = 0, 0
+			binary.BigEndian.PutUint16(seg[10:], ^fold(sum(seg[:ipLen], 0)))
+		} else {
+			binary.BigEndian.PutUint16(seg[4:], uint16(n-40))
+		}
+		th := seg[ipLen:]
+		csumAt := 6 // UDP
+		if proto == protoTCP {
+			binary.BigEndian.PutUint32(th[4:], seq+uint32(off))
+			const fin, psh, cwr = 0x01, 0x08, 0x80
+			if !last {
+				th[13] &^= fin | psh
+			}
+			if i > 0 {
+				th[13] &^= cwr
+			}
+			csumAt = 16
+		} else {
+			binary.BigEndian.PutUint16(th[4:], uint16(n-ipLen))
+		}
+		th[csumAt], th[csumAt+1] = 0, 0
+		c := ^fold(sum(th, pseudoHeader(seg, is4, proto, n-ipLen)))
+		if c == 0 && proto == protoUDP {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(th[csumAt:], c)
+		if err := emit(seg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func pseudoHeader(ip []byte, is4 bool, proto uint8, l4len int) uint32 {
+	var s uint32
+	if is4 {
+		s = sum(ip[12:20], 0)
+	} else {
+		s = sum(ip[8:40], 0)
+	}
+	return s + uint32(proto) + uint32(l4len)
+}
+
+// sum adds b as big-endian 16-bit words to s (one's complement, unfolded).
+func sum(b []byte, s uint32) uint32 {
+	for len(b) >= 2 {
+		s += uint32(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		s += uint32(b[0]) << 8
+	}
+	return s
+}
+
+func fold(s uint32) uint16 {
+	for s > 0xffff {
+		s = (s >> 16) + (s & 0xffff)
+	}
+	return uint16(s)
+}

@@ -1,0 +1,166 @@
+package packet
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+)
+
+// tcpPacket builds an IPv4 or IPv6 TCP packet with a full checksum.
+func tcpPacket(v6 bool, payload []byte, flags byte, seq uint32) []byte {
+	ipLen := 20
+	if v6 {
+		ipLen = 40
+	}
+	p := make([]byte, ipLen+20+len(payload))
+	if v6 {
+		p[0] = 0x60
+		binary.BigEndian.PutUint16(p[4:], uint16(20+len(payload)))
+		p[6], p[7] = protoTCP, 64
+		s, d := netip.MustParseAddr("fd00::2").As16(), netip.MustParseAddr("fd00::1:20").As16()
+		copy(p[8:], s[:])
+		copy(p[24:], d[:])
+	} else {
+		p[0] = 0x45
+		binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+		binary.BigEndian.PutUint16(p[4:], 1000)
+		p[8], p[9] = 64, protoTCP
+		s, d := netip.MustParseAddr("100.64.240.2").As4(), netip.MustParseAddr("10.244.1.20").As4()
+		copy(p[12:], s[:])
+		copy(p[16:], d[:])
+		binary.BigEndian.PutUint16(p[10:], ^fold(sum(p[:20], 0)))
+	}
+	th := p[ipLen:]
+	binary.BigEndian.PutUint16(th[0:], 40000)
+	binary.BigEndian.PutUint16(th[2:], 8080)
+	binary.BigEndian.PutUint32(th[4:], seq)
+	th[12] = 5 << 4
+	th[13] = flags
+	binary.BigEndian.PutUint16(th[14:], 65535)
+	copy(th[20:], payload)
+	binary.BigEndian.PutUint16(th[16:], ^fold(sum(th, pseudoHeader(p, !v6, protoTCP, len(th)))))
+	return p
+}
+
+func validTCP(t *testing.T, p []byte) {
+	t.Helper()
+	ipLen := 40
+	v4 := p[0]>>4 == 4
+	if v4 {
+		ipLen = 20
+		if fold(sum(p[:20], 0)) != 0xffff {
+			t.Fatal("bad IPv4 header checksum")
+		}
+		if int(binary.BigEndian.Uint16(p[2:])) != len(p) {
+			t.Fatal("bad IPv4 total length")
+		}
+	} else if int(binary.BigEndian.Uint16(p[4:]))+40 != len(p) {
+		t.Fatal("bad IPv6 payload length")
+	}
+	if fold(sum(p[ipLen:], pseudoHeader(p, v4, protoTCP, len(p)-ipLen))) != 0xffff {
+		t.Fatal("bad TCP checksum")
+	}
+}
+
+func TestSegmentTCP(t *testing.T) {
+	payload := make([]byte, 5000)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	for _, v6 := range []bool{false, true} {
+		const psh, fin, ack = 0x08, 0x01, 0x10
+		pkt := tcpPacket(v6, payload, psh|fin|ack, 7777)
+		ipLen, gso := 20, uint8(GSOTCPv4)
+		if v6 {
+			ipLen, gso = 40, GSOTCPv6
+		}
+		h := VnetHdr{Flags: VnetNeedsCsum, GSOType: gso, HdrLen: uint16(ipLen + 20), GSOSize: 1400, CsumStart: uint16(ipLen), CsumOffset: 16}
+		var got []byte
+		var segs int
+		scratch := make([]byte, 65535)
+		err := Segment(h, pkt, scratch, func(seg []byte) error {
+			validTCP(t, seg)
+			if len(seg) > ipLen+20+1400 {
+				t.Fatalf("segment of %d bytes", len(seg))
+			}
+			seq := binary.BigEndian.Uint32(seg[ipLen+4:])
+			if seq != 7777+uint32(len(got)) {
+				t.Fatalf("segment %d seq %d", segs, seq)
+			}
+			last := len(got)+len(seg)-ipLen-20 == len(payload)
+			if f := seg[ipLen+13]; (f&(psh|fin) != 0) != last || f&ack == 0 {
+				t.Fatalf("segment %d flags %#x (last %v)", segs, f, last)
+			}
+			if !v6 && binary.BigEndian.Uint16(seg[4:]) != 1000+uint16(segs) {
+				t.Fatalf("segment %d IP ID %d", segs, binary.BigEndian.Uint16(seg[4:]))
+			}
+			got = append(got, seg[ipLen+20:]...)
+			segs++
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if segs != 4 || !bytes.Equal(got, payload) {
+			t.Fatalf("v6=%v: %d segments, payload equal %v", v6, segs, bytes.Equal(got, payload))
+		}
+	}
+}
+
+func TestSegmentCompletesPartialChecksum(t *testing.T) {
+	full := tcpPacket(false, []byte("partial checksum payload"), 0x18, 1)
+	partial := bytes.Clone(full)
+	// What the kernel hands over with NEEDS_CSUM: the pseudo-header sum only.
+	binary.BigEndian.PutUint16(partial[36:], fold(pseudoHeader(partial, true, protoTCP, len(partial)-20)))
+	h := VnetHdr{Flags: VnetNeedsCsum, CsumStart: 20, CsumOffset: 16}
+	var out []byte
+	if err := Segment(h, partial, make([]byte, 65535), func(p []byte) error { out = bytes.Clone(p); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out, full) {
+		t.Fatalf("checksum not completed: got %x want %x", out[36:38], full[36:38])
+	}
+}
+
+func TestVnetHdrValidate(t *testing.T) {
+	pkt := tcpPacket(false, make([]byte, 3000), 0x10, 1)
+	good := VnetHdr{Flags: VnetNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1400, CsumStart: 20, CsumOffset: 16}
+	if err := good.Validate(pkt); err != nil {
+		t.Fatal(err)
+	}
+	bad := []VnetHdr{
+		{Flags: 0x80},
+		{Flags: VnetNeedsCsum, CsumStart: 60000, CsumOffset: 16},
+		{GSOType: GSOTCPv4, GSOSize: 1400, Flags: VnetNeedsCsum, CsumStart: 20, CsumOffset: 16, HdrLen: 40}, // ok, mutated below
+		{Flags: VnetNeedsCsum, GSOType: GSOTCPv6, GSOSize: 1400, CsumStart: 20, CsumOffset: 16},
+		{Flags: VnetNeedsCsum, GSOType: GSOTCPv4, GSOSize: 0, CsumStart: 20, CsumOffset: 16},
+		{Flags: VnetNeedsCsum, GSOType: 9, GSOSize: 1400, CsumStart: 20, CsumOffset: 16},
+		{GSOType: GSOECN},
+	}
+	bad[2].CsumStart = 24
+	for i, h := range bad {
+		if err := h.Validate(pkt); err == nil {
+			t.Errorf("case %d: %+v accepted", i, h)
+		}
+	}
+	var b [VnetHdrLen]byte
+	good.Encode(b[:])
+	if DecodeVnetHdr(b[:]) != good {
+		t.Fatal("encode/decode mismatch")
+	}
+}
+
+func BenchmarkSegment64K(b *testing.B) {
+	pkt := tcpPacket(false, make([]byte, 65535-40), 0x10, 1)
+	h := VnetHdr{Flags: VnetNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1360, CsumStart: 20, CsumOffset: 16}
+	scratch := make([]byte, 65535)
+	b.SetBytes(int64(len(pkt)))
+	b.ReportAllocs()
+	emit := func([]byte) error { return nil }
+	for b.Loop() {
+		if err := Segment(h, pkt, scratch, emit); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,104 @@
+package secure
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"fmt"
+	"runtime"
+	"strings"
+
+	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/sys/cpu"
+)
+
+// Ciphers is a set of record ciphers, as offered and chosen in the handshake.
+// The handshake itself always uses ChaCha20-Poly1305 (Noise); the records
+// after it use the fastest cipher both ends run in hardware: on this
+// project's 2-core machine AES-256-GCM seals 64 KiB records at ~4.7 GB/s,
+// ChaCha20-Poly1305 at ~1.6 GB/s. Without AES instructions AES-GCM is slow
+// (and only constant-time in software at a further cost), so it is offered
+// only when the CPU has them.
+type Ciphers uint8
+
+// The record ciphers.
+const (
+	ChaCha20Poly1305 Ciphers = 1 << iota
+	AES256GCM
+)
+
+// LocalCiphers is what this machine offers: AES-256-GCM when the CPU has
+// AES and carry-less multiplication instructions, ChaCha20-Poly1305 always.
+func LocalCiphers() Ciphers {
+	c := ChaCha20Poly1305
+	if hasAESHardware() {
+		c |= AES256GCM
+	}
+	return c
+}
+
+func hasAESHardware() bool {
+	switch runtime.GOARCH {
+	case "amd64":
+		return cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ
+	case "arm64":
+		return cpu.ARM64.HasAES && cpu.ARM64.HasPMULL
+	}
+	return false
+}
+
+// pickCipher chooses from what both sides have, preferring AES-256-GCM.
+func pickCipher(offer, accept Ciphers) Ciphers {
+	common := offer & accept
+	switch {
+	case common&AES256GCM != 0:
+		return AES256GCM
+	case common&ChaCha20Poly1305 != 0:
+		return ChaCha20Poly1305
+	}
+	return 0
+}
+
+func (c Ciphers) String() string {
+	var names []string
+	if c&ChaCha20Poly1305 != 0 {
+		names = append(names, "chacha20-poly1305")
+	}
+	if c&AES256GCM != 0 {
+		names = append(names, "aes-256-gcm")
+	}
+	if rest := c &^ (ChaCha20Poly1305 | AES256GCM); rest != 0 {
+		names = append(names, fmt.Sprintf("unknown(%#x)", uint8(rest)))
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, "+")
+}
+
+// ParseCiphers reads a config value: "auto" (or ""), "chacha20-poly1305",
+// "aes-256-gcm".
+func ParseCiphers(s string) (Ciphers, error) {
+	switch s {
+	case "", "auto":
+		return 0, nil
+	case "chacha20-poly1305":
+		return ChaCha20Poly1305, nil
+	case "aes-256-gcm":
+		return AES256GCM, nil
+	}
+	return 0, fmt.Errorf("unknown cipher %q (auto, chacha20-poly1305 or aes-256-gcm)", s)
+}
+
+func newAEAD(c Ciphers, key [32]byte) (cipher.AEAD, error) {
+	switch c {
+	case ChaCha20Poly1305:
+		return chacha20poly1305.New(key[:])
+	case AES256GCM:
+		b, err := aes.NewCipher(key[:])
+		if err != nil {
+			return nil, err
+		}
+		return cipher.NewGCM(b)
+	}
+	return nil, fmt.Errorf("no cipher %v", c)
+}
