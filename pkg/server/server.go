@@ -39,13 +39,13 @@ const maxPendingHandshakes = 256
 
 // Drop reasons, counted per peer and in total.
 const (
-	DropSpoofed   = "spoofed_source"
-	DropACL       = "acl"
+	DropSpoofed    = "spoofed_source"
+	DropACL        = "acl"
 	DropMalformed  = "malformed"
 	DropBadOffload = "bad_offload"
-	DropNoRoute   = "no_route"
-	DropQueueFull = "queue_full"
-	DropTunWrite  = "tun_write"
+	DropNoRoute    = "no_route"
+	DropQueueFull  = "queue_full"
+	DropTunWrite   = "tun_write"
 )
 
 // Server is a running gtund.
