@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -115,6 +116,14 @@ func (d Daemon) run(path string) int {
 			}
 		}
 	}()
+	// A CPU profile for performance work: GTUN_CPUPROFILE=/tmp/gtun.pprof.
+	if p := os.Getenv("GTUN_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
 	err := d.Run(ctx, path, reload)
 	switch {
 	case err == nil:

@@ -16,11 +16,23 @@ const MaxIP = 65535
 // MaxSize is the largest frame: a virtio-net header and an IP packet.
 const MaxSize = VnetHdrLen + MaxIP
 
+// Headroom is the room kept in front of a frame for the tunnel's 4-byte
+// length prefix, so that a large frame is sent without being copied.
+const Headroom = 4
+
 // Buf is a reusable frame buffer: B[:N] is a virtio-net header followed by
 // an IP packet, as read from the TUN device and carried in the tunnel.
 type Buf struct {
-	B [MaxSize]byte
-	N int
+	arr [Headroom + MaxSize]byte
+	B   []byte // arr after the headroom, MaxSize long
+	N   int
+}
+
+// Framed returns the frame with its big-endian length prefix written into
+// the headroom in front of it.
+func (b *Buf) Framed() []byte {
+	binary.BigEndian.PutUint32(b.arr[:Headroom], uint32(b.N))
+	return b.arr[:Headroom+b.N]
 }
 
 // Bytes returns the frame (header and packet).
@@ -29,7 +41,11 @@ func (b *Buf) Bytes() []byte { return b.B[:b.N] }
 // IP returns the IP packet after the header.
 func (b *Buf) IP() []byte { return b.B[VnetHdrLen:b.N] }
 
-var pool = sync.Pool{New: func() any { return new(Buf) }}
+var pool = sync.Pool{New: func() any {
+	b := new(Buf)
+	b.B = b.arr[Headroom:]
+	return b
+}}
 
 // Get returns an empty buffer from the pool.
 func Get() *Buf { return pool.Get().(*Buf) }

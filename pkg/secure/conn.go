@@ -74,17 +74,23 @@ func (c *Conn) Cipher() string { return c.cipher.String() }
 // tags. Keys are never reused across connections, so counters can restart.
 func putNonce(n *[chacha20poly1305.NonceSize]byte, c uint64) { binary.LittleEndian.PutUint64(n[4:], c) }
 
-// Read returns plaintext from the next sealed record(s).
+// Read returns plaintext from the next sealed record(s). A caller whose
+// buffer holds a whole record gets it decrypted straight into the buffer,
+// saving a copy on the bulk path.
 func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	for len(c.pending) == 0 {
+	if len(c.pending) == 0 {
 		if c.rerr != nil {
 			return 0, c.rerr
 		}
-		if err := c.readRecord(); err != nil {
+		n, err := c.readRecord(p)
+		if err != nil {
 			c.rerr = err
 			return 0, err
+		}
+		if n > 0 {
+			return n, nil
 		}
 	}
 	n := copy(p, c.pending)
@@ -92,61 +98,85 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (c *Conn) readRecord() error {
-	if _, err := io.ReadFull(c.br, c.rhdr[:]); err != nil {
-		return err
-	}
-	n := int(binary.BigEndian.Uint32(c.rhdr[:]))
-	if n <= tagSize || n > maxRecordCipher {
-		return fmt.Errorf("%w: %d bytes", ErrRecordTooLarge, n)
-	}
-	if cap(c.rbuf) < n {
-		c.rbuf = make([]byte, n, max(n, 2*cap(c.rbuf)))
-	}
-	buf := c.rbuf[:n]
-	if _, err := io.ReadFull(c.br, buf); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+// readRecord reads and opens the next record: into dst when it fits (and
+// returns the length), otherwise into c.pending (and returns 0).
+func (c *Conn) readRecord(dst []byte) (int, error) {
+	{
+		if _, err := io.ReadFull(c.br, c.rhdr[:]); err != nil {
+			return 0, err
 		}
-		return err
+		n := int(binary.BigEndian.Uint32(c.rhdr[:]))
+		if n <= tagSize || n > maxRecordCipher {
+			return 0, fmt.Errorf("%w: %d bytes", ErrRecordTooLarge, n)
+		}
+		if cap(c.rbuf) < n {
+			c.rbuf = make([]byte, n, max(n, 2*cap(c.rbuf)))
+		}
+		buf := c.rbuf[:n]
+		if _, err := io.ReadFull(c.br, buf); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		putNonce(&c.rnonce, c.rcount)
+		out := buf[:0] // in place
+		direct := len(dst) >= n-tagSize
+		if direct {
+			out = dst[:0]
+		}
+		plain, err := c.recv.Open(out, c.rnonce[:], buf, c.rhdr[:])
+		if err != nil {
+			return 0, fmt.Errorf("open record %d: %w", c.rcount, err)
+		}
+		c.rcount++
+		if direct {
+			return len(plain), nil
+		}
+		c.pending = plain
+		return 0, nil
 	}
-	putNonce(&c.rnonce, c.rcount)
-	plain, err := c.recv.Open(buf[:0], c.rnonce[:], buf, c.rhdr[:])
-	if err != nil {
-		return fmt.Errorf("open record %d: %w", c.rcount, err)
-	}
-	c.rcount++
-	c.pending = plain
-	return nil
 }
 
-// Write seals p into one or more records and writes them.
-func (c *Conn) Write(p []byte) (int, error) {
+// Write seals p into one or more records and writes them at once.
+func (c *Conn) Write(p []byte) (int, error) { return c.WriteRecords(p) }
+
+// WriteRecords seals each of ps into its own record(s) and sends them all
+// with one write: yamux hands over a frame header and its body separately,
+// and sending them as two TCP writes would cost a syscall and a tiny segment
+// per frame.
+func (c *Conn) WriteRecords(ps ...[]byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return 0, c.werr
 	}
-	written := 0
-	for len(p) > 0 {
-		chunk := p[:min(len(p), MaxRecordPlaintext)]
-		need := recordHeader + len(chunk) + tagSize
-		if cap(c.wbuf) < need {
-			c.wbuf = make([]byte, 0, max(need, 2*cap(c.wbuf)))
-		}
-		buf := c.wbuf[:recordHeader]
-		binary.BigEndian.PutUint32(buf, uint32(len(chunk)+tagSize))
-		putNonce(&c.wnonce, c.wcount)
-		c.wcount++
-		buf = c.send.Seal(buf, c.wnonce[:], chunk, buf[:recordHeader])
-		if _, err := c.conn.Write(buf); err != nil {
-			c.werr = err
-			return written, err
-		}
-		written += len(chunk)
-		p = p[len(chunk):]
+	need, total := 0, 0
+	for _, p := range ps {
+		records := (len(p) + MaxRecordPlaintext - 1) / MaxRecordPlaintext
+		need += len(p) + records*(recordHeader+tagSize)
+		total += len(p)
 	}
-	return written, nil
+	if cap(c.wbuf) < need {
+		c.wbuf = make([]byte, 0, max(need, 2*cap(c.wbuf)))
+	}
+	buf := c.wbuf[:0]
+	for _, p := range ps {
+		for len(p) > 0 {
+			chunk := p[:min(len(p), MaxRecordPlaintext)]
+			at := len(buf)
+			buf = binary.BigEndian.AppendUint32(buf, uint32(len(chunk)+tagSize))
+			putNonce(&c.wnonce, c.wcount)
+			c.wcount++
+			buf = c.send.Seal(buf, c.wnonce[:], chunk, buf[at:at+recordHeader])
+			p = p[len(chunk):]
+		}
+	}
+	if _, err := c.conn.Write(buf); err != nil {
+		c.werr = err
+		return 0, err
+	}
+	return total, nil
 }
 
 func (c *Conn) Close() error                       { return c.conn.Close() }

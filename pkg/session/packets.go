@@ -23,9 +23,11 @@ type PacketReader struct {
 	hdr [frameHeader]byte
 }
 
-// NewPacketReader wraps the data stream.
+// NewPacketReader wraps the data stream. The buffer is small on purpose:
+// it serves the 4-byte headers and small packets, while a large packet is
+// read past it straight into the packet buffer (one copy fewer).
 func NewPacketReader(r io.Reader) *PacketReader {
-	return &PacketReader{r: bufio.NewReaderSize(r, 64*1024)}
+	return &PacketReader{r: bufio.NewReaderSize(r, 2048)}
 }
 
 // ReadPacket reads the next packet into b.

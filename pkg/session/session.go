@@ -78,7 +78,7 @@ func newSession(mux *yamux.Session, isClient bool, log *slog.Logger, queueLen in
 // stream, sends hello and waits for the server's config, then opens the data
 // stream. The session owns conn from here on.
 func Dial(ctx context.Context, conn net.Conn, hello *Msg, queueLen int, log *slog.Logger) (*Session, *Msg, error) {
-	mux, err := yamux.Client(conn, muxConfig())
+	mux, err := yamux.Client(wrapForMux(conn), muxConfig())
 	if err != nil {
 		conn.Close()
 		return nil, nil, fmt.Errorf("yamux client: %w", err)
@@ -127,7 +127,7 @@ func (s *Session) dial(ctx context.Context, hello *Msg) (*Msg, error) {
 // Accept runs the server side over a sealed conn up to the client's hello.
 // The caller answers with SendControl (config or error), then AcceptData.
 func Accept(conn net.Conn, queueLen int, log *slog.Logger) (*Session, *Msg, error) {
-	mux, err := yamux.Server(conn, muxConfig())
+	mux, err := yamux.Server(wrapForMux(conn), muxConfig())
 	if err != nil {
 		conn.Close()
 		return nil, nil, fmt.Errorf("yamux server: %w", err)
@@ -269,10 +269,34 @@ func (s *Session) Run(ctx context.Context, h Handlers) error {
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch+frameHeader+packet.MaxSize); return &b }}
 
-// sendLoop drains the queue, packing as many packets as are waiting (up to
-// maxBatch bytes) into one stream write. The batch buffer is borrowed only
-// while there is something to send, so idle sessions hold none.
+// directWrite is the frame size from which a frame goes to the stream on its
+// own, straight from its buffer (the length prefix sits in its headroom);
+// smaller frames are copied into a batch so that many fit one write.
+const directWrite = 8 * 1024
+
+// sendLoop drains the queue: large frames are written as they are, small
+// ones packed (up to maxBatch bytes) into one stream write. The batch buffer
+// is borrowed only while there is something to send, so idle sessions hold
+// none.
 func (s *Session) sendLoop(ctx context.Context) error {
+	var bp *[]byte
+	var batch []byte
+	packets := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		_, err := s.data.Write(batch)
+		s.Stats.TxBytes.Add(uint64(len(batch) - packets*frameHeader))
+		s.Stats.TxPackets.Add(uint64(packets))
+		batch, packets = batch[:0], 0
+		return err
+	}
+	defer func() {
+		if bp != nil {
+			batchPool.Put(bp)
+		}
+	}()
 	for {
 		var b *packet.Buf
 		select {
@@ -280,28 +304,46 @@ func (s *Session) sendLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
-		bp := batchPool.Get().(*[]byte)
-		batch := appendFrame((*bp)[:0], b.Bytes())
-		packets := 1
-		packet.Put(b)
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case b = <-s.queue:
+		for b != nil {
+			if b.N >= directWrite {
+				if err := flush(); err != nil {
+					packet.Put(b)
+					return fmt.Errorf("write data: %w", err)
+				}
+				_, err := s.data.Write(b.Framed())
+				s.Stats.TxBytes.Add(uint64(b.N))
+				s.Stats.TxPackets.Add(1)
+				packet.Put(b)
+				if err != nil {
+					return fmt.Errorf("write data: %w", err)
+				}
+			} else {
+				if bp == nil {
+					bp = batchPool.Get().(*[]byte)
+					batch = (*bp)[:0]
+				}
 				batch = appendFrame(batch, b.Bytes())
 				packets++
 				packet.Put(b)
+				if len(batch) >= maxBatch {
+					if err := flush(); err != nil {
+						return fmt.Errorf("write data: %w", err)
+					}
+				}
+			}
+			select {
+			case b = <-s.queue:
 			default:
-				break fill
+				b = nil
 			}
 		}
-		_, err := s.data.Write(batch)
-		s.Stats.TxBytes.Add(uint64(len(batch) - packets*frameHeader))
-		s.Stats.TxPackets.Add(uint64(packets))
-		*bp = batch[:0]
-		batchPool.Put(bp)
-		if err != nil {
+		if err := flush(); err != nil {
 			return fmt.Errorf("write data: %w", err)
+		}
+		if bp != nil {
+			*bp = batch[:0]
+			batchPool.Put(bp)
+			bp, batch = nil, nil
 		}
 	}
 }

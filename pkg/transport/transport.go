@@ -79,7 +79,9 @@ func tuneTCP(c net.Conn) {
 	_ = tc.SetKeepAlivePeriod(15 * time.Second)
 	if rc, err := tc.SyscallConn(); err == nil {
 		_ = rc.Control(func(fd uintptr) {
-			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notSentLowat)
+			if notSentLowat > 0 {
+				_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notSentLowat)
+			}
 		})
 	}
 }
