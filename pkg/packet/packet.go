@@ -16,23 +16,20 @@ const MaxIP = 65535
 // MaxSize is the largest frame: a virtio-net header and an IP packet.
 const MaxSize = VnetHdrLen + MaxIP
 
-// Headroom is the room kept in front of a frame for the tunnel's 4-byte
-// length prefix, so that a large frame is sent without being copied.
-const Headroom = 4
+// Headroom and Tailroom are kept around a frame so that the tunnel can seal
+// it where it lies: a record's length and type go in front, its
+// authentication tag behind (secure.PacketHeadroom, secure.PacketTailroom).
+const (
+	Headroom = 5
+	Tailroom = 16
+)
 
 // Buf is a reusable frame buffer: B[:N] is a virtio-net header followed by
 // an IP packet, as read from the TUN device and carried in the tunnel.
 type Buf struct {
-	arr [Headroom + MaxSize]byte
-	B   []byte // arr after the headroom, MaxSize long
+	arr [Headroom + MaxSize + Tailroom]byte
+	B   []byte // the frame's space: arr after the headroom, MaxSize long
 	N   int
-}
-
-// Framed returns the frame with its big-endian length prefix written into
-// the headroom in front of it.
-func (b *Buf) Framed() []byte {
-	binary.BigEndian.PutUint32(b.arr[:Headroom], uint32(b.N))
-	return b.arr[:Headroom+b.N]
 }
 
 // Bytes returns the frame (header and packet).
@@ -41,9 +38,16 @@ func (b *Buf) Bytes() []byte { return b.B[:b.N] }
 // IP returns the IP packet after the header.
 func (b *Buf) IP() []byte { return b.B[VnetHdrLen:b.N] }
 
+// Record returns the frame with its headroom and tailroom, for sealing in place.
+func (b *Buf) Record() []byte { return b.arr[:Headroom+b.N+Tailroom] }
+
+// RecordSpace is where a received record is read and opened so that its
+// payload (after the one-byte type) lands exactly on B.
+func (b *Buf) RecordSpace() []byte { return b.arr[Headroom-1:] }
+
 var pool = sync.Pool{New: func() any {
 	b := new(Buf)
-	b.B = b.arr[Headroom:]
+	b.B = b.arr[Headroom : Headroom+MaxSize]
 	return b
 }}
 

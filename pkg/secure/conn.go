@@ -14,24 +14,41 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
+// Record layout on the wire: [4-byte big-endian length L][ciphertext][tag],
+// where the ciphertext seals [1-byte type][payload] and L counts type,
+// payload and tag. The length is authenticated as additional data; the nonce
+// is the record counter, which suffices because the transport is ordered.
 const (
 	recordHeader = 4
 	tagSize      = chacha20poly1305.Overhead
-	// MaxRecordPlaintext is the most one sealed record carries: a 64 KiB
-	// packet plus the framing above it fits in one record.
+	// MaxRecordPlaintext is the most payload one record carries: a 64 KiB
+	// frame and its header fit in one record.
 	MaxRecordPlaintext = 64*1024 + 1024
-	maxRecordCipher    = MaxRecordPlaintext + tagSize
+	maxRecordCipher    = 1 + MaxRecordPlaintext + tagSize
 	readBufferSize     = 16 * 1024
+
+	// PacketHeadroom and PacketTailroom are what WritePackets needs around a
+	// payload to seal it where it lies: the length and the type in front,
+	// the tag behind.
+	PacketHeadroom = recordHeader + 1
+	PacketTailroom = tagSize
+)
+
+// Record types: the byte stream (Read/Write, which yamux runs over) and
+// packets (one data frame per record, written and read without copies).
+const (
+	TypeStream byte = 0
+	TypePacket byte = 1
 )
 
 // ErrRecordTooLarge is returned for a length prefix beyond MaxRecordPlaintext:
 // the stream is hostile or corrupt and is not read any further.
 var ErrRecordTooLarge = errors.New("sealed record length out of range")
 
-// Conn is a net.Conn whose every byte is sealed with ChaCha20-Poly1305 under
-// keys from the handshake. Records are [4-byte length][ciphertext+tag]; the
-// nonce is a counter, which suffices because the underlying stream is ordered.
-// One reader and one writer may use it concurrently.
+// Conn is a connection whose every byte is sealed under keys from the
+// handshake. It is a net.Conn for the byte stream, and also carries packet
+// records next to it (WritePackets, ReadRecord). One reader and any number of
+// writers may use it concurrently.
 type Conn struct {
 	conn   net.Conn
 	cipher Ciphers
@@ -51,6 +68,7 @@ type Conn struct {
 	wnonce [chacha20poly1305.NonceSize]byte
 	wcount uint64
 	wbuf   []byte
+	wvec   [][]byte
 	werr   error
 }
 
@@ -74,78 +92,83 @@ func (c *Conn) Cipher() string { return c.cipher.String() }
 // tags. Keys are never reused across connections, so counters can restart.
 func putNonce(n *[chacha20poly1305.NonceSize]byte, c uint64) { binary.LittleEndian.PutUint64(n[4:], c) }
 
-// Read returns plaintext from the next sealed record(s). A caller whose
-// buffer holds a whole record gets it decrypted straight into the buffer,
-// saving a copy on the bulk path.
+// ReadRecord reads the next record into buf, opens it in place and returns
+// its type and payload (a slice of buf, which must hold 1+MaxRecordPlaintext+
+// tag bytes to take any record). Not to be mixed with Read.
+func (c *Conn) ReadRecord(buf []byte) (byte, []byte, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.rerr != nil {
+		return 0, nil, c.rerr
+	}
+	typ, payload, err := c.readRecord(buf)
+	if err != nil {
+		c.rerr = err
+	}
+	return typ, payload, err
+}
+
+func (c *Conn) readRecord(buf []byte) (byte, []byte, error) {
+	if _, err := io.ReadFull(c.br, c.rhdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := int(binary.BigEndian.Uint32(c.rhdr[:]))
+	if n <= 1+tagSize || n > maxRecordCipher {
+		return 0, nil, fmt.Errorf("%w: %d bytes", ErrRecordTooLarge, n)
+	}
+	if n > len(buf) {
+		return 0, nil, fmt.Errorf("%w: %d bytes for a %d-byte buffer", ErrRecordTooLarge, n, len(buf))
+	}
+	sealed := buf[:n]
+	if _, err := io.ReadFull(c.br, sealed); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, err
+	}
+	putNonce(&c.rnonce, c.rcount)
+	plain, err := c.recv.Open(sealed[:0], c.rnonce[:], sealed, c.rhdr[:])
+	if err != nil {
+		return 0, nil, fmt.Errorf("open record %d: %w", c.rcount, err)
+	}
+	c.rcount++
+	return plain[0], plain[1:], nil
+}
+
+// Read returns bytes of the stream. A packet record here is a protocol error:
+// whoever sends packets reads with ReadRecord.
 func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if len(c.pending) == 0 {
+	for len(c.pending) == 0 {
 		if c.rerr != nil {
 			return 0, c.rerr
 		}
-		n, err := c.readRecord(p)
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, maxRecordCipher)
+		}
+		typ, payload, err := c.readRecord(c.rbuf)
+		if err == nil && typ != TypeStream {
+			err = fmt.Errorf("unexpected record type %d on the stream", typ)
+		}
 		if err != nil {
 			c.rerr = err
 			return 0, err
 		}
-		if n > 0 {
-			return n, nil
-		}
+		c.pending = payload
 	}
 	n := copy(p, c.pending)
 	c.pending = c.pending[n:]
 	return n, nil
 }
 
-// readRecord reads and opens the next record: into dst when it fits (and
-// returns the length), otherwise into c.pending (and returns 0).
-func (c *Conn) readRecord(dst []byte) (int, error) {
-	{
-		if _, err := io.ReadFull(c.br, c.rhdr[:]); err != nil {
-			return 0, err
-		}
-		n := int(binary.BigEndian.Uint32(c.rhdr[:]))
-		if n <= tagSize || n > maxRecordCipher {
-			return 0, fmt.Errorf("%w: %d bytes", ErrRecordTooLarge, n)
-		}
-		if cap(c.rbuf) < n {
-			c.rbuf = make([]byte, n, max(n, 2*cap(c.rbuf)))
-		}
-		buf := c.rbuf[:n]
-		if _, err := io.ReadFull(c.br, buf); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return 0, err
-		}
-		putNonce(&c.rnonce, c.rcount)
-		out := buf[:0] // in place
-		direct := len(dst) >= n-tagSize
-		if direct {
-			out = dst[:0]
-		}
-		plain, err := c.recv.Open(out, c.rnonce[:], buf, c.rhdr[:])
-		if err != nil {
-			return 0, fmt.Errorf("open record %d: %w", c.rcount, err)
-		}
-		c.rcount++
-		if direct {
-			return len(plain), nil
-		}
-		c.pending = plain
-		return 0, nil
-	}
-}
+// Write seals p into stream records and writes them at once.
+func (c *Conn) Write(p []byte) (int, error) { return c.WriteStream(p) }
 
-// Write seals p into one or more records and writes them at once.
-func (c *Conn) Write(p []byte) (int, error) { return c.WriteRecords(p) }
-
-// WriteRecords seals each of ps into its own record(s) and sends them all
-// with one write: yamux hands over a frame header and its body separately,
-// and sending them as two TCP writes would cost a syscall and a tiny segment
-// per frame.
-func (c *Conn) WriteRecords(ps ...[]byte) (int, error) {
+// WriteStream seals each of ps into stream record(s) and sends them all with
+// one write: yamux hands over a frame header and its body separately, and
+// two TCP writes would cost a syscall and a tiny segment per frame.
+func (c *Conn) WriteStream(ps ...[]byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
@@ -154,7 +177,7 @@ func (c *Conn) WriteRecords(ps ...[]byte) (int, error) {
 	need, total := 0, 0
 	for _, p := range ps {
 		records := (len(p) + MaxRecordPlaintext - 1) / MaxRecordPlaintext
-		need += len(p) + records*(recordHeader+tagSize)
+		need += len(p) + records*(PacketHeadroom+PacketTailroom)
 		total += len(p)
 	}
 	if cap(c.wbuf) < need {
@@ -165,10 +188,10 @@ func (c *Conn) WriteRecords(ps ...[]byte) (int, error) {
 		for len(p) > 0 {
 			chunk := p[:min(len(p), MaxRecordPlaintext)]
 			at := len(buf)
-			buf = binary.BigEndian.AppendUint32(buf, uint32(len(chunk)+tagSize))
-			putNonce(&c.wnonce, c.wcount)
-			c.wcount++
-			buf = c.send.Seal(buf, c.wnonce[:], chunk, buf[at:at+recordHeader])
+			buf = append(buf, 0, 0, 0, 0, TypeStream)
+			buf = append(buf, chunk...)
+			rec := c.sealLocked(buf[at:]) // the tag goes into buf's spare capacity
+			buf = buf[:at+len(rec)]
 			p = p[len(chunk):]
 		}
 	}
@@ -177,6 +200,42 @@ func (c *Conn) WriteRecords(ps ...[]byte) (int, error) {
 		return 0, err
 	}
 	return total, nil
+}
+
+// sealLocked seals rec = [4 length][type][payload] in place, appending the
+// tag (rec must have PacketTailroom spare capacity), and returns the record.
+func (c *Conn) sealLocked(rec []byte) []byte {
+	binary.BigEndian.PutUint32(rec, uint32(len(rec)-recordHeader+tagSize))
+	putNonce(&c.wnonce, c.wcount)
+	c.wcount++
+	plain := rec[recordHeader:]
+	return rec[:recordHeader+len(c.send.Seal(plain[:0], c.wnonce[:], plain, rec[:recordHeader]))]
+}
+
+// WritePackets seals each of recs in place as one packet record and sends
+// them all with one write (writev): the frames are never copied. Each rec is
+// [PacketHeadroom spare][payload][PacketTailroom spare]; its contents are
+// destroyed.
+func (c *Conn) WritePackets(recs ...[]byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	c.wvec = c.wvec[:0]
+	for _, rec := range recs {
+		if len(rec) <= PacketHeadroom+PacketTailroom || len(rec)-PacketHeadroom-PacketTailroom > MaxRecordPlaintext {
+			return fmt.Errorf("packet record of %d bytes out of range", len(rec))
+		}
+		rec[recordHeader] = TypePacket
+		c.wvec = append(c.wvec, c.sealLocked(rec[:len(rec)-PacketTailroom]))
+	}
+	bufs := net.Buffers(c.wvec)
+	if _, err := bufs.WriteTo(c.conn); err != nil {
+		c.werr = err
+		return err
+	}
+	return nil
 }
 
 func (c *Conn) Close() error                       { return c.conn.Close() }

@@ -336,11 +336,6 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string) {
 		sess.Close()
 		return
 	}
-	if err := sess.AcceptData(); err != nil {
-		s.log.Warn("data stream setup failed", "peer", name, "err", err)
-		sess.Close()
-		return
-	}
 	c := &clientConn{peer: peer, name: name, addr: addr, sess: sess, endpoint: remote, transport: tname, since: time.Now()}
 	if !s.register(key, c) {
 		refuse("peer removed")

@@ -2,15 +2,12 @@ package session
 
 import (
 	"encoding/binary"
+	"io"
 	"net"
 	"sync"
-)
 
-// recordWriter is what the sealed connection offers: several buffers sent
-// in one write.
-type recordWriter interface {
-	WriteRecords(ps ...[]byte) (int, error)
-}
+	"github.com/gtun/gtun/pkg/secure"
+)
 
 // yamux frame header: version, type, flags, stream id, length (12 bytes).
 const (
@@ -18,32 +15,45 @@ const (
 	yamuxTypeData  = 0
 )
 
-// muxConn sits between yamux and the sealed connection. yamux writes a data
-// frame's header and its body with two Writes in a row from its send loop;
-// muxConn holds the header back and sends both with one write, so a frame
-// costs one syscall and goes out as one burst instead of a tiny segment
-// followed by the body.
+// muxConn is the connection yamux runs over: what it writes goes out as
+// sealed stream records; what it reads is the payload of the stream records
+// the session's reader feeds in (packet records never reach it).
+//
+// yamux writes a data frame's header and its body with two Writes in a row
+// from its send loop; muxConn holds the header back and seals both into one
+// write, so a frame costs one syscall instead of a tiny segment and the body.
 type muxConn struct {
-	net.Conn
-	rw      recordWriter
-	mu      sync.Mutex
+	*secure.Conn
+	pr *io.PipeReader
+	pw *io.PipeWriter
+
+	wmu     sync.Mutex
 	held    [yamuxHeaderLen]byte
 	holding bool
 }
 
-func wrapForMux(c net.Conn) net.Conn {
-	if rw, ok := c.(recordWriter); ok {
-		return &muxConn{Conn: c, rw: rw}
-	}
-	return c
+func newMuxConn(sc *secure.Conn) *muxConn {
+	pr, pw := io.Pipe()
+	return &muxConn{Conn: sc, pr: pr, pw: pw}
 }
 
+// feed hands stream bytes to yamux; it blocks until yamux has read them.
+func (m *muxConn) feed(p []byte) error {
+	_, err := m.pw.Write(p)
+	return err
+}
+
+// closeRead ends yamux's reads with err.
+func (m *muxConn) closeRead(err error) { m.pw.CloseWithError(err) }
+
+func (m *muxConn) Read(p []byte) (int, error) { return m.pr.Read(p) }
+
 func (m *muxConn) Write(p []byte) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
 	if m.holding {
 		m.holding = false
-		if _, err := m.rw.WriteRecords(m.held[:], p); err != nil {
+		if _, err := m.Conn.WriteStream(m.held[:], p); err != nil {
 			return 0, err
 		}
 		return len(p), nil
@@ -54,5 +64,12 @@ func (m *muxConn) Write(p []byte) (int, error) {
 		m.holding = true
 		return len(p), nil
 	}
-	return m.Conn.Write(p)
+	return m.Conn.WriteStream(p)
 }
+
+func (m *muxConn) Close() error {
+	m.closeRead(io.ErrClosedPipe)
+	return m.Conn.Close()
+}
+
+var _ net.Conn = (*muxConn)(nil)

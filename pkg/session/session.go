@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/secure"
 )
 
 // Defaults both sides fall back to when the config leaves them unset.
@@ -22,7 +23,17 @@ const (
 	DefaultDeadAfter = 3
 	DefaultQueueLen  = 256
 	setupTimeout     = 10 * time.Second
+	// maxBatch bounds how many packets one write (writev) carries.
+	maxBatch = 64
 )
+
+func init() {
+	// Frames are sealed where they lie: the buffer geometry must match the
+	// record layout.
+	if packet.Headroom != secure.PacketHeadroom || packet.Tailroom != secure.PacketTailroom {
+		panic("packet buffer headroom/tailroom do not match the secure record layout")
+	}
+}
 
 // ErrDead is returned by Run when keepalives stopped arriving.
 var ErrDead = errors.New("session dead: no keepalive from the peer")
@@ -34,17 +45,26 @@ type Stats struct {
 	QueueDrops         atomic.Uint64 // packets dropped because the send queue was full
 }
 
-// Session is one authenticated, multiplexed connection between gtun and gtund.
+// Session is one authenticated connection between gtun and gtund. Control
+// messages travel in a yamux stream over the sealed byte stream; packets
+// travel beside it as sealed packet records, written and read in place from
+// their buffers. Moving data frames through yamux cost two copies and two
+// goroutine hand-offs per frame each way (see README, Performance).
 type Session struct {
+	sc       *secure.Conn
+	mc       *muxConn
 	mux      *yamux.Session
 	ctrl     *yamux.Stream
-	data     *yamux.Stream
 	isClient bool
 	log      *slog.Logger
 
 	keepalive time.Duration
 	deadAfter int
 	queue     chan *packet.Buf
+
+	deliver    atomic.Pointer[func([]byte)] // set by Run; packets before it are dropped
+	readerDone chan struct{}
+	readerErr  error // valid once readerDone is closed
 
 	Stats    Stats
 	rtt      atomic.Int64 // nanoseconds, last measured
@@ -57,36 +77,42 @@ func muxConfig() *yamux.Config {
 	c := yamux.DefaultConfig()
 	c.EnableKeepAlive = false // our control stream carries keepalives and measures RTT
 	c.AcceptBacklog = 8
-	c.MaxStreamWindowSize = 4 << 20 // let one data stream fill a fast, long path
 	c.ConnectionWriteTimeout = 10 * time.Second
 	c.StreamOpenTimeout = setupTimeout
 	c.LogOutput = io.Discard
 	return c
 }
 
-func newSession(mux *yamux.Session, isClient bool, log *slog.Logger, queueLen int) *Session {
+// start wraps sc and starts the goroutine that reads every record: stream
+// records feed yamux, packet records go to the deliver handler. It stops
+// when sc is closed.
+func start(sc *secure.Conn, isClient bool, log *slog.Logger, queueLen int) *Session {
 	if queueLen <= 0 {
 		queueLen = DefaultQueueLen
 	}
-	s := &Session{mux: mux, isClient: isClient, log: log, queue: make(chan *packet.Buf, queueLen),
-		keepalive: DefaultKeepalive, deadAfter: DefaultDeadAfter}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Session{sc: sc, mc: newMuxConn(sc), isClient: isClient, log: log, queue: make(chan *packet.Buf, queueLen),
+		keepalive: DefaultKeepalive, deadAfter: DefaultDeadAfter, readerDone: make(chan struct{})}
 	s.lastRecv.Store(time.Now().UnixNano())
+	go s.readLoop()
 	return s
 }
 
-// Dial runs the client side over an already sealed conn: it opens the control
-// stream, sends hello and waits for the server's config, then opens the data
-// stream. The session owns conn from here on.
-func Dial(ctx context.Context, conn net.Conn, hello *Msg, queueLen int, log *slog.Logger) (*Session, *Msg, error) {
-	mux, err := yamux.Client(wrapForMux(conn), muxConfig())
-	if err != nil {
-		conn.Close()
+// Dial runs the client side over a sealed conn: it opens the control stream,
+// sends hello and waits for the server's config. The session owns sc from
+// here on.
+func Dial(ctx context.Context, sc *secure.Conn, hello *Msg, queueLen int, log *slog.Logger) (*Session, *Msg, error) {
+	s := start(sc, true, log, queueLen)
+	var err error
+	if s.mux, err = yamux.Client(s.mc, muxConfig()); err != nil {
+		s.closeAll()
 		return nil, nil, fmt.Errorf("yamux client: %w", err)
 	}
-	s := newSession(mux, true, log, queueLen)
 	cfg, err := s.dial(ctx, hello)
 	if err != nil {
-		mux.Close()
+		s.closeAll()
 		return nil, nil, err
 	}
 	return s, cfg, nil
@@ -118,50 +144,36 @@ func (s *Session) dial(ctx context.Context, hello *Msg) (*Msg, error) {
 		return nil, fmt.Errorf("expected config, got %q", m.Type)
 	}
 	s.applyKeepalive(m)
-	if s.data, err = s.mux.OpenStream(); err != nil {
-		return nil, fmt.Errorf("open data stream: %w", err)
-	}
 	return m, nil
 }
 
 // Accept runs the server side over a sealed conn up to the client's hello.
-// The caller answers with SendControl (config or error), then AcceptData.
-func Accept(conn net.Conn, queueLen int, log *slog.Logger) (*Session, *Msg, error) {
-	mux, err := yamux.Server(wrapForMux(conn), muxConfig())
-	if err != nil {
-		conn.Close()
+// The caller answers with SendControl (config or error), then Run.
+func Accept(sc *secure.Conn, queueLen int, log *slog.Logger) (*Session, *Msg, error) {
+	s := start(sc, false, log, queueLen)
+	var err error
+	if s.mux, err = yamux.Server(s.mc, muxConfig()); err != nil {
+		s.closeAll()
 		return nil, nil, fmt.Errorf("yamux server: %w", err)
 	}
-	s := newSession(mux, false, log, queueLen)
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
-	if s.ctrl, err = mux.AcceptStreamWithContext(ctx); err != nil {
-		mux.Close()
+	if s.ctrl, err = s.mux.AcceptStreamWithContext(ctx); err != nil {
+		s.closeAll()
 		return nil, nil, fmt.Errorf("accept control stream: %w", err)
 	}
 	_ = s.ctrl.SetReadDeadline(time.Now().Add(setupTimeout))
 	m, err := ReadMsg(s.ctrl)
 	if err != nil {
-		mux.Close()
+		s.closeAll()
 		return nil, nil, fmt.Errorf("read hello: %w", err)
 	}
 	_ = s.ctrl.SetReadDeadline(time.Time{})
 	if m.Type != TypeHello {
-		mux.Close()
+		s.closeAll()
 		return nil, nil, fmt.Errorf("expected hello, got %q", m.Type)
 	}
 	return s, m, nil
-}
-
-// AcceptData waits for the client's data stream.
-func (s *Session) AcceptData() error {
-	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-	defer cancel()
-	var err error
-	if s.data, err = s.mux.AcceptStreamWithContext(ctx); err != nil {
-		return fmt.Errorf("accept data stream: %w", err)
-	}
-	return nil
 }
 
 func (s *Session) applyKeepalive(m *Msg) {
@@ -222,15 +234,29 @@ func (s *Session) LastKeepalive() time.Time {
 }
 
 // RemoteAddr is the peer's transport address.
-func (s *Session) RemoteAddr() net.Addr { return s.mux.RemoteAddr() }
+func (s *Session) RemoteAddr() net.Addr { return s.sc.RemoteAddr() }
+
+// Cipher names the record cipher of the session.
+func (s *Session) Cipher() string { return s.sc.Cipher() }
 
 // Close tears the session down; Run returns soon after.
-func (s *Session) Close() error { return s.mux.Close() }
+func (s *Session) Close() error {
+	s.closeAll()
+	return nil
+}
+
+func (s *Session) closeAll() {
+	if s.mux != nil {
+		s.mux.Close()
+	}
+	s.sc.Close()
+	s.mc.closeRead(io.ErrClosedPipe)
+}
 
 // Handlers are called by Run from its reader goroutines.
 type Handlers struct {
-	// Packet gets every packet from the peer; it must not keep pkt.
-	Packet func(pkt []byte)
+	// Packet gets every frame from the peer; it must not keep frame.
+	Packet func(frame []byte)
 	// Control gets control messages other than ping/pong.
 	Control func(m *Msg)
 }
@@ -238,6 +264,9 @@ type Handlers struct {
 // Run moves packets and keepalives until the session fails, is closed, or
 // ctx ends. It returns the first error; the session is closed on return.
 func (s *Session) Run(ctx context.Context, h Handlers) error {
+	if h.Packet != nil {
+		s.deliver.Store(&h.Packet)
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	start := func(f func(context.Context) error) {
@@ -250,16 +279,19 @@ func (s *Session) Run(ctx context.Context, h Handlers) error {
 		}()
 	}
 	start(s.sendLoop)
-	start(func(context.Context) error { return s.recvData(h.Packet) })
 	start(func(context.Context) error { return s.recvControl(h.Control) })
 	start(s.keepaliveLoop)
 	select {
 	case <-ctx.Done():
 	case <-s.mux.CloseChan():
 		cancel(errors.New("session closed"))
+	case <-s.readerDone:
+		cancel(s.readerErr)
 	}
-	s.mux.Close()
+	s.closeAll()
 	wg.Wait()
+	<-s.readerDone
+	s.deliver.Store(nil)
 	err := context.Cause(ctx)
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -267,100 +299,82 @@ func (s *Session) Run(ctx context.Context, h Handlers) error {
 	return err
 }
 
-var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch+frameHeader+packet.MaxSize); return &b }}
-
-// directWrite is the frame size from which a frame goes to the stream on its
-// own, straight from its buffer (the length prefix sits in its headroom);
-// smaller frames are copied into a batch so that many fit one write.
-const directWrite = 8 * 1024
-
-// sendLoop drains the queue: large frames are written as they are, small
-// ones packed (up to maxBatch bytes) into one stream write. The batch buffer
-// is borrowed only while there is something to send, so idle sessions hold
-// none.
-func (s *Session) sendLoop(ctx context.Context) error {
-	var bp *[]byte
-	var batch []byte
-	packets := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		_, err := s.data.Write(batch)
-		s.Stats.TxBytes.Add(uint64(len(batch) - packets*frameHeader))
-		s.Stats.TxPackets.Add(uint64(packets))
-		batch, packets = batch[:0], 0
-		return err
-	}
-	defer func() {
-		if bp != nil {
-			batchPool.Put(bp)
-		}
-	}()
+// readLoop reads every record from the peer. Packet records are opened in
+// a pooled buffer, right where the frame belongs, and handed to the deliver
+// handler without a copy; stream records go to yamux.
+func (s *Session) readLoop() {
+	defer close(s.readerDone)
+	b := packet.Get()
+	defer packet.Put(b)
 	for {
-		var b *packet.Buf
-		select {
-		case b = <-s.queue:
-		case <-ctx.Done():
-			return nil
+		typ, payload, err := s.sc.ReadRecord(b.RecordSpace())
+		if err != nil {
+			s.readerErr = fmt.Errorf("read: %w", err)
+			s.mc.closeRead(err)
+			return
 		}
-		for b != nil {
-			if b.N >= directWrite {
-				if err := flush(); err != nil {
-					packet.Put(b)
-					return fmt.Errorf("write data: %w", err)
-				}
-				_, err := s.data.Write(b.Framed())
-				s.Stats.TxBytes.Add(uint64(b.N))
-				s.Stats.TxPackets.Add(1)
-				packet.Put(b)
-				if err != nil {
-					return fmt.Errorf("write data: %w", err)
-				}
-			} else {
-				if bp == nil {
-					bp = batchPool.Get().(*[]byte)
-					batch = (*bp)[:0]
-				}
-				batch = appendFrame(batch, b.Bytes())
-				packets++
-				packet.Put(b)
-				if len(batch) >= maxBatch {
-					if err := flush(); err != nil {
-						return fmt.Errorf("write data: %w", err)
-					}
-				}
+		s.lastRecv.Store(time.Now().UnixNano())
+		switch typ {
+		case secure.TypeStream:
+			if err := s.mc.feed(payload); err != nil {
+				s.readerErr = err
+				return
 			}
-			select {
-			case b = <-s.queue:
-			default:
-				b = nil
+		case secure.TypePacket:
+			if len(payload) == 0 || len(payload) > packet.MaxSize {
+				s.readerErr = fmt.Errorf("packet record of %d bytes", len(payload))
+				s.mc.closeRead(s.readerErr)
+				return
 			}
-		}
-		if err := flush(); err != nil {
-			return fmt.Errorf("write data: %w", err)
-		}
-		if bp != nil {
-			*bp = batch[:0]
-			batchPool.Put(bp)
-			bp, batch = nil, nil
+			s.Stats.RxBytes.Add(uint64(len(payload)))
+			s.Stats.RxPackets.Add(1)
+			if d := s.deliver.Load(); d != nil {
+				(*d)(payload)
+			}
+		default:
+			s.readerErr = fmt.Errorf("unknown record type %d", typ)
+			s.mc.closeRead(s.readerErr)
+			return
 		}
 	}
 }
 
-func (s *Session) recvData(deliver func([]byte)) error {
-	pr := NewPacketReader(s.data)
-	b := packet.Get()
-	defer packet.Put(b)
+// sendLoop drains the queue and seals each frame in its own buffer; the
+// frames waiting at that moment (up to maxBatch) go out in one writev.
+func (s *Session) sendLoop(ctx context.Context) error {
+	bufs := make([]*packet.Buf, 0, maxBatch)
+	recs := make([][]byte, 0, maxBatch)
 	for {
-		if err := pr.ReadPacket(b); err != nil {
-			return fmt.Errorf("read data: %w", err)
+		select {
+		case b := <-s.queue:
+			bufs = append(bufs, b)
+		case <-ctx.Done():
+			return nil
 		}
-		s.lastRecv.Store(time.Now().UnixNano())
-		s.Stats.RxBytes.Add(uint64(b.N))
-		s.Stats.RxPackets.Add(1)
-		if deliver != nil {
-			deliver(b.Bytes())
+	fill:
+		for len(bufs) < maxBatch {
+			select {
+			case b := <-s.queue:
+				bufs = append(bufs, b)
+			default:
+				break fill
+			}
+		}
+		var n uint64
+		for _, b := range bufs {
+			n += uint64(b.N)
+			recs = append(recs, b.Record())
+		}
+		err := s.sc.WritePackets(recs...)
+		for i, b := range bufs {
+			packet.Put(b)
+			bufs[i], recs[i] = nil, nil
+		}
+		s.Stats.TxBytes.Add(n)
+		s.Stats.TxPackets.Add(uint64(len(bufs)))
+		bufs, recs = bufs[:0], recs[:0]
+		if err != nil {
+			return fmt.Errorf("write data: %w", err)
 		}
 	}
 }
@@ -372,7 +386,6 @@ func (s *Session) recvControl(handle func(*Msg)) error {
 			return fmt.Errorf("read control: %w", err)
 		}
 		now := time.Now().UnixNano()
-		s.lastRecv.Store(now)
 		switch m.Type {
 		case TypePing:
 			s.lastPing.Store(now)

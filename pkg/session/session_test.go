@@ -131,9 +131,6 @@ func newPair(t testing.TB, config *Msg, clientQueue, serverQueue int) *pair {
 	if err := s.SendControl(config); err != nil {
 		t.Fatalf("send config: %v", err)
 	}
-	if err := s.AcceptData(); err != nil {
-		t.Fatalf("AcceptData: %v", err)
-	}
 	r := <-done
 	if r.err != nil {
 		t.Fatalf("Dial: %v", r.err)
