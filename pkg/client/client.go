@@ -533,7 +533,7 @@ func (c *Client) tunReadLoop(ctx context.Context) {
 			c.drops.Inc("no_session") // reconnecting: the route stays, the packet cannot
 			continue
 		}
-		if !sess.Enqueue(b) {
+		if !sess.Send(b) {
 			c.drops.Inc("queue_full")
 		}
 	}
