@@ -25,7 +25,9 @@ const (
 	// frame and its header fit in one record.
 	MaxRecordPlaintext = 64*1024 + 1024
 	maxRecordCipher    = 1 + MaxRecordPlaintext + tagSize
-	readBufferSize     = 16 * 1024
+	// readBufferSize serves record headers and small records; a large
+	// record is read past it, straight into its destination.
+	readBufferSize = 4 * 1024
 
 	// PacketHeadroom and PacketTailroom are what WritePackets needs around a
 	// payload to seal it where it lies: the length and the type in front,
@@ -69,6 +71,7 @@ type Conn struct {
 	wcount uint64
 	wbuf   []byte
 	wvec   [][]byte
+	wbufs  net.Buffers // lives here so that writev does not allocate
 	werr   error
 }
 
@@ -92,23 +95,24 @@ func (c *Conn) Cipher() string { return c.cipher.String() }
 // tags. Keys are never reused across connections, so counters can restart.
 func putNonce(n *[chacha20poly1305.NonceSize]byte, c uint64) { binary.LittleEndian.PutUint64(n[4:], c) }
 
-// ReadRecord reads the next record into buf, opens it in place and returns
-// its type and payload (a slice of buf, which must hold 1+MaxRecordPlaintext+
-// tag bytes to take any record). Not to be mixed with Read.
-func (c *Conn) ReadRecord(buf []byte) (byte, []byte, error) {
+// ReadRecord reads the next record, opens it in place and returns its type
+// and payload. Once the record's length is known it asks get for a buffer
+// of at least that many bytes, so that an idle reader holds none; the
+// payload is a slice of that buffer. Not to be mixed with Read.
+func (c *Conn) ReadRecord(get func(n int) []byte) (byte, []byte, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if c.rerr != nil {
 		return 0, nil, c.rerr
 	}
-	typ, payload, err := c.readRecord(buf)
+	typ, payload, err := c.readRecord(get)
 	if err != nil {
 		c.rerr = err
 	}
 	return typ, payload, err
 }
 
-func (c *Conn) readRecord(buf []byte) (byte, []byte, error) {
+func (c *Conn) readRecord(get func(n int) []byte) (byte, []byte, error) {
 	if _, err := io.ReadFull(c.br, c.rhdr[:]); err != nil {
 		return 0, nil, err
 	}
@@ -116,6 +120,7 @@ func (c *Conn) readRecord(buf []byte) (byte, []byte, error) {
 	if n <= 1+tagSize || n > maxRecordCipher {
 		return 0, nil, fmt.Errorf("%w: %d bytes", ErrRecordTooLarge, n)
 	}
+	buf := get(n)
 	if n > len(buf) {
 		return 0, nil, fmt.Errorf("%w: %d bytes for a %d-byte buffer", ErrRecordTooLarge, n, len(buf))
 	}
@@ -144,10 +149,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if c.rerr != nil {
 			return 0, c.rerr
 		}
-		if c.rbuf == nil {
-			c.rbuf = make([]byte, maxRecordCipher)
-		}
-		typ, payload, err := c.readRecord(c.rbuf)
+		typ, payload, err := c.readRecord(func(n int) []byte {
+			if cap(c.rbuf) < n {
+				c.rbuf = make([]byte, n)
+			}
+			return c.rbuf[:cap(c.rbuf)]
+		})
 		if err == nil && typ != TypeStream {
 			err = fmt.Errorf("unexpected record type %d on the stream", typ)
 		}
@@ -230,8 +237,8 @@ func (c *Conn) WritePackets(recs ...[]byte) error {
 		rec[recordHeader] = TypePacket
 		c.wvec = append(c.wvec, c.sealLocked(rec[:len(rec)-PacketTailroom]))
 	}
-	bufs := net.Buffers(c.wvec)
-	if _, err := bufs.WriteTo(c.conn); err != nil {
+	c.wbufs = c.wvec // WriteTo consumes its receiver; c.wvec keeps the array
+	if _, err := c.wbufs.WriteTo(c.conn); err != nil {
 		c.werr = err
 		return err
 	}

@@ -276,3 +276,67 @@ func BenchmarkSealOpen(b *testing.B) {
 		}
 	}
 }
+
+// Packet records and the byte stream share one connection and keep order.
+func TestPacketRecordsBesideStream(t *testing.T) {
+	ck, sk := mustKey(t), mustKey(t)
+	cc, sc, cerr, serr := pair(t, ClientConfig{Private: ck, ServerKey: sk.Public()}, ServerConfig{Private: sk, Authorize: allowOnly(ck.Public())})
+	if cerr != nil || serr != nil {
+		t.Fatal(cerr, serr)
+	}
+	rec := func(payload string) []byte {
+		b := make([]byte, PacketHeadroom+len(payload)+PacketTailroom)
+		copy(b[PacketHeadroom:], payload)
+		return b
+	}
+	go func() {
+		cc.WriteStream([]byte("control-1"))
+		cc.WritePackets(rec("frame-1"), rec("frame-2"))
+		cc.Write([]byte("control-2"))
+	}()
+	buf := make([]byte, 1+MaxRecordPlaintext+tagSize)
+	get := func(int) []byte { return buf }
+	for _, want := range []struct {
+		typ  byte
+		body string
+	}{{TypeStream, "control-1"}, {TypePacket, "frame-1"}, {TypePacket, "frame-2"}, {TypeStream, "control-2"}} {
+		typ, payload, err := sc.ReadRecord(get)
+		if err != nil || typ != want.typ || string(payload) != want.body {
+			t.Fatalf("got type %d %q %v, want type %d %q", typ, payload, err, want.typ, want.body)
+		}
+	}
+	if err := cc.WritePackets(make([]byte, PacketHeadroom+PacketTailroom)); err == nil {
+		t.Fatal("empty packet record accepted")
+	}
+}
+
+// A packet record reaching the stream reader is a protocol error, not data.
+func TestStreamReaderRefusesPacketRecord(t *testing.T) {
+	ck, sk := mustKey(t), mustKey(t)
+	cc, sc, cerr, serr := pair(t, ClientConfig{Private: ck, ServerKey: sk.Public()}, ServerConfig{Private: sk, Authorize: allowOnly(ck.Public())})
+	if cerr != nil || serr != nil {
+		t.Fatal(cerr, serr)
+	}
+	go cc.WritePackets(make([]byte, PacketHeadroom+4+PacketTailroom))
+	if _, err := sc.Read(make([]byte, 16)); err == nil || !strings.Contains(err.Error(), "unexpected record type") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// discard is a net.Conn that swallows writes, for the send-side benchmark.
+type discard struct{ net.Conn }
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func BenchmarkWritePackets(b *testing.B) {
+	ck, sk := mustKey(b), mustKey(b)
+	c, _ := newConn(discard{}, AES128GCM, [32]byte(ck), [32]byte(sk))
+	rec := make([]byte, PacketHeadroom+65000+PacketTailroom)
+	b.SetBytes(65000)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.WritePackets(rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -198,10 +198,12 @@ func (s *Session) SetKeepalive(interval time.Duration, deadAfter int) {
 }
 
 // SendControl writes one control message; safe for concurrent use.
-func (s *Session) SendControl(m *Msg) error {
+func (s *Session) SendControl(m *Msg) error { return s.sendControlWithin(m, setupTimeout) }
+
+func (s *Session) sendControlWithin(m *Msg, d time.Duration) error {
 	s.ctrlMu.Lock()
 	defer s.ctrlMu.Unlock()
-	_ = s.ctrl.SetWriteDeadline(time.Now().Add(setupTimeout))
+	_ = s.ctrl.SetWriteDeadline(time.Now().Add(d))
 	defer s.ctrl.SetWriteDeadline(time.Time{})
 	return WriteMsg(s.ctrl, m)
 }
@@ -303,13 +305,30 @@ func (s *Session) Run(ctx context.Context, h Handlers) error {
 	}
 	start(s.sendLoop)
 	start(func(context.Context) error { return s.recvControl(h.Control) })
-	start(s.keepaliveLoop)
-	select {
-	case <-ctx.Done():
-	case <-s.mux.CloseChan():
-		cancel(errors.New("session closed"))
-	case <-s.readerDone:
-		cancel(s.readerErr)
+	if s.isClient {
+		start(s.pingLoop)
+	}
+	// Liveness is checked here, apart from anything that writes: when the
+	// path is down, writers block on a full socket buffer.
+	live := time.NewTicker(s.keepalive)
+	defer live.Stop()
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-s.mux.CloseChan():
+			cancel(errors.New("session closed"))
+			break wait
+		case <-s.readerDone:
+			cancel(s.readerErr)
+			break wait
+		case now := <-live.C:
+			if now.Sub(s.LastRecv()) > time.Duration(s.deadAfter)*s.keepalive {
+				cancel(ErrDead)
+				break wait
+			}
+		}
 	}
 	s.closeAll()
 	wg.Wait()
@@ -327,10 +346,24 @@ func (s *Session) Run(ctx context.Context, h Handlers) error {
 // handler without a copy; stream records go to yamux.
 func (s *Session) readLoop() {
 	defer close(s.readerDone)
-	b := packet.Get()
-	defer packet.Put(b)
+	var b *packet.Buf
+	defer func() {
+		if b != nil {
+			packet.Put(b)
+		}
+	}()
+	// The buffer is taken once a record's header has arrived and returned
+	// after it was handled: an idle session holds none.
+	get := func(int) []byte {
+		b = packet.Get()
+		return b.RecordSpace()
+	}
 	for {
-		typ, payload, err := s.sc.ReadRecord(b.RecordSpace())
+		if b != nil {
+			packet.Put(b)
+			b = nil
+		}
+		typ, payload, err := s.sc.ReadRecord(get)
 		if err != nil {
 			s.readerErr = fmt.Errorf("read: %w", err)
 			s.mc.closeRead(err)
@@ -432,9 +465,10 @@ func (s *Session) recvControl(handle func(*Msg)) error {
 	}
 }
 
-// keepaliveLoop sends pings (client) and declares the session dead when the
-// peer has been silent for deadAfter intervals (both sides).
-func (s *Session) keepaliveLoop(ctx context.Context) error {
+// pingLoop sends the client's keepalive pings; the server answers each
+// with a pong, which gives the RTT. A ping that cannot be handed over within
+// an interval (the path is down) is skipped.
+func (s *Session) pingLoop(ctx context.Context) error {
 	t := time.NewTicker(s.keepalive)
 	defer t.Stop()
 	var seq uint64
@@ -442,15 +476,11 @@ func (s *Session) keepaliveLoop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case now := <-t.C:
-			if now.Sub(s.LastRecv()) > time.Duration(s.deadAfter)*s.keepalive {
-				return ErrDead
-			}
-			if s.isClient {
-				seq++
-				if err := s.SendControl(&Msg{Type: TypePing, Seq: seq, Time: time.Now().UnixNano()}); err != nil {
-					return fmt.Errorf("send ping: %w", err)
-				}
+		case <-t.C:
+			seq++
+			err := s.sendControlWithin(&Msg{Type: TypePing, Seq: seq, Time: time.Now().UnixNano()}, s.keepalive)
+			if err != nil && !errors.Is(err, yamux.ErrTimeout) && !errors.Is(err, yamux.ErrConnectionWriteTimeout) {
+				return fmt.Errorf("send ping: %w", err)
 			}
 		}
 	}
