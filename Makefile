@@ -41,5 +41,9 @@ demo: deps build tools
 bench: deps build tools
 	./scripts/bench.sh
 
+.PHONY: scale
+scale: deps build
+	./scripts/scale.sh
+
 clean:
 	rm -rf bin bench/results

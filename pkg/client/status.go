@@ -13,6 +13,7 @@ import (
 // Status is what `gtun status` prints.
 type Status struct {
 	Tun     string            `json:"tun"`
+	Offload bool              `json:"offload"` // TUN with virtio-net header and TSO; false: plain path
 	Heals   Heals             `json:"heals"`
 	Drops   map[string]uint64 `json:"drops,omitempty"`
 	Servers []ServerStatus    `json:"servers"`
@@ -33,6 +34,7 @@ type ServerStatus struct {
 	Since         time.Time     `json:"since"`
 	Endpoint      string        `json:"endpoint,omitempty"`
 	Transport     string        `json:"transport"`
+	Cipher        string        `json:"cipher,omitempty"`
 	Address       string        `json:"address,omitempty"`
 	Gateway       string        `json:"gateway,omitempty"`
 	MTU           int           `json:"mtu,omitempty"`
@@ -70,6 +72,7 @@ func (c *Client) Status() Status {
 	st.Heals.Routes, st.Heals.LastRouteTook = c.routeHeals.Load(), time.Duration(c.lastRouteHeal.Load())
 	if c.tun != nil {
 		st.Heals.Tun, st.Heals.LastTunTook = c.tun.Heals()
+		st.Offload = c.tun.Offload()
 	}
 	installed := map[string]RouteStatus{}
 	if c.routes != nil {
@@ -103,6 +106,7 @@ func (c *Client) Status() Status {
 		}
 		sc.mu.Unlock()
 		if sess != nil {
+			ss.Cipher = sess.Cipher()
 			ss.RTT = sess.RTT()
 			ss.RxBytes += sess.Stats.RxBytes.Load()
 			ss.TxBytes += sess.Stats.TxBytes.Load()
@@ -121,15 +125,20 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return err
 	}
+	mode := "offload (TSO super-packets)"
+	if !st.Offload {
+		mode = "plain (one packet per read)"
+	}
+	fmt.Fprintf(w, "tun %s, data path: %s\n\n", st.Tun, mode)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "SERVER\tSTATE\tSINCE\tENDPOINT\tTRANSPORT\tADDRESS\tRTT\tRX\tTX\tRECONNECTS\tLAST HANDSHAKE\n")
+	fmt.Fprintf(tw, "SERVER\tSTATE\tSINCE\tENDPOINT\tTRANSPORT\tCIPHER\tADDRESS\tRTT\tRX\tTX\tRECONNECTS\tLAST HANDSHAKE\n")
 	for _, s := range st.Servers {
 		hs := "-"
 		if s.LastHandshake != nil {
 			hs = ago(*s.LastHandshake)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s (%d pkts)\t%s (%d pkts)\t%d\t%s\n",
-			s.Name, s.State, ago(s.Since), dash(s.Endpoint), s.Transport, dash(s.Address), s.RTT.Round(10*time.Microsecond),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s (%d pkts)\t%s (%d pkts)\t%d\t%s\n",
+			s.Name, s.State, ago(s.Since), dash(s.Endpoint), s.Transport, dash(s.Cipher), dash(s.Address), s.RTT.Round(10*time.Microsecond),
 			bytesHuman(s.RxBytes), s.RxPackets, bytesHuman(s.TxBytes), s.TxPackets, s.Reconnects, hs)
 	}
 	tw.Flush()

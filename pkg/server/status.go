@@ -18,6 +18,7 @@ type Status struct {
 	Gateway           string            `json:"gateway"`
 	Routes            []string          `json:"routes"`
 	NAT               bool              `json:"nat"`
+	Offload           bool              `json:"offload"` // TUN with virtio-net header and TSO; false: plain path
 	Started           time.Time         `json:"started"`
 	HandshakeFailures map[string]uint64 `json:"handshake_failures,omitempty"`
 	Drops             map[string]uint64 `json:"drops,omitempty"`
@@ -32,6 +33,7 @@ type PeerStatus struct {
 	Address        string            `json:"address,omitempty"`
 	Endpoint       string            `json:"endpoint,omitempty"`
 	Transport      string            `json:"transport,omitempty"`
+	Cipher         string            `json:"cipher,omitempty"`
 	ConnectedSince *time.Time        `json:"connected_since,omitempty"`
 	LastKeepalive  *time.Time        `json:"last_keepalive,omitempty"`
 	RxBytes        uint64            `json:"rx_bytes"`
@@ -45,6 +47,9 @@ type PeerStatus struct {
 func (s *Server) Status() Status {
 	st := Status{Listen: s.listenAddrs, Tun: s.cfg.Tun, Pool: s.cfg.Pool.String(), Gateway: s.cfg.Gateway.String(),
 		NAT: s.cfg.NAT, Started: s.started, HandshakeFailures: s.hsFailures.Snapshot(), Drops: s.drops.Snapshot()}
+	if s.tun != nil {
+		st.Offload = s.tun.Offload()
+	}
 	s.mu.Lock()
 	for _, r := range s.routes {
 		st.Routes = append(st.Routes, r.String())
@@ -70,6 +75,7 @@ func (s *Server) Status() Status {
 		if c, ok := s.sessions[k]; ok {
 			since := c.since
 			ps.Connected, ps.Address, ps.Endpoint, ps.Transport, ps.ConnectedSince = true, c.addr.String(), c.endpoint, c.transport, &since
+			ps.Cipher = c.sess.Cipher()
 			if t := c.sess.LastKeepalive(); !t.IsZero() {
 				ps.LastKeepalive = &t
 			}
@@ -89,8 +95,12 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "listen %s  tun %s  pool %s  gateway %s  nat %v\nroutes %s\n\n",
-		strings.Join(st.Listen, ","), st.Tun, st.Pool, st.Gateway, st.NAT, strings.Join(st.Routes, ", "))
+	mode := "offload"
+	if !st.Offload {
+		mode = "plain"
+	}
+	fmt.Fprintf(w, "listen %s  tun %s (%s)  pool %s  gateway %s  nat %v\nroutes %s\n\n",
+		strings.Join(st.Listen, ","), st.Tun, mode, st.Pool, st.Gateway, st.NAT, strings.Join(st.Routes, ", "))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "PEER\tADDRESS\tENDPOINT\tTRANSPORT\tCONNECTED SINCE\tRX\tTX\tLAST KEEPALIVE\tDROPS\n")
 	for _, p := range st.Peers {

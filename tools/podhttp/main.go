@@ -19,6 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -79,6 +80,15 @@ func newMux() *http.ServeMux {
 		fmt.Fprint(w, "ok\n")
 	})
 	mux.HandleFunc("/bytes", serveBytes)
+	// sink reads the request body and answers with its length (uploads).
+	mux.HandleFunc("/sink", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintln(w, n)
+	})
 	// whoami shows the source address the pod sees (gtund's masquerade).
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
