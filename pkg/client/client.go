@@ -502,41 +502,23 @@ func (c *Client) drop(reason, msg string, args ...any) {
 }
 
 func (c *Client) tunReadLoop(ctx context.Context) {
-	for {
-		b := packet.Get()
-		err := c.tun.ReadFrame(b)
-		if err != nil {
-			packet.Put(b)
-			if ctx.Err() != nil {
-				return
-			}
-			// The device was deleted or replaced: the keeper repairs it.
-			c.rate.Log(slog.LevelWarn, "tunread", "tun read failed; waiting for the device to be repaired", "err", err)
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		dst, err := packet.Dst(b.IP())
-		if err != nil {
-			packet.Put(b)
-			c.drops.Inc("malformed") // IPv6 router solicitations and the like: not worth a log line
-			continue
-		}
+	c.tun.Frames(ctx, func(b *packet.Buf, dst netip.Addr) {
 		sc, ok := c.byDst.Load().Lookup(dst)
 		if !ok {
 			packet.Put(b)
 			c.drops.Inc("no_route")
-			continue
+			return
 		}
 		sess := sc.sess.Load()
 		if sess == nil {
 			packet.Put(b)
 			c.drops.Inc("no_session") // reconnecting: the route stays, the packet cannot
-			continue
+			return
 		}
 		if !sess.Send(b) {
 			c.drops.Inc("queue_full")
 		}
-	}
+	}, func() { c.drops.Inc("malformed") })
 }
 
 // reload re-reads the config file. A server's route subset applies live; a

@@ -36,7 +36,7 @@ func Run[T any](ctx context.Context, log *slog.Logger, maxBackoff time.Duration,
 		if err := subscribe(ch, done, cb); err != nil {
 			close(done)
 			log.Warn("netlink subscribe failed; retrying", "err", err, "in", backoff)
-			if !sleep(ctx, backoff) {
+			if !Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(backoff*2, maxBackoff)
@@ -66,7 +66,7 @@ func Run[T any](ctx context.Context, log *slog.Logger, maxBackoff time.Duration,
 			return
 		}
 		log.Warn("netlink subscription lost; resubscribing")
-		if !sleep(ctx, backoff) {
+		if !Sleep(ctx, backoff) {
 			return
 		}
 		backoff = min(backoff*2, maxBackoff)
@@ -98,7 +98,8 @@ func Addrs(ns *netns.NsHandle) func(chan netlink.AddrUpdate, chan struct{}, func
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
+// Sleep waits d or until ctx ends; it reports whether the full time passed.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

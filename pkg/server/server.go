@@ -478,35 +478,17 @@ func (s *Server) drop(c *clientConn, reason, msg string, args ...any) {
 }
 
 func (s *Server) tunReadLoop(ctx context.Context) {
-	for {
-		b := packet.Get()
-		err := s.tun.ReadFrame(b)
-		if err != nil {
-			packet.Put(b)
-			if ctx.Err() != nil {
-				return
-			}
-			// The device was deleted or replaced: the keeper repairs it.
-			s.rate.Log(slog.LevelWarn, "tunread", "tun read failed; waiting for the device to be repaired", "err", err)
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		dst, err := packet.Dst(b.IP())
-		if err != nil {
-			packet.Put(b)
-			s.drop(nil, DropMalformed, "malformed packet from tun")
-			continue
-		}
+	s.tun.Frames(ctx, func(b *packet.Buf, dst netip.Addr) {
 		c, ok := s.byDst.Load().Lookup(dst)
 		if !ok {
 			packet.Put(b)
 			s.drops.Inc(DropNoRoute) // common and harmless (e.g. a client just left): count, don't log
-			continue
+			return
 		}
 		if !c.sess.Enqueue(b) {
 			s.drop(c, DropQueueFull, "send queue full")
 		}
-	}
+	}, func() { s.drops.Inc(DropMalformed) })
 }
 
 // reload re-reads the config file. Routes, peers and keepalive apply live;

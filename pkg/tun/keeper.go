@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/nlwatch"
 	"github.com/gtun/gtun/pkg/packet"
 )
@@ -28,6 +29,7 @@ type Keeper struct {
 	name    string
 	offload bool
 	log     *slog.Logger
+	rate    *lograte.Limiter
 	dev     atomic.Pointer[Device]
 	kick    chan struct{}
 
@@ -54,7 +56,7 @@ func NewKeeper(name string, offload bool, log *slog.Logger) (*Keeper, error) {
 	if offload && !d.Offload() {
 		log.Warn("tun offloads unavailable; using the plain path (one packet per read)", "tun", name, "err", d.OffloadError())
 	}
-	k := &Keeper{name: name, offload: d.Offload(), log: log, kick: make(chan struct{}, 1)}
+	k := &Keeper{name: name, offload: d.Offload(), log: log, rate: lograte.New(log, 10*time.Second), kick: make(chan struct{}, 1)}
 	k.dev.Store(d)
 	if err := Configure(d.Name(), 0, netip.Prefix{}); err != nil {
 		d.Close()
@@ -101,6 +103,33 @@ func (k *Keeper) ReadFrame(b *packet.Buf) error {
 		k.Kick()
 	}
 	return err
+}
+
+// Frames reads frames until ctx ends and hands each, with its packet's
+// destination, to handle, which then owns the buffer. A frame whose packet
+// has no readable destination goes to malformed (counted by the caller,
+// not logged: IPv6 router solicitations and the like). A read error means
+// the device was deleted or replaced; the Keeper repairs it meanwhile.
+func (k *Keeper) Frames(ctx context.Context, handle func(b *packet.Buf, dst netip.Addr), malformed func()) {
+	for {
+		b := packet.Get()
+		if err := k.ReadFrame(b); err != nil {
+			packet.Put(b)
+			if ctx.Err() != nil {
+				return
+			}
+			k.rate.Log(slog.LevelWarn, "tunread", "tun read failed; waiting for the device to be repaired", "tun", k.name, "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		dst, err := packet.Dst(b.IP())
+		if err != nil {
+			packet.Put(b)
+			malformed()
+			continue
+		}
+		handle(b, dst)
+	}
 }
 
 // WriteFrame writes one frame to the current device.
