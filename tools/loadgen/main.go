@@ -52,6 +52,8 @@ func main() {
 			os.Exit(reportMain(os.Args[2:], os.Stdout, os.Stderr))
 		case "memserver":
 			os.Exit(memserverMain(os.Args[2:], os.Stdout, os.Stderr))
+		case "profgtund":
+			os.Exit(profgtundMain(os.Args[2:], os.Stderr))
 		}
 	}
 	os.Exit(runMain(os.Args[1:], os.Stderr))

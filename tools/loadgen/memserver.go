@@ -202,9 +202,11 @@ func memserverMain(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "memserver: heap profile: %v\n", err)
 		}
 	}
-	if f, err := os.Create(*heapProfile + ".goroutines.txt"); err == nil && *heapProfile != "" {
-		_ = pprof.Lookup("goroutine").WriteTo(f, 1)
-		f.Close()
+	if *heapProfile != "" {
+		if f, err := os.Create(*heapProfile + ".goroutines.txt"); err == nil {
+			_ = pprof.Lookup("goroutine").WriteTo(f, 1)
+			f.Close()
+		}
 	}
 	stop()
 	ln.Close()
