@@ -114,8 +114,8 @@ func LoadServer(path string) (*Server, error) {
 	if s.Pool == "" {
 		l.errf("server.pool", "required (e.g. \"100.64.240.0/24\")")
 	} else if p, ok := l.prefix("server.pool", s.Pool); ok {
-		if !p.Addr().Is4() || p.Bits() > 30 {
-			l.errf("server.pool", "must be an IPv4 prefix of /30 or larger, not %s", p)
+		if !p.Addr().Is4() || p.Bits() > 30 || p.Bits() < 16 {
+			l.errf("server.pool", "must be an IPv4 prefix from /16 (65,536 addresses) to /30, not %s", p)
 		} else {
 			out.Pool = p
 			out.Gateway = p.Addr().Next()

@@ -45,6 +45,14 @@ type Pool struct {
 	taken   map[netip.Addr]secure.PublicKey
 	dirty   bool // leases changed but could not be written yet
 	lastErr error
+
+	// Group commit: changes are numbered; one caller at a time writes the
+	// file with every change so far, the others wait for it.
+	cond    *sync.Cond
+	gen     uint64 // changes made
+	written uint64 // changes on disk
+	failed  uint64 // changes whose write failed
+	writing bool
 }
 
 // Open loads the leases in dir (creating dir if needed). Leases that fall
@@ -53,6 +61,7 @@ type Pool struct {
 func Open(prefix netip.Prefix, server netip.Addr, dir string, log *slog.Logger) (*Pool, error) {
 	p := &Pool{prefix: prefix, server: server, dir: dir, log: log,
 		fixed: map[secure.PublicKey]netip.Addr{}, leases: map[secure.PublicKey]Lease{}, taken: map[netip.Addr]secure.PublicKey{}}
+	p.cond = sync.NewCond(&p.mu)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state_dir: %w", err)
 	}
@@ -171,25 +180,48 @@ func (p *Pool) PersistError() error {
 	return p.lastErr
 }
 
+// persistLocked returns once the leases as they are now are on disk (or
+// writing them failed: logged, kept dirty, retried with the next change).
+// Callers changing leases at the same time share one write: whoever finds
+// no write in progress writes everything pending while the others wait, so
+// a thousand clients connecting at once cost a few dozen writes, not a
+// thousand (each of which re-encodes every lease and fsyncs).
 func (p *Pool) persistLocked() {
-	ls := make([]Lease, 0, len(p.leases))
-	for _, l := range p.leases {
-		ls = append(ls, l)
-	}
-	sort.Slice(ls, func(i, j int) bool { return ls[i].Address < ls[j].Address })
-	b, _ := json.MarshalIndent(ls, "", "  ")
-	if err := writeAtomic(filepath.Join(p.dir, leaseFile), append(b, '\n')); err != nil {
-		if p.lastErr == nil {
-			p.log.Error("cannot persist leases; addresses stay assigned in memory and the write is retried", "err", err)
+	p.gen++
+	mine := p.gen
+	for p.written < mine && p.failed < mine {
+		if p.writing {
+			p.cond.Wait()
+			continue
 		}
-		p.lastErr = err
-		return
+		p.writing = true
+		gen := p.gen
+		ls := make([]Lease, 0, len(p.leases))
+		for _, l := range p.leases {
+			ls = append(ls, l)
+		}
+		p.mu.Unlock()
+		sort.Slice(ls, func(i, j int) bool { return ls[i].Address < ls[j].Address })
+		b, _ := json.MarshalIndent(ls, "", "  ")
+		err := writeAtomic(filepath.Join(p.dir, leaseFile), append(b, '\n'))
+		p.mu.Lock()
+		p.writing = false
+		p.cond.Broadcast()
+		if err != nil {
+			if p.lastErr == nil {
+				p.log.Error("cannot persist leases; addresses stay assigned in memory and the write is retried", "err", err)
+			}
+			p.lastErr, p.failed = err, gen
+			return
+		}
+		if p.lastErr != nil {
+			p.log.Info("leases persisted again")
+		}
+		p.lastErr, p.written = nil, gen
+		if p.written == p.gen {
+			p.dirty = false
+		}
 	}
-	if p.lastErr != nil {
-		p.log.Info("leases persisted again")
-	}
-	p.lastErr = nil
-	p.dirty = false
 }
 
 // writeAtomic replaces path with data so that a crash leaves either the old

@@ -27,7 +27,7 @@ const (
 	maxRecordCipher    = 1 + MaxRecordPlaintext + tagSize
 	// readBufferSize serves record headers and small records; a large
 	// record is read past it, straight into its destination.
-	readBufferSize = 4 * 1024
+	readBufferSize = 1024
 
 	// PacketHeadroom and PacketTailroom are what WritePackets needs around a
 	// payload to seal it where it lies: the length and the type in front,
