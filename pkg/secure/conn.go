@@ -36,11 +36,13 @@ const (
 	PacketTailroom = tagSize
 )
 
-// Record types: the byte stream (Read/Write, which yamux runs over) and
-// packets (one data frame per record, written and read without copies).
+// Record types: the byte stream (Read/Write), packets (one data frame per
+// record, written and read without copies) and control messages (one per
+// record).
 const (
-	TypeStream byte = 0
-	TypePacket byte = 1
+	TypeStream  byte = 0
+	TypePacket  byte = 1
+	TypeControl byte = 2
 )
 
 // ErrRecordTooLarge is returned for a length prefix beyond MaxRecordPlaintext:
@@ -171,6 +173,29 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 // Write seals p into stream records and writes them at once.
 func (c *Conn) Write(p []byte) (int, error) { return c.WriteStream(p) }
+
+// WriteRecord seals payload as one record of type typ and writes it.
+func (c *Conn) WriteRecord(typ byte, payload []byte) error {
+	if len(payload) == 0 || len(payload) > MaxRecordPlaintext {
+		return fmt.Errorf("record of %d bytes out of range", len(payload))
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	need := PacketHeadroom + len(payload) + PacketTailroom
+	if cap(c.wbuf) < need {
+		c.wbuf = make([]byte, 0, need)
+	}
+	buf := append(c.wbuf[:0], 0, 0, 0, 0, typ)
+	rec := c.sealLocked(append(buf, payload...))
+	if _, err := c.conn.Write(rec); err != nil {
+		c.werr = err
+		return err
+	}
+	return nil
+}
 
 // WriteStream seals each of ps into stream record(s) and sends them all with
 // one write: yamux hands over a frame header and its body separately, and

@@ -1,13 +1,12 @@
-// Package session runs a yamux session over a sealed connection: one control
-// stream (hello, pushed config, keepalive) and one data stream carrying
-// length-prefixed IP packets. Client and server share all of it.
+// Package session runs the gtun protocol over a sealed connection: control
+// records (hello, pushed config, keepalive) and packet records (data
+// frames), one reader and one writer goroutine per session. Client and
+// server share all of it.
 package session
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 )
 
 // Control message types.
@@ -47,35 +46,25 @@ type Msg struct {
 	Error string `json:"error,omitempty"`
 }
 
-// WriteMsg writes m with a 4-byte length prefix.
-func WriteMsg(w io.Writer, m *Msg) error {
-	body, err := json.Marshal(m)
+// EncodeMsg returns m as the payload of one control record.
+func EncodeMsg(m *Msg) ([]byte, error) {
+	b, err := json.Marshal(m)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", m.Type, err)
+		return nil, fmt.Errorf("encode %s: %w", m.Type, err)
 	}
-	buf := make([]byte, 4+len(body))
-	binary.BigEndian.PutUint32(buf, uint32(len(body)))
-	copy(buf[4:], body)
-	_, err = w.Write(buf)
-	return err
+	if len(b) > MaxControlMessage {
+		return nil, fmt.Errorf("control message %s of %d bytes is too large", m.Type, len(b))
+	}
+	return b, nil
 }
 
-// ReadMsg reads one length-prefixed control message.
-func ReadMsg(r io.Reader) (*Msg, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n == 0 || n > MaxControlMessage {
-		return nil, fmt.Errorf("control message length %d out of range", n)
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return nil, err
+// DecodeMsg parses the payload of one control record.
+func DecodeMsg(b []byte) (*Msg, error) {
+	if len(b) == 0 || len(b) > MaxControlMessage {
+		return nil, fmt.Errorf("control message length %d out of range", len(b))
 	}
 	m := new(Msg)
-	if err := json.Unmarshal(body, m); err != nil {
+	if err := json.Unmarshal(b, m); err != nil {
 		return nil, fmt.Errorf("decode control message: %w", err)
 	}
 	if m.Type == "" {

@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/yamux"
 
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/secure"
@@ -25,6 +22,9 @@ const (
 	setupTimeout     = 10 * time.Second
 	// maxBatch bounds how many packets one write (writev) carries.
 	maxBatch = 64
+	// ctrlQueue bounds control messages waiting either way; a peer that
+	// floods more than this ends its session.
+	ctrlQueue = 64
 )
 
 func init() {
@@ -38,6 +38,8 @@ func init() {
 // ErrDead is returned by Run when keepalives stopped arriving.
 var ErrDead = errors.New("session dead: no keepalive from the peer")
 
+var errClosed = errors.New("session closed")
+
 // Stats are the counters of one session; safe to read at any time.
 type Stats struct {
 	TxBytes, TxPackets atomic.Uint64
@@ -46,47 +48,44 @@ type Stats struct {
 }
 
 // Session is one authenticated connection between gtun and gtund. Control
-// messages travel in a yamux stream over the sealed byte stream; packets
-// travel beside it as sealed packet records, written and read in place from
-// their buffers. Moving data frames through yamux cost two copies and two
-// goroutine hand-offs per frame each way (see README, Performance).
+// messages and data frames travel as their own record types on the sealed
+// connection; frames are sealed and opened in place in their buffers. Each
+// session has one reader and one writer goroutine (plus the caller of Run),
+// which keeps an idle session small: gtund holds thousands.
+//
+// DESIGN.md names yamux for this layer; measured, a yamux data stream cost
+// two copies and two goroutine hand-offs per frame each way, and yamux for
+// the one control stream alone cost two goroutines and ~10 KiB per session
+// (see README, Performance).
 type Session struct {
 	sc       *secure.Conn
-	mc       *muxConn
-	mux      *yamux.Session
-	ctrl     *yamux.Stream
 	isClient bool
 	log      *slog.Logger
 
 	keepalive time.Duration
 	deadAfter int
-	queue     chan *packet.Buf
-	inflight  atomic.Int64 // packets enqueued and not yet written
+	queue     chan *packet.Buf // data frames to send
+	ctrlOut   chan *Msg        // control messages to send from goroutines that must not block
+	ctrlIn    chan *Msg        // control messages received
+	inflight  atomic.Int64     // packets enqueued and not yet written
 
-	deliver    atomic.Pointer[func([]byte)] // set by Run; packets before it are dropped
+	deliver    atomic.Pointer[func([]byte)] // set by Run
+	runStarted chan struct{}                // closed by Run: frames are delivered from then on
+	closed     chan struct{}
+	closeOnce  sync.Once
 	readerDone chan struct{}
-	readerErr  error // valid once readerDone is closed
+	writerDone chan struct{}
+	errMu      sync.Mutex
+	err        error // why the session ended, first cause
 
 	Stats    Stats
 	rtt      atomic.Int64 // nanoseconds, last measured
-	lastRecv atomic.Int64 // unix nanoseconds of the last message or packet from the peer
+	lastRecv atomic.Int64 // unix nanoseconds of the last record from the peer
 	lastPing atomic.Int64 // unix nanoseconds of the last ping the server saw
-	ctrlMu   sync.Mutex
 }
 
-func muxConfig() *yamux.Config {
-	c := yamux.DefaultConfig()
-	c.EnableKeepAlive = false // our control stream carries keepalives and measures RTT
-	c.AcceptBacklog = 8
-	c.ConnectionWriteTimeout = 10 * time.Second
-	c.StreamOpenTimeout = setupTimeout
-	c.LogOutput = io.Discard
-	return c
-}
-
-// start wraps sc and starts the goroutine that reads every record: stream
-// records feed yamux, packet records go to the deliver handler. It stops
-// when sc is closed.
+// start wraps sc and starts the session's reader and writer; both stop when
+// the session is closed.
 func start(sc *secure.Conn, isClient bool, log *slog.Logger, queueLen int) *Session {
 	if queueLen <= 0 {
 		queueLen = DefaultQueueLen
@@ -94,87 +93,75 @@ func start(sc *secure.Conn, isClient bool, log *slog.Logger, queueLen int) *Sess
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Session{sc: sc, mc: newMuxConn(sc), isClient: isClient, log: log, queue: make(chan *packet.Buf, queueLen),
-		keepalive: DefaultKeepalive, deadAfter: DefaultDeadAfter, readerDone: make(chan struct{})}
+	s := &Session{sc: sc, isClient: isClient, log: log, keepalive: DefaultKeepalive, deadAfter: DefaultDeadAfter,
+		queue: make(chan *packet.Buf, queueLen), ctrlOut: make(chan *Msg, ctrlQueue), ctrlIn: make(chan *Msg, ctrlQueue),
+		runStarted: make(chan struct{}), closed: make(chan struct{}),
+		readerDone: make(chan struct{}), writerDone: make(chan struct{})}
 	s.lastRecv.Store(time.Now().UnixNano())
 	go s.readLoop()
+	go s.writeLoop()
 	return s
 }
 
-// Dial runs the client side over a sealed conn: it opens the control stream,
-// sends hello and waits for the server's config. The session owns sc from
-// here on.
+// Dial runs the client side over a sealed conn: it sends hello and waits
+// for the server's config. The session owns sc from here on.
 func Dial(ctx context.Context, sc *secure.Conn, hello *Msg, queueLen int, log *slog.Logger) (*Session, *Msg, error) {
 	s := start(sc, true, log, queueLen)
-	var err error
-	if s.mux, err = yamux.Client(s.mc, muxConfig()); err != nil {
-		s.closeAll()
-		return nil, nil, fmt.Errorf("yamux client: %w", err)
-	}
-	cfg, err := s.dial(ctx, hello)
-	if err != nil {
-		s.closeAll()
-		return nil, nil, err
-	}
-	return s, cfg, nil
-}
-
-func (s *Session) dial(ctx context.Context, hello *Msg) (*Msg, error) {
-	var err error
-	if s.ctrl, err = s.mux.OpenStream(); err != nil {
-		return nil, fmt.Errorf("open control stream: %w", err)
-	}
-	if err := WriteMsg(s.ctrl, hello); err != nil {
-		return nil, fmt.Errorf("send hello: %w", err)
+	if err := s.SendControl(hello); err != nil {
+		s.Close()
+		return nil, nil, fmt.Errorf("send hello: %w", err)
 	}
 	deadline := time.Now().Add(setupTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	_ = s.ctrl.SetReadDeadline(deadline)
-	m, err := ReadMsg(s.ctrl)
+	m, err := s.awaitControl(ctx, deadline)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		s.Close()
+		return nil, nil, fmt.Errorf("read config: %w", err)
 	}
-	_ = s.ctrl.SetReadDeadline(time.Time{})
 	switch m.Type {
 	case TypeConfig:
 	case TypeError:
-		return nil, fmt.Errorf("server refused the session: %s", m.Error)
+		s.Close()
+		return nil, nil, fmt.Errorf("server refused the session: %s", m.Error)
 	default:
-		return nil, fmt.Errorf("expected config, got %q", m.Type)
+		s.Close()
+		return nil, nil, fmt.Errorf("expected config, got %q", m.Type)
 	}
 	s.applyKeepalive(m)
-	return m, nil
+	return s, m, nil
 }
 
 // Accept runs the server side over a sealed conn up to the client's hello.
 // The caller answers with SendControl (config or error), then Run.
 func Accept(sc *secure.Conn, queueLen int, log *slog.Logger) (*Session, *Msg, error) {
 	s := start(sc, false, log, queueLen)
-	var err error
-	if s.mux, err = yamux.Server(s.mc, muxConfig()); err != nil {
-		s.closeAll()
-		return nil, nil, fmt.Errorf("yamux server: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-	defer cancel()
-	if s.ctrl, err = s.mux.AcceptStreamWithContext(ctx); err != nil {
-		s.closeAll()
-		return nil, nil, fmt.Errorf("accept control stream: %w", err)
-	}
-	_ = s.ctrl.SetReadDeadline(time.Now().Add(setupTimeout))
-	m, err := ReadMsg(s.ctrl)
+	m, err := s.awaitControl(context.Background(), time.Now().Add(setupTimeout))
 	if err != nil {
-		s.closeAll()
+		s.Close()
 		return nil, nil, fmt.Errorf("read hello: %w", err)
 	}
-	_ = s.ctrl.SetReadDeadline(time.Time{})
 	if m.Type != TypeHello {
-		s.closeAll()
+		s.Close()
 		return nil, nil, fmt.Errorf("expected hello, got %q", m.Type)
 	}
 	return s, m, nil
+}
+
+func (s *Session) awaitControl(ctx context.Context, deadline time.Time) (*Msg, error) {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case m := <-s.ctrlIn:
+		return m, nil
+	case <-s.closed:
+		return nil, s.cause()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.C:
+		return nil, errors.New("timed out")
+	}
 }
 
 func (s *Session) applyKeepalive(m *Msg) {
@@ -197,18 +184,27 @@ func (s *Session) SetKeepalive(interval time.Duration, deadAfter int) {
 	}
 }
 
-// SendControl writes one control message; safe for concurrent use.
-func (s *Session) SendControl(m *Msg) error { return s.sendControlWithin(m, setupTimeout) }
-
-func (s *Session) sendControlWithin(m *Msg, d time.Duration) error {
-	s.ctrlMu.Lock()
-	defer s.ctrlMu.Unlock()
-	_ = s.ctrl.SetWriteDeadline(time.Now().Add(d))
-	defer s.ctrl.SetWriteDeadline(time.Time{})
-	return WriteMsg(s.ctrl, m)
+// SendControl writes one control message now; safe for concurrent use. It
+// blocks while the connection does (the path is down and the socket buffer
+// full) until the session is closed.
+func (s *Session) SendControl(m *Msg) error {
+	b, err := EncodeMsg(m)
+	if err != nil {
+		return err
+	}
+	return s.sc.WriteRecord(secure.TypeControl, b)
 }
 
-// Enqueue hands a packet to the session's sender. The queue is bounded: when
+// queueControl hands a message to the writer without blocking; when its
+// queue is full the message is dropped (pings and pongs are).
+func (s *Session) queueControl(m *Msg) {
+	select {
+	case s.ctrlOut <- m:
+	default:
+	}
+}
+
+// Enqueue hands a packet to the session's writer. The queue is bounded: when
 // it is full the packet is dropped and counted rather than blocking the TUN
 // reader that serves every session. The session owns b either way.
 func (s *Session) Enqueue(b *packet.Buf) bool {
@@ -226,12 +222,12 @@ func (s *Session) Enqueue(b *packet.Buf) bool {
 
 // Send is Enqueue for a caller that is the session's only producer and may
 // block on the connection (gtun's TUN reader): when nothing is waiting to be
-// sent, it writes the packet itself, saving the hand-off to the sender
+// sent, it writes the packet itself, saving the hand-off to the writer
 // goroutine and its wake-up, which is most of the latency a packet sees
 // inside gtun. Order is kept: with nothing in flight no older packet can
 // still be on its way.
 func (s *Session) Send(b *packet.Buf) bool {
-	if s.inflight.Load() != 0 || s.deliver.Load() == nil {
+	if s.inflight.Load() != 0 {
 		return s.Enqueue(b)
 	}
 	n := b.N
@@ -266,84 +262,114 @@ func (s *Session) Cipher() string { return s.sc.Cipher() }
 
 // Close tears the session down; Run returns soon after.
 func (s *Session) Close() error {
-	s.closeAll()
+	s.end(errClosed)
 	return nil
 }
 
-func (s *Session) closeAll() {
-	if s.mux != nil {
-		s.mux.Close()
-	}
-	s.sc.Close()
-	s.mc.closeRead(io.ErrClosedPipe)
+// end closes the session once, recording the first cause.
+func (s *Session) end(cause error) {
+	s.closeOnce.Do(func() {
+		s.errMu.Lock()
+		s.err = cause
+		s.errMu.Unlock()
+		close(s.closed)
+		s.sc.Close() // unblocks the reader and any writer
+	})
 }
 
-// Handlers are called by Run from its reader goroutines.
+func (s *Session) cause() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// Handlers are called by Run.
 type Handlers struct {
-	// Packet gets every frame from the peer; it must not keep frame.
+	// Packet gets every frame from the peer, on the reader goroutine; it
+	// must not keep frame.
 	Packet func(frame []byte)
-	// Control gets control messages other than ping/pong.
+	// Control gets control messages other than ping/pong/error.
 	Control func(m *Msg)
 }
 
-// Run moves packets and keepalives until the session fails, is closed, or
-// ctx ends. It returns the first error; the session is closed on return.
+// Run delivers packets and control messages and watches the keepalives
+// until the session fails, is closed, or ctx ends. It returns why; the
+// session is closed on return.
 func (s *Session) Run(ctx context.Context, h Handlers) error {
 	if h.Packet != nil {
 		s.deliver.Store(&h.Packet)
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	var wg sync.WaitGroup
-	start := func(f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil {
-				cancel(err)
-			}
-		}()
-	}
-	start(s.sendLoop)
-	start(func(context.Context) error { return s.recvControl(h.Control) })
-	if s.isClient {
-		start(s.pingLoop)
-	}
+	close(s.runStarted)
 	// Liveness is checked here, apart from anything that writes: when the
 	// path is down, writers block on a full socket buffer.
-	live := time.NewTicker(s.keepalive)
-	defer live.Stop()
-wait:
+	t := time.NewTicker(s.keepalive)
+	defer t.Stop()
+	var seq uint64
+	var err error
+loop:
 	for {
 		select {
 		case <-ctx.Done():
-			break wait
-		case <-s.mux.CloseChan():
-			cancel(errors.New("session closed"))
-			break wait
-		case <-s.readerDone:
-			cancel(s.readerErr)
-			break wait
-		case now := <-live.C:
+			break loop
+		case <-s.closed:
+			err = s.cause()
+			break loop
+		case now := <-t.C:
 			if now.Sub(s.LastRecv()) > time.Duration(s.deadAfter)*s.keepalive {
-				cancel(ErrDead)
-				break wait
+				err = ErrDead
+				break loop
+			}
+			if s.isClient {
+				seq++
+				s.queueControl(&Msg{Type: TypePing, Seq: seq, Time: time.Now().UnixNano()})
+			}
+		case m := <-s.ctrlIn:
+			if err = s.handleControl(m, h.Control); err != nil {
+				break loop
 			}
 		}
 	}
-	s.closeAll()
-	wg.Wait()
+	if err == nil {
+		s.end(errClosed)
+	} else {
+		s.end(err)
+	}
 	<-s.readerDone
+	<-s.writerDone
 	s.deliver.Store(nil)
-	err := context.Cause(ctx)
-	if errors.Is(err, context.Canceled) {
-		return nil
+	if errors.Is(err, errClosed) && ctx.Err() == nil {
+		return errClosed
 	}
 	return err
 }
 
-// readLoop reads every record from the peer. Packet records are opened in
-// a pooled buffer, right where the frame belongs, and handed to the deliver
-// handler without a copy; stream records go to yamux.
+func (s *Session) handleControl(m *Msg, handle func(*Msg)) error {
+	switch m.Type {
+	case TypePing:
+		s.lastPing.Store(time.Now().UnixNano())
+		if !s.isClient {
+			s.queueControl(&Msg{Type: TypePong, Seq: m.Seq, Time: m.Time})
+		}
+	case TypePong:
+		if now := time.Now().UnixNano(); m.Time > 0 && now > m.Time {
+			s.rtt.Store(now - m.Time)
+		}
+	case TypeError:
+		return fmt.Errorf("peer closed the session: %s", m.Error)
+	default:
+		if handle != nil {
+			handle(m)
+		}
+	}
+	return nil
+}
+
+// readLoop reads every record from the peer. A packet record is opened in a
+// pooled buffer, right where the frame belongs, and handed to the deliver
+// handler without a copy; the buffer is taken only once a record's header
+// has arrived, so an idle session holds none. Control messages go to Run.
+// The reader never writes: a reader blocked on a full connection could
+// deadlock against a peer doing the same.
 func (s *Session) readLoop() {
 	defer close(s.readerDone)
 	var b *packet.Buf
@@ -352,8 +378,6 @@ func (s *Session) readLoop() {
 			packet.Put(b)
 		}
 	}()
-	// The buffer is taken once a record's header has arrived and returned
-	// after it was handled: an idle session holds none.
 	get := func(int) []byte {
 		b = packet.Get()
 		return b.RecordSpace()
@@ -365,47 +389,72 @@ func (s *Session) readLoop() {
 		}
 		typ, payload, err := s.sc.ReadRecord(get)
 		if err != nil {
-			s.readerErr = fmt.Errorf("read: %w", err)
-			s.mc.closeRead(err)
+			s.end(fmt.Errorf("read: %w", err))
 			return
 		}
 		s.lastRecv.Store(time.Now().UnixNano())
 		switch typ {
-		case secure.TypeStream:
-			if err := s.mc.feed(payload); err != nil {
-				s.readerErr = err
-				return
-			}
 		case secure.TypePacket:
 			if len(payload) == 0 || len(payload) > packet.MaxSize {
-				s.readerErr = fmt.Errorf("packet record of %d bytes", len(payload))
-				s.mc.closeRead(s.readerErr)
+				s.end(fmt.Errorf("packet record of %d bytes", len(payload)))
 				return
 			}
 			s.Stats.RxBytes.Add(uint64(len(payload)))
 			s.Stats.RxPackets.Add(1)
+			// Frames may follow the config before the client runs: wait
+			// for Run rather than drop them.
+			select {
+			case <-s.runStarted:
+			case <-s.closed:
+				return
+			}
 			if d := s.deliver.Load(); d != nil {
 				(*d)(payload)
 			}
+		case secure.TypeControl:
+			m, err := DecodeMsg(payload)
+			if err != nil {
+				s.end(err)
+				return
+			}
+			select {
+			case s.ctrlIn <- m:
+			default:
+				s.end(errors.New("peer floods control messages"))
+				return
+			}
 		default:
-			s.readerErr = fmt.Errorf("unknown record type %d", typ)
-			s.mc.closeRead(s.readerErr)
+			s.end(fmt.Errorf("unexpected record type %d", typ))
 			return
 		}
 	}
 }
 
-// sendLoop drains the queue and seals each frame in its own buffer; the
-// frames waiting at that moment (up to maxBatch) go out in one writev.
-func (s *Session) sendLoop(ctx context.Context) error {
+// writeLoop sends what other goroutines must not block on: queued data
+// frames, sealed each in its own buffer with every frame waiting at that
+// moment (up to maxBatch) going out in one writev, and queued control
+// messages (pings, pongs).
+func (s *Session) writeLoop() {
+	defer close(s.writerDone)
 	bufs := make([]*packet.Buf, 0, maxBatch)
 	recs := make([][]byte, 0, maxBatch)
+	defer func() {
+		for _, b := range bufs {
+			packet.Put(b)
+		}
+	}()
 	for {
 		select {
 		case b := <-s.queue:
 			bufs = append(bufs, b)
-		case <-ctx.Done():
-			return nil
+		case m := <-s.ctrlOut:
+			if err := s.SendControl(m); err != nil {
+				s.end(fmt.Errorf("write: %w", err))
+				return
+			}
+			continue
+		case <-s.closed:
+			return
 		}
 	fill:
 		for len(bufs) < maxBatch {
@@ -431,57 +480,8 @@ func (s *Session) sendLoop(ctx context.Context) error {
 		s.Stats.TxPackets.Add(uint64(len(bufs)))
 		bufs, recs = bufs[:0], recs[:0]
 		if err != nil {
-			return fmt.Errorf("write data: %w", err)
-		}
-	}
-}
-
-func (s *Session) recvControl(handle func(*Msg)) error {
-	for {
-		m, err := ReadMsg(s.ctrl)
-		if err != nil {
-			return fmt.Errorf("read control: %w", err)
-		}
-		now := time.Now().UnixNano()
-		switch m.Type {
-		case TypePing:
-			s.lastPing.Store(now)
-			if !s.isClient {
-				if err := s.SendControl(&Msg{Type: TypePong, Seq: m.Seq, Time: m.Time}); err != nil {
-					return fmt.Errorf("send pong: %w", err)
-				}
-			}
-		case TypePong:
-			if m.Time > 0 && now > m.Time {
-				s.rtt.Store(now - m.Time)
-			}
-		case TypeError:
-			return fmt.Errorf("peer closed the session: %s", m.Error)
-		default:
-			if handle != nil {
-				handle(m)
-			}
-		}
-	}
-}
-
-// pingLoop sends the client's keepalive pings; the server answers each
-// with a pong, which gives the RTT. A ping that cannot be handed over within
-// an interval (the path is down) is skipped.
-func (s *Session) pingLoop(ctx context.Context) error {
-	t := time.NewTicker(s.keepalive)
-	defer t.Stop()
-	var seq uint64
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			seq++
-			err := s.sendControlWithin(&Msg{Type: TypePing, Seq: seq, Time: time.Now().UnixNano()}, s.keepalive)
-			if err != nil && !errors.Is(err, yamux.ErrTimeout) && !errors.Is(err, yamux.ErrConnectionWriteTimeout) {
-				return fmt.Errorf("send ping: %w", err)
-			}
+			s.end(fmt.Errorf("write: %w", err))
+			return
 		}
 	}
 }
