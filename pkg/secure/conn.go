@@ -50,9 +50,9 @@ const (
 var ErrRecordTooLarge = errors.New("sealed record length out of range")
 
 // Conn is a connection whose every byte is sealed under keys from the
-// handshake. It is a net.Conn for the byte stream, and also carries packet
-// records next to it (WritePackets, ReadRecord). One reader and any number of
-// writers may use it concurrently.
+// handshake. It carries typed records (WriteRecord, WritePackets,
+// ReadRecord), and is also a net.Conn over stream records. One reader and
+// any number of writers may use it concurrently.
 type Conn struct {
 	conn   net.Conn
 	cipher Ciphers
@@ -171,9 +171,6 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Write seals p into stream records and writes them at once.
-func (c *Conn) Write(p []byte) (int, error) { return c.WriteStream(p) }
-
 // WriteRecord seals payload as one record of type typ and writes it.
 func (c *Conn) WriteRecord(typ byte, payload []byte) error {
 	if len(payload) == 0 || len(payload) > MaxRecordPlaintext {
@@ -197,41 +194,33 @@ func (c *Conn) WriteRecord(typ byte, payload []byte) error {
 	return nil
 }
 
-// WriteStream seals each of ps into stream record(s) and sends them all with
-// one write: yamux hands over a frame header and its body separately, and
-// two TCP writes would cost a syscall and a tiny segment per frame.
-func (c *Conn) WriteStream(ps ...[]byte) (int, error) {
+// Write seals p into stream records and sends them with one write.
+func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return 0, c.werr
 	}
-	need, total := 0, 0
-	for _, p := range ps {
-		records := (len(p) + MaxRecordPlaintext - 1) / MaxRecordPlaintext
-		need += len(p) + records*(PacketHeadroom+PacketTailroom)
-		total += len(p)
-	}
+	records := (len(p) + MaxRecordPlaintext - 1) / MaxRecordPlaintext
+	need := len(p) + records*(PacketHeadroom+PacketTailroom)
 	if cap(c.wbuf) < need {
-		c.wbuf = make([]byte, 0, max(need, 2*cap(c.wbuf)))
+		c.wbuf = make([]byte, 0, need)
 	}
 	buf := c.wbuf[:0]
-	for _, p := range ps {
-		for len(p) > 0 {
-			chunk := p[:min(len(p), MaxRecordPlaintext)]
-			at := len(buf)
-			buf = append(buf, 0, 0, 0, 0, TypeStream)
-			buf = append(buf, chunk...)
-			rec := c.sealLocked(buf[at:]) // the tag goes into buf's spare capacity
-			buf = buf[:at+len(rec)]
-			p = p[len(chunk):]
-		}
+	for rest := p; len(rest) > 0; {
+		chunk := rest[:min(len(rest), MaxRecordPlaintext)]
+		at := len(buf)
+		buf = append(buf, 0, 0, 0, 0, TypeStream)
+		buf = append(buf, chunk...)
+		rec := c.sealLocked(buf[at:]) // the tag goes into buf's spare capacity
+		buf = buf[:at+len(rec)]
+		rest = rest[len(chunk):]
 	}
 	if _, err := c.conn.Write(buf); err != nil {
 		c.werr = err
 		return 0, err
 	}
-	return total, nil
+	return len(p), nil
 }
 
 // sealLocked seals rec = [4 length][type][payload] in place, appending the

@@ -290,7 +290,7 @@ func TestPacketRecordsBesideStream(t *testing.T) {
 		return b
 	}
 	go func() {
-		cc.WriteStream([]byte("control-1"))
+		cc.Write([]byte("control-1"))
 		cc.WritePackets(rec("frame-1"), rec("frame-2"))
 		cc.Write([]byte("control-2"))
 	}()

@@ -1,5 +1,5 @@
 // Package server is gtund's logic: it terminates clients (transport, Noise,
-// yamux), assigns their tunnel addresses, and moves packets between each
+// session), assigns their tunnel addresses, and moves packets between each
 // client and the TUN device, enforcing anti-spoofing and the peer's ACL.
 package server
 

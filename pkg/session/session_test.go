@@ -107,8 +107,8 @@ func testConfig() *Msg {
 		MTU: 1400, Routes: []string{"10.244.0.0/16", "10.96.0.0/12"}, KeepaliveMS: 50, DeadAfter: 3}
 }
 
-// newPair sets up a session: hello from the client, config from the server,
-// data stream accepted. Neither side runs yet.
+// newPair sets up a session: hello from the client, config from the server.
+// Neither side runs yet.
 func newPair(t testing.TB, config *Msg, clientQueue, serverQueue int) *pair {
 	t.Helper()
 	cc, sc, bh := sealed(t)
@@ -205,8 +205,8 @@ func TestDialRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	// The client may close as soon as it has read this, and yamux then can
-	// report the delivered write as failed: only the client's view counts.
+	// The client may close as soon as it has read this, and the write can
+	// then be reported as failed: only the client's view counts.
 	_ = s.SendControl(&Msg{Type: TypeError, Error: "peer sz-ecs-1 is disabled"})
 	err = <-done
 	if err == nil || !strings.Contains(err.Error(), "peer sz-ecs-1 is disabled") {

@@ -1,5 +1,5 @@
 // Package transport gives the layers above a reliable, ordered byte stream
-// to the peer. Everything above it (Noise, yamux, control) is the same for
+// to the peer. Everything above it (Noise, session, control) is the same for
 // every transport, so a new one only has to dial and listen.
 package transport
 
