@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -68,6 +69,7 @@ type serverConn struct {
 	state         string             // connecting, connected, reconnecting
 	since         time.Time
 	endpoint      string
+	transport     string // of the running session
 	address       netip.Prefix
 	gateway       netip.Addr
 	mtu           int
@@ -172,35 +174,41 @@ func (c *Client) goRun(f func()) {
 // place while it reconnects, so flows resume as soon as the session is back.
 func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
 	backoff := backoffMin
+	var next *dialed // a session the failback prober set up, to switch to
 	for ctx.Err() == nil {
-		sess, cfg, endpoint, err := c.dial(ctx, sc)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		d := next
+		next = nil
+		if d == nil {
+			var err error
+			d, err = c.dial(ctx, sc, c.plan(sc.getEntry()))
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				sc.mu.Lock()
+				changed := sc.lastError != err.Error()
+				sc.lastError = err.Error()
+				sc.mu.Unlock()
+				level := slog.LevelDebug
+				if changed {
+					level = slog.LevelWarn
+				}
+				c.log.Log(ctx, level, "connect failed", "server", sc.name, "err", err, "retry_in", backoff)
+				// Jitter keeps many clients from reconnecting in lockstep after an outage.
+				wait := backoff/2 + rand.N(backoff/2+1)
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return
+				}
+				backoff = min(backoff*2, backoffMax)
+				continue
 			}
-			sc.mu.Lock()
-			changed := sc.lastError != err.Error()
-			sc.lastError = err.Error()
-			sc.mu.Unlock()
-			level := slog.LevelDebug
-			if changed {
-				level = slog.LevelWarn
-			}
-			c.log.Log(ctx, level, "connect failed", "server", sc.name, "err", err, "retry_in", backoff)
-			// Jitter keeps many clients from reconnecting in lockstep after an outage.
-			wait := backoff/2 + rand.N(backoff/2+1)
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-				return
-			}
-			backoff = min(backoff*2, backoffMax)
-			continue
 		}
 		backoff = backoffMin
-		if err := c.applyConfig(sc, cfg); err != nil {
+		if err := c.applyConfig(sc, d.cfg); err != nil {
 			c.log.Error("cannot apply server config", "server", sc.name, "err", err)
-			sess.Close()
+			d.sess.Close()
 			sc.mu.Lock()
 			sc.lastError = err.Error()
 			sc.mu.Unlock()
@@ -214,20 +222,42 @@ func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
 		if !sc.lastHandshake.IsZero() {
 			sc.reconnects++
 		}
-		sc.state, sc.since, sc.endpoint, sc.lastHandshake, sc.lastError = "connected", time.Now(), endpoint, time.Now(), ""
+		sc.state, sc.since, sc.endpoint, sc.transport, sc.lastHandshake, sc.lastError = "connected", time.Now(), d.at.endpoint, d.at.transport, time.Now(), ""
 		sc.mu.Unlock()
-		sc.sess.Store(sess)
-		c.log.Info("connected", "server", sc.name, "endpoint", endpoint, "address", cfg.Address, "routes", cfg.Routes)
+		sc.sess.Store(d.sess)
+		c.log.Info("connected", "server", sc.name, "endpoint", d.at.endpoint, "transport", d.at.transport,
+			"address", d.cfg.Address, "routes", d.cfg.Routes)
 		_ = sdnotify.Status(c.statusLine())
 
-		err = sess.Run(ctx, session.Handlers{
+		// Not on the preferred endpoint and transport: keep trying those in
+		// the background and move over when one answers.
+		runCtx, stopRun := context.WithCancel(ctx)
+		probed := make(chan *dialed, 1)
+		entry := sc.getEntry()
+		if d.at.index > 0 && entry.Failback {
+			go func() { probed <- c.failback(runCtx, sc, c.plan(entry)[:d.at.index], stopRun) }()
+		} else {
+			probed <- nil
+		}
+		err := d.sess.Run(runCtx, session.Handlers{
 			Packet:  func(pkt []byte) { c.fromServer(sc, pkt) },
 			Control: func(m *session.Msg) { c.onControl(sc, m) },
 		})
+		stopRun()
+		next = <-probed
 		sc.sess.Store(nil)
-		sc.addClosed(sess)
+		sc.addClosed(d.sess)
+		d.sess.Close()
 		if ctx.Err() != nil {
+			if next != nil {
+				next.sess.Close()
+			}
 			return
+		}
+		if next != nil {
+			c.log.Info("moving to the preferred endpoint/transport", "server", sc.name,
+				"from", d.at.String(), "to", next.at.String())
+			continue
 		}
 		c.log.Warn("session lost; reconnecting with routes kept", "server", sc.name, "err", err)
 		sc.mu.Lock()
@@ -237,6 +267,58 @@ func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
 		}
 		sc.mu.Unlock()
 		_ = sdnotify.Status(c.statusLine())
+	}
+}
+
+// attempt is one way to reach a server: an endpoint over a transport, at
+// its place in the order of preference.
+type attempt struct {
+	index     int
+	endpoint  string
+	transport string
+}
+
+func (a attempt) String() string { return a.transport + "://" + a.endpoint }
+
+// dialed is a session set up and its config, not yet running.
+type dialed struct {
+	sess *session.Session
+	cfg  *session.Msg
+	at   attempt
+}
+
+// plan lists the attempts in order of preference: endpoints in the order
+// configured, and with transport auto kcp before tcp on each.
+func (c *Client) plan(e config.ServerEntry) []attempt {
+	var out []attempt
+	for _, ep := range e.Endpoints {
+		if e.Transport == transport.Auto {
+			out = append(out, attempt{len(out), ep, transport.KCP}, attempt{len(out) + 1, ep, transport.TCP})
+		} else {
+			out = append(out, attempt{len(out), ep, e.Transport})
+		}
+	}
+	return out
+}
+
+// failback tries the attempts preferred over the running one every
+// FailbackInterval; when one answers it stops the running session (stop)
+// and returns the new one. It returns nil when ctx ends first.
+func (c *Client) failback(ctx context.Context, sc *serverConn, preferred []attempt, stop func()) *dialed {
+	interval := sc.getEntry().FailbackInterval
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+		d, err := c.dial(ctx, sc, preferred)
+		if err != nil {
+			c.log.Debug("failback: preferred endpoint/transport still unavailable", "server", sc.name, "err", err)
+			continue
+		}
+		stop()
+		return d
 	}
 }
 
@@ -308,22 +390,30 @@ func (c *Client) statusLine() string {
 	return strings.Join(parts, "; ")
 }
 
-// dial tries each endpoint in order and returns the first session up.
-func (c *Client) dial(ctx context.Context, sc *serverConn) (*session.Session, *session.Msg, string, error) {
+// dial tries the attempts in order and returns the first session up.
+func (c *Client) dial(ctx context.Context, sc *serverConn, plan []attempt) (*dialed, error) {
 	var errs []error
 	entry := sc.getEntry()
-	for _, ep := range entry.Endpoints {
-		sess, cfg, err := c.dialOne(ctx, entry, ep)
+	for _, at := range plan {
+		sess, cfg, err := c.dialOne(ctx, entry, at)
 		if err == nil {
-			return sess, cfg, ep, nil
+			return &dialed{sess: sess, cfg: cfg, at: at}, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", at, err))
 	}
-	return nil, nil, "", errors.Join(errs...)
+	return nil, errors.Join(errs...)
 }
 
-func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, ep string) (*session.Session, *session.Msg, error) {
-	raw, err := transport.Dial(ctx, entry.Transport, ep)
+// kcpHandshakeTimeout bounds the wait for a server over UDP, which is
+// silence, not an error, when UDP is blocked: auto then falls back to tcp
+// within a few seconds.
+const kcpHandshakeTimeout = 3 * time.Second
+
+func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, at attempt) (*session.Session, *session.Msg, error) {
+	raw, err := transport.Dial(ctx, at.transport, at.endpoint, transport.Options{FECData: entry.FECData, FECParity: entry.FECParity})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -331,13 +421,25 @@ func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, ep strin
 	// must not wait for them.
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
-	sconn, err := secure.Client(raw, secure.ClientConfig{Private: c.cfg.PrivateKey, ServerKey: entry.PublicKey})
+	hcfg := secure.ClientConfig{Private: c.cfg.PrivateKey, ServerKey: entry.PublicKey}
+	if at.transport == transport.KCP {
+		hcfg.Timeout = kcpHandshakeTimeout
+	}
+	sconn, err := secure.Client(raw, hcfg)
 	if err != nil {
 		raw.Close()
+		var ne net.Error
+		if at.transport == transport.KCP && errors.As(err, &ne) && ne.Timeout() {
+			return nil, nil, fmt.Errorf("no answer over kcp (UDP blocked, kcp not in the server's transports, or fec_data/fec_parity differ from the server's): %w", err)
+		}
 		return nil, nil, err
 	}
 	hostname, _ := os.Hostname()
-	sess, cfg, err := session.Dial(ctx, sconn, &session.Msg{Type: session.TypeHello, Version: secure.ProtocolVersion, Name: hostname}, 0, c.log)
+	hello := &session.Msg{Type: session.TypeHello, Version: secure.ProtocolVersion, Name: hostname, Transport: at.transport}
+	if at.transport == transport.KCP {
+		hello.FECData, hello.FECParity = entry.FECData, entry.FECParity
+	}
+	sess, cfg, err := session.Dial(ctx, sconn, hello, 0, c.log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -567,7 +669,8 @@ func (c *Client) reload() {
 		sc.entry = ne
 		pushed := sc.pushed
 		sc.mu.Unlock()
-		if !slices.Equal(old.Endpoints, ne.Endpoints) || old.Transport != ne.Transport || old.PublicKey != ne.PublicKey {
+		if !slices.Equal(old.Endpoints, ne.Endpoints) || old.Transport != ne.Transport || old.PublicKey != ne.PublicKey ||
+			old.FECData != ne.FECData || old.FECParity != ne.FECParity {
 			reconnect = append(reconnect, sc)
 		}
 		desired := c.selectRoutes(sc.name, ne, pushed)

@@ -88,7 +88,7 @@ func (c *Client) Status() Status {
 		sess := sc.sess.Load()
 		sc.mu.Lock()
 		ss := ServerStatus{Name: sc.name, State: sc.state, Since: sc.since, Endpoint: sc.endpoint,
-			Transport: sc.entry.Transport, MTU: sc.mtu, Reconnects: sc.reconnects, LastError: sc.lastError,
+			Transport: transportLabel(sc.entry.Transport, sc.transport), MTU: sc.mtu, Reconnects: sc.reconnects, LastError: sc.lastError,
 			RxBytes: sc.closedRx, TxBytes: sc.closedTx, RxPackets: sc.closedRxPkts, TxPackets: sc.closedTxPkts}
 		if sc.address.IsValid() {
 			ss.Address, ss.Gateway = sc.address.String(), sc.gateway.String()
@@ -117,6 +117,18 @@ func (c *Client) Status() Status {
 		st.Servers = append(st.Servers, ss)
 	}
 	return st
+}
+
+// transportLabel is what status shows: the running transport, and the
+// policy when that is auto.
+func transportLabel(configured, running string) string {
+	switch {
+	case running == "":
+		return configured
+	case configured == running:
+		return running
+	}
+	return running + " (" + configured + ")"
 }
 
 // WriteStatus renders a status for humans.

@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/transport"
@@ -32,6 +33,11 @@ type ServerEntryTOML struct {
 	Transport string   `toml:"transport"`
 	PublicKey string   `toml:"public_key"`
 	Routes    []string `toml:"routes"`
+	FECData   int      `toml:"fec_data"`
+	FECParity int      `toml:"fec_parity"`
+	Failback  *bool    `toml:"failback"`
+	// FailbackInterval is how often the preferred endpoint/transport is tried.
+	FailbackInterval string `toml:"failback_interval"`
 }
 
 // Client is a validated gtun config.
@@ -52,6 +58,12 @@ type ServerEntry struct {
 	Transport string
 	PublicKey secure.PublicKey
 	Routes    []netip.Prefix // empty: accept every route the server pushes
+	FECData   int            // KCP forward error correction, must match the server's
+	FECParity int
+	// Failback: while connected to a later endpoint (or, with transport
+	// auto, over tcp), keep trying the preferred one and move back to it.
+	Failback         bool
+	FailbackInterval time.Duration
 }
 
 // LoadClient reads and validates a gtun config.
@@ -101,9 +113,15 @@ func LoadClient(path string) (*Client, error) {
 		if e.Transport == "" {
 			e.Transport = transport.TCP
 		}
-		if e.Transport != transport.TCP {
-			l.errf(key("transport"), "unsupported transport %q (this version has tcp)", e.Transport)
+		switch e.Transport {
+		case transport.TCP, transport.KCP, transport.Auto:
+		default:
+			l.errf(key("transport"), "unknown transport %q (tcp, kcp or auto)", e.Transport)
 		}
+		e.FECData, e.FECParity = s.FECData, s.FECParity
+		l.fec("server."+itoa(i), s.FECData, s.FECParity)
+		e.Failback = s.Failback == nil || *s.Failback
+		e.FailbackInterval = l.duration(key("failback_interval"), s.FailbackInterval, 30*time.Second)
 		e.PublicKey = l.publicKey(key("public_key"), s.PublicKey)
 		e.Routes = l.prefixes(key("routes"), s.Routes)
 		out.Servers = append(out.Servers, e)

@@ -239,6 +239,18 @@ func (l *loader) endpoint(key, s string) string {
 	return s
 }
 
+// fec checks KCP's forward error correction settings: both off, or a data
+// and a parity shard count that Reed-Solomon accepts.
+func (l *loader) fec(table string, data, parity int) {
+	switch {
+	case data == 0 && parity == 0:
+	case data < 1 || data > 128:
+		l.errf(table+".fec_data", "must be 1..128 data shards (or 0 with fec_parity 0 for no FEC), not %d", data)
+	case parity < 1 || parity > 128:
+		l.errf(table+".fec_parity", "must be 1..128 parity shards when fec_data is set, not %d", parity)
+	}
+}
+
 func (l *loader) metrics(key, s string) {
 	if s != "" {
 		l.errf(key, "metrics are not available in this version yet; leave it empty")

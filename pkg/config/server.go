@@ -33,6 +33,8 @@ type ServerSection struct {
 	Keepalive      string   `toml:"keepalive"`
 	DeadAfter      int      `toml:"dead_after"`
 	Offload        *bool    `toml:"offload"`
+	FECData        int      `toml:"fec_data"`
+	FECParity      int      `toml:"fec_parity"`
 }
 
 // PeerSection is one [[peer]] table.
@@ -62,6 +64,8 @@ type Server struct {
 	Keepalive      time.Duration
 	DeadAfter      int
 	Offload        bool // TUN offloads (virtio-net header, TSO) when the kernel has them
+	FECData        int  // KCP forward error correction: data shards (0: off)
+	FECParity      int  // and parity shards
 	Peers          []Peer
 	Log            Log
 }
@@ -95,11 +99,18 @@ func LoadServer(path string) (*Server, error) {
 	if len(out.Transports) == 0 {
 		out.Transports = []string{transport.TCP}
 	}
+	seen := map[string]bool{}
 	for _, t := range out.Transports {
-		if t != transport.TCP {
-			l.errf("server.transports", "unsupported transport %q (this version has tcp)", t)
+		if t != transport.TCP && t != transport.KCP {
+			l.errf("server.transports", "unknown transport %q (tcp or kcp)", t)
 		}
+		if seen[t] {
+			l.errf("server.transports", "%q listed twice", t)
+		}
+		seen[t] = true
 	}
+	out.FECData, out.FECParity = s.FECData, s.FECParity
+	l.fec("server", s.FECData, s.FECParity)
 	out.PrivateKeyFile = s.PrivateKeyFile
 	out.PrivateKey = l.privateKey("server.private_key_file", s.PrivateKeyFile)
 	out.Tun = s.Tun

@@ -31,8 +31,15 @@ import (
 	"github.com/gtun/gtun/pkg/tun"
 )
 
-// NATTable is the nftables table gtund owns.
-const NATTable = "gtund"
+// NATTable is the nftables table a gtund owns: "gtund" for the default
+// device, and one per device for further instances on the same host (an
+// instance removes only its own table).
+func NATTable(tun string) string {
+	if tun == "gtund0" {
+		return "gtund"
+	}
+	return "gtund-" + tun
+}
 
 // maxPendingHandshakes bounds the goroutines and sockets unauthenticated
 // clients can hold at once; more are closed on accept.
@@ -150,7 +157,8 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	if err := s.tun.Set(s.cfg.MTU, []netip.Prefix{netip.PrefixFrom(s.cfg.Gateway, s.cfg.Pool.Bits())}); err != nil {
 		return err
 	}
-	spec := nat.Spec{Table: NATTable, Tun: s.cfg.Tun, ClampMSS: true}
+	table := NATTable(s.cfg.Tun)
+	spec := nat.Spec{Table: table, Tun: s.cfg.Tun, ClampMSS: true}
 	if s.cfg.NAT {
 		spec.Masquerade = []netip.Prefix{s.cfg.Pool}
 	}
@@ -158,10 +166,10 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	defer func() {
-		if err := nat.Remove(NATTable); err != nil {
-			s.log.Error("remove nftables table", "table", NATTable, "err", err)
+		if err := nat.Remove(table); err != nil {
+			s.log.Error("remove nftables table", "table", table, "err", err)
 		} else {
-			s.log.Info("removed nftables table", "table", NATTable)
+			s.log.Info("removed nftables table", "table", table)
 		}
 	}()
 
@@ -169,7 +177,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	defer cancel()
 	var listeners []net.Listener
 	for _, t := range s.cfg.Transports {
-		ln, err := transport.Listen(t, s.cfg.Listen)
+		ln, err := transport.Listen(t, s.cfg.Listen, transport.Options{FECData: s.cfg.FECData, FECParity: s.cfg.FECParity})
 		if err != nil {
 			for _, l := range listeners {
 				l.Close()
@@ -308,6 +316,13 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string) {
 	refuse := func(reason string) {
 		_ = sess.SendControl(&session.Msg{Type: session.TypeError, Error: reason})
 		sess.Close()
+	}
+	if tname == transport.KCP && (hello.FECData != s.cfg.FECData || hello.FECParity != s.cfg.FECParity) {
+		s.hsFailures.Inc("fec_mismatch")
+		s.log.Warn("client's kcp FEC differs from the server's", "remote", remote,
+			"client", fmt.Sprintf("%d/%d", hello.FECData, hello.FECParity), "server", fmt.Sprintf("%d/%d", s.cfg.FECData, s.cfg.FECParity))
+		refuse(fmt.Sprintf("fec_data/fec_parity mismatch: client %d/%d, server %d/%d", hello.FECData, hello.FECParity, s.cfg.FECData, s.cfg.FECParity))
+		return
 	}
 	if hello.Version != secure.ProtocolVersion {
 		s.hsFailures.Inc("version")
@@ -598,6 +613,7 @@ func restartOnly(a, b *config.Server) []string {
 	check("server.pool", a.Pool == b.Pool)
 	check("server.nat", a.NAT == b.NAT)
 	check("server.offload", a.Offload == b.Offload)
+	check("server.fec_data/fec_parity", a.FECData == b.FECData && a.FECParity == b.FECParity)
 	check("server.state_dir", a.StateDir == b.StateDir)
 	check("server.control_socket", a.ControlSocket == b.ControlSocket)
 	check("log", a.Log == b.Log)

@@ -28,7 +28,10 @@ type Msg struct {
 	Version uint16 `json:"version,omitempty"`
 
 	// hello
-	Name string `json:"name,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Transport string `json:"transport,omitempty"` // the transport the client dialed
+	FECData   int    `json:"fec_data,omitempty"`  // kcp: the client's FEC, checked against the server's
+	FECParity int    `json:"fec_parity,omitempty"`
 
 	// config
 	Address     string   `json:"address,omitempty"` // client tunnel address with pool length, e.g. 100.64.240.2/24
