@@ -1,0 +1,187 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gtun/gtun/internal/testnet"
+	"github.com/gtun/gtun/pkg/client"
+)
+
+// rewrite applies string replacements to a config file.
+func rewrite(t *testing.T, path string, pairs ...string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if !strings.Contains(s, pairs[i]) {
+			t.Fatalf("%s has no %q", path, pairs[i])
+		}
+		s = strings.Replace(s, pairs[i], pairs[i+1], 1)
+	}
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitState polls gtun's status until match accepts the server's entry.
+func (e *env) waitState(t *testing.T, name string, limit time.Duration, what string, match func(client.ServerStatus) bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last client.ServerStatus
+	for time.Since(start) < limit {
+		var st client.Status
+		if tryStatus(bins.gtun, e.clientSocket(name), &st) == nil && len(st.Servers) > 0 {
+			last = st.Servers[0]
+			if match(last) {
+				return time.Since(start)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("not %s within %v; last status %+v", what, limit, last)
+	return 0
+}
+
+func TestKCPTransport(t *testing.T) {
+	e := newEnv(t)
+	ckey, cpub := e.key(t, "vm")
+	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	rewrite(t, scfg, `transports = ["tcp"]`, `transports = ["tcp", "kcp"]`)
+	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
+	rewrite(t, ccfg, `transport = "tcp"`, `transport = "kcp"`)
+	e.startServer(t, scfg)
+	cli := e.startClient(t, "vm", "vm", ccfg)
+	e.waitRoute(t, "vm", "10.244.0.0/16", cli)
+	out, err := e.tp.Exec("vm", "curl", "-fsS", "--max-time", "20", "-o", "/dev/null", "-w", "%{size_download}", "http://"+podIP+":8080/bytes?n=8000000")
+	if err != nil || out != "8000000" {
+		t.Fatalf("download over kcp: %v %q", err, out)
+	}
+	if out, err := e.curl("vm", "http://"+clusterIP+"/"); err != nil || !strings.Contains(out, "hello from pod") {
+		t.Fatalf("ClusterIP over kcp: %v %q", err, out)
+	}
+	var st client.Status
+	status(t, bins.gtun, e.clientSocket("vm"), &st)
+	if st.Servers[0].Transport != "kcp" {
+		t.Fatalf("transport in status: %q", st.Servers[0].Transport)
+	}
+}
+
+// transport = "auto": with UDP blocked, gtun falls back to tcp within a few
+// seconds; when UDP returns, it moves back to kcp by itself.
+func TestAutoFallsBackToTCPAndReturnsToKCP(t *testing.T) {
+	e := newEnv(t)
+	ckey, cpub := e.key(t, "vm")
+	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	rewrite(t, scfg, `transports = ["tcp"]`, `transports = ["tcp", "kcp"]`)
+	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
+	rewrite(t, ccfg, `transport = "tcp"`, "transport = \"auto\"\nfailback_interval = \"1s\"")
+	e.tp.MustExec(t, "gw", "nft", "add", "table", "inet", "blockudp")
+	e.tp.MustExec(t, "gw", "nft", "add", "chain", "inet", "blockudp", "in", "{ type filter hook input priority -10 ; }")
+	e.tp.MustExec(t, "gw", "nft", "add", "rule", "inet", "blockudp", "in", "udp", "dport", port, "drop")
+	e.startServer(t, scfg)
+	start := time.Now()
+	e.startClient(t, "vm", "vm", ccfg)
+	e.waitState(t, "vm", 15*time.Second, "connected over tcp", func(s client.ServerStatus) bool {
+		return s.State == "connected" && s.Transport == "tcp (auto)"
+	})
+	t.Logf("AUTO udp blocked: connected over tcp %v after start", time.Since(start).Round(time.Millisecond))
+	if out, err := e.curl("vm", "http://"+clusterIP+"/"); err != nil || !strings.Contains(out, "hello from pod") {
+		t.Fatalf("over the tcp fallback: %v %q", err, out)
+	}
+	e.tp.MustExec(t, "gw", "nft", "delete", "table", "inet", "blockudp")
+	d := e.waitState(t, "vm", 15*time.Second, "back on kcp", func(s client.ServerStatus) bool {
+		return s.State == "connected" && s.Transport == "kcp (auto)"
+	})
+	t.Logf("AUTO udp unblocked: moved to kcp %v later (failback_interval 1s)", d.Round(time.Millisecond))
+	testnet.Eventually(t, 5*time.Second, func() error {
+		out, err := e.curl("vm", "http://"+podIP+":8080/")
+		if err != nil || !strings.Contains(out, "hello from pod") {
+			return fmt.Errorf("over kcp after failback: %v %q", err, out)
+		}
+		return nil
+	})
+}
+
+// Two gtund instances on two wan addresses: gtun uses the first, fails over
+// to the second when the first dies, and moves back when it returns. An
+// unreachable first endpoint costs only a few seconds.
+func TestEndpointFailoverAndFailback(t *testing.T) {
+	e := newEnv(t)
+	e.tp.MustExec(t, "gw", "ip", "addr", "add", "198.51.100.3/24", "dev", "wan0")
+	ckey, cpub := e.key(t, "vm")
+	cfgA := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	b, _ := os.ReadFile(cfgA)
+	cfgB := filepath.Join(e.dir, "gtund-b.toml")
+	sB := strings.NewReplacer(gwWAN+":"+port, "198.51.100.3:"+port, `tun = "gtund0"`, `tun = "gtund1"`,
+		"100.64.240.0/24", "100.64.241.0/24", filepath.Join(e.dir, "state"), filepath.Join(e.dir, "state-b"),
+		e.serverSocket(), filepath.Join(e.dir, "gtund-b.sock")).Replace(string(b))
+	os.WriteFile(cfgB, []byte(sB), 0o600)
+	srvA := e.startServer(t, cfgA)
+	e.tp.Start(t, "gw", filepath.Join(e.dir, "gtund-b.log"), bins.gtund, "-c", cfgB)
+	testnet.Eventually(t, 10*time.Second, func() error {
+		var st map[string]any
+		return tryStatus(bins.gtund, filepath.Join(e.dir, "gtund-b.sock"), &st)
+	})
+
+	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
+	rewrite(t, ccfg, `endpoints = ["`+gwWAN+`:`+port+`"]`, `endpoints = ["`+gwWAN+`:`+port+`", "198.51.100.3:`+port+`"]`,
+		`transport = "tcp"`, "transport = \"tcp\"\nfailback_interval = \"1s\"")
+	// Both gtund serve with the same key, as one cluster's gateways would.
+	e.startClient(t, "vm", "vm", ccfg)
+	e.waitState(t, "vm", 10*time.Second, "on the first endpoint", func(s client.ServerStatus) bool {
+		return s.State == "connected" && s.Endpoint == gwWAN+":"+port
+	})
+
+	srvA.Kill9()
+	d := e.waitState(t, "vm", 15*time.Second, "failed over", func(s client.ServerStatus) bool {
+		return s.State == "connected" && s.Endpoint == "198.51.100.3:"+port
+	})
+	t.Logf("FAILOVER first gtund killed: on the second endpoint %v later (keepalive 1s x 3 to notice)", d.Round(time.Millisecond))
+	testnet.Eventually(t, 5*time.Second, func() error {
+		out, err := e.curl("vm", "http://"+clusterIP+"/")
+		if err != nil || !strings.Contains(out, "hello from pod") {
+			return fmt.Errorf("via the second gtund: %v %q", err, out)
+		}
+		return nil
+	})
+
+	e.startServer(t, cfgA)
+	d = e.waitState(t, "vm", 15*time.Second, "back on the first endpoint", func(s client.ServerStatus) bool {
+		return s.State == "connected" && s.Endpoint == gwWAN+":"+port
+	})
+	t.Logf("FAILBACK first gtund back: moved back %v later (failback_interval 1s)", d.Round(time.Millisecond))
+	testnet.Eventually(t, 5*time.Second, func() error {
+		out, err := e.curl("vm", "http://"+podIP+":8080/")
+		if err != nil || !strings.Contains(out, "hello from pod") {
+			return fmt.Errorf("after failback: %v %q", err, out)
+		}
+		return nil
+	})
+}
+
+func TestUnreachableFirstEndpointCostsSeconds(t *testing.T) {
+	e := newEnv(t)
+	ckey, cpub := e.key(t, "vm")
+	e.startServer(t, e.serverConfig(t, peer{name: "vm", pub: cpub}))
+	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
+	// 198.51.100.9 is on the wan subnet but nobody has it: no answer at all.
+	rewrite(t, ccfg, `endpoints = ["`+gwWAN+`:`+port+`"]`, `endpoints = ["198.51.100.9:`+port+`", "`+gwWAN+`:`+port+`"]`)
+	start := time.Now()
+	e.startClient(t, "vm", "vm", ccfg)
+	e.waitState(t, "vm", 10*time.Second, "connected via the second endpoint", func(s client.ServerStatus) bool {
+		return s.State == "connected" && s.Endpoint == gwWAN+":"+port
+	})
+	d := time.Since(start)
+	t.Logf("FAILOVER unreachable first endpoint: connected via the second %v after start", d.Round(time.Millisecond))
+	if d > 6*time.Second {
+		t.Errorf("an unreachable first endpoint cost %v", d)
+	}
+}
