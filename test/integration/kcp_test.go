@@ -185,3 +185,83 @@ func TestUnreachableFirstEndpointCostsSeconds(t *testing.T) {
 		t.Errorf("an unreachable first endpoint cost %v", d)
 	}
 }
+
+// wanLoss drops pct% of the packets in each direction on the wan link
+// (nftables numgen; this kernel has no netem). 100 is a blackhole. Packets
+// are dropped where they arrive, in vm and in gw: dropped on output, the
+// sender's socket would see EPERM, which a real network never returns.
+func (e *env) wanLoss(t *testing.T, pct int) {
+	t.Helper()
+	for _, h := range []string{"vm", "gw"} {
+		_, _ = e.tp.Exec(h, "nft", "delete", "table", "inet", "wanloss")
+		if pct == 0 {
+			continue
+		}
+		match := fmt.Sprintf("numgen random mod 100 < %d", pct)
+		if pct >= 100 {
+			match = ""
+		}
+		rules := fmt.Sprintf(`table inet wanloss {
+	chain in { type filter hook input priority -300; iifname "wan0" %s drop; }
+}`, match)
+		cmd := e.tp.Command(t.Context(), h, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(rules)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nft in %s: %v\n%s", h, err, out)
+		}
+	}
+}
+
+func (e *env) kcpClient(t *testing.T) {
+	t.Helper()
+	ckey, cpub := e.key(t, "vm")
+	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	rewrite(t, scfg, `transports = ["tcp"]`, `transports = ["tcp", "kcp"]`)
+	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
+	rewrite(t, ccfg, `transport = "tcp"`, `transport = "kcp"`)
+	e.startServer(t, scfg)
+	cli := e.startClient(t, "vm", "vm", ccfg)
+	e.waitRoute(t, "vm", "10.244.0.0/16", cli)
+}
+
+// At 5% loss each way the kcp session stays up and every request succeeds.
+func TestKCPUnderFivePercentLoss(t *testing.T) {
+	e := newEnv(t)
+	e.kcpClient(t)
+	e.wanLoss(t, 5)
+	start := time.Now()
+	for i := range 20 {
+		out, err := e.tp.Exec("vm", "curl", "-fsS", "--max-time", "10", "-o", "/dev/null", "-w", "%{size_download}", "http://"+podIP+":8080/bytes?n=200000")
+		if err != nil || out != "200000" {
+			t.Fatalf("request %d/20 at 5%% loss: %v %q", i+1, err, out)
+		}
+	}
+	t.Logf("KCP 5%% loss: 20/20 requests of 200 kB in %v", time.Since(start).Round(time.Millisecond))
+	var st client.Status
+	status(t, bins.gtun, e.clientSocket("vm"), &st)
+	if s := st.Servers[0]; s.State != "connected" || s.Reconnects != 0 {
+		t.Fatalf("kcp session did not stay up at 5%% loss: %+v", s)
+	}
+}
+
+// A 10 s blackhole on a kcp session: declared dead by keepalive, and back
+// when the wan is.
+func TestKCPRecoversFromBlackhole(t *testing.T) {
+	e := newEnv(t)
+	e.kcpClient(t)
+	e.wanLoss(t, 100)
+	e.waitState(t, "vm", 10*time.Second, "declared dead", func(s client.ServerStatus) bool { return s.State != "connected" })
+	time.Sleep(10 * time.Second) // the rest of the blackhole
+	e.wanLoss(t, 0)
+	d := e.waitState(t, "vm", 10*time.Second, "reconnected over kcp", func(s client.ServerStatus) bool {
+		return s.State == "connected" && s.Transport == "kcp"
+	})
+	t.Logf("KCP 10 s blackhole: reconnected %v after the wan returned", d.Round(time.Millisecond))
+	testnet.Eventually(t, 5*time.Second, func() error {
+		out, err := e.curl("vm", "http://"+clusterIP+"/")
+		if err != nil || !strings.Contains(out, "hello from pod") {
+			return fmt.Errorf("after the blackhole: %v %q", err, out)
+		}
+		return nil
+	})
+}
