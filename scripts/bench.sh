@@ -11,11 +11,33 @@
 # It only reports: there are no thresholds. Exits non-zero only when the
 # setup or a measurement failed outright.
 #
+# Both sections run on the plain topology (vm and gw joined by one veth, no
+# emulator in the path), so the headline ratio compares with earlier runs.
+#
+# Then (LOSSY=1, the default; LOSSY=0 skips it) the lossy-link section
+# rebuilds the topology with the WAN emulator (tools/wanemu, see
+# scripts/topology.sh --wanemu) between vm and gw and, for each condition
+# of LOSSY_CONDITIONS (one-way delay ms : loss % each way; default
+# 0 ms 0%, 25 ms 1%, 25 ms 5%: RTT +0, +50, +50 ms), measures single-stream
+# TCP vm->pod for LOSSY_DURATION s (default 10) and the idle ping RTT:
+# direct (no tunnel), through the tunnel with transport tcp, and with kcp.
+# gtund listens with both transports; gtun is restarted for each. If gtund
+# refuses kcp, the kcp column says n/a. The TCP congestion control of the
+# namespaces (the outer TCP of transport tcp, and the measured TCP itself) is
+# the kernel's default unless LOSSY_CC names one (e.g. reno, bbr: one of
+# the root namespace's net.ipv4.tcp_allowed_congestion_control); the report
+# says which.
+#
 #   scripts/bench.sh                 (root; bin/gtun, bin/gtund from make build)
 #   DURATION=10 TRANSPORT=kcp scripts/bench.sh
+#   LOSSY=0 scripts/bench.sh         (no lossy-link section)
 set -euo pipefail
 PREFIX=${PREFIX:-bench}
 DURATION=${DURATION:-5}
+LOSSY=${LOSSY:-1}
+LOSSY_DURATION=${LOSSY_DURATION:-10}
+LOSSY_CONDITIONS=${LOSSY_CONDITIONS:-0:0 25:1 25:5}
+LOSSY_CC=${LOSSY_CC:-}
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -42,19 +64,28 @@ fail_step() {
 	echo "duration_s=$DURATION"
 	echo "clk_tck=$(getconf CLK_TCK)"
 	echo "cpus=$(nproc)"
+	echo "topology=plain (no WAN emulator in the path)"
 } >"$META"
+case $LOSSY in 0 | 1) ;; *) die "LOSSY must be 0 or 1" ;; esac
+for c in $LOSSY_CONDITIONS; do
+	[[ $c =~ ^[0-9]+(\.[0-9]+)?:[0-9]+(\.[0-9]+)?$ ]] || die "LOSSY_CONDITIONS: bad condition '$c' (want DELAY_MS:LOSS_PCT, e.g. 25:1)"
+done
 
 hdr "setup: report tool, dependencies, topology (prefix $PREFIX), keys, configs"
 (cd "$LIB_ROOT" && go build -o "$D/benchreport" ./tools/benchreport) || die "cannot build tools/benchreport"
 lib_topology_up
 lib_keys
 lib_write_configs
-lib_start iperf3 pod iperf3 -s -B "$POD_IP"
-for ((i = 0; i < 50; i++)); do
-	inns pod ss -Hltn "sport = :5201" | grep -q 5201 && break
-	sleep 0.1
-done
-inns pod ss -Hltn "sport = :5201" | grep -q 5201 || die "iperf3 server did not start"
+start_iperf_server() {
+	local i
+	lib_start iperf3 pod iperf3 -s -B "$POD_IP"
+	for ((i = 0; i < 50; i++)); do
+		inns pod ss -Hltn "sport = :5201" | grep -q 5201 && return 0
+		sleep 0.1
+	done
+	die "iperf3 server did not start"
+}
+start_iperf_server
 
 # cpu_snapshot: "gtun_ticks gtund_ticks" (empty in direct mode)
 cpu_snapshot() {
@@ -66,15 +97,15 @@ cpu_snapshot() {
 iperf() {
 	local test=$1 before after rc=0 err
 	shift
-	local f="$RAW/$MODE-$test.json"
+	local f="$RAW/$MODE-$test.json" t=${IPERF_DURATION:-$DURATION}
 	printf '  %-12s %-7s iperf3 %s ... ' "$test" "$MODE" "$*"
 	before=$(cpu_snapshot)
-	timeout $((DURATION + 30)) ip netns exec "$PREFIX-vm" \
-		iperf3 -c "$POD_IP" -t "$DURATION" -J --connect-timeout 3000 "$@" >"$f" 2>"$f.err" || rc=$?
+	timeout $((t + 30)) ip netns exec "$PREFIX-vm" \
+		iperf3 -c "$POD_IP" -t "$t" -J --connect-timeout 3000 "$@" >"$f" 2>"$f.err" || rc=$?
 	after=$(cpu_snapshot)
 	if [ $rc -ne 0 ]; then
 		err=$(grep -o '"error":[^}]*' "$f" 2>/dev/null | head -1 || true)
-		[ $rc = 124 ] && err="timed out after $((DURATION + 30))s"
+		[ $rc = 124 ] && err="timed out after $((t + 30))s"
 		echo "FAILED"
 		fail_step "$MODE-$test" "iperf3 exit $rc ${err:-$(head -c 300 "$f.err")}"
 		rm -f "$f"
@@ -107,13 +138,13 @@ measure() {
 	iperf udp64-down -u -l 64 -b 0 -R
 }
 
-hdr "direct routing (no tunnel): vm -> 198.51.100.2 -> node -> pod"
+hdr "direct routing (no tunnel, plain topology): vm -> 198.51.100.2 -> node -> pod"
 MODE=direct
 ip -n "$PREFIX-vm" route add 10.244.0.0/16 via "$GW_WAN"
 measure
 ip -n "$PREFIX-vm" route del 10.244.0.0/16 via "$GW_WAN"
 
-hdr "tunnel: gtund in $PREFIX-gw, gtun in $PREFIX-vm, transport $TRANSPORT"
+hdr "tunnel (plain topology): gtund in $PREFIX-gw, gtun in $PREFIX-vm, transport $TRANSPORT"
 MODE=tunnel
 lib_start_daemons
 lib_wait_route 15
@@ -133,6 +164,96 @@ for name in gtun gtund; do
 	lib_stop "$name" 10
 	[ "$STOP_RC" -eq 0 ] || fail_step "$name-stop" "exit status $STOP_RC after SIGTERM (want 0)"
 done
+
+# ping_rtt: idle ping vm->pod to $RAW/$MODE-ping.txt; some lost replies are
+# fine on a lossy link, no reply at all is a failure.
+ping_rtt() {
+	local f="$RAW/$MODE-ping.txt"
+	printf '  %-12s %-7s ping -c 40 -i 0.05 -q ... ' ping "$MODE"
+	ip netns exec "$PREFIX-vm" ping -c 40 -i 0.05 -q -W 2 "$POD_IP" >"$f" 2>&1 || true
+	if grep -q '^rtt' "$f"; then
+		echo "ok ($(grep -o '[0-9.]*% packet loss' "$f"), $(grep -o 'rtt.*' "$f"))"
+	else
+		echo "FAILED"
+		fail_step "$MODE-ping" "$(tail -n 2 "$f" | tr '\n' ' ')"
+	fi
+}
+
+lossy() {
+	local c h delay loss tag tr transports='["tcp", "kcp"]'
+	hdr "lossy link: topology $PREFIX rebuilt with the WAN emulator (tools/wanemu) between vm and gw"
+	meta lossy.conditions "$LOSSY_CONDITIONS"
+	meta lossy.duration_s "$LOSSY_DURATION"
+	lib_stop iperf3 3
+	lib_topology_up_wanemu
+	if [ -n "$LOSSY_CC" ]; then
+		for h in vm vm2 gw node pod; do
+			inns "$h" sysctl -q -w net.ipv4.tcp_congestion_control="$LOSSY_CC" >/dev/null ||
+				die "cannot set TCP congestion control $LOSSY_CC in the namespaces: they may only use one of net.ipv4.tcp_allowed_congestion_control ($(sysctl -n net.ipv4.tcp_allowed_congestion_control)), a setting of the root namespace"
+		done
+	fi
+	meta lossy.cc "$(inns vm sysctl -n net.ipv4.tcp_congestion_control)"
+	note "TCP congestion control: $(inns vm sysctl -n net.ipv4.tcp_congestion_control)"
+	start_iperf_server
+	# gtund listens with both transports; kcp is n/a if it refuses that
+	KCP_NA=""
+	TRANSPORT=tcp GTUND_TRANSPORTS='["tcp", "kcp"]' lib_write_configs
+	if ! lib_try_start_gtund; then
+		KCP_NA="gtund does not start with transports = [\"tcp\", \"kcp\"]: $LIB_ERR: $(tail -n 1 "$D/gtund.log" | sed "s/^ *//" | cut -c1-200)"
+		mv "$D/gtund.log" "$RAW/gtund-kcp-refused.txt"
+		note "kcp: n/a ($KCP_NA); gtund with tcp only"
+		transports='["tcp"]'
+		TRANSPORT=tcp GTUND_TRANSPORTS=$transports lib_write_configs
+		lib_try_start_gtund || die "$LIB_ERR"
+	elif ! inns gw ss -Hlun "sport = :$PORT" | grep -q .; then
+		KCP_NA="gtund does not listen on udp $GW_WAN:$PORT"
+		note "kcp: n/a ($KCP_NA)"
+	fi
+	[ -z "$KCP_NA" ] || meta lossy.kcp_na "$KCP_NA"
+	for c in $LOSSY_CONDITIONS; do
+		delay=${c%%:*} loss=${c##*:}
+		tag=d$delay-l$loss
+		printf '\n  %slink: %s ms each way (RTT +%s ms), %s%% loss each way%s\n' "$B" "$delay" \
+			"$(awk -v d="$delay" 'BEGIN {print 2 * d}')" "$loss" "$N"
+		if ! lib_wanemu "$delay" "$loss"; then
+			fail_step "lossy-$tag" "cannot start the WAN emulator"
+			continue
+		fi
+		MODE=lossy-$tag-direct
+		ip -n "$PREFIX-vm" route add 10.244.0.0/16 via "$GW_WAN"
+		ping_rtt
+		IPERF_DURATION=$LOSSY_DURATION iperf tcp-up-1
+		ip -n "$PREFIX-vm" route del 10.244.0.0/16 via "$GW_WAN"
+		for tr in tcp kcp; do
+			MODE=lossy-$tag-$tr
+			if [ "$tr" = kcp ] && [ -n "$KCP_NA" ]; then
+				note "$MODE: n/a"
+				continue
+			fi
+			TRANSPORT=$tr GTUND_TRANSPORTS=$transports lib_write_configs >/dev/null
+			lib_start gtun vm "$GTUN_BIN" -c "$D/gtun.toml" >/dev/null
+			if lib_try_wait_route 30; then
+				ip -n "$PREFIX-vm" route get "$POD_IP" | grep -q 'dev gtun0' || die "traffic to $POD_IP would not use gtun0"
+				ping_rtt
+				IPERF_DURATION=$LOSSY_DURATION iperf tcp-up-1
+			else
+				fail_step "$MODE" "transport $tr: $LIB_ERR"
+			fi
+			lib_stop gtun 10
+			[ "$STOP_RC" -eq 0 ] || fail_step "$MODE-stop" "gtun exit status $STOP_RC after SIGTERM (want 0)"
+			cp "$D/gtun.log" "$RAW/$MODE-gtun.txt"
+			if ! lib_alive "${PIDS[gtund]}"; then
+				die "gtund exited during the lossy-link tests"
+			fi
+		done
+		"$LIB_ROOT/scripts/topology.sh" wanemu-stats "$PREFIX" >"$RAW/lossy-$tag-wanemu.json" ||
+			fail_step "lossy-$tag-wanemu" "no emulator counters"
+	done
+	lib_stop gtund 10
+	[ "$STOP_RC" -eq 0 ] || fail_step "lossy-gtund-stop" "exit status $STOP_RC after SIGTERM (want 0)"
+	cp "$D/gtund.log" "$RAW/lossy-gtund.txt"
+}
+if [ "$LOSSY" = 1 ]; then lossy; fi
 
 hdr "report"
 "$D/benchreport" -dir "$RAW" -out "$OUT"

@@ -6,6 +6,8 @@
 # Knobs (environment):
 #   PREFIX     namespace prefix (the sourcing script sets a default)
 #   TRANSPORT  tcp | kcp                       (default tcp)
+#   GTUND_TRANSPORTS  gtund's transports list, TOML (default ["tcp"], or
+#              ["tcp", "kcp"] with TRANSPORT=kcp)
 #   KEEP=1     keep the work directory (configs, keys, logs) after exit
 #   GTUN_BIN, GTUND_BIN, PODHTTP_BIN           binaries (default bin/...)
 
@@ -25,6 +27,7 @@ CLUSTER_IP=10.96.0.10
 D=""               # work directory: keys, configs, logs, state
 declare -A PIDS=() # name -> pid of the background processes we started
 LIB_TOPOLOGY_UP=0
+LIB_ERR="" # why the last lib_try_* failed
 
 if [ -t 1 ]; then B=$'\033[1m' R=$'\033[31m' G=$'\033[32m' N=$'\033[0m'; else B="" R="" G="" N=""; fi
 
@@ -113,6 +116,21 @@ lib_topology_up() {
 	note "namespaces: $PREFIX-vm $PREFIX-vm2 $PREFIX-gw $PREFIX-node $PREFIX-pod"
 }
 
+# lib_topology_up_wanemu: the same with the wan link going through the WAN
+# emulator in $PREFIX-wan (topology.sh --wanemu; no delay, no loss yet).
+lib_topology_up_wanemu() {
+	"$LIB_ROOT/scripts/deps.sh"
+	LIB_TOPOLOGY_UP=1
+	"$LIB_ROOT/scripts/topology.sh" up "$PREFIX" --wanemu
+	note "namespaces: $PREFIX-vm $PREFIX-vm2 $PREFIX-gw $PREFIX-node $PREFIX-pod, $PREFIX-wan (WAN emulator)"
+}
+
+# lib_wanemu DELAY_MS LOSS_PCT: restart the WAN emulator (topology built
+# with lib_topology_up_wanemu) with that one-way delay and loss each way.
+lib_wanemu() {
+	"$LIB_ROOT/scripts/topology.sh" wanemu "$PREFIX" "$1" "$2"
+}
+
 # lib_keys: server and client key pairs in $D; sets SERVER_PUB, CLIENT_PUB.
 lib_keys() {
 	(
@@ -132,6 +150,7 @@ lib_keys() {
 lib_write_configs() {
 	local transports='["tcp"]'
 	[ "$TRANSPORT" = kcp ] && transports='["tcp", "kcp"]'
+	transports=${GTUND_TRANSPORTS:-$transports}
 	cat >"$D/gtund.toml" <<-TOML
 		[server]
 		listen = "$GW_WAN:$PORT"
@@ -221,23 +240,39 @@ lib_start_pod_http() {
 	die "podhttp did not answer on $POD_IP:8080"
 }
 
-# lib_start_daemons: gtund in gw; once it listens (up to 10 s), gtun in vm.
-lib_start_daemons() {
+# lib_try_start_gtund: gtund in gw, until it listens on tcp (up to 10 s).
+# Returns 1 with LIB_ERR set (and gtund stopped) if it exits or does not
+# listen.
+lib_try_start_gtund() {
 	local i
+	LIB_ERR=""
 	lib_start gtund gw "$GTUND_BIN" -c "$D/gtund.toml"
 	for ((i = 0; i < 100; i++)); do
-		inns gw ss -Hltn "sport = :$PORT" | grep -q . && break
-		lib_alive "${PIDS[gtund]}" || die "gtund exited at startup"
+		inns gw ss -Hltn "sport = :$PORT" | grep -q . && return 0
+		if ! lib_alive "${PIDS[gtund]}"; then
+			lib_stop gtund 1
+			LIB_ERR="gtund exited at startup"
+			return 1
+		fi
 		sleep 0.1
 	done
-	inns gw ss -Hltn "sport = :$PORT" | grep -q . || die "gtund does not listen on tcp $GW_WAN:$PORT after 10 s"
+	lib_stop gtund 3
+	LIB_ERR="gtund does not listen on tcp $GW_WAN:$PORT after 10 s"
+	return 1
+}
+
+# lib_start_daemons: gtund in gw; once it listens (up to 10 s), gtun in vm.
+lib_start_daemons() {
+	lib_try_start_gtund || die "$LIB_ERR"
 	lib_start gtun vm "$GTUN_BIN" -c "$D/gtun.toml"
 }
 
-# lib_wait_route [TIMEOUT]: until vm routes 10.244.0.0/16 via gtun0 (default
-# 15 s). Fails early if a daemon exits.
-lib_wait_route() {
+# lib_try_wait_route [TIMEOUT]: until vm routes 10.244.0.0/16 via gtun0
+# (default 15 s). Returns 1 with LIB_ERR set on timeout, or early if a
+# daemon exits.
+lib_try_wait_route() {
 	local timeout=${1:-15} i name
+	LIB_ERR=""
 	for ((i = 0; i < timeout * 10; i++)); do
 		if ip -n "$PREFIX-vm" route show 10.244.0.0/16 2>/dev/null | grep -q 'dev gtun0'; then
 			note "route 10.244.0.0/16 dev gtun0 installed after $((i / 10)).$((i % 10)) s"
@@ -245,13 +280,23 @@ lib_wait_route() {
 		fi
 		for name in gtund gtun; do
 			[ -n "${PIDS[$name]:-}" ] || continue
-			lib_alive "${PIDS[$name]}" || die "$name exited before the tunnel came up"
+			if ! lib_alive "${PIDS[$name]}"; then
+				LIB_ERR="$name exited before the tunnel came up"
+				return 1
+			fi
 		done
 		sleep 0.1
 	done
+	LIB_ERR="no route 10.244.0.0/16 dev gtun0 in $PREFIX-vm after ${timeout}s"
+	return 1
+}
+
+# lib_wait_route [TIMEOUT]: lib_try_wait_route, fatal on failure.
+lib_wait_route() {
+	lib_try_wait_route "$@" && return 0
 	echo "vm routes:" >&2
 	ip -n "$PREFIX-vm" route >&2 || true
-	die "no route 10.244.0.0/16 dev gtun0 in $PREFIX-vm after ${timeout}s"
+	die "$LIB_ERR"
 }
 
 # lib_cpu_ticks PID: utime+stime in clock ticks

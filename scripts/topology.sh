@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Test topology for gtun (see shared DESIGN.md, "Test topology").
 #
-#   scripts/topology.sh up   [PREFIX]   build it (idempotent: tears down an old one first)
-#   scripts/topology.sh down [PREFIX]   remove it (kills processes still inside its namespaces)
-#   scripts/topology.sh status [PREFIX] list its namespaces and addresses
+#   scripts/topology.sh up   [PREFIX] [--wanemu]  build it (idempotent: tears down an old one first)
+#   scripts/topology.sh down [PREFIX]             remove it (kills processes still inside its namespaces)
+#   scripts/topology.sh status [PREFIX]           list its namespaces and addresses
+#   scripts/topology.sh wanemu PREFIX DELAY_MS LOSS_PCT
+#                                                 (re)start the WAN emulator (--wanemu topologies)
+#   scripts/topology.sh wanemu-stats PREFIX       the emulator's counters (JSON)
+#   scripts/topology.sh blackhole PREFIX on|off   drop everything on the emulated link, or stop
 #
 # PREFIX defaults to "gt"; namespaces are PREFIX-{vm,vm2,gw,node,pod}.
 # All veths are created directly inside the namespaces, so nothing touches the
@@ -12,21 +16,64 @@
 #  vm2 172.16.0.2 --lan0-- vm 172.16.0.1 | 198.51.100.1 --wan0-- gw 198.51.100.2 | 10.0.0.2
 #      --vpc0-- node 10.0.0.3 | 10.244.1.1 --pod0/eth0-- pod 10.244.1.20
 #  node: nftables "table ip kubeproxy": 10.96.0.10:80 -> 10.244.1.20:8080
+#
+# With --wanemu (or WANEMU=1) the wan link goes through a sixth namespace,
+# PREFIX-wan, where tools/wanemu forwards frames between its interfaces "a"
+# (peer of vm's wan0) and "b" (peer of gw's wan0), adding delay and loss:
+#
+#  vm 198.51.100.1 wan0 --- a [PREFIX-wan: wanemu] b --- wan0 gw 198.51.100.2
+#
+# Addresses and names seen by vm and gw are the same as without it. The
+# endpoints' wan0 get gso_max_segs 1 so no super-packet reaches the emulator
+# (its loss draw is per wire-sized frame). `up --wanemu` starts the emulator
+# with no delay and no loss; `wanemu PREFIX DELAY_MS LOSS_PCT` restarts it
+# with DELAY_MS of one-way delay (the round trip gets twice that) and
+# LOSS_PCT percent of frames dropped in each direction independently.
+# Its PID, log, counters and blackhole file live in $TOPO_RUN_DIR
+# (/run/gtun-topology); it is stopped by that PID, never by name.
+# WANEMU_BIN names the binary (default: bin/wanemu, built when missing or
+# older than tools/wanemu/*.go).
 set -euo pipefail
 
-usage() { echo "usage: $0 up|down|status [PREFIX]" >&2; exit 2; }
+usage() {
+	echo "usage: $0 up [PREFIX] [--wanemu] | down|status [PREFIX] | wanemu PREFIX DELAY_MS LOSS_PCT | wanemu-stats PREFIX | blackhole PREFIX on|off" >&2
+	exit 2
+}
 
 [ $# -ge 1 ] || usage
 CMD=$1
-PREFIX=${2:-gt}
+shift
+WANEMU=${WANEMU:-0}
+ARGS=()
+for a in "$@"; do
+	case $a in
+	--wanemu) WANEMU=1 ;;
+	*) ARGS+=("$a") ;;
+	esac
+done
+PREFIX=${ARGS[0]:-gt}
 if ! [[ $PREFIX =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$ ]]; then
 	echo "topology.sh: bad prefix '$PREFIX' (letters, digits, - and _, at most 31)" >&2
 	exit 2
 fi
+case $WANEMU in 0 | 1) ;; *)
+	echo "topology.sh: WANEMU must be 0 or 1" >&2
+	exit 2
+	;;
+esac
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TOPO_RUN_DIR=${TOPO_RUN_DIR:-/run/gtun-topology}
 
 HOSTS=(vm vm2 gw node pod)
+[ "$WANEMU" = 1 ] && HOSTS+=(wan)
+ALL_HOSTS=(vm vm2 gw node pod wan) # down and status: whatever exists
 ns() { echo "$PREFIX-$1"; }
-VM=$(ns vm) VM2=$(ns vm2) GW=$(ns gw) NODE=$(ns node) POD=$(ns pod)
+VM=$(ns vm) VM2=$(ns vm2) GW=$(ns gw) NODE=$(ns node) POD=$(ns pod) WAN=$(ns wan)
+EMU_PID=$TOPO_RUN_DIR/$PREFIX-wanemu.pid
+EMU_LOG=$TOPO_RUN_DIR/$PREFIX-wanemu.log
+EMU_STATS=$TOPO_RUN_DIR/$PREFIX-wanemu.stats.json
+EMU_BLACKHOLE=$TOPO_RUN_DIR/$PREFIX-wan.blackhole
 
 ns_exists() { [ -e "/run/netns/$1" ]; }
 
@@ -34,7 +81,9 @@ ns_exists() { [ -e "/run/netns/$1" ]; }
 # then delete the namespaces; deleting a namespace removes its veths.
 down() {
 	local h n pids
-	for h in "${HOSTS[@]}"; do
+	wanemu_stop
+	rm -f "$EMU_LOG" "$EMU_STATS" "$EMU_BLACKHOLE"
+	for h in "${ALL_HOSTS[@]}"; do
 		n=$(ns "$h")
 		ns_exists "$n" || continue
 		pids=$(ip netns pids "$n" 2>/dev/null || true)
@@ -45,7 +94,7 @@ down() {
 	local _ left
 	for _ in $(seq 30); do
 		left=""
-		for h in "${HOSTS[@]}"; do
+		for h in "${ALL_HOSTS[@]}"; do
 			n=$(ns "$h")
 			ns_exists "$n" || continue
 			left+=$(ip netns pids "$n" 2>/dev/null || true)
@@ -53,7 +102,7 @@ down() {
 		[ -z "$left" ] && break
 		sleep 0.1
 	done
-	for h in "${HOSTS[@]}"; do
+	for h in "${ALL_HOSTS[@]}"; do
 		n=$(ns "$h")
 		ns_exists "$n" || continue
 		pids=$(ip netns pids "$n" 2>/dev/null || true)
@@ -62,7 +111,7 @@ down() {
 		ip netns del "$n" 2>/dev/null || true
 	done
 	# the namespace files go away asynchronously in rare cases; check
-	for h in "${HOSTS[@]}"; do
+	for h in "${ALL_HOSTS[@]}"; do
 		if ns_exists "$(ns "$h")"; then
 			echo "topology.sh: could not delete namespace $(ns "$h")" >&2
 			return 1
@@ -91,7 +140,18 @@ up() {
 	done
 
 	# veth pairs, created inside the namespaces: name in A, peer name in B
-	ip -n "$VM"   link add wan0 mtu 1500 type veth peer name wan0 mtu 1500 netns "$GW"
+	if [ "$WANEMU" = 1 ]; then
+		# vm.wan0 -- a [wan: wanemu] b -- gw.wan0; the endpoints segment
+		# everything themselves (no GSO super-packets on the emulated link)
+		ip -n "$VM" link add wan0 mtu 1500 type veth peer name a mtu 1500 netns "$WAN"
+		ip -n "$GW" link add wan0 mtu 1500 type veth peer name b mtu 1500 netns "$WAN"
+		ip -n "$VM" link set wan0 gso_max_segs 1
+		ip -n "$GW" link set wan0 gso_max_segs 1
+		ip -n "$WAN" link set dev a up
+		ip -n "$WAN" link set dev b up
+	else
+		ip -n "$VM" link add wan0 mtu 1500 type veth peer name wan0 mtu 1500 netns "$GW"
+	fi
 	ip -n "$VM"   link add lan0 mtu 1500 type veth peer name lan0 mtu 1500 netns "$VM2"
 	ip -n "$GW"   link add vpc0 mtu 1500 type veth peer name vpc0 mtu 1500 netns "$NODE"
 	ip -n "$NODE" link add pod0 mtu 1500 type veth peer name eth0 mtu 1500 netns "$POD"
@@ -148,6 +208,9 @@ NFT
 	ip -n "$POD" route add default via 10.244.1.1
 
 	wait_links_up
+	if [ "$WANEMU" = 1 ]; then
+		wanemu_start 0 0
+	fi
 	trap - ERR
 }
 
@@ -172,15 +235,112 @@ wait_links_up() {
 	return 1
 }
 
+# wanemu_pid: the running emulator's PID from its pid file, only if that
+# process still lives in our wan namespace (so a stale file never makes us
+# signal someone else).
+wanemu_pid() {
+	local pid
+	[ -s "$EMU_PID" ] || return 1
+	pid=$(cat "$EMU_PID" 2>/dev/null) || return 1
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	[ -e "/proc/$pid" ] || return 1
+	[ "$(ip netns identify "$pid" 2>/dev/null)" = "$WAN" ] || return 1
+	echo "$pid"
+}
+
+# wanemu_stop: SIGTERM the emulator (it prints its counters to its log and
+# exits), SIGKILL after 3 s.
+wanemu_stop() {
+	local pid _
+	if pid=$(wanemu_pid); then
+		kill -TERM "$pid" 2>/dev/null || true
+		for _ in $(seq 30); do
+			[ -e "/proc/$pid" ] || break
+			sleep 0.1
+		done
+		if [ -e "/proc/$pid" ]; then
+			echo "topology.sh: wanemu (pid $pid) still running 3 s after SIGTERM: SIGKILL" >&2
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	fi
+	rm -f "$EMU_PID"
+}
+
+wanemu_bin() {
+	if [ -n "${WANEMU_BIN:-}" ]; then
+		[ -x "$WANEMU_BIN" ] || {
+			echo "topology.sh: WANEMU_BIN=$WANEMU_BIN is not executable" >&2
+			return 1
+		}
+		echo "$WANEMU_BIN"
+		return 0
+	fi
+	local bin=$ROOT/bin/wanemu
+	if [ ! -x "$bin" ] || [ -n "$(find "$ROOT/tools/wanemu" -name '*.go' -newer "$bin" 2>/dev/null)" ]; then
+		(cd "$ROOT" && CGO_ENABLED=0 go build -o "$bin" ./tools/wanemu) >&2 || {
+			echo "topology.sh: cannot build tools/wanemu" >&2
+			return 1
+		}
+	fi
+	echo "$bin"
+}
+
+# wanemu_start DELAY_MS LOSS_PCT: (re)start the emulator in the wan
+# namespace; returns once it forwards (its pid file appears).
+wanemu_start() {
+	local delay=$1 loss=$2 bin pid _
+	if ! [[ $delay =~ ^[0-9]+(\.[0-9]+)?$ ]] || ! [[ $loss =~ ^[0-9]+(\.[0-9]+)?$ ]]; then
+		echo "topology.sh: wanemu: DELAY_MS and LOSS_PCT must be non-negative numbers, not '$delay' '$loss'" >&2
+		return 2
+	fi
+	bin=$(wanemu_bin)
+	mkdir -p "$TOPO_RUN_DIR"
+	wanemu_stop
+	# setsid: not in the caller's session; the log keeps its output (and
+	# the caller's pipes close when this script exits)
+	setsid ip netns exec "$WAN" "$bin" -a a -b b -delay "${delay}ms" -loss "$loss" \
+		-blackhole-file "$EMU_BLACKHOLE" -stats-file "$EMU_STATS" -pidfile "$EMU_PID" \
+		>>"$EMU_LOG" 2>&1 </dev/null &
+	for _ in $(seq 100); do
+		if pid=$(wanemu_pid); then
+			return 0
+		fi
+		sleep 0.05
+	done
+	echo "topology.sh: wanemu did not start in $WAN; last lines of $EMU_LOG:" >&2
+	tail -n 20 "$EMU_LOG" >&2 || true
+	return 1
+}
+
+# wanemu_stats: ask the emulator for its counters (SIGUSR1) and print them.
+wanemu_stats() {
+	local pid _
+	pid=$(wanemu_pid) || {
+		echo "topology.sh: no wanemu running in $WAN" >&2
+		return 1
+	}
+	rm -f "$EMU_STATS"
+	kill -USR1 "$pid"
+	for _ in $(seq 100); do
+		if [ -s "$EMU_STATS" ]; then
+			cat "$EMU_STATS"
+			return 0
+		fi
+		sleep 0.02
+	done
+	echo "topology.sh: wanemu (pid $pid) wrote no counters to $EMU_STATS" >&2
+	return 1
+}
+
 status() {
 	local h n
-	for h in "${HOSTS[@]}"; do
+	for h in "${ALL_HOSTS[@]}"; do
 		n=$(ns "$h")
 		if ns_exists "$n"; then
 			echo "== $n"
 			ip -n "$n" -br addr
 			ip -n "$n" route
-		else
+		elif [ "$h" != wan ]; then
 			echo "== $n (absent)"
 		fi
 	done
@@ -195,5 +355,26 @@ case $CMD in
 up) up ;;
 down) down ;;
 status) status ;;
+wanemu)
+	[ ${#ARGS[@]} = 3 ] || usage
+	ns_exists "$WAN" || {
+		echo "topology.sh: no namespace $WAN (build the topology with: up $PREFIX --wanemu)" >&2
+		exit 1
+	}
+	wanemu_start "${ARGS[1]}" "${ARGS[2]}"
+	;;
+wanemu-stats)
+	[ ${#ARGS[@]} = 1 ] || usage
+	wanemu_stats
+	;;
+blackhole)
+	[ ${#ARGS[@]} = 2 ] || usage
+	case ${ARGS[1]} in
+	on) mkdir -p "$TOPO_RUN_DIR" && : >"$EMU_BLACKHOLE" ;;
+	off) rm -f "$EMU_BLACKHOLE" ;;
+	*) usage ;;
+	esac
+	sleep 0.03 # the emulator polls the file every 10 ms
+	;;
 *) usage ;;
 esac

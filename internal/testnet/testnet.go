@@ -16,6 +16,13 @@
 //
 // Hosts are "vm", "vm2", "gw", "node" and "pod"; each is a namespace named
 // "<prefix>-<host>" with a prefix unique to the test.
+//
+// UpWithWAN builds the same topology with the wan link going through a WAN
+// emulator (tools/wanemu in a sixth namespace, "<prefix>-wan"); SetWAN gives
+// the link delay and loss, SetWANBlackhole cuts it:
+//
+//	tp := testnet.UpWithWAN(t)
+//	tp.SetWAN(t, 25*time.Millisecond, 1) // 50 ms round trip, 1% loss each way
 package testnet
 
 import (
@@ -23,11 +30,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -132,14 +141,39 @@ func Require(t testing.TB, tools ...string) {
 type Topology struct {
 	Prefix string // namespace prefix, unique per test
 	Root   string // repository root (holds go.mod and scripts/)
+
+	wan       bool   // built by UpWithWAN
+	wanemuBin string // tools/wanemu built for this topology
 }
 
 // Up builds a topology with a fresh prefix ("gt" + 4 hex digits) and
 // registers its teardown with t.Cleanup. It calls Require first.
 func Up(t testing.TB) *Topology {
 	t.Helper()
-	Require(t)
-	tp := &Topology{Root: RepoRoot()}
+	return up(t, false)
+}
+
+// UpWithWAN is Up with the wan link (vm 198.51.100.1 -- gw 198.51.100.2)
+// going through the WAN emulator in namespace "<prefix>-wan" (see
+// scripts/topology.sh --wanemu). Addresses and interface names are the same
+// as Up's; the emulator starts with no delay and no loss. It also requires
+// the go tool, to build tools/wanemu.
+func UpWithWAN(t testing.TB) *Topology {
+	t.Helper()
+	return up(t, true)
+}
+
+func up(t testing.TB, wan bool) *Topology {
+	t.Helper()
+	if wan {
+		Require(t, "go", "setsid")
+	} else {
+		Require(t)
+	}
+	tp := &Topology{Root: RepoRoot(), wan: wan}
+	if wan {
+		tp.wanemuBin = GoBuild(t, "./tools/wanemu")
+	}
 	for i := 0; ; i++ {
 		tp.Prefix = "gt" + randHex(2)
 		if _, err := os.Stat("/run/netns/" + tp.NS("vm")); errors.Is(err, os.ErrNotExist) {
@@ -154,7 +188,11 @@ func Up(t testing.TB) *Topology {
 			t.Errorf("testnet: %v", err)
 		}
 	})
-	if out, err := tp.script("up"); err != nil {
+	var flags []string
+	if wan {
+		flags = append(flags, "--wanemu")
+	}
+	if out, err := tp.script("up", flags...); err != nil {
 		t.Fatalf("testnet: topology.sh up %s: %v\n%s", tp.Prefix, err, out)
 	}
 	return tp
@@ -169,7 +207,7 @@ func (tp *Topology) Down() error {
 		return fmt.Errorf("topology.sh down %s: %v\n%s", tp.Prefix, err, out)
 	}
 	var left []string
-	for _, h := range Hosts {
+	for _, h := range append(Hosts[:len(Hosts):len(Hosts)], "wan") {
 		if _, err := os.Stat("/run/netns/" + tp.NS(h)); err == nil {
 			left = append(left, tp.NS(h))
 		}
@@ -180,11 +218,96 @@ func (tp *Topology) Down() error {
 	return nil
 }
 
-func (tp *Topology) script(cmd string) (string, error) {
+// script runs topology.sh CMD PREFIX [ARGS...].
+func (tp *Topology) script(cmd string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, filepath.Join(tp.Root, "scripts", "topology.sh"), cmd, tp.Prefix).CombinedOutput()
+	c := exec.CommandContext(ctx, filepath.Join(tp.Root, "scripts", "topology.sh"), append([]string{cmd, tp.Prefix}, args...)...)
+	if tp.wanemuBin != "" {
+		c.Env = append(os.Environ(), "WANEMU_BIN="+tp.wanemuBin)
+	}
+	out, err := c.CombinedOutput()
 	return string(out), err
+}
+
+func (tp *Topology) requireWAN(t testing.TB) {
+	t.Helper()
+	if !tp.wan {
+		t.Fatal("testnet: this topology has no WAN emulator (build it with UpWithWAN)")
+	}
+}
+
+// SetWAN restarts the WAN emulator with delay added to each direction of the
+// wan link (a round trip gets 2×delay) and lossPct percent of the frames
+// dropped at random in each direction independently (a round trip loses
+// about twice as many). Frames in flight during the restart are lost. Only
+// for topologies built by UpWithWAN.
+func (tp *Topology) SetWAN(t testing.TB, delay time.Duration, lossPct float64) {
+	t.Helper()
+	tp.requireWAN(t)
+	if delay < 0 || lossPct < 0 || lossPct > 100 {
+		t.Fatalf("testnet: SetWAN(%v, %g): bad delay or loss", delay, lossPct)
+	}
+	ms := strconv.FormatFloat(float64(delay)/float64(time.Millisecond), 'f', -1, 64)
+	pct := strconv.FormatFloat(lossPct, 'f', -1, 64)
+	if out, err := tp.script("wanemu", ms, pct); err != nil {
+		t.Fatalf("testnet: topology.sh wanemu %s %s %s: %v\n%s", tp.Prefix, ms, pct, err, out)
+	}
+}
+
+// SetWANBlackhole makes the WAN emulator drop every frame in both directions
+// (on) or forward again (off). It holds across SetWAN restarts.
+func (tp *Topology) SetWANBlackhole(t testing.TB, on bool) {
+	t.Helper()
+	tp.requireWAN(t)
+	arg := map[bool]string{true: "on", false: "off"}[on]
+	if out, err := tp.script("blackhole", arg); err != nil {
+		t.Fatalf("testnet: topology.sh blackhole %s %s: %v\n%s", tp.Prefix, arg, err, out)
+	}
+}
+
+// WANStats are the WAN emulator's counters since it was last (re)started.
+type WANStats struct {
+	DelayNs    int64               `json:"delay_ns"`
+	LossPct    float64             `json:"loss_pct"`
+	Blackholed bool                `json:"blackholed"`
+	Directions []WANDirectionStats `json:"directions"` // "a->b" (vm to gw), then "b->a"
+}
+
+// WANDirectionStats are one direction's counters. Oversize and GSO count
+// super-packets that reached the emulator (should be 0); KernelDrops frames
+// the kernel dropped because the emulator read too slowly.
+type WANDirectionStats struct {
+	Name            string  `json:"name"`
+	Rx              uint64  `json:"rx"`
+	RxBytes         uint64  `json:"rx_bytes"`
+	Tx              uint64  `json:"tx"`
+	TxBytes         uint64  `json:"tx_bytes"`
+	Lost            uint64  `json:"lost"`
+	Blackholed      uint64  `json:"blackholed"`
+	QueueFull       uint64  `json:"queue_full"`
+	Oversize        uint64  `json:"oversize"`
+	GSO             uint64  `json:"gso"`
+	TxErrors        uint64  `json:"tx_errors"`
+	KernelDrops     uint64  `json:"kernel_drops"`
+	QueuePeakFrames uint64  `json:"queue_peak_frames"`
+	LateMaxUs       float64 `json:"late_max_us"`
+	LateAvgUs       float64 `json:"late_avg_us"`
+}
+
+// WANStats returns the WAN emulator's counters.
+func (tp *Topology) WANStats(t testing.TB) WANStats {
+	t.Helper()
+	tp.requireWAN(t)
+	out, err := tp.script("wanemu-stats")
+	if err != nil {
+		t.Fatalf("testnet: topology.sh wanemu-stats %s: %v\n%s", tp.Prefix, err, out)
+	}
+	var st WANStats
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("testnet: wanemu stats: %v\n%s", err, out)
+	}
+	return st
 }
 
 // NS returns the namespace name of a host: NS("vm") is "<prefix>-vm".

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -162,4 +164,124 @@ func TestRepoRoot(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(RepoRoot(), "scripts", "topology.sh")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The WAN emulator topology: same addresses, a transparent link at 0/0
+// (a 1 MB TCP transfer arrives intact and no super-packet reaches the
+// emulator), the round trip grows by twice the one-way delay, loss shows in
+// ping, the blackhole cuts the link, and down removes it all.
+func TestWANEmulator(t *testing.T) {
+	Require(t, "ping", "curl", "go", "setsid")
+	podhttp := GoBuild(t, "./tools/podhttp")
+	tp := UpWithWAN(t)
+
+	// pings returns ping's loss percentage and average RTT in ms.
+	pings := func(t *testing.T, args ...string) (lossPct, avgMs float64) {
+		t.Helper()
+		out, _ := tp.Exec("vm", append([]string{"ping", "-q"}, append(args, GWWan)...)...) // exit 1 when some are lost
+		m := regexp.MustCompile(`([0-9.]+)% packet loss`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no ping summary:\n%s", out)
+		}
+		lossPct, _ = strconv.ParseFloat(m[1], 64)
+		if m := regexp.MustCompile(`= [0-9.]+/([0-9.]+)/`).FindStringSubmatch(out); m != nil {
+			avgMs, _ = strconv.ParseFloat(m[1], 64)
+		}
+		t.Logf("ping %s: %s", strings.Join(args, " "), strings.TrimSpace(out[strings.Index(out, "---"):]))
+		return lossPct, avgMs
+	}
+
+	t.Run("1 MB over TCP at 0 ms 0%", func(t *testing.T) {
+		tp.Start(t, "gw", "", podhttp, "-listen", GWWan+":8080")
+		url := "http://" + GWWan + ":8080/bytes?n=1048576"
+		Eventually(t, 5*time.Second, func() error {
+			_, err := tp.Exec("vm", "curl", "-fsS", "--max-time", "1", "http://"+GWWan+":8080/healthz")
+			return err
+		})
+		before := tp.WANStats(t)
+		out := tp.MustExec(t, "vm", "curl", "-fsS", "--max-time", "20", url)
+		want := strings.Repeat("GTUN-CLEARTEXT-MARKER-", 1048576/22+1)[:1048576]
+		if out != want {
+			t.Fatalf("got %d bytes, want the 1048576-byte pattern (first difference at %d)", len(out), firstDiff(out, want))
+		}
+		st := tp.WANStats(t)
+		if len(st.Directions) != 2 {
+			t.Fatalf("stats: %+v", st)
+		}
+		for i, d := range st.Directions {
+			t.Logf("%+v", d)
+			if d.Oversize != 0 || d.GSO != 0 {
+				t.Errorf("%s: %d oversize and %d GSO frames reached the emulator: the endpoints send super-packets", d.Name, d.Oversize, d.GSO)
+			}
+			if d.Rx != d.Tx || d.Lost+d.QueueFull+d.TxErrors+d.KernelDrops != 0 {
+				t.Errorf("%s: at 0%% loss rx %d != tx %d or drops: %+v", d.Name, d.Rx, d.Tx, d)
+			}
+			if d.Rx-before.Directions[i].Rx < 100 {
+				t.Errorf("%s: only %d frames for a 1 MB transfer: does traffic bypass the emulator?", d.Name, d.Rx-before.Directions[i].Rx)
+			}
+		}
+		if got := st.Directions[1].RxBytes - before.Directions[1].RxBytes; got < 1048576 {
+			t.Errorf("b->a carried %d bytes for a 1 MB download", got)
+		}
+	})
+
+	t.Run("delay 20 ms each way", func(t *testing.T) {
+		tp.SetWAN(t, 20*time.Millisecond, 0)
+		loss, avg := pings(t, "-c", "20", "-i", "0.05", "-W", "2")
+		if loss != 0 || avg < 38 || avg > 60 {
+			t.Errorf("RTT avg %.3f ms, loss %g%%; want 38..60 ms and no loss", avg, loss)
+		}
+		pids := strings.Fields(tp.MustExec(t, "vm", "ip", "netns", "pids", tp.NS("wan")))
+		if len(pids) != 1 {
+			t.Errorf("processes in %s after a restart: %v, want one wanemu", tp.NS("wan"), pids)
+		}
+	})
+
+	t.Run("loss 5% each way", func(t *testing.T) {
+		tp.SetWAN(t, 0, 5)
+		// about 1-(0.95*0.95) = 9.75% of the round trips fail
+		loss, _ := pings(t, "-c", "200", "-i", "0.01", "-W", "1")
+		if loss < 3 || loss > 25 {
+			t.Errorf("ping loss %g%%, want 3..25%%", loss)
+		}
+		for _, d := range tp.WANStats(t).Directions {
+			if d.Rx < 150 || float64(d.Lost) < 0.01*float64(d.Rx) || float64(d.Lost) > 0.15*float64(d.Rx) {
+				t.Errorf("%s: lost %d of %d frames, want about 5%%", d.Name, d.Lost, d.Rx)
+			}
+		}
+	})
+
+	t.Run("blackhole", func(t *testing.T) {
+		tp.SetWAN(t, 0, 0)
+		tp.SetWANBlackhole(t, true)
+		if loss, _ := pings(t, "-c", "3", "-i", "0.1", "-W", "1"); loss != 100 {
+			t.Errorf("blackholed link: ping loss %g%%, want 100%%", loss)
+		}
+		tp.SetWAN(t, 1*time.Millisecond, 0) // holds across restarts
+		if loss, _ := pings(t, "-c", "2", "-i", "0.1", "-W", "1"); loss != 100 {
+			t.Errorf("blackholed link after a restart: ping loss %g%%, want 100%%", loss)
+		}
+		tp.SetWANBlackhole(t, false)
+		if loss, _ := pings(t, "-c", "3", "-i", "0.1", "-W", "1"); loss != 0 {
+			t.Errorf("link back: ping loss %g%%, want 0", loss)
+		}
+	})
+
+	t.Run("down removes the emulator", func(t *testing.T) {
+		if err := tp.Down(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat("/run/netns/" + tp.NS("wan")); err == nil {
+			t.Errorf("namespace %s left behind", tp.NS("wan"))
+		}
+	})
+}
+
+func firstDiff(a, b string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

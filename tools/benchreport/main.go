@@ -11,7 +11,19 @@
 //	                              kernel, commit, duration_s, clk_tck,
 //	                              cpu.<test>.<daemon>  (CPU ticks used
 //	                              during that tunnel test), rss.<daemon>_kb
-//	                              (VmHWM), err.<anything> (failed steps)
+//	                              (VmHWM), err.<anything> (failed steps),
+//	                              topology (where the two sections above ran)
+//
+// and, for the lossy-link section (bench.sh with LOSSY=1, the wan link going
+// through tools/wanemu), for each condition TAG = d<one-way delay ms>-l<loss %>
+// listed in meta lossy.conditions ("25:1" for 25 ms, 1%) and each MODE in
+// direct, tcp, kcp:
+//
+//	lossy-TAG-MODE-tcp-up-1.json  iperf3 -J, TCP vm->pod, 1 stream
+//	lossy-TAG-MODE-ping.txt       ping -q vm->pod
+//	lossy-TAG-wanemu.json         the emulator's counters after the condition
+//	meta.env                      lossy.duration_s, lossy.kcp_na (why kcp
+//	                              was not measured, if so)
 //
 // A missing or unreadable measurement is reported as n/a (null in JSON) and
 // listed under errors; it is never fatal. It is not a pass/fail test.
@@ -65,7 +77,44 @@ type Report struct {
 	RTT       RTT                 `json:"rtt_ms"`
 	CPUPerGB  map[string]*float64 `json:"cpu_s_per_gb"` // over all tunnel TCP tests
 	PeakRSSKB map[string]*float64 `json:"peak_rss_kb"`
+	Topology  string              `json:"topology,omitempty"` // of the direct and tunnel tests
+	Lossy     *Lossy              `json:"lossy,omitempty"`
 	Errors    []string            `json:"errors"`
+}
+
+// Lossy is the lossy-link section: TCP goodput through the tunnel with each
+// transport, and without the tunnel, over an emulated distant, lossy link.
+type Lossy struct {
+	DurationS float64 `json:"duration_s,omitempty"`
+	KCPNA     string  `json:"kcp_na,omitempty"` // why kcp was not measured
+	// TCP congestion control in the namespaces: of transport tcp's own
+	// connection and of the measured TCP flow.
+	CC string `json:"tcp_congestion_control,omitempty"`
+	// Direct TCP vm->pod through the emulator at 0 ms 0% against the
+	// same test on the plain topology (the emulator's own cost).
+	EmulatorDirectMbps *float64   `json:"emulator_0_0_direct_mbps"`
+	PlainDirectMbps    *float64   `json:"plain_direct_mbps"`
+	EmulatorRatio      *float64   `json:"emulator_0_0_ratio"`
+	Rows               []LossyRow `json:"rows"`
+}
+
+// LossyRow is one link condition.
+type LossyRow struct {
+	DelayMs     float64  `json:"delay_ms_each_way"`
+	RTTAddedMs  float64  `json:"rtt_added_ms"`
+	LossPct     float64  `json:"loss_pct_each_way"`
+	TCPMbps     *float64 `json:"tcp_mbps"`
+	KCPMbps     *float64 `json:"kcp_mbps"`
+	KCPOverTCP  *float64 `json:"kcp_over_tcp"`
+	DirectMbps  *float64 `json:"direct_mbps"`
+	TCPRTTMs    *float64 `json:"tcp_rtt_ms"`
+	KCPRTTMs    *float64 `json:"kcp_rtt_ms"`
+	DirectRTTMs *float64 `json:"direct_rtt_ms"`
+	// Measured by the emulator over the whole condition: percent of the
+	// frames it dropped at random, each direction (vm->gw, gw->vm), and
+	// frames it dropped for a full queue or could not read in time.
+	EmulatedLossPct []*float64 `json:"emulated_loss_pct"`
+	EmulatorDrops   *float64   `json:"emulator_overflow_drops"`
 }
 
 type TCPResult struct {
@@ -222,6 +271,17 @@ func Build(dir string) *Report {
 		}
 	}
 
+	r.Topology = meta["topology"]
+	if conds := strings.Fields(meta["lossy.conditions"]); len(conds) > 0 {
+		r.Lossy = buildLossy(dir, meta, conds, fail)
+		var plain *float64
+		if len(r.TCP) > 0 {
+			plain = r.TCP[0].DirectMbps // tcp-up-1
+		}
+		r.Lossy.PlainDirectMbps = plain
+		r.Lossy.EmulatorRatio = div(r.Lossy.EmulatorDirectMbps, plain)
+	}
+
 	var e error
 	r.RTT.DirectAvg, r.RTT.DirectMax, e = readPing(filepath.Join(dir, "direct-ping.txt"))
 	fail(e)
@@ -231,6 +291,83 @@ func Build(dir string) *Report {
 		r.RTT.Added = ptr(*r.RTT.TunnelAvg - *r.RTT.DirectAvg)
 	}
 	return r
+}
+
+// LossyTag is the file name part of a lossy-link condition.
+func LossyTag(delayMs, lossPct string) string { return "d" + delayMs + "-l" + lossPct }
+
+func buildLossy(dir string, meta map[string]string, conds []string, fail func(error)) *Lossy {
+	l := &Lossy{KCPNA: meta["lossy.kcp_na"], CC: meta["lossy.cc"], Rows: []LossyRow{}}
+	l.DurationS, _ = strconv.ParseFloat(meta["lossy.duration_s"], 64)
+	for _, c := range conds {
+		ds, ls, ok := strings.Cut(c, ":")
+		delay, err1 := strconv.ParseFloat(ds, 64)
+		loss, err2 := strconv.ParseFloat(ls, 64)
+		if !ok || err1 != nil || err2 != nil {
+			fail(fmt.Errorf("lossy.conditions: bad condition %q (want DELAY_MS:LOSS_PCT)", c))
+			continue
+		}
+		tag := LossyTag(ds, ls)
+		row := LossyRow{DelayMs: delay, RTTAddedMs: 2 * delay, LossPct: loss, EmulatedLossPct: []*float64{}}
+		measure := func(mode string) (mbps, rtt *float64) {
+			if mode == "kcp" && l.KCPNA != "" {
+				return nil, nil
+			}
+			ip, err := readIperf(filepath.Join(dir, "lossy-"+tag+"-"+mode+"-tcp-up-1.json"))
+			fail(err)
+			if ip != nil {
+				mbps, _, _ = ip.tcp()
+			}
+			rtt, _, err = readPing(filepath.Join(dir, "lossy-"+tag+"-"+mode+"-ping.txt"))
+			fail(err)
+			return mbps, rtt
+		}
+		row.DirectMbps, row.DirectRTTMs = measure("direct")
+		row.TCPMbps, row.TCPRTTMs = measure("tcp")
+		row.KCPMbps, row.KCPRTTMs = measure("kcp")
+		row.KCPOverTCP = div(row.KCPMbps, row.TCPMbps)
+		if st, err := readWanemu(filepath.Join(dir, "lossy-"+tag+"-wanemu.json")); err != nil {
+			fail(err)
+		} else {
+			drops := 0.0
+			for _, d := range st.Directions {
+				if d.Rx > 0 {
+					row.EmulatedLossPct = append(row.EmulatedLossPct, ptr(100*d.Lost/d.Rx))
+				} else {
+					row.EmulatedLossPct = append(row.EmulatedLossPct, nil)
+				}
+				drops += d.QueueFull + d.KernelDrops
+			}
+			row.EmulatorDrops = &drops
+		}
+		if delay == 0 && loss == 0 {
+			l.EmulatorDirectMbps = row.DirectMbps
+		}
+		l.Rows = append(l.Rows, row)
+	}
+	return l
+}
+
+// wanemu is the part of tools/wanemu's -stats-file we use.
+type wanemu struct {
+	Directions []struct {
+		Rx          float64 `json:"rx"`
+		Lost        float64 `json:"lost"`
+		QueueFull   float64 `json:"queue_full"`
+		KernelDrops float64 `json:"kernel_drops"`
+	} `json:"directions"`
+}
+
+func readWanemu(path string) (*wanemu, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", filepath.Base(path), errNotExist(err))
+	}
+	var w wanemu
+	if err := json.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("%s: not wanemu stats: %v", filepath.Base(path), err)
+	}
+	return &w, nil
 }
 
 // iperf is the part of iperf3's -J output we use.
@@ -402,11 +539,52 @@ func PrintTable(w io.Writer, r *Report) {
 		f(r.CPUPerGB["gtun"], "%.2f"), f(r.CPUPerGB["gtund"], "%.2f"))
 	fmt.Fprintf(w, "peak RSS (VmHWM): gtun %s MiB, gtund %s MiB\n",
 		f(scale(r.PeakRSSKB["gtun"], 1.0/1024), "%.1f"), f(scale(r.PeakRSSKB["gtund"], 1.0/1024), "%.1f"))
+	if r.Topology != "" {
+		fmt.Fprintf(w, "topology of the tests above: %s\n", r.Topology)
+	}
+	if r.Lossy != nil {
+		printLossy(w, r.Lossy)
+	}
 	if len(r.Errors) > 0 {
 		fmt.Fprintln(w, "\nmeasurements that failed:")
 		for _, e := range r.Errors {
 			fmt.Fprintln(w, "  -", e)
 		}
+	}
+}
+
+func printLossy(w io.Writer, l *Lossy) {
+	cc := ""
+	if l.CC != "" {
+		cc = ", TCP congestion control " + l.CC
+	}
+	fmt.Fprintf(w, "\nlossy link: WAN emulator (tools/wanemu) between vm and gw; iperf3 TCP vm->pod, 1 stream, %gs%s; RTT: idle ping vm->pod\n", l.DurationS, cc)
+	t := newTable("RTT added", "loss each way", "tcp Mbit/s", "kcp Mbit/s", "kcp/tcp", "tcp RTT ms", "kcp RTT ms", "direct Mbit/s", "direct RTT ms", "emulated loss")
+	for _, r := range l.Rows {
+		kcp, kcpRTT, ratio := f(r.KCPMbps, "%.1f"), f(r.KCPRTTMs, "%.1f"), "n/a"
+		if r.KCPOverTCP != nil {
+			ratio = fmt.Sprintf("%.2fx", *r.KCPOverTCP)
+		}
+		emu := ""
+		for i, v := range r.EmulatedLossPct {
+			if i > 0 {
+				emu += " / "
+			}
+			emu += f(v, "%.2f%%")
+		}
+		if r.EmulatorDrops != nil && *r.EmulatorDrops > 0 {
+			emu += fmt.Sprintf(" (+%.0f overflow)", *r.EmulatorDrops)
+		}
+		t.row(fmt.Sprintf("%g ms", r.RTTAddedMs), fmt.Sprintf("%g%%", r.LossPct), f(r.TCPMbps, "%.1f"), kcp, ratio,
+			f(r.TCPRTTMs, "%.1f"), kcpRTT, f(r.DirectMbps, "%.1f"), f(r.DirectRTTMs, "%.1f"), emu)
+	}
+	t.print(w)
+	if l.KCPNA != "" {
+		fmt.Fprintf(w, "kcp: n/a (%s)\n", l.KCPNA)
+	}
+	if l.EmulatorDirectMbps != nil {
+		fmt.Fprintf(w, "emulator cost at 0 ms 0%%: direct TCP %s Mbit/s through it, %s Mbit/s on the plain topology (%s)\n",
+			f(l.EmulatorDirectMbps, "%.0f"), f(l.PlainDirectMbps, "%.0f"), pct(l.EmulatorRatio))
 	}
 }
 
