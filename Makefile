@@ -18,6 +18,7 @@ build:
 tools:
 	CGO_ENABLED=0 $(GO) build -o bin/podhttp ./tools/podhttp
 	CGO_ENABLED=0 $(GO) build -o bin/benchreport ./tools/benchreport
+	CGO_ENABLED=0 $(GO) build -o bin/wanemu ./tools/wanemu
 
 deps:
 	./scripts/deps.sh

@@ -25,7 +25,7 @@ func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
 		at := int(h.CsumStart) + int(h.CsumOffset)
 		// The kernel left the pseudo-header sum in the field: folding the
 		// rest in and inverting completes the checksum.
-		binary.BigEndian.PutUint16(out[at:], ^fold(sum(out[h.CsumStart:], 0)))
+		binary.BigEndian.PutUint16(out[at:], ^Fold(Sum(out[h.CsumStart:], 0)))
 		return emit(out)
 	}
 	ipLen, proto, _ := ipHeader(pkt)
@@ -61,7 +61,7 @@ func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
 			binary.BigEndian.PutUint16(seg[2:], uint16(n))
 			binary.BigEndian.PutUint16(seg[4:], id+uint16(i))
 			seg[10], seg[11] = 0, 0
-			binary.BigEndian.PutUint16(seg[10:], ^fold(sum(seg[:ipLen], 0)))
+			binary.BigEndian.PutUint16(seg[10:], ^Fold(Sum(seg[:ipLen], 0)))
 		} else {
 			binary.BigEndian.PutUint16(seg[4:], uint16(n-40))
 		}
@@ -81,7 +81,7 @@ func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
 			binary.BigEndian.PutUint16(th[4:], uint16(n-ipLen))
 		}
 		th[csumAt], th[csumAt+1] = 0, 0
-		c := ^fold(sum(th, pseudoHeader(seg, is4, proto, n-ipLen)))
+		c := ^Fold(Sum(th, pseudoHeader(seg, is4, proto, n-ipLen)))
 		if c == 0 && proto == protoUDP {
 			c = 0xffff
 		}
@@ -96,15 +96,16 @@ func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
 func pseudoHeader(ip []byte, is4 bool, proto uint8, l4len int) uint32 {
 	var s uint32
 	if is4 {
-		s = sum(ip[12:20], 0)
+		s = Sum(ip[12:20], 0)
 	} else {
-		s = sum(ip[8:40], 0)
+		s = Sum(ip[8:40], 0)
 	}
 	return s + uint32(proto) + uint32(l4len)
 }
 
-// sum adds b as big-endian 16-bit words to s (one's complement, unfolded).
-func sum(b []byte, s uint32) uint32 {
+// Sum adds b as big-endian 16-bit words to s: the one's-complement sum of
+// the Internet checksum, not yet folded.
+func Sum(b []byte, s uint32) uint32 {
 	for len(b) >= 2 {
 		s += uint32(binary.BigEndian.Uint16(b))
 		b = b[2:]
@@ -115,7 +116,8 @@ func sum(b []byte, s uint32) uint32 {
 	return s
 }
 
-func fold(s uint32) uint16 {
+// Fold folds a Sum to 16 bits; the checksum field takes its complement.
+func Fold(s uint32) uint16 {
 	for s > 0xffff {
 		s = (s >> 16) + (s & 0xffff)
 	}

@@ -29,7 +29,7 @@ func tcpPacket(v6 bool, payload []byte, flags byte, seq uint32) []byte {
 		s, d := netip.MustParseAddr("100.64.240.2").As4(), netip.MustParseAddr("10.244.1.20").As4()
 		copy(p[12:], s[:])
 		copy(p[16:], d[:])
-		binary.BigEndian.PutUint16(p[10:], ^fold(sum(p[:20], 0)))
+		binary.BigEndian.PutUint16(p[10:], ^Fold(Sum(p[:20], 0)))
 	}
 	th := p[ipLen:]
 	binary.BigEndian.PutUint16(th[0:], 40000)
@@ -39,7 +39,7 @@ func tcpPacket(v6 bool, payload []byte, flags byte, seq uint32) []byte {
 	th[13] = flags
 	binary.BigEndian.PutUint16(th[14:], 65535)
 	copy(th[20:], payload)
-	binary.BigEndian.PutUint16(th[16:], ^fold(sum(th, pseudoHeader(p, !v6, protoTCP, len(th)))))
+	binary.BigEndian.PutUint16(th[16:], ^Fold(Sum(th, pseudoHeader(p, !v6, protoTCP, len(th)))))
 	return p
 }
 
@@ -49,7 +49,7 @@ func validTCP(t *testing.T, p []byte) {
 	v4 := p[0]>>4 == 4
 	if v4 {
 		ipLen = 20
-		if fold(sum(p[:20], 0)) != 0xffff {
+		if Fold(Sum(p[:20], 0)) != 0xffff {
 			t.Fatal("bad IPv4 header checksum")
 		}
 		if int(binary.BigEndian.Uint16(p[2:])) != len(p) {
@@ -58,7 +58,7 @@ func validTCP(t *testing.T, p []byte) {
 	} else if int(binary.BigEndian.Uint16(p[4:]))+40 != len(p) {
 		t.Fatal("bad IPv6 payload length")
 	}
-	if fold(sum(p[ipLen:], pseudoHeader(p, v4, protoTCP, len(p)-ipLen))) != 0xffff {
+	if Fold(Sum(p[ipLen:], pseudoHeader(p, v4, protoTCP, len(p)-ipLen))) != 0xffff {
 		t.Fatal("bad TCP checksum")
 	}
 }
@@ -112,7 +112,7 @@ func TestSegmentCompletesPartialChecksum(t *testing.T) {
 	full := tcpPacket(false, []byte("partial checksum payload"), 0x18, 1)
 	partial := bytes.Clone(full)
 	// What the kernel hands over with NEEDS_CSUM: the pseudo-header sum only.
-	binary.BigEndian.PutUint16(partial[36:], fold(pseudoHeader(partial, true, protoTCP, len(partial)-20)))
+	binary.BigEndian.PutUint16(partial[36:], Fold(pseudoHeader(partial, true, protoTCP, len(partial)-20)))
 	h := VnetHdr{Flags: VnetNeedsCsum, CsumStart: 20, CsumOffset: 16}
 	var out []byte
 	if err := Segment(h, partial, make([]byte, 65535), func(p []byte) error { out = bytes.Clone(p); return nil }); err != nil {

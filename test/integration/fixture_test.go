@@ -174,6 +174,18 @@ func (e *env) waitRoute(t *testing.T, host, prefix string, p *testnet.Proc) {
 	})
 }
 
+// reach waits until host gets the pod's answer from url.
+func (e *env) reach(t *testing.T, host, url string, within time.Duration) {
+	t.Helper()
+	testnet.Eventually(t, within, func() error {
+		out, err := e.curl(host, url)
+		if err != nil || !strings.Contains(out, "hello from pod") {
+			return fmt.Errorf("%s -> %s: %v %q", host, url, err, out)
+		}
+		return nil
+	})
+}
+
 func (e *env) curl(host, url string) (string, error) {
 	return e.tp.Exec(host, "curl", "-fsS", "--max-time", "5", url)
 }

@@ -101,13 +101,7 @@ func TestAutoFallsBackToTCPAndReturnsToKCP(t *testing.T) {
 		return s.State == "connected" && s.Transport == "kcp (auto)"
 	})
 	t.Logf("AUTO udp unblocked: moved to kcp %v later (failback_interval 1s)", d.Round(time.Millisecond))
-	testnet.Eventually(t, 5*time.Second, func() error {
-		out, err := e.curl("vm", "http://"+podIP+":8080/")
-		if err != nil || !strings.Contains(out, "hello from pod") {
-			return fmt.Errorf("over kcp after failback: %v %q", err, out)
-		}
-		return nil
-	})
+	e.reach(t, "vm", "http://"+podIP+":8080/", 5*time.Second)
 }
 
 // Two gtund instances on two wan addresses: gtun uses the first, fails over
@@ -145,26 +139,14 @@ func TestEndpointFailoverAndFailback(t *testing.T) {
 		return s.State == "connected" && s.Endpoint == "198.51.100.3:"+port
 	})
 	t.Logf("FAILOVER first gtund killed: on the second endpoint %v later (keepalive 1s x 3 to notice)", d.Round(time.Millisecond))
-	testnet.Eventually(t, 5*time.Second, func() error {
-		out, err := e.curl("vm", "http://"+clusterIP+"/")
-		if err != nil || !strings.Contains(out, "hello from pod") {
-			return fmt.Errorf("via the second gtund: %v %q", err, out)
-		}
-		return nil
-	})
+	e.reach(t, "vm", "http://"+clusterIP+"/", 5*time.Second)
 
 	e.startServer(t, cfgA)
 	d = e.waitState(t, "vm", 15*time.Second, "back on the first endpoint", func(s client.ServerStatus) bool {
 		return s.State == "connected" && s.Endpoint == gwWAN+":"+port
 	})
 	t.Logf("FAILBACK first gtund back: moved back %v later (failback_interval 1s)", d.Round(time.Millisecond))
-	testnet.Eventually(t, 5*time.Second, func() error {
-		out, err := e.curl("vm", "http://"+podIP+":8080/")
-		if err != nil || !strings.Contains(out, "hello from pod") {
-			return fmt.Errorf("after failback: %v %q", err, out)
-		}
-		return nil
-	})
+	e.reach(t, "vm", "http://"+podIP+":8080/", 5*time.Second)
 }
 
 func TestUnreachableFirstEndpointCostsSeconds(t *testing.T) {
@@ -257,11 +239,5 @@ func TestKCPRecoversFromBlackhole(t *testing.T) {
 		return s.State == "connected" && s.Transport == "kcp"
 	})
 	t.Logf("KCP 10 s blackhole: reconnected %v after the wan returned", d.Round(time.Millisecond))
-	testnet.Eventually(t, 5*time.Second, func() error {
-		out, err := e.curl("vm", "http://"+clusterIP+"/")
-		if err != nil || !strings.Contains(out, "hello from pod") {
-			return fmt.Errorf("after the blackhole: %v %q", err, out)
-		}
-		return nil
-	})
+	e.reach(t, "vm", "http://"+clusterIP+"/", 5*time.Second)
 }

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gtun/gtun/internal/testnet"
 	"github.com/gtun/gtun/pkg/client"
 )
 
@@ -43,16 +42,6 @@ func TestTunDeviceHeals(t *testing.T) {
 	e.waitRoute(t, "vm", "10.244.0.0/16", cli)
 	e.waitRoute(t, "vm", "10.96.0.0/12", cli)
 
-	works := func(what string) {
-		t.Helper()
-		testnet.Eventually(t, 5*time.Second, func() error {
-			out, err := e.curl("vm", "http://"+clusterIP+"/")
-			if err != nil || !strings.Contains(out, "hello from pod") {
-				return fmt.Errorf("after %s: %v %q", what, err, out)
-			}
-			return nil
-		})
-	}
 	for _, c := range []struct {
 		what   string
 		break_ []string
@@ -64,7 +53,7 @@ func TestTunDeviceHeals(t *testing.T) {
 		e.tp.MustExec(t, "vm", c.break_...)
 		d := e.healed(t, 2*time.Second)
 		t.Logf("HEAL tun %s: address and routes back in %v", c.what, d.Round(time.Millisecond))
-		works(c.what)
+		e.reach(t, "vm", "http://"+clusterIP+"/", 5*time.Second)
 	}
 	var st client.Status
 	status(t, bins.gtun, e.clientSocket("vm"), &st)

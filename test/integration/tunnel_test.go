@@ -265,13 +265,7 @@ func TestKill9ThenRestartCleansUpAndServes(t *testing.T) {
 		t.Fatalf("expected the killed gtund's table to remain: %q", out)
 	}
 	srv = e.startServer(t, cfg)
-	testnet.Eventually(t, 10*time.Second, func() error {
-		out, err := e.curl("vm", "http://"+clusterIP+"/")
-		if err != nil || !strings.Contains(out, "hello from pod") {
-			return fmt.Errorf("after gtund restart: %v %q", err, out)
-		}
-		return nil
-	})
+	e.reach(t, "vm", "http://"+clusterIP+"/", 10*time.Second)
 	var cst client.Status
 	status(t, bins.gtun, e.clientSocket("vm"), &cst)
 	if s := cst.Servers[0]; s.Address != "100.64.240.2/24" || s.Reconnects != 1 {

@@ -25,7 +25,7 @@ import (
 
 // checksumOK reports whether b (with its checksum field filled in) sums to
 // 0xffff, optionally with a starting accumulator (the pseudo-header).
-func checksumOK(b []byte, acc uint32) bool { return fold(sum(b, acc)) == 0xffff }
+func checksumOK(b []byte, acc uint32) bool { return packet.Fold(packet.Sum(b, acc)) == 0xffff }
 
 func TestBuildUDPFrame(t *testing.T) {
 	src := netip.MustParseAddr("100.64.0.7")
@@ -77,7 +77,7 @@ func TestBuildUDPFrame(t *testing.T) {
 			if binary.BigEndian.Uint16(u[6:]) == 0 {
 				t.Fatal("UDP checksum left zero")
 			}
-			pseudo := sum(ip[12:20], 0) + 17 + uint32(len(u))
+			pseudo := packet.Sum(ip[12:20], 0) + 17 + uint32(len(u))
 			if !checksumOK(u, pseudo) {
 				t.Fatal("bad UDP checksum")
 			}
@@ -107,10 +107,10 @@ func TestBuildUDPFrameRefuses(t *testing.T) {
 func TestChecksumKnownHeader(t *testing.T) {
 	// 45 00 00 73 00 00 40 00 40 11 [b8 61] c0 a8 00 01 c0 a8 00 c7 (Wikipedia example)
 	h := []byte{0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7}
-	if got := ^fold(sum(h, 0)); got != 0xb861 {
+	if got := ^packet.Fold(packet.Sum(h, 0)); got != 0xb861 {
 		t.Fatalf("checksum %#04x, want 0xb861", got)
 	}
-	if got := fold(sum([]byte{0xff}, 0)); got != 0xff00 {
+	if got := packet.Fold(packet.Sum([]byte{0xff}, 0)); got != 0xff00 {
 		t.Fatalf("odd length: %#04x", got)
 	}
 }

@@ -207,7 +207,7 @@ func buildUDPFrame(b []byte, src, dst netip.Addr, sport, dport uint16, payload [
 	s, d := src.As4(), dst.As4()
 	copy(p[12:16], s[:])
 	copy(p[16:20], d[:])
-	binary.BigEndian.PutUint16(p[10:], ^fold(sum(p[:ipv4HeaderLen], 0)))
+	binary.BigEndian.PutUint16(p[10:], ^packet.Fold(packet.Sum(p[:ipv4HeaderLen], 0)))
 
 	u := p[ipv4HeaderLen:]
 	binary.BigEndian.PutUint16(u[0:], sport)
@@ -216,32 +216,13 @@ func buildUDPFrame(b []byte, src, dst netip.Addr, sport, dport uint16, payload [
 	binary.BigEndian.PutUint16(u[6:], 0)
 	copy(u[udpHeaderLen:], payload)
 	// pseudo-header: addresses, protocol, UDP length
-	acc := sum(p[12:20], 0) + 17 + uint32(udpHeaderLen+len(payload))
-	c := ^fold(sum(u, acc))
+	acc := packet.Sum(p[12:20], 0) + 17 + uint32(udpHeaderLen+len(payload))
+	c := ^packet.Fold(packet.Sum(u, acc))
 	if c == 0 {
 		c = 0xffff // 0 means "no checksum" in UDP over IPv4
 	}
 	binary.BigEndian.PutUint16(u[6:], c)
 	return n
-}
-
-// sum adds b as big-endian 16-bit words to acc (ones' complement, unfolded).
-func sum(b []byte, acc uint32) uint32 {
-	for len(b) >= 2 {
-		acc += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		acc += uint32(b[0]) << 8
-	}
-	return acc
-}
-
-func fold(acc uint32) uint16 {
-	for acc > 0xffff {
-		acc = acc>>16 + acc&0xffff
-	}
-	return uint16(acc)
 }
 
 // ---- load run ------------------------------------------------------------
