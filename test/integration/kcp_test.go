@@ -52,14 +52,7 @@ func (e *env) waitState(t *testing.T, name string, limit time.Duration, what str
 
 func TestKCPTransport(t *testing.T) {
 	e := newEnv(t)
-	ckey, cpub := e.key(t, "vm")
-	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
-	rewrite(t, scfg, `transports = ["tcp"]`, `transports = ["tcp", "kcp"]`)
-	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
-	rewrite(t, ccfg, `transport = "tcp"`, `transport = "kcp"`)
-	e.startServer(t, scfg)
-	cli := e.startClient(t, "vm", "vm", ccfg)
-	e.waitRoute(t, "vm", "10.244.0.0/16", cli)
+	e.kcpClient(t)
 	out, err := e.tp.Exec("vm", "curl", "-fsS", "--max-time", "20", "-o", "/dev/null", "-w", "%{size_download}", "http://"+podIP+":8080/bytes?n=8000000")
 	if err != nil || out != "8000000" {
 		t.Fatalf("download over kcp: %v %q", err, out)
@@ -194,6 +187,8 @@ func (e *env) wanLoss(t *testing.T, pct int) {
 	}
 }
 
+// kcpClient starts gtund with tcp and kcp and a gtun over kcp, and waits
+// for its routes.
 func (e *env) kcpClient(t *testing.T) {
 	t.Helper()
 	ckey, cpub := e.key(t, "vm")
