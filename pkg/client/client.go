@@ -511,7 +511,7 @@ func (c *Client) selectRoutes(name string, entry config.ServerEntry, pushed []ne
 	}
 	var desired []netip.Prefix
 	for _, want := range entry.Routes {
-		if within(want, usable) {
+		if packet.Within(want, usable) {
 			desired = append(desired, want)
 		} else {
 			c.rate.Log(slog.LevelWarn, "notpushed:"+want.String(), "configured route is not served by the server; not installed", "server", name, "route", want)
@@ -552,14 +552,6 @@ func (c *Client) applyLocked() {
 	c.routes.SetDesired(routes)
 }
 
-func within(p netip.Prefix, routes []netip.Prefix) bool {
-	for _, r := range routes {
-		if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
-			return true
-		}
-	}
-	return false
-}
 
 func (sc *serverConn) getEntry() config.ServerEntry {
 	sc.mu.Lock()

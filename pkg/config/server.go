@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gtun/gtun/pkg/ipam"
+	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/transport"
 )
@@ -194,7 +195,7 @@ func LoadServer(path string) (*Server, error) {
 		}
 		p.Allowed = l.prefixes(key("allowed"), ps.Allowed)
 		for _, a := range p.Allowed {
-			if !coveredBy(a, out.Routes) {
+			if !packet.Within(a, out.Routes) {
 				l.errf(key("allowed"), "%s is not within any served route", a)
 			}
 		}
@@ -213,11 +214,3 @@ func LoadServer(path string) (*Server, error) {
 	return out, nil
 }
 
-func coveredBy(p netip.Prefix, routes []netip.Prefix) bool {
-	for _, r := range routes {
-		if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
-			return true
-		}
-	}
-	return false
-}

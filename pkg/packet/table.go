@@ -82,3 +82,13 @@ func (t *Table[V]) Len() int {
 	}
 	return n
 }
+
+// Within reports whether p lies inside one of routes (equal counts).
+func Within(p netip.Prefix, routes []netip.Prefix) bool {
+	for _, r := range routes {
+		if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
