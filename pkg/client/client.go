@@ -552,7 +552,6 @@ func (c *Client) applyLocked() {
 	c.routes.SetDesired(routes)
 }
 
-
 func (sc *serverConn) getEntry() config.ServerEntry {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()

@@ -213,4 +213,3 @@ func LoadServer(path string) (*Server, error) {
 	}
 	return out, nil
 }
-
