@@ -42,6 +42,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gtun/gtun/internal/wanstats"
 )
 
 // Hosts of the topology, in the order topology.sh creates them.
@@ -266,34 +268,11 @@ func (tp *Topology) SetWANBlackhole(t testing.TB, on bool) {
 	}
 }
 
-// WANStats are the WAN emulator's counters since it was last (re)started.
-type WANStats struct {
-	DelayNs    int64               `json:"delay_ns"`
-	LossPct    float64             `json:"loss_pct"`
-	Blackholed bool                `json:"blackholed"`
-	Directions []WANDirectionStats `json:"directions"` // "a->b" (vm to gw), then "b->a"
-}
+// WANStats are the WAN emulator's counters (see internal/wanstats).
+type WANStats = wanstats.Stats
 
-// WANDirectionStats are one direction's counters. Oversize and GSO count
-// super-packets that reached the emulator (should be 0); KernelDrops frames
-// the kernel dropped because the emulator read too slowly.
-type WANDirectionStats struct {
-	Name            string  `json:"name"`
-	Rx              uint64  `json:"rx"`
-	RxBytes         uint64  `json:"rx_bytes"`
-	Tx              uint64  `json:"tx"`
-	TxBytes         uint64  `json:"tx_bytes"`
-	Lost            uint64  `json:"lost"`
-	Blackholed      uint64  `json:"blackholed"`
-	QueueFull       uint64  `json:"queue_full"`
-	Oversize        uint64  `json:"oversize"`
-	GSO             uint64  `json:"gso"`
-	TxErrors        uint64  `json:"tx_errors"`
-	KernelDrops     uint64  `json:"kernel_drops"`
-	QueuePeakFrames uint64  `json:"queue_peak_frames"`
-	LateMaxUs       float64 `json:"late_max_us"`
-	LateAvgUs       float64 `json:"late_avg_us"`
-}
+// WANDirectionStats are one direction's counters.
+type WANDirectionStats = wanstats.Direction
 
 // WANStats returns the WAN emulator's counters.
 func (tp *Topology) WANStats(t testing.TB) WANStats {

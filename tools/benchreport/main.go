@@ -42,6 +42,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/gtun/gtun/internal/wanstats"
 )
 
 // Test is one iperf3 measurement, run once direct and once through the tunnel.
@@ -332,11 +334,11 @@ func buildLossy(dir string, meta map[string]string, conds []string, fail func(er
 			drops := 0.0
 			for _, d := range st.Directions {
 				if d.Rx > 0 {
-					row.EmulatedLossPct = append(row.EmulatedLossPct, ptr(100*d.Lost/d.Rx))
+					row.EmulatedLossPct = append(row.EmulatedLossPct, ptr(100*float64(d.Lost)/float64(d.Rx)))
 				} else {
 					row.EmulatedLossPct = append(row.EmulatedLossPct, nil)
 				}
-				drops += d.QueueFull + d.KernelDrops
+				drops += float64(d.QueueFull + d.KernelDrops)
 			}
 			row.EmulatorDrops = &drops
 		}
@@ -348,22 +350,12 @@ func buildLossy(dir string, meta map[string]string, conds []string, fail func(er
 	return l
 }
 
-// wanemu is the part of tools/wanemu's -stats-file we use.
-type wanemu struct {
-	Directions []struct {
-		Rx          float64 `json:"rx"`
-		Lost        float64 `json:"lost"`
-		QueueFull   float64 `json:"queue_full"`
-		KernelDrops float64 `json:"kernel_drops"`
-	} `json:"directions"`
-}
-
-func readWanemu(path string) (*wanemu, error) {
+func readWanemu(path string) (*wanstats.Stats, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", filepath.Base(path), errNotExist(err))
 	}
-	var w wanemu
+	var w wanstats.Stats
 	if err := json.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("%s: not wanemu stats: %v", filepath.Base(path), err)
 	}

@@ -51,6 +51,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gtun/gtun/internal/wanstats"
 )
 
 const vnetHdrLen = 10 // struct virtio_net_hdr
@@ -469,42 +471,12 @@ func (d *direction) readKernelDrops() {
 	}
 }
 
-// Stats is the JSON written to -stats-file.
-type Stats struct {
-	Time       string          `json:"time"`
-	Final      bool            `json:"final"`
-	DelayNs    int64           `json:"delay_ns"`
-	LossPct    float64         `json:"loss_pct"`
-	Blackholed bool            `json:"blackholed"`
-	Directions []DirectionStat `json:"directions"`
-}
-
-// DirectionStat is one direction's counters.
-type DirectionStat struct {
-	Name            string  `json:"name"`
-	Rx              uint64  `json:"rx"`
-	RxBytes         uint64  `json:"rx_bytes"`
-	Tx              uint64  `json:"tx"`
-	TxBytes         uint64  `json:"tx_bytes"`
-	Lost            uint64  `json:"lost"`
-	Blackholed      uint64  `json:"blackholed"`
-	QueueFull       uint64  `json:"queue_full"`
-	Oversize        uint64  `json:"oversize"`
-	GSO             uint64  `json:"gso"`
-	TxErrors        uint64  `json:"tx_errors"`
-	Flushed         uint64  `json:"flushed"`
-	KernelDrops     uint64  `json:"kernel_drops"`
-	QueuePeakFrames uint64  `json:"queue_peak_frames"`
-	LateMaxUs       float64 `json:"late_max_us"`
-	LateAvgUs       float64 `json:"late_avg_us"`
-}
-
-func (e *emu) stats(final bool) Stats {
-	s := Stats{Time: time.Now().UTC().Format(time.RFC3339Nano), Final: final, DelayNs: int64(e.delay), LossPct: e.lossPct, Blackholed: e.blackholed.Load()}
+func (e *emu) stats(final bool) wanstats.Stats {
+	s := wanstats.Stats{Time: time.Now().UTC().Format(time.RFC3339Nano), Final: final, DelayNs: int64(e.delay), LossPct: e.lossPct, Blackholed: e.blackholed.Load()}
 	for _, d := range e.dirs {
 		d.readKernelDrops()
 		c := &d.c
-		ds := DirectionStat{
+		ds := wanstats.Direction{
 			Name: d.name, Rx: c.Rx.Load(), RxBytes: c.RxBytes.Load(), Tx: c.Tx.Load(), TxBytes: c.TxBytes.Load(),
 			Lost: c.Lost.Load(), Blackholed: c.Blackholed.Load(), QueueFull: c.QueueFull.Load(), Oversize: c.Oversize.Load(),
 			GSO: c.GSO.Load(), TxErrors: c.TxErrors.Load(), Flushed: c.Flushed.Load(), KernelDrops: c.KernelDrops.Load(),
