@@ -402,7 +402,11 @@ func TestServerDeadWhenClientNeverPings(t *testing.T) {
 // The client's path to the server silently stops delivering: both sides see
 // no keepalive and end with ErrDead, not a hang.
 func TestDeadAfterBlackhole(t *testing.T) {
-	p := newPair(t, testConfig(), 0, 0)
+	// The client is told to wait longer than the server, so that the server
+	// detects the silence itself rather than seeing the client hang up.
+	cfg := testConfig()
+	cfg.DeadAfter = 10 * deadAfter
+	p := newPair(t, cfg, 0, 0)
 	p.s.SetKeepalive(keepalive, deadAfter)
 	ws := run(t, t.Context(), p.s, Handlers{})
 	wc := run(t, t.Context(), p.c, Handlers{})
