@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Test topology for gtun (see shared DESIGN.md, "Test topology").
 #
-#   scripts/topology.sh up   [PREFIX] [--wanemu]  build it (idempotent: tears down an old one first)
+#   scripts/topology.sh up   [PREFIX] [--wanemu] [--cluster2]
+#                                                 build it (idempotent: tears down an old one first)
 #   scripts/topology.sh down [PREFIX]             remove it (kills processes still inside its namespaces)
 #   scripts/topology.sh status [PREFIX]           list its namespaces and addresses
 #   scripts/topology.sh wanemu PREFIX DELAY_MS LOSS_PCT
@@ -9,13 +10,24 @@
 #   scripts/topology.sh wanemu-stats PREFIX       the emulator's counters (JSON)
 #   scripts/topology.sh blackhole PREFIX on|off   drop everything on the emulated link, or stop
 #
-# PREFIX defaults to "gt"; namespaces are PREFIX-{vm,vm2,gw,node,pod}.
+# PREFIX defaults to "gt"; namespaces are PREFIX-{vm,vm2,gw,node,pod}
+# (plus PREFIX-{gw2,node2,pod2} with --cluster2, PREFIX-wan with --wanemu).
 # All veths are created directly inside the namespaces, so nothing touches the
 # root namespace and several prefixes can coexist.
 #
 #  vm2 172.16.0.2 --lan0-- vm 172.16.0.1 | 198.51.100.1 --wan0-- gw 198.51.100.2 | 10.0.0.2
 #      --vpc0-- node 10.0.0.3 | 10.244.1.1 --pod0/eth0-- pod 10.244.1.20
 #  node: nftables "table ip kubeproxy": 10.96.0.10:80 -> 10.244.1.20:8080
+#
+# With --cluster2 (or CLUSTER2=1) a second cluster is added, with the SAME
+# internal addressing as the first (overlapping CIDRs, as two kubeadm
+# clusters have), reachable from vm on its own wan link:
+#
+#  vm 198.51.100.1 (wan2, unnumbered: route 198.51.100.3/32 dev wan2) --wan2/wan0--
+#      gw2 198.51.100.3 | 10.0.0.2 --vpc0-- node2 10.0.0.3 | 10.244.1.1 --pod0/eth0-- pod2 10.244.1.20
+#  node2: the same kube-proxy DNAT 10.96.0.10:80 -> 10.244.1.20:8080
+#
+# gw2's wan link never goes through the WAN emulator.
 #
 # With --wanemu (or WANEMU=1) the wan link goes through a sixth namespace,
 # PREFIX-wan, where tools/wanemu forwards frames between its interfaces "a"
@@ -36,7 +48,7 @@
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 up [PREFIX] [--wanemu] | down|status [PREFIX] | wanemu PREFIX DELAY_MS LOSS_PCT | wanemu-stats PREFIX | blackhole PREFIX on|off" >&2
+	echo "usage: $0 up [PREFIX] [--wanemu] [--cluster2] | down|status [PREFIX] | wanemu PREFIX DELAY_MS LOSS_PCT | wanemu-stats PREFIX | blackhole PREFIX on|off" >&2
 	exit 2
 }
 
@@ -44,10 +56,12 @@ usage() {
 CMD=$1
 shift
 WANEMU=${WANEMU:-0}
+CLUSTER2=${CLUSTER2:-0}
 ARGS=()
 for a in "$@"; do
 	case $a in
 	--wanemu) WANEMU=1 ;;
+	--cluster2) CLUSTER2=1 ;;
 	*) ARGS+=("$a") ;;
 	esac
 done
@@ -61,15 +75,22 @@ case $WANEMU in 0 | 1) ;; *)
 	exit 2
 	;;
 esac
+case $CLUSTER2 in 0 | 1) ;; *)
+	echo "topology.sh: CLUSTER2 must be 0 or 1" >&2
+	exit 2
+	;;
+esac
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TOPO_RUN_DIR=${TOPO_RUN_DIR:-/run/gtun-topology}
 
 HOSTS=(vm vm2 gw node pod)
 [ "$WANEMU" = 1 ] && HOSTS+=(wan)
-ALL_HOSTS=(vm vm2 gw node pod wan) # down and status: whatever exists
+[ "$CLUSTER2" = 1 ] && HOSTS+=(gw2 node2 pod2)
+ALL_HOSTS=(vm vm2 gw node pod wan gw2 node2 pod2) # down and status: whatever exists
 ns() { echo "$PREFIX-$1"; }
 VM=$(ns vm) VM2=$(ns vm2) GW=$(ns gw) NODE=$(ns node) POD=$(ns pod) WAN=$(ns wan)
+GW2=$(ns gw2) NODE2=$(ns node2) POD2=$(ns pod2)
 EMU_PID=$TOPO_RUN_DIR/$PREFIX-wanemu.pid
 EMU_LOG=$TOPO_RUN_DIR/$PREFIX-wanemu.log
 EMU_STATS=$TOPO_RUN_DIR/$PREFIX-wanemu.stats.json
@@ -207,11 +228,62 @@ NFT
 	ip -n "$POD" link set eth0 up
 	ip -n "$POD" route add default via 10.244.1.1
 
+	if [ "$CLUSTER2" = 1 ]; then
+		cluster2
+	fi
+
 	wait_links_up
 	if [ "$WANEMU" = 1 ]; then
 		wanemu_start 0 0
 	fi
 	trap - ERR
+}
+
+# cluster2: a second cluster behind gw2, addressed exactly like the first
+# (gw 10.0.0.2, node 10.0.0.3, pods 10.244.1.0/24, ClusterIP 10.96.0.10), so
+# the two overlap; only gw2's wan address (198.51.100.3) tells them apart.
+# vm reaches it over its own veth, wan2, without an address of its own there:
+# a /32 route sends 198.51.100.3 out of wan2 with source 198.51.100.1, and vm
+# answers gw2's ARP for 198.51.100.1 on wan2 (arp_ignore 0 answers for any
+# local address), so the first cluster's wan link stays exactly as it is.
+cluster2() {
+	ip -n "$VM" link add wan2 mtu 1500 type veth peer name wan0 mtu 1500 netns "$GW2"
+	ip -n "$GW2" link add vpc0 mtu 1500 type veth peer name vpc0 mtu 1500 netns "$NODE2"
+	ip -n "$NODE2" link add pod0 mtu 1500 type veth peer name eth0 mtu 1500 netns "$POD2"
+
+	ip -n "$VM" link set wan2 up
+	ip -n "$VM" route add 198.51.100.3/32 dev wan2 src 198.51.100.1
+
+	ip -n "$GW2" addr add 198.51.100.3/24 dev wan0
+	ip -n "$GW2" addr add 10.0.0.2/24 dev vpc0
+	ip -n "$GW2" link set wan0 up
+	ip -n "$GW2" link set vpc0 up
+	ip -n "$GW2" route add 10.244.0.0/16 via 10.0.0.3
+	ip -n "$GW2" route add 10.96.0.0/12 via 10.0.0.3
+	sysctl_ns "$GW2" net.ipv4.ip_forward=1
+
+	ip -n "$NODE2" addr add 10.0.0.3/24 dev vpc0
+	ip -n "$NODE2" addr add 10.244.1.1/24 dev pod0
+	ip -n "$NODE2" link set vpc0 up
+	ip -n "$NODE2" link set pod0 up
+	ip -n "$NODE2" route add 10.96.0.0/12 dev pod0
+	sysctl_ns "$NODE2" net.ipv4.ip_forward=1
+	ip netns exec "$NODE2" nft -f - <<'NFT'
+table ip kubeproxy {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.1.20:8080
+	}
+	chain output {
+		type nat hook output priority -100; policy accept;
+		ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.1.20:8080
+	}
+}
+NFT
+
+	ip -n "$POD2" addr add 10.244.1.20/24 dev eth0
+	ip -n "$POD2" link set eth0 up
+	ip -n "$POD2" route add default via 10.244.1.1
 }
 
 # Veths report carrier asynchronously; wait (up to 3 s) until every link is
@@ -340,7 +412,7 @@ status() {
 			echo "== $n"
 			ip -n "$n" -br addr
 			ip -n "$n" route
-		elif [ "$h" != wan ]; then
+		elif [ "$h" != wan ] && [[ $h != *2 || $h == vm2 ]]; then
 			echo "== $n (absent)"
 		fi
 	done

@@ -23,6 +23,13 @@
 //
 //	tp := testnet.UpWithWAN(t)
 //	tp.SetWAN(t, 25*time.Millisecond, 1) // 50 ms round trip, 1% loss each way
+//
+// UpWithCluster2 adds a second cluster ("gw2", "node2", "pod2") with the
+// same internal addresses as the first (overlapping CIDRs), whose gateway
+// vm reaches at GW2Wan:
+//
+//	tp := testnet.UpWithCluster2(t)
+//	tp.MustExec(t, "gw2", "ping", "-c1", testnet.PodIP) // cluster 2's pod
 package testnet
 
 import (
@@ -49,12 +56,17 @@ import (
 // Hosts of the topology, in the order topology.sh creates them.
 var Hosts = []string{"vm", "vm2", "gw", "node", "pod"}
 
+// Cluster2Hosts are the hosts UpWithCluster2 adds: the second cluster's
+// gateway, node and pod, addressed like gw, node and pod.
+var Cluster2Hosts = []string{"gw2", "node2", "pod2"}
+
 // Well-known addresses of the topology.
 const (
 	VMWan     = "198.51.100.1"
 	VMLan     = "172.16.0.1"
 	VM2Lan    = "172.16.0.2"
 	GWWan     = "198.51.100.2"
+	GW2Wan    = "198.51.100.3" // gw2 (UpWithCluster2): on vm's wan2, otherwise as gw
 	GWVpc     = "10.0.0.2"
 	NodeVpc   = "10.0.0.3"
 	NodePod   = "10.244.1.1"
@@ -148,11 +160,19 @@ type Topology struct {
 	wanemuBin string // tools/wanemu built for this topology
 }
 
+// Options choose the optional parts of a topology.
+type Options struct {
+	// WAN puts the WAN emulator on the vm--gw link (see UpWithWAN).
+	WAN bool
+	// Cluster2 adds the second cluster (see UpWithCluster2).
+	Cluster2 bool
+}
+
 // Up builds a topology with a fresh prefix ("gt" + 4 hex digits) and
 // registers its teardown with t.Cleanup. It calls Require first.
 func Up(t testing.TB) *Topology {
 	t.Helper()
-	return up(t, false)
+	return UpWith(t, Options{})
 }
 
 // UpWithWAN is Up with the wan link (vm 198.51.100.1 -- gw 198.51.100.2)
@@ -162,11 +182,23 @@ func Up(t testing.TB) *Topology {
 // the go tool, to build tools/wanemu.
 func UpWithWAN(t testing.TB) *Topology {
 	t.Helper()
-	return up(t, true)
+	return UpWith(t, Options{WAN: true})
 }
 
-func up(t testing.TB, wan bool) *Topology {
+// UpWithCluster2 is Up plus a second cluster: namespaces "<prefix>-gw2",
+// "-node2" and "-pod2", with exactly the internal addresses of gw, node and
+// pod (vpc 10.0.0.0/24, pod 10.244.1.20, the ClusterIP DNAT on node2), and
+// gw2 at GW2Wan on its own link from vm (see scripts/topology.sh
+// --cluster2). The hosts of the first cluster are unchanged.
+func UpWithCluster2(t testing.TB) *Topology {
 	t.Helper()
+	return UpWith(t, Options{Cluster2: true})
+}
+
+// UpWith builds a topology with the chosen optional parts.
+func UpWith(t testing.TB, o Options) *Topology {
+	t.Helper()
+	wan := o.WAN
 	if wan {
 		Require(t, "go", "setsid")
 	} else {
@@ -194,6 +226,9 @@ func up(t testing.TB, wan bool) *Topology {
 	if wan {
 		flags = append(flags, "--wanemu")
 	}
+	if o.Cluster2 {
+		flags = append(flags, "--cluster2")
+	}
 	if out, err := tp.script("up", flags...); err != nil {
 		t.Fatalf("testnet: topology.sh up %s: %v\n%s", tp.Prefix, err, out)
 	}
@@ -209,7 +244,7 @@ func (tp *Topology) Down() error {
 		return fmt.Errorf("topology.sh down %s: %v\n%s", tp.Prefix, err, out)
 	}
 	var left []string
-	for _, h := range append(Hosts[:len(Hosts):len(Hosts)], "wan") {
+	for _, h := range append(append(Hosts[:len(Hosts):len(Hosts)], "wan"), Cluster2Hosts...) {
 		if _, err := os.Stat("/run/netns/" + tp.NS(h)); err == nil {
 			left = append(left, tp.NS(h))
 		}

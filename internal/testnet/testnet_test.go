@@ -285,3 +285,54 @@ func firstDiff(a, b string) int {
 	}
 	return min(len(a), len(b))
 }
+
+// The second cluster overlaps the first: the same pod IP answers in each,
+// each pod says which cluster it is, vm reaches both gateways on their wan
+// addresses, and down removes the three namespaces.
+func TestCluster2(t *testing.T) {
+	Require(t, "ping", "curl", "go")
+	podhttp := GoBuild(t, "./tools/podhttp")
+	tp := UpWithCluster2(t)
+
+	for _, gw := range []string{GWWan, GW2Wan} {
+		tp.MustExec(t, "vm", "ping", "-c1", "-W2", gw)
+	}
+	// gw2 is gw's twin inside: same addresses, its own pod.
+	for _, h := range []struct{ host, addrs string }{
+		{"gw2", "10.0.0.2/24"}, {"node2", "10.244.1.1/24"}, {"pod2", PodIP + "/24"},
+	} {
+		if out := tp.MustExec(t, h.host, "ip", "-br", "addr"); !strings.Contains(out, h.addrs) {
+			t.Errorf("%s lacks %s:\n%s", h.host, h.addrs, out)
+		}
+	}
+	tp.Start(t, "pod", "", podhttp, "-listen", ":8080", "-name", "cluster1")
+	tp.Start(t, "pod2", "", podhttp, "-listen", ":8080", "-name", "cluster2")
+	for _, c := range []struct{ gw, want string }{{"gw", "cluster1"}, {"gw2", "cluster2"}} {
+		for _, url := range []string{"http://" + PodIP + ":8080/name", "http://" + ClusterIP + "/name"} {
+			Eventually(t, 5*time.Second, func() error {
+				out, err := tp.Exec(c.gw, "curl", "-sS", "--max-time", "1", url)
+				if err != nil || out != c.want+"\n" {
+					return fmt.Errorf("[%s] %s = %q, %v; want %q", c.gw, url, out, err, c.want)
+				}
+				return nil
+			})
+		}
+		out := tp.MustExec(t, c.gw, "curl", "-sS", "--max-time", "1", "http://"+PodIP+":8080/whoami")
+		if !strings.HasPrefix(out, GWVpc+":") || !strings.HasSuffix(out, " "+c.want+"\n") {
+			t.Errorf("[%s] /whoami = %q, want %s:PORT %s", c.gw, out, GWVpc, c.want)
+		}
+	}
+	// vm itself still has no route into either cluster.
+	if out, err := tp.Exec("vm", "ping", "-c1", "-W1", PodIP); err == nil {
+		t.Errorf("vm reached %s without a tunnel:\n%s", PodIP, out)
+	}
+
+	if err := tp.Down(); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range Cluster2Hosts {
+		if _, err := os.Stat("/run/netns/" + tp.NS(h)); err == nil {
+			t.Errorf("namespace %s left behind", tp.NS(h))
+		}
+	}
+}

@@ -1,7 +1,7 @@
 // Command podhttp is the tiny HTTP server that plays the pod in gtun's test
 // topology.
 //
-//	podhttp -listen :8080
+//	podhttp -listen :8080 [-name cluster1]
 //
 // Endpoints:
 //
@@ -10,6 +10,9 @@
 //	             (a capture on the wan link can grep for it: it must never
 //	             appear there when traffic goes through the tunnel)
 //	/healthz     "ok\n"
+//	/name        the -name given ("pod" by default): which cluster answered
+//	/whoami      the client's address as the pod sees it, then the name
+//	             when -name is set ("10.0.0.2:40312 cluster2")
 //
 // It stops cleanly on SIGTERM or SIGINT.
 package main
@@ -37,13 +40,14 @@ const maxBytes = 1 << 34 // 16 GiB: enough for any test, bounded against typos
 
 func main() {
 	listen := flag.String("listen", ":8080", "address to listen on")
+	name := flag.String("name", "", "name served by /name and /whoami (tells overlapping clusters apart)")
 	flag.Parse()
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatalf("podhttp: %v", err)
 	}
-	srv := &http.Server{Handler: newMux(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: newMux(*name), ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -65,7 +69,7 @@ func main() {
 	os.Exit(0)
 }
 
-func newMux() *http.ServeMux {
+func newMux(name string) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
@@ -89,10 +93,23 @@ func newMux() *http.ServeMux {
 		}
 		fmt.Fprintln(w, n)
 	})
-	// whoami shows the source address the pod sees (gtund's masquerade).
+	// whoami shows the source address the pod sees (gtund's masquerade),
+	// and which pod answered when two clusters share the pod's address.
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintln(w, r.RemoteAddr)
+		if name == "" {
+			fmt.Fprintln(w, r.RemoteAddr)
+			return
+		}
+		fmt.Fprintln(w, r.RemoteAddr, name)
+	})
+	mux.HandleFunc("/name", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if name == "" {
+			fmt.Fprintln(w, "pod")
+			return
+		}
+		fmt.Fprintln(w, name)
 	})
 	return mux
 }
