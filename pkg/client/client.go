@@ -54,6 +54,9 @@ type Client struct {
 	// byDst picks the server for a packet read from the TUN (longest prefix).
 	byDst atomic.Pointer[packet.Table[*serverConn]]
 	mu    sync.Mutex // serialises applying config from the servers
+	// owner is the server (by name) each routed prefix belongs to, so the
+	// first claimant keeps a prefix another server pushes too; guarded by mu.
+	owner map[netip.Prefix]string
 
 	drops stats.Reasons
 	wg    sync.WaitGroup
@@ -75,6 +78,7 @@ type serverConn struct {
 	mtu           int
 	pushed        []netip.Prefix
 	desired       []netip.Prefix
+	conflicts     map[netip.Prefix]string // desired prefixes another server owns -> its name
 	reconnects    uint64
 	lastHandshake time.Time
 	lastError     string
@@ -84,7 +88,7 @@ type serverConn struct {
 
 // New prepares a client; Run does the work.
 func New(cfg *config.Client, log *slog.Logger) *Client {
-	c := &Client{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second)}
+	c := &Client{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second), owner: map[netip.Prefix]string{}}
 	for _, e := range cfg.Servers {
 		c.servers = append(c.servers, &serverConn{name: e.Name, entry: e, state: "connecting", since: time.Now()})
 	}
@@ -495,12 +499,19 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 
 // selectRoutes picks, from what a server pushes, the routes to install: the
 // configured subset (all when none is configured), never one that covers
-// the server's own endpoint (that would send the tunnel into itself).
+// the endpoint of this or any other server (that would send a tunnel into
+// itself or into another one).
 func (c *Client) selectRoutes(name string, entry config.ServerEntry, pushed []netip.Prefix) []netip.Prefix {
+	endpoints := slices.Clone(entry.Endpoints)
+	for _, sc := range c.servers {
+		if sc.name != name {
+			endpoints = append(endpoints, sc.getEntry().Endpoints...)
+		}
+	}
 	usable := slices.DeleteFunc(slices.Clone(pushed), func(p netip.Prefix) bool {
-		for _, ep := range entry.Endpoints {
+		for _, ep := range endpoints {
 			if ap, err := netip.ParseAddrPort(ep); err == nil && p.Contains(ap.Addr()) {
-				c.rate.Log(slog.LevelWarn, "loop:"+p.String(), "pushed route covers the server endpoint; not installed", "server", name, "route", p, "endpoint", ep)
+				c.rate.Log(slog.LevelWarn, "loop:"+p.String(), "pushed route covers a server endpoint; not installed", "server", name, "route", p, "endpoint", ep)
 				return true
 			}
 		}
@@ -521,35 +532,41 @@ func (c *Client) selectRoutes(name string, entry config.ServerEntry, pushed []ne
 }
 
 // applyLocked sets the TUN's addresses and MTU, the routes and the packet
-// table from what every server gave. Call with c.mu held.
+// table from what every server gave (see planRoutes for who gets a prefix
+// two servers want). Call with c.mu held.
 func (c *Client) applyLocked() {
-	all := map[netip.Prefix]*serverConn{}
-	var routes, addrs []netip.Prefix
+	cs := make([]claimant, len(c.servers))
 	mtu := 0
-	for _, s := range c.servers {
+	for i, s := range c.servers {
 		s.mu.Lock()
-		if s.address.IsValid() {
-			addrs = append(addrs, s.address)
-			if mtu == 0 || s.mtu < mtu {
-				mtu = s.mtu // one device for all servers: the smallest fits all
+		cs[i] = claimant{name: s.name, desired: s.desired, address: s.address, gateway: s.gateway}
+		if s.address.IsValid() && (mtu == 0 || s.mtu < mtu) {
+			mtu = s.mtu // one device for all servers: the smallest fits all
+		}
+		s.mu.Unlock()
+	}
+	plan := planRoutes(cs, c.owner)
+	c.owner = make(map[netip.Prefix]string, len(plan.owner))
+	for p, i := range plan.owner {
+		c.owner[p] = c.servers[i].name
+	}
+	for i, s := range c.servers {
+		s.mu.Lock()
+		for p, other := range plan.conflicts[i] {
+			if _, known := s.conflicts[p]; !known {
+				c.log.Warn("route pushed by two servers; it stays with the first", "route", p, "server", s.name, "owner", other)
 			}
 		}
-		for _, p := range s.desired {
-			all[p] = s
-			routes = append(routes, p)
-		}
-		if s.gateway.IsValid() {
-			all[netip.PrefixFrom(s.gateway, 32)] = s
-		}
+		s.conflicts = plan.conflicts[i]
 		s.mu.Unlock()
 	}
 	// An address an earlier session was given goes; the Keeper restores the
 	// current ones if anyone removes them.
-	if err := c.tun.Set(mtu, addrs); err != nil {
+	if err := c.tun.Set(mtu, plan.addrs); err != nil {
 		c.log.Error("configure tun device; the keeper retries", "tun", c.cfg.Tun, "err", err)
 	}
-	c.byDst.Store(packet.NewTable(all))
-	c.routes.SetDesired(routes)
+	c.byDst.Store(plan.table(c.servers))
+	c.routes.SetDesiredRoutes(plan.routes)
 }
 
 func (sc *serverConn) getEntry() config.ServerEntry {

@@ -99,7 +99,9 @@ func (c *Client) Status() Status {
 		}
 		for _, p := range sc.desired {
 			r, ok := installed[p.String()]
-			if !ok {
+			if other, lost := sc.conflicts[p]; lost {
+				r = RouteStatus{Prefix: p.String(), Note: fmt.Sprintf("conflict: server %q has it", other)}
+			} else if !ok {
 				r = RouteStatus{Prefix: p.String(), Note: "pending"}
 			}
 			ss.Routes = append(ss.Routes, r)

@@ -91,10 +91,15 @@ func LoadClient(path string) (*Client, error) {
 	if len(f.Server) == 0 {
 		l.errf("server", "at least one [[server]] is required")
 	}
-	if len(f.Server) > 1 {
-		l.errf("server.1", "this version connects to one [[server]]; several are not available yet")
-	}
 	names := map[string]bool{}
+	// owner of each prefix in a routes list so far: two servers claiming
+	// the same or overlapping prefixes would make the choice of session
+	// depend on what each happens to push; the operator must decide.
+	type claim struct {
+		p      netip.Prefix
+		server string
+	}
+	var claimed []claim
 	for i, s := range f.Server {
 		key := func(k string) string { return "server." + itoa(i) + "." + k }
 		e := ServerEntry{Name: s.Name, Transport: s.Transport}
@@ -124,6 +129,16 @@ func LoadClient(path string) (*Client, error) {
 		e.FailbackInterval = l.duration(key("failback_interval"), s.FailbackInterval, 30*time.Second)
 		e.PublicKey = l.publicKey(key("public_key"), s.PublicKey)
 		e.Routes = l.prefixes(key("routes"), s.Routes)
+		for _, p := range e.Routes {
+			for _, c := range claimed {
+				if c.p.Overlaps(p) {
+					l.errf(key("routes"), "%s overlaps %s in the routes of server %q (each prefix belongs to one server)", p, c.p, c.server)
+				}
+			}
+		}
+		for _, p := range e.Routes {
+			claimed = append(claimed, claim{p, e.Name})
+		}
 		out.Servers = append(out.Servers, e)
 	}
 	if err := l.err(); err != nil {

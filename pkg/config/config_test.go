@@ -216,6 +216,49 @@ public_key = "PUB1"
 	}
 }
 
+// Several [[server]] blocks, each with its own routes: one gtun, many clusters.
+func TestLoadClientManyServers(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "gtun.toml", `[client]
+private_key_file = "KEY"
+
+[[server]]
+name = "cluster-1"
+endpoints = ["203.0.113.10"]
+public_key = "PUB1"
+routes = ["100.100.0.0/16"]
+
+[[server]]
+name = "cluster-2"
+endpoints = ["198.51.100.20:443"]
+transport = "kcp"
+public_key = "PUB2"
+routes = ["100.101.0.0/16", "100.111.0.0/16"]
+
+[[server]]
+name = "cluster-3"
+endpoints = ["192.0.2.30"]
+public_key = "PUB2"
+`)
+	c, err := LoadClient(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range c.Servers {
+		names = append(names, s.Name)
+	}
+	if !slices.Equal(names, []string{"cluster-1", "cluster-2", "cluster-3"}) {
+		t.Fatalf("servers %v, want them in file order", names)
+	}
+	if got := c.Servers[1]; got.Transport != "kcp" || got.PublicKey.String() != f.pub2 || len(got.Routes) != 2 {
+		t.Errorf("second server = %+v", got)
+	}
+	if len(c.Servers[2].Routes) != 0 {
+		t.Errorf("third server routes %v, want none (accept all pushed)", c.Servers[2].Routes)
+	}
+}
+
 func TestLoadClientRoutesSubset(t *testing.T) {
 	f := newFixture(t)
 	path := f.write(t, "gtun.toml", `[client]
@@ -357,6 +400,12 @@ func TestLoadClientErrors(t *testing.T) {
 		{"bad public_key", "[client]\nprivate_key_file = \"KEY\"\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"AAAA\"\n",
 			6, "server.0.public_key", "bad public key"},
 		{"routes with host bits", head + "routes = [\"10.96.0.1/12\"]\n", 8, "server.0.routes", "host bits"},
+		{"duplicate server name", head + "\n[[server]]\nendpoints = [\"203.0.113.20\"]\npublic_key = \"PUB2\"\nname = \"hk\"\n",
+			12, "server.1.name", `server "hk" defined twice`},
+		{"same route in two servers", head + "routes = [\"10.244.0.0/16\"]\n[[server]]\nname = \"sg\"\nendpoints = [\"203.0.113.20\"]\npublic_key = \"PUB2\"\nroutes = [\"10.96.0.0/12\", \"10.244.0.0/16\"]\n",
+			13, "server.1.routes", `10.244.0.0/16 overlaps 10.244.0.0/16 in the routes of server "hk"`},
+		{"overlapping routes in two servers", head + "routes = [\"10.244.0.0/16\"]\n[[server]]\nname = \"sg\"\nendpoints = [\"203.0.113.20\"]\npublic_key = \"PUB2\"\nroutes = [\"10.244.8.0/24\"]\n",
+			13, "server.1.routes", `10.244.8.0/24 overlaps 10.244.0.0/16 in the routes of server "hk"`},
 	}
 	f := newFixture(t)
 	for i, c := range cases {

@@ -22,6 +22,16 @@
 // warn once each time it changes. When the other route goes away, the next
 // pass installs ours.
 //
+// # Source address
+//
+// A desired route may name a preferred source address (`ip route ... src
+// A`): gtun uses it when its TUN carries the addresses of several servers,
+// so that a packet to a server's routes leaves with the address that server
+// gave (which is what its anti-spoofing accepts). The address must be on the
+// host, or the kernel refuses the route; the pass then reports the error and
+// retries, which heals once the TUN's address is back. A route of ours with
+// another source is replaced in place.
+//
 // Routes are only added while the link exists and is administratively up (the
 // kernel refuses them on a down link); otherwise the prefix is reported as not
 // installed and the next event or tick retries. Link state changes are logged
@@ -88,6 +98,13 @@ type Options struct {
 	OnHeal func(prefix netip.Prefix, took time.Duration)
 }
 
+// Route is one desired route: a prefix on the link, and optionally the
+// source address the kernel should prefer for it (zero: the kernel picks).
+type Route struct {
+	Prefix netip.Prefix
+	Src    netip.Addr
+}
+
 // RouteStatus is the state of one desired prefix as of the last pass.
 type RouteStatus struct {
 	Prefix    netip.Prefix
@@ -113,7 +130,7 @@ type Reconciler struct {
 	linkIndex atomic.Int32
 
 	dmu     sync.Mutex
-	desired map[netip.Prefix]struct{}
+	desired map[netip.Prefix]netip.Addr // prefix -> preferred source (may be zero)
 	// missingSince records when an installed route was seen to vanish
 	// (delete event or pass), so the heal time can be measured.
 	missingSince map[netip.Prefix]time.Time
@@ -147,7 +164,7 @@ func NewReconciler(o Options) *Reconciler {
 		log:          o.Logger.With("link", o.Link),
 		kick:         make(chan struct{}, 1),
 		table:        table,
-		desired:      map[netip.Prefix]struct{}{},
+		desired:      map[netip.Prefix]netip.Addr{},
 		missingSince: map[netip.Prefix]time.Time{},
 		prev:         map[netip.Prefix]RouteStatus{},
 	}
@@ -158,12 +175,22 @@ func NewReconciler(o Options) *Reconciler {
 // desired are removed on the next pass, which is triggered promptly when Run
 // is active. It never blocks.
 func (r *Reconciler) SetDesired(prefixes []netip.Prefix) {
-	d := make(map[netip.Prefix]struct{}, len(prefixes))
+	routes := make([]Route, 0, len(prefixes))
 	for _, p := range prefixes {
-		if !p.IsValid() {
+		routes = append(routes, Route{Prefix: p})
+	}
+	r.SetDesiredRoutes(routes)
+}
+
+// SetDesiredRoutes is SetDesired with a preferred source address per route.
+// A later duplicate of a prefix replaces an earlier one.
+func (r *Reconciler) SetDesiredRoutes(routes []Route) {
+	d := make(map[netip.Prefix]netip.Addr, len(routes))
+	for _, rt := range routes {
+		if !rt.Prefix.IsValid() {
 			continue
 		}
-		d[normalize(p)] = struct{}{}
+		d[normalize(rt.Prefix)] = rt.Src.Unmap()
 	}
 	r.dmu.Lock()
 	r.desired = d
@@ -370,14 +397,14 @@ func (r *Reconciler) newHandle() (*netlink.Handle, error) {
 	return h, nil
 }
 
-func (r *Reconciler) desiredSnapshot() []netip.Prefix {
+func (r *Reconciler) desiredSnapshot() []Route {
 	r.dmu.Lock()
 	defer r.dmu.Unlock()
-	out := make([]netip.Prefix, 0, len(r.desired))
-	for p := range r.desired {
-		out = append(out, p)
+	out := make([]Route, 0, len(r.desired))
+	for p, src := range r.desired {
+		out = append(out, Route{Prefix: p, Src: src})
 	}
-	slices.SortFunc(out, func(a, b netip.Prefix) int { return strings.Compare(a.String(), b.String()) })
+	slices.SortFunc(out, func(a, b Route) int { return strings.Compare(a.Prefix.String(), b.Prefix.String()) })
 	return out
 }
 
@@ -392,8 +419,8 @@ func (r *Reconciler) isDesired(p netip.Prefix) bool {
 func (r *Reconciler) pass(h *netlink.Handle) error {
 	desired := r.desiredSnapshot()
 	want := make(map[netip.Prefix]bool, len(desired))
-	for _, p := range desired {
-		want[p] = true
+	for _, d := range desired {
+		want[d.Prefix] = true
 	}
 
 	var (
@@ -444,7 +471,8 @@ func (r *Reconciler) pass(h *netlink.Handle) error {
 
 	status := make([]RouteStatus, 0, len(desired))
 	now := time.Now()
-	for _, p := range desired {
+	for _, d := range desired {
+		p := d.Prefix
 		prev, seen := r.prev[p]
 		st := RouteStatus{Prefix: p}
 		var ours *netlink.Route
@@ -479,6 +507,21 @@ func (r *Reconciler) pass(h *netlink.Handle) error {
 			if prev.Installed {
 				r.markMissing(p, now)
 			}
+		case ours != nil && routeSrc(*ours) != d.Src:
+			// Ours, but with another source (the server's address
+			// changed, or more servers share the TUN now): replace it
+			// in place, so the prefix never goes unrouted.
+			if err := r.replace(h, d, idx); err != nil {
+				st.Reason = err.Error()
+				errs = append(errs, err)
+				if prev.Reason != st.Reason {
+					r.log.Warn("route source change failed", "prefix", p, "src", d.Src, "err", err)
+				}
+				break
+			}
+			st.Installed = true
+			r.clearMissing(p)
+			r.log.Info("route source changed", "prefix", p, "src", d.Src, "was", routeSrc(*ours))
 		case ours != nil:
 			st.Installed = true
 			r.clearMissing(p)
@@ -486,7 +529,7 @@ func (r *Reconciler) pass(h *netlink.Handle) error {
 			if prev.Installed {
 				r.markMissing(p, now)
 			}
-			if err := r.add(h, p, idx); err != nil {
+			if err := r.add(h, d, idx); err != nil {
 				st.Reason = err.Error()
 				errs = append(errs, err)
 				if prev.Reason != st.Reason {
@@ -562,10 +605,10 @@ func (r *Reconciler) setStatusAll(reason string) {
 	desired := r.desiredSnapshot()
 	status := make([]RouteStatus, 0, len(desired))
 	r.prev = map[netip.Prefix]RouteStatus{}
-	for _, p := range desired {
-		st := RouteStatus{Prefix: p, Reason: reason}
+	for _, d := range desired {
+		st := RouteStatus{Prefix: d.Prefix, Reason: reason}
 		status = append(status, st)
-		r.prev[p] = st
+		r.prev[d.Prefix] = st
 	}
 	r.stMu.Lock()
 	r.status = status
@@ -594,20 +637,52 @@ func (r *Reconciler) list(h *netlink.Handle) ([]netlink.Route, error) {
 // add installs p on the link. It uses an exclusive add rather than a replace
 // so that a foreign route appearing between our dump and this call is never
 // overwritten; EEXIST just fails the pass, and the retry sees the conflict.
-func (r *Reconciler) add(h *netlink.Handle, p netip.Prefix, idx int) error {
+func (r *Reconciler) add(h *netlink.Handle, d Route, idx int) error {
+	if err := h.RouteAdd(r.netlinkRoute(d, idx)); err != nil {
+		return fmt.Errorf("add route %s dev %s%s: %w", d.Prefix, r.o.Link, srcNote(d.Src), err)
+	}
+	return nil
+}
+
+// replace overwrites our route for d.Prefix (same table, metric and
+// device) with one carrying d's source, atomically.
+func (r *Reconciler) replace(h *netlink.Handle, d Route, idx int) error {
+	if err := h.RouteReplace(r.netlinkRoute(d, idx)); err != nil {
+		return fmt.Errorf("replace route %s dev %s%s: %w", d.Prefix, r.o.Link, srcNote(d.Src), err)
+	}
+	return nil
+}
+
+func (r *Reconciler) netlinkRoute(d Route, idx int) *netlink.Route {
 	rt := &netlink.Route{
 		LinkIndex: idx,
-		Dst:       ipNet(p),
+		Dst:       ipNet(d.Prefix),
 		Scope:     netlink.SCOPE_LINK,
 		Protocol:  Protocol,
+	}
+	if d.Src.IsValid() {
+		rt.Src = net.IP(d.Src.AsSlice())
 	}
 	if r.o.Table != 0 {
 		rt.Table = r.o.Table
 	}
-	if err := h.RouteAdd(rt); err != nil {
-		return fmt.Errorf("add route %s dev %s: %w", p, r.o.Link, err)
+	return rt
+}
+
+func srcNote(src netip.Addr) string {
+	if !src.IsValid() {
+		return ""
 	}
-	return nil
+	return " src " + src.String()
+}
+
+// routeSrc is a route's preferred source; zero when it has none.
+func routeSrc(rt netlink.Route) netip.Addr {
+	a, ok := netip.AddrFromSlice(rt.Src)
+	if !ok {
+		return netip.Addr{}
+	}
+	return a.Unmap()
 }
 
 func (r *Reconciler) del(h *netlink.Handle, rt netlink.Route) error {

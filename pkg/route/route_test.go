@@ -498,3 +498,67 @@ func TestRunStopsGoroutines(t *testing.T) {
 	}
 	waitFor(t, 2*time.Second, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+// Routes with a preferred source: installed with it, switched in place when
+// it changes, refused (and retried) while the address is not on the host,
+// and back once it is.
+func TestSourceAddress(t *testing.T) {
+	ns := newNS(t)
+	ns.addTun("gtun0")
+	ns.ip("addr", "add", "100.64.240.2/24", "dev", "gtun0")
+	ns.ip("addr", "add", "100.64.241.2/24", "dev", "gtun0")
+	r := NewReconciler(Options{Link: "gtun0", NetNS: ns.fd, Logger: testLogger(t)})
+	a1, a2 := netip.MustParseAddr("100.64.240.2"), netip.MustParseAddr("100.64.241.2")
+	r.SetDesiredRoutes([]Route{
+		{Prefix: netip.MustParsePrefix("100.100.0.0/16"), Src: a1},
+		{Prefix: netip.MustParsePrefix("100.101.0.0/16"), Src: a2},
+		{Prefix: netip.MustParsePrefix("100.102.0.0/16")},
+	})
+	if err := r.Sync(); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	want := []string{
+		"100.100.0.0/16 dev gtun0 scope link src 100.64.240.2",
+		"100.101.0.0/16 dev gtun0 scope link src 100.64.241.2",
+		"100.102.0.0/16 dev gtun0 scope link",
+	}
+	if got := ns.ourRoutes(); !slices.Equal(got, want) {
+		t.Fatalf("routes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// The kernel uses the source for packets to each prefix.
+	if out := ns.ip("route", "get", "100.101.1.20"); !strings.Contains(out, "src 100.64.241.2") {
+		t.Errorf("route get 100.101.1.20: %s", out)
+	}
+
+	// The source changes: replaced in place, nothing else touched.
+	r.SetDesiredRoutes([]Route{
+		{Prefix: netip.MustParsePrefix("100.100.0.0/16"), Src: a2},
+		{Prefix: netip.MustParsePrefix("100.101.0.0/16"), Src: a2},
+		{Prefix: netip.MustParsePrefix("100.102.0.0/16")},
+	})
+	if err := r.Sync(); err != nil {
+		t.Fatalf("Sync after source change: %v", err)
+	}
+	want[0] = "100.100.0.0/16 dev gtun0 scope link src 100.64.241.2"
+	if got := ns.ourRoutes(); !slices.Equal(got, want) {
+		t.Fatalf("routes after source change:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// A source not on the host: the kernel refuses the route; status says
+	// why; once the address is there the next pass installs it.
+	a3 := netip.MustParseAddr("100.64.242.2")
+	r.SetDesiredRoutes([]Route{{Prefix: netip.MustParsePrefix("100.103.0.0/16"), Src: a3}})
+	if err := r.Sync(); err == nil {
+		t.Fatal("Sync with a source not on the host succeeded")
+	}
+	if st := statusOf(r, "100.103.0.0/16"); st.Installed || !strings.Contains(st.Reason, "src 100.64.242.2") {
+		t.Errorf("status %+v, want not installed naming the source", st)
+	}
+	ns.ip("addr", "add", "100.64.242.2/24", "dev", "gtun0")
+	if err := r.Sync(); err != nil {
+		t.Fatalf("Sync once the address is there: %v", err)
+	}
+	if got := ns.ourRoutes(); !slices.Equal(got, []string{"100.103.0.0/16 dev gtun0 scope link src 100.64.242.2"}) {
+		t.Errorf("routes: %v", got)
+	}
+}

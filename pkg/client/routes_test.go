@@ -1,0 +1,189 @@
+package client
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/gtun/gtun/pkg/route"
+)
+
+func pfx(s ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, x := range s {
+		out = append(out, netip.MustParsePrefix(x))
+	}
+	return out
+}
+
+func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// lookup returns the name of the server the TUN read loop picks for dst.
+func lookup(t *testing.T, p routePlan, servers []*serverConn, dst string) string {
+	t.Helper()
+	sc, ok := p.table(servers).Lookup(addr(dst))
+	if !ok {
+		return ""
+	}
+	return sc.name
+}
+
+func servers(names ...string) []*serverConn {
+	var out []*serverConn
+	for _, n := range names {
+		out = append(out, &serverConn{name: n})
+	}
+	return out
+}
+
+// Two clusters with overlapping real CIDRs, mapped to distinct virtual
+// prefixes by their gtunds: every packet goes to the session whose routes
+// match, by longest prefix, including nested prefixes of two servers.
+func TestPlanRoutesPicksSessionByLongestPrefix(t *testing.T) {
+	cs := []claimant{
+		{name: "c1", desired: pfx("100.100.0.0/16", "100.110.0.0/16", "10.0.0.0/8"),
+			address: netip.MustParsePrefix("100.64.240.2/24"), gateway: addr("100.64.240.1")},
+		{name: "c2", desired: pfx("100.101.0.0/16", "100.111.0.0/16", "10.20.0.0/16"),
+			address: netip.MustParsePrefix("100.64.241.2/24"), gateway: addr("100.64.241.1")},
+	}
+	p := planRoutes(cs, nil)
+	sv := servers("c1", "c2")
+	for dst, want := range map[string]string{
+		"100.100.1.20":  "c1",
+		"100.110.0.10":  "c1",
+		"100.101.1.20":  "c2",
+		"100.111.0.10":  "c2",
+		"10.1.2.3":      "c1",
+		"10.20.1.1":     "c2", // more specific than c1's 10.0.0.0/8
+		"100.64.240.1":  "c1", // gateways
+		"100.64.241.1":  "c2",
+		"100.102.1.20":  "", // nobody's
+		"192.168.1.1":   "",
+		"100.64.241.77": "", // another client of c2: not ours to send
+	} {
+		if got := lookup(t, p, sv, dst); got != want {
+			t.Errorf("%s -> %q, want %q", dst, got, want)
+		}
+	}
+	if len(p.conflicts) != 0 {
+		t.Errorf("conflicts %v, want none", p.conflicts)
+	}
+	// Two addresses on the TUN: each route names its server's address.
+	wantRoutes := map[netip.Prefix]netip.Addr{}
+	for _, r := range p.routes {
+		wantRoutes[r.Prefix] = r.Src
+	}
+	for _, c := range cs {
+		for _, d := range c.desired {
+			if wantRoutes[d] != c.address.Addr() {
+				t.Errorf("route %s src %v, want %s", d, wantRoutes[d], c.address.Addr())
+			}
+		}
+	}
+	if !slices.Equal(p.addrs, pfx("100.64.240.2/24", "100.64.241.2/24")) {
+		t.Errorf("addrs %v", p.addrs)
+	}
+}
+
+// A prefix two servers push stays with the one that had it; the other
+// shows a conflict. The owner keeps it across re-plans (reconnects, pushes
+// of the other), and hands it over only when it no longer wants it.
+func TestPlanRoutesConflictFirstOwnerKeeps(t *testing.T) {
+	c1 := claimant{name: "c1", desired: pfx("10.244.0.0/16"), address: netip.MustParsePrefix("100.64.240.2/24"), gateway: addr("100.64.240.1")}
+	c2 := claimant{name: "c2", address: netip.MustParsePrefix("100.64.240.3/24"), gateway: addr("100.64.240.1")}
+	sv := servers("c1", "c2")
+
+	// c2 connected first and owns the prefix; c1 (first in config order)
+	// pushes it later: c2 keeps it.
+	c2.desired = pfx("10.244.0.0/16", "10.96.0.0/12")
+	c1prev := claimant{name: "c1", address: c1.address, gateway: c1.gateway}
+	p := planRoutes([]claimant{c1prev, c2}, nil)
+	owner := map[netip.Prefix]string{}
+	for pf, i := range p.owner {
+		owner[pf] = sv[i].name
+	}
+	p = planRoutes([]claimant{c1, c2}, owner)
+	if got := lookup(t, p, sv, "10.244.1.20"); got != "c2" {
+		t.Errorf("10.244.1.20 -> %q, want the first owner c2", got)
+	}
+	if got := p.conflicts[0][netip.MustParsePrefix("10.244.0.0/16")]; got != "c2" {
+		t.Errorf("conflicts of c1 = %v, want 10.244.0.0/16 owned by c2", p.conflicts)
+	}
+	if len(p.conflicts[1]) != 0 {
+		t.Errorf("the owner has conflicts: %v", p.conflicts[1])
+	}
+	n := 0
+	for _, r := range p.routes {
+		if r.Prefix == netip.MustParsePrefix("10.244.0.0/16") {
+			n++
+			if r.Src != addr("100.64.240.3") {
+				t.Errorf("shared route src %v, want the owner's 100.64.240.3", r.Src)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d kernel routes for the shared prefix, want 1: %v", n, p.routes)
+	}
+	// The gateway address both share goes to the first in config order.
+	if got := lookup(t, p, sv, "100.64.240.1"); got != "c1" {
+		t.Errorf("shared gateway -> %q, want c1", got)
+	}
+
+	// Without history, config order decides.
+	if q := planRoutes([]claimant{c1, c2}, nil); lookup(t, q, sv, "10.244.1.20") != "c1" {
+		t.Errorf("without an owner the first server in config order should get it")
+	}
+
+	// c2 stops pushing it: c1 takes over, its conflict is gone.
+	c2.desired = pfx("10.96.0.0/12")
+	p = planRoutes([]claimant{c1, c2}, owner)
+	if got := lookup(t, p, sv, "10.244.1.20"); got != "c1" {
+		t.Errorf("after c2 dropped it: -> %q, want c1", got)
+	}
+	if len(p.conflicts) != 0 {
+		t.Errorf("conflicts %v after the owner let go", p.conflicts)
+	}
+}
+
+// One server, or servers that hand out the same address: one address on
+// the TUN and routes without a source, exactly as with a single server.
+func TestPlanRoutesOneAddressNoSource(t *testing.T) {
+	a := netip.MustParsePrefix("100.64.240.2/24")
+	for _, cs := range [][]claimant{
+		{{name: "c1", desired: pfx("10.244.0.0/16"), address: a}},
+		{{name: "c1", desired: pfx("100.100.0.0/16"), address: a}, {name: "c2", desired: pfx("100.101.0.0/16"), address: a}},
+	} {
+		p := planRoutes(cs, nil)
+		if !slices.Equal(p.addrs, []netip.Prefix{a}) {
+			t.Errorf("addrs %v, want [%s]", p.addrs, a)
+		}
+		for _, r := range p.routes {
+			if r.Src.IsValid() {
+				t.Errorf("route %v has a source; with one address the kernel's choice is right", r)
+			}
+		}
+		if len(p.routes) != len(cs) {
+			t.Errorf("routes %v", p.routes)
+		}
+	}
+	// A server never connected yet: no address, its routes (none) absent.
+	p := planRoutes([]claimant{{name: "c1", desired: pfx("10.244.0.0/16"), address: a}, {name: "c2"}}, nil)
+	if len(p.addrs) != 1 || len(p.routes) != 1 || p.routes[0] != (route.Route{Prefix: pfx("10.244.0.0/16")[0]}) {
+		t.Errorf("plan %+v", p)
+	}
+}
+
+func BenchmarkLookupTwoServers(b *testing.B) {
+	p := planRoutes([]claimant{
+		{name: "c1", desired: pfx("100.100.0.0/16", "100.110.0.0/16"), address: netip.MustParsePrefix("100.64.240.2/24"), gateway: addr("100.64.240.1")},
+		{name: "c2", desired: pfx("100.101.0.0/16", "100.111.0.0/16"), address: netip.MustParsePrefix("100.64.241.2/24"), gateway: addr("100.64.241.1")},
+	}, nil)
+	tab := p.table(servers("c1", "c2"))
+	dst := addr("100.101.1.20")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := tab.Lookup(dst); !ok {
+			b.Fatal("no match")
+		}
+	}
+}

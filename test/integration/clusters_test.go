@@ -1,0 +1,244 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gtun/gtun/internal/testnet"
+	"github.com/gtun/gtun/pkg/client"
+)
+
+// clusters is the two-cluster topology (testnet.UpWithCluster2): gtund on gw
+// and on gw2, each with its own key, and podhttp in both pods, named
+// "cluster1" and "cluster2" so an answer says where it came from. Both pods
+// are 10.244.1.20 and both ClusterIPs 10.96.0.10.
+type clusters struct {
+	*env
+	key2, pub2 string // gtund on gw2
+}
+
+func newClusters(t *testing.T) *clusters {
+	t.Helper()
+	testnet.Require(t, "ping", "curl", "/dev/net/tun")
+	c := &clusters{env: &env{tp: testnet.UpWithCluster2(t), dir: t.TempDir()}}
+	c.serverKey, c.serverPub = c.key(t, "server")
+	c.key2, c.pub2 = c.key(t, "server2")
+	for _, p := range []struct{ host, name, node string }{{"pod", "cluster1", "node"}, {"pod2", "cluster2", "node2"}} {
+		c.tp.Start(t, p.host, "", bins.podhttp, "-listen", ":8080", "-name", p.name)
+		testnet.Eventually(t, 10*time.Second, func() error {
+			_, err := c.tp.Exec(p.node, "curl", "-fsS", "--max-time", "1", "http://"+podIP+":8080/healthz")
+			return err
+		})
+	}
+	return c
+}
+
+// gtund describes one cluster's gtund: its host, wan address, and the
+// [server] lines that differ between the tests (pool, routes, map).
+type gtund struct {
+	host, wan, key, pool string
+	extra                string // more [server] lines, e.g. routes and map
+}
+
+func (c *clusters) gtund1(extra string) gtund {
+	return gtund{"gw", gwWAN, c.serverKey, "100.64.240.0/24", extra}
+}
+
+func (c *clusters) gtund2(pool, extra string) gtund {
+	return gtund{"gw2", testnet.GW2Wan, c.key2, pool, extra}
+}
+
+func (c *clusters) socket(g gtund) string { return filepath.Join(c.dir, g.host+".sock") }
+
+// writeServer writes g's config with one peer, the vm.
+func (c *clusters) writeServer(t *testing.T, g gtund, vmPub string) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`[server]
+listen = "%s:%s"
+private_key_file = %q
+pool = %q
+state_dir = %q
+control_socket = %q
+keepalive = "1s"
+%s
+
+[[peer]]
+name = "vm"
+public_key = %q
+
+[log]
+level = "debug"
+`, g.wan, port, g.key, g.pool, filepath.Join(c.dir, g.host+"-state"), c.socket(g), g.extra, vmPub)
+	path := filepath.Join(c.dir, g.host+".toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func (c *clusters) startGtund(t *testing.T, g gtund, cfg string) *testnet.Proc {
+	t.Helper()
+	p := c.tp.Start(t, g.host, filepath.Join(c.dir, g.host+"-gtund.log"), bins.gtund, "-c", cfg)
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if p.Exited() {
+			t.Fatalf("gtund on %s exited:\n%s", g.host, p.LogTail(30))
+		}
+		var st map[string]any
+		return tryStatus(bins.gtund, c.socket(g), &st)
+	})
+	return p
+}
+
+// writeClient writes a gtun config with one [[server]] per cluster.
+func (c *clusters) writeClient(t *testing.T, key string, servers ...string) string {
+	t.Helper()
+	cfg := fmt.Sprintf("[client]\nprivate_key_file = %q\ntun = \"gtun0\"\ncontrol_socket = %q\n\n%s\n[log]\nlevel = \"debug\"\n",
+		key, c.clientSocket("vm"), strings.Join(servers, "\n"))
+	path := filepath.Join(c.dir, "gtun.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func serverBlock(name, wan, pub, extra string) string {
+	return fmt.Sprintf("[[server]]\nname = %q\nendpoints = [\"%s:%s\"]\npublic_key = %q\n%s\n", name, wan, port, pub, extra)
+}
+
+// clientStatus returns gtun's status of each server by name.
+func (c *clusters) clientStatus(t *testing.T) map[string]client.ServerStatus {
+	t.Helper()
+	var st client.Status
+	status(t, bins.gtun, c.clientSocket("vm"), &st)
+	out := map[string]client.ServerStatus{}
+	for _, s := range st.Servers {
+		out[s.Name] = s
+	}
+	return out
+}
+
+// waitServers polls gtun's status until ok accepts it.
+func (c *clusters) waitServers(t *testing.T, limit time.Duration, what string, ok func(map[string]client.ServerStatus) bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last client.Status
+	for time.Since(start) < limit {
+		if tryStatus(bins.gtun, c.clientSocket("vm"), &last) == nil {
+			m := map[string]client.ServerStatus{}
+			for _, s := range last.Servers {
+				m[s.Name] = s
+			}
+			if ok(m) {
+				return time.Since(start)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("not %s within %v; last status %+v", what, limit, last)
+	return 0
+}
+
+func connected(names ...string) func(map[string]client.ServerStatus) bool {
+	return func(m map[string]client.ServerStatus) bool {
+		for _, n := range names {
+			s := m[n]
+			if s.State != "connected" || len(s.Routes) == 0 {
+				return false
+			}
+			for _, r := range s.Routes {
+				if !r.Installed {
+					return false
+				}
+			}
+		}
+		return true
+	}
+}
+
+// answer waits until url, fetched from vm, names the cluster want.
+func (c *clusters) answer(t *testing.T, url, want string) {
+	t.Helper()
+	testnet.Eventually(t, 10*time.Second, func() error {
+		out, err := c.curl("vm", url)
+		if err != nil || strings.TrimSpace(out) != want {
+			return fmt.Errorf("%s: %v %q, want %q", url, err, out, want)
+		}
+		return nil
+	})
+}
+
+// Two clusters serving different CIDRs, one gtun: the pod CIDR is served by
+// cluster 1's gtund, the service CIDR by cluster 2's. Both gtunds use the
+// default pool, so the client gets the same address from each; packets still
+// go to the session whose routes match.
+func TestManyClustersDisjointRoutes(t *testing.T) {
+	c := newClusters(t)
+	ckey, cpub := c.key(t, "vm")
+	g1 := c.gtund1(`routes = ["10.244.0.0/16"]`)
+	g2 := c.gtund2("100.64.240.0/24", `routes = ["10.96.0.0/12"]`)
+	c.startGtund(t, g1, c.writeServer(t, g1, cpub))
+	c.startGtund(t, g2, c.writeServer(t, g2, cpub))
+	cli := c.startClient(t, "vm", "vm", c.writeClient(t, ckey,
+		serverBlock("cluster1", gwWAN, c.serverPub, ""),
+		serverBlock("cluster2", testnet.GW2Wan, c.pub2, "")))
+	c.waitRoute(t, "vm", "10.244.0.0/16", cli)
+	c.waitRoute(t, "vm", "10.96.0.0/12", cli)
+
+	c.answer(t, "http://"+podIP+":8080/name", "cluster1")
+	c.answer(t, "http://"+clusterIP+"/name", "cluster2") // node2's DNAT to pod2
+	if out, err := c.tp.Exec("vm", "ping", "-c", "2", "-i", "0.2", "-W", "2", podIP); err != nil {
+		t.Fatalf("ping cluster 1's pod: %v\n%s", err, out)
+	}
+	st := c.clientStatus(t)
+	for name, want := range map[string]string{"cluster1": "10.244.0.0/16", "cluster2": "10.96.0.0/12"} {
+		s := st[name]
+		if s.State != "connected" || len(s.Routes) != 1 || s.Routes[0].Prefix != want || !s.Routes[0].Installed || s.Address == "" {
+			t.Errorf("%s: %+v, want connected with %s installed", name, s, want)
+		}
+		if s.TxPackets == 0 {
+			t.Errorf("%s carried no packets", name)
+		}
+	}
+	stop(t, "gtun", cli)
+	if out, _ := c.tp.Exec("vm", "ip", "route", "show", "proto", "0x67"); strings.TrimSpace(out) != "" {
+		t.Errorf("routes left: %s", out)
+	}
+}
+
+// Both clusters push 10.244.0.0/16 (no map): the prefix stays with the
+// server that had it first; the other shows the conflict in status and
+// installs nothing for it; gtun does not flip between them.
+func TestManyClustersSameRouteIsAConflict(t *testing.T) {
+	c := newClusters(t)
+	ckey, cpub := c.key(t, "vm")
+	g1 := c.gtund1(`routes = ["10.244.0.0/16"]`)
+	g2 := c.gtund2("100.64.241.0/24", `routes = ["10.244.0.0/16"]`)
+	c.startGtund(t, g1, c.writeServer(t, g1, cpub))
+	c.startClient(t, "vm", "vm", c.writeClient(t, ckey,
+		serverBlock("cluster1", gwWAN, c.serverPub, ""),
+		serverBlock("cluster2", testnet.GW2Wan, c.pub2, "")))
+	c.waitServers(t, 15*time.Second, "cluster1 connected", connected("cluster1"))
+	c.answer(t, "http://"+podIP+":8080/name", "cluster1")
+
+	c.startGtund(t, g2, c.writeServer(t, g2, cpub))
+	c.waitServers(t, 15*time.Second, "cluster2 connected with a conflict", func(m map[string]client.ServerStatus) bool {
+		s := m["cluster2"]
+		return s.State == "connected" && len(s.Routes) == 1 && !s.Routes[0].Installed &&
+			strings.Contains(s.Routes[0].Note, `conflict: server "cluster1" has it`)
+	})
+	for range 5 {
+		c.answer(t, "http://"+podIP+":8080/name", "cluster1")
+	}
+	if s := c.clientStatus(t)["cluster1"]; len(s.Routes) != 1 || !s.Routes[0].Installed {
+		t.Errorf("cluster1 lost its route: %+v", s)
+	}
+	out, err := exec.Command(bins.gtun, "status", "--socket", c.clientSocket("vm")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `MISSING (conflict: server "cluster1" has it)`) {
+		t.Errorf("human status does not show the conflict: %v\n%s", err, out)
+	}
+}
