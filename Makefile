@@ -42,6 +42,20 @@ demo: deps build tools
 bench: deps build tools
 	./scripts/bench.sh
 
+# Each fuzz target (FuzzXxx in a *_test.go) runs for FUZZTIME; `make test`
+# runs only their seeds (testdata/fuzz/ and f.Add). A failure leaves the
+# input in the package's testdata/fuzz/FuzzXxx/: fix it and keep it as a seed.
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz:
+	@set -e; for f in $$(grep -l '^func Fuzz' $$(git ls-files '*_test.go')); do \
+		pkg=./$$(dirname $$f); \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== $$pkg $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
 .PHONY: scale
 scale: deps build
 	./scripts/scale.sh

@@ -68,8 +68,20 @@ func (h VnetHdr) Validate(pkt []byte) error {
 	if h.Flags&^(VnetNeedsCsum|VnetDataValid) != 0 {
 		return fmt.Errorf("%w: flags %#x", ErrBadVnetHdr, h.Flags)
 	}
-	if h.Flags&VnetNeedsCsum != 0 && int(h.CsumStart)+int(h.CsumOffset)+2 > len(pkt) {
-		return fmt.Errorf("%w: checksum at %d+%d beyond %d bytes", ErrBadVnetHdr, h.CsumStart, h.CsumOffset, len(pkt))
+	if h.Flags&VnetNeedsCsum != 0 {
+		if int(h.CsumStart)+int(h.CsumOffset)+2 > len(pkt) {
+			return fmt.Errorf("%w: checksum at %d+%d beyond %d bytes", ErrBadVnetHdr, h.CsumStart, h.CsumOffset, len(pkt))
+		}
+		// The checksum covers a transport header: it starts after the IP
+		// header, never in it (found by FuzzFrame: a header asking to
+		// checksum a non-IP packet, or to overwrite its own IP header).
+		ipLen, _, err := ipHeader(pkt)
+		if err != nil {
+			return fmt.Errorf("%w: checksum offload for a packet that is not IP", ErrBadVnetHdr)
+		}
+		if int(h.CsumStart) < ipLen {
+			return fmt.Errorf("%w: checksum start %d inside the %d-byte IP header", ErrBadVnetHdr, h.CsumStart, ipLen)
+		}
 	}
 	gso := h.GSOType &^ GSOECN
 	if gso == GSONone {

@@ -382,6 +382,10 @@ func (s *Session) readLoop() {
 		b = packet.Get()
 		return b.RecordSpace()
 	}
+	// The first record from a peer is its hello (or the server's config):
+	// a frame before it is a protocol violation, and waiting for Run on
+	// its behalf would hold the session until the setup timeout.
+	spoke := false
 	for {
 		if b != nil {
 			packet.Put(b)
@@ -395,6 +399,10 @@ func (s *Session) readLoop() {
 		s.lastRecv.Store(time.Now().UnixNano())
 		switch typ {
 		case secure.TypePacket:
+			if !spoke {
+				s.end(errors.New("data frame before the peer's first control message"))
+				return
+			}
 			if len(payload) == 0 || len(payload) > packet.MaxSize {
 				s.end(fmt.Errorf("packet record of %d bytes", len(payload)))
 				return
@@ -417,6 +425,7 @@ func (s *Session) readLoop() {
 				s.end(err)
 				return
 			}
+			spoke = true
 			select {
 			case s.ctrlIn <- m:
 			default:
