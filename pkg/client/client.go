@@ -22,6 +22,7 @@ import (
 	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/control"
 	"github.com/gtun/gtun/pkg/lograte"
+	"github.com/gtun/gtun/pkg/metrics"
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/sdnotify"
@@ -130,6 +131,13 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 		return err
 	}
 	defer ctl.Close()
+	if c.cfg.MetricsListen != "" {
+		m, err := metrics.Listen(c.cfg.MetricsListen, c.log, NewCollector(c.Status))
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -654,6 +662,9 @@ func (c *Client) reload() {
 	}
 	if n.Offload != c.cfg.Offload {
 		restart = append(restart, "client.offload")
+	}
+	if n.MetricsListen != c.cfg.MetricsListen {
+		restart = append(restart, "client.metrics_listen")
 	}
 	if n.Log != c.cfg.Log {
 		restart = append(restart, "log")

@@ -46,7 +46,8 @@ type Client struct {
 	PrivateKey    secure.PrivateKey
 	Tun           string
 	ControlSocket string
-	Offload       bool // TUN offloads (virtio-net header, TSO) when the kernel has them
+	MetricsListen string // Prometheus endpoint host:port; empty: off
+	Offload       bool   // TUN offloads (virtio-net header, TSO) when the kernel has them
 	Servers       []ServerEntry
 	Log           Log
 }
@@ -87,7 +88,7 @@ func LoadClient(path string) (*Client, error) {
 	if out.ControlSocket == "" {
 		out.ControlSocket = "/run/gtun/gtun.sock"
 	}
-	l.metrics("client.metrics_listen", c.MetricsListen)
+	out.MetricsListen = l.metricsListen("client.metrics_listen", c.MetricsListen)
 	if len(f.Server) == 0 {
 		l.errf("server", "at least one [[server]] is required")
 	}

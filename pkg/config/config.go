@@ -251,8 +251,22 @@ func (l *loader) fec(table string, data, parity int) {
 	}
 }
 
-func (l *loader) metrics(key, s string) {
-	if s != "" {
-		l.errf(key, "metrics are not available in this version yet; leave it empty")
+// metricsListen validates the Prometheus endpoint's address: empty (off) or
+// host:port with an explicit port; an empty host listens on every address.
+func (l *loader) metricsListen(key, s string) string {
+	if s == "" {
+		return ""
 	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		l.errf(key, "bad address %q (want host:port, e.g. \"127.0.0.1:9624\"): %v", s, err)
+		return s
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		l.errf(key, "bad port in %q", s)
+	}
+	if host != "" && strings.ContainsAny(host, " /%") {
+		l.errf(key, "bad host in %q", s)
+	}
+	return s
 }

@@ -161,7 +161,7 @@ routes = []
 nat = false
 state_dir = "/srv/state"
 control_socket = "/tmp/x.sock"
-metrics_listen = ""
+metrics_listen = "127.0.0.1:9624"
 keepalive = "250ms"
 dead_after = 7
 offload = false
@@ -176,7 +176,7 @@ format = "json"
 	}
 	want := Server{File: path, Listen: "127.0.0.1:9623", Transports: []string{"tcp"}, PrivateKey: f.priv,
 		PrivateKeyFile: f.key, Tun: "gw0", MTU: 9000, Pool: netip.MustParsePrefix("100.64.0.0/30"),
-		Gateway: netip.MustParseAddr("100.64.0.1"), NAT: false, StateDir: "/srv/state", ControlSocket: "/tmp/x.sock",
+		Gateway: netip.MustParseAddr("100.64.0.1"), NAT: false, StateDir: "/srv/state", ControlSocket: "/tmp/x.sock", MetricsListen: "127.0.0.1:9624",
 		Keepalive: 250 * time.Millisecond, DeadAfter: 7, Offload: false, Log: Log{Level: "debug", Format: "json"}}
 	if !reflect.DeepEqual(*s, want) {
 		t.Errorf("got  %+v\nwant %+v", *s, want)
@@ -355,7 +355,8 @@ func TestLoadServerErrors(t *testing.T) {
 		{"subnets not yet available", serverHead + twoPeers + "subnets = [\"172.16.0.0/24\"]\n", 11, "peer.1.subnets", "not available in this version yet"},
 		{"bad log level", serverHead + "[log]\nformat = \"json\"\nlevel = \"verbose\"\n", 7, "log.level", "must be debug, info, warn or error"},
 		{"bad log format", serverHead + "[log]\nformat = \"xml\"\n", 6, "log.format", "must be text or json"},
-		{"metrics not yet available", serverHead + "metrics_listen = \"127.0.0.1:9624\"\n", 5, "server.metrics_listen", "not available in this version yet"},
+		{"metrics_listen without port", serverHead + "metrics_listen = \"127.0.0.1\"\n", 5, "server.metrics_listen", "bad address"},
+		{"metrics_listen bad port", serverHead + "metrics_listen = \"127.0.0.1:99999\"\n", 5, "server.metrics_listen", "bad port"},
 		{"unknown transport", serverHead + "transports = [\"tcp\", \"quic\"]\n", 5, "server.transports", `unknown transport "quic"`},
 		{"transport twice", serverHead + "transports = [\"kcp\", \"kcp\"]\n", 5, "server.transports", `"kcp" listed twice`},
 		{"fec parity without data", serverHead + "fec_parity = 3\n", 1, "server.fec_data", "data shards"},
@@ -390,8 +391,8 @@ func TestLoadClientErrors(t *testing.T) {
 			2, "client.private_key_file", "mode 0644"},
 		{"gateway not yet available", "[client]\nprivate_key_file = \"KEY\"\ngateway = true\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n",
 			3, "client.gateway", "not available in this version yet"},
-		{"metrics not yet available", "[client]\nprivate_key_file = \"KEY\"\nmetrics_listen = \"127.0.0.1:9625\"\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n",
-			3, "client.metrics_listen", "not available in this version yet"},
+		{"metrics_listen bad port", "[client]\nprivate_key_file = \"KEY\"\nmetrics_listen = \"127.0.0.1:x\"\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n",
+			3, "client.metrics_listen", "bad port"},
 		{"bad endpoint port", "[client]\nprivate_key_file = \"KEY\"\n[[server]]\nname = \"hk\"\npublic_key = \"PUB1\"\nendpoints = [\"203.0.113.10:9623\", \"203.0.113.11:0\"]\n",
 			6, "server.0.endpoints", "bad port"},
 		{"missing endpoints", "[client]\nprivate_key_file = \"KEY\"\n[[server]]\nname = \"hk\"\npublic_key = \"PUB1\"\n", 3, "server.0.endpoints", "at least one"},

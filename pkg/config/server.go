@@ -62,6 +62,7 @@ type Server struct {
 	NAT            bool
 	StateDir       string
 	ControlSocket  string
+	MetricsListen  string // Prometheus endpoint host:port; empty: off
 	Keepalive      time.Duration
 	DeadAfter      int
 	Offload        bool // TUN offloads (virtio-net header, TSO) when the kernel has them
@@ -149,7 +150,7 @@ func LoadServer(path string) (*Server, error) {
 	if out.ControlSocket == "" {
 		out.ControlSocket = "/run/gtund/gtund.sock"
 	}
-	l.metrics("server.metrics_listen", s.MetricsListen)
+	out.MetricsListen = l.metricsListen("server.metrics_listen", s.MetricsListen)
 	out.Keepalive = l.duration("server.keepalive", s.Keepalive, 2*time.Second)
 	out.DeadAfter = s.DeadAfter
 	if out.DeadAfter == 0 {

@@ -21,6 +21,7 @@ import (
 	"github.com/gtun/gtun/pkg/control"
 	"github.com/gtun/gtun/pkg/ipam"
 	"github.com/gtun/gtun/pkg/lograte"
+	"github.com/gtun/gtun/pkg/metrics"
 	"github.com/gtun/gtun/pkg/nat"
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/sdnotify"
@@ -93,6 +94,22 @@ type peerInfo struct {
 	lastTS  uint64      // newest handshake timestamp seen, refuses replays; Server.mu
 	allowed atomic.Pointer[packet.Table[struct{}]]
 	drops   stats.Reasons // per peer, across its sessions
+
+	// Counters across the peer's sessions, so that status and metrics
+	// never go backwards when a session ends or is replaced. Server.mu.
+	live     map[*clientConn]struct{} // registered sessions not yet ended
+	closed   totals                   // of the sessions that ended
+	sessions uint64                   // sessions established
+}
+
+// totals are a peer's traffic counters.
+type totals struct{ rxBytes, txBytes, rxPackets, txPackets uint64 }
+
+func (t *totals) add(st *session.Stats) {
+	t.rxBytes += st.RxBytes.Load()
+	t.txBytes += st.TxBytes.Load()
+	t.rxPackets += st.RxPackets.Load()
+	t.txPackets += st.TxPackets.Load()
 }
 
 type clientConn struct {
@@ -119,7 +136,7 @@ func New(cfg *config.Server, log *slog.Logger) *Server {
 }
 
 func newPeerInfo(p config.Peer) *peerInfo {
-	pi := &peerInfo{cfg: p}
+	pi := &peerInfo{cfg: p, live: map[*clientConn]struct{}{}}
 	pi.allowed.Store(aclTable(p.Allowed))
 	return pi
 }
@@ -195,6 +212,16 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		return err
 	}
 	defer ctl.Close()
+	if s.cfg.MetricsListen != "" {
+		m, err := metrics.Listen(s.cfg.MetricsListen, s.log, NewCollector(s.Status))
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return err
+		}
+		defer m.Close()
+	}
 
 	for i, ln := range listeners {
 		s.goRun(func() { s.acceptLoop(ctx, ln, s.cfg.Transports[i]) })
@@ -414,6 +441,8 @@ func (s *Server) register(key secure.PublicKey, c *clientConn) bool {
 	}
 	old := s.sessions[key]
 	s.sessions[key] = c
+	c.peer.live[c] = struct{}{}
+	c.peer.sessions++
 	if old != nil && old.addr != c.addr {
 		s.slot(old.addr).CompareAndSwap(old, nil)
 	}
@@ -438,6 +467,10 @@ func (s *Server) unregister(key secure.PublicKey, c *clientConn) {
 	s.mu.Lock()
 	if s.sessions[key] == c {
 		delete(s.sessions, key)
+	}
+	if _, ok := c.peer.live[c]; ok {
+		delete(c.peer.live, c)
+		c.peer.closed.add(&c.sess.Stats)
 	}
 	s.slot(c.addr).CompareAndSwap(c, nil)
 	s.mu.Unlock()
@@ -616,6 +649,7 @@ func restartOnly(a, b *config.Server) []string {
 	check("server.fec_data/fec_parity", a.FECData == b.FECData && a.FECParity == b.FECParity)
 	check("server.state_dir", a.StateDir == b.StateDir)
 	check("server.control_socket", a.ControlSocket == b.ControlSocket)
+	check("server.metrics_listen", a.MetricsListen == b.MetricsListen)
 	check("log", a.Log == b.Log)
 	return keys
 }

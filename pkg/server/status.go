@@ -26,7 +26,8 @@ type Status struct {
 	Peers             []PeerStatus      `json:"peers"`
 }
 
-// PeerStatus is one configured peer.
+// PeerStatus is one configured peer. Its traffic counters are since gtund
+// started, across the peer's sessions (rx: from the peer).
 type PeerStatus struct {
 	Name           string            `json:"name"`
 	Connected      bool              `json:"connected"`
@@ -41,6 +42,8 @@ type PeerStatus struct {
 	RxPackets      uint64            `json:"rx_packets"`
 	TxPackets      uint64            `json:"tx_packets"`
 	Drops          map[string]uint64 `json:"drops,omitempty"`
+	RTT            time.Duration     `json:"rtt_ns"`   // keepalive round trip, as the client measured it
+	Sessions       uint64            `json:"sessions"` // established since gtund started
 }
 
 // Status snapshots the server's state.
@@ -79,9 +82,14 @@ func (s *Server) Status() Status {
 			if t := c.sess.LastKeepalive(); !t.IsZero() {
 				ps.LastKeepalive = &t
 			}
-			ps.RxBytes, ps.TxBytes = c.sess.Stats.RxBytes.Load(), c.sess.Stats.TxBytes.Load()
-			ps.RxPackets, ps.TxPackets = c.sess.Stats.RxPackets.Load(), c.sess.Stats.TxPackets.Load()
+			ps.RTT = c.sess.RTT()
 		}
+		t := p.closed
+		for c := range p.live { // the running session, and one being replaced
+			t.add(&c.sess.Stats)
+		}
+		ps.RxBytes, ps.TxBytes, ps.RxPackets, ps.TxPackets = t.rxBytes, t.txBytes, t.rxPackets, t.txPackets
+		ps.Sessions = p.sessions
 		st.Peers = append(st.Peers, ps)
 	}
 	s.mu.Unlock()

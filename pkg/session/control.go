@@ -44,6 +44,9 @@ type Msg struct {
 	// ping/pong
 	Seq  uint64 `json:"seq,omitempty"`
 	Time int64  `json:"time,omitempty"` // sender's monotonic-ish clock, unix nanoseconds
+	// ping: the client's last measured round trip, so that the server
+	// (which sends no pings of its own) can report it too
+	RTT int64 `json:"rtt_ns,omitempty"`
 
 	// error
 	Error string `json:"error,omitempty"`

@@ -240,7 +240,12 @@ func (s *Session) Send(b *packet.Buf) bool {
 	return true
 }
 
-// RTT is the last keepalive round trip (client side), zero before the first.
+// maxReportedRTT bounds the round trip a client may report: anything longer
+// is nonsense (a session is dead long before) and is ignored.
+const maxReportedRTT = time.Minute
+
+// RTT is the last keepalive round trip, zero before the first: measured on
+// the client, reported by the client in its pings on the server.
 func (s *Session) RTT() time.Duration { return time.Duration(s.rtt.Load()) }
 
 // LastRecv is when the peer was last heard from.
@@ -321,7 +326,7 @@ loop:
 			}
 			if s.isClient {
 				seq++
-				s.queueControl(&Msg{Type: TypePing, Seq: seq, Time: time.Now().UnixNano()})
+				s.queueControl(&Msg{Type: TypePing, Seq: seq, Time: time.Now().UnixNano(), RTT: s.rtt.Load()})
 			}
 		case m := <-s.ctrlIn:
 			if err = s.handleControl(m, h.Control); err != nil {
@@ -349,6 +354,9 @@ func (s *Session) handleControl(m *Msg, handle func(*Msg)) error {
 		s.lastPing.Store(time.Now().UnixNano())
 		if !s.isClient {
 			s.queueControl(&Msg{Type: TypePong, Seq: m.Seq, Time: m.Time})
+			if m.RTT > 0 && m.RTT < int64(maxReportedRTT) { // what the client measured
+				s.rtt.Store(m.RTT)
+			}
 		}
 	case TypePong:
 		if now := time.Now().UnixNano(); m.Time > 0 && now > m.Time {

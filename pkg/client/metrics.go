@@ -1,0 +1,77 @@
+package client
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gtun/gtun/pkg/metrics"
+)
+
+// dropReasons are gtun's drop reasons, reported from the start at 0.
+var dropReasons = []string{"no_route", "no_session", "queue_full", "malformed", "bad_offload", "wrong_destination", "tun_write"}
+
+// Collector exposes gtun's state as Prometheus metrics (gtun_*). It reads a
+// status snapshot at scrape time, so the packet path does nothing for it.
+// Server labels come from the config, so their number is bounded.
+type Collector struct {
+	status func() Status
+
+	rxBytes, txBytes, rxPackets, txPackets *prometheus.Desc
+	connected, rtt, reconnects             *prometheus.Desc
+	routesDesired, routesInstalled         *prometheus.Desc
+	heals, drops, offload                  *prometheus.Desc
+}
+
+// NewCollector builds the collector over a status source (Client.Status).
+func NewCollector(status func() Status) *Collector {
+	server := []string{"server"}
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("gtun_"+name, help, labels, nil)
+	}
+	return &Collector{status: status,
+		rxBytes:         d("server_rx_bytes_total", "Bytes of data frames received from the server (IP packets plus a 10-byte offload header each), across reconnects.", server...),
+		txBytes:         d("server_tx_bytes_total", "Bytes of data frames sent to the server (IP packets plus a 10-byte offload header each), across reconnects.", server...),
+		rxPackets:       d("server_rx_packets_total", "Frames received from the server (an offloaded super-packet counts once).", server...),
+		txPackets:       d("server_tx_packets_total", "Frames sent to the server (an offloaded super-packet counts once).", server...),
+		connected:       d("server_connected", "1 while the session with the server is up, else 0.", server...),
+		rtt:             d("server_rtt_seconds", "Last keepalive round trip to the server (0 before the first).", server...),
+		reconnects:      d("server_reconnects_total", "Sessions set up again after the first one (reconnects, failovers, failbacks).", server...),
+		routesDesired:   d("routes_desired", "Routes gtun wants on its TUN device for the server: what it pushes, narrowed by the config.", server...),
+		routesInstalled: d("routes_installed", "Desired routes that are installed in the kernel now.", server...),
+		heals:           d("heals_total", "Repairs gtun made: kind=route (a deleted or replaced route put back), kind=tun (the TUN device, its address or link state restored).", "kind"),
+		drops:           d("drops_total", "Packets gtun dropped, by reason (no_session while reconnecting, queue_full, ...).", "reason"),
+		offload:         d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	metrics.Descs(ch, c.rxBytes, c.txBytes, c.rxPackets, c.txPackets, c.connected, c.rtt, c.reconnects,
+		c.routesDesired, c.routesInstalled, c.heals, c.drops, c.offload)
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.status()
+	b := metrics.NewBuilder(ch)
+	for _, s := range st.Servers {
+		b.Counter(c.rxBytes, s.RxBytes, s.Name)
+		b.Counter(c.txBytes, s.TxBytes, s.Name)
+		b.Counter(c.rxPackets, s.RxPackets, s.Name)
+		b.Counter(c.txPackets, s.TxPackets, s.Name)
+		b.Bool(c.connected, s.State == "connected", s.Name)
+		b.Gauge(c.rtt, s.RTT.Seconds(), s.Name)
+		b.Counter(c.reconnects, s.Reconnects, s.Name)
+		installed := 0
+		for _, r := range s.Routes {
+			if r.Installed {
+				installed++
+			}
+		}
+		b.Gauge(c.routesDesired, float64(len(s.Routes)), s.Name)
+		b.Gauge(c.routesInstalled, float64(installed), s.Name)
+	}
+	b.Counter(c.heals, st.Heals.Routes, "route")
+	b.Counter(c.heals, st.Heals.Tun, "tun")
+	b.Reasons(c.drops, dropReasons, st.Drops)
+	b.Bool(c.offload, st.Offload)
+}

@@ -1,0 +1,90 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gtun/gtun/pkg/metrics"
+)
+
+// Drop reasons a peer's packets can have; the others (no_route, malformed
+// frames from the TUN) are counted for gtund as a whole.
+var peerDropReasons = []string{DropSpoofed, DropACL, DropMalformed, DropBadOffload, DropQueueFull, DropTunWrite}
+
+// dropReasons are all of gtund's own drop reasons.
+var dropReasons = append([]string{DropNoRoute}, peerDropReasons...)
+
+// handshakeReasons are the reasons a connection is refused before it
+// becomes a session.
+var handshakeReasons = []string{"unknown_peer", "replay", "version", "malformed", "timeout", "io",
+	"too_many_pending", "session_setup", "fec_mismatch"}
+
+// Collector exposes gtund's state as Prometheus metrics (gtund_*). It reads
+// a status snapshot at scrape time, so the packet path does nothing for it.
+// Peer labels come from the config, so their number is bounded.
+type Collector struct {
+	status func() Status
+
+	peerRxBytes, peerTxBytes, peerRxPackets, peerTxPackets *prometheus.Desc
+	peerConnected, peerRTT, peerSessions, peerDrops        *prometheus.Desc
+	peers, sessions, routes, drops, handshakeFailures      *prometheus.Desc
+	leasesFailing, offload                                 *prometheus.Desc
+}
+
+// NewCollector builds the collector over a status source (Server.Status).
+func NewCollector(status func() Status) *Collector {
+	peer := []string{"peer"}
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("gtund_"+name, help, labels, nil)
+	}
+	return &Collector{status: status,
+		peerRxBytes:   d("peer_rx_bytes_total", "Bytes of data frames received from the peer (IP packets plus a 10-byte offload header each), across its sessions.", peer...),
+		peerTxBytes:   d("peer_tx_bytes_total", "Bytes of data frames sent to the peer (IP packets plus a 10-byte offload header each), across its sessions.", peer...),
+		peerRxPackets: d("peer_rx_packets_total", "Frames received from the peer (an offloaded super-packet counts once).", peer...),
+		peerTxPackets: d("peer_tx_packets_total", "Frames sent to the peer (an offloaded super-packet counts once).", peer...),
+		peerConnected: d("peer_connected", "1 while the peer has a session, else 0.", peer...),
+		peerRTT:       d("peer_rtt_seconds", "Last keepalive round trip of the peer's session, as the client measured it (0 before the first).", peer...),
+		peerSessions:  d("peer_sessions_total", "Sessions the peer established since gtund started; more than one means it reconnected.", peer...),
+		peerDrops:     d("peer_drops_total", "Packets from or to the peer that gtund dropped, by reason (acl, spoofed_source, queue_full, ...).", "peer", "reason"),
+		peers:         d("peers", "Peers configured (gtund.toml and the peers file)."),
+		sessions:      d("sessions", "Peers connected now."),
+		routes:        d("routes", "Routes gtund serves (pushed to its clients)."),
+		drops:         d("drops_total", "All packets gtund dropped, by reason, including those counted per peer in gtund_peer_drops_total.", "reason"),
+		handshakeFailures: d("handshake_failures_total",
+			"Connections refused before they became a session, by reason (unknown_peer, replay, timeout, ...).", "reason"),
+		leasesFailing: d("leases_persist_failing", "1 while the address leases cannot be written to state_dir, else 0."),
+		offload:       d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	metrics.Descs(ch, c.peerRxBytes, c.peerTxBytes, c.peerRxPackets, c.peerTxPackets, c.peerConnected, c.peerRTT,
+		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload)
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.status()
+	b := metrics.NewBuilder(ch)
+	connected := 0
+	for _, p := range st.Peers {
+		b.Counter(c.peerRxBytes, p.RxBytes, p.Name)
+		b.Counter(c.peerTxBytes, p.TxBytes, p.Name)
+		b.Counter(c.peerRxPackets, p.RxPackets, p.Name)
+		b.Counter(c.peerTxPackets, p.TxPackets, p.Name)
+		b.Bool(c.peerConnected, p.Connected, p.Name)
+		b.Gauge(c.peerRTT, p.RTT.Seconds(), p.Name)
+		b.Counter(c.peerSessions, p.Sessions, p.Name)
+		b.Reasons(c.peerDrops, peerDropReasons, p.Drops, p.Name)
+		if p.Connected {
+			connected++
+		}
+	}
+	b.Gauge(c.peers, float64(len(st.Peers)))
+	b.Gauge(c.sessions, float64(connected))
+	b.Gauge(c.routes, float64(len(st.Routes)))
+	b.Reasons(c.drops, dropReasons, st.Drops)
+	b.Reasons(c.handshakeFailures, handshakeReasons, st.HandshakeFailures)
+	b.Bool(c.leasesFailing, st.LeaseError != "")
+	b.Bool(c.offload, st.Offload)
+}

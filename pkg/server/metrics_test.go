@@ -1,0 +1,92 @@
+package server
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// gather collects c once and indexes the values by name and label values.
+func gather(t *testing.T, c prometheus.Collector) (map[string]map[string]float64, map[string]*dto.MetricFamily) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry() // also checks Describe against Collect
+	reg.MustRegister(c)
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, byName := map[string]map[string]float64{}, map[string]*dto.MetricFamily{}
+	for _, f := range fams {
+		byName[f.GetName()] = f
+		vals[f.GetName()] = map[string]float64{}
+		for _, m := range f.Metric {
+			key := ""
+			for _, l := range m.Label {
+				if key != "" {
+					key += ","
+				}
+				key += l.GetName() + "=" + l.GetValue()
+			}
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			vals[f.GetName()][key] = v
+		}
+	}
+	return vals, byName
+}
+
+func TestCollector(t *testing.T) {
+	st := Status{Routes: []string{"10.244.0.0/16", "10.96.0.0/12"}, Offload: true,
+		HandshakeFailures: map[string]uint64{"unknown_peer": 4, "rate_limited": 2},
+		Drops:             map[string]uint64{DropNoRoute: 7, DropACL: 1},
+		Peers: []PeerStatus{
+			{Name: "vm1", Connected: true, RxBytes: 1000, TxBytes: 2000, RxPackets: 10, TxPackets: 20,
+				RTT: 1500 * time.Microsecond, Sessions: 3, Drops: map[string]uint64{DropACL: 1}},
+			{Name: "vm2"},
+		}}
+	c := NewCollector(func() Status { return st })
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", err, problems)
+	}
+	vals, fams := gather(t, c)
+	want := map[string]map[string]float64{
+		"gtund_peer_rx_bytes_total":   {"peer=vm1": 1000, "peer=vm2": 0},
+		"gtund_peer_tx_bytes_total":   {"peer=vm1": 2000},
+		"gtund_peer_rx_packets_total": {"peer=vm1": 10},
+		"gtund_peer_tx_packets_total": {"peer=vm1": 20},
+		"gtund_peer_connected":        {"peer=vm1": 1, "peer=vm2": 0},
+		"gtund_peer_rtt_seconds":      {"peer=vm1": 0.0015},
+		"gtund_peer_sessions_total":   {"peer=vm1": 3, "peer=vm2": 0},
+		"gtund_peer_drops_total":      {"peer=vm1,reason=acl": 1, "peer=vm1,reason=spoofed_source": 0, "peer=vm2,reason=queue_full": 0},
+		"gtund_peers":                 {"": 2},
+		"gtund_sessions":              {"": 1},
+		"gtund_routes":                {"": 2},
+		"gtund_drops_total":           {"reason=no_route": 7, "reason=acl": 1, "reason=tun_write": 0},
+		// known reasons from the start, and reasons added later (by other code) as they come
+		"gtund_handshake_failures_total": {"reason=unknown_peer": 4, "reason=rate_limited": 2, "reason=replay": 0},
+		"gtund_leases_persist_failing":   {"": 0},
+		"gtund_tun_offload":              {"": 1},
+	}
+	for name, series := range want {
+		for labels, v := range series {
+			got, ok := vals[name][labels]
+			if !ok || got != v {
+				t.Errorf("%s{%s} = %v (present %v), want %v", name, labels, got, ok, v)
+			}
+		}
+	}
+	for name, f := range fams {
+		counter := f.GetType() == dto.MetricType_COUNTER
+		if total := len(name) > 6 && name[len(name)-6:] == "_total"; counter != total {
+			t.Errorf("%s: type %v", name, f.GetType())
+		}
+		if f.GetHelp() == "" {
+			t.Errorf("%s has no help", name)
+		}
+	}
+	if n := len(vals["gtund_peer_drops_total"]); n != 2*len(peerDropReasons) {
+		t.Errorf("%d peer drop series, want one per known reason per peer (%d)", n, 2*len(peerDropReasons))
+	}
+}
