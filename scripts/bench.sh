@@ -24,9 +24,13 @@
 # gtund listens with both transports; gtun is restarted for each. If gtund
 # refuses kcp, the kcp column says n/a. The TCP congestion control of the
 # namespaces (the outer TCP of transport tcp, and the measured TCP itself) is
-# the kernel's default unless LOSSY_CC names one (e.g. reno, bbr: one of
-# the root namespace's net.ipv4.tcp_allowed_congestion_control); the report
-# says which.
+# set per pass: LOSSY_CCS (default "cubic bbr") runs the whole section once
+# per congestion control. cubic is the Linux default and what a stock VM
+# runs; this machine's kernel defaults to bbr, which shrugs off random loss
+# by design, so the report shows both. A namespace may only use a congestion
+# control listed in the root namespace's
+# net.ipv4.tcp_allowed_congestion_control: bench adds a missing one there for
+# the run and puts the old list back on exit. LOSSY_CC=X is LOSSY_CCS=X.
 #
 #   scripts/bench.sh                 (root; bin/gtun, bin/gtund from make build)
 #   DURATION=10 TRANSPORT=kcp scripts/bench.sh
@@ -37,7 +41,7 @@ DURATION=${DURATION:-5}
 LOSSY=${LOSSY:-1}
 LOSSY_DURATION=${LOSSY_DURATION:-10}
 LOSSY_CONDITIONS=${LOSSY_CONDITIONS:-0:0 25:1 25:5}
-LOSSY_CC=${LOSSY_CC:-}
+LOSSY_CCS=${LOSSY_CC:-${LOSSY_CCS:-cubic bbr}}
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -69,6 +73,10 @@ fail_step() {
 case $LOSSY in 0 | 1) ;; *) die "LOSSY must be 0 or 1" ;; esac
 for c in $LOSSY_CONDITIONS; do
 	[[ $c =~ ^[0-9]+(\.[0-9]+)?:[0-9]+(\.[0-9]+)?$ ]] || die "LOSSY_CONDITIONS: bad condition '$c' (want DELAY_MS:LOSS_PCT, e.g. 25:1)"
+done
+
+for c in $LOSSY_CCS; do
+	[[ $c =~ ^[a-z0-9_]+$ ]] || die "LOSSY_CCS: bad congestion control name '$c'"
 done
 
 hdr "setup: report tool, dependencies, topology (prefix $PREFIX), keys, configs"
@@ -179,22 +187,37 @@ ping_rtt() {
 	fi
 }
 
-lossy() {
-	local c h delay loss tag tr transports='["tcp", "kcp"]'
-	hdr "lossy link: topology $PREFIX rebuilt with the WAN emulator (tools/wanemu) between vm and gw"
-	meta lossy.conditions "$LOSSY_CONDITIONS"
-	meta lossy.duration_s "$LOSSY_DURATION"
-	lib_stop iperf3 3
-	lib_topology_up_wanemu
-	if [ -n "$LOSSY_CC" ]; then
-		for h in vm vm2 gw node pod; do
-			inns "$h" sysctl -q -w net.ipv4.tcp_congestion_control="$LOSSY_CC" >/dev/null ||
-				die "cannot set TCP congestion control $LOSSY_CC in the namespaces: they may only use one of net.ipv4.tcp_allowed_congestion_control ($(sysctl -n net.ipv4.tcp_allowed_congestion_control)), a setting of the root namespace"
-		done
+# allow_cc CC: make CC usable in the namespaces (see the header); the old
+# list is restored by on_cleanup.
+CC_ALLOWED_ORIG=""
+allow_cc() {
+	local allowed
+	allowed=$(sysctl -n net.ipv4.tcp_allowed_congestion_control)
+	[[ " $allowed " == *" $1 "* ]] && return 0
+	grep -qw "$1" /proc/sys/net/ipv4/tcp_available_congestion_control ||
+		modprobe -q "tcp_$1" 2>/dev/null || true
+	[ -n "$CC_ALLOWED_ORIG" ] || CC_ALLOWED_ORIG=$allowed
+	sysctl -q -w net.ipv4.tcp_allowed_congestion_control="$allowed $1" >/dev/null ||
+		die "cannot allow TCP congestion control $1 (net.ipv4.tcp_allowed_congestion_control: $allowed)"
+	note "allowed TCP congestion control $1 for this run (root namespace's list was: $allowed)"
+}
+on_cleanup() {
+	if [ -n "$CC_ALLOWED_ORIG" ]; then
+		sysctl -q -w net.ipv4.tcp_allowed_congestion_control="$CC_ALLOWED_ORIG" >/dev/null ||
+			echo "bench: could not restore net.ipv4.tcp_allowed_congestion_control=$CC_ALLOWED_ORIG" >&2
 	fi
-	meta lossy.cc "$(inns vm sysctl -n net.ipv4.tcp_congestion_control)"
-	note "TCP congestion control: $(inns vm sysctl -n net.ipv4.tcp_congestion_control)"
-	start_iperf_server
+}
+
+# lossy_pass CC: the lossy-link conditions with TCP congestion control CC,
+# gtund started afresh so its listener and sessions use CC too.
+lossy_pass() {
+	local cc=$1 c h delay loss tag tr transports='["tcp", "kcp"]'
+	allow_cc "$cc"
+	for h in vm vm2 gw node pod; do
+		inns "$h" sysctl -q -w net.ipv4.tcp_congestion_control="$cc" >/dev/null ||
+			die "cannot set TCP congestion control $cc in namespace $PREFIX-$h"
+	done
+	printf '\n  %sTCP congestion control: %s%s\n' "$B" "$(inns vm sysctl -n net.ipv4.tcp_congestion_control)" "$N"
 	# gtund listens with both transports; kcp is n/a if it refuses that
 	KCP_NA=""
 	TRANSPORT=tcp GTUND_TRANSPORTS='["tcp", "kcp"]' lib_write_configs
@@ -209,12 +232,12 @@ lossy() {
 		KCP_NA="gtund does not listen on udp $GW_WAN:$PORT"
 		note "kcp: n/a ($KCP_NA)"
 	fi
-	[ -z "$KCP_NA" ] || meta lossy.kcp_na "$KCP_NA"
+	[ -z "$KCP_NA" ] || meta "lossy.$cc.kcp_na" "$KCP_NA"
 	for c in $LOSSY_CONDITIONS; do
 		delay=${c%%:*} loss=${c##*:}
-		tag=d$delay-l$loss
-		printf '\n  %slink: %s ms each way (RTT +%s ms), %s%% loss each way%s\n' "$B" "$delay" \
-			"$(awk -v d="$delay" 'BEGIN {print 2 * d}')" "$loss" "$N"
+		tag=$cc-d$delay-l$loss
+		printf '\n  %slink: %s ms each way (RTT +%s ms), %s%% loss each way, %s%s\n' "$B" "$delay" \
+			"$(awk -v d="$delay" 'BEGIN {print 2 * d}')" "$loss" "$cc" "$N"
 		if ! lib_wanemu "$delay" "$loss"; then
 			fail_step "lossy-$tag" "cannot start the WAN emulator"
 			continue
@@ -250,8 +273,22 @@ lossy() {
 			fail_step "lossy-$tag-wanemu" "no emulator counters"
 	done
 	lib_stop gtund 10
-	[ "$STOP_RC" -eq 0 ] || fail_step "lossy-gtund-stop" "exit status $STOP_RC after SIGTERM (want 0)"
-	cp "$D/gtund.log" "$RAW/lossy-gtund.txt"
+	[ "$STOP_RC" -eq 0 ] || fail_step "lossy-$cc-gtund-stop" "exit status $STOP_RC after SIGTERM (want 0)"
+	cp "$D/gtund.log" "$RAW/lossy-$cc-gtund.txt"
+}
+
+lossy() {
+	local cc
+	hdr "lossy link: topology $PREFIX rebuilt with the WAN emulator (tools/wanemu) between vm and gw"
+	meta lossy.conditions "$LOSSY_CONDITIONS"
+	meta lossy.duration_s "$LOSSY_DURATION"
+	meta lossy.ccs "$LOSSY_CCS"
+	lib_stop iperf3 3
+	lib_topology_up_wanemu
+	start_iperf_server
+	for cc in $LOSSY_CCS; do
+		lossy_pass "$cc"
+	done
 }
 if [ "$LOSSY" = 1 ]; then lossy; fi
 

@@ -15,14 +15,15 @@
 //	                              topology (where the two sections above ran)
 //
 // and, for the lossy-link section (bench.sh with LOSSY=1, the wan link going
-// through tools/wanemu), for each condition TAG = d<one-way delay ms>-l<loss %>
-// listed in meta lossy.conditions ("25:1" for 25 ms, 1%) and each MODE in
-// direct, tcp, kcp:
+// through tools/wanemu), for each TCP congestion control CC listed in meta
+// lossy.ccs, each condition TAG = CC-d<one-way delay ms>-l<loss %> listed in
+// meta lossy.conditions ("25:1" for 25 ms, 1%) and each MODE in direct, tcp,
+// kcp:
 //
 //	lossy-TAG-MODE-tcp-up-1.json  iperf3 -J, TCP vm->pod, 1 stream
 //	lossy-TAG-MODE-ping.txt       ping -q vm->pod
 //	lossy-TAG-wanemu.json         the emulator's counters after the condition
-//	meta.env                      lossy.duration_s, lossy.kcp_na (why kcp
+//	meta.env                      lossy.duration_s, lossy.CC.kcp_na (why kcp
 //	                              was not measured, if so)
 //
 // A missing or unreadable measurement is reported as n/a (null in JSON) and
@@ -80,7 +81,7 @@ type Report struct {
 	CPUPerGB  map[string]*float64 `json:"cpu_s_per_gb"` // over all tunnel TCP tests
 	PeakRSSKB map[string]*float64 `json:"peak_rss_kb"`
 	Topology  string              `json:"topology,omitempty"` // of the direct and tunnel tests
-	Lossy     *Lossy              `json:"lossy,omitempty"`
+	Lossy     []*Lossy            `json:"lossy,omitempty"` // one per TCP congestion control
 	Errors    []string            `json:"errors"`
 }
 
@@ -275,13 +276,16 @@ func Build(dir string) *Report {
 
 	r.Topology = meta["topology"]
 	if conds := strings.Fields(meta["lossy.conditions"]); len(conds) > 0 {
-		r.Lossy = buildLossy(dir, meta, conds, fail)
 		var plain *float64
 		if len(r.TCP) > 0 {
 			plain = r.TCP[0].DirectMbps // tcp-up-1
 		}
-		r.Lossy.PlainDirectMbps = plain
-		r.Lossy.EmulatorRatio = div(r.Lossy.EmulatorDirectMbps, plain)
+		for _, cc := range strings.Fields(meta["lossy.ccs"]) {
+			l := buildLossy(dir, meta, cc, conds, fail)
+			l.PlainDirectMbps = plain
+			l.EmulatorRatio = div(l.EmulatorDirectMbps, plain)
+			r.Lossy = append(r.Lossy, l)
+		}
 	}
 
 	var e error
@@ -295,11 +299,12 @@ func Build(dir string) *Report {
 	return r
 }
 
-// LossyTag is the file name part of a lossy-link condition.
-func LossyTag(delayMs, lossPct string) string { return "d" + delayMs + "-l" + lossPct }
+// LossyTag is the file name part of a lossy-link condition measured with TCP
+// congestion control cc.
+func LossyTag(cc, delayMs, lossPct string) string { return cc + "-d" + delayMs + "-l" + lossPct }
 
-func buildLossy(dir string, meta map[string]string, conds []string, fail func(error)) *Lossy {
-	l := &Lossy{KCPNA: meta["lossy.kcp_na"], CC: meta["lossy.cc"], Rows: []LossyRow{}}
+func buildLossy(dir string, meta map[string]string, cc string, conds []string, fail func(error)) *Lossy {
+	l := &Lossy{KCPNA: meta["lossy."+cc+".kcp_na"], CC: cc, Rows: []LossyRow{}}
 	l.DurationS, _ = strconv.ParseFloat(meta["lossy.duration_s"], 64)
 	for _, c := range conds {
 		ds, ls, ok := strings.Cut(c, ":")
@@ -309,7 +314,7 @@ func buildLossy(dir string, meta map[string]string, conds []string, fail func(er
 			fail(fmt.Errorf("lossy.conditions: bad condition %q (want DELAY_MS:LOSS_PCT)", c))
 			continue
 		}
-		tag := LossyTag(ds, ls)
+		tag := LossyTag(cc, ds, ls)
 		row := LossyRow{DelayMs: delay, RTTAddedMs: 2 * delay, LossPct: loss, EmulatedLossPct: []*float64{}}
 		measure := func(mode string) (mbps, rtt *float64) {
 			if mode == "kcp" && l.KCPNA != "" {
@@ -534,8 +539,8 @@ func PrintTable(w io.Writer, r *Report) {
 	if r.Topology != "" {
 		fmt.Fprintf(w, "topology of the tests above: %s\n", r.Topology)
 	}
-	if r.Lossy != nil {
-		printLossy(w, r.Lossy)
+	for _, l := range r.Lossy {
+		printLossy(w, l)
 	}
 	if len(r.Errors) > 0 {
 		fmt.Fprintln(w, "\nmeasurements that failed:")

@@ -86,27 +86,31 @@ func TestBuild(t *testing.T) {
 
 func TestLossy(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "meta.env", "timestamp=T\ntopology=plain\nlossy.conditions=0:0 25:1\nlossy.duration_s=10\nlossy.cc=cubic\n")
+	write(t, dir, "meta.env", "timestamp=T\ntopology=plain\nlossy.conditions=0:0 25:1\nlossy.duration_s=10\nlossy.ccs=cubic bbr\n")
 	write(t, dir, "direct-tcp-up-1.json", tcpDirectJSON) // 32 Gbit/s
 	mbps := func(v string) string { return strings.ReplaceAll(tcpJSON, "8e9", v) }
-	write(t, dir, "lossy-d0-l0-direct-tcp-up-1.json", mbps("1.6e9"))
-	write(t, dir, "lossy-d0-l0-tcp-tcp-up-1.json", mbps("1e9"))
-	write(t, dir, "lossy-d0-l0-kcp-tcp-up-1.json", mbps("2e8"))
-	write(t, dir, "lossy-d25-l1-direct-tcp-up-1.json", mbps("2e7"))
-	write(t, dir, "lossy-d25-l1-tcp-tcp-up-1.json", mbps("1e7"))
-	write(t, dir, "lossy-d25-l1-kcp-tcp-up-1.json", mbps("4e7"))
-	for _, tag := range []string{"d0-l0", "d25-l1"} {
+	write(t, dir, "lossy-cubic-d0-l0-direct-tcp-up-1.json", mbps("1.6e9"))
+	write(t, dir, "lossy-cubic-d0-l0-tcp-tcp-up-1.json", mbps("1e9"))
+	write(t, dir, "lossy-cubic-d0-l0-kcp-tcp-up-1.json", mbps("2e8"))
+	write(t, dir, "lossy-cubic-d25-l1-direct-tcp-up-1.json", mbps("2e7"))
+	write(t, dir, "lossy-cubic-d25-l1-tcp-tcp-up-1.json", mbps("1e7"))
+	write(t, dir, "lossy-cubic-d25-l1-kcp-tcp-up-1.json", mbps("4e7"))
+	write(t, dir, "lossy-bbr-d25-l1-tcp-tcp-up-1.json", mbps("3e7"))
+	for _, tag := range []string{"cubic-d0-l0", "cubic-d25-l1"} {
 		for _, m := range []string{"direct", "tcp", "kcp"} {
 			write(t, dir, "lossy-"+tag+"-"+m+"-ping.txt", strings.Replace(pingTxt, "0.050/0.100/0.200", "50.0/51.5/60.0", 1))
 		}
 	}
-	write(t, dir, "lossy-d25-l1-wanemu.json", `{"directions":[{"rx":1000,"lost":10},{"rx":400,"lost":4,"queue_full":2}]}`)
+	write(t, dir, "lossy-cubic-d25-l1-wanemu.json", `{"directions":[{"rx":1000,"lost":10},{"rx":400,"lost":4,"queue_full":2}]}`)
 
 	r := Build(dir)
-	if r.Lossy == nil || len(r.Lossy.Rows) != 2 {
+	if len(r.Lossy) != 2 || r.Lossy[0].CC != "cubic" || r.Lossy[1].CC != "bbr" || len(r.Lossy[0].Rows) != 2 {
 		t.Fatalf("lossy = %+v", r.Lossy)
 	}
-	row := r.Lossy.Rows[1]
+	if got := r.Lossy[1].Rows[1].TCPMbps; got == nil || *got != 30 {
+		t.Errorf("bbr 25:1 tcp = %v, want 30", got)
+	}
+	row := r.Lossy[0].Rows[1]
 	if row.DelayMs != 25 || row.RTTAddedMs != 50 || row.LossPct != 1 || *row.TCPMbps != 10 || *row.KCPMbps != 40 ||
 		*row.KCPOverTCP != 4 || *row.DirectMbps != 20 || *row.TCPRTTMs != 51.5 {
 		t.Errorf("row = %+v", row)
@@ -114,25 +118,25 @@ func TestLossy(t *testing.T) {
 	if len(row.EmulatedLossPct) != 2 || *row.EmulatedLossPct[0] != 1 || *row.EmulatedLossPct[1] != 1 || *row.EmulatorDrops != 2 {
 		t.Errorf("emulated = %v, drops %v", row.EmulatedLossPct, row.EmulatorDrops)
 	}
-	if *r.Lossy.EmulatorDirectMbps != 1600 || *r.Lossy.EmulatorRatio != 0.05 {
-		t.Errorf("emulator overhead = %v %v", *r.Lossy.EmulatorDirectMbps, *r.Lossy.EmulatorRatio)
+	if *r.Lossy[0].EmulatorDirectMbps != 1600 || *r.Lossy[0].EmulatorRatio != 0.05 {
+		t.Errorf("emulator overhead = %v %v", *r.Lossy[0].EmulatorDirectMbps, *r.Lossy[0].EmulatorRatio)
 	}
-	if !strings.Contains(strings.Join(r.Errors, "\n"), "lossy-d0-l0-wanemu.json: missing") {
+	if !strings.Contains(strings.Join(r.Errors, "\n"), "lossy-cubic-d0-l0-wanemu.json: missing") {
 		t.Errorf("errors = %v", r.Errors)
 	}
 	var buf bytes.Buffer
 	PrintTable(&buf, r)
-	for _, want := range []string{"50 ms     |            1% |       10.0 |       40.0 |   4.00x", "1.00% / 1.00% (+2 overflow)", "(5.0%)", "topology of the tests above: plain", "10s, TCP congestion control cubic;"} {
+	for _, want := range []string{"50 ms     |            1% |       10.0 |       40.0 |   4.00x", "1.00% / 1.00% (+2 overflow)", "(5.0%)", "topology of the tests above: plain", "10s, TCP congestion control cubic;", "10s, TCP congestion control bbr;"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, buf.String())
 		}
 	}
 
 	// kcp not available: n/a, not an error
-	write(t, dir, "meta.env", "lossy.conditions=25:1\nlossy.kcp_na=gtund refuses kcp\n")
+	write(t, dir, "meta.env", "lossy.conditions=25:1\nlossy.ccs=cubic\nlossy.cubic.kcp_na=gtund refuses kcp\n")
 	r = Build(dir)
-	if r.Lossy.Rows[0].KCPMbps != nil || r.Lossy.Rows[0].KCPOverTCP != nil || strings.Contains(strings.Join(r.Errors, "\n"), "kcp") {
-		t.Errorf("kcp n/a: row %+v errors %v", r.Lossy.Rows[0], r.Errors)
+	if r.Lossy[0].Rows[0].KCPMbps != nil || r.Lossy[0].Rows[0].KCPOverTCP != nil || strings.Contains(strings.Join(r.Errors, "\n"), "kcp") {
+		t.Errorf("kcp n/a: row %+v errors %v", r.Lossy[0].Rows[0], r.Errors)
 	}
 	buf.Reset()
 	PrintTable(&buf, r)
