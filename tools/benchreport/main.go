@@ -81,7 +81,7 @@ type Report struct {
 	CPUPerGB  map[string]*float64 `json:"cpu_s_per_gb"` // over all tunnel TCP tests
 	PeakRSSKB map[string]*float64 `json:"peak_rss_kb"`
 	Topology  string              `json:"topology,omitempty"` // of the direct and tunnel tests
-	Lossy     []*Lossy            `json:"lossy,omitempty"` // one per TCP congestion control
+	Lossy     []*Lossy            `json:"lossy,omitempty"`    // one per TCP congestion control
 	Errors    []string            `json:"errors"`
 }
 
