@@ -23,6 +23,7 @@ import (
 	"github.com/gtun/gtun/pkg/control"
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/metrics"
+	"github.com/gtun/gtun/pkg/nat"
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/sdnotify"
@@ -59,27 +60,41 @@ type Client struct {
 	// first claimant keeps a prefix another server pushes too; guarded by mu.
 	owner map[netip.Prefix]string
 
+	// gateway mode: the nftables table (MSS clamp, and with masquerade one
+	// SNAT rule per route) and its repairs
+	natMu      sync.Mutex
+	natSpec    nat.Spec
+	natApplied bool // natSpec is in the kernel
+	natHeals   atomic.Uint64
+
 	drops stats.Reasons
 	wg    sync.WaitGroup
 }
+
+// NATTable is the nftables table gtun owns in gateway mode.
+func NATTable(tun string) string { return "gtun-" + tun }
 
 // serverConn is the client's side of one [[server]].
 type serverConn struct {
 	name string // never changes: reloads match servers by name
 	sess atomic.Pointer[session.Session]
 
-	mu            sync.Mutex
-	entry         config.ServerEntry // replaced by a reload
-	state         string             // connecting, connected, reconnecting
-	since         time.Time
-	endpoint      string
-	transport     string // of the running session
-	address       netip.Prefix
-	gateway       netip.Addr
-	mtu           int
-	pushed        []netip.Prefix
-	desired       []netip.Prefix
-	conflicts     map[netip.Prefix]string // desired prefixes another server owns -> its name
+	mu         sync.Mutex
+	entry      config.ServerEntry // replaced by a reload
+	state      string             // connecting, connected, reconnecting
+	since      time.Time
+	endpoint   string
+	transport  string // of the running session
+	address    netip.Prefix
+	gateway    netip.Addr
+	mtu        int
+	pushed     []netip.Prefix
+	desired    []netip.Prefix
+	conflicts  map[netip.Prefix]string // desired prefixes another server owns -> its name
+	subnetList []netip.Prefix          // this client's networks as the server routes them here
+	// subnets: destinations besides its address that a gateway client
+	// accepts from this server (its [[peer]] subnets); empty otherwise.
+	subnets       atomic.Pointer[packet.Table[struct{}]]
 	reconnects    uint64
 	lastHandshake time.Time
 	lastError     string
@@ -91,7 +106,9 @@ type serverConn struct {
 func New(cfg *config.Client, log *slog.Logger) *Client {
 	c := &Client{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second), owner: map[netip.Prefix]string{}}
 	for _, e := range cfg.Servers {
-		c.servers = append(c.servers, &serverConn{name: e.Name, entry: e, state: "connecting", since: time.Now()})
+		sc := &serverConn{name: e.Name, entry: e, state: "connecting", since: time.Now()}
+		sc.subnets.Store(packet.NewTable(map[netip.Prefix]struct{}{}))
+		c.servers = append(c.servers, sc)
 	}
 	c.byDst.Store(packet.NewTable(map[netip.Prefix]*serverConn{}))
 	return c
@@ -126,6 +143,12 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 			c.log.Info("removed routes")
 		}
 	}()
+	if c.cfg.Gateway {
+		if err := c.startGateway(); err != nil {
+			return err
+		}
+		defer c.stopGateway()
+	}
 	ctl, err := control.Listen(c.cfg.ControlSocket, func() any { return c.Status() }, c.log)
 	if err != nil {
 		return err
@@ -141,6 +164,9 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if c.cfg.Gateway {
+		c.goRun(func() { c.keepNAT(ctx) })
+	}
 	c.goRun(func() { c.tun.Run(ctx) })
 	c.goRun(func() {
 		if err := c.routes.Run(ctx); err != nil && ctx.Err() == nil {
@@ -486,7 +512,7 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 	if m.MTU < 576 || m.MTU > packet.MaxIP {
 		return fmt.Errorf("server sent a bad mtu %d", m.MTU)
 	}
-	var pushed []netip.Prefix
+	var pushed, subnets []netip.Prefix
 	for _, r := range m.Routes {
 		p, err := netip.ParsePrefix(r)
 		if err != nil {
@@ -494,13 +520,30 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 		}
 		pushed = append(pushed, p.Masked())
 	}
+	for _, r := range m.Subnets {
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			return fmt.Errorf("server sent a bad subnet %q", r)
+		}
+		subnets = append(subnets, p.Masked())
+	}
+	if len(subnets) > 0 && !c.cfg.Gateway {
+		c.rate.Log(slog.LevelWarn, "subnets:"+sc.name, "the server routes subnets to this client, but gateway mode is off: packets to them are dropped (set gateway = true)",
+			"server", sc.name, "subnets", subnets)
+		subnets = nil
+	}
 	desired := c.selectRoutes(sc.name, sc.getEntry(), pushed)
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	sc.mu.Lock()
-	sc.address, sc.gateway, sc.mtu, sc.pushed, sc.desired = addr, gw, m.MTU, pushed, desired
+	sc.address, sc.gateway, sc.mtu, sc.pushed, sc.desired, sc.subnetList = addr, gw, m.MTU, pushed, desired, subnets
 	sc.mu.Unlock()
+	st := map[netip.Prefix]struct{}{}
+	for _, p := range subnets {
+		st[p] = struct{}{}
+	}
+	sc.subnets.Store(packet.NewTable(st))
 	c.applyLocked()
 	return nil
 }
@@ -575,6 +618,9 @@ func (c *Client) applyLocked() {
 	}
 	c.byDst.Store(plan.table(c.servers))
 	c.routes.SetDesiredRoutes(plan.routes)
+	if c.cfg.Gateway {
+		c.applyNAT(plan.owner)
+	}
 }
 
 func (sc *serverConn) getEntry() config.ServerEntry {
@@ -606,8 +652,11 @@ func (c *Client) fromServer(sc *serverConn, frame []byte) {
 	ours := dst == sc.address.Addr()
 	sc.mu.Unlock()
 	if !ours {
-		c.drop("wrong_destination", "packet from server not addressed to this client", "server", sc.name, "dst", dst)
-		return
+		// Gateway mode: the server routes this client's subnets here.
+		if _, ok := sc.subnets.Load().Lookup(dst); !ok {
+			c.drop("wrong_destination", "packet from server not addressed to this client or its subnets", "server", sc.name, "dst", dst)
+			return
+		}
 	}
 	if err := c.tun.WriteFrame(frame); err != nil {
 		c.drop("tun_write", "tun write failed", "err", err)
@@ -665,6 +714,9 @@ func (c *Client) reload() {
 	}
 	if n.MetricsListen != c.cfg.MetricsListen {
 		restart = append(restart, "client.metrics_listen")
+	}
+	if n.Gateway != c.cfg.Gateway || n.Masquerade != c.cfg.Masquerade {
+		restart = append(restart, "client.gateway/masquerade")
 	}
 	if n.Log != c.cfg.Log {
 		restart = append(restart, "log")

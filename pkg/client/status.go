@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -15,8 +16,17 @@ type Status struct {
 	Tun     string            `json:"tun"`
 	Offload bool              `json:"offload"` // TUN with virtio-net header and TSO; false: plain path
 	Heals   Heals             `json:"heals"`
+	Gateway *GatewayStatus    `json:"gateway,omitempty"` // nil: gateway mode off
 	Drops   map[string]uint64 `json:"drops,omitempty"`
 	Servers []ServerStatus    `json:"servers"`
+}
+
+// GatewayStatus is gateway mode's state.
+type GatewayStatus struct {
+	Masquerade bool     `json:"masquerade"`
+	Table      string   `json:"nftables_table"`
+	SNAT       []string `json:"snat,omitempty"` // "10.244.0.0/16 from 100.64.240.2"
+	TableHeals uint64   `json:"table_heals"`    // times the table was found deleted and restored
 }
 
 // Heals counts the repairs gtun made to its routes and TUN device.
@@ -48,6 +58,9 @@ type ServerStatus struct {
 	LastHandshake *time.Time    `json:"last_handshake,omitempty"`
 	LastError     string        `json:"last_error,omitempty"`
 	Routes        []RouteStatus `json:"routes"`
+	// Subnets are this client's networks the server routes here
+	// (site-to-site; gateway mode passes their packets on).
+	Subnets []string `json:"subnets,omitempty"`
 }
 
 // RouteStatus is one desired route of a server.
@@ -74,6 +87,9 @@ func (c *Client) Status() Status {
 		st.Heals.Tun, st.Heals.LastTunTook = c.tun.Heals()
 		st.Offload = c.tun.Offload()
 	}
+	if c.cfg.Gateway {
+		st.Gateway = &GatewayStatus{Masquerade: c.cfg.Masquerade, Table: NATTable(c.cfg.Tun), SNAT: c.natRules(), TableHeals: c.natHeals.Load()}
+	}
 	installed := map[string]RouteStatus{}
 	if c.routes != nil {
 		for _, r := range c.routes.Status() {
@@ -96,6 +112,9 @@ func (c *Client) Status() Status {
 		if !sc.lastHandshake.IsZero() {
 			t := sc.lastHandshake
 			ss.LastHandshake = &t
+		}
+		for _, p := range sc.subnetList {
+			ss.Subnets = append(ss.Subnets, p.String())
 		}
 		for _, p := range sc.desired {
 			r, ok := installed[p.String()]
@@ -143,7 +162,22 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	if !st.Offload {
 		mode = "plain (one packet per read)"
 	}
-	fmt.Fprintf(w, "tun %s, data path: %s\n\n", st.Tun, mode)
+	fmt.Fprintf(w, "tun %s, data path: %s\n", st.Tun, mode)
+	if g := st.Gateway; g != nil {
+		masq := "off (forwarded hosts keep their addresses)"
+		if g.Masquerade {
+			masq = "on"
+			if len(g.SNAT) > 0 {
+				masq += ": " + strings.Join(g.SNAT, ", ")
+			}
+		}
+		fmt.Fprintf(w, "gateway mode: nftables table %s, masquerade %s", g.Table, masq)
+		if g.TableHeals > 0 {
+			fmt.Fprintf(w, ", table restored %d time(s)", g.TableHeals)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "SERVER\tSTATE\tSINCE\tENDPOINT\tTRANSPORT\tCIPHER\tADDRESS\tRTT\tRX\tTX\tRECONNECTS\tLAST HANDSHAKE\n")
 	for _, s := range st.Servers {
@@ -163,6 +197,9 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 		fmt.Fprintf(w, "\nroutes of %s via %s:\n", s.Name, st.Tun)
 		if len(s.Routes) == 0 {
 			fmt.Fprintln(w, "  (none yet)")
+		}
+		if len(s.Subnets) > 0 {
+			fmt.Fprintf(w, "  subnets routed here by the server: %s\n", strings.Join(s.Subnets, ", "))
 		}
 		for _, r := range s.Routes {
 			state := "installed"

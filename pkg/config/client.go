@@ -21,6 +21,7 @@ type ClientSection struct {
 	PrivateKeyFile string `toml:"private_key_file"`
 	Tun            string `toml:"tun"`
 	Gateway        bool   `toml:"gateway"`
+	Masquerade     *bool  `toml:"masquerade"`
 	ControlSocket  string `toml:"control_socket"`
 	MetricsListen  string `toml:"metrics_listen"`
 	Offload        *bool  `toml:"offload"`
@@ -48,8 +49,16 @@ type Client struct {
 	ControlSocket string
 	MetricsListen string // Prometheus endpoint host:port; empty: off
 	Offload       bool   // TUN offloads (virtio-net header, TSO) when the kernel has them
-	Servers       []ServerEntry
-	Log           Log
+	// Gateway: forward for the other hosts of this VPC (their cloud route
+	// table points the served CIDRs at this VM).
+	Gateway bool
+	// Masquerade (gateway mode only): rewrite the source of forwarded
+	// traffic to the tunnel address, so the server needs to know nothing
+	// about this VPC. Off: their own addresses cross, which needs the
+	// server's [[peer]] subnets (site-to-site).
+	Masquerade bool
+	Servers    []ServerEntry
+	Log        Log
 }
 
 // ServerEntry is a validated [[server]].
@@ -80,8 +89,10 @@ func LoadClient(path string) (*Client, error) {
 	out.PrivateKey = l.privateKey("client.private_key_file", c.PrivateKeyFile)
 	out.Tun = c.Tun
 	l.tunName("client.tun", &out.Tun, "gtun0")
-	if c.Gateway {
-		l.errf("client.gateway", "gateway mode is not available in this version yet")
+	out.Gateway = c.Gateway
+	out.Masquerade = c.Gateway && (c.Masquerade == nil || *c.Masquerade)
+	if c.Masquerade != nil && !c.Gateway {
+		l.errf("client.masquerade", "applies only with gateway = true (it masquerades the traffic gtun forwards for other hosts)")
 	}
 	out.Offload = c.Offload == nil || *c.Offload
 	out.ControlSocket = c.ControlSocket

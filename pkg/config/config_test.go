@@ -352,7 +352,16 @@ func TestLoadServerErrors(t *testing.T) {
 		{"peer address unparsable", serverHead + twoPeers + "address = \"100.64.240.x\"\n", 11, "peer.1.address", "bad address"},
 		{"allowed outside served routes", serverHead + twoPeers + "allowed = [\"10.244.1.0/24\", \"10.0.0.0/8\"]\n", 11, "peer.1.allowed", "not within any served route"},
 		{"allowed with host bits", serverHead + twoPeers + "allowed = [\"10.244.1.1/24\"]\n", 11, "peer.1.allowed", "host bits"},
-		{"subnets not yet available", serverHead + twoPeers + "subnets = [\"172.16.0.0/24\"]\n", 11, "peer.1.subnets", "not available in this version yet"},
+		{"subnet overlaps the pool", serverHead + twoPeers + "subnets = [\"100.64.0.0/16\"]\n", 11, "peer.1.subnets", "overlaps pool 100.64.240.0/24"},
+		{"subnet overlaps a served route", serverHead + twoPeers + "subnets = [\"172.16.0.0/24\", \"10.244.7.0/24\"]\n", 11, "peer.1.subnets", "overlaps served route 10.244.0.0/16"},
+		{"subnet overlaps another peer's", serverHead + "[[peer]]\nname = \"a\"\npublic_key = \"PUB1\"\nsubnets = [\"172.16.0.0/16\"]\n[[peer]]\nname = \"b\"\npublic_key = \"PUB2\"\nsubnets = [\"172.16.5.0/24\"]\n",
+			12, "peer.1.subnets", `overlaps 172.16.0.0/16, a subnet of peer "a"`},
+		{"subnet with host bits", serverHead + twoPeers + "subnets = [\"172.16.0.1/24\"]\n", 11, "peer.1.subnets", "host bits"},
+		{"dns without domains", serverHead + "dns = { servers = [\"10.96.0.10\"] }\n", 5, "server.dns.domains", "required"},
+		{"dns server outside the routes", serverHead + "dns = { servers = [\"8.8.8.8\"], domains = [\"cluster.local\"] }\n", 5, "server.dns.servers", "not within any served route"},
+		{"dns server not an address", serverHead + "dns = { servers = [\"kube-dns\"], domains = [\"cluster.local\"] }\n", 5, "server.dns.servers", "bad IPv4 address"},
+		{"dns bad domain", serverHead + "dns = { servers = [\"10.96.0.10\"], domains = [\"cluster..local\"] }\n", 5, "server.dns.domains", "bad domain"},
+		{"dns unknown key", serverHead + "dns = { servers = [\"10.96.0.10\"], domains = [\"cluster.local\"], search = [] }\n", 5, "server.dns.search", "unknown key"},
 		{"bad log level", serverHead + "[log]\nformat = \"json\"\nlevel = \"verbose\"\n", 7, "log.level", "must be debug, info, warn or error"},
 		{"bad log format", serverHead + "[log]\nformat = \"xml\"\n", 6, "log.format", "must be text or json"},
 		{"metrics_listen without port", serverHead + "metrics_listen = \"127.0.0.1\"\n", 5, "server.metrics_listen", "bad address"},
@@ -389,8 +398,8 @@ func TestLoadClientErrors(t *testing.T) {
 			1, "client.private_key_file", "required"},
 		{"key file mode 0644", "[client]\nprivate_key_file = \"KEY644\"\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n",
 			2, "client.private_key_file", "mode 0644"},
-		{"gateway not yet available", "[client]\nprivate_key_file = \"KEY\"\ngateway = true\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n",
-			3, "client.gateway", "not available in this version yet"},
+		{"masquerade without gateway", "[client]\nprivate_key_file = \"KEY\"\nmasquerade = false\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n",
+			3, "client.masquerade", "only with gateway = true"},
 		{"metrics_listen bad port", "[client]\nprivate_key_file = \"KEY\"\nmetrics_listen = \"127.0.0.1:x\"\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n",
 			3, "client.metrics_listen", "bad port"},
 		{"bad endpoint port", "[client]\nprivate_key_file = \"KEY\"\n[[server]]\nname = \"hk\"\npublic_key = \"PUB1\"\nendpoints = [\"203.0.113.10:9623\", \"203.0.113.11:0\"]\n",
@@ -578,5 +587,52 @@ func TestUnknownKeyInEveryArrayTable(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error\n%v\ndoes not contain %q", err, want)
 		}
+	}
+}
+
+func TestLoadGatewayClient(t *testing.T) {
+	f := newFixture(t)
+	const servers = "[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"PUB1\"\n"
+	for _, c := range []struct {
+		client           string
+		gateway, masquer bool
+	}{
+		{"", false, false},
+		{"gateway = true\n", true, true},
+		{"gateway = true\nmasquerade = false\n", true, false},
+	} {
+		path := f.write(t, "gw.toml", "[client]\nprivate_key_file = \"KEY\"\n"+c.client+servers)
+		cl, err := LoadClient(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cl.Gateway != c.gateway || cl.Masquerade != c.masquer {
+			t.Errorf("%q: gateway %v masquerade %v, want %v %v", c.client, cl.Gateway, cl.Masquerade, c.gateway, c.masquer)
+		}
+	}
+}
+
+func TestLoadServerSubnetsAndDNS(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "s.toml", serverHead+`dns = { servers = ["10.96.0.10"], domains = ["Cluster.Local.", "svc.example"] }
+[[peer]]
+name = "a"
+public_key = "PUB1"
+subnets = ["172.16.0.0/24", "192.168.8.0/22"]
+[[peer]]
+name = "b"
+public_key = "PUB2"
+subnets = ["172.17.0.0/24"]
+`)
+	s, err := LoadServer(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("172.16.0.0/24"), netip.MustParsePrefix("192.168.8.0/22")}
+	if !slices.Equal(s.Peers[0].Subnets, want) {
+		t.Errorf("subnets = %v, want %v", s.Peers[0].Subnets, want)
+	}
+	if !slices.Equal(s.DNS.Servers, []netip.Addr{netip.MustParseAddr("10.96.0.10")}) || !slices.Equal(s.DNS.Domains, []string{"cluster.local", "svc.example"}) {
+		t.Errorf("dns = %+v", s.DNS)
 	}
 }

@@ -148,28 +148,3 @@ func TestExamplesDocumentEveryKey(t *testing.T) {
 		}
 	}
 }
-
-// Keys this version refuses must be commented out in the examples (so the
-// examples load) and say why.
-func TestExamplesMarkUnavailableKeys(t *testing.T) {
-	for file, keys := range map[string][]string{
-		"gtund.toml": {"subnets"},
-	} {
-		b, err := os.ReadFile(filepath.Join("..", "..", "etc", file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, key := range keys {
-			re := regexp.MustCompile(`(?m)((?:^#.*\n)+)^# ` + regexp.QuoteMeta(key) + `\s*=`)
-			m := re.FindStringSubmatch(string(b))
-			if m == nil {
-				t.Errorf("%s: %s is not commented out", file, key)
-				continue
-			}
-			comment := strings.ToLower(strings.Join(strings.Fields(strings.ReplaceAll(m[1], "#", "")), " "))
-			if !strings.Contains(comment, "not available in this version yet") {
-				t.Errorf("%s: the comment on %s does not say it is not available in this version yet:\n%s", file, key, m[1])
-			}
-		}
-	}
-}

@@ -3,6 +3,7 @@ package config
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/gtun/gtun/pkg/ipam"
@@ -36,6 +37,13 @@ type ServerSection struct {
 	Offload        *bool    `toml:"offload"`
 	FECData        int      `toml:"fec_data"`
 	FECParity      int      `toml:"fec_parity"`
+	DNS            *DNSTOML `toml:"dns"`
+}
+
+// DNSTOML is [server] dns = { servers = [...], domains = [...] }.
+type DNSTOML struct {
+	Servers []string `toml:"servers"`
+	Domains []string `toml:"domains"`
 }
 
 // PeerSection is one [[peer]] table.
@@ -68,9 +76,21 @@ type Server struct {
 	Offload        bool // TUN offloads (virtio-net header, TSO) when the kernel has them
 	FECData        int  // KCP forward error correction: data shards (0: off)
 	FECParity      int  // and parity shards
+	DNS            DNS  // pushed to clients for split DNS; zero: none
 	Peers          []Peer
 	Log            Log
 }
+
+// DNS is what gtund pushes for split DNS: names under Domains are resolved
+// by Servers (addresses within the served routes, so clients reach them
+// through the tunnel).
+type DNS struct {
+	Servers []netip.Addr
+	Domains []string // lower case, no trailing dot
+}
+
+// IsZero reports whether no split DNS is configured.
+func (d DNS) IsZero() bool { return len(d.Servers) == 0 }
 
 // Peer is a validated [[peer]].
 type Peer struct {
@@ -78,7 +98,9 @@ type Peer struct {
 	PublicKey secure.PublicKey
 	Address   netip.Addr // zero: assigned from the pool
 	Allowed   []netip.Prefix
-	Subnets   []netip.Prefix
+	// Subnets are networks behind this client (site-to-site): gtund routes
+	// them into its TUN toward this client and accepts them as sources from it.
+	Subnets []netip.Prefix
 }
 
 // LoadServer reads and validates a gtund config.
@@ -163,6 +185,7 @@ func LoadServer(path string) (*Server, error) {
 	names := map[string]bool{}
 	keys := map[secure.PublicKey]string{}
 	addrs := map[netip.Addr]string{}
+	var subnetOwner []peerSubnet
 	for i, ps := range f.Peer {
 		key := func(k string) string { return "peer." + itoa(i) + "." + k }
 		p := Peer{Name: ps.Name}
@@ -204,13 +227,106 @@ func LoadServer(path string) (*Server, error) {
 			p.Allowed = out.Routes
 		}
 		p.Subnets = l.prefixes(key("subnets"), ps.Subnets)
-		if len(p.Subnets) > 0 {
-			l.errf(key("subnets"), "site-to-site subnets are not available in this version yet")
+		for _, sn := range p.Subnets {
+			l.subnet(key("subnets"), sn, out, subnetOwner)
+			subnetOwner = append(subnetOwner, peerSubnet{sn, p.Name})
 		}
 		out.Peers = append(out.Peers, p)
 	}
+	out.DNS = l.dns(s.DNS, out.Routes)
 	if err := l.err(); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+type peerSubnet struct {
+	prefix netip.Prefix
+	peer   string
+}
+
+// subnet checks one of a peer's subnets: gtund routes it into its TUN, so
+// it must not overlap the tunnel pool, what the server serves, or another
+// peer's subnets (a destination would then have two owners).
+func (l *loader) subnet(key string, sn netip.Prefix, s *Server, others []peerSubnet) {
+	if !sn.Addr().Is4() {
+		l.errf(key, "%s: only IPv4 subnets are supported", sn)
+		return
+	}
+	if s.Pool.IsValid() && sn.Overlaps(s.Pool) {
+		l.errf(key, "subnet %s overlaps pool %s", sn, s.Pool)
+	}
+	for _, r := range s.Routes {
+		if sn.Overlaps(r) {
+			l.errf(key, "subnet %s overlaps served route %s", sn, r)
+		}
+	}
+	for _, o := range others {
+		if sn.Overlaps(o.prefix) {
+			l.errf(key, "subnet %s overlaps %s, a subnet of peer %q", sn, o.prefix, o.peer)
+		}
+	}
+}
+
+// dns validates [server] dns: both lists or neither, servers within the
+// served routes (clients send to them through the tunnel), domains valid
+// names.
+func (l *loader) dns(d *DNSTOML, routes []netip.Prefix) DNS {
+	var out DNS
+	if d == nil {
+		return out
+	}
+	if len(d.Servers) == 0 {
+		l.errf("server.dns.servers", "required when server.dns is set (e.g. [\"10.96.0.10\"])")
+	}
+	if len(d.Domains) == 0 {
+		l.errf("server.dns.domains", "required when server.dns is set (e.g. [\"cluster.local\"])")
+	}
+	seen := map[netip.Addr]bool{}
+	for _, sv := range d.Servers {
+		a, err := netip.ParseAddr(sv)
+		switch {
+		case err != nil || !a.Is4():
+			l.errf("server.dns.servers", "bad IPv4 address %q", sv)
+		case seen[a]:
+			l.errf("server.dns.servers", "%s listed twice", a)
+		case !packet.Within(netip.PrefixFrom(a, 32), routes):
+			l.errf("server.dns.servers", "%s is not within any served route (clients reach it through the tunnel)", a)
+		default:
+			seen[a] = true
+			out.Servers = append(out.Servers, a)
+		}
+	}
+	dseen := map[string]bool{}
+	for _, dom := range d.Domains {
+		n := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(dom), "."))
+		switch {
+		case !validDomain(n):
+			l.errf("server.dns.domains", "bad domain %q (e.g. \"cluster.local\")", dom)
+		case dseen[n]:
+			l.errf("server.dns.domains", "%q listed twice", n)
+		default:
+			dseen[n] = true
+			out.Domains = append(out.Domains, n)
+		}
+	}
+	return out
+}
+
+// validDomain accepts a DNS name of letters, digits, '-' and '_' labels.
+func validDomain(n string) bool {
+	if n == "" || len(n) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(n, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }

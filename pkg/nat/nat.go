@@ -33,6 +33,11 @@ type Spec struct {
 	// Masquerade lists source prefixes (the tunnel pool) masqueraded when
 	// leaving through any interface other than Tun. IPv4 only.
 	Masquerade []netip.Prefix
+	// SNAT rewrites the source of packets leaving through Tun, by
+	// destination: gtun's gateway mode, where traffic forwarded for other
+	// hosts must leave with the tunnel address of the server whose routes
+	// it takes (masquerade would pick one address of the device for all).
+	SNAT []SNAT
 	// ClampMSS clamps the MSS of forwarded TCP SYNs in and out of Tun to
 	// the route's path MTU, so peers behind the tunnel don't send segments
 	// that only fit a full-size link.
@@ -40,6 +45,12 @@ type Spec struct {
 	// NetNS is an open file descriptor of the network namespace to work
 	// in; 0 means the caller's current namespace.
 	NetNS int
+}
+
+// SNAT is one `oifname <tun> ip daddr <Dst> snat ip to <To>` rule.
+type SNAT struct {
+	Dst netip.Prefix
+	To  netip.Addr
 }
 
 // ifnameSize is IFNAMSIZ: nftables compares interface names as 16 bytes,
@@ -51,6 +62,7 @@ const ifnameSize = 16
 //
 //	chain postrouting { type nat hook postrouting priority srcnat
 //	    ip saddr <pool> oifname != <tun> masquerade        (per pool prefix)
+//	    oifname <tun> ip daddr <dst> snat ip to <addr>     (per SNAT)
 //	}
 //	chain forward { type filter hook forward priority filter; policy accept
 //	    iifname <tun> tcp flags syn tcp option maxseg size set rt mtu   (ClampMSS)
@@ -85,6 +97,9 @@ func Ensure(s Spec) error {
 	})
 	for _, p := range s.Masquerade {
 		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: masqueradeExprs(p.Masked(), s.Tun)})
+	}
+	for _, sn := range s.SNAT {
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: snatExprs(sn, s.Tun)})
 	}
 
 	accept := nftables.ChainPolicyAccept
@@ -204,6 +219,11 @@ func (s Spec) validate() error {
 			return fmt.Errorf("nat: masquerade prefix %s: only IPv4 prefixes are supported (table family ip)", p)
 		}
 	}
+	for _, sn := range s.SNAT {
+		if !sn.Dst.IsValid() || !sn.Dst.Addr().Is4() || !sn.To.Is4() {
+			return fmt.Errorf("nat: snat %s to %s: only IPv4 is supported (table family ip)", sn.Dst, sn.To)
+		}
+	}
 	return nil
 }
 
@@ -231,6 +251,22 @@ func masqueradeExprs(p netip.Prefix, tun string) []expr.Any {
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(tun)},
 		&expr.Masq{},
+	}
+}
+
+// snatExprs is `oifname <tun> ip daddr <dst> snat ip to <to>`.
+func snatExprs(sn SNAT, tun string) []expr.Any {
+	dst := sn.Dst.Masked()
+	addr, mask, to := dst.Addr().As4(), netipMask4(dst.Bits()), sn.To.As4()
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(tun)},
+		// ip daddr: 4 bytes at offset 16 of the IPv4 header.
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask[:], Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr[:]},
+		&expr.Immediate{Register: 1, Data: to[:]},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
 	}
 }
 

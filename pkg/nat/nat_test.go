@@ -164,6 +164,36 @@ func bytecode(s string) string {
 	return b.String()
 }
 
+// gtun's gateway table: forwarded traffic leaves through the TUN with the
+// tunnel address of the server whose route it takes.
+func TestEnsureSNAT(t *testing.T) {
+	ns := newNS(t)
+	s := Spec{Table: "gtun-gtun0", Tun: "gtun0", ClampMSS: true, NetNS: ns.fd(), SNAT: []SNAT{
+		{Dst: netip.MustParsePrefix("10.244.0.0/16"), To: netip.MustParseAddr("100.64.240.2")},
+		{Dst: netip.MustParsePrefix("10.96.0.0/12"), To: netip.MustParseAddr("100.64.241.7")},
+	}}
+	if err := Ensure(s); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	got := ns.nft("list", "chain", "ip", "gtun-gtun0", "postrouting")
+	ns.nftStdin(`table ip ref {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "gtun0" ip daddr 10.244.0.0/16 snat ip to 100.64.240.2
+		oifname "gtun0" ip daddr 10.96.0.0/12 snat ip to 100.64.241.7
+	}
+}
+`)
+	ref := ns.nft("list", "chain", "ip", "ref", "postrouting")
+	if strings.Replace(ref, "table ip ref", "table ip gtun-gtun0", 1) != got {
+		t.Errorf("listing differs from nft's own:\nours:\n%s\nnft:\n%s", got, ref)
+	}
+	s.SNAT = []SNAT{{Dst: netip.MustParsePrefix("fd00::/64"), To: netip.MustParseAddr("100.64.240.2")}}
+	if err := Ensure(s); err == nil {
+		t.Error("an IPv6 SNAT was accepted")
+	}
+}
+
 func TestEnsureIdempotent(t *testing.T) {
 	ns := newNS(t)
 	s := testSpec(ns)

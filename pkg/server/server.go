@@ -24,6 +24,7 @@ import (
 	"github.com/gtun/gtun/pkg/metrics"
 	"github.com/gtun/gtun/pkg/nat"
 	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
@@ -41,6 +42,12 @@ func NATTable(tun string) string {
 	}
 	return "gtund-" + tun
 }
+
+// subnetLinger is how long a disconnected peer's subnets stay routed into
+// the TUN: a client that reconnects within it finds them in place (like its
+// own routes, which it keeps while reconnecting), and meanwhile packets to
+// them are dropped here rather than sent out of the default route.
+const subnetLinger = 30 * time.Second
 
 // maxPendingHandshakes bounds the goroutines and sockets unauthenticated
 // clients can hold at once; more are closed on accept.
@@ -70,6 +77,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	routes    []netip.Prefix
+	dns       config.DNS
 	keepalive time.Duration
 	deadAfter int
 	peers     map[secure.PublicKey]*peerInfo
@@ -81,6 +89,12 @@ type Server struct {
 	// come and go (a table rebuilt per session made 1,000 connecting clients
 	// cost a million map inserts).
 	byAddr []atomic.Pointer[clientConn]
+	// bySubnet routes packets to peers' subnets (site-to-site) by longest
+	// prefix; rebuilt when a peer with subnets comes or goes.
+	bySubnet atomic.Pointer[packet.Table[*clientConn]]
+	// subnetRoutes keeps the connected (and lingering) peers' subnets
+	// routed into the TUN.
+	subnetRoutes *route.Reconciler
 
 	pending     chan struct{}
 	hsFailures  stats.Reasons
@@ -93,7 +107,9 @@ type peerInfo struct {
 	cfg     config.Peer // guarded by Server.mu
 	lastTS  uint64      // newest handshake timestamp seen, refuses replays; Server.mu
 	allowed atomic.Pointer[packet.Table[struct{}]]
-	drops   stats.Reasons // per peer, across its sessions
+	subnets atomic.Pointer[packet.Table[struct{}]] // sources accepted besides its address
+	drops   stats.Reasons                          // per peer, across its sessions
+	goneAt  time.Time                              // when its last session ended; Server.mu
 
 	// Counters across the peer's sessions, so that status and metrics
 	// never go backwards when a session ends or is replaced. Server.mu.
@@ -127,7 +143,8 @@ func New(cfg *config.Server, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second),
 		peers: map[secure.PublicKey]*peerInfo{}, sessions: map[secure.PublicKey]*clientConn{},
 		pending: make(chan struct{}, maxPendingHandshakes),
-		routes:  cfg.Routes, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter}
+		routes:  cfg.Routes, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter}
+	s.bySubnet.Store(packet.NewTable(map[netip.Prefix]*clientConn{}))
 	for _, p := range cfg.Peers {
 		s.peers[p.PublicKey] = newPeerInfo(p)
 	}
@@ -138,6 +155,7 @@ func New(cfg *config.Server, log *slog.Logger) *Server {
 func newPeerInfo(p config.Peer) *peerInfo {
 	pi := &peerInfo{cfg: p, live: map[*clientConn]struct{}{}}
 	pi.allowed.Store(aclTable(p.Allowed))
+	pi.subnets.Store(aclTable(p.Subnets))
 	return pi
 }
 
@@ -174,6 +192,17 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	if err := s.tun.Set(s.cfg.MTU, []netip.Prefix{netip.PrefixFrom(s.cfg.Gateway, s.cfg.Pool.Bits())}); err != nil {
 		return err
 	}
+	s.subnetRoutes = route.NewReconciler(route.Options{Link: s.cfg.Tun, Logger: s.log})
+	// Routes of ours left by a killed predecessor on a device of this name.
+	if err := s.subnetRoutes.RemoveAll(); err != nil {
+		s.log.Warn("cleaning leftover routes", "err", err)
+	}
+	defer func() {
+		s.subnetRoutes.SetDesired(nil)
+		if err := s.subnetRoutes.RemoveAll(); err != nil {
+			s.log.Error("remove peer subnet routes", "err", err)
+		}
+	}()
 	table := NATTable(s.cfg.Tun)
 	spec := nat.Spec{Table: table, Tun: s.cfg.Tun, ClampMSS: true}
 	if s.cfg.NAT {
@@ -227,6 +256,11 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		s.goRun(func() { s.acceptLoop(ctx, ln, s.cfg.Transports[i]) })
 	}
 	s.goRun(func() { s.tun.Run(ctx) })
+	s.goRun(func() {
+		if err := s.subnetRoutes.Run(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("route reconciler stopped", "err", err)
+		}
+	})
 	s.goRun(func() { s.tunReadLoop(ctx) })
 	s.log.Info("gtund ready", "listen", s.listenAddrs, "tun", s.cfg.Tun, "pool", s.cfg.Pool,
 		"routes", s.cfg.Routes, "nat", s.cfg.NAT, "peers", len(s.cfg.Peers))
@@ -425,9 +459,69 @@ func (s *Server) configForLocked(p *peerInfo, addr netip.Addr) *session.Msg {
 	for _, r := range p.cfg.Allowed {
 		routes = append(routes, r.String())
 	}
+	var subnets []string
+	for _, sn := range p.cfg.Subnets {
+		subnets = append(subnets, sn.String())
+	}
 	return &session.Msg{Type: session.TypeConfig, Version: secure.ProtocolVersion,
 		Address: netip.PrefixFrom(addr, s.cfg.Pool.Bits()).String(), Gateway: s.cfg.Gateway.String(),
-		MTU: s.cfg.MTU, Routes: routes, KeepaliveMS: int(s.keepalive / time.Millisecond), DeadAfter: s.deadAfter}
+		MTU: s.cfg.MTU, Routes: routes, KeepaliveMS: int(s.keepalive / time.Millisecond), DeadAfter: s.deadAfter,
+		Subnets: subnets, DNS: s.dnsForLocked(p)}
+}
+
+// dnsForLocked is the split DNS pushed to a peer: the configured servers
+// its ACL lets it reach (none: no DNS for it, since its queries would be
+// dropped).
+func (s *Server) dnsForLocked(p *peerInfo) *session.DNS {
+	if s.dns.IsZero() {
+		return nil
+	}
+	d := &session.DNS{Domains: s.dns.Domains}
+	acl := p.allowed.Load()
+	for _, a := range s.dns.Servers {
+		if _, ok := acl.Lookup(a); ok {
+			d.Servers = append(d.Servers, a.String())
+		}
+	}
+	if len(d.Servers) == 0 {
+		s.rate.Log(slog.LevelWarn, "dns-acl:"+p.cfg.Name, "no dns server within the peer's allowed prefixes; split DNS not pushed to it", "peer", p.cfg.Name)
+		return nil
+	}
+	return d
+}
+
+// syncSubnetsLocked rebuilds the subnet routing table from the connected
+// peers and sets the routes on the TUN: the connected peers' subnets and
+// those of peers gone less than subnetLinger ago. Call with s.mu held.
+func (s *Server) syncSubnetsLocked() {
+	now := time.Now()
+	table := map[netip.Prefix]*clientConn{}
+	var routes []netip.Prefix
+	for k, p := range s.peers {
+		if len(p.cfg.Subnets) == 0 {
+			continue
+		}
+		c := s.sessions[k]
+		lingering := c == nil && !p.goneAt.IsZero() && now.Sub(p.goneAt) < subnetLinger
+		for _, sn := range p.cfg.Subnets {
+			if c != nil {
+				table[sn] = c
+			}
+			if c != nil || lingering {
+				routes = append(routes, sn)
+			}
+		}
+	}
+	s.bySubnet.Store(packet.NewTable(table))
+	if s.subnetRoutes != nil {
+		s.subnetRoutes.SetDesired(routes)
+	}
+}
+
+func (s *Server) syncSubnets() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.syncSubnetsLocked()
 }
 
 // register makes c the session of key, replacing (and closing) an older one:
@@ -447,6 +541,10 @@ func (s *Server) register(key secure.PublicKey, c *clientConn) bool {
 		s.slot(old.addr).CompareAndSwap(old, nil)
 	}
 	s.slot(c.addr).Store(c)
+	c.peer.goneAt = time.Time{}
+	if len(c.peer.cfg.Subnets) > 0 {
+		s.syncSubnetsLocked()
+	}
 	s.mu.Unlock()
 	if old != nil {
 		s.log.Info("replacing older session of peer", "peer", c.name, "old_endpoint", old.endpoint)
@@ -467,6 +565,12 @@ func (s *Server) unregister(key secure.PublicKey, c *clientConn) {
 	s.mu.Lock()
 	if s.sessions[key] == c {
 		delete(s.sessions, key)
+		c.peer.goneAt = time.Now()
+		if len(c.peer.cfg.Subnets) > 0 {
+			s.syncSubnetsLocked()
+			// Withdraw the routes unless it is back by then.
+			time.AfterFunc(subnetLinger+100*time.Millisecond, s.syncSubnets)
+		}
 	}
 	if _, ok := c.peer.live[c]; ok {
 		delete(c.peer.live, c)
@@ -494,8 +598,9 @@ func (s *Server) poolIndex(a netip.Addr) (int, bool) {
 
 // fromClient checks a frame from a client and writes it to the TUN: its
 // offload header must describe its packet, the packet's source must be the
-// client's own address and its destination within what the peer is allowed
-// to reach (or the gateway address, for diagnostics).
+// client's own address or within its subnets (site-to-site), and its
+// destination within what the peer is allowed to reach (or the gateway
+// address, for diagnostics).
 func (s *Server) fromClient(c *clientConn, frame []byte) {
 	if len(frame) <= packet.VnetHdrLen {
 		s.drop(c, DropMalformed, "short frame from peer")
@@ -513,8 +618,8 @@ func (s *Server) fromClient(c *clientConn, frame []byte) {
 	case err != nil:
 		s.drop(c, DropMalformed, "malformed packet from peer")
 		return
-	case src != c.addr:
-		s.drop(c, DropSpoofed, "packet with a source that is not the peer's address", "src", src)
+	case src != c.addr && !c.peer.fromSubnet(src):
+		s.drop(c, DropSpoofed, "packet with a source that is neither the peer's address nor in its subnets", "src", src)
 		return
 	case dst != s.cfg.Gateway:
 		if _, ok := c.peer.allowed.Load().Lookup(dst); !ok {
@@ -525,6 +630,11 @@ func (s *Server) fromClient(c *clientConn, frame []byte) {
 	if err := s.tun.WriteFrame(frame); err != nil {
 		s.drop(c, DropTunWrite, "tun write failed", "err", err)
 	}
+}
+
+func (p *peerInfo) fromSubnet(a netip.Addr) bool {
+	_, ok := p.subnets.Load().Lookup(a)
+	return ok
 }
 
 func (s *Server) drop(c *clientConn, reason, msg string, args ...any) {
@@ -543,6 +653,8 @@ func (s *Server) tunReadLoop(ctx context.Context) {
 		var c *clientConn
 		if i, ok := s.poolIndex(dst); ok {
 			c = s.byAddr[i].Load()
+		} else {
+			c, _ = s.bySubnet.Load().Lookup(dst)
 		}
 		if c == nil {
 			packet.Put(b)
@@ -576,7 +688,7 @@ func (s *Server) reload() {
 	var drop, push []*clientConn
 	var added, removed, changed int
 	s.mu.Lock()
-	s.routes, s.keepalive, s.deadAfter = n.Routes, n.Keepalive, n.DeadAfter
+	s.routes, s.dns, s.keepalive, s.deadAfter = n.Routes, n.DNS, n.Keepalive, n.DeadAfter
 	peers := make(map[secure.PublicKey]*peerInfo, len(n.Peers))
 	for _, p := range n.Peers {
 		pi, ok := s.peers[p.PublicKey]
@@ -586,11 +698,12 @@ func (s *Server) reload() {
 			continue
 		}
 		addrChanged := pi.cfg.Address != p.Address
-		if !slices.Equal(pi.cfg.Allowed, p.Allowed) || addrChanged || pi.cfg.Name != p.Name {
+		if !slices.Equal(pi.cfg.Allowed, p.Allowed) || !slices.Equal(pi.cfg.Subnets, p.Subnets) || addrChanged || pi.cfg.Name != p.Name {
 			changed++
 		}
 		pi.cfg = p
 		pi.allowed.Store(aclTable(p.Allowed))
+		pi.subnets.Store(aclTable(p.Subnets))
 		peers[p.PublicKey] = pi
 		if c := s.sessions[p.PublicKey]; c != nil {
 			if addrChanged {
@@ -611,6 +724,7 @@ func (s *Server) reload() {
 		}
 	}
 	s.peers = peers
+	s.syncSubnetsLocked()
 	msgs := make([]*session.Msg, len(push))
 	for i, c := range push {
 		msgs[i] = s.configForLocked(c.peer, c.addr)

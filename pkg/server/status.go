@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/gtun/gtun/pkg/route"
 )
 
 // Status is what `gtund status` prints.
@@ -17,6 +20,7 @@ type Status struct {
 	Pool              string            `json:"pool"`
 	Gateway           string            `json:"gateway"`
 	Routes            []string          `json:"routes"`
+	DNS               *DNSStatus        `json:"dns,omitempty"`
 	NAT               bool              `json:"nat"`
 	Offload           bool              `json:"offload"` // TUN with virtio-net header and TSO; false: plain path
 	Started           time.Time         `json:"started"`
@@ -26,24 +30,42 @@ type Status struct {
 	Peers             []PeerStatus      `json:"peers"`
 }
 
+// DNSStatus is the split DNS pushed to clients.
+type DNSStatus struct {
+	Servers []string `json:"servers"`
+	Domains []string `json:"domains"`
+}
+
+// SubnetStatus is one of a peer's subnets (site-to-site) and whether gtund
+// routes it into its TUN now.
+type SubnetStatus struct {
+	Prefix string `json:"prefix"`
+	Routed bool   `json:"routed"`
+	Note   string `json:"note,omitempty"` // why not routed
+}
+
 // PeerStatus is one configured peer. Its traffic counters are since gtund
 // started, across the peer's sessions (rx: from the peer).
 type PeerStatus struct {
-	Name           string            `json:"name"`
-	Connected      bool              `json:"connected"`
-	Address        string            `json:"address,omitempty"`
-	Endpoint       string            `json:"endpoint,omitempty"`
-	Transport      string            `json:"transport,omitempty"`
-	Cipher         string            `json:"cipher,omitempty"`
-	ConnectedSince *time.Time        `json:"connected_since,omitempty"`
-	LastKeepalive  *time.Time        `json:"last_keepalive,omitempty"`
-	RxBytes        uint64            `json:"rx_bytes"`
-	TxBytes        uint64            `json:"tx_bytes"`
-	RxPackets      uint64            `json:"rx_packets"`
-	TxPackets      uint64            `json:"tx_packets"`
-	Drops          map[string]uint64 `json:"drops,omitempty"`
-	RTT            time.Duration     `json:"rtt_ns"`   // keepalive round trip, as the client measured it
-	Sessions       uint64            `json:"sessions"` // established since gtund started
+	Name           string         `json:"name"`
+	Connected      bool           `json:"connected"`
+	Address        string         `json:"address,omitempty"`
+	Endpoint       string         `json:"endpoint,omitempty"`
+	Transport      string         `json:"transport,omitempty"`
+	Cipher         string         `json:"cipher,omitempty"`
+	ConnectedSince *time.Time     `json:"connected_since,omitempty"`
+	LastKeepalive  *time.Time     `json:"last_keepalive,omitempty"`
+	RxBytes        uint64         `json:"rx_bytes"`
+	TxBytes        uint64         `json:"tx_bytes"`
+	RxPackets      uint64         `json:"rx_packets"`
+	TxPackets      uint64         `json:"tx_packets"`
+	Subnets        []SubnetStatus `json:"subnets,omitempty"`
+	// Drops counts this peer's packets gtund refused, by reason: "acl"
+	// (destination outside its allowed prefixes), "spoofed_source" (source
+	// neither its tunnel address nor in its subnets), and others.
+	Drops    map[string]uint64 `json:"drops,omitempty"`
+	RTT      time.Duration     `json:"rtt_ns"`   // keepalive round trip, as the client measured it
+	Sessions uint64            `json:"sessions"` // established since gtund started
 }
 
 // Status snapshots the server's state.
@@ -57,7 +79,19 @@ func (s *Server) Status() Status {
 	for _, r := range s.routes {
 		st.Routes = append(st.Routes, r.String())
 	}
+	if !s.dns.IsZero() {
+		st.DNS = &DNSStatus{Domains: s.dns.Domains}
+		for _, a := range s.dns.Servers {
+			st.DNS.Servers = append(st.DNS.Servers, a.String())
+		}
+	}
 	s.mu.Unlock()
+	routed := map[netip.Prefix]route.RouteStatus{}
+	if s.subnetRoutes != nil {
+		for _, r := range s.subnetRoutes.Status() {
+			routed[r.Prefix] = r
+		}
+	}
 	if s.pool != nil {
 		if err := s.pool.PersistError(); err != nil {
 			st.LeaseError = err.Error()
@@ -74,6 +108,19 @@ func (s *Server) Status() Status {
 		ps := PeerStatus{Name: p.cfg.Name, Address: leases[k.String()], Drops: p.drops.Snapshot()}
 		if p.cfg.Address.IsValid() {
 			ps.Address = p.cfg.Address.String()
+		}
+		for _, sn := range p.cfg.Subnets {
+			r, ok := routed[sn]
+			ss := SubnetStatus{Prefix: sn.String(), Routed: ok && r.Installed}
+			switch {
+			case !ok:
+				ss.Note = "peer not connected"
+			case r.Conflict != "":
+				ss.Note = "conflict: " + r.Conflict
+			case !r.Installed:
+				ss.Note = r.Reason
+			}
+			ps.Subnets = append(ps.Subnets, ss)
 		}
 		if c, ok := s.sessions[k]; ok {
 			since := c.since
@@ -107,8 +154,12 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	if !st.Offload {
 		mode = "plain"
 	}
-	fmt.Fprintf(w, "listen %s  tun %s (%s)  pool %s  gateway %s  nat %v\nroutes %s\n\n",
+	fmt.Fprintf(w, "listen %s  tun %s (%s)  pool %s  gateway %s  nat %v\nroutes %s\n",
 		strings.Join(st.Listen, ","), st.Tun, mode, st.Pool, st.Gateway, st.NAT, strings.Join(st.Routes, ", "))
+	if st.DNS != nil {
+		fmt.Fprintf(w, "dns %s via %s\n", strings.Join(st.DNS.Domains, ", "), strings.Join(st.DNS.Servers, ", "))
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "PEER\tADDRESS\tENDPOINT\tTRANSPORT\tCONNECTED SINCE\tRX\tTX\tLAST KEEPALIVE\tDROPS\n")
 	for _, p := range st.Peers {
@@ -122,14 +173,27 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 		if !p.Connected {
 			since = "(not connected)"
 		}
-		drops := "-"
-		if len(p.Drops) > 0 {
-			drops = fmt.Sprint(p.Drops)
-		}
+		drops := dropsText(p.Drops)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d B\t%d B\t%s\t%s\n", p.Name, orDash(p.Address), orDash(p.Endpoint),
 			orDash(p.Transport), since, p.RxBytes, p.TxBytes, ka, drops)
 	}
 	tw.Flush()
+	for _, p := range st.Peers {
+		if len(p.Subnets) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\nsubnets of %s via %s:\n", p.Name, st.Tun)
+		for _, sn := range p.Subnets {
+			state := "routed"
+			if !sn.Routed {
+				state = "not routed"
+			}
+			if sn.Note != "" {
+				state += " (" + sn.Note + ")"
+			}
+			fmt.Fprintf(w, "  %-20s %s\n", sn.Prefix, state)
+		}
+	}
 	if len(st.HandshakeFailures) > 0 {
 		fmt.Fprintf(w, "\nrefused handshakes: %v\n", st.HandshakeFailures)
 	}
@@ -140,6 +204,23 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 		fmt.Fprintf(w, "LEASES NOT PERSISTED: %s\n", st.LeaseError)
 	}
 	return nil
+}
+
+// dropsText lists drops as "acl=3 spoofed_source=1", sorted by reason.
+func dropsText(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
 }
 
 func orDash(s string) string {

@@ -40,6 +40,11 @@ type Msg struct {
 	Routes      []string `json:"routes,omitempty"`
 	KeepaliveMS int      `json:"keepalive_ms,omitempty"`
 	DeadAfter   int      `json:"dead_after,omitempty"` // missed keepalives before the session is dead
+	// Subnets are the networks the server routes to this client (its
+	// [[peer]] subnets): a gateway client passes packets to them on.
+	Subnets []string `json:"subnets,omitempty"`
+	// DNS is split DNS for the client to apply; nil: none.
+	DNS *DNS `json:"dns,omitempty"`
 
 	// ping/pong
 	Seq  uint64 `json:"seq,omitempty"`
@@ -50,6 +55,13 @@ type Msg struct {
 
 	// error
 	Error string `json:"error,omitempty"`
+}
+
+// DNS is split DNS pushed in a config message: names under Domains are
+// resolved by Servers, through the tunnel.
+type DNS struct {
+	Servers []string `json:"servers"`
+	Domains []string `json:"domains"`
 }
 
 // EncodeMsg returns m as the payload of one control record.
