@@ -68,11 +68,13 @@ func (c *Client) applyNAT(owner map[netip.Prefix]int) {
 			}
 			s.mu.Unlock()
 		}
+		// Longest prefix first: the first matching rule wins, and the
+		// kernel routes by longest match.
 		slices.SortFunc(snat, func(a, b nat.SNAT) int {
-			if c := a.Dst.Addr().Compare(b.Dst.Addr()); c != 0 {
-				return c
+			if a.Dst.Bits() != b.Dst.Bits() {
+				return b.Dst.Bits() - a.Dst.Bits()
 			}
-			return a.Dst.Bits() - b.Dst.Bits()
+			return a.Dst.Addr().Compare(b.Dst.Addr())
 		})
 	}
 	c.natMu.Lock()
