@@ -4,7 +4,8 @@
 # `apt-get update` once, only when something is missing.
 set -euo pipefail
 
-PKGS=(iproute2 nftables iperf3 iputils-ping curl tcpdump procps)
+# systemd: systemd-analyze, which make test runs on the units (test/install).
+PKGS=(iproute2 nftables iperf3 iputils-ping curl tcpdump procps systemd)
 
 missing=()
 for p in "${PKGS[@]}"; do
