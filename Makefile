@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/gtun/gtun/pkg/cli.Version=$(VERSION) -X github.
 # Packages with goroutines and shared state: run under the race detector.
 RACE_PKGS := ./pkg/...
 
-.PHONY: all build tools deps test unit integration vet fmt-check demo bench clean
+.PHONY: all build tools deps test unit integration vet fmt-check demo bench clean install uninstall dist dist-check
 
 all: build
 
@@ -60,5 +60,22 @@ fuzz:
 scale: deps build
 	./scripts/scale.sh
 
+# scripts/install.sh: binaries, units, example configs and keys (DESTDIR,
+# PREFIX honoured; ARGS="--client --enable" etc.).
+install: build
+	./scripts/install.sh $(ARGS)
+
+uninstall:
+	./scripts/uninstall.sh $(ARGS)
+
+# Release tarballs for linux/amd64 and linux/arm64 plus SHA256SUMS in dist/,
+# reproducible (see scripts/dist.sh); dist-check builds them twice and
+# compares (minutes: it starts from an empty build cache).
+dist:
+	VERSION=$(VERSION) COMMIT=$(COMMIT) GO=$(GO) ./scripts/dist.sh
+
+dist-check:
+	VERSION=$(VERSION) COMMIT=$(COMMIT) GO=$(GO) ./scripts/dist.sh --check
+
 clean:
-	rm -rf bin bench/results
+	rm -rf bin bench/results dist
