@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -24,11 +25,39 @@ import (
 	"github.com/gtun/gtun/pkg/secure"
 )
 
-// Set at build time with -ldflags "-X github.com/gtun/gtun/pkg/cli.Version=...".
+// Set at build time with -ldflags "-X github.com/gtun/gtun/pkg/cli.Version=...
+// -X github.com/gtun/gtun/pkg/cli.Commit=..." (make build, make dist). Left
+// empty, `version` falls back to what the go command recorded in the binary.
 var (
-	Version = "dev"
-	Commit  = "unknown"
+	Version = ""
+	Commit  = ""
 )
+
+// VersionInfo returns the version and commit this binary was built from:
+// the -ldflags values when set; else what the go command recorded (a plain
+// `go build` in a git checkout records a pseudo-version such as
+// v0.0.0-20261121175211-2ee2e62abcde+dirty and the revision; `go install
+// ...@v1.2.3` records v1.2.3); else "dev" and "unknown".
+func VersionInfo() (version, commit string) {
+	version, commit = Version, Commit
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && commit == "" {
+				commit = s.Value[:min(12, len(s.Value))]
+			}
+		}
+	}
+	if version == "" {
+		version = "dev"
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	return version, commit
+}
 
 // Exit codes of both binaries.
 const (
@@ -60,7 +89,8 @@ func (d Daemon) Main(args []string) int {
 		case "pubkey":
 			return d.pubkey(os.Stdin, os.Stdout)
 		case "version", "--version":
-			fmt.Printf("%s %s (commit %s, protocol %d)\n", d.Name, Version, Commit, secure.ProtocolVersion)
+			version, commit := VersionInfo()
+			fmt.Printf("%s %s (commit %s, protocol %d)\n", d.Name, version, commit, secure.ProtocolVersion)
 			return ExitOK
 		case "status":
 			return d.status(args[1:])
