@@ -31,6 +31,9 @@
 # control listed in the root namespace's
 # net.ipv4.tcp_allowed_congestion_control: bench adds a missing one there for
 # the run and puts the old list back on exit. LOSSY_CC=X is LOSSY_CCS=X.
+# A third tunnel column, kcp+fec, runs kcp with forward error correction
+# LOSSY_FEC (DATA:PARITY, default 10:3; empty skips it), gtund restarted
+# with the same setting for it.
 #
 #   scripts/bench.sh                 (root; bin/gtun, bin/gtund from make build)
 #   DURATION=10 TRANSPORT=kcp scripts/bench.sh
@@ -42,6 +45,7 @@ LOSSY=${LOSSY:-1}
 LOSSY_DURATION=${LOSSY_DURATION:-10}
 LOSSY_CONDITIONS=${LOSSY_CONDITIONS:-0:0 25:1 25:5}
 LOSSY_CCS=${LOSSY_CC:-${LOSSY_CCS:-cubic bbr}}
+LOSSY_FEC=${LOSSY_FEC-10:3}
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -75,6 +79,7 @@ for c in $LOSSY_CONDITIONS; do
 	[[ $c =~ ^[0-9]+(\.[0-9]+)?:[0-9]+(\.[0-9]+)?$ ]] || die "LOSSY_CONDITIONS: bad condition '$c' (want DELAY_MS:LOSS_PCT, e.g. 25:1)"
 done
 
+[ -z "$LOSSY_FEC" ] || [[ $LOSSY_FEC =~ ^[0-9]+:[0-9]+$ ]] || die "LOSSY_FEC: want DATA:PARITY, e.g. 10:3 (got '$LOSSY_FEC')"
 for c in $LOSSY_CCS; do
 	[[ $c =~ ^[a-z0-9_]+$ ]] || die "LOSSY_CCS: bad congestion control name '$c'"
 done
@@ -211,7 +216,7 @@ on_cleanup() {
 # lossy_pass CC: the lossy-link conditions with TCP congestion control CC,
 # gtund started afresh so its listener and sessions use CC too.
 lossy_pass() {
-	local cc=$1 c h delay loss tag tr transports='["tcp", "kcp"]'
+	local cc=$1 c h delay loss tag tr fec gtund_fec="" transports='["tcp", "kcp"]'
 	allow_cc "$cc"
 	for h in vm vm2 gw node pod; do
 		inns "$h" sysctl -q -w net.ipv4.tcp_congestion_control="$cc" >/dev/null ||
@@ -247,13 +252,22 @@ lossy_pass() {
 		ping_rtt
 		IPERF_DURATION=$LOSSY_DURATION iperf tcp-up-1
 		ip -n "$PREFIX-vm" route del 10.244.0.0/16 via "$GW_WAN"
-		for tr in tcp kcp; do
+		for tr in tcp kcp ${LOSSY_FEC:+kcp-fec}; do
 			MODE=lossy-$tag-$tr
-			if [ "$tr" = kcp ] && [ -n "$KCP_NA" ]; then
+			if [ "$tr" != tcp ] && [ -n "$KCP_NA" ]; then
 				note "$MODE: n/a"
 				continue
 			fi
-			TRANSPORT=$tr GTUND_TRANSPORTS=$transports lib_write_configs >/dev/null
+			fec=""
+			[ "$tr" = kcp-fec ] && fec=$LOSSY_FEC
+			if [ "$fec" != "$gtund_fec" ]; then
+				# FEC must match on both sides: gtund again with this setting
+				lib_stop gtund 10
+				FEC=$fec TRANSPORT=kcp GTUND_TRANSPORTS=$transports lib_write_configs >/dev/null
+				lib_try_start_gtund >/dev/null || die "gtund with FEC '$fec': $LIB_ERR"
+				gtund_fec=$fec
+			fi
+			FEC=$fec TRANSPORT=${tr%-fec} GTUND_TRANSPORTS=$transports lib_write_configs >/dev/null
 			lib_start gtun vm "$GTUN_BIN" -c "$D/gtun.toml" >/dev/null
 			if lib_try_wait_route 30; then
 				ip -n "$PREFIX-vm" route get "$POD_IP" | grep -q 'dev gtun0' || die "traffic to $POD_IP would not use gtun0"
@@ -283,6 +297,7 @@ lossy() {
 	meta lossy.conditions "$LOSSY_CONDITIONS"
 	meta lossy.duration_s "$LOSSY_DURATION"
 	meta lossy.ccs "$LOSSY_CCS"
+	meta lossy.fec "$LOSSY_FEC"
 	lib_stop iperf3 3
 	lib_topology_up_wanemu
 	start_iperf_server

@@ -148,7 +148,12 @@ lib_keys() {
 
 # lib_write_configs: $D/gtund.toml and $D/gtun.toml (DESIGN "Config contract").
 lib_write_configs() {
-	local transports='["tcp"]'
+	local transports='["tcp"]' fec=""
+	# FEC=D:P: KCP forward error correction on both sides
+	if [ -n "${FEC:-}" ]; then
+		[[ $FEC =~ ^[0-9]+:[0-9]+$ ]] || die "FEC: want DATA:PARITY, e.g. 10:3 (got '$FEC')"
+		fec=$(printf 'fec_data = %s\nfec_parity = %s' "${FEC%%:*}" "${FEC##*:}")
+	fi
 	[ "$TRANSPORT" = kcp ] && transports='["tcp", "kcp"]'
 	transports=${GTUND_TRANSPORTS:-$transports}
 	cat >"$D/gtund.toml" <<-TOML
@@ -163,6 +168,7 @@ lib_write_configs() {
 		nat = true
 		state_dir = "$D/state"
 		control_socket = "$D/gtund.sock"
+		$fec
 
 		[[peer]]
 		name = "$PREFIX-vm"
@@ -182,6 +188,7 @@ lib_write_configs() {
 		endpoints = ["$GW_WAN:$PORT"]
 		transport = "$TRANSPORT"
 		public_key = "$SERVER_PUB"
+		$fec
 
 		[log]
 		level = "info"

@@ -24,7 +24,9 @@
 //	lossy-TAG-MODE-ping.txt       ping -q vm->pod
 //	lossy-TAG-wanemu.json         the emulator's counters after the condition
 //	meta.env                      lossy.duration_s, lossy.CC.kcp_na (why kcp
-//	                              was not measured, if so)
+//	                              was not measured, if so), lossy.fec (the
+//	                              kcp-fec MODE's DATA:PARITY; empty: no
+//	                              such mode)
 //
 // A missing or unreadable measurement is reported as n/a (null in JSON) and
 // listed under errors; it is never fatal. It is not a pass/fail test.
@@ -93,6 +95,8 @@ type Lossy struct {
 	// TCP congestion control in the namespaces: of transport tcp's own
 	// connection and of the measured TCP flow.
 	CC string `json:"tcp_congestion_control,omitempty"`
+	// FEC of the kcp-fec column (DATA:PARITY); empty: not measured.
+	FEC string `json:"kcp_fec,omitempty"`
 	// Direct TCP vm->pod through the emulator at 0 ms 0% against the
 	// same test on the plain topology (the emulator's own cost).
 	EmulatorDirectMbps *float64   `json:"emulator_0_0_direct_mbps"`
@@ -103,16 +107,20 @@ type Lossy struct {
 
 // LossyRow is one link condition.
 type LossyRow struct {
-	DelayMs     float64  `json:"delay_ms_each_way"`
-	RTTAddedMs  float64  `json:"rtt_added_ms"`
-	LossPct     float64  `json:"loss_pct_each_way"`
-	TCPMbps     *float64 `json:"tcp_mbps"`
-	KCPMbps     *float64 `json:"kcp_mbps"`
-	KCPOverTCP  *float64 `json:"kcp_over_tcp"`
-	DirectMbps  *float64 `json:"direct_mbps"`
-	TCPRTTMs    *float64 `json:"tcp_rtt_ms"`
-	KCPRTTMs    *float64 `json:"kcp_rtt_ms"`
-	DirectRTTMs *float64 `json:"direct_rtt_ms"`
+	DelayMs    float64  `json:"delay_ms_each_way"`
+	RTTAddedMs float64  `json:"rtt_added_ms"`
+	LossPct    float64  `json:"loss_pct_each_way"`
+	TCPMbps    *float64 `json:"tcp_mbps"`
+	KCPMbps    *float64 `json:"kcp_mbps"`
+	KCPOverTCP *float64 `json:"kcp_over_tcp"`
+	// kcp with forward error correction (Lossy.FEC)
+	KCPFECMbps    *float64 `json:"kcp_fec_mbps,omitempty"`
+	KCPFECOverTCP *float64 `json:"kcp_fec_over_tcp,omitempty"`
+	KCPFECRTTMs   *float64 `json:"kcp_fec_rtt_ms,omitempty"`
+	DirectMbps    *float64 `json:"direct_mbps"`
+	TCPRTTMs      *float64 `json:"tcp_rtt_ms"`
+	KCPRTTMs      *float64 `json:"kcp_rtt_ms"`
+	DirectRTTMs   *float64 `json:"direct_rtt_ms"`
 	// Measured by the emulator over the whole condition: percent of the
 	// frames it dropped at random, each direction (vm->gw, gw->vm), and
 	// frames it dropped for a full queue or could not read in time.
@@ -304,7 +312,7 @@ func Build(dir string) *Report {
 func LossyTag(cc, delayMs, lossPct string) string { return cc + "-d" + delayMs + "-l" + lossPct }
 
 func buildLossy(dir string, meta map[string]string, cc string, conds []string, fail func(error)) *Lossy {
-	l := &Lossy{KCPNA: meta["lossy."+cc+".kcp_na"], CC: cc, Rows: []LossyRow{}}
+	l := &Lossy{KCPNA: meta["lossy."+cc+".kcp_na"], CC: cc, FEC: meta["lossy.fec"], Rows: []LossyRow{}}
 	l.DurationS, _ = strconv.ParseFloat(meta["lossy.duration_s"], 64)
 	for _, c := range conds {
 		ds, ls, ok := strings.Cut(c, ":")
@@ -317,7 +325,7 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 		tag := LossyTag(cc, ds, ls)
 		row := LossyRow{DelayMs: delay, RTTAddedMs: 2 * delay, LossPct: loss, EmulatedLossPct: []*float64{}}
 		measure := func(mode string) (mbps, rtt *float64) {
-			if mode == "kcp" && l.KCPNA != "" {
+			if strings.HasPrefix(mode, "kcp") && l.KCPNA != "" {
 				return nil, nil
 			}
 			ip, err := readIperf(filepath.Join(dir, "lossy-"+tag+"-"+mode+"-tcp-up-1.json"))
@@ -333,6 +341,10 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 		row.TCPMbps, row.TCPRTTMs = measure("tcp")
 		row.KCPMbps, row.KCPRTTMs = measure("kcp")
 		row.KCPOverTCP = div(row.KCPMbps, row.TCPMbps)
+		if l.FEC != "" {
+			row.KCPFECMbps, row.KCPFECRTTMs = measure("kcp-fec")
+			row.KCPFECOverTCP = div(row.KCPFECMbps, row.TCPMbps)
+		}
 		if st, err := readWanemu(filepath.Join(dir, "lossy-"+tag+"-wanemu.json")); err != nil {
 			fail(err)
 		} else {
@@ -556,12 +568,22 @@ func printLossy(w io.Writer, l *Lossy) {
 		cc = ", TCP congestion control " + l.CC
 	}
 	fmt.Fprintf(w, "\nlossy link: WAN emulator (tools/wanemu) between vm and gw; iperf3 TCP vm->pod, 1 stream, %gs%s; RTT: idle ping vm->pod\n", l.DurationS, cc)
-	t := newTable("RTT added", "loss each way", "tcp Mbit/s", "kcp Mbit/s", "kcp/tcp", "tcp RTT ms", "kcp RTT ms", "direct Mbit/s", "direct RTT ms", "emulated loss")
-	for _, r := range l.Rows {
-		kcp, kcpRTT, ratio := f(r.KCPMbps, "%.1f"), f(r.KCPRTTMs, "%.1f"), "n/a"
-		if r.KCPOverTCP != nil {
-			ratio = fmt.Sprintf("%.2fx", *r.KCPOverTCP)
+	head := []string{"RTT added", "loss each way", "tcp Mbit/s", "kcp Mbit/s", "kcp/tcp"}
+	if l.FEC != "" {
+		head = append(head, "kcp+fec Mbit/s", "kcp+fec/tcp")
+	}
+	head = append(head, "tcp RTT ms", "kcp RTT ms")
+	if l.FEC != "" {
+		head = append(head, "kcp+fec RTT ms")
+	}
+	t := newTable(append(head, "direct Mbit/s", "direct RTT ms", "emulated loss")...)
+	ratio := func(v *float64) string {
+		if v == nil {
+			return "n/a"
 		}
+		return fmt.Sprintf("%.2fx", *v)
+	}
+	for _, r := range l.Rows {
 		emu := ""
 		for i, v := range r.EmulatedLossPct {
 			if i > 0 {
@@ -572,12 +594,23 @@ func printLossy(w io.Writer, l *Lossy) {
 		if r.EmulatorDrops != nil && *r.EmulatorDrops > 0 {
 			emu += fmt.Sprintf(" (+%.0f overflow)", *r.EmulatorDrops)
 		}
-		t.row(fmt.Sprintf("%g ms", r.RTTAddedMs), fmt.Sprintf("%g%%", r.LossPct), f(r.TCPMbps, "%.1f"), kcp, ratio,
-			f(r.TCPRTTMs, "%.1f"), kcpRTT, f(r.DirectMbps, "%.1f"), f(r.DirectRTTMs, "%.1f"), emu)
+		cells := []string{fmt.Sprintf("%g ms", r.RTTAddedMs), fmt.Sprintf("%g%%", r.LossPct), f(r.TCPMbps, "%.1f"),
+			f(r.KCPMbps, "%.1f"), ratio(r.KCPOverTCP)}
+		if l.FEC != "" {
+			cells = append(cells, f(r.KCPFECMbps, "%.1f"), ratio(r.KCPFECOverTCP))
+		}
+		cells = append(cells, f(r.TCPRTTMs, "%.1f"), f(r.KCPRTTMs, "%.1f"))
+		if l.FEC != "" {
+			cells = append(cells, f(r.KCPFECRTTMs, "%.1f"))
+		}
+		t.row(append(cells, f(r.DirectMbps, "%.1f"), f(r.DirectRTTMs, "%.1f"), emu)...)
 	}
 	t.print(w)
 	if l.KCPNA != "" {
 		fmt.Fprintf(w, "kcp: n/a (%s)\n", l.KCPNA)
+	}
+	if l.FEC != "" {
+		fmt.Fprintf(w, "kcp+fec: kcp with fec_data:fec_parity = %s on both sides\n", l.FEC)
 	}
 	if l.EmulatorDirectMbps != nil {
 		fmt.Fprintf(w, "emulator cost at 0 ms 0%%: direct TCP %s Mbit/s through it, %s Mbit/s on the plain topology (%s)\n",

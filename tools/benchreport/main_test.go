@@ -86,7 +86,7 @@ func TestBuild(t *testing.T) {
 
 func TestLossy(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "meta.env", "timestamp=T\ntopology=plain\nlossy.conditions=0:0 25:1\nlossy.duration_s=10\nlossy.ccs=cubic bbr\n")
+	write(t, dir, "meta.env", "timestamp=T\ntopology=plain\nlossy.conditions=0:0 25:1\nlossy.duration_s=10\nlossy.ccs=cubic bbr\nlossy.fec=10:3\n")
 	write(t, dir, "direct-tcp-up-1.json", tcpDirectJSON) // 32 Gbit/s
 	mbps := func(v string) string { return strings.ReplaceAll(tcpJSON, "8e9", v) }
 	write(t, dir, "lossy-cubic-d0-l0-direct-tcp-up-1.json", mbps("1.6e9"))
@@ -95,6 +95,7 @@ func TestLossy(t *testing.T) {
 	write(t, dir, "lossy-cubic-d25-l1-direct-tcp-up-1.json", mbps("2e7"))
 	write(t, dir, "lossy-cubic-d25-l1-tcp-tcp-up-1.json", mbps("1e7"))
 	write(t, dir, "lossy-cubic-d25-l1-kcp-tcp-up-1.json", mbps("4e7"))
+	write(t, dir, "lossy-cubic-d25-l1-kcp-fec-tcp-up-1.json", mbps("8e7"))
 	write(t, dir, "lossy-bbr-d25-l1-tcp-tcp-up-1.json", mbps("3e7"))
 	for _, tag := range []string{"cubic-d0-l0", "cubic-d25-l1"} {
 		for _, m := range []string{"direct", "tcp", "kcp"} {
@@ -115,6 +116,9 @@ func TestLossy(t *testing.T) {
 		*row.KCPOverTCP != 4 || *row.DirectMbps != 20 || *row.TCPRTTMs != 51.5 {
 		t.Errorf("row = %+v", row)
 	}
+	if row.KCPFECMbps == nil || *row.KCPFECMbps != 80 || *row.KCPFECOverTCP != 8 {
+		t.Errorf("kcp+fec = %v / %v, want 80 Mbit/s, 8x", row.KCPFECMbps, row.KCPFECOverTCP)
+	}
 	if len(row.EmulatedLossPct) != 2 || *row.EmulatedLossPct[0] != 1 || *row.EmulatedLossPct[1] != 1 || *row.EmulatorDrops != 2 {
 		t.Errorf("emulated = %v, drops %v", row.EmulatedLossPct, row.EmulatorDrops)
 	}
@@ -126,7 +130,7 @@ func TestLossy(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	PrintTable(&buf, r)
-	for _, want := range []string{"50 ms     |            1% |       10.0 |       40.0 |   4.00x", "1.00% / 1.00% (+2 overflow)", "(5.0%)", "topology of the tests above: plain", "10s, TCP congestion control cubic;", "10s, TCP congestion control bbr;"} {
+	for _, want := range []string{"50 ms     |            1% |       10.0 |       40.0 |   4.00x", "1.00% / 1.00% (+2 overflow)", "(5.0%)", "topology of the tests above: plain", "10s, TCP congestion control cubic;", "10s, TCP congestion control bbr;", "8.00x", "fec_data:fec_parity = 10:3"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, buf.String())
 		}
