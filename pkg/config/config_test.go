@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/secure"
 )
 
@@ -121,6 +122,8 @@ allowed = ["10.244.1.0/24"]
 		{"StateDir", s.StateDir, "/var/lib/gtund"},
 		{"ControlSocket", s.ControlSocket, "/run/gtund/gtund.sock"},
 		{"Keepalive", s.Keepalive, 2 * time.Second},
+		{"HandshakeTimeout", s.HandshakeTimeout, 5 * time.Second},
+		{"Handshake", s.Handshake, guard.Limits{Rate: guard.DefaultRate, Burst: guard.DefaultBurst, MaxPending: guard.DefaultMaxPending, MaxPendingPerSource: guard.DefaultMaxPendingPerSource}},
 		{"DeadAfter", s.DeadAfter, 3},
 		{"Log", s.Log, Log{Level: "info", Format: "text"}},
 		{"len(Peers)", len(s.Peers), 2},
@@ -165,6 +168,11 @@ metrics_listen = "127.0.0.1:9624"
 keepalive = "250ms"
 dead_after = 7
 offload = false
+handshake_timeout = "2s"
+handshake_rate = 5
+handshake_burst = 10
+max_handshakes = 100
+max_handshakes_per_source = 4
 
 [log]
 level = "debug"
@@ -177,7 +185,8 @@ format = "json"
 	want := Server{File: path, Listen: "127.0.0.1:9623", Transports: []string{"tcp"}, PrivateKey: f.priv,
 		PrivateKeyFile: f.key, Tun: "gw0", MTU: 9000, Pool: netip.MustParsePrefix("100.64.0.0/30"),
 		Gateway: netip.MustParseAddr("100.64.0.1"), NAT: false, StateDir: "/srv/state", ControlSocket: "/tmp/x.sock", MetricsListen: "127.0.0.1:9624",
-		Keepalive: 250 * time.Millisecond, DeadAfter: 7, Offload: false, Log: Log{Level: "debug", Format: "json"}}
+		Keepalive: 250 * time.Millisecond, DeadAfter: 7, Offload: false, Log: Log{Level: "debug", Format: "json"},
+		HandshakeTimeout: 2 * time.Second, Handshake: guard.Limits{Rate: 5, Burst: 10, MaxPending: 100, MaxPendingPerSource: 4}}
 	if !reflect.DeepEqual(*s, want) {
 		t.Errorf("got  %+v\nwant %+v", *s, want)
 	}
@@ -332,6 +341,9 @@ func TestLoadServerErrors(t *testing.T) {
 		{"key file mode 0644", "[server]\npool = \"100.64.240.0/24\"\nprivate_key_file = \"KEY644\"\n", 3, "server.private_key_file", "mode 0644"},
 		{"missing key file", "[server]\npool = \"100.64.240.0/24\"\nprivate_key_file = \"/nonexistent/private.key\"\n", 3, "server.private_key_file", "no such file"},
 		{"missing pool", "[server]\nprivate_key_file = \"KEY\"\n", 1, "server.pool", "required"},
+		{"handshake timeout too long", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\nhandshake_timeout = \"5m\"\n", 4, "server.handshake_timeout", "1s..1m"},
+		{"negative handshake rate", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\nhandshake_rate = -1\n", 4, "server.handshake_rate", "must be 1.."},
+		{"per-source cap above the total", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\nmax_handshakes = 10\nmax_handshakes_per_source = 11\n", 5, "server.max_handshakes_per_source", "more than max_handshakes"},
 		{"pool too small", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/31\"\n", 3, "server.pool", "from /16 (65,536 addresses) to /30"},
 		{"pool too big", "[server]\nprivate_key_file = \"KEY\"\npool = \"10.0.0.0/8\"\n", 3, "server.pool", "from /16 (65,536 addresses) to /30"},
 		{"pool IPv6", "[server]\nprivate_key_file = \"KEY\"\npool = \"fd00::/64\"\n", 3, "server.pool", "IPv4"},

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/ipam"
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/secure"
@@ -38,6 +39,12 @@ type ServerSection struct {
 	FECData        int      `toml:"fec_data"`
 	FECParity      int      `toml:"fec_parity"`
 	DNS            *DNSTOML `toml:"dns"`
+
+	HandshakeTimeout       string `toml:"handshake_timeout"`
+	HandshakeRate          int    `toml:"handshake_rate"`
+	HandshakeBurst         int    `toml:"handshake_burst"`
+	MaxHandshakes          int    `toml:"max_handshakes"`
+	MaxHandshakesPerSource int    `toml:"max_handshakes_per_source"`
 }
 
 // DNSTOML is [server] dns = { servers = [...], domains = [...] }.
@@ -77,8 +84,12 @@ type Server struct {
 	FECData        int  // KCP forward error correction: data shards (0: off)
 	FECParity      int  // and parity shards
 	DNS            DNS  // pushed to clients for split DNS; zero: none
-	Peers          []Peer
-	Log            Log
+	// HandshakeTimeout bounds an unauthenticated connection: transport
+	// accept to the client's hello. Handshake limits what may start one.
+	HandshakeTimeout time.Duration
+	Handshake        guard.Limits
+	Peers            []Peer
+	Log              Log
 }
 
 // DNS is what gtund pushes for split DNS: names under Domains are resolved
@@ -180,6 +191,29 @@ func LoadServer(path string) (*Server, error) {
 	}
 	if out.DeadAfter < 2 || out.DeadAfter > 100 {
 		l.errf("server.dead_after", "must be 2..100 missed keepalives, not %d", out.DeadAfter)
+	}
+
+	out.HandshakeTimeout = l.duration("server.handshake_timeout", s.HandshakeTimeout, 5*time.Second)
+	if out.HandshakeTimeout < time.Second || out.HandshakeTimeout > time.Minute {
+		l.errf("server.handshake_timeout", "must be 1s..1m, not %s", out.HandshakeTimeout)
+	}
+	limit := func(key string, v, def, max int) int {
+		if v == 0 {
+			return def
+		}
+		if v < 1 || v > max {
+			l.errf(key, "must be 1..%d, not %d", max, v)
+		}
+		return v
+	}
+	out.Handshake = guard.Limits{
+		Rate:                float64(limit("server.handshake_rate", s.HandshakeRate, guard.DefaultRate, 1_000_000)),
+		Burst:               limit("server.handshake_burst", s.HandshakeBurst, guard.DefaultBurst, 1_000_000),
+		MaxPending:          limit("server.max_handshakes", s.MaxHandshakes, guard.DefaultMaxPending, 65536),
+		MaxPendingPerSource: limit("server.max_handshakes_per_source", s.MaxHandshakesPerSource, guard.DefaultMaxPendingPerSource, 65536),
+	}
+	if out.Handshake.MaxPendingPerSource > out.Handshake.MaxPending {
+		l.errf("server.max_handshakes_per_source", "%d is more than max_handshakes (%d)", out.Handshake.MaxPendingPerSource, out.Handshake.MaxPending)
 	}
 
 	names := map[string]bool{}
