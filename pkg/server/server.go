@@ -19,6 +19,7 @@ import (
 
 	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/control"
+	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/ipam"
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/metrics"
@@ -48,10 +49,6 @@ func NATTable(tun string) string {
 // own routes, which it keeps while reconnecting), and meanwhile packets to
 // them are dropped here rather than sent out of the default route.
 const subnetLinger = 30 * time.Second
-
-// maxPendingHandshakes bounds the goroutines and sockets unauthenticated
-// clients can hold at once; more are closed on accept.
-const maxPendingHandshakes = 256
 
 // Drop reasons, counted per peer and in total.
 const (
@@ -96,7 +93,8 @@ type Server struct {
 	// routed into the TUN.
 	subnetRoutes *route.Reconciler
 
-	pending     chan struct{}
+	guard       *guard.Guard // admits handshakes: per-source rate, caps on those in progress
+	hsTimeout   atomic.Int64 // nanoseconds from accept to hello; a reload may change it
 	hsFailures  stats.Reasons
 	drops       stats.Reasons
 	wg          sync.WaitGroup
@@ -142,13 +140,14 @@ type clientConn struct {
 func New(cfg *config.Server, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second),
 		peers: map[secure.PublicKey]*peerInfo{}, sessions: map[secure.PublicKey]*clientConn{},
-		pending: make(chan struct{}, maxPendingHandshakes),
-		routes:  cfg.Routes, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter}
+		guard:  guard.New(cfg.Handshake),
+		routes: cfg.Routes, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter}
 	s.bySubnet.Store(packet.NewTable(map[netip.Prefix]*clientConn{}))
 	for _, p := range cfg.Peers {
 		s.peers[p.PublicKey] = newPeerInfo(p)
 	}
 	s.byAddr = make([]atomic.Pointer[clientConn], 1<<(32-cfg.Pool.Bits()))
+	s.hsTimeout.Store(int64(handshakeTimeout(cfg)))
 	return s
 }
 
@@ -323,15 +322,18 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, tname string) 
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		select {
-		case s.pending <- struct{}{}:
-		default:
-			s.hsFailures.Inc("too_many_pending")
-			s.rate.Log(slog.LevelWarn, "pending", "too many handshakes in progress; connection closed", "remote", raw.RemoteAddr().String())
+		// Admission comes before any goroutine, buffer or crypto is
+		// spent on the connection (for kcp, the session kcp-go made for
+		// the new UDP source is dropped again by Close).
+		ticket, refused := s.guard.Admit(guard.SourceOf(raw))
+		if ticket == nil {
 			raw.Close()
+			s.hsFailures.Inc(refused)
+			s.rate.Log(slog.LevelWarn, "admit:"+refused, "handshake refused before it started; connection closed",
+				"reason", refused, "remote", raw.RemoteAddr().String(), "transport", tname, "refused_total", s.hsFailures.Get(refused))
 			continue
 		}
-		s.goRun(func() { s.serveConn(ctx, raw, tname) })
+		s.goRun(func() { s.serveConn(ctx, raw, tname, ticket) })
 	}
 }
 
@@ -350,30 +352,39 @@ func (s *Server) authorize(k secure.PublicKey, ts uint64) error {
 	return nil
 }
 
-func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string) {
+// serveConn runs one client connection. Until the client's hello has
+// arrived the connection is unauthenticated: it holds its admission ticket
+// and has handshake_timeout, from accept, to get there.
+func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string, ticket *guard.Ticket) {
+	defer ticket.Release()
 	remote := raw.RemoteAddr().String()
+	deadline := time.Now().Add(time.Duration(s.hsTimeout.Load()))
 	// Handshake and setup have deadlines of their own; shutdown need not wait.
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
-	sc, key, err := secure.Server(raw, secure.ServerConfig{Private: s.cfg.PrivateKey, Authorize: s.authorize})
-	<-s.pending
+	sc, key, err := secure.Server(raw, secure.ServerConfig{Private: s.cfg.PrivateKey, Authorize: s.authorize, Timeout: time.Until(deadline)})
 	if err != nil {
 		raw.Close()
 		reason := handshakeReason(err)
 		s.hsFailures.Inc(reason)
-		args := []any{"remote", remote, "reason", reason, "err", err}
+		// Never a key: an unknown client's public key prefix is all that
+		// is logged (to find it in a peer list), nothing secret.
+		args := []any{"remote", remote, "reason", reason, "err", err, "refused_total", s.hsFailures.Get(reason)}
 		if reason == "unknown_peer" {
 			args = append(args, "key_prefix", key.Short())
 		}
 		s.rate.Log(slog.LevelWarn, "hs:"+reason, "handshake refused", args...)
 		return
 	}
+	_ = raw.SetReadDeadline(deadline) // for the hello; cleared once it is in
 	sess, hello, err := session.Accept(sc, 0, s.log)
 	if err != nil {
 		s.hsFailures.Inc("session_setup")
-		s.rate.Log(slog.LevelWarn, "setup", "session setup failed", "remote", remote, "err", err)
+		s.rate.Log(slog.LevelWarn, "setup", "session setup failed", "remote", remote, "err", err, "refused_total", s.hsFailures.Get("session_setup"))
 		return
 	}
+	_ = raw.SetReadDeadline(time.Time{})
+	ticket.Release()
 	refuse := func(reason string) {
 		_ = sess.SendControl(&session.Msg{Type: session.TypeError, Error: reason})
 		sess.Close()
@@ -424,6 +435,15 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string) {
 	err = sess.Run(ctx, session.Handlers{Packet: func(pkt []byte) { s.fromClient(c, pkt) }})
 	s.unregister(key, c)
 	s.log.Info("peer disconnected", "peer", name, "address", addr, "err", err)
+}
+
+// handshakeTimeout is the config's, or the default for configs built in
+// code (tests) that leave it zero.
+func handshakeTimeout(c *config.Server) time.Duration {
+	if c.HandshakeTimeout > 0 {
+		return c.HandshakeTimeout
+	}
+	return secure.DefaultHandshakeTimeout
 }
 
 func handshakeReason(err error) string {
@@ -689,6 +709,8 @@ func (s *Server) reload() {
 	var added, removed, changed int
 	s.mu.Lock()
 	s.routes, s.dns, s.keepalive, s.deadAfter = n.Routes, n.DNS, n.Keepalive, n.DeadAfter
+	s.guard.SetLimits(n.Handshake)
+	s.hsTimeout.Store(int64(handshakeTimeout(n)))
 	peers := make(map[secure.PublicKey]*peerInfo, len(n.Peers))
 	for _, p := range n.Peers {
 		pi, ok := s.peers[p.PublicKey]

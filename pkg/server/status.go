@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/route"
 )
 
@@ -25,6 +26,7 @@ type Status struct {
 	Offload           bool              `json:"offload"` // TUN with virtio-net header and TSO; false: plain path
 	Started           time.Time         `json:"started"`
 	HandshakeFailures map[string]uint64 `json:"handshake_failures,omitempty"`
+	Handshakes        guard.Stats       `json:"handshakes"` // in progress now, sources remembered
 	Drops             map[string]uint64 `json:"drops,omitempty"`
 	LeaseError        string            `json:"lease_error,omitempty"`
 	Peers             []PeerStatus      `json:"peers"`
@@ -71,7 +73,8 @@ type PeerStatus struct {
 // Status snapshots the server's state.
 func (s *Server) Status() Status {
 	st := Status{Listen: s.listenAddrs, Tun: s.cfg.Tun, Pool: s.cfg.Pool.String(), Gateway: s.cfg.Gateway.String(),
-		NAT: s.cfg.NAT, Started: s.started, HandshakeFailures: s.hsFailures.Snapshot(), Drops: s.drops.Snapshot()}
+		NAT: s.cfg.NAT, Started: s.started, HandshakeFailures: s.hsFailures.Snapshot(), Drops: s.drops.Snapshot(),
+		Handshakes: s.guard.Stats()}
 	if s.tun != nil {
 		st.Offload = s.tun.Offload()
 	}
@@ -194,8 +197,9 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 			fmt.Fprintf(w, "  %-20s %s\n", sn.Prefix, state)
 		}
 	}
+	fmt.Fprintf(w, "\nhandshakes in progress: %d (from %d recent sources)\n", st.Handshakes.Pending, st.Handshakes.Sources)
 	if len(st.HandshakeFailures) > 0 {
-		fmt.Fprintf(w, "\nrefused handshakes: %v\n", st.HandshakeFailures)
+		fmt.Fprintf(w, "refused handshakes: %v\n", st.HandshakeFailures)
 	}
 	if len(st.Drops) > 0 {
 		fmt.Fprintf(w, "drops: %v\n", st.Drops)

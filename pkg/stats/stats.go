@@ -22,6 +22,13 @@ func (c *Reasons) Inc(reason string) {
 	c.mu.Unlock()
 }
 
+// Get returns the count of reason.
+func (c *Reasons) Get(reason string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[reason]
+}
+
 // Snapshot returns a copy of the counts (nil when there are none).
 func (c *Reasons) Snapshot() map[string]uint64 {
 	c.mu.Lock()
