@@ -151,6 +151,41 @@ allowed = ["10.244.1.0/24"]
 	}
 }
 
+func TestLoadServerMap(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "gtund.toml", serverHead+`map = ["10.244.0.0/16=100.100.0.0/16", "10.96.0.0/12=100.112.0.0/12"]
+`+twoPeers+`allowed = ["10.244.1.0/24"]
+`)
+	s, err := LoadServer(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Mapping{
+		{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("100.100.0.0/16")},
+		{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("100.112.0.0/12")},
+	}
+	if !slices.Equal(s.Map, want) {
+		t.Fatalf("map %v, want %v", s.Map, want)
+	}
+	// allowed is written in real terms, like routes.
+	if got := s.Peers[1].Allowed; !slices.Equal(got, []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}) {
+		t.Errorf("allowed %v", got)
+	}
+	for in, out := range map[string]string{
+		"10.244.0.0/16":  "100.100.0.0/16",
+		"10.244.1.0/24":  "100.100.1.0/24",
+		"10.244.1.20/32": "100.100.1.20/32",
+		"10.96.0.0/12":   "100.112.0.0/12",
+		"10.96.0.10/32":  "100.112.0.10/32",
+		"10.111.2.3/32":  "100.127.2.3/32", // host bits of a /12 cross the octet
+		"10.0.0.0/24":    "10.0.0.0/24",    // not mapped
+	} {
+		if got := Virtual(s.Map, netip.MustParsePrefix(in)); got.String() != out {
+			t.Errorf("Virtual(%s) = %s, want %s", in, got, out)
+		}
+	}
+}
+
 func TestLoadServerExplicitValues(t *testing.T) {
 	f := newFixture(t)
 	path := f.write(t, "gtund.toml", `[server]
@@ -387,6 +422,17 @@ func TestLoadServerErrors(t *testing.T) {
 		{"dead_after too small", serverHead + "dead_after = 1\n", 5, "server.dead_after", "2..100"},
 		{"bad listen port", serverHead + "listen = \"0.0.0.0:70000\"\n", 5, "server.listen", "bad port"},
 		{"bad tun name", serverHead + "tun = \"a-very-long-interface\"\n", 5, "server.tun", "bad interface name"},
+		{"map without =", serverHead + "map = [\"10.244.0.0/16\"]\n", 5, "server.map", "is not REAL=VIRTUAL"},
+		{"map bad CIDR", serverHead + "map = [\"10.244.0.0/16=100.100.0.0/33\"]\n", 5, "server.map", "bad CIDR"},
+		{"map host bits", serverHead + "map = [\"10.244.0.0/16=100.100.0.1/16\"]\n", 5, "server.map", "host bits"},
+		{"map length mismatch", serverHead + "map = [\"10.96.0.0/12=100.110.0.0/16\"]\n", 5, "server.map", "same length (/12 is not /16)"},
+		{"map IPv6", serverHead + "map = [\"fd00::/64=fd01::/64\"]\n", 5, "server.map", "only IPv4"},
+		{"map onto itself", serverHead + "map = [\"10.244.0.0/16=10.244.0.0/16\"]\n", 5, "server.map", "onto itself"},
+		{"map virtual overlaps pool", serverHead + "map = [\"10.244.0.0/16=100.64.0.0/16\"]\n", 5, "server.map", "100.64.0.0/16 overlaps pool 100.64.240.0/24"},
+		{"map virtual overlaps a served route", serverHead + "map = [\"10.244.0.0/16=10.100.0.0/16\"]\n", 5, "server.map", "virtual 10.100.0.0/16 overlaps served route 10.96.0.0/12"},
+		{"map real cuts a served route", serverHead + "map = [\"10.96.0.0/16=100.110.0.0/16\"]\n", 5, "server.map", "served route 10.96.0.0/12 is not inside real 10.96.0.0/16"},
+		{"map same real twice", serverHead + "map = [\"10.244.0.0/16=100.100.0.0/16\", \"10.244.0.0/16=100.101.0.0/16\"]\n", 5, "server.map", "overlaps 10.244.0.0/16=100.100.0.0/16"},
+		{"map same virtual twice", serverHead + "map = [\"10.244.0.0/16=100.100.0.0/16\", \"10.96.0.0/12=100.96.0.0/12\"]\n", 5, "server.map", "overlaps 10.244.0.0/16=100.100.0.0/16"},
 		{"syntax error", serverHead + "mtu = \n", 5, "server.mtu", "expected value"},
 		{"syntax error: unterminated string", serverHead + "\ntun = \"gtund0\n", 6, "server.tun", ""},
 	}

@@ -29,6 +29,7 @@ type ServerSection struct {
 	MTU            int      `toml:"mtu"`
 	Pool           string   `toml:"pool"`
 	Routes         []string `toml:"routes"`
+	Map            []string `toml:"map"`
 	NAT            *bool    `toml:"nat"`
 	StateDir       string   `toml:"state_dir"`
 	ControlSocket  string   `toml:"control_socket"`
@@ -74,6 +75,7 @@ type Server struct {
 	Pool           netip.Prefix
 	Gateway        netip.Addr // the server's own tunnel address: the pool's first usable
 	Routes         []netip.Prefix
+	Map            []Mapping // served real prefixes shown to clients under virtual ones
 	NAT            bool
 	StateDir       string
 	ControlSocket  string
@@ -102,6 +104,36 @@ type DNS struct {
 
 // IsZero reports whether no split DNS is configured.
 func (d DNS) IsZero() bool { return len(d.Servers) == 0 }
+
+// Mapping serves the Real prefix under the Virtual one, 1:1 with the host
+// bits kept (10.244.0.0/16=100.100.0.0/16: 10.244.1.20 is 100.100.1.20 to
+// clients). Two clusters with the same pod CIDR can so be reached from one
+// client at the same time. Both have the same length.
+type Mapping struct {
+	Real, Virtual netip.Prefix
+}
+
+func (m Mapping) String() string { return m.Real.String() + "=" + m.Virtual.String() }
+
+// Virtual returns what clients see of p: p moved into the virtual prefix
+// of the mapping whose real prefix holds it, or p itself when none does.
+// The config guarantees a served prefix lies inside one real prefix or
+// outside all of them.
+func Virtual(maps []Mapping, p netip.Prefix) netip.Prefix {
+	for _, m := range maps {
+		if m.Real.Bits() <= p.Bits() && m.Real.Contains(p.Addr()) {
+			host := ^uint32(0) >> m.Real.Bits() // the bits that stay
+			a := v4(p.Addr())&host | v4(m.Virtual.Addr())&^host
+			return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), p.Bits())
+		}
+	}
+	return p
+}
+
+func v4(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
 
 // Peer is a validated [[peer]].
 type Peer struct {
@@ -173,6 +205,7 @@ func LoadServer(path string) (*Server, error) {
 			l.errf("server.routes", "route %s overlaps pool %s", r, out.Pool)
 		}
 	}
+	out.Map = l.maps("server.map", s.Map, out.Pool, out.Routes)
 	out.NAT = s.NAT == nil || *s.NAT
 	out.Offload = s.Offload == nil || *s.Offload
 	out.StateDir = s.StateDir
@@ -363,4 +396,64 @@ func validDomain(n string) bool {
 		}
 	}
 	return true
+}
+
+// maps validates server.map: "REAL=VIRTUAL" pairs of IPv4 prefixes of the
+// same length. Neither side may overlap the pool or another entry's same
+// side; a virtual prefix may not overlap a served route (an address would
+// then mean two things); a served route that touches a real prefix must lie
+// inside it, so that it has exactly one virtual name.
+func (l *loader) maps(key string, in []string, pool netip.Prefix, routes []netip.Prefix) []Mapping {
+	var out []Mapping
+	for _, s := range in {
+		realS, virtS, ok := strings.Cut(s, "=")
+		if !ok {
+			l.errf(key, "%q is not REAL=VIRTUAL (e.g. \"10.244.0.0/16=100.100.0.0/16\")", s)
+			continue
+		}
+		real, ok1 := l.prefix(key, realS)
+		virt, ok2 := l.prefix(key, virtS)
+		if !ok1 || !ok2 {
+			continue
+		}
+		m := Mapping{Real: real, Virtual: virt}
+		switch {
+		case !real.Addr().Is4() || !virt.Addr().Is4():
+			l.errf(key, "%s: only IPv4 prefixes can be mapped", m)
+			continue
+		case real.Bits() != virt.Bits():
+			l.errf(key, "%s: both sides must have the same length (/%d is not /%d): addresses map 1:1", m, real.Bits(), virt.Bits())
+			continue
+		case real == virt:
+			l.errf(key, "%s maps a prefix onto itself", m)
+			continue
+		}
+		bad := false
+		for _, side := range []netip.Prefix{real, virt} {
+			if pool.IsValid() && side.Overlaps(pool) {
+				l.errf(key, "%s: %s overlaps pool %s", m, side, pool)
+				bad = true
+			}
+		}
+		for _, o := range out {
+			if real.Overlaps(o.Real) || virt.Overlaps(o.Virtual) || real.Overlaps(o.Virtual) || virt.Overlaps(o.Real) {
+				l.errf(key, "%s overlaps %s", m, o)
+				bad = true
+			}
+		}
+		for _, r := range routes {
+			if virt.Overlaps(r) {
+				l.errf(key, "%s: virtual %s overlaps served route %s", m, virt, r)
+				bad = true
+			}
+			if real.Overlaps(r) && !(real.Bits() <= r.Bits() && real.Contains(r.Addr())) {
+				l.errf(key, "%s: served route %s is not inside real %s (split the route, or map a prefix that holds it)", m, r, real)
+				bad = true
+			}
+		}
+		if !bad {
+			out = append(out, m)
+		}
+	}
+	return out
 }

@@ -38,6 +38,10 @@ type Spec struct {
 	// hosts must leave with the tunnel address of the server whose routes
 	// it takes (masquerade would pick one address of the device for all).
 	SNAT []SNAT
+	// Netmap maps destinations of packets arriving from Tun 1:1 from a
+	// virtual prefix to a real one (gtund's `map`), keeping the host bits;
+	// conntrack maps the replies back. IPv4 only.
+	Netmap []Netmap
 	// ClampMSS clamps the MSS of forwarded TCP SYNs in and out of Tun to
 	// the route's path MTU, so peers behind the tunnel don't send segments
 	// that only fit a full-size link.
@@ -53,6 +57,13 @@ type SNAT struct {
 	To  netip.Addr
 }
 
+// Netmap is one `iifname <tun> ip daddr <Virtual> dnat ip prefix to <Real>`
+// rule (the kernel's NF_NAT_RANGE_NETMAP): Virtual and Real have the same
+// length, and an address keeps its host bits.
+type Netmap struct {
+	Virtual, Real netip.Prefix
+}
+
 // ifnameSize is IFNAMSIZ: nftables compares interface names as 16 bytes,
 // NUL padded, which is what makes it an exact match rather than a prefix.
 const ifnameSize = 16
@@ -60,6 +71,9 @@ const ifnameSize = 16
 // Ensure makes the table exactly what s describes. It is idempotent: in one
 // netlink batch it deletes the table if it exists and creates it afresh with
 //
+//	chain prerouting { type nat hook prerouting priority dstnat  (only with Netmap)
+//	    iifname <tun> ip daddr <virtual> dnat ip prefix to <real>   (per Netmap)
+//	}
 //	chain postrouting { type nat hook postrouting priority srcnat
 //	    ip saddr <pool> oifname != <tun> masquerade        (per pool prefix)
 //	    oifname <tun> ip daddr <dst> snat ip to <addr>     (per SNAT)
@@ -87,6 +101,19 @@ func Ensure(s Spec) error {
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
+
+	if len(s.Netmap) > 0 {
+		pre := c.AddChain(&nftables.Chain{
+			Name:     "prerouting",
+			Table:    t,
+			Type:     nftables.ChainTypeNAT,
+			Hooknum:  nftables.ChainHookPrerouting,
+			Priority: nftables.ChainPriorityNATDest,
+		})
+		for _, m := range s.Netmap {
+			c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: netmapExprs(m, s.Tun)})
+		}
+	}
 
 	post := c.AddChain(&nftables.Chain{
 		Name:     "postrouting",
@@ -224,6 +251,17 @@ func (s Spec) validate() error {
 			return fmt.Errorf("nat: snat %s to %s: only IPv4 is supported (table family ip)", sn.Dst, sn.To)
 		}
 	}
+	for _, m := range s.Netmap {
+		if !m.Virtual.IsValid() || !m.Real.IsValid() || !m.Virtual.Addr().Is4() || !m.Real.Addr().Is4() {
+			return fmt.Errorf("nat: map %s to %s: only IPv4 prefixes are supported (table family ip)", m.Virtual, m.Real)
+		}
+		if m.Virtual.Bits() == 0 {
+			return fmt.Errorf("nat: map %s to %s: a /0 cannot be mapped", m.Virtual, m.Real)
+		}
+		if m.Virtual.Bits() != m.Real.Bits() {
+			return fmt.Errorf("nat: map %s to %s: prefixes of different lengths", m.Virtual, m.Real)
+		}
+	}
 	return nil
 }
 
@@ -268,6 +306,61 @@ func snatExprs(sn SNAT, tun string) []expr.Any {
 		&expr.Immediate{Register: 1, Data: to[:]},
 		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
 	}
+}
+
+// netmapExprs is `iifname <tun> ip daddr <virtual> dnat ip prefix to
+// <real>`, in the bytecode nft generates for it:
+//
+//	meta load iifname; cmp eq <tun>
+//	payload load <n>b @ network header + 16 [; bitwise & <mask>]; cmp eq <virtual>
+//	immediate reg 1 <real network>; immediate reg 2 <real last address>
+//	nat dnat ip addr_min reg 1 addr_max reg 2 flags NETMAP
+//
+// The kernel keeps the host bits of the destination and takes the network
+// bits from the range (nf_nat_ipv4_manip with NF_NAT_RANGE_NETMAP).
+func netmapExprs(m Netmap, tun string) []expr.Any {
+	virt, real := m.Virtual.Masked(), m.Real.Masked()
+	out := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(tun)},
+	}
+	out = append(out, daddrMatch(virt)...)
+	first, last := real.Addr().As4(), lastAddr(real).As4()
+	return append(out,
+		&expr.Immediate{Register: 1, Data: first[:]},
+		&expr.Immediate{Register: 2, Data: last[:]},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 2, Prefix: true},
+	)
+}
+
+// daddrMatch is `ip daddr <p>` as nft compiles it: whole bytes are compared
+// directly, other lengths through a mask over the full address.
+func daddrMatch(p netip.Prefix) []expr.Any {
+	a := p.Addr().As4()
+	if p.Bits()%8 == 0 {
+		n := uint32(p.Bits() / 8)
+		return []expr.Any{
+			// ip daddr: offset 16 of the IPv4 header.
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: n},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:n]},
+		}
+	}
+	mask := netipMask4(p.Bits())
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask[:], Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]},
+	}
+}
+
+// lastAddr is the highest address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	mask := netipMask4(p.Bits())
+	for i := range a {
+		a[i] |= ^mask[i]
+	}
+	return netip.AddrFrom4(a)
 }
 
 // clampExprs is `<iif|oif>name <tun> tcp flags syn tcp option maxseg size

@@ -462,3 +462,138 @@ func TestForwardMasqueradeClamp(t *testing.T) {
 		t.Fatalf("read after re-Ensure: %q %v", buf, err)
 	}
 }
+
+var testNetmap = []Netmap{
+	{Virtual: netip.MustParsePrefix("100.100.0.0/16"), Real: netip.MustParsePrefix("10.244.0.0/16")},
+	{Virtual: netip.MustParsePrefix("100.112.0.0/12"), Real: netip.MustParsePrefix("10.96.0.0/12")},
+	{Virtual: netip.MustParsePrefix("100.101.1.0/24"), Real: netip.MustParsePrefix("10.0.0.0/24")},
+}
+
+// The netmap rules: the same listing and bytecode as nft makes of
+// `dnat ip prefix to`, in a prerouting chain that only exists with a map.
+func TestEnsureNetmapRules(t *testing.T) {
+	ns := newNS(t)
+	s := testSpec(ns)
+	if err := Ensure(s); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	if got := ns.nft("list", "table", "ip", "gtund"); strings.Contains(got, "prerouting") {
+		t.Errorf("prerouting chain without a map:\n%s", got)
+	}
+	s.Netmap = testNetmap
+	if err := Ensure(s); err != nil {
+		t.Fatalf("Ensure with netmap: %v", err)
+	}
+	got := ns.nft("list", "table", "ip", "gtund")
+	t.Logf("nft list table ip gtund:\n%s", got)
+	ns.nftStdin(`table ip ref {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname "gtund0" ip daddr 100.100.0.0/16 dnat ip prefix to 10.244.0.0/16
+		iifname "gtund0" ip daddr 100.112.0.0/12 dnat ip prefix to 10.96.0.0/12
+		iifname "gtund0" ip daddr 100.101.1.0/24 dnat ip prefix to 10.0.0.0/24
+	}
+}
+`)
+	ref := ns.nft("list", "chain", "ip", "ref", "prerouting")
+	ours := ns.nft("list", "chain", "ip", "gtund", "prerouting")
+	if strings.Replace(ref, "table ip ref", "table ip gtund", 1) != ours {
+		t.Errorf("listing differs from nft's own:\nours:\n%s\nnft:\n%s", ours, ref)
+	}
+	oursBC := bytecode(ns.nft("--debug=netlink", "list", "chain", "ip", "gtund", "prerouting"))
+	refBC := bytecode(ns.nft("--debug=netlink", "list", "chain", "ip", "ref", "prerouting"))
+	if oursBC == "" || oursBC != refBC {
+		t.Errorf("prerouting chain bytecode differs:\nours:\n%s\nnft:\n%s", oursBC, refBC)
+	}
+	// 0x40 is NF_NAT_RANGE_NETMAP (the kernel adds 0x1, MAP_IPS).
+	if !strings.Contains(oursBC, "nat dnat ip addr_min reg 1 addr_max reg 2 flags 0x41") {
+		t.Errorf("no netmap dnat:\n%s", oursBC)
+	}
+	for _, bad := range []Netmap{
+		{Virtual: netip.MustParsePrefix("100.100.0.0/16"), Real: netip.MustParsePrefix("10.244.0.0/24")},
+		{Virtual: netip.MustParsePrefix("fd00::/64"), Real: netip.MustParsePrefix("fd01::/64")},
+		{Virtual: netip.MustParsePrefix("0.0.0.0/0"), Real: netip.MustParsePrefix("0.0.0.0/0")},
+	} {
+		s.Netmap = []Netmap{bad}
+		if err := Ensure(s); err == nil {
+			t.Errorf("Ensure with map %+v = nil, want an error", bad)
+		}
+	}
+}
+
+// TestForwardNetmap proves the mapping in the kernel's data path: cli
+// (100.64.240.2) connects to 100.101.1.3, rtr maps it to 10.0.0.3 (srv) and
+// masquerades it; srv sees rtr's address, and cli sees the answer come from
+// the virtual address it dialled (conntrack reverses both).
+func TestForwardNetmap(t *testing.T) {
+	cli, rtr, srv := newNS(t), newNS(t), newNS(t)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("-n", rtr.name, "link", "add", "gtund0", "type", "veth", "peer", "name", "eth0", "netns", cli.name)
+	ip("-n", rtr.name, "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", srv.name)
+	ip("-n", rtr.name, "addr", "add", "100.64.240.1/24", "dev", "gtund0")
+	ip("-n", rtr.name, "addr", "add", "10.0.0.2/24", "dev", "wan0")
+	ip("-n", cli.name, "addr", "add", "100.64.240.2/24", "dev", "eth0")
+	ip("-n", srv.name, "addr", "add", "10.0.0.3/24", "dev", "eth0")
+	for _, n := range []string{"gtund0", "wan0", "lo"} {
+		ip("-n", rtr.name, "link", "set", n, "up")
+	}
+	for _, ns := range []*testNS{cli, srv} {
+		ip("-n", ns.name, "link", "set", "eth0", "up")
+		ip("-n", ns.name, "link", "set", "lo", "up")
+	}
+	ip("-n", cli.name, "route", "add", "default", "via", "100.64.240.1")
+	if out, err := exec.Command("ip", "netns", "exec", rtr.name, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward").CombinedOutput(); err != nil {
+		t.Fatalf("enable forwarding: %v: %s", err, out)
+	}
+	if err := Ensure(Spec{
+		Table: "gtund", Tun: "gtund0", NetNS: rtr.fd(),
+		Masquerade: []netip.Prefix{netip.MustParsePrefix("100.64.240.0/24")},
+		Netmap:     testNetmap,
+	}); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	var ln net.Listener
+	inNS(t, srv.h, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", "10.0.0.3:0"); err != nil {
+			t.Errorf("listen: %v", err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	var c net.Conn
+	inNS(t, cli.h, func() {
+		var err error
+		if c, err = net.DialTimeout("tcp4", fmt.Sprintf("100.101.1.3:%d", port), 3*time.Second); err != nil {
+			t.Errorf("dial the virtual address: %v", err)
+		}
+	})
+	if c == nil {
+		t.FailNow()
+	}
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	defer sc.Close()
+	if got := sc.RemoteAddr().(*net.TCPAddr).IP.String(); got != "10.0.0.2" {
+		t.Errorf("server saw source %s, want masqueraded 10.0.0.2", got)
+	}
+	if _, err := sc.Write([]byte("pong")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "pong" {
+		t.Fatalf("reply through the mapping: %q %v", buf, err)
+	}
+}

@@ -74,6 +74,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	routes    []netip.Prefix
+	maps      []config.Mapping // real prefixes served under virtual ones (server.map)
 	dns       config.DNS
 	keepalive time.Duration
 	deadAfter int
@@ -141,21 +142,48 @@ func New(cfg *config.Server, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second),
 		peers: map[secure.PublicKey]*peerInfo{}, sessions: map[secure.PublicKey]*clientConn{},
 		guard:  guard.New(cfg.Handshake),
-		routes: cfg.Routes, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter}
+		routes: cfg.Routes, maps: cfg.Map, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter}
 	s.bySubnet.Store(packet.NewTable(map[netip.Prefix]*clientConn{}))
 	for _, p := range cfg.Peers {
-		s.peers[p.PublicKey] = newPeerInfo(p)
+		s.peers[p.PublicKey] = newPeerInfo(p, cfg.Map)
 	}
 	s.byAddr = make([]atomic.Pointer[clientConn], 1<<(32-cfg.Pool.Bits()))
 	s.hsTimeout.Store(int64(handshakeTimeout(cfg)))
 	return s
 }
 
-func newPeerInfo(p config.Peer) *peerInfo {
+func newPeerInfo(p config.Peer, maps []config.Mapping) *peerInfo {
 	pi := &peerInfo{cfg: p, live: map[*clientConn]struct{}{}}
-	pi.allowed.Store(aclTable(p.Allowed))
+	pi.allowed.Store(aclTable(virtual(maps, p.Allowed)))
 	pi.subnets.Store(aclTable(p.Subnets))
 	return pi
+}
+
+// virtual is what a client sees of prefixes written in real terms (routes,
+// allowed): with a map, the virtual names. A peer's ACL checks these, since
+// they are the destinations its packets carry; the real addresses behind a
+// map are not reachable under their own names.
+func virtual(maps []config.Mapping, ps []netip.Prefix) []netip.Prefix {
+	if len(maps) == 0 {
+		return ps
+	}
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = config.Virtual(maps, p)
+	}
+	return out
+}
+
+// natSpec is gtund's nftables table for a map.
+func (s *Server) natSpec(maps []config.Mapping) nat.Spec {
+	spec := nat.Spec{Table: NATTable(s.cfg.Tun), Tun: s.cfg.Tun, ClampMSS: true}
+	if s.cfg.NAT {
+		spec.Masquerade = []netip.Prefix{s.cfg.Pool}
+	}
+	for _, m := range maps {
+		spec.Netmap = append(spec.Netmap, nat.Netmap{Virtual: m.Virtual, Real: m.Real})
+	}
+	return spec
 }
 
 func aclTable(allowed []netip.Prefix) *packet.Table[struct{}] {
@@ -203,11 +231,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		}
 	}()
 	table := NATTable(s.cfg.Tun)
-	spec := nat.Spec{Table: table, Tun: s.cfg.Tun, ClampMSS: true}
-	if s.cfg.NAT {
-		spec.Masquerade = []netip.Prefix{s.cfg.Pool}
-	}
-	if err := nat.Ensure(spec); err != nil {
+	if err := nat.Ensure(s.natSpec(s.cfg.Map)); err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	defer func() {
@@ -262,7 +286,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	})
 	s.goRun(func() { s.tunReadLoop(ctx) })
 	s.log.Info("gtund ready", "listen", s.listenAddrs, "tun", s.cfg.Tun, "pool", s.cfg.Pool,
-		"routes", s.cfg.Routes, "nat", s.cfg.NAT, "peers", len(s.cfg.Peers))
+		"routes", s.cfg.Routes, "map", s.cfg.Map, "nat", s.cfg.NAT, "peers", len(s.cfg.Peers))
 	if err := sdnotify.Ready(s.statusLine()); err != nil {
 		s.log.Warn("cannot notify systemd", "err", err)
 	}
@@ -476,7 +500,7 @@ func (s *Server) configFor(p *peerInfo, addr netip.Addr) *session.Msg {
 
 func (s *Server) configForLocked(p *peerInfo, addr netip.Addr) *session.Msg {
 	routes := make([]string, 0, len(p.cfg.Allowed))
-	for _, r := range p.cfg.Allowed {
+	for _, r := range virtual(s.maps, p.cfg.Allowed) {
 		routes = append(routes, r.String())
 	}
 	var subnets []string
@@ -499,6 +523,7 @@ func (s *Server) dnsForLocked(p *peerInfo) *session.DNS {
 	d := &session.DNS{Domains: s.dns.Domains}
 	acl := p.allowed.Load()
 	for _, a := range s.dns.Servers {
+		a = config.Virtual(s.maps, netip.PrefixFrom(a, a.BitLen())).Addr() // as the client reaches it
 		if _, ok := acl.Lookup(a); ok {
 			d.Servers = append(d.Servers, a.String())
 		}
@@ -701,6 +726,17 @@ func (s *Server) reload() {
 	if keys := restartOnly(s.cfg, n); len(keys) > 0 {
 		s.log.Warn("reload: these keys change only with a restart; keeping the running values", "keys", keys)
 	}
+	s.mu.Lock()
+	mapChanged := !slices.Equal(s.maps, n.Map)
+	s.mu.Unlock()
+	if mapChanged {
+		// The table first: if the kernel refuses it, nothing else changes.
+		if err := nat.Ensure(s.natSpec(n.Map)); err != nil {
+			s.log.Error("reload failed: cannot apply the new map; the running config stays", "err", err)
+			return
+		}
+		s.log.Info("reload: map changed; connections through a changed mapping break", "map", n.Map)
+	}
 	newKeys := map[secure.PublicKey]bool{}
 	for _, p := range n.Peers {
 		newKeys[p.PublicKey] = true
@@ -708,14 +744,14 @@ func (s *Server) reload() {
 	var drop, push []*clientConn
 	var added, removed, changed int
 	s.mu.Lock()
-	s.routes, s.dns, s.keepalive, s.deadAfter = n.Routes, n.DNS, n.Keepalive, n.DeadAfter
+	s.routes, s.maps, s.dns, s.keepalive, s.deadAfter = n.Routes, n.Map, n.DNS, n.Keepalive, n.DeadAfter
 	s.guard.SetLimits(n.Handshake)
 	s.hsTimeout.Store(int64(handshakeTimeout(n)))
 	peers := make(map[secure.PublicKey]*peerInfo, len(n.Peers))
 	for _, p := range n.Peers {
 		pi, ok := s.peers[p.PublicKey]
 		if !ok {
-			peers[p.PublicKey] = newPeerInfo(p)
+			peers[p.PublicKey] = newPeerInfo(p, n.Map)
 			added++
 			continue
 		}
@@ -724,7 +760,7 @@ func (s *Server) reload() {
 			changed++
 		}
 		pi.cfg = p
-		pi.allowed.Store(aclTable(p.Allowed))
+		pi.allowed.Store(aclTable(virtual(n.Map, p.Allowed)))
 		pi.subnets.Store(aclTable(p.Subnets))
 		peers[p.PublicKey] = pi
 		if c := s.sessions[p.PublicKey]; c != nil {

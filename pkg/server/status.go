@@ -21,6 +21,7 @@ type Status struct {
 	Pool              string            `json:"pool"`
 	Gateway           string            `json:"gateway"`
 	Routes            []string          `json:"routes"`
+	Map               []string          `json:"map,omitempty"` // "REAL=VIRTUAL": clients are pushed VIRTUAL
 	DNS               *DNSStatus        `json:"dns,omitempty"`
 	NAT               bool              `json:"nat"`
 	Offload           bool              `json:"offload"` // TUN with virtio-net header and TSO; false: plain path
@@ -81,6 +82,9 @@ func (s *Server) Status() Status {
 	s.mu.Lock()
 	for _, r := range s.routes {
 		st.Routes = append(st.Routes, r.String())
+	}
+	for _, m := range s.maps {
+		st.Map = append(st.Map, m.String())
 	}
 	if !s.dns.IsZero() {
 		st.DNS = &DNSStatus{Domains: s.dns.Domains}
@@ -159,6 +163,9 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	}
 	fmt.Fprintf(w, "listen %s  tun %s (%s)  pool %s  gateway %s  nat %v\nroutes %s\n",
 		strings.Join(st.Listen, ","), st.Tun, mode, st.Pool, st.Gateway, st.NAT, strings.Join(st.Routes, ", "))
+	if len(st.Map) > 0 {
+		fmt.Fprintf(w, "map %s (real=virtual; clients see the virtual prefixes)\n", strings.Join(st.Map, ", "))
+	}
 	if st.DNS != nil {
 		fmt.Fprintf(w, "dns %s via %s\n", strings.Join(st.DNS.Domains, ", "), strings.Join(st.DNS.Servers, ", "))
 	}

@@ -5,7 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -241,4 +243,175 @@ func TestManyClustersSameRouteIsAConflict(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), `MISSING (conflict: server "cluster1" has it)`) {
 		t.Errorf("human status does not show the conflict: %v\n%s", err, out)
 	}
+}
+
+// The issue's scenario: two clusters that both use 10.244.0.0/16 and
+// 10.96.0.0/16, one gtun. Each gtund serves its cluster under its own
+// virtual prefixes (map, 1:1 DNAT in its nftables table), and gives the
+// client an address from its own pool; the client reaches cluster 1's pod
+// at 100.100.1.20 and cluster 2's at 100.101.1.20 at the same time. Then
+// gtund on gw2 is killed: cluster 1's session and a download on it carry
+// on, cluster 2's routes stay, and it reconnects when gtund2 is back.
+func TestManyClustersOverlappingCIDRs(t *testing.T) {
+	c := newClusters(t)
+	ckey, cpub := c.key(t, "vm")
+	const routes = `routes = ["10.244.0.0/16", "10.96.0.0/16"]`
+	g1 := c.gtund1(routes + "\n" + `map = ["10.244.0.0/16=100.100.0.0/16", "10.96.0.0/16=100.110.0.0/16"]`)
+	g2 := c.gtund2("100.64.241.0/24", routes+"\n"+`map = ["10.244.0.0/16=100.101.0.0/16", "10.96.0.0/16=100.111.0.0/16"]`)
+	srv1 := c.startGtund(t, g1, c.writeServer(t, g1, cpub))
+	cfg2 := c.writeServer(t, g2, cpub)
+	srv2 := c.startGtund(t, g2, cfg2)
+	cli := c.startClient(t, "vm", "vm", c.writeClient(t, ckey,
+		serverBlock("cluster1", gwWAN, c.serverPub, ""),
+		serverBlock("cluster2", testnet.GW2Wan, c.pub2, "")))
+	for _, p := range []string{"100.100.0.0/16", "100.110.0.0/16", "100.101.0.0/16", "100.111.0.0/16"} {
+		c.waitRoute(t, "vm", p, cli)
+	}
+	c.waitServers(t, 15*time.Second, "both connected, all routes installed", connected("cluster1", "cluster2"))
+
+	// Each server's routes leave with the address that server gave.
+	st := c.clientStatus(t)
+	if st["cluster1"].Address != "100.64.240.2/24" || st["cluster2"].Address != "100.64.241.2/24" {
+		t.Fatalf("addresses %q and %q, want one from each pool", st["cluster1"].Address, st["cluster2"].Address)
+	}
+	for dst, src := range map[string]string{"100.100.1.20": "100.64.240.2", "100.111.0.10": "100.64.241.2"} {
+		if out := c.tp.MustExec(t, "vm", "ip", "route", "get", dst); !strings.Contains(out, "dev gtun0") || !strings.Contains(out, "src "+src) {
+			t.Errorf("route to %s: %s, want dev gtun0 src %s", dst, out, src)
+		}
+	}
+
+	for _, ip := range []string{"100.100.1.20", "100.101.1.20"} {
+		if out, err := c.tp.Exec("vm", "ping", "-c", "3", "-i", "0.2", "-W", "2", ip); err != nil {
+			t.Fatalf("ping %s: %v\n%s", ip, err, out)
+		}
+	}
+	for url, want := range map[string]string{
+		"http://100.100.1.20:8080/name": "cluster1",
+		"http://100.101.1.20:8080/name": "cluster2",
+		"http://100.110.0.10/name":      "cluster1", // ClusterIP, through node's DNAT
+		"http://100.111.0.10/name":      "cluster2",
+	} {
+		c.answer(t, url, want)
+	}
+	// The pods see their own gateway (masquerade after the map).
+	for url, want := range map[string]string{"http://100.100.1.20:8080/whoami": " cluster1", "http://100.101.1.20:8080/whoami": " cluster2"} {
+		if out, err := c.curl("vm", url); err != nil || !strings.HasPrefix(out, "10.0.0.2:") || !strings.HasSuffix(strings.TrimSpace(out), want) {
+			t.Errorf("%s = %q (%v)", url, out, err)
+		}
+	}
+	// The real addresses are not reachable from vm: no route, and gtund's
+	// ACL knows only the virtual names.
+	if out, err := c.tp.Exec("vm", "curl", "-fsS", "--max-time", "2", "http://"+podIP+":8080/name"); err == nil {
+		t.Errorf("vm reached the real pod address: %q", out)
+	}
+	for g, want := range map[gtund]string{g1: "10.244.0.0/16=100.100.0.0/16", g2: "10.244.0.0/16=100.101.0.0/16"} {
+		var sst struct{ Map []string }
+		status(t, bins.gtund, c.socket(g), &sst)
+		if !slices.Contains(sst.Map, want) {
+			t.Errorf("gtund on %s status map %v, want %s", g.host, sst.Map, want)
+		}
+	}
+	if out := c.tp.MustExec(t, "gw2", "nft", "list", "chain", "ip", "gtund", "prerouting"); !strings.Contains(out, `iifname "gtund0" ip daddr 100.101.0.0/16 dnat prefix to 10.244.0.0/16`) {
+		t.Errorf("gw2's gtund table lacks the map:\n%s", out)
+	}
+
+	// A download from cluster 1 runs (about 16 s) while cluster 2's gtund dies.
+	const size = 16 << 20
+	dl := c.tp.Start(t, "vm", "", "curl", "-fsS", "--max-time", "60", "--limit-rate", "1M", "-o", "/dev/null",
+		"-w", "%{size_download}", fmt.Sprintf("http://100.100.1.20:8080/bytes?n=%d", size))
+	time.Sleep(time.Second)
+	srv2.Kill9()
+	c.waitServers(t, 10*time.Second, "cluster2 reconnecting", func(m map[string]client.ServerStatus) bool {
+		return m["cluster2"].State != "connected"
+	})
+	// Its routes stay in place while it is away; cluster 1 is untouched.
+	for _, p := range []string{"100.101.0.0/16", "100.111.0.0/16"} {
+		if out := c.tp.MustExec(t, "vm", "ip", "route", "show", p); !strings.Contains(out, "dev gtun0") {
+			t.Errorf("route %s gone while cluster2 reconnects: %q", p, out)
+		}
+	}
+	c.answer(t, "http://100.100.1.20:8080/name", "cluster1")
+	if out, err := c.tp.Exec("vm", "curl", "-fsS", "--max-time", "2", "http://100.101.1.20:8080/name"); err == nil {
+		t.Errorf("cluster2 answered with its gtund dead: %q", out)
+	}
+
+	srv2 = c.startGtund(t, g2, cfg2)
+	d := c.waitServers(t, 15*time.Second, "cluster2 back", connected("cluster2"))
+	t.Logf("CLUSTERS gtund2 restarted: cluster2 connected again %v after it listened", d.Round(time.Millisecond))
+	c.answer(t, "http://100.101.1.20:8080/name", "cluster2")
+	c.answer(t, "http://100.100.1.20:8080/name", "cluster1")
+	if dl.Exited() {
+		t.Fatalf("the download ended before cluster2 was back (the test proves nothing): %q", dl.Log())
+	}
+
+	if code, err := dl.Wait(60 * time.Second); err != nil || code != 0 || strings.TrimSpace(dl.Log()) != fmt.Sprint(size) {
+		t.Fatalf("download from cluster1 across gtund2's death: exit %d (%v), output %q", code, err, dl.Log())
+	}
+	st = c.clientStatus(t)
+	if st["cluster1"].Reconnects != 0 || st["cluster2"].Reconnects != 1 {
+		t.Errorf("reconnects cluster1 %d, cluster2 %d; want 0 and 1", st["cluster1"].Reconnects, st["cluster2"].Reconnects)
+	}
+	if st["cluster2"].Address != "100.64.241.2/24" {
+		t.Errorf("cluster2 address after its restart %q, want the sticky 100.64.241.2/24", st["cluster2"].Address)
+	}
+
+	stop(t, "gtun", cli)
+	stop(t, "gtund on gw", srv1)
+	stop(t, "gtund on gw2", srv2)
+	for _, h := range []string{"gw", "gw2"} {
+		if out, _ := c.tp.Exec(h, "nft", "list", "tables"); strings.Contains(out, "gtund") {
+			t.Errorf("nftables table left in %s: %s", h, out)
+		}
+	}
+	if out, _ := c.tp.Exec("vm", "ip", "link", "show", "gtun0"); strings.Contains(out, "gtun0:") {
+		t.Errorf("gtun0 left in vm: %s", out)
+	}
+}
+
+// A map change applies on SIGHUP: the table is rebuilt, clients get the new
+// virtual routes pushed (the old ones go), and the ACL follows.
+func TestMapReload(t *testing.T) {
+	e := newEnv(t)
+	ckey, cpub := e.key(t, "vm")
+	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	rewrite(t, scfg, "nat = true", "nat = true\nmap = [\"10.244.0.0/16=100.100.0.0/16\"]")
+	srv := e.startServer(t, scfg)
+	cli := e.startClient(t, "vm", "vm", e.clientConfig(t, "vm", ckey, e.serverPub))
+	e.waitRoute(t, "vm", "100.100.0.0/16", cli)
+	e.waitRoute(t, "vm", "10.96.0.0/12", cli) // not mapped: served as it is
+	e.reach(t, "vm", "http://100.100.1.20:8080/", 10*time.Second)
+	e.reach(t, "vm", "http://"+clusterIP+"/", 10*time.Second)
+
+	rewrite(t, scfg, `map = ["10.244.0.0/16=100.100.0.0/16"]`, `map = ["10.244.0.0/16=100.102.0.0/16"]`)
+	if err := srv.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	e.waitRoute(t, "vm", "100.102.0.0/16", cli)
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if out, _ := e.tp.Exec("vm", "ip", "route", "show", "100.100.0.0/16"); strings.TrimSpace(out) != "" {
+			return fmt.Errorf("old virtual route still there: %q", out)
+		}
+		return nil
+	})
+	e.reach(t, "vm", "http://100.102.1.20:8080/", 10*time.Second)
+	if out := e.tp.MustExec(t, "gw", "nft", "list", "chain", "ip", "gtund", "prerouting"); !strings.Contains(out, "100.102.0.0/16 dnat prefix to 10.244.0.0/16") ||
+		strings.Contains(out, "100.100.0.0/16") {
+		t.Errorf("table after reload:\n%s", out)
+	}
+	// The old virtual name is gone: even routed into the tunnel by hand,
+	// gtun has no session for it (and gtund's ACL, see pkg/server's tests,
+	// would refuse it).
+	e.tp.MustExec(t, "vm", "ip", "route", "add", "100.100.1.20/32", "dev", "gtun0")
+	if out, err := e.tp.Exec("vm", "ping", "-c", "1", "-W", "1", "100.100.1.20"); err == nil {
+		t.Errorf("the old virtual name still answers:\n%s", out)
+	}
+	var cst client.Status
+	status(t, bins.gtun, e.clientSocket("vm"), &cst)
+	if cst.Drops["no_route"] == 0 {
+		t.Errorf("gtun counted no no_route drop: %v", cst.Drops)
+	}
+	e.tp.MustExec(t, "vm", "ip", "route", "del", "100.100.1.20/32", "dev", "gtun0")
+	stop(t, "gtun", cli)
+	stop(t, "gtund", srv)
+	e.noLeftovers(t)
 }
