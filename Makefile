@@ -19,6 +19,7 @@ tools:
 	CGO_ENABLED=0 $(GO) build -o bin/podhttp ./tools/podhttp
 	CGO_ENABLED=0 $(GO) build -o bin/benchreport ./tools/benchreport
 	CGO_ENABLED=0 $(GO) build -o bin/wanemu ./tools/wanemu
+	CGO_ENABLED=0 $(GO) build -o bin/poddns ./tools/poddns
 
 deps:
 	./scripts/deps.sh

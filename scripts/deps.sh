@@ -5,7 +5,8 @@
 set -euo pipefail
 
 # systemd: systemd-analyze, which make test runs on the units (test/install).
-PKGS=(iproute2 nftables iperf3 iputils-ping curl tcpdump procps systemd)
+# dnsutils: dig, for the split DNS tests.
+PKGS=(iproute2 nftables iperf3 iputils-ping curl tcpdump procps systemd dnsutils)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -17,7 +17,8 @@
 #
 #  vm2 172.16.0.2 --lan0-- vm 172.16.0.1 | 198.51.100.1 --wan0-- gw 198.51.100.2 | 10.0.0.2
 #      --vpc0-- node 10.0.0.3 | 10.244.1.1 --pod0/eth0-- pod 10.244.1.20
-#  node: nftables "table ip kubeproxy": 10.96.0.10:80 -> 10.244.1.20:8080
+#  node: nftables "table ip kubeproxy": 10.96.0.10:80 -> 10.244.1.20:8080,
+#        10.96.0.10:53 (udp, tcp) -> 10.244.1.20:53 (kube-dns; tools/poddns plays it)
 #
 # With --cluster2 (or CLUSTER2=1) a second cluster is added, with the SAME
 # internal addressing as the first (overlapping CIDRs, as two kubeadm
@@ -25,7 +26,7 @@
 #
 #  vm 198.51.100.1 (wan2, unnumbered: route 198.51.100.3/32 dev wan2) --wan2/wan0--
 #      gw2 198.51.100.3 | 10.0.0.2 --vpc0-- node2 10.0.0.3 | 10.244.1.1 --pod0/eth0-- pod2 10.244.1.20
-#  node2: the same kube-proxy DNAT 10.96.0.10:80 -> 10.244.1.20:8080
+#  node2: the same kube-proxy DNAT 10.96.0.10:80 -> 10.244.1.20:8080 (and :53)
 #
 # gw2's wan link never goes through the WAN emulator.
 #
@@ -215,10 +216,14 @@ table ip kubeproxy {
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
 		ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.1.20:8080
+		ip daddr 10.96.0.10 udp dport 53 dnat to 10.244.1.20:53
+		ip daddr 10.96.0.10 tcp dport 53 dnat to 10.244.1.20:53
 	}
 	chain output {
 		type nat hook output priority -100; policy accept;
 		ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.1.20:8080
+		ip daddr 10.96.0.10 udp dport 53 dnat to 10.244.1.20:53
+		ip daddr 10.96.0.10 tcp dport 53 dnat to 10.244.1.20:53
 	}
 }
 NFT
@@ -273,10 +278,14 @@ table ip kubeproxy {
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
 		ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.1.20:8080
+		ip daddr 10.96.0.10 udp dport 53 dnat to 10.244.1.20:53
+		ip daddr 10.96.0.10 tcp dport 53 dnat to 10.244.1.20:53
 	}
 	chain output {
 		type nat hook output priority -100; policy accept;
 		ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.1.20:8080
+		ip daddr 10.96.0.10 udp dport 53 dnat to 10.244.1.20:53
+		ip daddr 10.96.0.10 tcp dport 53 dnat to 10.244.1.20:53
 	}
 }
 NFT

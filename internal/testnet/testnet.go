@@ -72,7 +72,7 @@ const (
 	NodePod   = "10.244.1.1"
 	PodIP     = "10.244.1.20"
 	PodPort   = 8080
-	ClusterIP = "10.96.0.10" // DNAT on node: tcp/80 -> PodIP:8080
+	ClusterIP = "10.96.0.10" // DNAT on node: tcp/80 -> PodIP:8080, udp+tcp/53 -> PodIP:53
 	PodCIDR   = "10.244.0.0/16"
 	SvcCIDR   = "10.96.0.0/12"
 )

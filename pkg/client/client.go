@@ -29,6 +29,7 @@ import (
 	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
+	"github.com/gtun/gtun/pkg/splitdns"
 	"github.com/gtun/gtun/pkg/stats"
 	"github.com/gtun/gtun/pkg/transport"
 	"github.com/gtun/gtun/pkg/tun"
@@ -67,6 +68,8 @@ type Client struct {
 	natApplied bool // natSpec is in the kernel
 	natHeals   atomic.Uint64
 
+	dns *splitdns.Manager // split DNS pushed by the servers
+
 	drops stats.Reasons
 	wg    sync.WaitGroup
 }
@@ -95,6 +98,7 @@ type serverConn struct {
 	// subnets: destinations besides its address that a gateway client
 	// accepts from this server (its [[peer]] subnets); empty otherwise.
 	subnets       atomic.Pointer[packet.Table[struct{}]]
+	dns           splitdns.Route // split DNS as pushed (not yet checked against the routes)
 	reconnects    uint64
 	lastHandshake time.Time
 	lastError     string
@@ -149,6 +153,12 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 		}
 		defer c.stopGateway()
 	}
+	c.dns = splitdns.New(splitdns.Options{Link: c.cfg.Tun, Logger: c.log})
+	defer func() {
+		if err := c.dns.Close(); err != nil {
+			c.log.Error("remove split dns", "err", err)
+		}
+	}()
 	ctl, err := control.Listen(c.cfg.ControlSocket, func() any { return c.Status() }, c.log)
 	if err != nil {
 		return err
@@ -168,6 +178,7 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 		c.goRun(func() { c.keepNAT(ctx) })
 	}
 	c.goRun(func() { c.tun.Run(ctx) })
+	c.goRun(func() { c.keepDNS(ctx) })
 	c.goRun(func() {
 		if err := c.routes.Run(ctx); err != nil && ctx.Err() == nil {
 			c.log.Error("route reconciler stopped", "err", err)
@@ -533,11 +544,24 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 		subnets = nil
 	}
 	desired := c.selectRoutes(sc.name, sc.getEntry(), pushed)
+	var dns splitdns.Route
+	if m.DNS != nil {
+		for _, s := range m.DNS.Servers {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return fmt.Errorf("server sent a bad dns server %q", s)
+			}
+			dns.Servers = append(dns.Servers, a)
+		}
+		for _, d := range m.DNS.Domains {
+			dns.Domains = append(dns.Domains, strings.ToLower(strings.TrimSuffix(d, ".")))
+		}
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	sc.mu.Lock()
-	sc.address, sc.gateway, sc.mtu, sc.pushed, sc.desired, sc.subnetList = addr, gw, m.MTU, pushed, desired, subnets
+	sc.address, sc.gateway, sc.mtu, sc.pushed, sc.desired, sc.subnetList, sc.dns = addr, gw, m.MTU, pushed, desired, subnets, dns
 	sc.mu.Unlock()
 	st := map[netip.Prefix]struct{}{}
 	for _, p := range subnets {
@@ -621,6 +645,7 @@ func (c *Client) applyLocked() {
 	if c.cfg.Gateway {
 		c.applyNAT(plan.owner)
 	}
+	c.applyDNSLocked()
 }
 
 func (sc *serverConn) getEntry() config.ServerEntry {

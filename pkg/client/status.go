@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gtun/gtun/pkg/session"
+	"github.com/gtun/gtun/pkg/splitdns"
 )
 
 // Status is what `gtun status` prints.
@@ -17,6 +18,7 @@ type Status struct {
 	Offload bool              `json:"offload"` // TUN with virtio-net header and TSO; false: plain path
 	Heals   Heals             `json:"heals"`
 	Gateway *GatewayStatus    `json:"gateway,omitempty"` // nil: gateway mode off
+	DNS     *splitdns.Status  `json:"dns,omitempty"`     // split DNS; nil before Run
 	Drops   map[string]uint64 `json:"drops,omitempty"`
 	Servers []ServerStatus    `json:"servers"`
 }
@@ -86,6 +88,10 @@ func (c *Client) Status() Status {
 	if c.tun != nil {
 		st.Heals.Tun, st.Heals.LastTunTook = c.tun.Heals()
 		st.Offload = c.tun.Offload()
+	}
+	if c.dns != nil {
+		d := c.dns.Status()
+		st.DNS = &d
 	}
 	if c.cfg.Gateway {
 		st.Gateway = &GatewayStatus{Masquerade: c.cfg.Masquerade, Table: NATTable(c.cfg.Tun), SNAT: c.natRules(), TableHeals: c.natHeals.Load()}
@@ -174,6 +180,22 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 		fmt.Fprintf(w, "gateway mode: nftables table %s, masquerade %s", g.Table, masq)
 		if g.TableHeals > 0 {
 			fmt.Fprintf(w, ", table restored %d time(s)", g.TableHeals)
+		}
+		fmt.Fprintln(w)
+	}
+	if d := st.DNS; d != nil && d.Mode != splitdns.ModeOff {
+		fmt.Fprintf(w, "split dns: %s via %s, ", strings.Join(d.Domains, ", "), strings.Join(d.Servers, ", "))
+		switch d.Mode {
+		case splitdns.ModeForwarder:
+			fmt.Fprintf(w, "forwarder on %s", dash(d.Listen))
+			if len(d.Queries) > 0 {
+				fmt.Fprintf(w, " (queries %v)", d.Queries)
+			}
+		default:
+			fmt.Fprintf(w, "set in systemd-resolved on %s", st.Tun)
+		}
+		if d.Error != "" {
+			fmt.Fprintf(w, "; ERROR: %s", d.Error)
 		}
 		fmt.Fprintln(w)
 	}

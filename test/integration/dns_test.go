@@ -1,0 +1,128 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gtun/gtun/internal/testnet"
+	"github.com/gtun/gtun/pkg/client"
+	"github.com/gtun/gtun/pkg/server"
+	"github.com/gtun/gtun/pkg/splitdns"
+)
+
+const (
+	clusterName = "demo.default.svc.cluster.local"
+	otherName   = "www.example.test"
+	otherAddr   = "192.0.2.7"
+)
+
+// netnsResolvConf makes `ip netns exec NS` (which testnet.Start uses) show
+// processes in NS a resolv.conf naming nameserver, and removes it after
+// the test.
+func netnsResolvConf(t *testing.T, ns, nameserver string) {
+	t.Helper()
+	dir := filepath.Join("/etc/netns", ns)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver "+nameserver+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dig asks server for name's A record and returns the answer section
+// (+short) or, with status, the header's status.
+func (e *env) dig(host, server, name string, args ...string) (string, error) {
+	out, err := e.tp.Exec(host, append([]string{"dig", "@" + server, name, "A", "+time=3", "+tries=1"}, args...)...)
+	return strings.TrimSpace(out), err
+}
+
+// Split DNS: gtund pushes dns = { servers = ["10.96.0.10"], domains =
+// ["cluster.local"] }; with no systemd-resolved in the namespace, gtun runs
+// its forwarder on its tunnel address. A cluster name is answered by the
+// cluster's DNS server (a pod behind the node's ClusterIP DNAT, which sees
+// gtund's address: the query crossed the tunnel), another name by vm's own
+// resolver (from /etc/resolv.conf), and after gtun stops nothing listens on
+// port 53 of the tunnel address.
+func TestSplitDNSForwarder(t *testing.T) {
+	e := newEnv(t, "dig", "ss")
+	poddns := testnet.GoBuild(t, "./tools/poddns")
+	kubeDNS := e.tp.Start(t, "pod", filepath.Join(e.dir, "kube-dns.log"), poddns, "-listen", ":53", "-record", clusterName+"="+clusterIP)
+	vmDNS := e.tp.Start(t, "vm", filepath.Join(e.dir, "vm-dns.log"), poddns, "-listen", "127.0.0.1:53", "-record", otherName+"="+otherAddr)
+	netnsResolvConf(t, e.tp.NS("vm"), "127.0.0.1")
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if out, err := e.dig("node", clusterIP, clusterName, "+short"); err != nil || out != clusterIP {
+			return fmt.Errorf("kube-dns not answering at the ClusterIP yet: %v %q", err, out)
+		}
+		return nil
+	})
+
+	ckey, cpub := e.key(t, "vm")
+	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	b, _ := os.ReadFile(scfg)
+	os.WriteFile(scfg, []byte(strings.Replace(string(b), "keepalive = \"1s\"\n",
+		"keepalive = \"1s\"\ndns = { servers = [\""+clusterIP+"\"], domains = [\"cluster.local\"] }\n", 1)), 0o600)
+	srv := e.startServer(t, scfg)
+	cli := e.startClient(t, "vm", "vm", e.clientConfig(t, "vm", ckey, e.serverPub))
+	e.waitRoute(t, "vm", "10.96.0.0/12", cli)
+
+	const tunAddr = "100.64.240.2"
+	var cst client.Status
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if err := tryStatus(bins.gtun, e.clientSocket("vm"), &cst); err != nil {
+			return err
+		}
+		if cst.DNS == nil || cst.DNS.Mode != splitdns.ModeForwarder || cst.DNS.Listen != tunAddr+":53" {
+			return fmt.Errorf("dns status %+v", cst.DNS)
+		}
+		return nil
+	})
+	for _, proto := range []string{"+notcp", "+tcp"} {
+		if out, err := e.dig("vm", tunAddr, clusterName, "+short", proto); err != nil || out != clusterIP {
+			t.Errorf("dig %s %s: %v %q, want %s", proto, clusterName, err, out, clusterIP)
+		}
+		if out, err := e.dig("vm", tunAddr, otherName, "+short", proto); err != nil || out != otherAddr {
+			t.Errorf("dig %s %s: %v %q, want %s (vm's own resolver)", proto, otherName, err, out, otherAddr)
+		}
+	}
+	if out, _ := e.dig("vm", tunAddr, "nothere.default.svc.cluster.local"); !strings.Contains(out, "status: NXDOMAIN") {
+		t.Errorf("unknown cluster name: want NXDOMAIN from kube-dns:\n%s", out)
+	}
+	// The cluster's DNS server saw the queries come from gtund's address,
+	// so they went through the tunnel; vm's resolver never saw one.
+	if log := kubeDNS.Log(); !strings.Contains(log, "query "+clusterName+". A from "+gwVPCAddr+":") {
+		t.Errorf("kube-dns did not see the query from gtund's %s:\n%s", gwVPCAddr, log)
+	}
+	if log := vmDNS.Log(); strings.Contains(log, "cluster.local") || !strings.Contains(log, otherName) {
+		t.Errorf("vm's resolver got the wrong queries:\n%s", log)
+	}
+	status(t, bins.gtun, e.clientSocket("vm"), &cst)
+	if q := cst.DNS.Queries; q["cluster"] < 3 || q["system"] != 2 {
+		t.Errorf("forwarder counted %v, want cluster >= 3, system 2", q)
+	}
+	out, err := exec.Command(bins.gtun, "status", "--socket", e.clientSocket("vm")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "split dns: cluster.local via "+clusterIP+", forwarder on "+tunAddr+":53") {
+		t.Errorf("human status lacks the split dns line (%v):\n%s", err, out)
+	}
+	var sst server.Status
+	status(t, bins.gtund, e.serverSocket(), &sst)
+	if sst.DNS == nil || len(sst.DNS.Servers) != 1 || sst.DNS.Servers[0] != clusterIP {
+		t.Errorf("gtund status dns = %+v", sst.DNS)
+	}
+
+	stop(t, "gtun", cli)
+	if out := e.tp.MustExec(t, "vm", "ss", "-Hlnu"); strings.Contains(out, tunAddr+":53") {
+		t.Errorf("something still listens on %s:53 (udp) after gtun stopped:\n%s", tunAddr, out)
+	}
+	if out := e.tp.MustExec(t, "vm", "ss", "-Hlnt"); strings.Contains(out, tunAddr+":53") {
+		t.Errorf("something still listens on %s:53 (tcp) after gtun stopped:\n%s", tunAddr, out)
+	}
+	stop(t, "gtund", srv)
+	e.noLeftovers(t)
+}

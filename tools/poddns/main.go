@@ -1,0 +1,95 @@
+// Command poddns is the tiny DNS server that plays kube-dns in gtun's test
+// topology (and, in the tests, a VM's own upstream resolver).
+//
+//	poddns -listen :53 -record demo.default.svc.cluster.local=10.96.0.10
+//
+// It answers A questions for the -record names (repeatable) and NXDOMAIN
+// for everything else, over UDP and TCP, and logs one line per query with
+// the client's address ("query demo.default.svc.cluster.local. A from
+// 10.0.0.2:41234"), so a test can see where a query came from. It stops
+// cleanly on SIGTERM or SIGINT.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/miekg/dns"
+)
+
+type records map[string]netip.Addr
+
+func (r records) String() string { return fmt.Sprint(map[string]netip.Addr(r)) }
+
+func (r records) Set(s string) error {
+	name, addr, ok := strings.Cut(s, "=")
+	a, err := netip.ParseAddr(addr)
+	if !ok || err != nil || !a.Is4() {
+		return fmt.Errorf("want NAME=IPv4, not %q", s)
+	}
+	r[dns.CanonicalName(name)] = a
+	return nil
+}
+
+func main() {
+	listen := flag.String("listen", ":53", "address to listen on (UDP and TCP)")
+	recs := records{}
+	flag.Var(recs, "record", "NAME=IPv4 to answer (repeatable)")
+	flag.Parse()
+
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		m := new(dns.Msg).SetReply(req)
+		m.Authoritative = true
+		for _, q := range req.Question {
+			log.Printf("query %s %s from %s", q.Name, dns.TypeToString[q.Qtype], w.RemoteAddr())
+			a, ok := recs[dns.CanonicalName(q.Name)]
+			switch {
+			case !ok:
+				m.Rcode = dns.RcodeNameError
+			case q.Qtype == dns.TypeA:
+				m.Answer = append(m.Answer, &dns.A{
+					Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30},
+					A:   a.AsSlice(),
+				})
+			}
+		}
+		if err := w.WriteMsg(m); err != nil {
+			log.Printf("reply: %v", err)
+		}
+	})
+	servers := []*dns.Server{{Addr: *listen, Net: "udp", Handler: h}, {Addr: *listen, Net: "tcp", Handler: h}}
+	errc := make(chan error, len(servers))
+	started := make(chan struct{}, len(servers))
+	for _, s := range servers {
+		s.NotifyStartedFunc = func() { started <- struct{}{} }
+		go func() { errc <- s.ListenAndServe() }()
+	}
+	for range servers {
+		select {
+		case err := <-errc:
+			log.Fatalf("poddns: %v", err)
+		case <-started:
+		}
+	}
+	log.Printf("poddns: listening on %s (udp, tcp), %d record(s)", *listen, len(recs))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	select {
+	case err := <-errc:
+		log.Fatalf("poddns: %v", err)
+	case <-ctx.Done():
+	}
+	for _, s := range servers {
+		_ = s.Shutdown()
+	}
+	log.Printf("poddns: stopped")
+	os.Exit(0)
+}
