@@ -304,6 +304,16 @@ func TestManyClustersOverlappingCIDRs(t *testing.T) {
 	if out, err := c.tp.Exec("vm", "curl", "-fsS", "--max-time", "2", "http://"+podIP+":8080/name"); err == nil {
 		t.Errorf("vm reached the real pod address: %q", out)
 	}
+	if out, err := exec.Command(bins.gtun, "status", "--socket", c.clientSocket("vm")).CombinedOutput(); err != nil {
+		t.Errorf("gtun status: %v\n%s", err, out)
+	} else {
+		t.Logf("gtun status:\n%s", out)
+	}
+	if out, err := exec.Command(bins.gtund, "status", "--socket", c.socket(g2)).CombinedOutput(); err != nil || !strings.Contains(string(out), "map 10.244.0.0/16=100.101.0.0/16, 10.96.0.0/16=100.111.0.0/16") {
+		t.Errorf("gtund status on gw2 does not show the map: %v\n%s", err, out)
+	} else {
+		t.Logf("gtund status on gw2:\n%s", out)
+	}
 	for g, want := range map[gtund]string{g1: "10.244.0.0/16=100.100.0.0/16", g2: "10.244.0.0/16=100.101.0.0/16"} {
 		var sst struct{ Map []string }
 		status(t, bins.gtund, c.socket(g), &sst)
