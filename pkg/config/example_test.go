@@ -148,3 +148,38 @@ func TestExamplesDocumentEveryKey(t *testing.T) {
 		}
 	}
 }
+
+// The README's Configuration section summarises the config; the annotated
+// examples above are the reference. The summary must still name every key
+// (in a code span), so that a new key cannot land undocumented there.
+func TestReadmeConfigurationNamesEveryKey(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	start := strings.Index(readme, "\n## Configuration\n")
+	if start < 0 {
+		t.Fatal("README.md has no \"## Configuration\" section")
+	}
+	section := readme[start+1:]
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	named := map[string]bool{}
+	for _, span := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(section, -1) {
+		for _, word := range regexp.MustCompile(`[a-z_]+`).FindAllString(span[1], -1) {
+			named[word] = true
+		}
+	}
+	for what, section := range map[string]any{
+		"gtund [server]": ServerSection{}, "gtund [server] dns": DNSTOML{}, "gtund [[peer]]": PeerSection{},
+		"gtun [client]": ClientSection{}, "gtun [[server]]": ServerEntryTOML{}, "[log]": Log{},
+	} {
+		for _, key := range tomlKeys(section) {
+			if !named[key] {
+				t.Errorf("README.md, Configuration: %s key %s is not named (as `%s`)", what, key, key)
+			}
+		}
+	}
+}
