@@ -1,0 +1,131 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/gtun/gtun/internal/testnet"
+)
+
+// The README's deployment, end to end: scripts/install.sh --server into the
+// gateway's root and --client into the VM's, the installed example configs
+// edited only where the README says (the peer's key, the endpoint and the
+// server's key; plus paths into the temporary roots), and the installed
+// binaries, keys and configs carry HTTP to a pod and a ClusterIP.
+func TestInstalledDeployment(t *testing.T) {
+	e := newEnv(t)
+	root := testnet.RepoRoot()
+	tree := t.TempDir()
+	for _, rel := range []string{"scripts/install.sh", "etc/gtun.toml", "etc/gtund.toml",
+		"systemd/gtun.service", "systemd/gtun@.service", "systemd/gtund.service"} {
+		copyTo(t, filepath.Join(root, rel), filepath.Join(tree, rel), 0o755)
+	}
+	copyTo(t, bins.gtun, filepath.Join(tree, "bin/gtun"), 0o755)
+	copyTo(t, bins.gtund, filepath.Join(tree, "bin/gtund"), 0o755)
+
+	install := func(dest, role string) string {
+		cmd := exec.Command(filepath.Join(tree, "scripts/install.sh"), role)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DESTDIR=" + dest}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("install.sh %s: %v\n%s", role, err, out)
+		}
+		return string(out)
+	}
+	pubOf := func(out, name string) string {
+		m := regexp.MustCompile(`(?m)^` + name + ` public key: (\S+)$`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("install.sh printed no %s public key:\n%s", name, out)
+		}
+		return m[1]
+	}
+	gw, vm := t.TempDir(), t.TempDir()
+	serverPub := pubOf(install(gw, "--server"), "gtund")
+	clientPub := pubOf(install(vm, "--client"), "gtun")
+
+	// Server: one [[peer]] with the client's key instead of the examples.
+	serverConf := filepath.Join(gw, "etc/gtund/gtund.toml")
+	editTOML(t, serverConf, func(m map[string]any) {
+		s := m["server"].(map[string]any)
+		s["private_key_file"] = filepath.Join(gw, "etc/gtund/private.key")
+		s["state_dir"] = filepath.Join(gw, "var/lib/gtund")
+		s["control_socket"] = e.serverSocket()
+		m["peer"] = []map[string]any{{"name": "vm", "public_key": clientPub}}
+	})
+	// Client: the gateway's endpoint and key.
+	clientConf := filepath.Join(vm, "etc/gtun/gtun.toml")
+	editTOML(t, clientConf, func(m map[string]any) {
+		c := m["client"].(map[string]any)
+		c["private_key_file"] = filepath.Join(vm, "etc/gtun/private.key")
+		c["control_socket"] = e.clientSocket("vm")
+		s := m["server"].([]map[string]any)[0]
+		s["endpoints"] = []string{gwWAN + ":" + port}
+		s["public_key"] = serverPub
+	})
+
+	gtund := filepath.Join(gw, "usr/local/bin/gtund")
+	gtun := filepath.Join(vm, "usr/local/bin/gtun")
+	srv := e.tp.Start(t, "gw", filepath.Join(e.dir, "gtund.log"), gtund, "-c", serverConf)
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if srv.Exited() {
+			t.Fatalf("installed gtund exited:\n%s", srv.LogTail(30))
+		}
+		return exec.Command(gtund, "status", "-c", serverConf).Run()
+	})
+	cli := e.startClientBin(t, gtun, clientConf)
+	e.waitRoute(t, "vm", "10.244.0.0/16", cli)
+	e.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
+	e.reach(t, "vm", "http://"+clusterIP+"/", 10*time.Second)
+
+	var st struct {
+		Servers []struct{ Name, State string }
+	}
+	status(t, gtun, e.clientSocket("vm"), &st)
+	if len(st.Servers) != 1 || st.Servers[0].State != "connected" {
+		t.Errorf("gtun status: %+v", st)
+	}
+}
+
+func (e *env) startClientBin(t *testing.T, bin, cfg string) *testnet.Proc {
+	t.Helper()
+	return e.tp.Start(t, "vm", filepath.Join(e.dir, "vm.log"), bin, "-c", cfg)
+}
+
+func copyTo(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// editTOML rewrites a config through a map (comments are lost; the keys and
+// values the example sets are kept unless edit changes them).
+func editTOML(t *testing.T, path string, edit func(map[string]any)) {
+	t.Helper()
+	var m map[string]any
+	if _, err := toml.DecodeFile(path, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := toml.NewEncoder(f).Encode(m); err != nil {
+		t.Fatal(err)
+	}
+}
