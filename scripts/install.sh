@@ -89,10 +89,12 @@ install_file() {
 	local srcf="$1" dst="$2" mode="$3"
 	if [ -f "$dst" ] && cmp -s "$srcf" "$dst" && [ "$(stat -c %a "$dst")" = "${mode#0}" ]; then
 		say unchanged "$dst"
+		last=unchanged
 		return
 	fi
 	local verb=installed
 	[ -e "$dst" ] && verb=updated
+	last=$verb
 	install -d -m 0755 "$(dirname "$dst")"
 	local tmp
 	tmp="$(mktemp "$dst.XXXXXX")"
@@ -160,14 +162,14 @@ setup_etc() {
 	fi
 }
 
-changed=0 pubkeys=()
+changed=0 last='' pubkeys=()
 echo "install.sh: installing ${bins[*]} into ${DESTDIR:-/} (PREFIX=$PREFIX, units in $UNITDIR)"
 updated_bins=()
 for b in "${bins[@]}"; do
-	before=$changed changed=0
 	install_file "$src/bin/$b" "$DESTDIR$PREFIX/bin/$b" 0755
-	[ "$changed" = 1 ] && updated_bins+=("$b")
-	changed=$((before | changed))
+	if [ "$last" = updated ]; then
+		updated_bins+=("$b")
+	fi
 done
 units=()
 if [ "$client" = 1 ]; then
@@ -191,7 +193,9 @@ fi
 if [ "$live" = 1 ]; then
 	# Changed unit files take effect (and systemd stops warning about them)
 	# only after a reload.
-	systemctl daemon-reload
+	if ! systemctl daemon-reload; then
+		echo "install.sh: warning: systemctl daemon-reload failed; run it before starting the services" >&2
+	fi
 fi
 # example_config UNIT: true when the unit's config is still the example
 # (its keys and endpoints are placeholders: starting it helps nobody).

@@ -60,7 +60,10 @@ for name in "${names[@]}"; do
 	fi
 	if [ "$live" = 1 ]; then
 		# Every running instance of the template too (gtun@hk.service, ...).
-		mapfile -t running < <(systemctl list-units --plain --no-legend --all "$name.service" "$name@*.service" 2>/dev/null | awk '{print $1}')
+		running=()
+		while read -r unit _; do
+			running+=("$unit")
+		done < <(systemctl list-units --plain --no-legend --all "$name.service" "$name@*.service" 2>/dev/null)
 		if [ ${#running[@]} -gt 0 ]; then
 			systemctl disable --now "${running[@]}" || true
 		fi
@@ -81,5 +84,5 @@ for name in "${names[@]}"; do
 done
 
 if [ "$live" = 1 ]; then
-	systemctl daemon-reload
+	systemctl daemon-reload || echo "uninstall.sh: warning: systemctl daemon-reload failed" >&2
 fi
