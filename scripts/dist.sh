@@ -41,19 +41,27 @@ esac
 if [ "${1:-}" = "--check" ]; then
 	tmp="$(mktemp -d)"
 	trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
-	DISTDIR="$tmp/a" "$0"
-	# The same files (tracked and new, as git sees them) at another path.
+	# First a copy of the files (tracked and new, as git sees them) at
+	# another path, so both builds see the same sources.
 	mkdir "$tmp/src"
 	git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
 		[ -e "$f" ] && cp -a --parents "$f" "$tmp/src/"
 	done
+	DISTDIR="$tmp/a" "$0"
 	DISTDIR="$tmp/b" GOCACHE="$tmp/gocache" "$tmp/src/scripts/dist.sh"
-	if ! cmp "$tmp/a/SHA256SUMS" "$tmp/b/SHA256SUMS"; then
+	if ! cmp -s "$tmp/a/SHA256SUMS" "$tmp/b/SHA256SUMS"; then
 		echo "dist.sh --check: NOT reproducible:" >&2
 		diff "$tmp/a/SHA256SUMS" "$tmp/b/SHA256SUMS" >&2 || true
+		for t in "$tmp"/a/*.tar.gz; do
+			n="$(basename "$t")"
+			mkdir -p "$tmp/xa/$n" "$tmp/xb/$n"
+			tar -xzf "$t" -C "$tmp/xa/$n"
+			tar -xzf "$tmp/b/$n" -C "$tmp/xb/$n"
+		done
+		diff -r --brief "$tmp/xa" "$tmp/xb" >&2 || true
 		exit 1
 	fi
-	echo "dist.sh --check: reproducible, built twice (second from $tmp/src with an empty build cache):"
+	echo "dist.sh --check: reproducible, built twice (the second from $tmp/src with an empty build cache):"
 	cat "$tmp/a/SHA256SUMS"
 	exit 0
 fi
