@@ -85,6 +85,11 @@ func decode(path string, v any) (*loader, error) {
 	if err != nil {
 		return nil, &Error{File: path, Msg: err.Error()}
 	}
+	return decodeBytes(path, src, v)
+}
+
+// decodeBytes is decode for the contents src of the file named path.
+func decodeBytes(path string, src []byte, v any) (*loader, error) {
 	l := &loader{file: path, lines: indexLines(string(src))}
 	md, err := toml.Decode(string(src), v)
 	if err != nil {

@@ -219,7 +219,7 @@ format = "json"
 	}
 	want := Server{File: path, Listen: "127.0.0.1:9623", Transports: []string{"tcp"}, PrivateKey: f.priv,
 		PrivateKeyFile: f.key, Tun: "gw0", MTU: 9000, Pool: netip.MustParsePrefix("100.64.0.0/30"),
-		Gateway: netip.MustParseAddr("100.64.0.1"), NAT: false, StateDir: "/srv/state", ControlSocket: "/tmp/x.sock", MetricsListen: "127.0.0.1:9624",
+		Gateway: netip.MustParseAddr("100.64.0.1"), NAT: false, StateDir: "/srv/state", ControlSocket: "/tmp/x.sock", MetricsListen: "127.0.0.1:9624", PeersFile: "/srv/state/peers.toml",
 		Keepalive: 250 * time.Millisecond, DeadAfter: 7, Offload: false, Log: Log{Level: "debug", Format: "json"},
 		HandshakeTimeout: 2 * time.Second, Handshake: guard.Limits{Rate: 5, Burst: 10, MaxPending: 100, MaxPendingPerSource: 4}}
 	if !reflect.DeepEqual(*s, want) {

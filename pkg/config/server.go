@@ -1,8 +1,11 @@
 package config
 
 import (
+	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -80,6 +83,7 @@ type Server struct {
 	StateDir       string
 	ControlSocket  string
 	MetricsListen  string // Prometheus endpoint host:port; empty: off
+	PeersFile      string // state_dir/peers.toml, read when it exists
 	Keepalive      time.Duration
 	DeadAfter      int
 	Offload        bool // TUN offloads (virtio-net header, TSO) when the kernel has them
@@ -137,6 +141,7 @@ func v4(a netip.Addr) uint32 {
 
 // Peer is a validated [[peer]].
 type Peer struct {
+	Source    string // the file it is defined in: the config or the peers file
 	Name      string
 	PublicKey secure.PublicKey
 	Address   netip.Addr // zero: assigned from the pool
@@ -146,8 +151,40 @@ type Peer struct {
 	Subnets []netip.Prefix
 }
 
-// LoadServer reads and validates a gtund config.
+// PeersFileName is the peers file in state_dir: [[peer]] tables that
+// `gtund peer add` writes and gtund reads in addition to its config.
+const PeersFileName = "peers.toml"
+
+// PeersFile is the [[peer]] list of the peers file.
+type PeersFile struct {
+	Peer []PeerSection `toml:"peer"`
+}
+
+// LoadServer reads and validates a gtund config, with the peers file in its
+// state_dir when there is one.
 func LoadServer(path string) (*Server, error) {
+	return loadServer(path, nil, false)
+}
+
+// LoadServerWithPeers validates the config at path as if its peers file
+// held peers (the contents of a peers file): how `gtund peer add` checks
+// a change before it writes it.
+func LoadServerWithPeers(path string, peers []byte) (*Server, error) {
+	return loadServer(path, peers, true)
+}
+
+// ParsePeersFile decodes a peers file strictly (syntax and unknown keys);
+// the peers themselves are validated with the config they belong to.
+func ParsePeersFile(path string, src []byte) ([]PeerSection, error) {
+	var pf PeersFile
+	l, err := decodeBytes(path, src, &pf)
+	if err != nil {
+		return nil, err
+	}
+	return pf.Peer, l.err()
+}
+
+func loadServer(path string, peersSrc []byte, override bool) (*Server, error) {
 	var f ServerFile
 	l, err := decode(path, &f)
 	if err != nil {
@@ -249,19 +286,51 @@ func LoadServer(path string) (*Server, error) {
 		l.errf("server.max_handshakes_per_source", "%d is more than max_handshakes (%d)", out.Handshake.MaxPendingPerSource, out.Handshake.MaxPending)
 	}
 
-	names := map[string]bool{}
+	// The peers of the config, then those of the peers file: one list,
+	// each entry checked against all before it, errors naming its own file.
+	type peerEntry struct {
+		l  *loader
+		i  int
+		ps PeerSection
+	}
+	var entries []peerEntry
+	for i, ps := range f.Peer {
+		entries = append(entries, peerEntry{l, i, ps})
+	}
+	out.PeersFile = filepath.Join(out.StateDir, PeersFileName)
+	if !override {
+		switch peersSrc, err = os.ReadFile(out.PeersFile); {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			l.errs = append(l.errs, &Error{File: out.PeersFile, Msg: err.Error()})
+		}
+	}
+	var pl *loader
+	if peersSrc != nil {
+		var pf PeersFile
+		if pl, err = decodeBytes(out.PeersFile, peersSrc, &pf); err != nil {
+			l.errs = append(l.errs, err)
+		}
+		for i, ps := range pf.Peer {
+			entries = append(entries, peerEntry{pl, i, ps})
+		}
+	}
+	names := map[string]string{} // the file each name is defined in
 	keys := map[secure.PublicKey]string{}
 	addrs := map[netip.Addr]string{}
 	var subnetOwner []peerSubnet
-	for i, ps := range f.Peer {
+	for _, e := range entries {
+		l, i, ps := e.l, e.i, e.ps
 		key := func(k string) string { return "peer." + itoa(i) + "." + k }
-		p := Peer{Name: ps.Name}
+		p := Peer{Name: ps.Name, Source: l.file}
 		if p.Name == "" {
 			l.errf(key("name"), "required")
-		} else if names[p.Name] {
+		} else if where, dup := names[p.Name]; dup && where == l.file {
 			l.errf(key("name"), "peer %q defined twice", p.Name)
+		} else if dup {
+			l.errf(key("name"), "peer %q is also defined in %s", p.Name, where)
 		}
-		names[p.Name] = true
+		names[p.Name] = l.file
 		p.PublicKey = l.publicKey(key("public_key"), ps.PublicKey)
 		if other, dup := keys[p.PublicKey]; dup && ps.PublicKey != "" {
 			l.errf(key("public_key"), "same key as peer %q", other)
@@ -299,6 +368,9 @@ func LoadServer(path string) (*Server, error) {
 			subnetOwner = append(subnetOwner, peerSubnet{sn, p.Name})
 		}
 		out.Peers = append(out.Peers, p)
+	}
+	if pl != nil {
+		l.errs = append(l.errs, pl.errs...)
 	}
 	out.DNS = l.dns(s.DNS, out.Routes)
 	if err := l.err(); err != nil {

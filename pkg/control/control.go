@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -22,6 +23,7 @@ type Server struct {
 	path string
 	ln   net.Listener
 	srv  *http.Server
+	mux  *http.ServeMux
 }
 
 // Listen creates the socket at path. A stale socket left by a killed daemon
@@ -58,10 +60,55 @@ func Listen(path string, status func() any, log *slog.Logger) (*Server, error) {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(status())
 	})
-	s := &Server{path: path, ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+	s := &Server{path: path, ln: ln, mux: mux, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}}
 	go func() { _ = s.srv.Serve(ln) }() // stopped by Close
 	return s, nil
+}
+
+// HandleReload serves POST /reload: reload re-reads the config and reports
+// why it could not (`gtund peer add` uses it; SIGHUP does the same).
+func (s *Server) HandleReload(reload func() error) {
+	s.mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+		if err := reload(); err != nil {
+			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// ErrNotRunning means nothing answers on the control socket.
+var ErrNotRunning = errors.New("daemon not running")
+
+// Reload asks the daemon at path to reload its config and waits for it.
+func Reload(path string) error {
+	resp, err := httpClient(path, 30*time.Second).Post("http://gtun/reload", "", nil)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return fmt.Errorf("%w (no answer on %s: %v)", ErrNotRunning, path, op.Err)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	switch resp.StatusCode {
+	case http.StatusNoContent, http.StatusOK:
+		return nil
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return fmt.Errorf("the running daemon cannot reload over its control socket (older version?): use systemctl reload or SIGHUP")
+	}
+	return fmt.Errorf("reload failed: %s", strings.TrimSpace(string(b)))
+}
+
+func httpClient(path string, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}
 }
 
 // Close stops serving and removes the socket file.
@@ -76,13 +123,7 @@ func (s *Server) Close() error {
 
 // FetchStatus asks the daemon at path for its status and decodes it into v.
 func FetchStatus(path string, v any) error {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-	}}
-	resp, err := client.Get("http://gtun/status")
+	resp, err := httpClient(path, 5*time.Second).Get("http://gtun/status")
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gtun/gtun/pkg/atomicfile"
 	"github.com/gtun/gtun/pkg/secure"
 )
 
@@ -90,6 +91,23 @@ func Open(prefix netip.Prefix, server netip.Addr, dir string, log *slog.Logger) 
 		}
 	}
 	return p, nil
+}
+
+// ReadLeases returns the leases persisted in dir (none when there is no
+// file), for tools that look at a gtund's state without running it.
+func ReadLeases(dir string) ([]Lease, error) {
+	b, err := os.ReadFile(filepath.Join(dir, leaseFile))
+	if errors.Is(err, os.ErrNotExist) || (err == nil && len(b) == 0) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read leases: %w", err)
+	}
+	var ls []Lease
+	if err := json.Unmarshal(b, &ls); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", filepath.Join(dir, leaseFile), err)
+	}
+	return ls, nil
 }
 
 func (p *Pool) usable(a netip.Addr) bool {
@@ -203,7 +221,7 @@ func (p *Pool) persistLocked() {
 		p.mu.Unlock()
 		sort.Slice(ls, func(i, j int) bool { return ls[i].Address < ls[j].Address })
 		b, _ := json.MarshalIndent(ls, "", "  ")
-		err := writeAtomic(filepath.Join(p.dir, leaseFile), append(b, '\n'))
+		err := atomicfile.Write(filepath.Join(p.dir, leaseFile), append(b, '\n'))
 		p.mu.Lock()
 		p.writing = false
 		p.cond.Broadcast()
@@ -222,36 +240,6 @@ func (p *Pool) persistLocked() {
 			p.dirty = false
 		}
 	}
-}
-
-// writeAtomic replaces path with data so that a crash leaves either the old
-// file or the new one, never a torn one.
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".leases-*")
-	if err != nil {
-		return fmt.Errorf("create temp in %s: %w", dir, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename to %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }
 
 // Broadcast is the last address of an IPv4 prefix.

@@ -94,8 +94,9 @@ type Server struct {
 	// routed into the TUN.
 	subnetRoutes *route.Reconciler
 
-	guard       *guard.Guard // admits handshakes: per-source rate, caps on those in progress
-	hsTimeout   atomic.Int64 // nanoseconds from accept to hello; a reload may change it
+	guard       *guard.Guard    // admits handshakes: per-source rate, caps on those in progress
+	hsTimeout   atomic.Int64    // nanoseconds from accept to hello; a reload may change it
+	reloadReq   chan chan error // reloads asked for over the control socket
 	hsFailures  stats.Reasons
 	drops       stats.Reasons
 	wg          sync.WaitGroup
@@ -144,6 +145,7 @@ func New(cfg *config.Server, log *slog.Logger) *Server {
 		guard:  guard.New(cfg.Handshake),
 		routes: cfg.Routes, maps: cfg.Map, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter}
 	s.bySubnet.Store(packet.NewTable(map[netip.Prefix]*clientConn{}))
+	s.reloadReq = make(chan chan error)
 	for _, p := range cfg.Peers {
 		s.peers[p.PublicKey] = newPeerInfo(p, cfg.Map)
 	}
@@ -264,6 +266,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		return err
 	}
 	defer ctl.Close()
+	ctl.HandleReload(func() error { return s.requestReload(ctx) })
 	if s.cfg.MetricsListen != "" {
 		m, err := metrics.Listen(s.cfg.MetricsListen, s.log, NewCollector(s.Status))
 		if err != nil {
@@ -296,7 +299,9 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		case <-ctx.Done():
 			done = true
 		case <-reload:
-			s.reload()
+			_ = s.reload()
+		case res := <-s.reloadReq:
+			res <- s.reload()
 		}
 	}
 	s.log.Info("shutting down")
@@ -715,13 +720,13 @@ func (s *Server) tunReadLoop(ctx context.Context) {
 // reload re-reads the config file. Routes, peers and keepalive apply live;
 // other keys need a restart and keep their running values. A bad file
 // changes nothing.
-func (s *Server) reload() {
+func (s *Server) reload() error {
 	_ = sdnotify.Notify("RELOADING=1")
 	defer func() { _ = sdnotify.Notify("READY=1", "STATUS="+s.statusLine()) }()
 	n, err := config.LoadServer(s.cfg.File)
 	if err != nil {
 		s.log.Error("reload failed; the running config stays", "err", err)
-		return
+		return err
 	}
 	if keys := restartOnly(s.cfg, n); len(keys) > 0 {
 		s.log.Warn("reload: these keys change only with a restart; keeping the running values", "keys", keys)
@@ -733,7 +738,7 @@ func (s *Server) reload() {
 		// The table first: if the kernel refuses it, nothing else changes.
 		if err := nat.Ensure(s.natSpec(n.Map)); err != nil {
 			s.log.Error("reload failed: cannot apply the new map; the running config stays", "err", err)
-			return
+			return fmt.Errorf("apply map: %w", err)
 		}
 		s.log.Info("reload: map changed; connections through a changed mapping break", "map", n.Map)
 	}
@@ -800,6 +805,24 @@ func (s *Server) reload() {
 	}
 	s.log.Info("config reloaded", "routes", n.Routes, "peers", len(n.Peers), "added", added, "removed", removed,
 		"changed", changed, "pushed", len(push), "disconnected", len(drop))
+	return nil
+}
+
+// requestReload runs a reload in Run's loop, like SIGHUP, and waits for
+// its outcome (for the control socket's POST /reload).
+func (s *Server) requestReload(ctx context.Context) error {
+	res := make(chan error, 1)
+	select {
+	case s.reloadReq <- res:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // restartOnly lists the keys that differ between a and b but apply only at start.
