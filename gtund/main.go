@@ -8,6 +8,7 @@ import (
 
 	"github.com/gtun/gtun/pkg/cli"
 	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/peers"
 	"github.com/gtun/gtun/pkg/server"
 )
 
@@ -25,5 +26,6 @@ func main() {
 			return server.New(cfg, cfg.Log.Logger()).Run(ctx, reload)
 		},
 		PrintStatus: server.WriteStatus,
+		Commands:    map[string]cli.Command{"peer": {Usage: peers.Usage, Run: peers.Command}},
 	}.Main(os.Args[1:]))
 }

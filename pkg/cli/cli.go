@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"sort"
 	"strings"
 	"syscall"
 
@@ -78,6 +79,15 @@ type Daemon struct {
 	Run func(ctx context.Context, path string, reload <-chan struct{}) error
 	// PrintStatus renders the JSON status for humans.
 	PrintStatus func(w io.Writer, raw json.RawMessage) error
+	// Commands are subcommands only this binary has (gtund's "peer"):
+	// each gets the arguments after its name and returns the exit code.
+	Commands map[string]Command
+}
+
+// Command is a subcommand of one binary.
+type Command struct {
+	Usage string // lines for the usage text, without the binary's name
+	Run   func(args []string) int
 }
 
 // Main runs the command line and returns the exit code.
@@ -99,6 +109,10 @@ func (d Daemon) Main(args []string) int {
 			return ExitOK
 		case "run":
 			args = args[1:]
+		default:
+			if c, ok := d.Commands[args[0]]; ok {
+				return c.Run(args[1:])
+			}
 		}
 	}
 	fs := flag.NewFlagSet(d.Name, flag.ContinueOnError)
@@ -123,6 +137,16 @@ func (d Daemon) usage(w io.Writer) {
   %[1]s status [--json] [-c FILE | --socket PATH]
   %[1]s version
 `, d.Name, d.DefaultConfig)
+	names := make([]string, 0, len(d.Commands))
+	for n := range d.Commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		for _, line := range strings.Split(strings.TrimSpace(d.Commands[n].Usage), "\n") {
+			fmt.Fprintf(w, "  %s %s\n", d.Name, strings.TrimSpace(line))
+		}
+	}
 }
 
 func (d Daemon) run(path string) int {

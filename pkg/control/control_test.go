@@ -192,3 +192,31 @@ func TestListenCloseListenSamePath(t *testing.T) {
 		s.Close()
 	}
 }
+
+func TestReload(t *testing.T) {
+	path := sockPath(t)
+	if err := Reload(path); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("no daemon: %v, want ErrNotRunning", err)
+	}
+	s := listen(t, path, func() any { return nil })
+	// A daemon that does not serve reloads (an older one) says how to do it.
+	if err := Reload(path); err == nil || !strings.Contains(err.Error(), "SIGHUP") {
+		t.Fatalf("without a handler: %v", err)
+	}
+	var calls atomic.Int32
+	var fail atomic.Bool
+	s.HandleReload(func() error {
+		calls.Add(1)
+		if fail.Load() {
+			return errors.New("gtund.toml:3: server.pool: required")
+		}
+		return nil
+	})
+	if err := Reload(path); err != nil || calls.Load() != 1 {
+		t.Fatalf("reload: %v, %d calls", err, calls.Load())
+	}
+	fail.Store(true)
+	if err := Reload(path); err == nil || !strings.Contains(err.Error(), "gtund.toml:3: server.pool: required") {
+		t.Fatalf("failed reload: %v", err)
+	}
+}

@@ -23,6 +23,8 @@ import (
 	"github.com/gtun/gtun/pkg/atomicfile"
 	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/ipam"
+	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/secure"
 )
 
 // UsageError is a request that cannot be done as asked (a name taken, an
@@ -77,10 +79,8 @@ func Add(cfgPath string, peer config.PeerSection) (*config.Server, error) {
 			return nil, usagef("peer %q already exists (in %s)", peer.Name, p.Source)
 		}
 	}
-	if peer.Address != "" {
-		if err := addressFree(cfg, peer); err != nil {
-			return nil, err
-		}
+	if err := check(cfg, peer); err != nil {
+		return nil, err
 	}
 	list, err := read(cfg.PeersFile)
 	if err != nil {
@@ -89,12 +89,45 @@ func Add(cfgPath string, peer config.PeerSection) (*config.Server, error) {
 	return write(cfgPath, cfg.PeersFile, append(list, peer))
 }
 
-// addressFree refuses an address another peer holds: gtund would take a
-// lease away from a connected client otherwise.
+// check validates a new peer against the config, with messages about the
+// request (the whole config is validated again before it is written).
+func check(cfg *config.Server, peer config.PeerSection) error {
+	k, err := secure.ParsePublicKey(peer.PublicKey)
+	if err != nil {
+		return usagef("bad public key: %v", err)
+	}
+	for _, p := range cfg.Peers {
+		if p.PublicKey == k {
+			return usagef("that public key is already peer %q's (in %s)", p.Name, p.Source)
+		}
+	}
+	for _, s := range peer.Allowed {
+		a, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil:
+			return usagef("--allowed %q: not a CIDR", s)
+		case a != a.Masked():
+			return usagef("--allowed %s has host bits set (did you mean %s?)", s, a.Masked())
+		case !packet.Within(a, cfg.Routes):
+			return usagef("--allowed %s is not within the routes gtund serves (%v)", a, cfg.Routes)
+		}
+	}
+	if peer.Address != "" {
+		return addressFree(cfg, peer)
+	}
+	return nil
+}
+
+// addressFree refuses an address that is not a client address of the pool
+// or that another peer holds: gtund would take a lease away from a
+// connected client otherwise.
 func addressFree(cfg *config.Server, peer config.PeerSection) error {
 	a, err := netip.ParseAddr(peer.Address)
 	if err != nil {
 		return usagef("bad address %q", peer.Address)
+	}
+	if !cfg.Pool.Contains(a) || a == cfg.Pool.Addr() || a == cfg.Gateway || a == ipam.Broadcast(cfg.Pool) {
+		return usagef("address %s is not a client address of pool %s (the network, broadcast and %s, gtund's own, are not)", a, cfg.Pool, cfg.Gateway)
 	}
 	for _, p := range cfg.Peers {
 		if p.Address == a {

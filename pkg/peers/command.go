@@ -1,0 +1,373 @@
+package peers
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gtun/gtun/pkg/cli"
+	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/control"
+	"github.com/gtun/gtun/pkg/secure"
+	"github.com/gtun/gtun/pkg/transport"
+)
+
+// Usage is the `gtund peer` part of gtund's usage text.
+const Usage = `peer add NAME [--endpoint HOST:PORT] [--address A] [--allowed CIDR]... [--key-out FILE | --public-key KEY] [-c FILE]
+peer list [-c FILE]
+peer remove NAME [-c FILE]`
+
+const defaultConfig = "/etc/gtund/gtund.toml"
+
+// Command is `gtund peer`: it returns the exit code.
+func Command(args []string) int { return command(args, os.Stdout, os.Stderr) }
+
+func command(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "gtund peer: add, list or remove?\nusage:\n  gtund %s\n", strings.ReplaceAll(Usage, "\n", "\n  gtund "))
+		return cli.ExitUsage
+	}
+	switch args[0] {
+	case "add":
+		return add(args[1:], stdout, stderr)
+	case "list", "ls":
+		return list(args[1:], stdout, stderr)
+	case "remove", "rm":
+		return remove(args[1:], stderr)
+	}
+	fmt.Fprintf(stderr, "gtund peer: unknown command %q (add, list or remove)\n", args[0])
+	return cli.ExitUsage
+}
+
+// parse parses flags before, between and after the positional arguments
+// (operators type "add NAME --flag" as often as "add --flag NAME"); the
+// one positional argument, when wanted, is the peer's name.
+func parse(fs *flag.FlagSet, args []string, wantName bool) (string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return "", err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	switch {
+	case wantName && len(pos) == 0:
+		return "", errors.New("the peer's NAME is missing")
+	case wantName && len(pos) > 1:
+		return "", fmt.Errorf("unexpected argument %q", pos[1])
+	case !wantName && len(pos) > 0:
+		return "", fmt.Errorf("unexpected argument %q", pos[0])
+	case wantName:
+		return pos[0], nil
+	}
+	return "", nil
+}
+
+// listFlag collects a repeated flag; commas separate values too.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// fail prints err and returns its exit code: 2 for the caller's mistakes
+// (and bad config), 1 for everything else.
+func fail(stderr io.Writer, what string, err error) int {
+	if config.IsConfigError(err) {
+		fmt.Fprintf(stderr, "gtund peer %s: bad config:\n  %s\n", what, strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		return cli.ExitUsage
+	}
+	fmt.Fprintf(stderr, "gtund peer %s: %v\n", what, err)
+	if IsUsage(err) {
+		return cli.ExitUsage
+	}
+	return cli.ExitRuntime
+}
+
+func add(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gtund peer add", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("c", defaultConfig, "gtund config file")
+	endpoint := fs.String("endpoint", "", "HOST:PORT the new client dials (default: gtund's listen address, unless it is a wildcard)")
+	address := fs.String("address", "", "fixed tunnel address inside the pool (default: a sticky address from the pool)")
+	var allowed listFlag
+	fs.Var(&allowed, "allowed", "CIDR the client may reach, within the served routes; repeat or separate with commas (default: all served routes)")
+	keyOut := fs.String("key-out", "", "write the new client's private key to this file, mode 0600 (default NAME.key in the current directory)")
+	pubKey := fs.String("public-key", "", "use this client public key (made on the VM with gtun genkey/pubkey) instead of generating a key pair")
+	keyPath := fs.String("key-path", "/etc/gtun/private.key", "private_key_file in the printed gtun.toml: where the key will be on the VM")
+	tport := fs.String("transport", "", "transport in the printed gtun.toml: tcp, kcp or auto (default: from gtund's transports)")
+	serverName := fs.String("server-name", "", "the [[server]] name in the printed gtun.toml (default: this host's name)")
+	name, err := parse(fs, args, true)
+	if err != nil {
+		fmt.Fprintf(stderr, "gtund peer add: %v\nusage: gtund %s\n", err, strings.SplitN(Usage, "\n", 2)[0])
+		return cli.ExitUsage
+	}
+	cfg, err := config.LoadServer(*cfgPath)
+	if err != nil {
+		return fail(stderr, "add", err)
+	}
+	ep, err := clientEndpoint(cfg, *endpoint)
+	if err != nil {
+		return fail(stderr, "add", err)
+	}
+	tr, err := clientTransport(cfg, *tport)
+	if err != nil {
+		return fail(stderr, "add", err)
+	}
+	if *serverName == "" {
+		if *serverName, err = os.Hostname(); err != nil || *serverName == "" {
+			*serverName = "gtund"
+		}
+	}
+	if !nameRe.MatchString(name) {
+		return fail(stderr, "add", usagef("bad peer name %q: use letters, digits, '.', '_' and '-' (up to 63, starting with a letter or digit)", name))
+	}
+	peer := config.PeerSection{Name: name, Address: *address, Allowed: allowed}
+
+	// The key: the client's own public key when given (its private key
+	// never leaves the VM), else a new pair whose private half goes to a
+	// new 0600 file, never to the terminal.
+	var keyFile string
+	if *pubKey != "" {
+		if *keyOut != "" {
+			return fail(stderr, "add", usagef("--key-out and --public-key exclude each other: with --public-key there is no private key here"))
+		}
+		k, err := secure.ParsePublicKey(*pubKey)
+		if err != nil {
+			return fail(stderr, "add", usagef("--public-key: %v", err))
+		}
+		peer.PublicKey = k.String()
+	} else {
+		keyFile = *keyOut
+		if keyFile == "" {
+			keyFile = name + ".key"
+		}
+		k, err := secure.GeneratePrivateKey()
+		if err != nil {
+			return fail(stderr, "add", err)
+		}
+		f, err := os.OpenFile(keyFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			if errors.Is(err, os.ErrExist) {
+				return fail(stderr, "add", usagef("%s exists; refusing to overwrite a key (choose another --key-out)", keyFile))
+			}
+			return fail(stderr, "add", err)
+		}
+		_, err = f.WriteString(k.Encode() + "\n")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(keyFile)
+			return fail(stderr, "add", fmt.Errorf("write %s: %w", keyFile, err))
+		}
+		peer.PublicKey = k.Public().String()
+	}
+
+	cfg, err = Add(*cfgPath, peer)
+	if err != nil {
+		if keyFile != "" {
+			os.Remove(keyFile) // the peer was not added: its key is of no use
+		}
+		return fail(stderr, "add", err)
+	}
+	fmt.Fprint(stdout, ClientConfig(ClientParams{Peer: name, ServerName: *serverName, Endpoint: ep, Transport: tr,
+		ServerKey: cfg.PrivateKey.Public().String(), KeyPath: *keyPath, FECData: cfg.FECData, FECParity: cfg.FECParity}))
+
+	fmt.Fprintf(stderr, "gtund peer add: peer %q added to %s\n", name, cfg.PeersFile)
+	code := reload(cfg, stderr, "it can connect now")
+	if keyFile != "" {
+		fmt.Fprintf(stderr, "The client's private key is in %s: copy it to the VM as %s (mode 0600, e.g. install -m 0600), then delete it here.\n", keyFile, *keyPath)
+	} else {
+		fmt.Fprintf(stderr, "The VM's private key (whose public key you gave) must be at %s there.\n", *keyPath)
+	}
+	fmt.Fprintln(stderr, "The config above goes to /etc/gtun/gtun.toml on the VM; then: systemctl enable --now gtun")
+	return code
+}
+
+// reload asks a running gtund to apply the peers file; not running is
+// fine (it reads the file when it starts).
+func reload(cfg *config.Server, stderr io.Writer, applied string) int {
+	err := control.Reload(cfg.ControlSocket)
+	switch {
+	case err == nil:
+		fmt.Fprintf(stderr, "gtund reloaded: %s; other sessions stay up.\n", applied)
+	case errors.Is(err, control.ErrNotRunning):
+		fmt.Fprintf(stderr, "gtund is not running (nothing answers on %s): the change applies when it starts.\n", cfg.ControlSocket)
+	default:
+		fmt.Fprintf(stderr, "gtund peer: the peers file is written, but gtund did not apply it: %v\n", err)
+		return cli.ExitRuntime
+	}
+	return cli.ExitOK
+}
+
+// clientEndpoint is where the new client dials: --endpoint, or gtund's
+// listen address when it names one host.
+func clientEndpoint(cfg *config.Server, flagValue string) (string, error) {
+	_, listenPort, _ := net.SplitHostPort(cfg.Listen)
+	if flagValue != "" {
+		host, port, err := net.SplitHostPort(flagValue)
+		if err != nil && strings.Contains(err.Error(), "missing port") {
+			host, port, err = flagValue, listenPort, nil
+		}
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			return "", usagef("--endpoint %q: want HOST:PORT (the address the VM reaches gtund at)", flagValue)
+		}
+		return net.JoinHostPort(host, port), nil
+	}
+	host, _, _ := net.SplitHostPort(cfg.Listen)
+	if a, err := netip.ParseAddr(host); host == "" || (err == nil && a.IsUnspecified()) {
+		return "", usagef("gtund listens on %s (every address): say which address the VM reaches it at with --endpoint HOST:PORT", cfg.Listen)
+	}
+	return cfg.Listen, nil
+}
+
+// clientTransport picks the client's transport: kcp where only kcp is
+// served, auto (kcp, falling back to tcp) where both are, else tcp.
+func clientTransport(cfg *config.Server, flagValue string) (string, error) {
+	tcp, kcp := slices.Contains(cfg.Transports, transport.TCP), slices.Contains(cfg.Transports, transport.KCP)
+	switch flagValue {
+	case "":
+		switch {
+		case tcp && kcp:
+			return transport.Auto, nil
+		case kcp:
+			return transport.KCP, nil
+		}
+		return transport.TCP, nil
+	case transport.TCP, transport.KCP:
+		if !slices.Contains(cfg.Transports, flagValue) {
+			return "", usagef("--transport %s: gtund does not listen with it (transports %v)", flagValue, cfg.Transports)
+		}
+		return flagValue, nil
+	case transport.Auto:
+		return flagValue, nil
+	}
+	return "", usagef("--transport %q: tcp, kcp or auto", flagValue)
+}
+
+// ClientParams are what the printed gtun.toml says.
+type ClientParams struct {
+	Peer, ServerName, Endpoint, Transport, ServerKey, KeyPath string
+	FECData, FECParity                                        int
+}
+
+// ClientConfig renders a complete gtun.toml for a new peer.
+func ClientConfig(p ClientParams) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `# gtun.toml for peer %q, made by "gtund peer add" on %s.
+# Put it at /etc/gtun/gtun.toml on the VM, with the client's private key at
+# private_key_file (mode 0600). See etc/gtun.toml for every key.
+
+[client]
+private_key_file = %q
+tun = "gtun0"
+control_socket = "/run/gtun/gtun.sock"
+
+[[server]]
+name = %q
+endpoints = [%q]
+transport = %q
+public_key = %q
+`, p.Peer, time.Now().UTC().Format(time.RFC3339), p.KeyPath, p.ServerName, p.Endpoint, p.Transport, p.ServerKey)
+	if p.Transport != transport.TCP && (p.FECData != 0 || p.FECParity != 0) {
+		fmt.Fprintf(&b, "fec_data = %d\nfec_parity = %d\n", p.FECData, p.FECParity)
+	}
+	b.WriteString("\n[log]\nlevel = \"info\"\n")
+	return b.String()
+}
+
+func list(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gtund peer list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("c", defaultConfig, "gtund config file")
+	if _, err := parse(fs, args, false); err != nil {
+		fmt.Fprintf(stderr, "gtund peer list: %v\n", err)
+		return cli.ExitUsage
+	}
+	cfg, err := config.LoadServer(*cfgPath)
+	if err != nil {
+		return fail(stderr, "list", err)
+	}
+	// Connected or not, and the leased address, from the running gtund.
+	var st struct {
+		Peers []struct {
+			Name      string `json:"name"`
+			Connected bool   `json:"connected"`
+			Address   string `json:"address"`
+		} `json:"peers"`
+	}
+	running := control.FetchStatus(cfg.ControlSocket, &st) == nil
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPUBLIC KEY\tADDRESS\tALLOWED\tDEFINED IN\tCONNECTED")
+	for _, p := range cfg.Peers {
+		addr := "(from pool)"
+		if p.Address.IsValid() {
+			addr = p.Address.String()
+		}
+		connected := "?"
+		if running {
+			connected = "no"
+		}
+		for _, s := range st.Peers {
+			if s.Name == p.Name {
+				if s.Connected {
+					connected = "yes"
+				}
+				if !p.Address.IsValid() && s.Address != "" {
+					addr = s.Address
+				}
+			}
+		}
+		var allowed []string
+		for _, a := range p.Allowed {
+			allowed = append(allowed, a.String())
+		}
+		where := "peers file"
+		if p.Source == cfg.File {
+			where = "config"
+		}
+		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\n", p.Name, p.PublicKey.String()[:8], addr, strings.Join(allowed, ","), where, connected)
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "\nconfig: %s\npeers file: %s\n", cfg.File, cfg.PeersFile)
+	if !running {
+		fmt.Fprintf(stdout, "gtund is not running (nothing answers on %s): CONNECTED unknown\n", cfg.ControlSocket)
+	}
+	return cli.ExitOK
+}
+
+func remove(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gtund peer remove", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("c", defaultConfig, "gtund config file")
+	name, err := parse(fs, args, true)
+	if err != nil {
+		fmt.Fprintf(stderr, "gtund peer remove: %v\nusage: gtund peer remove NAME [-c FILE]\n", err)
+		return cli.ExitUsage
+	}
+	cfg, err := Remove(*cfgPath, name)
+	if err != nil {
+		return fail(stderr, "remove", err)
+	}
+	fmt.Fprintf(stderr, "gtund peer remove: peer %q removed from %s\n", name, cfg.PeersFile)
+	return reload(cfg, stderr, "the peer is disconnected and refused from now on")
+}
