@@ -3,6 +3,7 @@ package server
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/metrics"
 )
 
@@ -16,7 +17,7 @@ var dropReasons = append([]string{DropNoRoute}, peerDropReasons...)
 // handshakeReasons are the reasons a connection is refused before it
 // becomes a session.
 var handshakeReasons = []string{"unknown_peer", "replay", "version", "malformed", "timeout", "io",
-	"too_many_pending", "session_setup", "fec_mismatch"}
+	guard.RateLimited, guard.TooManyPending, guard.TooManyPendingSource, "session_setup", "fec_mismatch"}
 
 // Collector exposes gtund's state as Prometheus metrics (gtund_*). It reads
 // a status snapshot at scrape time, so the packet path does nothing for it.
@@ -27,7 +28,7 @@ type Collector struct {
 	peerRxBytes, peerTxBytes, peerRxPackets, peerTxPackets *prometheus.Desc
 	peerConnected, peerRTT, peerSessions, peerDrops        *prometheus.Desc
 	peers, sessions, routes, drops, handshakeFailures      *prometheus.Desc
-	leasesFailing, offload                                 *prometheus.Desc
+	leasesFailing, offload, handshakesPending, hsSources   *prometheus.Desc
 }
 
 // NewCollector builds the collector over a status source (Server.Status).
@@ -50,16 +51,18 @@ func NewCollector(status func() Status) *Collector {
 		routes:        d("routes", "Routes gtund serves (pushed to its clients)."),
 		drops:         d("drops_total", "All packets gtund dropped, by reason, including those counted per peer in gtund_peer_drops_total.", "reason"),
 		handshakeFailures: d("handshake_failures_total",
-			"Connections refused before they became a session, by reason (unknown_peer, replay, timeout, ...).", "reason"),
-		leasesFailing: d("leases_persist_failing", "1 while the address leases cannot be written to state_dir, else 0."),
-		offload:       d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
+			"Connections refused before they became a session, by reason (unknown_peer, replay, timeout, rate_limited, ...).", "reason"),
+		handshakesPending: d("handshakes_in_progress", "Connections accepted and not yet past the handshake and hello (capped by max_handshakes)."),
+		hsSources:         d("handshake_sources", "Source addresses the handshake guard remembers (recently active, for per-source limits)."),
+		leasesFailing:     d("leases_persist_failing", "1 while the address leases cannot be written to state_dir, else 0."),
+		offload:           d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	metrics.Descs(ch, c.peerRxBytes, c.peerTxBytes, c.peerRxPackets, c.peerTxPackets, c.peerConnected, c.peerRTT,
-		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload)
+		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources)
 }
 
 // Collect implements prometheus.Collector.
@@ -85,6 +88,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	b.Gauge(c.routes, float64(len(st.Routes)))
 	b.Reasons(c.drops, dropReasons, st.Drops)
 	b.Reasons(c.handshakeFailures, handshakeReasons, st.HandshakeFailures)
+	b.Gauge(c.handshakesPending, float64(st.Handshakes.Pending))
+	b.Gauge(c.hsSources, float64(st.Handshakes.Sources))
 	b.Bool(c.leasesFailing, st.LeaseError != "")
 	b.Bool(c.offload, st.Offload)
 }

@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/gtun/gtun/pkg/guard"
 )
 
 // gather collects c once and indexes the values by name and label values.
@@ -38,8 +40,8 @@ func gather(t *testing.T, c prometheus.Collector) (map[string]map[string]float64
 }
 
 func TestCollector(t *testing.T) {
-	st := Status{Routes: []string{"10.244.0.0/16", "10.96.0.0/12"}, Offload: true,
-		HandshakeFailures: map[string]uint64{"unknown_peer": 4, "rate_limited": 2},
+	st := Status{Handshakes: guard.Stats{Pending: 3, Sources: 5}, Routes: []string{"10.244.0.0/16", "10.96.0.0/12"}, Offload: true,
+		HandshakeFailures: map[string]uint64{"unknown_peer": 4, "rate_limited": 2, "new_reason": 1},
 		Drops:             map[string]uint64{DropNoRoute: 7, DropACL: 1},
 		Peers: []PeerStatus{
 			{Name: "vm1", Connected: true, RxBytes: 1000, TxBytes: 2000, RxPackets: 10, TxPackets: 20,
@@ -65,9 +67,11 @@ func TestCollector(t *testing.T) {
 		"gtund_routes":                {"": 2},
 		"gtund_drops_total":           {"reason=no_route": 7, "reason=acl": 1, "reason=tun_write": 0},
 		// known reasons from the start, and reasons added later (by other code) as they come
-		"gtund_handshake_failures_total": {"reason=unknown_peer": 4, "reason=rate_limited": 2, "reason=replay": 0},
+		"gtund_handshake_failures_total": {"reason=unknown_peer": 4, "reason=rate_limited": 2, "reason=new_reason": 1, "reason=too_many_pending_source": 0},
 		"gtund_leases_persist_failing":   {"": 0},
 		"gtund_tun_offload":              {"": 1},
+		"gtund_handshakes_in_progress":   {"": 3},
+		"gtund_handshake_sources":        {"": 5},
 	}
 	for name, series := range want {
 		for labels, v := range series {
