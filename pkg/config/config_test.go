@@ -403,6 +403,7 @@ func TestLoadServerErrors(t *testing.T) {
 		{"subnet overlaps a served route", serverHead + twoPeers + "subnets = [\"172.16.0.0/24\", \"10.244.7.0/24\"]\n", 11, "peer.1.subnets", "overlaps served route 10.244.0.0/16"},
 		{"subnet overlaps another peer's", serverHead + "[[peer]]\nname = \"a\"\npublic_key = \"PUB1\"\nsubnets = [\"172.16.0.0/16\"]\n[[peer]]\nname = \"b\"\npublic_key = \"PUB2\"\nsubnets = [\"172.16.5.0/24\"]\n",
 			12, "peer.1.subnets", `overlaps 172.16.0.0/16, a subnet of peer "a"`},
+		{"subnet overlaps a virtual prefix", serverHead + "map = [\"10.244.0.0/16=100.100.0.0/16\"]\n" + twoPeers + "subnets = [\"100.100.8.0/24\"]\n", 12, "peer.1.subnets", "overlaps virtual prefix 100.100.0.0/16"},
 		{"subnet with host bits", serverHead + twoPeers + "subnets = [\"172.16.0.1/24\"]\n", 11, "peer.1.subnets", "host bits"},
 		{"dns without domains", serverHead + "dns = { servers = [\"10.96.0.10\"] }\n", 5, "server.dns.domains", "required"},
 		{"dns server outside the routes", serverHead + "dns = { servers = [\"8.8.8.8\"], domains = [\"cluster.local\"] }\n", 5, "server.dns.servers", "not within any served route"},

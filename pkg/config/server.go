@@ -400,6 +400,11 @@ func (l *loader) subnet(key string, sn netip.Prefix, s *Server, others []peerSub
 			l.errf(key, "subnet %s overlaps served route %s", sn, r)
 		}
 	}
+	for _, m := range s.Map {
+		if sn.Overlaps(m.Virtual) {
+			l.errf(key, "subnet %s overlaps virtual prefix %s of server.map", sn, m.Virtual)
+		}
+	}
 	for _, o := range others {
 		if sn.Overlaps(o.prefix) {
 			l.errf(key, "subnet %s overlaps %s, a subnet of peer %q", sn, o.prefix, o.peer)
