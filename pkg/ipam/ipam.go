@@ -198,6 +198,20 @@ func (p *Pool) PersistError() error {
 	return p.lastErr
 }
 
+// Retry writes the leases again when the last write failed (say state_dir
+// was read-only for a while). The owner calls it periodically, so that the
+// leases reach the disk once it is writable again rather than with the
+// next lease change, which may never come.
+func (p *Pool) Retry() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lastErr == nil && !p.dirty {
+		return nil
+	}
+	p.persistLocked()
+	return p.lastErr
+}
+
 // persistLocked returns once the leases as they are now are on disk (or
 // writing them failed: logged, kept dirty, retried with the next change).
 // Callers changing leases at the same time share one write: whoever finds

@@ -404,3 +404,38 @@ func TestConcurrentAcquire(t *testing.T) {
 		t.Errorf("leases.json has %d leases, want %d", len(ls), n)
 	}
 }
+
+// Retry writes what a failed write left behind once the state dir is
+// writable again, without waiting for another lease change.
+func TestRetryWritesWhenWritableAgain(t *testing.T) {
+	dir := t.TempDir()
+	p := open(t, pool24, dir)
+	if err := p.Retry(); err != nil {
+		t.Fatalf("Retry with nothing pending: %v", err)
+	}
+	lf := filepath.Join(dir, leaseFile)
+	acquire(t, p, key(t), "100.64.240.2")
+	if err := os.Remove(lf); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(lf, 0o700); err != nil { // unwritable: the rename fails
+		t.Fatal(err)
+	}
+	k := key(t)
+	acquire(t, p, k, "100.64.240.3")
+	if err := p.Retry(); err == nil {
+		t.Fatal("Retry succeeded while the lease file is unwritable")
+	}
+	if err := os.Remove(lf); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Retry(); err != nil {
+		t.Fatalf("Retry after the state dir was fixed: %v", err)
+	}
+	if p.PersistError() != nil {
+		t.Fatal("PersistError still set")
+	}
+	if got := readLeases(t, dir); len(got) != 2 || got[k.String()] != "100.64.240.3" {
+		t.Errorf("leases.json = %v", got)
+	}
+}

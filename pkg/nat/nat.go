@@ -426,3 +426,42 @@ func hint(err error) string {
 	}
 	return ""
 }
+
+// Intact reports whether the table Ensure built for s is still in place in
+// the current network namespace: the table, its two chains and at least
+// the rules Ensure put in each. Someone deleting the table (`nft delete
+// table ip gtund`), a chain, or flushing a chain makes it false; the owner
+// then calls Ensure again.
+func Intact(s Spec) (bool, error) {
+	c, err := conn(s.NetNS)
+	if err != nil {
+		return false, err
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, fmt.Errorf("list nftables chains: %w", err)
+	}
+	want := map[string]int{"postrouting": len(s.Masquerade) + len(s.SNAT), "forward": 2}
+	if s.ClampMSS {
+		want["forward"] += 2
+	}
+	if len(s.Netmap) > 0 {
+		want["prerouting"] = len(s.Netmap)
+	}
+	found := 0
+	for _, ch := range chains {
+		n, ok := want[ch.Name]
+		if ch.Table.Name != s.Table || !ok {
+			continue
+		}
+		found++
+		rules, err := c.GetRules(ch.Table, ch)
+		if err != nil {
+			return false, fmt.Errorf("list rules of %s %s: %w", s.Table, ch.Name, err)
+		}
+		if len(rules) < n {
+			return false, nil
+		}
+	}
+	return found == len(want), nil
+}

@@ -597,3 +597,39 @@ func TestForwardNetmap(t *testing.T) {
 		t.Fatalf("reply through the mapping: %q %v", buf, err)
 	}
 }
+
+// Intact notices the table deleted, a chain deleted or flushed, and a rule
+// deleted, by someone else; Ensure puts it back.
+func TestIntactNoticesTampering(t *testing.T) {
+	ns := newNS(t)
+	s := testSpec(ns)
+	s.Netmap = testNetmap
+	check := func(want bool, after string) {
+		t.Helper()
+		ok, err := Intact(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok != want {
+			t.Fatalf("after %s: Intact = %v, want %v", after, ok, want)
+		}
+	}
+	check(false, "nothing")
+	for _, tamper := range [][]string{
+		{"delete", "table", "ip", "gtund"},
+		{"flush", "chain", "ip", "gtund", "forward"},
+		{"delete", "chain", "ip", "gtund", "postrouting"},
+		{"flush", "chain", "ip", "gtund", "prerouting"},
+		{"flush", "ruleset"},
+	} {
+		if err := Ensure(s); err != nil {
+			t.Fatal(err)
+		}
+		check(true, "Ensure")
+		ns.nft(tamper...)
+		check(false, strings.Join(tamper, " "))
+	}
+	// A table of the same name in another family is not ours.
+	ns.nft("add", "table", "inet", "gtund")
+	check(false, "an inet table of the same name")
+}

@@ -98,6 +98,9 @@ type Server struct {
 	hsTimeout   atomic.Int64    // nanoseconds from accept to hello; a reload may change it
 	reloadReq   chan chan error // reloads asked for over the control socket
 	hsFailures  stats.Reasons
+	heals       stats.Reasons // what watchSystem put back
+	natMu       sync.Mutex    // serializes building the nftables table: setup, reload, repair
+	natApplied  nat.Spec      // the table as last built; natMu
 	drops       stats.Reasons
 	wg          sync.WaitGroup
 	listenAddrs []string
@@ -233,7 +236,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		}
 	}()
 	table := NATTable(s.cfg.Tun)
-	if err := nat.Ensure(s.natSpec(s.cfg.Map)); err != nil {
+	if err := s.ensureNAT(s.natSpec(s.cfg.Map)); err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	defer func() {
@@ -282,6 +285,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		s.goRun(func() { s.acceptLoop(ctx, ln, s.cfg.Transports[i]) })
 	}
 	s.goRun(func() { s.tun.Run(ctx) })
+	s.goRun(func() { s.watchSystem(ctx) })
 	s.goRun(func() {
 		if err := s.subnetRoutes.Run(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("route reconciler stopped", "err", err)
@@ -736,7 +740,7 @@ func (s *Server) reload() error {
 	s.mu.Unlock()
 	if mapChanged {
 		// The table first: if the kernel refuses it, nothing else changes.
-		if err := nat.Ensure(s.natSpec(n.Map)); err != nil {
+		if err := s.ensureNAT(s.natSpec(n.Map)); err != nil {
 			s.log.Error("reload failed: cannot apply the new map; the running config stays", "err", err)
 			return fmt.Errorf("apply map: %w", err)
 		}

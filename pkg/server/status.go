@@ -27,7 +27,8 @@ type Status struct {
 	Offload           bool              `json:"offload"` // TUN with virtio-net header and TSO; false: plain path
 	Started           time.Time         `json:"started"`
 	HandshakeFailures map[string]uint64 `json:"handshake_failures,omitempty"`
-	Handshakes        guard.Stats       `json:"handshakes"` // in progress now, sources remembered
+	Handshakes        guard.Stats       `json:"handshakes"`      // in progress now, sources remembered
+	Heals             map[string]uint64 `json:"heals,omitempty"` // nftables table, ip_forward, leases put back
 	Drops             map[string]uint64 `json:"drops,omitempty"`
 	LeaseError        string            `json:"lease_error,omitempty"`
 	Peers             []PeerStatus      `json:"peers"`
@@ -75,7 +76,7 @@ type PeerStatus struct {
 func (s *Server) Status() Status {
 	st := Status{Listen: s.listenAddrs, Tun: s.cfg.Tun, Pool: s.cfg.Pool.String(), Gateway: s.cfg.Gateway.String(),
 		NAT: s.cfg.NAT, Started: s.started, HandshakeFailures: s.hsFailures.Snapshot(), Drops: s.drops.Snapshot(),
-		Handshakes: s.guard.Stats()}
+		Handshakes: s.guard.Stats(), Heals: s.heals.Snapshot()}
 	if s.tun != nil {
 		st.Offload = s.tun.Offload()
 	}
@@ -210,6 +211,9 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	}
 	if len(st.Drops) > 0 {
 		fmt.Fprintf(w, "drops: %v\n", st.Drops)
+	}
+	if len(st.Heals) > 0 {
+		fmt.Fprintf(w, "healed: %v\n", st.Heals)
 	}
 	if st.LeaseError != "" {
 		fmt.Fprintf(w, "LEASES NOT PERSISTED: %s\n", st.LeaseError)

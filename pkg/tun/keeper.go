@@ -31,6 +31,7 @@ type Keeper struct {
 	log     *slog.Logger
 	rate    *lograte.Limiter
 	dev     atomic.Pointer[Device]
+	lock    *deviceLock // this process's claim on the name, for the Keeper's life
 	kick    chan struct{}
 
 	mu    sync.Mutex
@@ -49,8 +50,13 @@ const KeeperCheckInterval = time.Second
 // NewKeeper creates the device (with offloads if asked and the kernel has
 // them) and brings it up.
 func NewKeeper(name string, offload bool, log *slog.Logger) (*Keeper, error) {
+	lock, err := lockDevice(name)
+	if err != nil {
+		return nil, err
+	}
 	d, err := Create(name, offload)
 	if err != nil {
+		lock.release()
 		return nil, err
 	}
 	if offload && !d.Offload() {
@@ -58,8 +64,10 @@ func NewKeeper(name string, offload bool, log *slog.Logger) (*Keeper, error) {
 	}
 	k := &Keeper{name: name, offload: d.Offload(), log: log, rate: lograte.New(log, 10*time.Second), kick: make(chan struct{}, 1)}
 	k.dev.Store(d)
+	k.lock = lock
 	if err := Configure(d.Name(), 0, netip.Prefix{}); err != nil {
 		d.Close()
+		lock.release()
 		return nil, err
 	}
 	return k, nil
@@ -152,8 +160,13 @@ func (k *Keeper) Heals() (uint64, time.Duration) {
 func (k *Keeper) Close() error {
 	k.lifeMu.Lock()
 	defer k.lifeMu.Unlock()
+	if k.closed {
+		return nil
+	}
 	k.closed = true
-	return k.dev.Load().Close()
+	err := k.dev.Load().Close()
+	k.lock.release()
+	return err
 }
 
 // Run watches and repairs the device until ctx ends.

@@ -2,9 +2,14 @@ package tun
 
 import (
 	"errors"
+	"log/slog"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/gtun/gtun/internal/testnet"
@@ -66,4 +71,45 @@ func TestCreateBadName(t *testing.T) {
 			t.Errorf("Create(%q) succeeded", n)
 		}
 	}
+}
+
+// A second Keeper for the same name in the same namespace refuses with the
+// holder's PID and leaves the first one's device alone; once the first is
+// closed the name is free again. Another namespace has names of its own.
+func TestKeeperRefusesSameNameTwice(t *testing.T) {
+	testnet.Require(t, "/dev/net/tun")
+	LockDir = t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	inNewNetns(t, func() {
+		k, err := NewKeeper("gtunlock0", false, log)
+		if err != nil {
+			t.Errorf("first keeper: %v", err)
+			return
+		}
+		k2, err := NewKeeper("gtunlock0", false, log)
+		if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
+			if k2 != nil {
+				k2.Close()
+			}
+			t.Errorf("second keeper: %v, want ErrBusy naming pid %d", err, os.Getpid())
+		}
+		if _, err := netlink.LinkByName("gtunlock0"); err != nil {
+			t.Errorf("the first keeper's device is gone after the refusal: %v", err)
+		}
+		inNewNetns(t, func() {
+			other, err := NewKeeper("gtunlock0", false, log)
+			if err != nil {
+				t.Errorf("same name in another namespace: %v", err)
+				return
+			}
+			other.Close()
+		})
+		k.Close()
+		k3, err := NewKeeper("gtunlock0", false, log)
+		if err != nil {
+			t.Errorf("after the first closed: %v", err)
+			return
+		}
+		k3.Close()
+	})
 }
