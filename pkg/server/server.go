@@ -548,15 +548,26 @@ func (s *Server) dnsForLocked(p *peerInfo) *session.DNS {
 // peers and sets the routes on the TUN: the connected peers' subnets and
 // those of peers gone less than subnetLinger ago. Call with s.mu held.
 func (s *Server) syncSubnetsLocked() {
-	now := time.Now()
+	table, routes := planSubnets(time.Now(), s.peers, s.sessions, subnetLinger)
+	s.bySubnet.Store(packet.NewTable(table))
+	if s.subnetRoutes != nil {
+		s.subnetRoutes.SetDesired(routes)
+	}
+}
+
+// planSubnets maps the subnets of connected peers to their sessions, and
+// lists the subnets to route into the TUN: those, and the subnets of peers
+// gone less than linger ago.
+func planSubnets(now time.Time, peers map[secure.PublicKey]*peerInfo, sessions map[secure.PublicKey]*clientConn,
+	linger time.Duration) (map[netip.Prefix]*clientConn, []netip.Prefix) {
 	table := map[netip.Prefix]*clientConn{}
 	var routes []netip.Prefix
-	for k, p := range s.peers {
+	for k, p := range peers {
 		if len(p.cfg.Subnets) == 0 {
 			continue
 		}
-		c := s.sessions[k]
-		lingering := c == nil && !p.goneAt.IsZero() && now.Sub(p.goneAt) < subnetLinger
+		c := sessions[k]
+		lingering := c == nil && !p.goneAt.IsZero() && now.Sub(p.goneAt) < linger
 		for _, sn := range p.cfg.Subnets {
 			if c != nil {
 				table[sn] = c
@@ -566,10 +577,7 @@ func (s *Server) syncSubnetsLocked() {
 			}
 		}
 	}
-	s.bySubnet.Store(packet.NewTable(table))
-	if s.subnetRoutes != nil {
-		s.subnetRoutes.SetDesired(routes)
-	}
+	return table, routes
 }
 
 func (s *Server) syncSubnets() {

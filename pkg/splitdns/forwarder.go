@@ -46,8 +46,8 @@ type forwarder struct {
 	queries stats.Reasons
 }
 
-func startForwarder(addr netip.AddrPort, resolvConf string, log *slog.Logger) (*forwarder, error) {
-	f := &forwarder{addr: addr, resolvConf: resolvConf, log: log, rate: lograte.New(log, 10*time.Second)}
+func startForwarder(addr netip.AddrPort, resolvConf string, testPort uint16, log *slog.Logger) (*forwarder, error) {
+	f := &forwarder{addr: addr, resolvConf: resolvConf, log: log, rate: lograte.New(log, 10*time.Second), testPort: testPort}
 	empty := map[string][]netip.Addr{}
 	f.routes.Store(&empty)
 	// IP_FREEBIND: the tunnel address may be missing for a moment (the TUN

@@ -58,6 +58,8 @@ type Options struct {
 	Port int
 	// ForceForwarder skips the systemd-resolved detection (tests).
 	ForceForwarder bool
+	// testPort replaces port 53 of every upstream (tests).
+	testPort uint16
 }
 
 // Manager keeps the split DNS of every server applied.
@@ -235,7 +237,7 @@ func (m *Manager) applyForwarderLocked() error {
 		m.fwd = nil
 	}
 	if m.fwd == nil {
-		f, err := startForwarder(netip.AddrPortFrom(m.listen, uint16(m.o.Port)), m.o.ResolvConf, m.log)
+		f, err := startForwarder(netip.AddrPortFrom(m.listen, uint16(m.o.Port)), m.o.ResolvConf, m.o.testPort, m.log)
 		if err != nil {
 			return err
 		}

@@ -99,14 +99,11 @@ func TestForwarderSplits(t *testing.T) {
 	port := freePort(t)
 	conf := filepath.Join(t.TempDir(), "resolv.conf")
 	os.WriteFile(conf, []byte("nameserver 127.0.0.3\n"), 0o644)
-	m := New(Options{Link: "lo", ResolvConf: conf, Port: int(port), ForceForwarder: true})
+	m := New(Options{Link: "lo", ResolvConf: conf, Port: int(port), ForceForwarder: true, testPort: up})
 	m.Set("hk", Route{Servers: []netip.Addr{netip.MustParseAddr("127.0.0.2")}, Domains: []string{"cluster.local"}}, netip.MustParseAddr("127.0.0.1"))
 	if st := m.Status(); st.Mode != ModeForwarder || st.Listen != "127.0.0.1:"+strconv.Itoa(int(port)) {
 		t.Fatalf("status %+v", st)
 	}
-	m.mu.Lock()
-	m.fwd.testPort = up
-	m.mu.Unlock()
 	f := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
 	for _, network := range []string{"udp", "tcp"} {
 		if got := answer(ask(t, network, f, "demo.default.svc.cluster.local")); got != "10.96.0.10" {
@@ -162,5 +159,37 @@ func TestServersForLongestDomain(t *testing.T) {
 		if len(got) != len(want) || (len(want) > 0 && got[0] != want[0]) {
 			t.Errorf("%s: %v, want %v", name, got, want)
 		}
+	}
+}
+
+// With systemd-resolved (here a stand-in resolvectl that records its
+// arguments), the split goes to the link: DNS servers, routing-only
+// domains, no default route; the same settings again run nothing; Close
+// reverts the link.
+func TestResolvedMode(t *testing.T) {
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	script := "#!/bin/sh\necho \"$*\" >> " + calls + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "resolvectl"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	m := New(Options{Link: "lo"})
+	if m.mode != ModeResolved {
+		t.Fatalf("mode %s, want resolved when resolvectl answers", m.mode)
+	}
+	r := Route{Servers: []netip.Addr{netip.MustParseAddr("10.96.0.10")}, Domains: []string{"cluster.local", "svc.example"}}
+	m.Set("hk", r, netip.MustParseAddr("100.64.240.2"))
+	m.Set("hk", r, netip.MustParseAddr("100.64.240.2"))
+	if st := m.Status(); st.Mode != ModeResolved || st.Listen != "" || st.Error != "" {
+		t.Errorf("status %+v", st)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(calls)
+	want := "--no-pager status\ndns lo 10.96.0.10\ndomain lo ~cluster.local ~svc.example\ndefault-route lo false\nrevert lo\n"
+	if string(b) != want {
+		t.Errorf("resolvectl calls:\n%s\nwant:\n%s", b, want)
 	}
 }

@@ -69,7 +69,8 @@ func TestSplitDNSForwarder(t *testing.T) {
 	os.WriteFile(scfg, []byte(strings.Replace(string(b), "keepalive = \"1s\"\n",
 		"keepalive = \"1s\"\ndns = { servers = [\""+clusterIP+"\"], domains = [\"cluster.local\"] }\n", 1)), 0o600)
 	srv := e.startServer(t, scfg)
-	cli := e.startClient(t, "vm", "vm", e.clientConfig(t, "vm", ckey, e.serverPub))
+	// Gateway mode, so that vm2 (VPC A) can use the forwarder too.
+	cli := e.startClient(t, "vm", "vm", e.gatewayClientConfig(t, "vm", ckey, "gateway = true\n"))
 	e.waitRoute(t, "vm", "10.96.0.0/12", cli)
 
 	const tunAddr = "100.64.240.2"
@@ -91,6 +92,10 @@ func TestSplitDNSForwarder(t *testing.T) {
 			t.Errorf("dig %s %s: %v %q, want %s (vm's own resolver)", proto, otherName, err, out, otherAddr)
 		}
 	}
+	// A neighbour in gateway mode reaches the forwarder through vm.
+	if out, err := e.dig("vm2", tunAddr, clusterName, "+short"); err != nil || out != clusterIP {
+		t.Errorf("dig from vm2 %s: %v %q, want %s", clusterName, err, out, clusterIP)
+	}
 	if out, _ := e.dig("vm", tunAddr, "nothere.default.svc.cluster.local"); !strings.Contains(out, "status: NXDOMAIN") {
 		t.Errorf("unknown cluster name: want NXDOMAIN from kube-dns:\n%s", out)
 	}
@@ -103,8 +108,8 @@ func TestSplitDNSForwarder(t *testing.T) {
 		t.Errorf("vm's resolver got the wrong queries:\n%s", log)
 	}
 	status(t, bins.gtun, e.clientSocket("vm"), &cst)
-	if q := cst.DNS.Queries; q["cluster"] < 3 || q["system"] != 2 {
-		t.Errorf("forwarder counted %v, want cluster >= 3, system 2", q)
+	if q := cst.DNS.Queries; q["cluster"] < 4 || q["system"] != 2 {
+		t.Errorf("forwarder counted %v, want cluster >= 4, system 2", q)
 	}
 	out, err := exec.Command(bins.gtun, "status", "--socket", e.clientSocket("vm")).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "split dns: cluster.local via "+clusterIP+", forwarder on "+tunAddr+":53") {
