@@ -21,6 +21,10 @@ type Limiter struct {
 type entry struct {
 	last       time.Time
 	suppressed uint64
+	// The last suppressed event, for Flush.
+	level slog.Level
+	msg   string
+	args  []any
 }
 
 // New returns a limiter that logs to log.
@@ -42,14 +46,41 @@ func (l *Limiter) Log(level slog.Level, key, msg string, args ...any) {
 	}
 	if ok && now.Sub(e.last) < l.interval {
 		e.suppressed++
+		e.level, e.msg, e.args = level, msg, args
 		l.mu.Unlock()
 		return
 	}
 	suppressed := e.suppressed
-	e.last, e.suppressed = now, 0
+	e.last, e.suppressed, e.args = now, 0, nil
 	l.mu.Unlock()
 	if suppressed > 0 {
 		args = append(args, "suppressed", suppressed)
 	}
 	l.log.Log(context.Background(), level, msg, args...)
+}
+
+// Flush logs, for every key whose events were suppressed and whose
+// interval has passed, its last event with the count, so that a flood that
+// stops still gets its total into the log instead of waiting for an event
+// that may never come. Owners call it periodically.
+func (l *Limiter) Flush() {
+	now := time.Now()
+	type line struct {
+		level slog.Level
+		msg   string
+		args  []any
+	}
+	var out []line
+	l.mu.Lock()
+	for _, e := range l.keys {
+		if e.suppressed == 0 || now.Sub(e.last) < l.interval {
+			continue
+		}
+		out = append(out, line{e.level, e.msg, append(e.args[:len(e.args):len(e.args)], "suppressed", e.suppressed)})
+		e.last, e.suppressed, e.args = now, 0, nil
+	}
+	l.mu.Unlock()
+	for _, o := range out {
+		l.log.Log(context.Background(), o.level, o.msg, o.args...)
+	}
 }

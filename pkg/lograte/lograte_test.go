@@ -27,3 +27,27 @@ func TestLimiter(t *testing.T) {
 		t.Fatal("independent key was suppressed")
 	}
 }
+
+// A flood that stops still gets its count logged, by Flush, once the
+// interval has passed; nothing is logged twice.
+func TestFlushReportsSuppressedAfterTheFlood(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(slog.New(slog.NewTextHandler(&buf, nil)), 50*time.Millisecond)
+	for i := range 1000 {
+		l.Log(slog.LevelWarn, "k", "handshake refused", "n", i)
+	}
+	l.Flush() // within the interval: nothing yet
+	if n := strings.Count(buf.String(), "handshake refused"); n != 1 {
+		t.Fatalf("%d lines before the interval passed", n)
+	}
+	time.Sleep(60 * time.Millisecond)
+	l.Flush()
+	l.Flush()
+	out := buf.String()
+	if n := strings.Count(out, "handshake refused"); n != 2 {
+		t.Fatalf("%d lines, want the first and one summary:\n%s", n, out)
+	}
+	if !strings.Contains(out, "n=999 suppressed=999") {
+		t.Fatalf("summary lacks the last event and the count:\n%s", out)
+	}
+}

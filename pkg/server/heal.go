@@ -35,6 +35,7 @@ func (s *Server) watchSystem(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		s.rate.Flush() // a flood that stopped gets its count logged
 		s.checkNAT()
 		s.checkForwarding()
 		if s.pool.PersistError() != nil {

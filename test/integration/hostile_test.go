@@ -1,0 +1,482 @@
+package integration
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flynn/noise"
+	"github.com/vishvananda/netns"
+
+	"github.com/gtun/gtun/internal/testnet"
+	"github.com/gtun/gtun/pkg/client"
+	"github.com/gtun/gtun/pkg/guard"
+	"github.com/gtun/gtun/pkg/secure"
+)
+
+// attacker is the flood's source: a second address on vm's wan link, so
+// that the legitimate gtun on vm (198.51.100.1) is another source.
+const attacker = "198.51.100.9"
+
+// hsTimeout is the handshake_timeout of the hostile tests' gtund.
+const hsTimeout = 2 * time.Second
+
+// hostileEnv is a topology whose gtund listens on tcp and kcp with a short
+// handshake timeout and the default admission limits, with one known
+// client key (for the legitimate gtun) and the attacker's address on vm.
+type hostileEnv struct {
+	*env
+	srv        *testnet.Proc
+	clientKey  string
+	clientPriv string
+}
+
+func newHostileEnv(t *testing.T) *hostileEnv {
+	t.Helper()
+	e := newEnv(t)
+	ckey, cpub := e.key(t, "vm")
+	cfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := strings.Replace(string(b), `transports = ["tcp"]`, `transports = ["tcp", "kcp"]`, 1)
+	src = strings.Replace(src, "keepalive = \"1s\"\n", fmt.Sprintf("keepalive = \"1s\"\nhandshake_timeout = %q\n", hsTimeout), 1)
+	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.tp.MustExec(t, "vm", "ip", "addr", "add", attacker+"/24", "dev", "wan0")
+	priv, err := os.ReadFile(ckey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hostileEnv{env: e, clientKey: ckey, clientPriv: strings.TrimSpace(string(priv))}
+	h.srv = e.startServer(t, cfg)
+	return h
+}
+
+// inVM runs f on a thread in vm's network namespace: sockets f creates
+// live there.
+func inVM(t *testing.T, e *env, f func()) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer orig.Close()
+		h, err := netns.GetFromName(e.tp.NS("vm"))
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		f()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+var attackerDialer = net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(attacker)}, Timeout: 3 * time.Second}
+
+// memory is gtund's resident set now and at its peak, in KiB.
+func memory(t *testing.T, p *testnet.Proc) (rss, hwm int) {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.Pid()))
+	if err != nil {
+		t.Fatalf("gtund gone? %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		switch k {
+		case "VmRSS":
+			rss = n
+		case "VmHWM":
+			hwm = n
+		}
+	}
+	return rss, hwm
+}
+
+// maxRSS bounds gtund's peak resident memory under every hostile test
+// (it idles at ~15 MiB; generous for a loaded machine and the race detector's absence).
+const maxRSS = 100 << 10 // KiB
+
+func (h *hostileEnv) checkAlive(t *testing.T, what string) {
+	t.Helper()
+	if h.srv.Exited() {
+		t.Fatalf("gtund died under %s:\n%s", what, h.srv.LogTail(30))
+	}
+	rss, hwm := memory(t, h.srv)
+	t.Logf("after %s: gtund VmRSS %d KiB, VmHWM %d KiB", what, rss, hwm)
+	if hwm > maxRSS {
+		t.Errorf("gtund peaked at %d KiB under %s, bound %d KiB", hwm, what, maxRSS)
+	}
+}
+
+// connectLegit starts the legitimate gtun and returns how long it took from
+// its start until gtund's session was up, failing after within.
+func (h *hostileEnv) connectLegit(t *testing.T, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	cli := h.startClient(t, "vm", "vm", h.clientConfig(t, "vm", h.clientKey, h.serverPub))
+	var took time.Duration
+	testnet.Eventually(t, within, func() error {
+		if cli.Exited() {
+			t.Fatalf("gtun exited:\n%s", cli.LogTail(20))
+		}
+		var st client.Status
+		if err := tryStatus(bins.gtun, h.clientSocket("vm"), &st); err != nil {
+			return err
+		}
+		if s := st.Servers[0]; s.State != "connected" {
+			return fmt.Errorf("gtun %s", s.State)
+		} else {
+			took = s.Since.Sub(start)
+		}
+		return nil
+	})
+	return took
+}
+
+// noKeysLogged checks that no private key, and no full public key of a
+// client, appears in either daemon's log.
+func (h *hostileEnv) noKeysLogged(t *testing.T) {
+	t.Helper()
+	spriv, err := os.ReadFile(h.serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := filepath.Glob(filepath.Join(h.dir, "*.log"))
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		for name, secret := range map[string]string{"server private key": strings.TrimSpace(string(spriv)), "client private key": h.clientPriv} {
+			if strings.Contains(string(b), secret) {
+				t.Errorf("%s appears in %s", name, l)
+			}
+		}
+	}
+}
+
+// Random bytes and impossible length prefixes on the TCP port, random
+// datagrams on the kcp (UDP) port: every connection is refused and closed
+// within the handshake timeout, gtund keeps its memory and its handshake
+// slots, and a legitimate client connects afterwards.
+func TestHostileGarbage(t *testing.T) {
+	h := newHostileEnv(t)
+	addr := gwWAN + ":" + port
+	type probe struct {
+		name string
+		data []byte
+	}
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		rand.Read(b)
+		return b
+	}
+	probes := []probe{
+		{"length 0xffff", []byte{0xff, 0xff, 1, 2, 3}},
+		{"length 0", []byte{0, 0}},
+		{"length 513", append([]byte{2, 1}, random(513)...)},
+		{"length 4 GiB as a record", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
+		{"random 96 bytes behind a valid length", append([]byte{0, 96}, random(96)...)},
+	}
+	for i := range 20 {
+		probes = append(probes, probe{fmt.Sprintf("random %d", i), random(1 + i*3000)})
+	}
+	var conns []net.Conn
+	inVM(t, h.env, func() {
+		for _, p := range probes {
+			c, err := attackerDialer.Dial("tcp", addr)
+			if err != nil {
+				t.Errorf("%s: dial: %v", p.name, err)
+				continue
+			}
+			conns = append(conns, c)
+		}
+	})
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			_, _ = c.Write(probes[i].data) // may fail: gtund can close before all is written
+			_ = c.SetReadDeadline(time.Now().Add(hsTimeout + 5*time.Second))
+			n, err := io.Copy(io.Discard, c)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Errorf("%s: still open after %v", probes[i].name, time.Since(start))
+			}
+			if n > 0 {
+				t.Errorf("%s: gtund answered %d bytes", probes[i].name, n)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d garbage TCP connections all closed by gtund within %v", len(conns), time.Since(start).Round(time.Millisecond))
+
+	// UDP: 20,000 random datagrams to kcp's port from 500 source ports.
+	// kcp-go makes a session for each new source address and port before
+	// any handshake; the guard closes all but a few at once.
+	var sent int
+	inVM(t, h.env, func() {
+		for range 500 {
+			c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(attacker)}, &net.UDPAddr{IP: net.ParseIP(gwWAN), Port: 9623})
+			if err != nil {
+				t.Errorf("udp: %v", err)
+				return
+			}
+			for i := range 40 {
+				if _, err := c.Write(random(1 + (i*37)%1400)); err == nil {
+					sent++
+				}
+			}
+			c.Close()
+		}
+	})
+	t.Logf("sent %d random UDP datagrams", sent)
+	testnet.Eventually(t, hsTimeout+10*time.Second, func() error {
+		if st := gtundStatus(t, h.env); st.Handshakes.Pending != 0 {
+			return fmt.Errorf("%d handshakes still pending", st.Handshakes.Pending)
+		}
+		return nil
+	})
+	st := gtundStatus(t, h.env)
+	t.Logf("handshake failures: %v", st.HandshakeFailures)
+	if st.HandshakeFailures["malformed"] < 3 {
+		t.Errorf("malformed handshakes counted: %v", st.HandshakeFailures)
+	}
+	h.checkAlive(t, "garbage")
+	took := h.connectLegit(t, 15*time.Second)
+	t.Logf("legitimate gtun connected %v after its start", took.Round(time.Millisecond))
+	h.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
+	h.noKeysLogged(t)
+}
+
+// 200 connections from one source that send one byte and wait (slowloris):
+// only max_handshakes_per_source of them get a handshake slot, the rest
+// are closed at once, the held ones are closed by the handshake timeout,
+// and a client from another address connects meanwhile.
+func TestSlowlorisHalfOpen(t *testing.T) {
+	h := newHostileEnv(t)
+	const n = 200
+	conns := make([]net.Conn, 0, n)
+	inVM(t, h.env, func() {
+		for range n {
+			c, err := attackerDialer.Dial("tcp", gwWAN+":"+port)
+			if err != nil {
+				t.Errorf("dial: %v", err)
+				return
+			}
+			conns = append(conns, c)
+		}
+	})
+	opened := time.Now()
+	for _, c := range conns {
+		_, _ = c.Write([]byte{0}) // half a length prefix, then silence
+	}
+	testnet.Eventually(t, 5*time.Second, func() error {
+		st := gtundStatus(t, h.env)
+		if st.Handshakes.Pending > guard.DefaultMaxPendingPerSource {
+			t.Fatalf("%d handshakes pending from one source, cap %d", st.Handshakes.Pending, guard.DefaultMaxPendingPerSource)
+		}
+		if got := st.HandshakeFailures[guard.TooManyPendingSource]; got < n-guard.DefaultMaxPendingPerSource {
+			return fmt.Errorf("%d refused for too many pending from the source, want >= %d", got, n-guard.DefaultMaxPendingPerSource)
+		}
+		return nil
+	})
+	took := h.connectLegit(t, 15*time.Second)
+	t.Logf("legitimate gtun connected %v after its start, with %d half-open connections", took.Round(time.Millisecond), n)
+
+	var wg sync.WaitGroup
+	var closedLast atomic.Int64
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			_ = c.SetReadDeadline(opened.Add(hsTimeout + 5*time.Second))
+			_, err := io.Copy(io.Discard, c)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Errorf("a half-open connection was still open %v after it opened (handshake_timeout %v)", time.Since(opened), hsTimeout)
+				return
+			}
+			if d := int64(time.Since(opened)); d > closedLast.Load() {
+				closedLast.Store(d)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("all %d half-open connections closed by gtund, the last %v after opening (handshake_timeout %v)", n, time.Duration(closedLast.Load()).Round(time.Millisecond), hsTimeout)
+	testnet.Eventually(t, 5*time.Second, func() error {
+		if st := gtundStatus(t, h.env); st.Handshakes.Pending != 0 {
+			return fmt.Errorf("%d handshakes still pending", st.Handshakes.Pending)
+		}
+		return nil
+	})
+	if got := gtundStatus(t, h.env).HandshakeFailures["timeout"]; got < 1 {
+		t.Errorf("no handshake timeouts counted")
+	}
+	h.checkAlive(t, "slowloris")
+	h.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
+}
+
+// A handshake flood: 1,000 attempts a second from one source, each a
+// well-formed Noise first message from a key gtund does not know. The
+// per-source rate limit refuses most before any crypto; gtund stays small
+// and alive, logs a few lines with counts instead of one per attempt, and a
+// legitimate client from another address connects during the flood.
+func TestHandshakeFlood(t *testing.T) {
+	h := newHostileEnv(t)
+	serverPub, err := secure.ParsePublicKey(h.serverPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inits [][]byte
+	for range 16 {
+		inits = append(inits, noiseInit(t, serverPub))
+	}
+	const (
+		workers  = 8
+		perSec   = 1000
+		duration = 8 * time.Second
+	)
+	var attempts, dialFails atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	flood := func(w int) {
+		tick := time.NewTicker(time.Second * workers / perSec)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			c, err := attackerDialer.Dial("tcp", gwWAN+":"+port)
+			attempts.Add(1)
+			if err != nil {
+				dialFails.Add(1)
+				continue
+			}
+			_, _ = c.Write(inits[(w+i)%len(inits)])
+			c.Close()
+		}
+	}
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inVM(t, h.env, func() { flood(w) })
+		}()
+	}
+	floodStart := time.Now()
+	time.Sleep(2 * time.Second)
+	h.checkAlive(t, "2 s of handshake flood")
+	took := h.connectLegit(t, 15*time.Second)
+	t.Logf("legitimate gtun connected %v after its start, during the flood", took.Round(time.Millisecond))
+	if rest := duration - time.Since(floodStart); rest > 0 {
+		time.Sleep(rest)
+	}
+	close(stop)
+	wg.Wait()
+	elapsed := time.Since(floodStart)
+	t.Logf("flood: %d attempts in %v (%.0f/s), %d dials failed", attempts.Load(), elapsed.Round(time.Millisecond),
+		float64(attempts.Load())/elapsed.Seconds(), dialFails.Load())
+	h.checkAlive(t, "handshake flood")
+
+	st := gtundStatus(t, h.env)
+	t.Logf("handshake failures: %v", st.HandshakeFailures)
+	limited := st.HandshakeFailures[guard.RateLimited]
+	admitted := st.HandshakeFailures["unknown_peer"] + st.HandshakeFailures["io"] + st.HandshakeFailures["timeout"]
+	if limited < uint64(attempts.Load()/2) {
+		t.Errorf("only %d of %d attempts rate limited", limited, attempts.Load())
+	}
+	// At most the burst plus the rate over the flood (plus slack) got as far as Noise.
+	if bound := uint64(guard.DefaultBurst + guard.DefaultRate*int(elapsed.Seconds()+2)); admitted > bound {
+		t.Errorf("%d flood handshakes got past admission, bound %d", admitted, bound)
+	}
+	// The log: a line per reason per 10 s with a count, not a line per attempt.
+	log := h.srv.Log()
+	lines := strings.Count(log, "\n")
+	refusedLines := strings.Count(log, "handshake refused")
+	t.Logf("gtund log: %d lines, %d about refused handshakes, for %d attempts", lines, refusedLines, attempts.Load())
+	if refusedLines > 10 {
+		t.Errorf("%d log lines about refused handshakes: not rate limited", refusedLines)
+	}
+	// Once the flood has stopped for the log interval, the totals are logged.
+	testnet.Eventually(t, 20*time.Second, func() error {
+		if !strings.Contains(h.srv.Log(), "suppressed=") {
+			return errors.New("no suppressed count logged after the flood")
+		}
+		return nil
+	})
+	if n := strings.Count(h.srv.Log(), "handshake refused"); n > 10 {
+		t.Errorf("%d log lines about refused handshakes after the summary", n)
+	}
+	h.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
+	h.noKeysLogged(t)
+}
+
+// noiseInit is a length-prefixed Noise IK first message, well formed, from
+// a fresh key gtund does not know.
+func noiseInit(t *testing.T, server secure.PublicKey) []byte {
+	t.Helper()
+	k, err := secure.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := k.Public()
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite: noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashBLAKE2s),
+		Pattern:     noise.HandshakeIK, Initiator: true, Prologue: []byte("gtun noise IK"),
+		StaticKeypair: noise.DHKey{Private: k[:], Public: pub[:]}, PeerStatic: server[:],
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 15)
+	copy(payload, "gtun")
+	binary.BigEndian.PutUint16(payload[4:], secure.ProtocolVersion)
+	binary.BigEndian.PutUint64(payload[6:], uint64(time.Now().UnixNano()))
+	payload[14] = byte(secure.ChaCha20Poly1305)
+	msg, _, _, err := hs.WriteMessage(make([]byte, 2), payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.BigEndian.PutUint16(msg, uint16(len(msg)-2))
+	return msg
+}
