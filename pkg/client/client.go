@@ -67,6 +67,8 @@ type Client struct {
 	natSpec    nat.Spec
 	natApplied bool // natSpec is in the kernel
 	natHeals   atomic.Uint64
+	// ip_forward found off and turned back on (gateway mode)
+	forwardHeals atomic.Uint64
 
 	dns *splitdns.Manager // split DNS pushed by the servers
 

@@ -92,15 +92,23 @@ func (c *Client) applyNAT(owner map[netip.Prefix]int) {
 	c.log.Info("gateway mode: masquerade rules set", "table", c.natSpec.Table, "rules", len(snat))
 }
 
-// keepNAT puts the table back when it disappears and retries a failed
-// update.
+// keepNAT puts the table back when it disappears or loses rules (a flushed
+// chain), retries a failed update, and turns net.ipv4.ip_forward back on
+// when someone turns it off (forwarding would stop silently).
 func (c *Client) keepNAT(ctx context.Context) {
 	for nlwatch.Sleep(ctx, natCheckInterval) {
+		if changed, err := nat.EnableIPv4Forwarding(); err != nil {
+			c.rate.Log(slog.LevelWarn, "forward-heal", "gateway mode: cannot turn net.ipv4.ip_forward back on", "err", err)
+		} else if changed {
+			c.forwardHeals.Add(1)
+			c.log.Warn("gateway mode: net.ipv4.ip_forward was turned off by someone else; turned it back on")
+		}
 		c.natMu.Lock()
-		applied, table := c.natApplied, c.natSpec.Table
+		applied, spec := c.natApplied, c.natSpec
 		c.natMu.Unlock()
+		table := spec.Table
 		if applied {
-			ok, err := nat.Exists(table)
+			ok, err := nat.Intact(spec)
 			if err != nil {
 				c.rate.Log(slog.LevelWarn, "nat-check", "gateway mode: cannot list nftables tables", "err", err)
 				continue
@@ -122,7 +130,7 @@ func (c *Client) keepNAT(ctx context.Context) {
 		}
 		if applied {
 			c.natHeals.Add(1)
-			c.log.Warn("gateway mode: nftables table was deleted; restored", "table", table, "took", time.Since(start))
+			c.log.Warn("gateway mode: nftables table was deleted or changed; restored", "table", table, "took", time.Since(start))
 		}
 	}
 }

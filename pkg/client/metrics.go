@@ -37,7 +37,7 @@ func NewCollector(status func() Status) *Collector {
 		reconnects:      d("server_reconnects_total", "Sessions set up again after the first one (reconnects, failovers, failbacks).", server...),
 		routesDesired:   d("routes_desired", "Routes gtun wants on its TUN device for the server: what it pushes, narrowed by the config.", server...),
 		routesInstalled: d("routes_installed", "Desired routes that are installed in the kernel now.", server...),
-		heals:           d("heals_total", "Repairs gtun made: kind=route (a deleted or replaced route put back), kind=tun (the TUN device, its address or link state restored), kind=gateway_table (gateway mode's nftables table restored).", "kind"),
+		heals:           d("heals_total", "Repairs gtun made: kind=route (a deleted or replaced route put back), kind=tun (the TUN device, its address or link state restored), kind=gateway_table (gateway mode's nftables table restored), kind=ip_forward (gateway mode's net.ipv4.ip_forward turned back on).", "kind"),
 		drops:           d("drops_total", "Packets gtun dropped, by reason (no_session while reconnecting, queue_full, ...).", "reason"),
 		offload:         d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
 	}
@@ -74,6 +74,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	b.Counter(c.heals, st.Heals.Tun, "tun")
 	if st.Gateway != nil {
 		b.Counter(c.heals, st.Gateway.TableHeals, "gateway_table")
+		b.Counter(c.heals, st.Gateway.ForwardHeals, "ip_forward")
 	}
 	b.Reasons(c.drops, dropReasons, st.Drops)
 	b.Bool(c.offload, st.Offload)

@@ -28,7 +28,10 @@ type GatewayStatus struct {
 	Masquerade bool     `json:"masquerade"`
 	Table      string   `json:"nftables_table"`
 	SNAT       []string `json:"snat,omitempty"` // "10.244.0.0/16 from 100.64.240.2"
-	TableHeals uint64   `json:"table_heals"`    // times the table was found deleted and restored
+	TableHeals uint64   `json:"table_heals"`    // times the table was found deleted or changed and restored
+	// ForwardHeals counts times net.ipv4.ip_forward was found off and
+	// turned back on.
+	ForwardHeals uint64 `json:"ip_forward_heals"`
 }
 
 // Heals counts the repairs gtun made to its routes and TUN device.
@@ -94,7 +97,8 @@ func (c *Client) Status() Status {
 		st.DNS = &d
 	}
 	if c.cfg.Gateway {
-		st.Gateway = &GatewayStatus{Masquerade: c.cfg.Masquerade, Table: NATTable(c.cfg.Tun), SNAT: c.natRules(), TableHeals: c.natHeals.Load()}
+		st.Gateway = &GatewayStatus{Masquerade: c.cfg.Masquerade, Table: NATTable(c.cfg.Tun), SNAT: c.natRules(), TableHeals: c.natHeals.Load(),
+			ForwardHeals: c.forwardHeals.Load()}
 	}
 	installed := map[string]RouteStatus{}
 	if c.routes != nil {
@@ -180,6 +184,9 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 		fmt.Fprintf(w, "gateway mode: nftables table %s, masquerade %s", g.Table, masq)
 		if g.TableHeals > 0 {
 			fmt.Fprintf(w, ", table restored %d time(s)", g.TableHeals)
+		}
+		if g.ForwardHeals > 0 {
+			fmt.Fprintf(w, ", ip_forward turned back on %d time(s)", g.ForwardHeals)
 		}
 		fmt.Fprintln(w)
 	}

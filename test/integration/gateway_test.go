@@ -109,6 +109,23 @@ func TestGatewayMasquerade(t *testing.T) {
 	})
 	e.tp.MustExec(t, "vm", "nft", "list", "table", "ip", "gtun-gtun0")
 	e.reach(t, "vm2", "http://"+clusterIP+"/", 10*time.Second)
+	// A flushed chain and forwarding turned off are put back too.
+	heals := cst.Gateway.TableHeals
+	e.tp.MustExec(t, "vm", "nft", "flush", "chain", "ip", "gtun-gtun0", "postrouting")
+	e.tp.MustExec(t, "vm", "sysctl", "-qw", "net.ipv4.ip_forward=0")
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if err := tryStatus(bins.gtun, e.clientSocket("vm"), &cst); err != nil {
+			return err
+		}
+		if cst.Gateway.TableHeals <= heals || cst.Gateway.ForwardHeals == 0 {
+			return fmt.Errorf("not restored yet: %+v", cst.Gateway)
+		}
+		return nil
+	})
+	if out := e.tp.MustExec(t, "vm", "nft", "list", "chain", "ip", "gtun-gtun0", "postrouting"); !strings.Contains(out, "snat to 100.64.240.2") {
+		t.Errorf("postrouting not restored:\n%s", out)
+	}
+	e.reach(t, "vm2", "http://"+podIP+":8080/", 10*time.Second)
 	out, err := exec.Command(bins.gtun, "status", "--socket", e.clientSocket("vm")).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "gateway mode: nftables table gtun-gtun0, masquerade on") {
 		t.Errorf("human status lacks the gateway line (%v):\n%s", err, out)
