@@ -59,6 +59,10 @@ case "$PREFIX$UNITDIR" in
 	;;
 esac
 umask 022
+if [ -z "$DESTDIR" ] && [ "$(id -u)" -ne 0 ]; then
+	echo "install.sh: installing into this system needs root (or set DESTDIR to stage into a directory)" >&2
+	exit 1
+fi
 
 say() { printf '  %-9s %s\n' "$1" "$2"; }
 
@@ -95,7 +99,8 @@ install_file() {
 	local verb=installed
 	[ -e "$dst" ] && verb=updated
 	last=$verb
-	install -d -m 0755 "$(dirname "$dst")"
+	# Only a missing directory is created: an existing one keeps its mode.
+	[ -d "$(dirname "$dst")" ] || install -d -m 0755 "$(dirname "$dst")"
 	local tmp
 	tmp="$(mktemp "$dst.XXXXXX")"
 	install -m "$mode" "$srcf" "$tmp"
