@@ -1,10 +1,12 @@
 package client
 
 import (
+	"log/slog"
 	"net/netip"
 	"slices"
 	"testing"
 
+	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/route"
 )
 
@@ -185,5 +187,19 @@ func BenchmarkLookupTwoServers(b *testing.B) {
 		if _, ok := tab.Lookup(dst); !ok {
 			b.Fatal("no match")
 		}
+	}
+}
+
+// A route one server pushes that covers another server's endpoint is not
+// installed: it would send the other tunnel into this one.
+func TestSelectRoutesSkipsOtherServersEndpoints(t *testing.T) {
+	cfg := &config.Client{Servers: []config.ServerEntry{
+		{Name: "c1", Endpoints: []string{"203.0.113.10:9623"}},
+		{Name: "c2", Endpoints: []string{"198.51.100.3:9623"}},
+	}}
+	c := New(cfg, slog.New(slog.DiscardHandler))
+	got := c.selectRoutes("c1", cfg.Servers[0], pfx("10.244.0.0/16", "198.51.100.0/24", "203.0.113.0/24"))
+	if !slices.Equal(got, pfx("10.244.0.0/16")) {
+		t.Errorf("installed %v, want only 10.244.0.0/16 (the others cover an endpoint of c2 or c1)", got)
 	}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"log/slog"
 	"net/netip"
 	"slices"
 	"testing"
@@ -36,5 +37,25 @@ func TestMapPushesAndChecksVirtualNames(t *testing.T) {
 		if _, got := acl.Lookup(netip.MustParseAddr(dst)); got != ok {
 			t.Errorf("ACL allows %s = %v, want %v", dst, got, ok)
 		}
+	}
+}
+
+// A split DNS server inside a mapped prefix is pushed under its virtual
+// address: that is where the client's queries can go.
+func TestMapPushesDNSServerVirtual(t *testing.T) {
+	maps := []config.Mapping{{Real: netip.MustParsePrefix("10.96.0.0/16"), Virtual: netip.MustParsePrefix("100.110.0.0/16")}}
+	routes := []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")}
+	peer := config.Peer{Name: "vm", Allowed: routes}
+	cfg := &config.Server{Pool: netip.MustParsePrefix("100.64.240.0/24"), Gateway: netip.MustParseAddr("100.64.240.1"), MTU: 1400,
+		Routes: routes, Map: maps, Peers: []config.Peer{peer},
+		DNS: config.DNS{Servers: []netip.Addr{netip.MustParseAddr("10.96.0.10")}, Domains: []string{"cluster.local"}}}
+	s := New(cfg, slog.New(slog.DiscardHandler))
+	var pi *peerInfo
+	for _, p := range s.peers {
+		pi = p
+	}
+	m := s.configFor(pi, netip.MustParseAddr("100.64.240.2"))
+	if m.DNS == nil || !slices.Equal(m.DNS.Servers, []string{"100.110.0.10"}) {
+		t.Errorf("pushed dns %+v, want server 100.110.0.10", m.DNS)
 	}
 }
