@@ -12,6 +12,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/gtun/gtun/internal/testnet"
+	"github.com/gtun/gtun/pkg/tun"
 )
 
 // systemRoot installs gtun into a fresh root and adds what systemd-analyze
@@ -243,8 +244,18 @@ func TestUnitsHardeningAndPaths(t *testing.T) {
 			if got := "/etc/" + u.one(t, "ConfigurationDirectory"); got != c.confDir || got != filepath.Dir(c.config) {
 				t.Errorf("ConfigurationDirectory=%s, want %s (the key's and the config's directory)", got, c.confDir)
 			}
-			if got := "/run/" + u.one(t, "RuntimeDirectory"); got != c.runDir {
-				t.Errorf("RuntimeDirectory is %s, control_socket is in %s", got, c.runDir)
+			// The control socket's directory first, and the TUN name lock
+			// directory every daemon shares (tun.LockDir), kept when the
+			// unit stops so that it is not removed under the others.
+			runDirs := strings.Fields(u.one(t, "RuntimeDirectory"))
+			if len(runDirs) == 0 || "/run/"+runDirs[0] != c.runDir {
+				t.Errorf("RuntimeDirectory=%v, control_socket is in %s", runDirs, c.runDir)
+			}
+			if !slices.Contains(runDirs, strings.TrimPrefix(tun.LockDir, "/run/")) {
+				t.Errorf("RuntimeDirectory=%v lacks the TUN lock directory %s", runDirs, tun.LockDir)
+			}
+			if got := u.one(t, "RuntimeDirectoryPreserve"); got != "yes" {
+				t.Errorf("RuntimeDirectoryPreserve=%q: %s is shared, so stopping one unit must not remove it", got, tun.LockDir)
 			}
 			if c.state == "" {
 				if v := u["Service"]["StateDirectory"]; v != nil {
@@ -272,8 +283,8 @@ func TestUnitsTemplateMatchesClientUnit(t *testing.T) {
 	if got := tmpl.one(t, "ExecStart"); got != "/usr/local/bin/gtun -c /etc/gtun/%i.toml" {
 		t.Errorf("ExecStart=%q", got)
 	}
-	if got := tmpl.one(t, "RuntimeDirectory"); got != "gtun-%i" {
-		t.Errorf("RuntimeDirectory=%q, want gtun-%%i (its own, not under /run/gtun, which gtun.service removes when it stops)", got)
+	if got := tmpl.one(t, "RuntimeDirectory"); got != "gtun-%i gtun" {
+		t.Errorf("RuntimeDirectory=%q, want \"gtun-%%i gtun\" (its own for the socket, and the shared TUN lock directory)", got)
 	}
 	differ := map[string]bool{"ExecStart": true, "RuntimeDirectory": true, "Description": true}
 	for _, section := range []string{"Unit", "Service", "Install"} {
