@@ -20,6 +20,51 @@ import (
 // binaries, keys and configs carry HTTP to a pod and a ClusterIP.
 func TestInstalledDeployment(t *testing.T) {
 	e := newEnv(t)
+	in := installGatewayAndVM(t)
+	// Paths into the temporary roots; in a real deployment they are the
+	// defaults the examples set.
+	serverConf, clientConf := in.configure(t, func(server, client map[string]any) {
+		s := server["server"].(map[string]any)
+		s["private_key_file"] = filepath.Join(in.gw, "etc/gtund/private.key")
+		s["state_dir"] = filepath.Join(in.gw, "var/lib/gtund")
+		s["control_socket"] = e.serverSocket()
+		c := client["client"].(map[string]any)
+		c["private_key_file"] = filepath.Join(in.vm, "etc/gtun/private.key")
+		c["control_socket"] = e.clientSocket("vm")
+	})
+
+	gtund := filepath.Join(in.gw, "usr/local/bin/gtund")
+	gtun := filepath.Join(in.vm, "usr/local/bin/gtun")
+	srv := e.tp.Start(t, "gw", filepath.Join(e.dir, "gtund.log"), gtund, "-c", serverConf)
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if srv.Exited() {
+			t.Fatalf("installed gtund exited:\n%s", srv.LogTail(30))
+		}
+		return exec.Command(gtund, "status", "-c", serverConf).Run()
+	})
+	cli := e.startClientBin(t, gtun, clientConf)
+	e.waitRoute(t, "vm", "10.244.0.0/16", cli)
+	e.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
+	e.reach(t, "vm", "http://"+clusterIP+"/", 10*time.Second)
+
+	var st struct {
+		Servers []struct{ Name, State string }
+	}
+	status(t, gtun, e.clientSocket("vm"), &st)
+	if len(st.Servers) != 1 || st.Servers[0].State != "connected" {
+		t.Errorf("gtun status: %+v", st)
+	}
+}
+
+// installed is scripts/install.sh run into a gateway root (--server) and a
+// VM root (--client), with the public keys it printed.
+type installed struct {
+	gw, vm               string
+	serverPub, clientPub string
+}
+
+func installGatewayAndVM(t *testing.T) installed {
+	t.Helper()
 	root := testnet.RepoRoot()
 	tree := t.TempDir()
 	for _, rel := range []string{"scripts/install.sh", "etc/gtun.toml", "etc/gtund.toml",
@@ -45,51 +90,31 @@ func TestInstalledDeployment(t *testing.T) {
 		}
 		return m[1]
 	}
-	gw, vm := t.TempDir(), t.TempDir()
-	serverPub := pubOf(install(gw, "--server"), "gtund")
-	clientPub := pubOf(install(vm, "--client"), "gtun")
+	in := installed{gw: t.TempDir(), vm: t.TempDir()}
+	in.serverPub = pubOf(install(in.gw, "--server"), "gtund")
+	in.clientPub = pubOf(install(in.vm, "--client"), "gtun")
+	return in
+}
 
-	// Server: one [[peer]] with the client's key instead of the examples.
-	serverConf := filepath.Join(gw, "etc/gtund/gtund.toml")
-	editTOML(t, serverConf, func(m map[string]any) {
-		s := m["server"].(map[string]any)
-		s["private_key_file"] = filepath.Join(gw, "etc/gtund/private.key")
-		s["state_dir"] = filepath.Join(gw, "var/lib/gtund")
-		s["control_socket"] = e.serverSocket()
-		m["peer"] = []map[string]any{{"name": "vm", "public_key": clientPub}}
-	})
-	// Client: the gateway's endpoint and key.
-	clientConf := filepath.Join(vm, "etc/gtun/gtun.toml")
-	editTOML(t, clientConf, func(m map[string]any) {
-		c := m["client"].(map[string]any)
-		c["private_key_file"] = filepath.Join(vm, "etc/gtun/private.key")
-		c["control_socket"] = e.clientSocket("vm")
-		s := m["server"].([]map[string]any)[0]
-		s["endpoints"] = []string{gwWAN + ":" + port}
-		s["public_key"] = serverPub
-	})
-
-	gtund := filepath.Join(gw, "usr/local/bin/gtund")
-	gtun := filepath.Join(vm, "usr/local/bin/gtun")
-	srv := e.tp.Start(t, "gw", filepath.Join(e.dir, "gtund.log"), gtund, "-c", serverConf)
-	testnet.Eventually(t, 10*time.Second, func() error {
-		if srv.Exited() {
-			t.Fatalf("installed gtund exited:\n%s", srv.LogTail(30))
-		}
-		return exec.Command(gtund, "status", "-c", serverConf).Run()
-	})
-	cli := e.startClientBin(t, gtun, clientConf)
-	e.waitRoute(t, "vm", "10.244.0.0/16", cli)
-	e.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
-	e.reach(t, "vm", "http://"+clusterIP+"/", 10*time.Second)
-
-	var st struct {
-		Servers []struct{ Name, State string }
+// configure edits the installed example configs only where the README's
+// deployment says: gtund gets one [[peer]] with the client's key instead of
+// the examples, gtun the gateway's endpoint and key. more may change other
+// keys of the two decoded files. It returns the two configs' paths.
+func (in installed) configure(t *testing.T, more func(server, client map[string]any)) (string, string) {
+	t.Helper()
+	serverConf := filepath.Join(in.gw, "etc/gtund/gtund.toml")
+	clientConf := filepath.Join(in.vm, "etc/gtun/gtun.toml")
+	server, client := readTOML(t, serverConf), readTOML(t, clientConf)
+	server["peer"] = []map[string]any{{"name": "vm", "public_key": in.clientPub}}
+	s := client["server"].([]map[string]any)[0]
+	s["endpoints"] = []string{gwWAN + ":" + port}
+	s["public_key"] = in.serverPub
+	if more != nil {
+		more(server, client)
 	}
-	status(t, gtun, e.clientSocket("vm"), &st)
-	if len(st.Servers) != 1 || st.Servers[0].State != "connected" {
-		t.Errorf("gtun status: %+v", st)
-	}
+	writeTOML(t, serverConf, server)
+	writeTOML(t, clientConf, client)
+	return serverConf, clientConf
 }
 
 func (e *env) startClientBin(t *testing.T, bin, cfg string) *testnet.Proc {
@@ -111,15 +136,19 @@ func copyTo(t *testing.T, src, dst string, mode os.FileMode) {
 	}
 }
 
-// editTOML rewrites a config through a map (comments are lost; the keys and
-// values the example sets are kept unless edit changes them).
-func editTOML(t *testing.T, path string, edit func(map[string]any)) {
+func readTOML(t *testing.T, path string) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if _, err := toml.DecodeFile(path, &m); err != nil {
 		t.Fatal(err)
 	}
-	edit(m)
+	return m
+}
+
+// writeTOML rewrites a config from a decoded map (comments are lost; the
+// keys and values stay), keeping the file's mode.
+func writeTOML(t *testing.T, path string, m map[string]any) {
+	t.Helper()
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		t.Fatal(err)
