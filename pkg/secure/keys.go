@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -51,7 +52,16 @@ func (k PrivateKey) Public() PublicKey {
 	return p
 }
 
-func (k PrivateKey) String() string { return "(private key)" } // never logged by accident
+// String, GoString, LogValue and MarshalText keep a private key out of
+// logs and JSON whatever the handler or verb: fmt, slog's text and JSON
+// handlers and encoding/json all print "(private key)". Encode is the one
+// way to its text, for key files.
+func (k PrivateKey) String() string               { return redacted }
+func (k PrivateKey) GoString() string             { return redacted }
+func (k PrivateKey) LogValue() slog.Value         { return slog.StringValue(redacted) }
+func (k PrivateKey) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+const redacted = "(private key)"
 
 // Encode returns the base64 text of the private key, for key files only.
 func (k PrivateKey) Encode() string { return base64.StdEncoding.EncodeToString(k[:]) }

@@ -3,9 +3,11 @@ package secure
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -338,5 +340,31 @@ func BenchmarkWritePackets(b *testing.B) {
 		if err := c.WritePackets(rec); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A private key never reaches a log or JSON in any form: fmt verbs, slog's
+// text and JSON handlers, encoding/json, nested in a struct.
+func TestPrivateKeyNeverPrinted(t *testing.T) {
+	k := mustKey(t)
+	secret := k.Encode()
+	hexed := fmt.Sprintf("%x", [32]byte(k))
+	type holder struct {
+		Key  PrivateKey
+		Name string
+	}
+	var out bytes.Buffer
+	for _, f := range []string{"%v", "%+v", "%#v", "%s", "%x", "%q"} {
+		fmt.Fprintf(&out, f+"\n", k)
+		fmt.Fprintf(&out, f+"\n", holder{Key: k, Name: "x"})
+	}
+	for _, h := range []slog.Handler{slog.NewTextHandler(&out, nil), slog.NewJSONHandler(&out, nil)} {
+		slog.New(h).Info("m", "key", k, "holder", holder{Key: k})
+	}
+	j, _ := json.Marshal(holder{Key: k})
+	out.Write(j)
+	if s := out.String(); strings.Contains(s, secret) || strings.Contains(s, hexed) || strings.Contains(s, fmt.Sprint(k[0], " ", k[1], " ", k[2])) ||
+		strings.Contains(s, fmt.Sprint(k[0], ",", k[1], ",", k[2])) {
+		t.Fatalf("private key printed:\n%s", s)
 	}
 }
