@@ -29,7 +29,11 @@ type Collector struct {
 	peerConnected, peerRTT, peerSessions, peerDrops        *prometheus.Desc
 	peers, sessions, routes, drops, handshakeFailures      *prometheus.Desc
 	leasesFailing, offload, handshakesPending, hsSources   *prometheus.Desc
+	heals                                                  *prometheus.Desc
 }
+
+// healKinds are what gtund puts back when someone undoes it.
+var healKinds = []string{HealNFTables, HealIPForward, HealLeases}
 
 // NewCollector builds the collector over a status source (Server.Status).
 func NewCollector(status func() Status) *Collector {
@@ -55,6 +59,7 @@ func NewCollector(status func() Status) *Collector {
 		handshakesPending: d("handshakes_in_progress", "Connections accepted and not yet past the handshake and hello (capped by max_handshakes)."),
 		hsSources:         d("handshake_sources", "Source addresses the handshake guard remembers (recently active, for per-source limits)."),
 		leasesFailing:     d("leases_persist_failing", "1 while the address leases cannot be written to state_dir, else 0."),
+		heals:             d("heals_total", "Times gtund put back what someone undid: its nftables table, net.ipv4.ip_forward, the lease file once state_dir was writable again.", "kind"),
 		offload:           d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
 	}
 }
@@ -62,7 +67,7 @@ func NewCollector(status func() Status) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	metrics.Descs(ch, c.peerRxBytes, c.peerTxBytes, c.peerRxPackets, c.peerTxPackets, c.peerConnected, c.peerRTT,
-		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources)
+		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources, c.heals)
 }
 
 // Collect implements prometheus.Collector.
@@ -91,5 +96,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	b.Gauge(c.handshakesPending, float64(st.Handshakes.Pending))
 	b.Gauge(c.hsSources, float64(st.Handshakes.Sources))
 	b.Bool(c.leasesFailing, st.LeaseError != "")
+	b.Reasons(c.heals, healKinds, st.Heals)
 	b.Bool(c.offload, st.Offload)
 }

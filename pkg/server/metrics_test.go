@@ -44,6 +44,7 @@ func TestCollector(t *testing.T) {
 	st := Status{Handshakes: guard.Stats{Pending: 3, Sources: 5}, Routes: []string{"10.244.0.0/16", "10.96.0.0/12"}, Offload: true,
 		HandshakeFailures: map[string]uint64{"unknown_peer": 4, "rate_limited": 2, "new_reason": 1},
 		Drops:             map[string]uint64{DropNoRoute: 7, DropACL: 1},
+		Heals:             map[string]uint64{HealNFTables: 2},
 		Peers: []PeerStatus{
 			{Name: "vm1", Connected: true, RxBytes: 1000, TxBytes: 2000, RxPackets: 10, TxPackets: 20,
 				RTT: 1500 * time.Microsecond, Sessions: 3, Drops: map[string]uint64{DropACL: 1}},
@@ -73,6 +74,7 @@ func TestCollector(t *testing.T) {
 		"gtund_tun_offload":              {"": 1},
 		"gtund_handshakes_in_progress":   {"": 3},
 		"gtund_handshake_sources":        {"": 5},
+		"gtund_heals_total":              {"kind=nftables_table": 2, "kind=ip_forward": 0, "kind=leases_written": 0},
 	}
 	for name, series := range want {
 		for labels, v := range series {
