@@ -329,3 +329,34 @@ func clientAddr(t *testing.T, e *env, name string) netip.Addr {
 	t.Fatalf("no address for %s", name)
 	return netip.Addr{}
 }
+
+// An authenticated peer that sends an impossible record length (4 GiB, or
+// shorter than a tag) loses its session at once: gtund reads no further and
+// allocates nothing for it; another peer is not affected.
+func TestOversizedRecordEndsSession(t *testing.T) {
+	e := newEnv(t)
+	akey, apub := e.key(t, "a")
+	bkey, bpub := e.key(t, "b")
+	e.startServer(t, e.serverConfig(t, peer{name: "a", pub: apub}, peer{name: "b", pub: bpub}))
+	for _, prefix := range [][]byte{{0xff, 0xff, 0xff, 0xff}, {0, 0, 0, 3}} {
+		a := dialRecorded(t, e, "vm", akey)
+		if _, err := a.rec.Conn.Write(prefix); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-a.ended:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("session survived record length %x", prefix)
+		}
+	}
+	b := dialRecorded(t, e, "vm", bkey)
+	b.sendUDP(b.addr, netip.MustParseAddr(podIP), []byte("still here"))
+	testnet.Eventually(t, 5*time.Second, func() error {
+		for _, p := range gtundStatus(t, e).Peers {
+			if p.Name == "b" && (!p.Connected || p.RxPackets == 0) {
+				return fmt.Errorf("b: connected %v, rx %d", p.Connected, p.RxPackets)
+			}
+		}
+		return nil
+	})
+}
