@@ -487,3 +487,119 @@ func noiseInit(t *testing.T, server secure.PublicKey) []byte {
 	binary.BigEndian.PutUint16(msg, uint16(len(msg)-2))
 	return msg
 }
+
+// kcpPush is one KCP segment (conversation conv, sequence 0) carrying
+// data, as a new kcp client's first datagram looks: kcp-go on gtund makes a
+// session for its source address and port before any handshake.
+func kcpPush(conv uint32, data []byte) []byte {
+	b := make([]byte, 24+len(data))
+	binary.LittleEndian.PutUint32(b[0:], conv)
+	b[4] = 81                                  // IKCP_CMD_PUSH; frg 0 (stream mode)
+	binary.LittleEndian.PutUint16(b[6:], 4096) // window
+	binary.LittleEndian.PutUint32(b[20:], uint32(len(data)))
+	copy(b[24:], data)
+	return b
+}
+
+// The handshake flood over kcp: 1,000 new kcp "clients" a second from one
+// address, each a fresh UDP source port whose first datagram carries a
+// well-formed Noise message from an unknown key. kcp-go creates a session
+// for every one; the guard closes all but a few at once, gtund stays small,
+// and a legitimate gtun over kcp from another address connects meanwhile.
+func TestKCPHandshakeFlood(t *testing.T) {
+	h := newHostileEnv(t)
+	serverPub, err := secure.ParsePublicKey(h.serverPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pushes [][]byte
+	for i := range 16 {
+		pushes = append(pushes, kcpPush(uint32(1000+i), noiseInit(t, serverPub)))
+	}
+	const (
+		workers  = 4
+		perSec   = 1000
+		duration = 8 * time.Second
+	)
+	var attempts atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	flood := func(w int) {
+		tick := time.NewTicker(time.Second * workers / perSec)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(attacker)}, &net.UDPAddr{IP: net.ParseIP(gwWAN), Port: 9623})
+			if err != nil {
+				continue
+			}
+			if _, err := c.Write(pushes[(w+i)%len(pushes)]); err == nil {
+				attempts.Add(1)
+			}
+			c.Close()
+		}
+	}
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inVM(t, h.env, func() { flood(w) })
+		}()
+	}
+	floodStart := time.Now()
+	time.Sleep(2 * time.Second)
+
+	// The legitimate client uses kcp too.
+	cfg := h.clientConfig(t, "vm", h.clientKey, h.serverPub)
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(b), `transport = "tcp"`, `transport = "kcp"`, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cli := h.startClient(t, "vm", "vm", cfg)
+	var took time.Duration
+	testnet.Eventually(t, 15*time.Second, func() error {
+		if cli.Exited() {
+			t.Fatalf("gtun exited:\n%s", cli.LogTail(20))
+		}
+		var st client.Status
+		if err := tryStatus(bins.gtun, h.clientSocket("vm"), &st); err != nil {
+			return err
+		}
+		if s := st.Servers[0]; s.State != "connected" || s.Transport != "kcp" {
+			return fmt.Errorf("gtun %s over %s", s.State, s.Transport)
+		} else {
+			took = s.Since.Sub(start)
+		}
+		return nil
+	})
+	t.Logf("legitimate gtun over kcp connected %v after its start, during the kcp flood", took.Round(time.Millisecond))
+	if rest := duration - time.Since(floodStart); rest > 0 {
+		time.Sleep(rest)
+	}
+	close(stop)
+	wg.Wait()
+	elapsed := time.Since(floodStart)
+	t.Logf("kcp flood: %d new sessions in %v (%.0f/s)", attempts.Load(), elapsed.Round(time.Millisecond), float64(attempts.Load())/elapsed.Seconds())
+	h.checkAlive(t, "kcp handshake flood")
+	testnet.Eventually(t, hsTimeout+10*time.Second, func() error {
+		if st := gtundStatus(t, h.env); st.Handshakes.Pending != 0 {
+			return fmt.Errorf("%d handshakes still pending", st.Handshakes.Pending)
+		}
+		return nil
+	})
+	st := gtundStatus(t, h.env)
+	t.Logf("handshake failures: %v", st.HandshakeFailures)
+	refused := st.HandshakeFailures[guard.RateLimited] + st.HandshakeFailures[guard.TooManyPendingSource]
+	if refused < uint64(attempts.Load()/2) {
+		t.Errorf("only %d of %d kcp sessions refused at admission", refused, attempts.Load())
+	}
+	h.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
+}
