@@ -204,6 +204,16 @@ func aclTable(allowed []netip.Prefix) *packet.Table[struct{}] {
 // after a previous instance that was killed.
 func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	s.started = time.Now()
+	// The TUN device first: it takes the lock on the name, so a second
+	// gtund configured like this one stops here, before touching anything
+	// (leases, forwarding, tables) the first one owns.
+	if s.tun, err = tun.NewKeeper(s.cfg.Tun, s.cfg.Offload, s.log); err != nil {
+		return err
+	}
+	defer func() {
+		s.tun.Close()
+		s.log.Info("removed tun device", "tun", s.cfg.Tun)
+	}()
 	if changed, err := nat.EnableIPv4Forwarding(); err != nil {
 		return fmt.Errorf("enable ip forwarding: %w", err)
 	} else if changed {
@@ -214,13 +224,6 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	}
 	s.syncPoolPeers()
 
-	if s.tun, err = tun.NewKeeper(s.cfg.Tun, s.cfg.Offload, s.log); err != nil {
-		return err
-	}
-	defer func() {
-		s.tun.Close()
-		s.log.Info("removed tun device", "tun", s.cfg.Tun)
-	}()
 	if err := s.tun.Set(s.cfg.MTU, []netip.Prefix{netip.PrefixFrom(s.cfg.Gateway, s.cfg.Pool.Bits())}); err != nil {
 		return err
 	}
