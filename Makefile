@@ -47,13 +47,16 @@ bench: deps build tools
 # runs only their seeds (testdata/fuzz/ and f.Add). A failure leaves the
 # input in the package's testdata/fuzz/FuzzXxx/: fix it and keep it as a seed.
 FUZZTIME ?= 30s
+# Minimising each new interesting input may take 60 s by default, which can
+# eat a short run whole (the config targets' inputs are whole files).
+FUZZMINIMIZE ?= 5s
 .PHONY: fuzz
 fuzz:
 	@set -e; for f in $$(grep -l '^func Fuzz' $$(git ls-files '*_test.go')); do \
 		pkg=./$$(dirname $$f); \
 		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
 			echo "== $$pkg $$t ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) $$pkg; \
 		done; \
 	done
 
