@@ -22,7 +22,7 @@ const (
 
 // Limits are the admission limits. Zero values mean the defaults.
 type Limits struct {
-	Rate                float64 // handshakes per second each source may start, refilled continuously
+	Rate                float64 // handshakes per second each source (IPv4 address, IPv6 /64) may start, refilled continuously
 	Burst               int     // handshakes a quiet source may start at once
 	MaxPending          int     // handshakes in progress, all sources together
 	MaxPendingPerSource int     // handshakes in progress from one source
@@ -96,7 +96,7 @@ type Ticket struct {
 // Admit decides whether src may start a handshake. It returns a ticket, or
 // the reason for refusing (RateLimited, TooManyPending, TooManyPendingSource).
 func (g *Guard) Admit(src netip.Addr) (*Ticket, string) {
-	src = src.Unmap()
+	src = sourceOf(src)
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -122,6 +122,18 @@ func (g *Guard) Admit(src netip.Addr) (*Ticket, string) {
 	s.pending++
 	g.pending++
 	return &Ticket{g: g, addr: src}, ""
+}
+
+// sourceOf is the unit limits apply to: an IPv4 address, or an IPv6 /64,
+// which one host or subscriber usually has whole (per address, the limits
+// would mean nothing to an attacker with 2^64 of them).
+func sourceOf(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
 }
 
 func (s *source) refill(now time.Time, l Limits) {

@@ -144,3 +144,18 @@ func TestIPv4MappedIsOneSource(t *testing.T) {
 		t.Fatal(fmt.Sprintf("mapped form of the same source got a fresh bucket: %v %q", tk, why))
 	}
 }
+
+// An IPv6 source is its /64: another address of the same /64 shares the
+// bucket, another /64 has its own.
+func TestIPv6SourceIsSlash64(t *testing.T) {
+	g, _ := newTest(Limits{Rate: 1, Burst: 1})
+	if tk, _ := g.Admit(netip.MustParseAddr("2001:db8:1:2::1")); tk == nil {
+		t.Fatal("first refused")
+	}
+	if tk, why := g.Admit(netip.MustParseAddr("2001:db8:1:2:ffff::9")); tk != nil || why != RateLimited {
+		t.Fatalf("same /64, other address: %v %q, want %q", tk, why, RateLimited)
+	}
+	if tk, why := g.Admit(netip.MustParseAddr("2001:db8:1:3::1")); tk == nil {
+		t.Fatalf("other /64 refused: %s", why)
+	}
+}
