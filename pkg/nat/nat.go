@@ -11,6 +11,7 @@
 package nat
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -464,4 +465,43 @@ func Intact(s Spec) (bool, error) {
 		}
 	}
 	return found == len(want), nil
+}
+
+// WatchDeletions calls deleted each time nftables reports a table, chain
+// or rule deleted in the current network namespace (by anyone: filter in
+// deleted, e.g. with Intact), until ctx ends. It returns an error if the
+// subscription fails or breaks; the caller's periodic check is the backup.
+func WatchDeletions(ctx context.Context, deleted func()) error {
+	c, err := conn(0)
+	if err != nil {
+		return err
+	}
+	// Only the "any" monitor gets the generation messages the library
+	// delivers events on; deletions are picked out here.
+	m := nftables.NewMonitor(nftables.WithMonitorEventBuffer(64))
+	events, err := c.AddMonitor(m)
+	if err != nil {
+		return fmt.Errorf("subscribe to nftables events: %w", err)
+	}
+	defer func() {
+		m.Close()
+		for range events { // let the library's goroutines finish
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("nftables event subscription closed")
+			}
+			switch ev.Type {
+			case nftables.MonitorEventTypeDelTable, nftables.MonitorEventTypeDelChain, nftables.MonitorEventTypeDelRule:
+				deleted()
+			case nftables.MonitorEventTypeOOB:
+				return fmt.Errorf("nftables event subscription: %v", ev.Error)
+			}
+		}
+	}
 }

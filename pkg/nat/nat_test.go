@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -632,4 +633,58 @@ func TestIntactNoticesTampering(t *testing.T) {
 	// A table of the same name in another family is not ours.
 	ns.nft("add", "table", "inet", "gtund")
 	check(false, "an inet table of the same name")
+}
+
+// WatchDeletions reports a table deleted, a chain flushed, by someone else
+// within moments, and stops when its context ends.
+func TestWatchDeletions(t *testing.T) {
+	ns := newNS(t)
+	s := testSpec(ns)
+	s.NetNS = 0 // WatchDeletions works in the caller's namespace: run it on a thread inside ns
+	events := make(chan struct{}, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // stays in ns; the thread dies with the goroutine
+		if err := netns.Set(ns.h); err != nil {
+			done <- err
+			close(ready)
+			return
+		}
+		if err := Ensure(s); err != nil {
+			done <- err
+			close(ready)
+			return
+		}
+		close(ready)
+		done <- WatchDeletions(ctx, func() { events <- struct{}{} })
+	}()
+	<-ready
+	time.Sleep(200 * time.Millisecond) // subscribed
+	for _, tamper := range [][]string{
+		{"flush", "chain", "ip", "gtund", "forward"},
+		{"delete", "table", "ip", "gtund"},
+	} {
+		for len(events) > 0 {
+			<-events
+		}
+		ns.nft(tamper...)
+		select {
+		case <-events:
+		case err := <-done:
+			t.Fatalf("watch ended: %v", err)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no event for %s", strings.Join(tamper, " "))
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WatchDeletions did not return after cancel")
+	}
 }

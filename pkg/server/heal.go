@@ -29,10 +29,39 @@ const (
 func (s *Server) watchSystem(ctx context.Context) {
 	t := time.NewTicker(systemCheckInterval)
 	defer t.Stop()
+	// nftables deletions (by anyone) trigger a check of the table at once;
+	// the ticker backs the subscription up.
+	deleted := make(chan struct{}, 1)
+	s.goRun(func() {
+		for ctx.Err() == nil {
+			err := nat.WatchDeletions(ctx, func() {
+				select {
+				case deleted <- struct{}{}:
+				default:
+				}
+			})
+			if err != nil {
+				s.rate.Log(slog.LevelWarn, "heal:nft-watch", "nftables event subscription failed; checking the table every 2 s only", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(5 * time.Second):
+				}
+			}
+		}
+	})
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-deleted:
+			// One check for a burst of deletions (a flush deletes rule by rule).
+			time.Sleep(20 * time.Millisecond)
+			select {
+			case <-deleted:
+			default:
+			}
+			s.checkNAT()
+			continue
 		case <-t.C:
 		}
 		s.rate.Flush() // a flood that stopped gets its count logged
