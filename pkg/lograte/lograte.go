@@ -84,3 +84,18 @@ func (l *Limiter) Flush() {
 		l.log.Log(context.Background(), o.level, o.msg, o.args...)
 	}
 }
+
+// FlushEvery calls Flush every interval until ctx ends, for owners without
+// a periodic loop of their own.
+func (l *Limiter) FlushEvery(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			l.Flush()
+		}
+	}
+}
