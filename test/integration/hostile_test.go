@@ -603,3 +603,68 @@ func TestKCPHandshakeFlood(t *testing.T) {
 	}
 	h.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
 }
+
+// The admission limits apply on SIGHUP: tightened, a quiet source's
+// connections beyond the new burst are refused at once; loosened again,
+// they are not.
+func TestHandshakeLimitsReload(t *testing.T) {
+	h := newHostileEnv(t)
+	cfg := filepath.Join(h.dir, "gtund.toml")
+	orig, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	burst := func(n int) {
+		t.Helper()
+		inVM(t, h.env, func() {
+			for range n {
+				c, err := attackerDialer.Dial("tcp", gwWAN+":"+port)
+				if err != nil {
+					t.Errorf("dial: %v", err)
+					return
+				}
+				c.Close()
+			}
+		})
+	}
+	refused := func() uint64 { return gtundStatus(t, h.env).HandshakeFailures[guard.RateLimited] }
+
+	tight := strings.Replace(string(orig), "keepalive = \"1s\"\n", "keepalive = \"1s\"\nhandshake_rate = 1\nhandshake_burst = 5\n", 1)
+	if err := os.WriteFile(cfg, []byte(tight), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup(t, "gtund", h.srv)
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(h.srv.Log(), "config reloaded") {
+			return errors.New("not reloaded yet")
+		}
+		return nil
+	})
+	burst(20)
+	testnet.Eventually(t, 5*time.Second, func() error {
+		if n := refused(); n < 10 {
+			return fmt.Errorf("%d rate limited after 20 connections with burst 5, want >= 10", n)
+		}
+		return nil
+	})
+
+	if err := os.WriteFile(cfg, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup(t, "gtund", h.srv)
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if n := strings.Count(h.srv.Log(), "config reloaded"); n < 2 {
+			return errors.New("not reloaded yet")
+		}
+		return nil
+	})
+	// A source's bucket keeps its tokens across a reload and refills at
+	// the new rate: 20/s fills the 64 of the default burst in 3.2 s.
+	time.Sleep(4 * time.Second)
+	before := refused()
+	burst(20)
+	time.Sleep(500 * time.Millisecond)
+	if n := refused(); n != before {
+		t.Errorf("%d more rate limited with the default burst of %d", n-before, guard.DefaultBurst)
+	}
+}
