@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/gtun/gtun/pkg/nat"
-	"github.com/gtun/gtun/pkg/nlwatch"
 )
 
 // Gateway mode: gtun forwards for the other hosts of its VPC, whose cloud
@@ -96,7 +95,23 @@ func (c *Client) applyNAT(owner map[netip.Prefix]int) {
 // chain), retries a failed update, and turns net.ipv4.ip_forward back on
 // when someone turns it off (forwarding would stop silently).
 func (c *Client) keepNAT(ctx context.Context) {
-	for nlwatch.Sleep(ctx, natCheckInterval) {
+	// nftables deletions (by anyone) trigger a check at once; the ticker
+	// backs the subscription up and watches ip_forward.
+	deleted := make(chan struct{}, 1)
+	c.goRun(func() {
+		nat.WatchKicks(ctx, deleted, 20*time.Millisecond, 5*time.Second, func(err error) {
+			c.rate.Log(slog.LevelWarn, "nat-watch", "gateway mode: nftables event subscription failed; checking the table every second only", "err", err)
+		})
+	})
+	t := time.NewTicker(natCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deleted:
+		case <-t.C:
+		}
 		if changed, err := nat.EnableIPv4Forwarding(); err != nil {
 			c.rate.Log(slog.LevelWarn, "forward-heal", "gateway mode: cannot turn net.ipv4.ip_forward back on", "err", err)
 		} else if changed {

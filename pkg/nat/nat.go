@@ -17,7 +17,9 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -501,6 +503,48 @@ func WatchDeletions(ctx context.Context, deleted func()) error {
 				deleted()
 			case nftables.MonitorEventTypeOOB:
 				return fmt.Errorf("nftables event subscription: %v", ev.Error)
+			}
+		}
+	}
+}
+
+// WatchKicks turns nftables deletions into kicks for a repair loop: one
+// non-blocking send on kick (give it a buffer of 1) per burst of deletions,
+// a burst ending when none came for settle (a flush deletes rule by rule).
+// A failed or broken subscription is reported to failed and made again
+// after retry; the caller's periodic check covers the gap. It returns when
+// ctx ends.
+func WatchKicks(ctx context.Context, kick chan<- struct{}, settle, retry time.Duration, failed func(error)) {
+	var mu sync.Mutex
+	var timer *time.Timer
+	fire := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	deleted := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if timer == nil {
+			timer = time.AfterFunc(settle, fire)
+		} else {
+			timer.Reset(settle)
+		}
+	}
+	defer func() {
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+	}()
+	for ctx.Err() == nil {
+		if err := WatchDeletions(ctx, deleted); err != nil {
+			failed(err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(retry):
 			}
 		}
 	}

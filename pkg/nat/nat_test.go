@@ -362,37 +362,46 @@ func inNS(t *testing.T, ns netns.NsHandle, fn func()) {
 	}
 }
 
+// routedNS builds cli (100.64.240.2) -> rtr [gtund0 100.64.240.1 | wan0
+// 10.0.0.2, forwarding] -> srv (10.0.0.3); rtr's gtund0 is a veth standing
+// in for the TUN device. srv has no route back to the pool.
+func routedNS(t *testing.T) (cli, rtr, srv *testNS) {
+	t.Helper()
+	cli, rtr, srv = newNS(t), newNS(t), newNS(t)
+	ipCmd(t, "-n", rtr.name, "link", "add", "gtund0", "type", "veth", "peer", "name", "eth0", "netns", cli.name)
+	ipCmd(t, "-n", rtr.name, "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", srv.name)
+	ipCmd(t, "-n", rtr.name, "addr", "add", "100.64.240.1/24", "dev", "gtund0")
+	ipCmd(t, "-n", rtr.name, "addr", "add", "10.0.0.2/24", "dev", "wan0")
+	ipCmd(t, "-n", cli.name, "addr", "add", "100.64.240.2/24", "dev", "eth0")
+	ipCmd(t, "-n", srv.name, "addr", "add", "10.0.0.3/24", "dev", "eth0")
+	for _, n := range []string{"gtund0", "wan0", "lo"} {
+		ipCmd(t, "-n", rtr.name, "link", "set", n, "up")
+	}
+	for _, ns := range []*testNS{cli, srv} {
+		ipCmd(t, "-n", ns.name, "link", "set", "eth0", "up")
+		ipCmd(t, "-n", ns.name, "link", "set", "lo", "up")
+	}
+	ipCmd(t, "-n", cli.name, "route", "add", "default", "via", "100.64.240.1")
+	if out, err := exec.Command("ip", "netns", "exec", rtr.name, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward").CombinedOutput(); err != nil {
+		t.Fatalf("enable forwarding: %v: %s", err, out)
+	}
+	return cli, rtr, srv
+}
+
+func ipCmd(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
 // TestForwardMasqueradeClamp proves the rules in the kernel's data path:
 // cli (100.64.240.2) -> rtr [gtund0 | wan0] -> srv (10.0.0.3). srv has no
 // route back to the pool, so the connection only works masqueraded, and
 // rtr's route to srv has mtu 1200, so the SYN's MSS must arrive clamped.
 func TestForwardMasqueradeClamp(t *testing.T) {
-	cli, rtr, srv := newNS(t), newNS(t), newNS(t)
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	// gtund0 stands in for the TUN device.
-	ip("-n", rtr.name, "link", "add", "gtund0", "type", "veth", "peer", "name", "eth0", "netns", cli.name)
-	ip("-n", rtr.name, "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", srv.name)
-	ip("-n", rtr.name, "addr", "add", "100.64.240.1/24", "dev", "gtund0")
-	ip("-n", rtr.name, "addr", "add", "10.0.0.2/24", "dev", "wan0")
-	ip("-n", cli.name, "addr", "add", "100.64.240.2/24", "dev", "eth0")
-	ip("-n", srv.name, "addr", "add", "10.0.0.3/24", "dev", "eth0")
-	for _, n := range []string{"gtund0", "wan0", "lo"} {
-		ip("-n", rtr.name, "link", "set", n, "up")
-	}
-	for _, ns := range []*testNS{cli, srv} {
-		ip("-n", ns.name, "link", "set", "eth0", "up")
-		ip("-n", ns.name, "link", "set", "lo", "up")
-	}
-	ip("-n", cli.name, "route", "add", "default", "via", "100.64.240.1")
-	ip("-n", rtr.name, "route", "add", "10.0.0.3/32", "dev", "wan0", "mtu", "1200")
-	if out, err := exec.Command("ip", "netns", "exec", rtr.name, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward").CombinedOutput(); err != nil {
-		t.Fatalf("enable forwarding: %v: %s", err, out)
-	}
+	cli, rtr, srv := routedNS(t)
+	ipCmd(t, "-n", rtr.name, "route", "add", "10.0.0.3/32", "dev", "wan0", "mtu", "1200")
 	if err := Ensure(Spec{
 		Table: "gtund", Tun: "gtund0", ClampMSS: true, NetNS: rtr.fd(),
 		Masquerade: []netip.Prefix{netip.MustParsePrefix("100.64.240.0/24")},
@@ -527,30 +536,7 @@ func TestEnsureNetmapRules(t *testing.T) {
 // masquerades it; srv sees rtr's address, and cli sees the answer come from
 // the virtual address it dialled (conntrack reverses both).
 func TestForwardNetmap(t *testing.T) {
-	cli, rtr, srv := newNS(t), newNS(t), newNS(t)
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("-n", rtr.name, "link", "add", "gtund0", "type", "veth", "peer", "name", "eth0", "netns", cli.name)
-	ip("-n", rtr.name, "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", srv.name)
-	ip("-n", rtr.name, "addr", "add", "100.64.240.1/24", "dev", "gtund0")
-	ip("-n", rtr.name, "addr", "add", "10.0.0.2/24", "dev", "wan0")
-	ip("-n", cli.name, "addr", "add", "100.64.240.2/24", "dev", "eth0")
-	ip("-n", srv.name, "addr", "add", "10.0.0.3/24", "dev", "eth0")
-	for _, n := range []string{"gtund0", "wan0", "lo"} {
-		ip("-n", rtr.name, "link", "set", n, "up")
-	}
-	for _, ns := range []*testNS{cli, srv} {
-		ip("-n", ns.name, "link", "set", "eth0", "up")
-		ip("-n", ns.name, "link", "set", "lo", "up")
-	}
-	ip("-n", cli.name, "route", "add", "default", "via", "100.64.240.1")
-	if out, err := exec.Command("ip", "netns", "exec", rtr.name, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward").CombinedOutput(); err != nil {
-		t.Fatalf("enable forwarding: %v: %s", err, out)
-	}
+	cli, rtr, srv := routedNS(t)
 	if err := Ensure(Spec{
 		Table: "gtund", Tun: "gtund0", NetNS: rtr.fd(),
 		Masquerade: []netip.Prefix{netip.MustParsePrefix("100.64.240.0/24")},

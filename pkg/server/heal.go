@@ -33,33 +33,15 @@ func (s *Server) watchSystem(ctx context.Context) {
 	// the ticker backs the subscription up.
 	deleted := make(chan struct{}, 1)
 	s.goRun(func() {
-		for ctx.Err() == nil {
-			err := nat.WatchDeletions(ctx, func() {
-				select {
-				case deleted <- struct{}{}:
-				default:
-				}
-			})
-			if err != nil {
-				s.rate.Log(slog.LevelWarn, "heal:nft-watch", "nftables event subscription failed; checking the table every 2 s only", "err", err)
-				select {
-				case <-ctx.Done():
-				case <-time.After(5 * time.Second):
-				}
-			}
-		}
+		nat.WatchKicks(ctx, deleted, 20*time.Millisecond, 5*time.Second, func(err error) {
+			s.rate.Log(slog.LevelWarn, "heal:nft-watch", "nftables event subscription failed; checking the table every 2 s only", "err", err)
+		})
 	})
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-deleted:
-			// One check for a burst of deletions (a flush deletes rule by rule).
-			time.Sleep(20 * time.Millisecond)
-			select {
-			case <-deleted:
-			default:
-			}
 			s.checkNAT()
 			continue
 		case <-t.C:

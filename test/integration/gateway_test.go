@@ -97,6 +97,7 @@ func TestGatewayMasquerade(t *testing.T) {
 	}
 
 	// Someone flushes the firewall: the table comes back, traffic flows.
+	deletedAt := time.Now()
 	e.tp.MustExec(t, "vm", "nft", "delete", "table", "ip", "gtun-gtun0")
 	testnet.Eventually(t, 10*time.Second, func() error {
 		if err := tryStatus(bins.gtun, e.clientSocket("vm"), &cst); err != nil {
@@ -107,6 +108,7 @@ func TestGatewayMasquerade(t *testing.T) {
 		}
 		return nil
 	})
+	t.Logf("GATEWAY table deleted -> restored (seen in status) in %v", time.Since(deletedAt).Round(time.Millisecond))
 	e.tp.MustExec(t, "vm", "nft", "list", "table", "ip", "gtun-gtun0")
 	e.reach(t, "vm2", "http://"+clusterIP+"/", 10*time.Second)
 	// A flushed chain and forwarding turned off are put back too.

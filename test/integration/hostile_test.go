@@ -369,61 +369,32 @@ func TestHandshakeFlood(t *testing.T) {
 	for range 16 {
 		inits = append(inits, noiseInit(t, serverPub))
 	}
-	const (
-		workers  = 8
-		perSec   = 1000
-		duration = 8 * time.Second
-	)
-	var attempts, dialFails atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	flood := func(w int) {
-		tick := time.NewTicker(time.Second * workers / perSec)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			c, err := attackerDialer.Dial("tcp", gwWAN+":"+port)
-			attempts.Add(1)
-			if err != nil {
-				dialFails.Add(1)
-				continue
-			}
-			_, _ = c.Write(inits[(w+i)%len(inits)])
-			c.Close()
+	var dialFails atomic.Int64
+	fl := startFlood(t, h, 8, 1000, func(w, i int) bool {
+		c, err := attackerDialer.Dial("tcp", gwWAN+":"+port)
+		if err != nil {
+			dialFails.Add(1)
+			return true // an attempt all the same
 		}
-	}
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			inVM(t, h.env, func() { flood(w) })
-		}()
-	}
-	floodStart := time.Now()
+		_, _ = c.Write(inits[(w+i)%len(inits)])
+		c.Close()
+		return true
+	})
 	time.Sleep(2 * time.Second)
 	h.checkAlive(t, "2 s of handshake flood")
 	took := h.connectLegit(t, 15*time.Second)
 	t.Logf("legitimate gtun connected %v after its start, during the flood", took.Round(time.Millisecond))
-	if rest := duration - time.Since(floodStart); rest > 0 {
-		time.Sleep(rest)
-	}
-	close(stop)
-	wg.Wait()
-	elapsed := time.Since(floodStart)
-	t.Logf("flood: %d attempts in %v (%.0f/s), %d dials failed", attempts.Load(), elapsed.Round(time.Millisecond),
-		float64(attempts.Load())/elapsed.Seconds(), dialFails.Load())
+	attempts, elapsed := fl.stopAfter(8 * time.Second)
+	t.Logf("flood: %d attempts in %v (%.0f/s), %d dials failed", attempts, elapsed.Round(time.Millisecond),
+		float64(attempts)/elapsed.Seconds(), dialFails.Load())
 	h.checkAlive(t, "handshake flood")
 
 	st := gtundStatus(t, h.env)
 	t.Logf("handshake failures: %v", st.HandshakeFailures)
 	limited := st.HandshakeFailures[guard.RateLimited]
 	admitted := st.HandshakeFailures["unknown_peer"] + st.HandshakeFailures["io"] + st.HandshakeFailures["timeout"]
-	if limited < uint64(attempts.Load()/2) {
-		t.Errorf("only %d of %d attempts rate limited", limited, attempts.Load())
+	if limited < uint64(attempts/2) {
+		t.Errorf("only %d of %d attempts rate limited", limited, attempts)
 	}
 	// At most the burst plus the rate over the flood (plus slack) got as far as Noise.
 	if bound := uint64(guard.DefaultBurst + guard.DefaultRate*int(elapsed.Seconds()+2)); admitted > bound {
@@ -433,7 +404,7 @@ func TestHandshakeFlood(t *testing.T) {
 	log := h.srv.Log()
 	lines := strings.Count(log, "\n")
 	refusedLines := strings.Count(log, "handshake refused")
-	t.Logf("gtund log: %d lines, %d about refused handshakes, for %d attempts", lines, refusedLines, attempts.Load())
+	t.Logf("gtund log: %d lines, %d about refused handshakes, for %d attempts", lines, refusedLines, attempts)
 	if refusedLines > 10 {
 		t.Errorf("%d log lines about refused handshakes: not rate limited", refusedLines)
 	}
@@ -456,6 +427,58 @@ func TestHandshakeFlood(t *testing.T) {
 	}
 	h.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
 	h.noKeysLogged(t)
+}
+
+// flood is a running attack from vm's attacker address: workers goroutines
+// together calling send perSec times a second.
+type flood struct {
+	start    time.Time
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	attempts atomic.Int64
+}
+
+// startFlood starts it; send(worker, i) makes one attempt and says whether
+// it counts.
+func startFlood(t *testing.T, h *hostileEnv, workers, perSec int, send func(w, i int) bool) *flood {
+	f := &flood{start: time.Now(), stop: make(chan struct{})}
+	for w := range workers {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			inVM(t, h.env, func() {
+				tick := time.NewTicker(time.Second * time.Duration(workers) / time.Duration(perSec))
+				defer tick.Stop()
+				for i := 0; ; i++ {
+					select {
+					case <-f.stop:
+						return
+					case <-tick.C:
+					}
+					if send(w, i) {
+						f.attempts.Add(1)
+					}
+				}
+			})
+		}()
+	}
+	t.Cleanup(func() { f.stopAfter(0) })
+	return f
+}
+
+// stopAfter lets the flood run until d after its start, stops it and
+// returns its attempts and how long it ran.
+func (f *flood) stopAfter(d time.Duration) (int64, time.Duration) {
+	if rest := d - time.Since(f.start); rest > 0 {
+		time.Sleep(rest)
+	}
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+	f.wg.Wait()
+	return f.attempts.Load(), time.Since(f.start)
 }
 
 // noiseInit is a length-prefixed Noise IK first message, well formed, from
@@ -516,41 +539,15 @@ func TestKCPHandshakeFlood(t *testing.T) {
 	for i := range 16 {
 		pushes = append(pushes, kcpPush(uint32(1000+i), noiseInit(t, serverPub)))
 	}
-	const (
-		workers  = 4
-		perSec   = 1000
-		duration = 8 * time.Second
-	)
-	var attempts atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	flood := func(w int) {
-		tick := time.NewTicker(time.Second * workers / perSec)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(attacker)}, &net.UDPAddr{IP: net.ParseIP(gwWAN), Port: 9623})
-			if err != nil {
-				continue
-			}
-			if _, err := c.Write(pushes[(w+i)%len(pushes)]); err == nil {
-				attempts.Add(1)
-			}
-			c.Close()
+	fl := startFlood(t, h, 4, 1000, func(w, i int) bool {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(attacker)}, &net.UDPAddr{IP: net.ParseIP(gwWAN), Port: 9623})
+		if err != nil {
+			return false
 		}
-	}
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			inVM(t, h.env, func() { flood(w) })
-		}()
-	}
-	floodStart := time.Now()
+		defer c.Close()
+		_, err = c.Write(pushes[(w+i)%len(pushes)])
+		return err == nil
+	})
 	time.Sleep(2 * time.Second)
 
 	// The legitimate client uses kcp too.
@@ -581,13 +578,8 @@ func TestKCPHandshakeFlood(t *testing.T) {
 		return nil
 	})
 	t.Logf("legitimate gtun over kcp connected %v after its start, during the kcp flood", took.Round(time.Millisecond))
-	if rest := duration - time.Since(floodStart); rest > 0 {
-		time.Sleep(rest)
-	}
-	close(stop)
-	wg.Wait()
-	elapsed := time.Since(floodStart)
-	t.Logf("kcp flood: %d new sessions in %v (%.0f/s)", attempts.Load(), elapsed.Round(time.Millisecond), float64(attempts.Load())/elapsed.Seconds())
+	attempts, elapsed := fl.stopAfter(8 * time.Second)
+	t.Logf("kcp flood: %d new sessions in %v (%.0f/s)", attempts, elapsed.Round(time.Millisecond), float64(attempts)/elapsed.Seconds())
 	h.checkAlive(t, "kcp handshake flood")
 	testnet.Eventually(t, hsTimeout+10*time.Second, func() error {
 		if st := gtundStatus(t, h.env); st.Handshakes.Pending != 0 {
@@ -598,8 +590,8 @@ func TestKCPHandshakeFlood(t *testing.T) {
 	st := gtundStatus(t, h.env)
 	t.Logf("handshake failures: %v", st.HandshakeFailures)
 	refused := st.HandshakeFailures[guard.RateLimited] + st.HandshakeFailures[guard.TooManyPendingSource]
-	if refused < uint64(attempts.Load()/2) {
-		t.Errorf("only %d of %d kcp sessions refused at admission", refused, attempts.Load())
+	if refused < uint64(attempts/2) {
+		t.Errorf("only %d of %d kcp sessions refused at admission", refused, attempts)
 	}
 	h.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
 }

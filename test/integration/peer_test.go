@@ -21,9 +21,9 @@ type rawPeer struct {
 	addr netip.Addr
 }
 
-// dialSession connects from host's namespace to gtund with the key in
-// keyPath and runs the session until the test ends.
-func dialSession(t *testing.T, e *env, host, keyPath string) *rawPeer {
+// handshakeKeys loads the client key in keyPath and parses the server's
+// public key, for a client made by hand in a test.
+func (e *env) handshakeKeys(t *testing.T, keyPath string) (secure.PrivateKey, secure.PublicKey) {
 	t.Helper()
 	key, err := secure.LoadPrivateKeyFile(keyPath)
 	if err != nil {
@@ -33,6 +33,14 @@ func dialSession(t *testing.T, e *env, host, keyPath string) *rawPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return key, serverPub
+}
+
+// dialSession connects from host's namespace to gtund with the key in
+// keyPath and runs the session until the test ends.
+func dialSession(t *testing.T, e *env, host, keyPath string) *rawPeer {
+	t.Helper()
+	key, serverPub := e.handshakeKeys(t, keyPath)
 	conn := dialInNS(t, e.tp.NS(host), gwWAN+":"+port)
 	sc, err := secure.Client(conn, secure.ClientConfig{Private: key, ServerKey: serverPub})
 	if err != nil {

@@ -72,14 +72,7 @@ type recordedPeer struct {
 
 func dialRecorded(t *testing.T, e *env, host, keyPath string) *recordedPeer {
 	t.Helper()
-	key, err := secure.LoadPrivateKeyFile(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverPub, err := secure.ParsePublicKey(e.serverPub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, serverPub := e.handshakeKeys(t, keyPath)
 	rec := &recConn{Conn: dialInNS(t, e.tp.NS(host), gwWAN+":"+port), on: true}
 	sc, err := secure.Client(rec, secure.ClientConfig{Private: key, ServerKey: serverPub})
 	if err != nil {
