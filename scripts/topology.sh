@@ -175,8 +175,6 @@ up() {
 		ip -n "$VM" link add wan0 mtu 1500 type veth peer name wan0 mtu 1500 netns "$GW"
 	fi
 	ip -n "$VM"   link add lan0 mtu 1500 type veth peer name lan0 mtu 1500 netns "$VM2"
-	ip -n "$GW"   link add vpc0 mtu 1500 type veth peer name vpc0 mtu 1500 netns "$NODE"
-	ip -n "$NODE" link add pod0 mtu 1500 type veth peer name eth0 mtu 1500 netns "$POD"
 
 	# vm: the source VM. No route to the cluster CIDRs: the tunnel adds them.
 	ip -n "$VM" addr add 198.51.100.1/24 dev wan0
@@ -191,47 +189,11 @@ up() {
 
 	# gw: the gateway VM of VPC B, runs gtund
 	ip -n "$GW" addr add 198.51.100.2/24 dev wan0
-	ip -n "$GW" addr add 10.0.0.2/24 dev vpc0
 	ip -n "$GW" link set wan0 up
-	ip -n "$GW" link set vpc0 up
-	ip -n "$GW" route add 10.244.0.0/16 via 10.0.0.3
-	ip -n "$GW" route add 10.96.0.0/12 via 10.0.0.3
-	sysctl_ns "$GW" net.ipv4.ip_forward=1
-
-	# node: a k8s node with one pod and a kube-proxy-like ClusterIP DNAT
-	ip -n "$NODE" addr add 10.0.0.3/24 dev vpc0
-	ip -n "$NODE" addr add 10.244.1.1/24 dev pod0
-	ip -n "$NODE" link set vpc0 up
-	ip -n "$NODE" link set pod0 up
+	cluster "$GW" "$NODE" "$POD"
 	# only for the direct-routing baseline in bench.sh; tunnel traffic is
 	# masqueraded by gtund, so no route to the tunnel pool here on purpose
 	ip -n "$NODE" route add 198.51.100.0/24 via 10.0.0.2
-	# Locally generated connections need a route to the service CIDR before
-	# the nat output hook can DNAT them (on a real node the default route
-	# serves). Not-DNATed service traffic goes nowhere: ARP on pod0 fails.
-	ip -n "$NODE" route add 10.96.0.0/12 dev pod0
-	sysctl_ns "$NODE" net.ipv4.ip_forward=1
-	ip netns exec "$NODE" nft -f - <<'NFT'
-table ip kubeproxy {
-	chain prerouting {
-		type nat hook prerouting priority dstnat; policy accept;
-		ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.1.20:8080
-		ip daddr 10.96.0.10 udp dport 53 dnat to 10.244.1.20:53
-		ip daddr 10.96.0.10 tcp dport 53 dnat to 10.244.1.20:53
-	}
-	chain output {
-		type nat hook output priority -100; policy accept;
-		ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.1.20:8080
-		ip daddr 10.96.0.10 udp dport 53 dnat to 10.244.1.20:53
-		ip daddr 10.96.0.10 tcp dport 53 dnat to 10.244.1.20:53
-	}
-}
-NFT
-
-	# pod
-	ip -n "$POD" addr add 10.244.1.20/24 dev eth0
-	ip -n "$POD" link set eth0 up
-	ip -n "$POD" route add default via 10.244.1.1
 
 	if [ "$CLUSTER2" = 1 ]; then
 		cluster2
@@ -253,27 +215,39 @@ NFT
 # local address), so the first cluster's wan link stays exactly as it is.
 cluster2() {
 	ip -n "$VM" link add wan2 mtu 1500 type veth peer name wan0 mtu 1500 netns "$GW2"
-	ip -n "$GW2" link add vpc0 mtu 1500 type veth peer name vpc0 mtu 1500 netns "$NODE2"
-	ip -n "$NODE2" link add pod0 mtu 1500 type veth peer name eth0 mtu 1500 netns "$POD2"
-
 	ip -n "$VM" link set wan2 up
 	ip -n "$VM" route add 198.51.100.3/32 dev wan2 src 198.51.100.1
-
 	ip -n "$GW2" addr add 198.51.100.3/24 dev wan0
-	ip -n "$GW2" addr add 10.0.0.2/24 dev vpc0
 	ip -n "$GW2" link set wan0 up
-	ip -n "$GW2" link set vpc0 up
-	ip -n "$GW2" route add 10.244.0.0/16 via 10.0.0.3
-	ip -n "$GW2" route add 10.96.0.0/12 via 10.0.0.3
-	sysctl_ns "$GW2" net.ipv4.ip_forward=1
+	cluster "$GW2" "$NODE2" "$POD2"
+}
 
-	ip -n "$NODE2" addr add 10.0.0.3/24 dev vpc0
-	ip -n "$NODE2" addr add 10.244.1.1/24 dev pod0
-	ip -n "$NODE2" link set vpc0 up
-	ip -n "$NODE2" link set pod0 up
-	ip -n "$NODE2" route add 10.96.0.0/12 dev pod0
-	sysctl_ns "$NODE2" net.ipv4.ip_forward=1
-	ip netns exec "$NODE2" nft -f - <<'NFT'
+# cluster GW NODE POD: a cluster's side of the topology, the same addresses
+# for every cluster: gw's leg in the VPC (10.0.0.2, forwarding, routes to
+# the pod and service CIDRs via the node), a k8s node (10.0.0.3) with one
+# pod (10.244.1.20) and a kube-proxy-like ClusterIP DNAT (10.96.0.10:80 to
+# the pod's 8080, :53 to its 53 for the split-DNS tests).
+cluster() {
+	local gw=$1 node=$2 pod=$3
+	ip -n "$gw" link add vpc0 mtu 1500 type veth peer name vpc0 mtu 1500 netns "$node"
+	ip -n "$node" link add pod0 mtu 1500 type veth peer name eth0 mtu 1500 netns "$pod"
+
+	ip -n "$gw" addr add 10.0.0.2/24 dev vpc0
+	ip -n "$gw" link set vpc0 up
+	ip -n "$gw" route add 10.244.0.0/16 via 10.0.0.3
+	ip -n "$gw" route add 10.96.0.0/12 via 10.0.0.3
+	sysctl_ns "$gw" net.ipv4.ip_forward=1
+
+	ip -n "$node" addr add 10.0.0.3/24 dev vpc0
+	ip -n "$node" addr add 10.244.1.1/24 dev pod0
+	ip -n "$node" link set vpc0 up
+	ip -n "$node" link set pod0 up
+	# Locally generated connections need a route to the service CIDR before
+	# the nat output hook can DNAT them (on a real node the default route
+	# serves). Not-DNATed service traffic goes nowhere: ARP on pod0 fails.
+	ip -n "$node" route add 10.96.0.0/12 dev pod0
+	sysctl_ns "$node" net.ipv4.ip_forward=1
+	ip netns exec "$node" nft -f - <<'NFT'
 table ip kubeproxy {
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
@@ -290,9 +264,9 @@ table ip kubeproxy {
 }
 NFT
 
-	ip -n "$POD2" addr add 10.244.1.20/24 dev eth0
-	ip -n "$POD2" link set eth0 up
-	ip -n "$POD2" route add default via 10.244.1.1
+	ip -n "$pod" addr add 10.244.1.20/24 dev eth0
+	ip -n "$pod" link set eth0 up
+	ip -n "$pod" route add default via 10.244.1.1
 }
 
 # Veths report carrier asynchronously; wait (up to 3 s) until every link is
