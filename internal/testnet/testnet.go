@@ -120,8 +120,41 @@ func Require(t testing.TB, tools ...string) {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root (euid is not 0)")
 	}
+	missing = append(missing, missingTools(append([]string{"ip", "nft"}, tools...))...)
+	if len(missing) == 0 {
+		if err := probeNetns(); err != nil {
+			missing = append(missing, "network namespaces ("+err.Error()+")")
+		}
+	}
+	Missing(t, missing...)
+}
+
+// RequireTools is Require for tests that only run commands: every tool must
+// be available, root and network namespaces are not needed.
+func RequireTools(t testing.TB, tools ...string) {
+	t.Helper()
+	Missing(t, missingTools(tools)...)
+}
+
+// Missing skips the test, or when InCI fails it loudly, if anything is
+// missing (each a prerequisite and why); with nothing missing it returns.
+func Missing(t testing.TB, missing ...string) {
+	t.Helper()
+	if len(missing) == 0 {
+		return
+	}
+	msg := "testnet: missing prerequisites: " + strings.Join(missing, "; ")
+	if InCI() {
+		t.Fatal(msg + " (CI is set: these tests must run, not skip)")
+	}
+	t.Skip(msg)
+}
+
+// missingTools lists the tools (see Require) that are not available.
+func missingTools(tools []string) []string {
+	var missing []string
 	seen := map[string]bool{}
-	for _, tool := range append([]string{"ip", "nft"}, tools...) {
+	for _, tool := range tools {
 		if seen[tool] {
 			continue
 		}
@@ -136,19 +169,7 @@ func Require(t testing.TB, tools ...string) {
 			missing = append(missing, tool+" (not in PATH; scripts/deps.sh installs it)")
 		}
 	}
-	if len(missing) == 0 {
-		if err := probeNetns(); err != nil {
-			missing = append(missing, "network namespaces ("+err.Error()+")")
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := "testnet: missing prerequisites: " + strings.Join(missing, "; ")
-	if InCI() {
-		t.Fatal(msg + " (CI is set: integration tests must run, not skip)")
-	}
-	t.Skip(msg)
+	return missing
 }
 
 // Topology is one instance of the test topology.

@@ -16,6 +16,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/gtun/gtun/internal/testnet"
 )
 
 // Each test runs in its own named network namespace made with `ip netns add`;
@@ -25,14 +27,6 @@ import (
 
 var nsSeq atomic.Int32
 
-func unavailable(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI is set but kernel tests cannot run: "+format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 type testNS struct {
 	t    *testing.T
 	name string
@@ -41,17 +35,10 @@ type testNS struct {
 
 func newNS(t *testing.T) *testNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		unavailable(t, "needs root (network namespaces, nftables)")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			unavailable(t, "needs %s for checks: %v", tool, err)
-		}
-	}
+	testnet.Require(t) // root, network namespaces, ip and nft
 	name := fmt.Sprintf("gtunnat-%d-%d", os.Getpid(), nsSeq.Add(1))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		unavailable(t, "cannot create netns: %v: %s", err, out)
+		testnet.Missing(t, fmt.Sprintf("network namespace %s: %v: %s", name, err, out))
 	}
 	h, err := netns.GetFromName(name)
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/gtun/gtun/internal/testnet"
 )
 
 // Each test runs in its own named network namespace made with `ip netns add`;
@@ -23,16 +25,6 @@ import (
 // test goroutines never change namespace themselves.
 
 var nsSeq atomic.Int32
-
-// unavailable fails loudly in CI (where these tests must run) and skips
-// elsewhere.
-func unavailable(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI is set but kernel tests cannot run: "+format, args...)
-	}
-	t.Skipf(format, args...)
-}
 
 type testNS struct {
 	t    *testing.T
@@ -42,15 +34,10 @@ type testNS struct {
 
 func newNS(t *testing.T) *testNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		unavailable(t, "needs root (network namespaces, netlink)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		unavailable(t, "needs iproute2 `ip` for checks: %v", err)
-	}
+	testnet.Require(t) // root, network namespaces, ip and nft
 	name := fmt.Sprintf("gtunrt-%d-%d", os.Getpid(), nsSeq.Add(1))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		unavailable(t, "cannot create netns: %v: %s", err, out)
+		testnet.Missing(t, fmt.Sprintf("network namespace %s: %v: %s", name, err, out))
 	}
 	h, err := netns.GetFromName(name)
 	if err != nil {

@@ -43,27 +43,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// requireTool skips the test when a command is missing, or fails it when CI
-// is set (the same rule as testnet.Require, without its root and netns
-// prerequisites: nothing here needs them).
-func requireTool(t *testing.T, tools ...string) {
-	t.Helper()
-	var missing []string
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool+" (not in PATH; scripts/deps.sh installs it)")
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := "missing prerequisites: " + strings.Join(missing, "; ")
-	if testnet.InCI() {
-		t.Fatal(msg + " (CI is set: these tests must run, not skip)")
-	}
-	t.Skip(msg)
-}
-
 // sourceTree lays out what install.sh expects next to it, as in a release
 // tarball: scripts/, etc/, systemd/ and (withBins) bin/ with the freshly
 // built binaries. There is no go.mod, so install.sh cannot fall back to

@@ -48,7 +48,7 @@ func verify(t *testing.T, root string, units ...string) (string, bool) {
 // Every unit loads cleanly as installed: systemd-analyze verify (gtun@.service
 // as an instance, since systemd verifies templates only as instances).
 func TestUnitsVerify(t *testing.T) {
-	requireTool(t, "systemd-analyze")
+	testnet.RequireTools(t, "systemd-analyze")
 	root := systemRoot(t)
 	for _, u := range []string{"gtun.service", "gtund.service", "gtun@hk.service"} {
 		if out, ok := verify(t, root, u); !ok {
@@ -61,7 +61,7 @@ func TestUnitsVerify(t *testing.T) {
 // (systemd ignores unknown capability names without a word, for forward
 // compatibility: TestUnitsHardeningAndPaths checks those.)
 func TestUnitsVerifyCatchesBrokenUnits(t *testing.T) {
-	requireTool(t, "systemd-analyze")
+	testnet.RequireTools(t, "systemd-analyze")
 	root := systemRoot(t)
 	unit := filepath.Join(root, "lib/systemd/system/gtund.service")
 	good, err := os.ReadFile(unit)
@@ -103,7 +103,7 @@ func TestUnitsVerifyCatchesBrokenUnits(t *testing.T) {
 // and gtund are at 2.7-2.8; what is left is running as root (their key
 // files are root's), CAP_NET_ADMIN, and the network access they exist for.
 func TestUnitsSecurityExposure(t *testing.T) {
-	requireTool(t, "systemd-analyze")
+	testnet.RequireTools(t, "systemd-analyze")
 	root := systemRoot(t)
 	for _, u := range []string{"gtun.service", "gtund.service", "gtun@hk.service"} {
 		out, err := exec.Command("systemd-analyze", "security", "--offline=yes", "--threshold=30", "--root="+root, u).CombinedOutput()
