@@ -132,6 +132,18 @@ func memory(t *testing.T, p *testnet.Proc) (rss, hwm int) {
 // (it idles at ~15 MiB; generous for a loaded machine and the race detector's absence).
 const maxRSS = 100 << 10 // KiB
 
+// waitNoPending waits until gtund has no handshake in progress: every
+// unauthenticated connection closed or refused.
+func (h *hostileEnv) waitNoPending(t *testing.T, within time.Duration) {
+	t.Helper()
+	testnet.Eventually(t, within, func() error {
+		if st := gtundStatus(t, h.env); st.Handshakes.Pending != 0 {
+			return fmt.Errorf("%d handshakes still pending", st.Handshakes.Pending)
+		}
+		return nil
+	})
+}
+
 func (h *hostileEnv) checkAlive(t *testing.T, what string) {
 	t.Helper()
 	if h.srv.Exited() {
@@ -267,12 +279,7 @@ func TestHostileGarbage(t *testing.T) {
 		}
 	})
 	t.Logf("sent %d random UDP datagrams", sent)
-	testnet.Eventually(t, hsTimeout+10*time.Second, func() error {
-		if st := gtundStatus(t, h.env); st.Handshakes.Pending != 0 {
-			return fmt.Errorf("%d handshakes still pending", st.Handshakes.Pending)
-		}
-		return nil
-	})
+	h.waitNoPending(t, hsTimeout+10*time.Second)
 	st := gtundStatus(t, h.env)
 	t.Logf("handshake failures: %v", st.HandshakeFailures)
 	if st.HandshakeFailures["malformed"] < 3 {
@@ -341,12 +348,7 @@ func TestSlowlorisHalfOpen(t *testing.T) {
 	}
 	wg.Wait()
 	t.Logf("all %d half-open connections closed by gtund, the last %v after opening (handshake_timeout %v)", n, time.Duration(closedLast.Load()).Round(time.Millisecond), hsTimeout)
-	testnet.Eventually(t, 5*time.Second, func() error {
-		if st := gtundStatus(t, h.env); st.Handshakes.Pending != 0 {
-			return fmt.Errorf("%d handshakes still pending", st.Handshakes.Pending)
-		}
-		return nil
-	})
+	h.waitNoPending(t, 5*time.Second)
 	if got := gtundStatus(t, h.env).HandshakeFailures["timeout"]; got < 1 {
 		t.Errorf("no handshake timeouts counted")
 	}
@@ -581,12 +583,7 @@ func TestKCPHandshakeFlood(t *testing.T) {
 	attempts, elapsed := fl.stopAfter(8 * time.Second)
 	t.Logf("kcp flood: %d new sessions in %v (%.0f/s)", attempts, elapsed.Round(time.Millisecond), float64(attempts)/elapsed.Seconds())
 	h.checkAlive(t, "kcp handshake flood")
-	testnet.Eventually(t, hsTimeout+10*time.Second, func() error {
-		if st := gtundStatus(t, h.env); st.Handshakes.Pending != 0 {
-			return fmt.Errorf("%d handshakes still pending", st.Handshakes.Pending)
-		}
-		return nil
-	})
+	h.waitNoPending(t, hsTimeout+10*time.Second)
 	st := gtundStatus(t, h.env)
 	t.Logf("handshake failures: %v", st.HandshakeFailures)
 	refused := st.HandshakeFailures[guard.RateLimited] + st.HandshakeFailures[guard.TooManyPendingSource]
