@@ -382,6 +382,42 @@ func ipCmd(t *testing.T, args ...string) {
 	}
 }
 
+// connectThrough opens a TCP connection from cli to a listener on srv's
+// 10.0.0.3, dialling host (10.0.0.3 itself, or an address rtr maps to it) on
+// the listener's port; what names the dial in a failure. Both ends are
+// closed when the test ends.
+func connectThrough(t *testing.T, cli, srv *testNS, host, what string) (client, server net.Conn) {
+	t.Helper()
+	var ln net.Listener
+	inNS(t, srv.h, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", "10.0.0.3:0"); err != nil {
+			t.Errorf("listen: %v", err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	defer ln.Close()
+	addr := net.JoinHostPort(host, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
+	inNS(t, cli.h, func() {
+		var err error
+		if client, err = net.DialTimeout("tcp4", addr, 3*time.Second); err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	})
+	if client == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
+}
+
 // TestForwardMasqueradeClamp proves the rules in the kernel's data path:
 // cli (100.64.240.2) -> rtr [gtund0 | wan0] -> srv (10.0.0.3). srv has no
 // route back to the pool, so the connection only works masqueraded, and
@@ -396,33 +432,7 @@ func TestForwardMasqueradeClamp(t *testing.T) {
 		t.Fatalf("Ensure: %v", err)
 	}
 
-	var ln net.Listener
-	inNS(t, srv.h, func() {
-		var err error
-		if ln, err = net.Listen("tcp4", "10.0.0.3:0"); err != nil {
-			t.Errorf("listen: %v", err)
-		}
-	})
-	if ln == nil {
-		t.FailNow()
-	}
-	defer ln.Close()
-	var c net.Conn
-	inNS(t, cli.h, func() {
-		var err error
-		if c, err = net.DialTimeout("tcp4", ln.Addr().String(), 3*time.Second); err != nil {
-			t.Errorf("dial through rtr: %v", err)
-		}
-	})
-	if c == nil {
-		t.FailNow()
-	}
-	defer c.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatalf("accept: %v", err)
-	}
-	defer sc.Close()
+	c, sc := connectThrough(t, cli, srv, "10.0.0.3", "dial through rtr")
 	if got := sc.RemoteAddr().(*net.TCPAddr).IP.String(); got != "10.0.0.2" {
 		t.Errorf("server saw source %s, want masqueraded 10.0.0.2", got)
 	}
@@ -531,34 +541,7 @@ func TestForwardNetmap(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
-	var ln net.Listener
-	inNS(t, srv.h, func() {
-		var err error
-		if ln, err = net.Listen("tcp4", "10.0.0.3:0"); err != nil {
-			t.Errorf("listen: %v", err)
-		}
-	})
-	if ln == nil {
-		t.FailNow()
-	}
-	defer ln.Close()
-	port := ln.Addr().(*net.TCPAddr).Port
-	var c net.Conn
-	inNS(t, cli.h, func() {
-		var err error
-		if c, err = net.DialTimeout("tcp4", fmt.Sprintf("100.101.1.3:%d", port), 3*time.Second); err != nil {
-			t.Errorf("dial the virtual address: %v", err)
-		}
-	})
-	if c == nil {
-		t.FailNow()
-	}
-	defer c.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatalf("accept: %v", err)
-	}
-	defer sc.Close()
+	c, sc := connectThrough(t, cli, srv, "100.101.1.3", "dial the virtual address")
 	if got := sc.RemoteAddr().(*net.TCPAddr).IP.String(); got != "10.0.0.2" {
 		t.Errorf("server saw source %s, want masqueraded 10.0.0.2", got)
 	}
