@@ -60,7 +60,28 @@ func Add(cfgPath string, peer config.PeerSection) (*config.Server, error) {
 	if !nameRe.MatchString(peer.Name) {
 		return nil, usagef("bad peer name %q: use letters, digits, '.', '_' and '-' (up to 63, starting with a letter or digit)", peer.Name)
 	}
-	cfg, err := config.LoadServer(cfgPath)
+	return locked(cfgPath, func(cfg *config.Server) (*config.Server, error) {
+		for _, p := range cfg.Peers {
+			if p.Name == peer.Name {
+				return nil, usagef("peer %q already exists (in %s)", peer.Name, p.Source)
+			}
+		}
+		if err := check(cfg, peer); err != nil {
+			return nil, err
+		}
+		list, err := read(cfg.PeersFile)
+		if err != nil {
+			return nil, err
+		}
+		return write(cfgPath, cfg.PeersFile, append(list, peer))
+	})
+}
+
+// locked runs edit with the peers file locked and the config at cfgPath
+// loaded under the lock, as it is now (another add or remove may just have
+// written the file).
+func locked(cfgPath string, edit func(cfg *config.Server) (*config.Server, error)) (*config.Server, error) {
+	cfg, err := config.LoadServer(cfgPath) // where the peers file is
 	if err != nil {
 		return nil, err
 	}
@@ -69,24 +90,10 @@ func Add(cfgPath string, peer config.PeerSection) (*config.Server, error) {
 		return nil, err
 	}
 	defer unlock()
-	// Under the lock, the file as it is now (another add may just have
-	// written it).
 	if cfg, err = config.LoadServer(cfgPath); err != nil {
 		return nil, err
 	}
-	for _, p := range cfg.Peers {
-		if p.Name == peer.Name {
-			return nil, usagef("peer %q already exists (in %s)", peer.Name, p.Source)
-		}
-	}
-	if err := check(cfg, peer); err != nil {
-		return nil, err
-	}
-	list, err := read(cfg.PeersFile)
-	if err != nil {
-		return nil, err
-	}
-	return write(cfgPath, cfg.PeersFile, append(list, peer))
+	return edit(cfg)
 }
 
 // check validates a new peer against the config, with messages about the
@@ -149,30 +156,23 @@ func addressFree(cfg *config.Server, peer config.PeerSection) error {
 // Remove deletes the peer called name from the peers file; peers defined in
 // the config itself are the operator's to edit.
 func Remove(cfgPath, name string) (*config.Server, error) {
-	cfg, err := config.LoadServer(cfgPath)
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := lock(cfg.PeersFile)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	list, err := read(cfg.PeersFile)
-	if err != nil {
-		return nil, err
-	}
-	for i, p := range list {
-		if p.Name == name {
-			return write(cfgPath, cfg.PeersFile, append(list[:i:i], list[i+1:]...))
+	return locked(cfgPath, func(cfg *config.Server) (*config.Server, error) {
+		list, err := read(cfg.PeersFile)
+		if err != nil {
+			return nil, err
 		}
-	}
-	for _, p := range cfg.Peers {
-		if p.Name == name {
-			return nil, usagef("peer %q is defined in %s, not in the peers file: remove it there and reload gtund", name, p.Source)
+		for i, p := range list {
+			if p.Name == name {
+				return write(cfgPath, cfg.PeersFile, append(list[:i:i], list[i+1:]...))
+			}
 		}
-	}
-	return nil, usagef("no peer %q", name)
+		for _, p := range cfg.Peers {
+			if p.Name == name {
+				return nil, usagef("peer %q is defined in %s, not in the peers file: remove it there and reload gtund", name, p.Source)
+			}
+		}
+		return nil, usagef("no peer %q", name)
+	})
 }
 
 // read returns the peers file's entries (none when it does not exist).
