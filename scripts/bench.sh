@@ -5,7 +5,8 @@
 #   direct: vm routes 10.244.0.0/16 via gw's wan address (no tunnel)
 #   tunnel: gtund in gw, gtun in vm, routes pushed to gtun0
 #
-# iperf3 TCP vm->pod and pod->vm (-R), 1 and 4 streams; ping RTT; UDP 64-byte
+# iperf3 TCP vm->pod and pod->vm (-R), 1 and 4 streams; ping RTT (and again
+# with the pinger and daemons pinned to CPU 0, see ping_one_cpu); UDP 64-byte
 # received packet rate both ways; CPU seconds per GB and peak RSS of gtun and
 # gtund. Prints a table and writes bench/results/<timestamp>.json.
 # It only reports: there are no thresholds. Exits non-zero only when the
@@ -135,6 +136,34 @@ iperf() {
 	sleep 1 # let queues drain between runs
 }
 
+# ping_one_cpu: the same ping with the pinger and, in tunnel mode, every
+# thread of both daemons on CPU 0; their affinity is put back afterwards.
+# A diagnostic beside the headline RTT: on this kind of VM an idle vCPU
+# sleeps in HLT (no cpuidle driver), and a hop that wakes a thread on the
+# other, idle vCPU waits for its wake-up, which costs more than gtun's own
+# work. On one CPU no hop waits for that.
+ping_one_cpu() {
+	local f="$RAW/$MODE-ping-1cpu.txt" name pid cpus=()
+	printf '  %-12s %-7s taskset -c 0 ping -c 20 -i 0.05 -q ... ' ping-1cpu "$MODE"
+	if [ "$MODE" = tunnel ]; then
+		for name in gtun gtund; do
+			pid=${PIDS[$name]}
+			cpus+=("$(taskset -p -c "$pid" | sed 's/.*: //')")
+			taskset -a -p -c 0 "$pid" >/dev/null
+		done
+	fi
+	if ip netns exec "$PREFIX-vm" taskset -c 0 ping -c 20 -i 0.05 -q -W 2 "$POD_IP" >"$f" 2>&1; then
+		echo "ok ($(grep -o 'rtt.*' "$f"))"
+	else
+		echo "FAILED"
+		fail_step "$MODE-ping-1cpu" "$(tail -n 2 "$f" | tr '\n' ' ')"
+	fi
+	if [ "$MODE" = tunnel ]; then
+		taskset -a -p -c "${cpus[0]}" "${PIDS[gtun]}" >/dev/null
+		taskset -a -p -c "${cpus[1]}" "${PIDS[gtund]}" >/dev/null
+	fi
+}
+
 measure() {
 	printf '  %-12s %-7s ping -c 20 -i 0.05 -q ... ' ping "$MODE"
 	if ip netns exec "$PREFIX-vm" ping -c 20 -i 0.05 -q -W 2 "$POD_IP" >"$RAW/$MODE-ping.txt" 2>&1; then
@@ -143,6 +172,7 @@ measure() {
 		echo "FAILED"
 		fail_step "$MODE-ping" "$(tail -n 2 "$RAW/$MODE-ping.txt" | tr '\n' ' ')"
 	fi
+	ping_one_cpu
 	iperf tcp-up-1
 	iperf tcp-down-1 -R
 	iperf tcp-up-4 -P 4

@@ -7,6 +7,7 @@
 //
 //	{direct,tunnel}-<test>.json   iperf3 -J output, <test> one of Tests
 //	{direct,tunnel}-ping.txt      output of ping -q
+//	{direct,tunnel}-ping-1cpu.txt the same ping, pinger and daemons pinned to CPU 0
 //	meta.env                      key=value lines: timestamp, transport,
 //	                              kernel, commit, duration_s, clk_tck,
 //	                              cpu.<test>.<daemon>  (CPU ticks used
@@ -80,6 +81,10 @@ type Report struct {
 	TCP       []TCPResult         `json:"tcp"`
 	UDP64     []UDPResult         `json:"udp64"`
 	RTT       RTT                 `json:"rtt_ms"`
+	// RTTOneCPU is the same ping with the pinger and both daemons pinned
+	// to CPU 0: a diagnostic that leaves out the wake-up of an idle
+	// second vCPU (see scripts/bench.sh).
+	RTTOneCPU RTT                 `json:"rtt_one_cpu_ms"`
 	CPUPerGB  map[string]*float64 `json:"cpu_s_per_gb"` // over all tunnel TCP tests
 	PeakRSSKB map[string]*float64 `json:"peak_rss_kb"`
 	Topology  string              `json:"topology,omitempty"` // of the direct and tunnel tests
@@ -303,6 +308,13 @@ func Build(dir string) *Report {
 	fail(e)
 	if r.RTT.DirectAvg != nil && r.RTT.TunnelAvg != nil {
 		r.RTT.Added = ptr(*r.RTT.TunnelAvg - *r.RTT.DirectAvg)
+	}
+	r.RTTOneCPU.DirectAvg, r.RTTOneCPU.DirectMax, e = readPing(filepath.Join(dir, "direct-ping-1cpu.txt"))
+	fail(e)
+	r.RTTOneCPU.TunnelAvg, r.RTTOneCPU.TunnelMax, e = readPing(filepath.Join(dir, "tunnel-ping-1cpu.txt"))
+	fail(e)
+	if r.RTTOneCPU.DirectAvg != nil && r.RTTOneCPU.TunnelAvg != nil {
+		r.RTTOneCPU.Added = ptr(*r.RTTOneCPU.TunnelAvg - *r.RTTOneCPU.DirectAvg)
 	}
 	return r
 }
@@ -544,6 +556,8 @@ func PrintTable(w io.Writer, r *Report) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "RTT avg (ping vm->pod): direct %s ms, tunnel %s ms, added %s ms (max: direct %s, tunnel %s)\n",
 		f(r.RTT.DirectAvg, "%.3f"), f(r.RTT.TunnelAvg, "%.3f"), f(r.RTT.Added, "%.3f"), f(r.RTT.DirectMax, "%.3f"), f(r.RTT.TunnelMax, "%.3f"))
+	fmt.Fprintf(w, "RTT avg, ping and daemons on CPU 0 (no idle-vCPU wake-ups): direct %s ms, tunnel %s ms, added %s ms\n",
+		f(r.RTTOneCPU.DirectAvg, "%.3f"), f(r.RTTOneCPU.TunnelAvg, "%.3f"), f(r.RTTOneCPU.Added, "%.3f"))
 	fmt.Fprintf(w, "CPU per GB through the tunnel (all TCP tests): gtun %s s, gtund %s s\n",
 		f(r.CPUPerGB["gtun"], "%.2f"), f(r.CPUPerGB["gtund"], "%.2f"))
 	fmt.Fprintf(w, "peak RSS (VmHWM): gtun %s MiB, gtund %s MiB\n",

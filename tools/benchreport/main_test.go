@@ -43,6 +43,8 @@ func TestBuild(t *testing.T) {
 	write(t, dir, "tunnel-udp64-up.json", `{"error":"unable to connect to server"}`)
 	write(t, dir, "direct-ping.txt", pingTxt)
 	write(t, dir, "tunnel-ping.txt", strings.Replace(pingTxt, "0.050/0.100/0.200", "0.100/0.250/0.400", 1))
+	write(t, dir, "direct-ping-1cpu.txt", pingTxt)
+	// tunnel-ping-1cpu.txt missing: reported, the rest still built
 
 	r := Build(dir)
 	c := r.TCP[0]
@@ -66,18 +68,21 @@ func TestBuild(t *testing.T) {
 	if *r.RTT.DirectAvg != 0.1 || *r.RTT.TunnelAvg != 0.25 || *r.RTT.Added < 0.1499 || *r.RTT.Added > 0.1501 {
 		t.Errorf("rtt = %+v", r.RTT)
 	}
+	if *r.RTTOneCPU.DirectAvg != 0.1 || r.RTTOneCPU.TunnelAvg != nil || r.RTTOneCPU.Added != nil {
+		t.Errorf("rtt on one cpu = %+v", r.RTTOneCPU)
+	}
 	if *r.PeakRSSKB["gtun"] != 20480 {
 		t.Errorf("rss = %v", r.PeakRSSKB)
 	}
 	errs := strings.Join(r.Errors, "\n")
-	for _, want := range []string{"tunnel-x: boom", "unable to connect to server", "tunnel-tcp-down-1.json: missing"} {
+	for _, want := range []string{"tunnel-x: boom", "unable to connect to server", "tunnel-tcp-down-1.json: missing", "tunnel-ping-1cpu.txt: missing"} {
 		if !strings.Contains(errs, want) {
 			t.Errorf("errors lack %q:\n%s", want, errs)
 		}
 	}
 	var buf bytes.Buffer
 	PrintTable(&buf, r)
-	for _, want := range []string{"TCP vm->pod, 1 stream", "25.0%", "added 0.150 ms", "gtun 20.0 MiB"} {
+	for _, want := range []string{"TCP vm->pod, 1 stream", "25.0%", "added 0.150 ms", "CPU 0 (no idle-vCPU wake-ups): direct 0.100 ms, tunnel n/a", "gtun 20.0 MiB"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, buf.String())
 		}
