@@ -72,15 +72,15 @@ var Daemons = []string{"gtun", "gtund"}
 
 // Report is the JSON written to -out.
 type Report struct {
-	Timestamp string              `json:"timestamp"`
-	Transport string              `json:"transport"`
-	DurationS float64             `json:"duration_s,omitempty"`
-	Kernel    string              `json:"kernel,omitempty"`
-	Commit    string              `json:"commit,omitempty"`
-	CPUs      int                 `json:"cpus,omitempty"`
-	TCP       []TCPResult         `json:"tcp"`
-	UDP64     []UDPResult         `json:"udp64"`
-	RTT       RTT                 `json:"rtt_ms"`
+	Timestamp string      `json:"timestamp"`
+	Transport string      `json:"transport"`
+	DurationS float64     `json:"duration_s,omitempty"`
+	Kernel    string      `json:"kernel,omitempty"`
+	Commit    string      `json:"commit,omitempty"`
+	CPUs      int         `json:"cpus,omitempty"`
+	TCP       []TCPResult `json:"tcp"`
+	UDP64     []UDPResult `json:"udp64"`
+	RTT       RTT         `json:"rtt_ms"`
 	// RTTOneCPU is the same ping with the pinger and both daemons pinned
 	// to CPU 0: a diagnostic that leaves out the wake-up of an idle
 	// second vCPU (see scripts/bench.sh).
