@@ -9,6 +9,8 @@
 # with the pinger and daemons pinned to CPU 0, see ping_one_cpu); UDP 64-byte
 # received packet rate both ways; CPU seconds per GB and peak RSS of gtun and
 # gtund. Prints a table and writes bench/results/<timestamp>.json.
+# Direct and tunnel take turns ROUNDS times (default 3); the report gives
+# medians and each ratio's range over the rounds.
 # It only reports: there are no thresholds. Exits non-zero only when the
 # setup or a measurement failed outright.
 #
@@ -39,9 +41,11 @@
 #   scripts/bench.sh                 (root; bin/gtun, bin/gtund from make build)
 #   DURATION=10 TRANSPORT=kcp scripts/bench.sh
 #   LOSSY=0 scripts/bench.sh         (no lossy-link section)
+#   ROUNDS=1 DURATION=2 LOSSY=0 scripts/bench.sh   (a quick look)
 set -euo pipefail
 PREFIX=${PREFIX:-bench}
 DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
 LOSSY=${LOSSY:-1}
 LOSSY_DURATION=${LOSSY_DURATION:-10}
 LOSSY_CONDITIONS=${LOSSY_CONDITIONS:-0:0 25:1 25:5}
@@ -71,11 +75,13 @@ fail_step() {
 	echo "kernel=$(uname -r)"
 	echo "commit=$(git -C "$LIB_ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
 	echo "duration_s=$DURATION"
+	echo "rounds=$ROUNDS"
 	echo "clk_tck=$(getconf CLK_TCK)"
 	echo "cpus=$(nproc)"
 	echo "topology=plain (no WAN emulator in the path)"
 } >"$META"
 case $LOSSY in 0 | 1) ;; *) die "LOSSY must be 0 or 1" ;; esac
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number (got '$ROUNDS')"
 for c in $LOSSY_CONDITIONS; do
 	[[ $c =~ ^[0-9]+(\.[0-9]+)?:[0-9]+(\.[0-9]+)?$ ]] || die "LOSSY_CONDITIONS: bad condition '$c' (want DELAY_MS:LOSS_PCT, e.g. 25:1)"
 done
@@ -111,7 +117,7 @@ cpu_snapshot() {
 iperf() {
 	local test=$1 before after rc=0 err
 	shift
-	local f="$RAW/$MODE-$test.json" t=${IPERF_DURATION:-$DURATION}
+	local f="$RAW/$MODE-$test$SUFFIX.json" t=${IPERF_DURATION:-$DURATION}
 	printf '  %-12s %-7s iperf3 %s ... ' "$test" "$MODE" "$*"
 	before=$(cpu_snapshot)
 	timeout $((t + 30)) ip netns exec "$PREFIX-vm" \
@@ -121,7 +127,7 @@ iperf() {
 		err=$(grep -o '"error":[^}]*' "$f" 2>/dev/null | head -1 || true)
 		[ $rc = 124 ] && err="timed out after $((t + 30))s"
 		echo "FAILED"
-		fail_step "$MODE-$test" "iperf3 exit $rc ${err:-$(head -c 300 "$f.err")}"
+		fail_step "$MODE-$test$SUFFIX" "iperf3 exit $rc ${err:-$(head -c 300 "$f.err")}"
 		rm -f "$f"
 	else
 		echo "ok"
@@ -129,8 +135,8 @@ iperf() {
 		if [ "$MODE" = tunnel ] && [ -n "$after" ]; then
 			read -r b1 b2 <<<"$before"
 			read -r a1 a2 <<<"$after"
-			meta "cpu.$test.gtun" $((a1 - b1))
-			meta "cpu.$test.gtund" $((a2 - b2))
+			meta "cpu.$test$SUFFIX.gtun" $((a1 - b1))
+			meta "cpu.$test$SUFFIX.gtund" $((a2 - b2))
 		fi
 	fi
 	sleep 1 # let queues drain between runs
@@ -143,7 +149,7 @@ iperf() {
 # other, idle vCPU waits for its wake-up, which costs more than gtun's own
 # work. On one CPU no hop waits for that.
 ping_one_cpu() {
-	local f="$RAW/$MODE-ping-1cpu.txt" name pid cpus=()
+	local f="$RAW/$MODE-ping-1cpu$SUFFIX.txt" name pid cpus=()
 	printf '  %-12s %-7s taskset -c 0 ping -c 20 -i 0.05 -q ... ' ping-1cpu "$MODE"
 	if [ "$MODE" = tunnel ]; then
 		for name in gtun gtund; do
@@ -156,7 +162,7 @@ ping_one_cpu() {
 		echo "ok ($(grep -o 'rtt.*' "$f"))"
 	else
 		echo "FAILED"
-		fail_step "$MODE-ping-1cpu" "$(tail -n 2 "$f" | tr '\n' ' ')"
+		fail_step "$MODE-ping-1cpu$SUFFIX" "$(tail -n 2 "$f" | tr '\n' ' ')"
 	fi
 	if [ "$MODE" = tunnel ]; then
 		taskset -a -p -c "${cpus[0]}" "${PIDS[gtun]}" >/dev/null
@@ -165,12 +171,13 @@ ping_one_cpu() {
 }
 
 measure() {
+	local f="$RAW/$MODE-ping$SUFFIX.txt"
 	printf '  %-12s %-7s ping -c 20 -i 0.05 -q ... ' ping "$MODE"
-	if ip netns exec "$PREFIX-vm" ping -c 20 -i 0.05 -q -W 2 "$POD_IP" >"$RAW/$MODE-ping.txt" 2>&1; then
-		echo "ok ($(grep -o 'rtt.*' "$RAW/$MODE-ping.txt"))"
+	if ip netns exec "$PREFIX-vm" ping -c 20 -i 0.05 -q -W 2 "$POD_IP" >"$f" 2>&1; then
+		echo "ok ($(grep -o 'rtt.*' "$f"))"
 	else
 		echo "FAILED"
-		fail_step "$MODE-ping" "$(tail -n 2 "$RAW/$MODE-ping.txt" | tr '\n' ' ')"
+		fail_step "$MODE-ping$SUFFIX" "$(tail -n 2 "$f" | tr '\n' ' ')"
 	fi
 	ping_one_cpu
 	iperf tcp-up-1
@@ -181,32 +188,42 @@ measure() {
 	iperf udp64-down -u -l 64 -b 0 -R
 }
 
-hdr "direct routing (no tunnel, plain topology): vm -> 198.51.100.2 -> node -> pod"
-MODE=direct
-ip -n "$PREFIX-vm" route add 10.244.0.0/16 via "$GW_WAN"
-measure
-ip -n "$PREFIX-vm" route del 10.244.0.0/16 via "$GW_WAN"
+# Direct routing and the tunnel take turns, ROUNDS times: load from
+# elsewhere on a shared machine comes and goes over minutes, and measuring
+# all of one before all of the other would charge it to one side. The
+# report gives the median of the rounds and the lowest and highest ratio.
+for ((round = 1; round <= ROUNDS; round++)); do
+	SUFFIX=""
+	[ "$round" -eq 1 ] || SUFFIX=".r$round"
 
-hdr "tunnel (plain topology): gtund in $PREFIX-gw, gtun in $PREFIX-vm, transport $TRANSPORT"
-MODE=tunnel
-lib_start_daemons
-lib_wait_route 15
-ip -n "$PREFIX-vm" route get "$POD_IP" | grep -q 'dev gtun0' || die "traffic to $POD_IP would not use gtun0"
-for name in gtun gtund; do
-	note "$name pid ${PIDS[$name]} comm $(cat "/proc/${PIDS[$name]}/comm")"
+	hdr "round $round/$ROUNDS: direct routing (no tunnel, plain topology): vm -> 198.51.100.2 -> node -> pod"
+	MODE=direct
+	ip -n "$PREFIX-vm" route add 10.244.0.0/16 via "$GW_WAN"
+	measure
+	ip -n "$PREFIX-vm" route del 10.244.0.0/16 via "$GW_WAN"
+
+	hdr "round $round/$ROUNDS: tunnel (plain topology): gtund in $PREFIX-gw, gtun in $PREFIX-vm, transport $TRANSPORT"
+	MODE=tunnel
+	lib_start_daemons
+	lib_wait_route 15
+	ip -n "$PREFIX-vm" route get "$POD_IP" | grep -q 'dev gtun0' || die "traffic to $POD_IP would not use gtun0"
+	for name in gtun gtund; do
+		note "$name pid ${PIDS[$name]} comm $(cat "/proc/${PIDS[$name]}/comm")"
+	done
+	measure
+	for name in gtun gtund; do
+		if lib_alive "${PIDS[$name]}"; then
+			meta "rss$SUFFIX.${name}_kb" "$(lib_hwm_kb "${PIDS[$name]}")"
+		else
+			fail_step "$name$SUFFIX" "exited during the measurements"
+		fi
+	done
+	for name in gtun gtund; do
+		lib_stop "$name" 10
+		[ "$STOP_RC" -eq 0 ] || fail_step "$name-stop$SUFFIX" "exit status $STOP_RC after SIGTERM (want 0)"
+	done
 done
-measure
-for name in gtun gtund; do
-	if lib_alive "${PIDS[$name]}"; then
-		meta "rss.${name}_kb" "$(lib_hwm_kb "${PIDS[$name]}")"
-	else
-		fail_step "$name" "exited during the measurements"
-	fi
-done
-for name in gtun gtund; do
-	lib_stop "$name" 10
-	[ "$STOP_RC" -eq 0 ] || fail_step "$name-stop" "exit status $STOP_RC after SIGTERM (want 0)"
-done
+SUFFIX=""
 
 # ping_rtt: idle ping vm->pod to $RAW/$MODE-ping.txt; some lost replies are
 # fine on a lossy link, no reply at all is a failure.

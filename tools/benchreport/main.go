@@ -43,6 +43,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -72,15 +73,19 @@ var Daemons = []string{"gtun", "gtund"}
 
 // Report is the JSON written to -out.
 type Report struct {
-	Timestamp string      `json:"timestamp"`
-	Transport string      `json:"transport"`
-	DurationS float64     `json:"duration_s,omitempty"`
-	Kernel    string      `json:"kernel,omitempty"`
-	Commit    string      `json:"commit,omitempty"`
-	CPUs      int         `json:"cpus,omitempty"`
-	TCP       []TCPResult `json:"tcp"`
-	UDP64     []UDPResult `json:"udp64"`
-	RTT       RTT         `json:"rtt_ms"`
+	Timestamp string  `json:"timestamp"`
+	Transport string  `json:"transport"`
+	DurationS float64 `json:"duration_s,omitempty"`
+	Kernel    string  `json:"kernel,omitempty"`
+	Commit    string  `json:"commit,omitempty"`
+	CPUs      int     `json:"cpus,omitempty"`
+	// Rounds is how many times the direct and tunnel sections ran, one
+	// after the other; each figure is the median of the rounds (sums for
+	// bytes, retransmits and CPU seconds, the largest for peak RSS).
+	Rounds int         `json:"rounds"`
+	TCP    []TCPResult `json:"tcp"`
+	UDP64  []UDPResult `json:"udp64"`
+	RTT    RTT         `json:"rtt_ms"`
 	// RTTOneCPU is the same ping with the pinger and both daemons pinned
 	// to CPU 0: a diagnostic that leaves out the wake-up of an idle
 	// second vCPU (see scripts/bench.sh).
@@ -134,11 +139,15 @@ type LossyRow struct {
 }
 
 type TCPResult struct {
-	Test              string              `json:"test"`
-	Desc              string              `json:"desc"`
-	DirectMbps        *float64            `json:"direct_mbps"`
-	TunnelMbps        *float64            `json:"tunnel_mbps"`
-	Ratio             *float64            `json:"ratio"`
+	Test       string   `json:"test"`
+	Desc       string   `json:"desc"`
+	DirectMbps *float64 `json:"direct_mbps"`
+	TunnelMbps *float64 `json:"tunnel_mbps"`
+	Ratio      *float64 `json:"ratio"` // of the medians
+	// RatioMin and RatioMax are the lowest and highest tunnel/direct ratio
+	// of one round (when more than one round ran).
+	RatioMin          *float64            `json:"ratio_min,omitempty"`
+	RatioMax          *float64            `json:"ratio_max,omitempty"`
 	DirectRetransmits *float64            `json:"direct_retransmits"`
 	TunnelRetransmits *float64            `json:"tunnel_retransmits"`
 	TunnelBytes       *float64            `json:"tunnel_bytes"`
@@ -230,44 +239,88 @@ func Build(dir string) *Report {
 			r.Errors = append(r.Errors, err.Error())
 		}
 	}
+	rounds, _ := strconv.Atoi(meta["rounds"])
+	if rounds < 1 {
+		rounds = 1
+	}
+	r.Rounds = rounds
 	totalBytes := 0.0
 	totalCPU := map[string]float64{}
 	cpuComplete := map[string]bool{"gtun": true, "gtund": true}
 	for _, t := range Tests {
-		direct, err := readIperf(filepath.Join(dir, "direct-"+t.Name+".json"))
-		fail(err)
-		tunnel, err := readIperf(filepath.Join(dir, "tunnel-"+t.Name+".json"))
-		fail(err)
 		if t.UDP {
 			u := UDPResult{Test: t.Name, Desc: t.Desc}
-			if direct != nil {
-				u.DirectPPS, u.DirectLossPct, u.DirectSentPPS = direct.udp()
+			var dPPS, dLoss, dSent, tPPS, tLoss, tSent []float64
+			for k := 1; k <= rounds; k++ {
+				direct, err := readIperf(filepath.Join(dir, "direct-"+t.Name+RoundSuffix(k)+".json"))
+				fail(err)
+				tunnel, err := readIperf(filepath.Join(dir, "tunnel-"+t.Name+RoundSuffix(k)+".json"))
+				fail(err)
+				if direct != nil {
+					dPPS, dLoss, dSent = appendUDP(direct, dPPS, dLoss, dSent)
+				}
+				if tunnel != nil {
+					tPPS, tLoss, tSent = appendUDP(tunnel, tPPS, tLoss, tSent)
+				}
 			}
-			if tunnel != nil {
-				u.TunnelPPS, u.TunnelLossPct, u.TunnelSentPPS = tunnel.udp()
-			}
+			u.DirectPPS, u.DirectLossPct, u.DirectSentPPS = median(dPPS), median(dLoss), median(dSent)
+			u.TunnelPPS, u.TunnelLossPct, u.TunnelSentPPS = median(tPPS), median(tLoss), median(tSent)
 			u.Ratio = div(u.TunnelPPS, u.DirectPPS)
 			r.UDP64 = append(r.UDP64, u)
 			continue
 		}
 		c := TCPResult{Test: t.Name, Desc: t.Desc, CPUSeconds: map[string]*float64{}, CPUPerGB: map[string]*float64{}}
-		if direct != nil {
-			c.DirectMbps, c.DirectRetransmits, _ = direct.tcp()
-		}
-		if tunnel != nil {
-			c.TunnelMbps, c.TunnelRetransmits, c.TunnelBytes = tunnel.tcp()
-		}
-		c.Ratio = div(c.TunnelMbps, c.DirectMbps)
-		for _, d := range Daemons {
-			ticks, err := strconv.ParseFloat(meta["cpu."+t.Name+"."+d], 64)
-			if err != nil || c.TunnelBytes == nil {
-				cpuComplete[d] = false
-				continue
+		var dMbps, tMbps, ratios []float64
+		var cpu = map[string]float64{}
+		for k := 1; k <= rounds; k++ {
+			direct, err := readIperf(filepath.Join(dir, "direct-"+t.Name+RoundSuffix(k)+".json"))
+			fail(err)
+			tunnel, err := readIperf(filepath.Join(dir, "tunnel-"+t.Name+RoundSuffix(k)+".json"))
+			fail(err)
+			var dm, tm *float64
+			if direct != nil {
+				var retr *float64
+				dm, retr, _ = direct.tcp()
+				dMbps = append(dMbps, *dm)
+				c.DirectRetransmits = sum(c.DirectRetransmits, retr)
 			}
-			s := ticks / clk
-			c.CPUSeconds[d] = &s
-			c.CPUPerGB[d] = div(&s, ptr(*c.TunnelBytes/1e9))
-			totalCPU[d] += s
+			if tunnel != nil {
+				var retr, bytes *float64
+				tm, retr, bytes = tunnel.tcp()
+				tMbps = append(tMbps, *tm)
+				c.TunnelRetransmits = sum(c.TunnelRetransmits, retr)
+				c.TunnelBytes = sum(c.TunnelBytes, bytes)
+				for _, d := range Daemons {
+					ticks, err := strconv.ParseFloat(meta["cpu."+t.Name+RoundSuffix(k)+"."+d], 64)
+					if err != nil {
+						cpuComplete[d] = false
+						continue
+					}
+					cpu[d] += ticks / clk
+				}
+			}
+			if v := div(tm, dm); v != nil {
+				ratios = append(ratios, *v)
+			}
+		}
+		c.DirectMbps, c.TunnelMbps = median(dMbps), median(tMbps)
+		c.Ratio = div(c.TunnelMbps, c.DirectMbps)
+		if len(ratios) > 1 {
+			c.RatioMin, c.RatioMax = ptr(slices.Min(ratios)), ptr(slices.Max(ratios))
+		}
+		if len(tMbps) < rounds {
+			for _, d := range Daemons {
+				cpuComplete[d] = false
+			}
+		}
+		for _, d := range Daemons {
+			if v, ok := cpu[d]; ok && c.TunnelBytes != nil && len(tMbps) == rounds {
+				c.CPUSeconds[d] = ptr(v)
+				c.CPUPerGB[d] = div(ptr(v), ptr(*c.TunnelBytes/1e9))
+				totalCPU[d] += v
+			} else {
+				cpuComplete[d] = false
+			}
 		}
 		if c.TunnelBytes != nil {
 			totalBytes += *c.TunnelBytes
@@ -280,10 +333,13 @@ func Build(dir string) *Report {
 		} else {
 			r.CPUPerGB[d] = nil
 		}
-		if v, err := strconv.ParseFloat(meta["rss."+d+"_kb"], 64); err == nil {
-			r.PeakRSSKB[d] = &v
-		} else {
-			r.PeakRSSKB[d] = nil
+		r.PeakRSSKB[d] = nil
+		for k := 1; k <= rounds; k++ {
+			if v, err := strconv.ParseFloat(meta["rss"+RoundSuffix(k)+"."+d+"_kb"], 64); err == nil {
+				if r.PeakRSSKB[d] == nil || v > *r.PeakRSSKB[d] {
+					r.PeakRSSKB[d] = ptr(v)
+				}
+			}
 		}
 	}
 
@@ -301,22 +357,80 @@ func Build(dir string) *Report {
 		}
 	}
 
-	var e error
-	r.RTT.DirectAvg, r.RTT.DirectMax, e = readPing(filepath.Join(dir, "direct-ping.txt"))
-	fail(e)
-	r.RTT.TunnelAvg, r.RTT.TunnelMax, e = readPing(filepath.Join(dir, "tunnel-ping.txt"))
-	fail(e)
-	if r.RTT.DirectAvg != nil && r.RTT.TunnelAvg != nil {
-		r.RTT.Added = ptr(*r.RTT.TunnelAvg - *r.RTT.DirectAvg)
-	}
-	r.RTTOneCPU.DirectAvg, r.RTTOneCPU.DirectMax, e = readPing(filepath.Join(dir, "direct-ping-1cpu.txt"))
-	fail(e)
-	r.RTTOneCPU.TunnelAvg, r.RTTOneCPU.TunnelMax, e = readPing(filepath.Join(dir, "tunnel-ping-1cpu.txt"))
-	fail(e)
-	if r.RTTOneCPU.DirectAvg != nil && r.RTTOneCPU.TunnelAvg != nil {
-		r.RTTOneCPU.Added = ptr(*r.RTTOneCPU.TunnelAvg - *r.RTTOneCPU.DirectAvg)
-	}
+	r.RTT = readPings(dir, "ping", rounds, fail)
+	r.RTTOneCPU = readPings(dir, "ping-1cpu", rounds, fail)
 	return r
+}
+
+// RoundSuffix is the file name part of round k of the direct and tunnel
+// measurements: none for the first round (the layout of a one-round run),
+// ".rK" for the others.
+func RoundSuffix(k int) string {
+	if k <= 1 {
+		return ""
+	}
+	return ".r" + strconv.Itoa(k)
+}
+
+// readPings reads {direct,tunnel}-NAME[.rK].txt of every round: the median
+// of the rounds' averages, the largest maximum.
+func readPings(dir, name string, rounds int, fail func(error)) RTT {
+	var rtt RTT
+	for _, mode := range []string{"direct", "tunnel"} {
+		var avgs []float64
+		var mx *float64
+		for k := 1; k <= rounds; k++ {
+			avg, m, err := readPing(filepath.Join(dir, mode+"-"+name+RoundSuffix(k)+".txt"))
+			fail(err)
+			if avg != nil {
+				avgs = append(avgs, *avg)
+			}
+			if m != nil && (mx == nil || *m > *mx) {
+				mx = m
+			}
+		}
+		if mode == "direct" {
+			rtt.DirectAvg, rtt.DirectMax = median(avgs), mx
+		} else {
+			rtt.TunnelAvg, rtt.TunnelMax = median(avgs), mx
+		}
+	}
+	if rtt.DirectAvg != nil && rtt.TunnelAvg != nil {
+		rtt.Added = ptr(*rtt.TunnelAvg - *rtt.DirectAvg)
+	}
+	return rtt
+}
+
+func appendUDP(ip *iperf, pps, loss, sent []float64) ([]float64, []float64, []float64) {
+	p, l, s := ip.udp()
+	if p == nil {
+		return pps, loss, sent
+	}
+	return append(pps, *p), append(loss, *l), append(sent, *s)
+}
+
+// median of vs (the mean of the middle two for an even count); nil when empty.
+func median(vs []float64) *float64 {
+	if len(vs) == 0 {
+		return nil
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return ptr((s[n/2-1] + s[n/2]) / 2)
+	}
+	return ptr(s[len(s)/2])
+}
+
+// sum adds b to a; nil counts as nothing, and nil + nil is nil.
+func sum(a, b *float64) *float64 {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	}
+	return ptr(*a + *b)
 }
 
 // LossyTag is the file name part of a lossy-link condition measured with TCP
@@ -539,12 +653,23 @@ func pct(v *float64) string {
 
 // PrintTable writes the human-readable report.
 func PrintTable(w io.Writer, r *Report) {
-	fmt.Fprintf(w, "gtun bench  %s  transport=%s  kernel=%s  commit=%s  %gs per test\n\n",
-		r.Timestamp, r.Transport, r.Kernel, r.Commit, r.DurationS)
-	tw := newTable("test", "direct Mbit/s", "tunnel Mbit/s", "ratio", "tunnel retr", "gtun CPU s/GB", "gtund CPU s/GB")
+	rounds := ""
+	if r.Rounds > 1 {
+		rounds = fmt.Sprintf(", %d rounds (medians; ratio range: lowest and highest round)", r.Rounds)
+	}
+	fmt.Fprintf(w, "gtun bench  %s  transport=%s  kernel=%s  commit=%s  %gs per test%s\n\n",
+		r.Timestamp, r.Transport, r.Kernel, r.Commit, r.DurationS, rounds)
+	head := []string{"test", "direct Mbit/s", "tunnel Mbit/s", "ratio"}
+	if r.Rounds > 1 {
+		head = append(head, "ratio range")
+	}
+	tw := newTable(append(head, "tunnel retr", "gtun CPU s/GB", "gtund CPU s/GB")...)
 	for _, c := range r.TCP {
-		tw.row(c.Desc, f(c.DirectMbps, "%.0f"), f(c.TunnelMbps, "%.0f"), pct(c.Ratio), f(c.TunnelRetransmits, "%.0f"),
-			f(c.CPUPerGB["gtun"], "%.2f"), f(c.CPUPerGB["gtund"], "%.2f"))
+		cells := []string{c.Desc, f(c.DirectMbps, "%.0f"), f(c.TunnelMbps, "%.0f"), pct(c.Ratio)}
+		if r.Rounds > 1 {
+			cells = append(cells, pct(c.RatioMin)+"-"+pct(c.RatioMax))
+		}
+		tw.row(append(cells, f(c.TunnelRetransmits, "%.0f"), f(c.CPUPerGB["gtun"], "%.2f"), f(c.CPUPerGB["gtund"], "%.2f"))...)
 	}
 	tw.print(w)
 	fmt.Fprintln(w)

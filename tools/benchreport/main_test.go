@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -151,5 +153,47 @@ func TestLossy(t *testing.T) {
 	PrintTable(&buf, r)
 	if !strings.Contains(buf.String(), "kcp: n/a (gtund refuses kcp)") {
 		t.Errorf("table:\n%s", buf.String())
+	}
+}
+
+func tcpMbps(mbps, bytes float64) string {
+	return strings.NewReplacer("8e9", strconv.FormatFloat(mbps*1e6, 'g', -1, 64), "5000000000", strconv.FormatFloat(bytes, 'g', -1, 64)).Replace(tcpJSON)
+}
+
+func TestRounds(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "meta.env", "timestamp=T\nrounds=3\nclk_tck=100\n"+
+		"cpu.tcp-up-1.gtun=100\ncpu.tcp-up-1.gtund=100\ncpu.tcp-up-1.r2.gtun=100\ncpu.tcp-up-1.r2.gtund=100\ncpu.tcp-up-1.r3.gtun=100\ncpu.tcp-up-1.r3.gtund=100\n"+
+		"rss.gtun_kb=1000\nrss.r2.gtun_kb=3000\nrss.r3.gtun_kb=2000\n")
+	for k, m := range map[int][2]float64{1: {32000, 8000}, 2: {30000, 9000}, 3: {40000, 10000}} {
+		write(t, dir, "direct-tcp-up-1"+RoundSuffix(k)+".json", strings.Replace(tcpDirectJSON, "32e9", strconv.FormatFloat(m[0]*1e6, 'g', -1, 64), 2))
+		write(t, dir, "tunnel-tcp-up-1"+RoundSuffix(k)+".json", tcpMbps(m[1], 1e9))
+		write(t, dir, "direct-ping"+RoundSuffix(k)+".txt", pingTxt)
+		write(t, dir, "tunnel-ping"+RoundSuffix(k)+".txt", strings.Replace(pingTxt, "0.050/0.100/0.200", fmt.Sprintf("0.1/0.%d/0.%d", k+2, k+5), 1))
+	}
+	r := Build(dir)
+	c := r.TCP[0]
+	if r.Rounds != 3 || *c.DirectMbps != 32000 || *c.TunnelMbps != 9000 || *c.Ratio != 9000.0/32000 {
+		t.Fatalf("rounds %d, tcp-up-1 = %+v", r.Rounds, c)
+	}
+	if *c.RatioMin != 0.25 || *c.RatioMax != 0.3 {
+		t.Errorf("ratio range %v-%v, want 0.25-0.3", *c.RatioMin, *c.RatioMax)
+	}
+	// 3 s of CPU each for 3 GB in all
+	if *c.TunnelBytes != 3e9 || *c.CPUPerGB["gtun"] != 1 || *c.CPUSeconds["gtund"] != 3 {
+		t.Errorf("bytes %v, CPU %v s, %v s/GB", *c.TunnelBytes, *c.CPUSeconds["gtund"], *c.CPUPerGB["gtun"])
+	}
+	if *r.PeakRSSKB["gtun"] != 3000 || r.PeakRSSKB["gtund"] != nil {
+		t.Errorf("peak rss = %v, %v", *r.PeakRSSKB["gtun"], r.PeakRSSKB["gtund"])
+	}
+	if *r.RTT.TunnelAvg != 0.4 || *r.RTT.TunnelMax != 0.8 || *r.RTT.DirectAvg != 0.1 {
+		t.Errorf("rtt = %+v", r.RTT)
+	}
+	var buf bytes.Buffer
+	PrintTable(&buf, r)
+	for _, want := range []string{"3 rounds (medians", "28.1%", "25.0%-30.0%"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, buf.String())
+		}
 	}
 }
