@@ -1,0 +1,27 @@
+//go:build !amd64 || purego
+
+package vaesgcm
+
+// Without the amd64 assembly Supported is false and New fails, so these
+// are never reached.
+const hasVAES = false
+
+func sealBlocks(ks *[176]byte, htab *[16][16]byte, ctr *[16]byte, y *[16]byte, dst, src *byte, n int) {
+	panic("vaesgcm: no assembly on this platform")
+}
+
+func openBlocks(ks *[176]byte, htab *[16][16]byte, ctr *[16]byte, y *[16]byte, dst, src *byte, n int) {
+	panic("vaesgcm: no assembly on this platform")
+}
+
+func keystream(ks *[176]byte, ctr *[16]byte, out *[256]byte) {
+	panic("vaesgcm: no assembly on this platform")
+}
+
+func ghashBlocks(htab *[16][16]byte, y *[16]byte, src *byte, n int) {
+	panic("vaesgcm: no assembly on this platform")
+}
+
+func encryptBlock(ks *[176]byte, dst, src *[16]byte) {
+	panic("vaesgcm: no assembly on this platform")
+}
