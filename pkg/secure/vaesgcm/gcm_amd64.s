@@ -1,3 +1,5 @@
+//go:build amd64 && !purego
+
 // AES-128-GCM kernels with VAES and VPCLMULQDQ on ZMM registers (AVX-512).
 //
 // Representation (see gcm.go): a GHASH block is byte-reversed when loaded,
