@@ -192,7 +192,7 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 	c.goRun(func() { c.tunReadLoop(ctx) })
 	c.goRun(func() { c.readyLoop(ctx) })
 	c.goRun(func() { c.rate.FlushEvery(ctx, 2*time.Second) }) // counts of a stopped flood reach the log
-	c.log.Info("gtun started", "tun", c.cfg.Tun, "servers", len(c.servers))
+	c.log.Info("gtun started", "tun", c.cfg.Tun, "servers", len(c.servers), "aes", secure.AESImplementation())
 
 	for done := false; !done; {
 		select {

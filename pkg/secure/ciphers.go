@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/gtun/gtun/pkg/secure/vaesgcm"
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/sys/cpu"
 )
@@ -14,8 +15,13 @@ import (
 // Ciphers is a set of record ciphers, as offered and chosen in the handshake.
 // The handshake itself always uses ChaCha20-Poly1305 (Noise); the records
 // after it use the fastest cipher both ends run in hardware. On this
-// project's 2-core machine, sealing 64 KiB records: AES-128-GCM ~5.0 GB/s,
-// AES-256-GCM ~3.9 GB/s, ChaCha20-Poly1305 ~1.6 GB/s. AES-128 and not 256:
+// project's 2-core machine (Sapphire Rapids), sealing 64 KiB records:
+// AES-128-GCM ~9.5 GB/s with pkg/secure/vaesgcm (VAES + VPCLMULQDQ on
+// AVX-512, used when the CPU has them) and ~4.8 GB/s with crypto/cipher
+// (AES-NI + PCLMULQDQ on 128-bit registers; 1420-byte packets 4.5 against
+// 3.3 GB/s), AES-256-GCM ~3.9 GB/s, ChaCha20-Poly1305 ~1.6 GB/s. Both AES
+// implementations produce the same bytes, so the two ends need not agree on
+// one: only the cipher name goes on the wire. AES-128 and not 256:
 // the keys come from an X25519 exchange, which offers about 128-bit
 // security, so a 256-bit record key would cost 30% more CPU per byte and
 // protect nothing the handshake does not already bound (TLS 1.3's default
@@ -48,6 +54,22 @@ func hasAESHardware() bool {
 		return cpu.ARM64.HasAES && cpu.ARM64.HasPMULL
 	}
 	return false
+}
+
+// AESImplementation names the AES-128-GCM code this process runs, for the
+// startup log: "vaes-avx512" (pkg/secure/vaesgcm; GTUN_NO_VAES=1 turns it
+// off), "aes-ni" (crypto/cipher on amd64), "armv8-aes" (crypto/cipher on
+// arm64) or "none" (AES-GCM not offered: no AES instructions).
+func AESImplementation() string {
+	switch {
+	case !hasAESHardware():
+		return "none"
+	case vaesgcm.Supported():
+		return "vaes-avx512"
+	case runtime.GOARCH == "arm64":
+		return "armv8-aes"
+	}
+	return "aes-ni"
 }
 
 // pickCipher chooses from what both sides have, preferring AES-128-GCM.
@@ -98,7 +120,11 @@ func newAEAD(c Ciphers, key [32]byte) (cipher.AEAD, error) {
 	case ChaCha20Poly1305:
 		return chacha20poly1305.New(key[:])
 	case AES128GCM:
-		b, err := aes.NewCipher(key[:16]) // the first half of the 32-byte Noise key
+		// The first half of the 32-byte Noise key.
+		if vaesgcm.Supported() {
+			return vaesgcm.New(key[:16])
+		}
+		b, err := aes.NewCipher(key[:16])
 		if err != nil {
 			return nil, err
 		}

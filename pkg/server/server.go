@@ -296,7 +296,8 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	})
 	s.goRun(func() { s.tunReadLoop(ctx) })
 	s.log.Info("gtund ready", "listen", s.listenAddrs, "tun", s.cfg.Tun, "pool", s.cfg.Pool,
-		"routes", s.cfg.Routes, "map", s.cfg.Map, "nat", s.cfg.NAT, "peers", len(s.cfg.Peers))
+		"routes", s.cfg.Routes, "map", s.cfg.Map, "nat", s.cfg.NAT, "peers", len(s.cfg.Peers),
+		"aes", secure.AESImplementation())
 	if err := sdnotify.Ready(s.statusLine()); err != nil {
 		s.log.Warn("cannot notify systemd", "err", err)
 	}
