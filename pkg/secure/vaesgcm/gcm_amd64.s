@@ -76,6 +76,20 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 
 // Sixteen counter blocks encrypted into Z0-Z3; Z13 advances by 16.
 #define CTR16 \
+	CTR_START; \
+	AESROUND(Z17); \
+	AESROUND(Z18); \
+	AESROUND(Z19); \
+	AESROUND(Z20); \
+	AESROUND(Z21); \
+	AESROUND(Z22); \
+	AESROUND(Z23); \
+	AESROUND(Z24); \
+	AESROUND(Z25); \
+	AESLAST
+
+// The next sixteen counter blocks into Z0-Z3, xored with round key 0.
+#define CTR_START \
 	VPSHUFB Z27, Z13, Z0; \
 	VPADDD Z15, Z13, Z13; \
 	VPSHUFB Z27, Z13, Z1; \
@@ -87,20 +101,34 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	VPXORQ Z16, Z0, Z0; \
 	VPXORQ Z16, Z1, Z1; \
 	VPXORQ Z16, Z2, Z2; \
-	VPXORQ Z16, Z3, Z3; \
-	AESROUND(Z17); \
-	AESROUND(Z18); \
-	AESROUND(Z19); \
-	AESROUND(Z20); \
-	AESROUND(Z21); \
-	AESROUND(Z22); \
-	AESROUND(Z23); \
-	AESROUND(Z24); \
-	AESROUND(Z25); \
+	VPXORQ Z16, Z3, Z3
+
+#define AESLAST \
 	VAESENCLAST Z26, Z0, Z0; \
 	VAESENCLAST Z26, Z1, Z1; \
 	VAESENCLAST Z26, Z2, Z2; \
 	VAESENCLAST Z26, Z3, Z3
+
+// One round of counter mode interleaved with one step of the hash of
+// sixteen other blocks (independent work for the AES and the carry-less
+// multiplication units).
+#define STITCHED \
+	CTR_START; \
+	AESROUND(Z17); \
+	GHASH_FIRST; \
+	AESROUND(Z18); \
+	GHASH_ACC(Z5, Z29); \
+	AESROUND(Z19); \
+	GHASH_ACC(Z6, Z30); \
+	AESROUND(Z20); \
+	GHASH_ACC(Z7, Z31); \
+	AESROUND(Z21); \
+	GHASH_REDUCE; \
+	AESROUND(Z22); \
+	AESROUND(Z23); \
+	AESROUND(Z24); \
+	AESROUND(Z25); \
+	AESLAST
 
 #define AESROUND(K) \
 	VAESENC K, Z0, Z0; \
@@ -111,14 +139,17 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 // Products of Z4..Z7 (already byte-reversed, accumulator xored into Z4)
 // with the powers in Z28..Z31, summed into Z8 (low), Z9 (high), Z10 (middle).
 #define GHASH_MUL16 \
+	GHASH_FIRST; \
+	GHASH_ACC(Z5, Z29); \
+	GHASH_ACC(Z6, Z30); \
+	GHASH_ACC(Z7, Z31)
+
+#define GHASH_FIRST \
 	VPCLMULQDQ $0x00, Z28, Z4, Z8; \
 	VPCLMULQDQ $0x11, Z28, Z4, Z9; \
 	VPCLMULQDQ $0x01, Z28, Z4, Z10; \
 	VPCLMULQDQ $0x10, Z28, Z4, Z11; \
-	VPXORQ Z11, Z10, Z10; \
-	GHASH_ACC(Z5, Z29); \
-	GHASH_ACC(Z6, Z30); \
-	GHASH_ACC(Z7, Z31)
+	VPXORQ Z11, Z10, Z10
 
 #define GHASH_ACC(X, H) \
 	VPCLMULQDQ $0x00, H, X, Z11; \
@@ -156,6 +187,25 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	VPXOR T, LO, LO; \
 	VPXOR HI, LO, R
 
+// Xor the keystream in Z0-Z3 with 256 bytes at SI, store them at DI, keep
+// them byte-reversed in Z4-Z7 for the hash, and advance.
+#define SEAL_STORE \
+	VPXORQ 0(SI), Z0, Z0; \
+	VPXORQ 64(SI), Z1, Z1; \
+	VPXORQ 128(SI), Z2, Z2; \
+	VPXORQ 192(SI), Z3, Z3; \
+	VMOVDQU64 Z0, 0(DI); \
+	VMOVDQU64 Z1, 64(DI); \
+	VMOVDQU64 Z2, 128(DI); \
+	VMOVDQU64 Z3, 192(DI); \
+	VPSHUFB Z27, Z0, Z4; \
+	VPSHUFB Z27, Z1, Z5; \
+	VPSHUFB Z27, Z2, Z6; \
+	VPSHUFB Z27, Z3, Z7; \
+	ADDQ $256, SI; \
+	ADDQ $256, DI; \
+	SUBQ $256, R8
+
 #define LOAD_STATE(HTAB, Y) \
 	VMOVDQU64 0(HTAB), Z28; \
 	VMOVDQU64 64(HTAB), Z29; \
@@ -164,8 +214,11 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	VMOVDQU 0(Y), X14
 
 // func sealBlocks(ks *[176]byte, htab *[16][16]byte, ctr *[16]byte, y *[16]byte, dst, src *byte, n int)
-// Encrypts n bytes (a multiple of 256) with counters from *ctr on and
-// hashes the ciphertext into *y. dst may equal src.
+// Encrypts n bytes (a multiple of 256, at least 256) with counters from
+// *ctr on and hashes the ciphertext into *y. dst may equal src. The loop
+// is pipelined: it hashes the previous sixteen blocks of ciphertext (kept
+// byte-reversed in Z4-Z7) while it encrypts the next sixteen, so that the
+// hash chain does not wait for the AES rounds.
 TEXT ·sealBlocks(SB), NOSPLIT, $0-56
 	MOVQ ks+0(FP), AX
 	MOVQ htab+8(FP), BX
@@ -177,30 +230,23 @@ TEXT ·sealBlocks(SB), NOSPLIT, $0-56
 	LOAD_KEYS(AX)
 	SETUP_CTR(CX)
 	LOAD_STATE(BX, DX)
-
-sealLoop:
 	CMPQ R8, $256
 	JB   sealDone
 	CTR16
-	VPXORQ 0(SI), Z0, Z0
-	VPXORQ 64(SI), Z1, Z1
-	VPXORQ 128(SI), Z2, Z2
-	VPXORQ 192(SI), Z3, Z3
-	VMOVDQU64 Z0, 0(DI)
-	VMOVDQU64 Z1, 64(DI)
-	VMOVDQU64 Z2, 128(DI)
-	VMOVDQU64 Z3, 192(DI)
-	VPSHUFB Z27, Z0, Z4
-	VPSHUFB Z27, Z1, Z5
-	VPSHUFB Z27, Z2, Z6
-	VPSHUFB Z27, Z3, Z7
+	SEAL_STORE
+
+sealLoop:
+	CMPQ R8, $256
+	JB   sealLast
+	VPXORQ Z14, Z4, Z4
+	STITCHED
+	SEAL_STORE
+	JMP  sealLoop
+
+sealLast:
 	VPXORQ Z14, Z4, Z4
 	GHASH_MUL16
 	GHASH_REDUCE
-	ADDQ $256, SI
-	ADDQ $256, DI
-	SUBQ $256, R8
-	JMP  sealLoop
 
 sealDone:
 	VMOVDQU X14, 0(DX)
@@ -234,7 +280,7 @@ openLoop:
 	VPSHUFB Z27, Z6, Z6
 	VPSHUFB Z27, Z7, Z7
 	VPXORQ Z14, Z4, Z4
-	CTR16
+	STITCHED
 	VPXORQ 0(SI), Z0, Z0
 	VPXORQ 64(SI), Z1, Z1
 	VPXORQ 128(SI), Z2, Z2
@@ -243,8 +289,6 @@ openLoop:
 	VMOVDQU64 Z1, 64(DI)
 	VMOVDQU64 Z2, 128(DI)
 	VMOVDQU64 Z3, 192(DI)
-	GHASH_MUL16
-	GHASH_REDUCE
 	ADDQ $256, SI
 	ADDQ $256, DI
 	SUBQ $256, R8
@@ -272,36 +316,70 @@ TEXT ·keystream(SB), NOSPLIT, $0-24
 	RET
 
 // func ghashBlocks(htab *[16][16]byte, y *[16]byte, src *byte, n int)
-// Hashes n bytes (a multiple of 16) into *y, one block at a time with H
-// (the last entry of the table).
+// Hashes n bytes (a multiple of 16) into *y, for the AAD and the tail: up
+// to sixteen blocks per reduction, block j of m multiplied by H^(m-j)
+// (table entry 16-m+j).
 TEXT ·ghashBlocks(SB), NOSPLIT, $0-32
 	MOVQ htab+0(FP), BX
 	MOVQ y+8(FP), DX
 	MOVQ src+16(FP), SI
 	MOVQ n+24(FP), R8
 	VMOVDQU bswapMask<>(SB), X7
-	VMOVDQU 240(BX), X6
 	VMOVDQU 0(DX), X14
 
-ghashLoop:
+ghashGroup:
 	CMPQ R8, $16
 	JB   ghashDone
+	// R9: bytes in this group, at most 256; R10: the power for its first block.
+	MOVQ R8, R9
+	CMPQ R9, $256
+	JBE  ghashGroupSize
+	MOVQ $256, R9
+
+ghashGroupSize:
+	LEAQ 256(BX), R10
+	SUBQ R9, R10
 	VMOVDQU 0(SI), X4
 	VPSHUFB X7, X4, X4
 	VPXOR X14, X4, X4
+	VMOVDQU 0(R10), X6
 	VPCLMULQDQ $0x00, X6, X4, X8
 	VPCLMULQDQ $0x11, X6, X4, X9
 	VPCLMULQDQ $0x01, X6, X4, X10
 	VPCLMULQDQ $0x10, X6, X4, X11
 	VPXOR X11, X10, X10
+	ADDQ $16, SI
+	ADDQ $16, R10
+	SUBQ $16, R8
+	SUBQ $16, R9
+
+ghashBlock:
+	TESTQ R9, R9
+	JZ    ghashReduce
+	VMOVDQU 0(SI), X4
+	VPSHUFB X7, X4, X4
+	VMOVDQU 0(R10), X6
+	VPCLMULQDQ $0x00, X6, X4, X11
+	VPCLMULQDQ $0x11, X6, X4, X12
+	VPCLMULQDQ $0x01, X6, X4, X13
+	VPCLMULQDQ $0x10, X6, X4, X5
+	VPXOR X11, X8, X8
+	VPXOR X12, X9, X9
+	VPXOR X13, X10, X10
+	VPXOR X5, X10, X10
+	ADDQ $16, SI
+	ADDQ $16, R10
+	SUBQ $16, R8
+	SUBQ $16, R9
+	JMP  ghashBlock
+
+ghashReduce:
 	VPSLLDQ $8, X10, X11
 	VPSRLDQ $8, X10, X12
 	VPXOR X11, X8, X8
 	VPXOR X12, X9, X9
 	REDUCE(X8, X9, X14, X11)
-	ADDQ $16, SI
-	SUBQ $16, R8
-	JMP  ghashLoop
+	JMP  ghashGroup
 
 ghashDone:
 	VMOVDQU X14, 0(DX)

@@ -122,9 +122,8 @@ func (g *gcm) Seal(dst, nonce, plaintext, ad []byte) []byte {
 		var ks [chunk]byte
 		keystream(&g.ks, &ctr, &ks)
 		subtle.XORBytes(out[n:], plaintext[n:], ks[:rest])
-		g.hash(&y, out[n:len(plaintext)])
 	}
-	g.tag((*[16]byte)(out[len(plaintext):]), &y, &j0, len(ad), len(plaintext))
+	g.tag((*[16]byte)(out[len(plaintext):]), &y, &j0, out[n:len(plaintext)], len(ad), len(plaintext))
 	return ret
 }
 
@@ -161,15 +160,14 @@ func (g *gcm) Open(dst, nonce, ciphertext, ad []byte) ([]byte, error) {
 		openBlocks(&g.ks, &g.htab, &ctr, &y, &out[0], &ciphertext[0], n)
 		advance(&ctr, n/blockSize)
 	}
+	// Hash the tail before decrypting it: out may be ciphertext itself.
+	var got [16]byte
+	g.tag(&got, &y, &j0, ciphertext[n:], len(ad), len(ciphertext))
 	if rest := len(ciphertext) - n; rest > 0 {
-		// Hash before decrypting: out may be ciphertext itself.
-		g.hash(&y, ciphertext[n:])
 		var ks [chunk]byte
 		keystream(&g.ks, &ctr, &ks)
 		subtle.XORBytes(out[n:], ciphertext[n:], ks[:rest])
 	}
-	var got [16]byte
-	g.tag(&got, &y, &j0, len(ad), len(ciphertext))
 	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 		// Decryption ran before the check: release nothing of it.
 		clear(out)
@@ -191,12 +189,15 @@ func (g *gcm) hash(y *[16]byte, data []byte) {
 	}
 }
 
-// tag hashes the lengths block and encrypts the result with E(K, J0).
-func (g *gcm) tag(out, y, j0 *[16]byte, adLen, textLen int) {
-	var lens [16]byte
-	binary.BigEndian.PutUint64(lens[:8], uint64(adLen)*8)
-	binary.BigEndian.PutUint64(lens[8:], uint64(textLen)*8)
-	ghashBlocks(&g.htab, y, &lens[0], blockSize)
+// tag hashes the tail of the ciphertext (less than a chunk, zero-padded to
+// a block) and the lengths block in one call, and encrypts the result with
+// E(K, J0).
+func (g *gcm) tag(out, y, j0 *[16]byte, tail []byte, adLen, textLen int) {
+	var buf [chunk + blockSize]byte
+	m := (copy(buf[:chunk], tail) + blockSize - 1) &^ (blockSize - 1)
+	binary.BigEndian.PutUint64(buf[m:], uint64(adLen)*8)
+	binary.BigEndian.PutUint64(buf[m+8:], uint64(textLen)*8)
+	ghashBlocks(&g.htab, y, &buf[0], m+blockSize)
 	var s [16]byte
 	// y holds the reflected value low quadword first; the block is its
 	// big-endian form.
