@@ -109,9 +109,10 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	VAESENCLAST Z26, Z2, Z2; \
 	VAESENCLAST Z26, Z3, Z3
 
-// One round of counter mode interleaved with one step of the hash of
-// sixteen other blocks (independent work for the AES and the carry-less
-// multiplication units).
+// Sixteen blocks of counter mode (into Z0-Z3) with the hash of sixteen
+// other blocks (Z4-Z7, accumulator already xored in) interleaved between
+// the rounds: independent work for the AES and the carry-less
+// multiplication units, issued together.
 #define STITCHED \
 	CTR_START; \
 	AESROUND(Z17); \
