@@ -76,8 +76,14 @@ func NewKeeper(name string, offload bool, log *slog.Logger) (*Keeper, error) {
 // Name is the device name.
 func (k *Keeper) Name() string { return k.name }
 
-// Set records the wanted MTU and addresses and applies them now.
+// Set records the wanted MTU and addresses and applies them now. It holds
+// off the Keeper's check meanwhile: a check between the new wish and its
+// application would find the device "wrong", repair it and count a heal
+// that no one caused (the netlink events of Set's own changes ask for
+// such a check).
 func (k *Keeper) Set(mtu int, addrs []netip.Prefix) error {
+	k.lifeMu.Lock()
+	defer k.lifeMu.Unlock()
 	k.mu.Lock()
 	k.mtu, k.addrs = mtu, slices.Clone(addrs)
 	k.mu.Unlock()

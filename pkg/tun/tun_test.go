@@ -3,6 +3,7 @@ package tun
 import (
 	"errors"
 	"log/slog"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -111,5 +112,63 @@ func TestKeeperRefusesSameNameTwice(t *testing.T) {
 			return
 		}
 		k3.Close()
+	})
+}
+
+// Set and the Keeper's check run at the same time (the check is what the
+// netlink events of Set's own changes ask for): no heal may be counted, as
+// nothing but the daemon changed the device.
+func TestKeeperSetIsNotAHeal(t *testing.T) {
+	testnet.Require(t, "/dev/net/tun")
+	LockDir = t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	inNewNetns(t, func() {
+		ns, err := netns.Get()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer ns.Close()
+		k, err := NewKeeper("gtunset0", false, log)
+		if err != nil {
+			t.Errorf("keeper: %v", err)
+			return
+		}
+		defer k.Close()
+		stop := make(chan struct{})
+		checked := make(chan int)
+		go func() { // the check, on another thread in the same namespace
+			runtime.LockOSThread() // left locked: the thread ends with the goroutine
+			if err := netns.Set(ns); err != nil {
+				t.Error(err)
+				checked <- 0
+				return
+			}
+			n := 0
+			for {
+				select {
+				case <-stop:
+					checked <- n
+					return
+				default:
+				}
+				k.check()
+				n++
+			}
+		}()
+		for i := range 200 {
+			addr := netip.MustParsePrefix("100.64.0." + strconv.Itoa(2+i%2) + "/32")
+			if err := k.Set(1300+i%2*100, []netip.Prefix{addr}); err != nil {
+				t.Errorf("set %d: %v", i, err)
+				break
+			}
+		}
+		close(stop)
+		if n := <-checked; n == 0 {
+			t.Error("the check never ran")
+		}
+		if heals, _ := k.Heals(); heals != 0 {
+			t.Errorf("%d heals counted for the daemon's own changes", heals)
+		}
 	})
 }
