@@ -108,11 +108,7 @@ func (g *gcm) Seal(dst, nonce, plaintext, ad []byte) []byte {
 	}
 
 	var j0, ctr, y [16]byte
-	copy(j0[:], nonce)
-	j0[15] = 1
-	ctr = j0
-	ctr[15] = 2
-	g.hash(&y, ad)
+	g.begin(&j0, &ctr, &y, nonce, ad)
 
 	n := len(plaintext) &^ (chunk - 1)
 	if n > 0 {
@@ -150,11 +146,7 @@ func (g *gcm) Open(dst, nonce, ciphertext, ad []byte) ([]byte, error) {
 	}
 
 	var j0, ctr, y [16]byte
-	copy(j0[:], nonce)
-	j0[15] = 1
-	ctr = j0
-	ctr[15] = 2
-	g.hash(&y, ad)
+	g.begin(&j0, &ctr, &y, nonce, ad)
 
 	n := len(ciphertext) &^ (chunk - 1)
 	if n > 0 {
@@ -175,6 +167,16 @@ func (g *gcm) Open(dst, nonce, ciphertext, ad []byte) ([]byte, error) {
 		return nil, errOpen
 	}
 	return ret, nil
+}
+
+// begin sets up a message: J0 = nonce || 1 (it encrypts the tag), the
+// first data counter J0+1, and the hash of the additional data.
+func (g *gcm) begin(j0, ctr, y *[16]byte, nonce, ad []byte) {
+	copy(j0[:], nonce)
+	j0[15] = 1
+	*ctr = *j0
+	ctr[15] = 2
+	g.hash(y, ad)
 }
 
 // hash folds data into y, the last partial block padded with zeros.
