@@ -223,7 +223,15 @@ func TestWANEmulator(t *testing.T) {
 			if d.QueueFull+d.KernelDrops != 0 {
 				t.Logf("%s: %d queue-full and %d kernel drops (load)", d.Name, d.QueueFull, d.KernelDrops)
 			}
-			if d.Rx-before.Directions[i].Rx < 100 {
+			// b->a carries the data (~730 frames of 1448 bytes); a->b the
+			// request and the ACKs, which a loaded receiver stretches (one
+			// ACK for many segments: 42 seen). Either way a path around
+			// the emulator would leave it with next to nothing.
+			minFrames := uint64(100)
+			if i == 0 {
+				minFrames = 10
+			}
+			if d.Rx-before.Directions[i].Rx < minFrames {
 				t.Errorf("%s: only %d frames for a 1 MB transfer: does traffic bypass the emulator?", d.Name, d.Rx-before.Directions[i].Rx)
 			}
 		}
