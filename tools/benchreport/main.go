@@ -271,7 +271,11 @@ func Build(dir string) *Report {
 		}
 		c := TCPResult{Test: t.Name, Desc: t.Desc, CPUSeconds: map[string]*float64{}, CPUPerGB: map[string]*float64{}}
 		var dMbps, tMbps, ratios []float64
-		var cpu = map[string]float64{}
+		// CPU seconds of the daemons over all rounds; a figure only when
+		// every round has its tunnel run and its ticks (a partial sum over
+		// all the bytes would understate the cost).
+		cpu := map[string]float64{}
+		cpuOK := map[string]bool{"gtun": true, "gtund": true}
 		for k := 1; k <= rounds; k++ {
 			direct, err := readIperf(filepath.Join(dir, "direct-"+t.Name+RoundSuffix(k)+".json"))
 			fail(err)
@@ -290,14 +294,14 @@ func Build(dir string) *Report {
 				tMbps = append(tMbps, *tm)
 				c.TunnelRetransmits = sum(c.TunnelRetransmits, retr)
 				c.TunnelBytes = sum(c.TunnelBytes, bytes)
-				for _, d := range Daemons {
-					ticks, err := strconv.ParseFloat(meta["cpu."+t.Name+RoundSuffix(k)+"."+d], 64)
-					if err != nil {
-						cpuComplete[d] = false
-						continue
-					}
-					cpu[d] += ticks / clk
+			}
+			for _, d := range Daemons {
+				ticks, err := strconv.ParseFloat(meta["cpu."+t.Name+RoundSuffix(k)+"."+d], 64)
+				if err != nil || tunnel == nil {
+					cpuOK[d] = false
+					continue
 				}
+				cpu[d] += ticks / clk
 			}
 			if v := div(tm, dm); v != nil {
 				ratios = append(ratios, *v)
@@ -308,19 +312,14 @@ func Build(dir string) *Report {
 		if len(ratios) > 1 {
 			c.RatioMin, c.RatioMax = ptr(slices.Min(ratios)), ptr(slices.Max(ratios))
 		}
-		if len(tMbps) < rounds {
-			for _, d := range Daemons {
-				cpuComplete[d] = false
-			}
-		}
 		for _, d := range Daemons {
-			if v, ok := cpu[d]; ok && c.TunnelBytes != nil && len(tMbps) == rounds {
-				c.CPUSeconds[d] = ptr(v)
-				c.CPUPerGB[d] = div(ptr(v), ptr(*c.TunnelBytes/1e9))
-				totalCPU[d] += v
-			} else {
+			if !cpuOK[d] {
 				cpuComplete[d] = false
+				continue
 			}
+			c.CPUSeconds[d] = ptr(cpu[d])
+			c.CPUPerGB[d] = div(ptr(cpu[d]), ptr(*c.TunnelBytes/1e9))
+			totalCPU[d] += cpu[d]
 		}
 		if c.TunnelBytes != nil {
 			totalBytes += *c.TunnelBytes

@@ -196,4 +196,13 @@ func TestRounds(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, buf.String())
 		}
 	}
+
+	// One round without gtund's ticks: no CPU figure for gtund rather
+	// than two rounds' CPU over three rounds' bytes.
+	write(t, dir, "meta.env", "timestamp=T\nrounds=3\nclk_tck=100\n"+
+		"cpu.tcp-up-1.gtun=100\ncpu.tcp-up-1.gtund=100\ncpu.tcp-up-1.r2.gtun=100\ncpu.tcp-up-1.r2.gtund=100\ncpu.tcp-up-1.r3.gtun=100\n")
+	r = Build(dir)
+	if c := r.TCP[0]; c.CPUPerGB["gtund"] != nil || c.CPUSeconds["gtund"] != nil || *c.CPUPerGB["gtun"] != 1 {
+		t.Errorf("with gtund's round-3 ticks missing: CPU %v, per GB %v", c.CPUSeconds, c.CPUPerGB)
+	}
 }
