@@ -142,6 +142,20 @@ iperf() {
 	sleep 1 # let queues drain between runs
 }
 
+# ping_step NAME [WRAPPER...]: 20 pings vm->pod at 20/s, run under WRAPPER
+# (e.g. taskset), to $RAW/$MODE-NAME$SUFFIX.txt; every reply is expected.
+ping_step() {
+	local name=$1 f="$RAW/$MODE-$1$SUFFIX.txt"
+	shift
+	printf '  %-12s %-7s %s ... ' "$name" "$MODE" "${*:+$* }ping -c 20 -i 0.05 -q"
+	if ip netns exec "$PREFIX-vm" "$@" ping -c 20 -i 0.05 -q -W 2 "$POD_IP" >"$f" 2>&1; then
+		echo "ok ($(grep -o 'rtt.*' "$f"))"
+	else
+		echo "FAILED"
+		fail_step "$MODE-$name$SUFFIX" "$(tail -n 2 "$f" | tr '\n' ' ')"
+	fi
+}
+
 # ping_one_cpu: the same ping with the pinger and, in tunnel mode, every
 # thread of both daemons on CPU 0; their affinity is put back afterwards.
 # A diagnostic beside the headline RTT: on this kind of VM an idle vCPU
@@ -149,8 +163,7 @@ iperf() {
 # other, idle vCPU waits for its wake-up, which costs more than gtun's own
 # work. On one CPU no hop waits for that.
 ping_one_cpu() {
-	local f="$RAW/$MODE-ping-1cpu$SUFFIX.txt" name pid cpus=()
-	printf '  %-12s %-7s taskset -c 0 ping -c 20 -i 0.05 -q ... ' ping-1cpu "$MODE"
+	local name pid cpus=()
 	if [ "$MODE" = tunnel ]; then
 		for name in gtun gtund; do
 			pid=${PIDS[$name]}
@@ -158,12 +171,7 @@ ping_one_cpu() {
 			taskset -a -p -c 0 "$pid" >/dev/null
 		done
 	fi
-	if ip netns exec "$PREFIX-vm" taskset -c 0 ping -c 20 -i 0.05 -q -W 2 "$POD_IP" >"$f" 2>&1; then
-		echo "ok ($(grep -o 'rtt.*' "$f"))"
-	else
-		echo "FAILED"
-		fail_step "$MODE-ping-1cpu$SUFFIX" "$(tail -n 2 "$f" | tr '\n' ' ')"
-	fi
+	ping_step ping-1cpu taskset -c 0
 	if [ "$MODE" = tunnel ]; then
 		taskset -a -p -c "${cpus[0]}" "${PIDS[gtun]}" >/dev/null
 		taskset -a -p -c "${cpus[1]}" "${PIDS[gtund]}" >/dev/null
@@ -171,14 +179,7 @@ ping_one_cpu() {
 }
 
 measure() {
-	local f="$RAW/$MODE-ping$SUFFIX.txt"
-	printf '  %-12s %-7s ping -c 20 -i 0.05 -q ... ' ping "$MODE"
-	if ip netns exec "$PREFIX-vm" ping -c 20 -i 0.05 -q -W 2 "$POD_IP" >"$f" 2>&1; then
-		echo "ok ($(grep -o 'rtt.*' "$f"))"
-	else
-		echo "FAILED"
-		fail_step "$MODE-ping$SUFFIX" "$(tail -n 2 "$f" | tr '\n' ' ')"
-	fi
+	ping_step ping
 	ping_one_cpu
 	iperf tcp-up-1
 	iperf tcp-down-1 -R
