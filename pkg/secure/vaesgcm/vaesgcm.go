@@ -10,11 +10,14 @@
 // machines gtun runs on that is the largest user-space cost of a tunnel
 // under load, and this more than doubles its throughput on large records
 // (1.5x on 1420-byte packets). Use it only when Supported reports true;
-// otherwise use crypto/cipher.
+// otherwise use crypto/cipher. Supported is false on CPUs without the
+// instructions, with GTUN_NO_VAES set, in FIPS 140 mode, and when the
+// self-test against crypto/cipher that the first call runs fails.
 package vaesgcm
 
 import (
 	"crypto/cipher"
+	"crypto/fips140"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
@@ -33,15 +36,37 @@ const (
 
 var errOpen = errors.New("cipher: message authentication failed")
 
-// Supported reports whether this CPU and OS run the VAES path: amd64 with
-// AES, PCLMULQDQ, AVX512F/BW/VL, VAES and VPCLMULQDQ, the OS saving the
-// ZMM state, and GTUN_NO_VAES not set (GTUN_NO_VAES=1 forces the standard
-// library's AES-GCM, as an escape hatch).
-func Supported() bool {
-	if v := os.Getenv("GTUN_NO_VAES"); v != "" && v != "0" {
-		return false
+// HasCPUFeatures reports whether this CPU and OS can run the assembly:
+// amd64 with AES, PCLMULQDQ, AVX, AVX2, AVX512F/BW/VL, VAES and
+// VPCLMULQDQ, the OS saving the YMM and ZMM registers, and a build without
+// the purego tag.
+func HasCPUFeatures() bool { return hasVAES }
+
+// Supported reports whether this process uses the assembly: the CPU has
+// the features, GTUN_NO_VAES is not set (GTUN_NO_VAES=1 forces the standard
+// library's AES-GCM, as an escape hatch), FIPS 140 mode is off, and the
+// self-test against crypto/cipher passed. The first call with everything
+// else in place runs the self-test (about 0.1 ms); a failure is logged
+// once, as an error, with slog's default logger.
+func Supported() bool { return unavailable(&processSelfTest) == "" }
+
+// unavailable says why the assembly is not used, or "" when it is.
+func unavailable(st *selfTest) string {
+	switch {
+	case os.Getenv("GTUN_NO_VAES") != "" && os.Getenv("GTUN_NO_VAES") != "0":
+		return "GTUN_NO_VAES is set"
+	case !hasVAES:
+		return "the CPU or OS lacks VAES/VPCLMULQDQ/AVX-512 (or AVX/AVX2), or the build is purego"
+	case fips140.Enabled():
+		// The FIPS 140-3 validated module is the standard library's own
+		// crypto; this assembly is not part of it, so in FIPS mode only the
+		// standard library's AES-GCM may run.
+		return "FIPS 140 mode is on"
 	}
-	return hasVAES
+	if err := st.result(); err != nil {
+		return "its self-test against crypto/cipher failed: " + err.Error()
+	}
+	return ""
 }
 
 type gcm struct {
@@ -56,18 +81,24 @@ type gcm struct {
 // New returns AES-128-GCM with a 12-byte nonce and a 16-byte tag. It fails
 // unless Supported and the key is 16 bytes.
 func New(key []byte) (cipher.AEAD, error) {
-	if !Supported() {
-		return nil, errors.New("vaesgcm: CPU lacks VAES/VPCLMULQDQ (AVX-512) or GTUN_NO_VAES is set")
+	if why := unavailable(&processSelfTest); why != "" {
+		return nil, errors.New("vaesgcm: not used: " + why)
 	}
 	if len(key) != keySize {
 		return nil, errors.New("vaesgcm: key must be 16 bytes (AES-128)")
 	}
+	return newAsm(key), nil
+}
+
+// newAsm builds the AEAD without asking Supported: for the self-test,
+// which Supported runs, and for New. key is 16 bytes.
+func newAsm(key []byte) cipher.AEAD {
 	g := new(gcm)
 	expandKey128(&g.ks, key)
 	var zero, h [16]byte
 	encryptBlock(&g.ks, &h, &zero)
 	g.initTable(h)
-	return g, nil
+	return g
 }
 
 // initTable fills htab with H^16..H^1 in the assembly's form.
@@ -134,16 +165,20 @@ func (g *gcm) Open(dst, nonce, ciphertext, ad []byte) ([]byte, error) {
 	if uint64(len(ciphertext)) > uint64((1<<32)-2)*blockSize+tagSize {
 		return nil, errOpen
 	}
-	var want [16]byte
-	copy(want[:], ciphertext[len(ciphertext)-tagSize:])
-	ciphertext = ciphertext[:len(ciphertext)-tagSize]
-	ret, out := sliceForAppend(dst, len(ciphertext))
+	// The overlap rules are crypto/cipher's to the letter: the output is
+	// checked against the whole record, tag included, so that a dst that
+	// is accepted (or refused, with the same panic) by one implementation
+	// is by the other too.
+	ret, out := sliceForAppend(dst, len(ciphertext)-tagSize)
 	if inexactOverlap(out, ciphertext) {
 		panic("crypto/cipher: invalid buffer overlap of output and input")
 	}
 	if anyOverlap(out, ad) {
 		panic("crypto/cipher: invalid buffer overlap of output and additional data")
 	}
+	var want [16]byte
+	copy(want[:], ciphertext[len(ciphertext)-tagSize:])
+	ciphertext = ciphertext[:len(ciphertext)-tagSize]
 
 	var j0, ctr, y [16]byte
 	g.begin(&j0, &ctr, &y, nonce, ad)
@@ -231,6 +266,11 @@ func sliceForAppend(in []byte, n int) (head, tail []byte) {
 	return
 }
 
+// anyOverlap and inexactOverlap are crypto/cipher's own overlap tests
+// (crypto/internal/fips140/alias, which other modules cannot import),
+// copied so that the two implementations refuse exactly the same buffers.
+
+// anyOverlap: x and y share memory at any index.
 func anyOverlap(x, y []byte) bool {
 	return len(x) > 0 && len(y) > 0 &&
 		uintptr(unsafe.Pointer(&x[0])) <= uintptr(unsafe.Pointer(&y[len(y)-1])) &&

@@ -4,27 +4,26 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/fips140"
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"testing"
-
-	"github.com/gtun/gtun/internal/testnet"
 )
 
-// requireAsm skips when this machine cannot run the assembly, and fails
-// instead when CI is set on amd64: CI machines are expected to have the
-// features, and a skipped differential test must not look like a pass.
+// requireAsm skips, with the reason in the test log, when this machine
+// cannot run the assembly. A missing CPU feature is the one prerequisite
+// that skips in CI too (testnet.Missing would fail there): no setup step
+// can add an instruction set to a CPU, and on such a CPU production runs
+// crypto/cipher, not this code.
 func requireAsm(t testing.TB) {
 	t.Helper()
-	if hasVAES {
-		return
+	if !hasVAES {
+		t.Skipf("skipped: this %s machine cannot run the VAES assembly (it needs amd64 with AES, PCLMULQDQ, "+
+			"AVX, AVX2, AVX-512F/BW/VL, VAES and VPCLMULQDQ, the OS saving the ZMM state, and a build without purego)",
+			runtime.GOARCH)
 	}
-	if runtime.GOARCH != "amd64" {
-		t.Skip("the assembly is amd64 only")
-	}
-	testnet.Missing(t, "VAES/VPCLMULQDQ/AVX-512 or a build without purego (the assembly is untested)")
 }
 
 // newPair returns the assembly AEAD and the standard library's for key.
@@ -392,8 +391,9 @@ func TestNoVAESEnv(t *testing.T) {
 		t.Fatal("New succeeded with GTUN_NO_VAES=1")
 	}
 	t.Setenv("GTUN_NO_VAES", "")
-	if Supported() != hasVAES {
-		t.Fatal("Supported does not follow the CPU when GTUN_NO_VAES is unset")
+	if want := hasVAES && !fips140.Enabled(); Supported() != want {
+		t.Fatalf("with GTUN_NO_VAES unset Supported = %v, want %v (CPU features %v, FIPS 140 mode %v)",
+			Supported(), want, hasVAES, fips140.Enabled())
 	}
 }
 
@@ -463,4 +463,150 @@ func BenchmarkOpen(b *testing.B) {
 			})
 		}
 	}
+}
+
+// Every length of additional data from 0 to 1100 bytes. The additional
+// data is hashed by its own code, before the text: sixteen blocks per
+// pass, then what is left in whole blocks, then the zero-padded last
+// block; up to 1100 bytes every remainder mod 16 meets every count of
+// passes up to four. Each with an empty text, one block, and a text that
+// fills the bulk loop once and leaves a tail.
+func TestDifferentialEveryADLength(t *testing.T) {
+	requireAsm(t)
+	rng := rand.New(rand.NewPCG(11, 12))
+	for adLen := 0; adLen <= 1100; adLen++ {
+		v, s := newPair(t, randBytes(rng, 16))
+		ad := randBytes(rng, adLen)
+		for _, n := range []int{0, 16, chunk + 1} {
+			check(t, v, s, randBytes(rng, 12), randBytes(rng, n), ad)
+		}
+	}
+}
+
+// Every one of the 128 tag bits, changed alone, is refused, for records
+// that end inside the tail code, right after the bulk loop, and between
+// the two; no plaintext is left in dst. crypto/cipher refuses the same
+// records (a control that the records were the valid one, changed).
+func TestOpenRejectsEveryTagBit(t *testing.T) {
+	requireAsm(t)
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, n := range []int{0, 1, 15, 16, 17, 255, 256, 257, 1420, 16<<10 + 3} {
+		v, s := newPair(t, randBytes(rng, 16))
+		nonce, ad, pt := randBytes(rng, 12), randBytes(rng, 4), randBytes(rng, n)
+		sealed := v.Seal(nil, nonce, pt, ad)
+		bad := make([]byte, len(sealed))
+		for bit := 0; bit < 8*tagSize; bit++ {
+			copy(bad, sealed)
+			bad[n+bit/8] ^= 1 << (bit % 8)
+			if _, err := s.Open(nil, nonce, bad, ad); err == nil {
+				t.Fatalf("len %d tag bit %d: crypto/cipher accepted it (the test is wrong)", n, bit)
+			}
+			out, err := v.Open(bad[:0], nonce, bad, ad)
+			if err == nil || out != nil {
+				t.Fatalf("len %d: Open accepted the record with tag bit %d changed", n, bit)
+			}
+			if !bytes.Equal(bad[:n], make([]byte, n)) {
+				t.Fatalf("len %d tag bit %d: the refused in-place Open left data in dst", n, bit)
+			}
+		}
+	}
+}
+
+// aeadCall is one Seal or Open, run in a buffer the test laid out.
+type aeadCall func(a cipher.AEAD, mem []byte) ([]byte, error)
+
+// outcome runs call on a copy of mem and returns what a caller can see:
+// the panic message, or the result, the error and all of memory after it.
+func outcome(a cipher.AEAD, mem []byte, call aeadCall) (panicked string, out []byte, err error, after []byte) {
+	after = append([]byte(nil), mem...)
+	defer func() {
+		if r := recover(); r != nil {
+			panicked = fmt.Sprint(r)
+		}
+	}()
+	out, err = call(a, after)
+	return "", append([]byte(nil), out...), err, after
+}
+
+// The cipher.AEAD contract on overlapping buffers is crypto/cipher's, to
+// the letter: dst may start where the input starts or not touch it at all;
+// anything else, or dst over the additional data, panics with the same
+// message. Here dst starts at every offset of one buffer that also holds
+// the input and the additional data (before, inside and after the record,
+// and apart), and the two implementations must panic alike, or return the
+// same and leave the buffer the same.
+func TestOverlapLikeCryptoCipher(t *testing.T) {
+	requireAsm(t)
+	rng := rand.New(rand.NewPCG(15, 16))
+	v, s := newPair(t, randBytes(rng, 16))
+	nonce := randBytes(rng, 12)
+	const src, adLen = 64, 4 // where the input starts; the records' AAD length
+	panics := map[string]int{}
+	for _, n := range []int{0, 1, 16, 17, 300} {
+		recLen := n + tagSize
+		size := src + recLen + 64 + recLen
+		pt := randBytes(rng, n)
+		separateAD := randBytes(rng, adLen)
+		// -1: the additional data is not in the buffer.
+		for _, adAt := range []int{-1, 0, src - adLen, src + n/2, src + n + 2, src + recLen + 8} {
+			ad := func(mem []byte) []byte {
+				if adAt < 0 {
+					return separateAD
+				}
+				return mem[adAt : adAt+adLen]
+			}
+			sealMem := randBytes(rng, size)
+			copy(sealMem[src:], pt)
+			// Open's record is sealed with the additional data where it
+			// lies, so it must not lie inside the record.
+			openMem := append([]byte(nil), sealMem...)
+			recordHoldsAD := adAt >= 0 && adAt < src+recLen && adAt+adLen > src
+			if !recordHoldsAD {
+				s.Seal(openMem[src:src], nonce, pt, ad(openMem))
+			}
+			for dstAt := 0; dstAt+recLen <= size; dstAt++ {
+				calls := map[string]struct {
+					mem  []byte
+					call aeadCall
+				}{
+					"Seal": {sealMem, func(a cipher.AEAD, mem []byte) ([]byte, error) {
+						return a.Seal(mem[dstAt:dstAt], nonce, mem[src:src+n], ad(mem)), nil
+					}},
+				}
+				if !recordHoldsAD {
+					calls["Open"] = struct {
+						mem  []byte
+						call aeadCall
+					}{openMem, func(a cipher.AEAD, mem []byte) ([]byte, error) {
+						return a.Open(mem[dstAt:dstAt], nonce, mem[src:src+recLen], ad(mem))
+					}}
+				}
+				for name, c := range calls {
+					sp, sOut, sErr, sAfter := outcome(s, c.mem, c.call)
+					vp, vOut, vErr, vAfter := outcome(v, c.mem, c.call)
+					where := fmt.Sprintf("%s len %d, dst at %d, input at %d, AAD at %d", name, n, dstAt, src, adAt)
+					switch {
+					case vp != sp:
+						t.Fatalf("%s: panic %q, crypto/cipher's %q", where, vp, sp)
+					case sp != "":
+						panics[sp]++
+					case (vErr == nil) != (sErr == nil) || !bytes.Equal(vOut, sOut) || !bytes.Equal(vAfter, sAfter):
+						t.Fatalf("%s: result or memory differs from crypto/cipher's (error %v, crypto/cipher's %v)", where, vErr, sErr)
+					case sErr != nil:
+						t.Fatalf("%s: %v (the test is wrong)", where, sErr)
+					}
+				}
+			}
+		}
+	}
+	// A control that the layouts reach both panics.
+	for _, msg := range []string{
+		"crypto/cipher: invalid buffer overlap of output and input",
+		"crypto/cipher: invalid buffer overlap of output and additional data",
+	} {
+		if panics[msg] == 0 {
+			t.Fatalf("no layout panicked with %q: %v", msg, panics)
+		}
+	}
+	t.Logf("panics, alike: %v", panics)
 }
