@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 
 	"github.com/gtun/gtun/pkg/cli"
@@ -22,7 +23,12 @@ func main() {
 			if err != nil {
 				return err
 			}
-			return client.New(cfg, cfg.Log.Logger()).Run(ctx, reload)
+			log := cfg.Log.Logger()
+			// What logs without a logger of its own (the AES-GCM self-test's
+			// failure) goes through slog's default: make it this one, in the
+			// configured format and level.
+			slog.SetDefault(log)
+			return client.New(cfg, log).Run(ctx, reload)
 		},
 		PrintStatus: client.WriteStatus,
 	}.Main(os.Args[1:]))

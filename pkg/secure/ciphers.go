@@ -57,9 +57,12 @@ func hasAESHardware() bool {
 }
 
 // AESImplementation names the AES-128-GCM code this process runs, for the
-// startup log: "vaes-avx512" (pkg/secure/vaesgcm; GTUN_NO_VAES=1 turns it
-// off), "aes-ni" (crypto/cipher on amd64), "armv8-aes" (crypto/cipher on
-// arm64) or "none" (AES-GCM not offered: no AES instructions).
+// startup log: "vaes-avx512" (pkg/secure/vaesgcm), "aes-ni" (crypto/cipher
+// on amd64: also the fallback when GTUN_NO_VAES=1, FIPS 140 mode or a
+// failed self-test turns vaesgcm off), "armv8-aes" (crypto/cipher on arm64)
+// or "none" (AES-GCM not offered: no AES instructions). The first call may
+// run vaesgcm's self-test, so a failure is logged before the line that
+// names the fallback.
 func AESImplementation() string {
 	switch {
 	case !hasAESHardware():
@@ -120,7 +123,9 @@ func newAEAD(c Ciphers, key [32]byte) (cipher.AEAD, error) {
 	case ChaCha20Poly1305:
 		return chacha20poly1305.New(key[:])
 	case AES128GCM:
-		// The first half of the 32-byte Noise key.
+		// The first half of the 32-byte Noise key. vaesgcm only where it
+		// is supported, allowed and passed its self-test; crypto/cipher
+		// otherwise (and always in FIPS 140 mode).
 		if vaesgcm.Supported() {
 			return vaesgcm.New(key[:16])
 		}
