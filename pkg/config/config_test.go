@@ -151,6 +151,22 @@ allowed = ["10.244.1.0/24"]
 	}
 }
 
+// The gateway's own address is the one allowed entry outside the served
+// routes: it opens the gtund host to the peer.
+func TestLoadServerAllowedGateway(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "gtund.toml", serverHead+twoPeers+`allowed = ["10.244.1.0/24", "100.64.240.1/32"]
+`)
+	s, err := LoadServer(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("100.64.240.1/32")}
+	if got := s.Peers[1].Allowed; !slices.Equal(got, want) {
+		t.Errorf("allowed %v, want %v", got, want)
+	}
+}
+
 func TestLoadServerMap(t *testing.T) {
 	f := newFixture(t)
 	path := f.write(t, "gtund.toml", serverHead+`map = ["10.244.0.0/16=100.100.0.0/16", "10.96.0.0/12=100.112.0.0/12"]
@@ -399,6 +415,8 @@ func TestLoadServerErrors(t *testing.T) {
 		{"peer address unparsable", serverHead + twoPeers + "address = \"100.64.240.x\"\n", 11, "peer.1.address", "bad address"},
 		{"allowed outside served routes", serverHead + twoPeers + "allowed = [\"10.244.1.0/24\", \"10.0.0.0/8\"]\n", 11, "peer.1.allowed", "not within any served route"},
 		{"allowed with host bits", serverHead + twoPeers + "allowed = [\"10.244.1.1/24\"]\n", 11, "peer.1.allowed", "host bits"},
+		{"allowed another pool address", serverHead + twoPeers + "allowed = [\"100.64.240.2/32\"]\n", 11, "peer.1.allowed", "nor the gateway's own address 100.64.240.1/32"},
+		{"allowed the whole pool", serverHead + twoPeers + "allowed = [\"100.64.240.0/24\"]\n", 11, "peer.1.allowed", "not within any served route"},
 		{"subnet overlaps the pool", serverHead + twoPeers + "subnets = [\"100.64.0.0/16\"]\n", 11, "peer.1.subnets", "overlaps pool 100.64.240.0/24"},
 		{"subnet overlaps a served route", serverHead + twoPeers + "subnets = [\"172.16.0.0/24\", \"10.244.7.0/24\"]\n", 11, "peer.1.subnets", "overlaps served route 10.244.0.0/16"},
 		{"subnet overlaps another peer's", serverHead + "[[peer]]\nname = \"a\"\npublic_key = \"PUB1\"\nsubnets = [\"172.16.0.0/16\"]\n[[peer]]\nname = \"b\"\npublic_key = \"PUB2\"\nsubnets = [\"172.16.5.0/24\"]\n",

@@ -355,8 +355,11 @@ func loadServer(path string, peersSrc []byte, override bool) (*Server, error) {
 		}
 		p.Allowed = l.prefixes(key("allowed"), ps.Allowed)
 		for _, a := range p.Allowed {
-			if !packet.Within(a, out.Routes) {
-				l.errf(key("allowed"), "%s is not within any served route", a)
+			// The gateway's own address opens the gtund host to the peer
+			// (its sshd, its metrics port); without it the host answers
+			// the peer's pings and nothing else.
+			if !packet.Within(a, out.Routes) && a != netip.PrefixFrom(out.Gateway, 32) {
+				l.errf(key("allowed"), "%s is not within any served route (nor the gateway's own address %s/32)", a, out.Gateway)
 			}
 		}
 		if len(ps.Allowed) == 0 {

@@ -109,7 +109,7 @@ func add(args []string, stdout, stderr io.Writer) int {
 	endpoint := fs.String("endpoint", "", "HOST:PORT the new client dials (default: gtund's listen address, unless it is a wildcard)")
 	address := fs.String("address", "", "fixed tunnel address inside the pool (default: a sticky address from the pool)")
 	var allowed listFlag
-	fs.Var(&allowed, "allowed", "CIDR the client may reach, within the served routes; repeat or separate with commas (default: all served routes)")
+	fs.Var(&allowed, "allowed", "CIDR the client may reach, within the served routes (or the gateway's own address as /32, which opens the gtund host to it); repeat or separate with commas (default: all served routes)")
 	keyOut := fs.String("key-out", "", "write the new client's private key to this file, mode 0600 (default NAME.key in the current directory)")
 	pubKey := fs.String("public-key", "", "use this client public key (made on the VM with gtun genkey/pubkey) instead of generating a key pair")
 	keyPath := fs.String("key-path", "/etc/gtun/private.key", "private_key_file in the printed gtun.toml: where the key will be on the VM")

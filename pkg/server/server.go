@@ -52,13 +52,17 @@ const subnetLinger = 30 * time.Second
 
 // Drop reasons, counted per peer and in total.
 const (
-	DropSpoofed    = "spoofed_source"
-	DropACL        = "acl"
-	DropMalformed  = "malformed"
-	DropBadOffload = "bad_offload"
-	DropNoRoute    = "no_route"
-	DropQueueFull  = "queue_full"
-	DropTunWrite   = "tun_write"
+	DropSpoofed = "spoofed_source"
+	DropACL     = "acl"
+	// DropGatewayHost: to gtund's own tunnel address, neither an ICMP echo
+	// request nor named by the peer's allowed (the host's services, sshd
+	// or the metrics port, are not the peer's to reach).
+	DropGatewayHost = "gateway_host"
+	DropMalformed   = "malformed"
+	DropBadOffload  = "bad_offload"
+	DropNoRoute     = "no_route"
+	DropQueueFull   = "queue_full"
+	DropTunWrite    = "tun_write"
 )
 
 // Server is a running gtund.
@@ -514,7 +518,12 @@ func (s *Server) configFor(p *peerInfo, addr netip.Addr) *session.Msg {
 func (s *Server) configForLocked(p *peerInfo, addr netip.Addr) *session.Msg {
 	routes := make([]string, 0, len(p.cfg.Allowed))
 	for _, r := range virtual(s.maps, p.cfg.Allowed) {
-		routes = append(routes, r.String())
+		// The gateway's own address in allowed opens the host; the client
+		// reaches it on the tunnel's subnet already, a route would only
+		// collide with another server's gateway of the same pool.
+		if r != netip.PrefixFrom(s.cfg.Gateway, 32) {
+			routes = append(routes, r.String())
+		}
 	}
 	var subnets []string
 	for _, sn := range p.cfg.Subnets {
@@ -662,40 +671,61 @@ func (s *Server) poolIndex(a netip.Addr) (int, bool) {
 	return int(binary.BigEndian.Uint32(x[:]) - binary.BigEndian.Uint32(base[:])), true
 }
 
-// fromClient checks a frame from a client and writes it to the TUN: its
-// offload header must describe its packet, the packet's source must be the
-// client's own address or within its subnets (site-to-site), and its
-// destination within what the peer is allowed to reach (or the gateway
-// address, for diagnostics).
+// fromClient writes a frame from a client to the TUN if checkFromClient
+// lets it through.
 func (s *Server) fromClient(c *clientConn, frame []byte) {
-	if len(frame) <= packet.VnetHdrLen {
-		s.drop(c, DropMalformed, "short frame from peer")
+	if reason, detail := s.checkFromClient(c, frame); reason != "" {
+		s.drop(c, reason, dropMessages[reason], detail...)
 		return
+	}
+	if err := s.tun.WriteFrame(frame); err != nil {
+		s.drop(c, DropTunWrite, "tun write failed", "err", err)
+	}
+}
+
+// dropMessages are the log lines of checkFromClient's drop reasons.
+var dropMessages = map[string]string{
+	DropMalformed:   "malformed packet from peer",
+	DropBadOffload:  "bad offload header from peer",
+	DropSpoofed:     "packet with a source that is neither the peer's address nor in its subnets",
+	DropACL:         "packet to a destination the peer is not allowed",
+	DropGatewayHost: "packet to the gateway's own address that is not a ping (the peer's allowed does not name the gateway)",
+}
+
+// checkFromClient decides whether a frame from a client may go into the
+// TUN: "" if so, else the drop reason and what to log with it. Its offload
+// header must describe its packet, the packet's source must be the
+// client's own address or within its subnets (site-to-site), and its
+// destination within what the peer is allowed to reach. gtund's own tunnel
+// address answers pings (diagnostics) and nothing else unless the peer's
+// allowed names it: packets to it go to the host's own sockets (sshd, the
+// metrics port), which are not the cluster.
+func (s *Server) checkFromClient(c *clientConn, frame []byte) (reason string, detail []any) {
+	if len(frame) <= packet.VnetHdrLen {
+		return DropMalformed, []any{"err", "short frame"}
 	}
 	pkt := frame[packet.VnetHdrLen:]
 	if h := packet.DecodeVnetHdr(frame); !h.Plain() {
 		if err := h.Validate(pkt); err != nil {
-			s.drop(c, DropBadOffload, "bad offload header from peer", "err", err)
-			return
+			return DropBadOffload, []any{"err", err}
 		}
 	}
 	src, dst, err := packet.Addrs(pkt)
 	switch {
 	case err != nil:
-		s.drop(c, DropMalformed, "malformed packet from peer")
-		return
+		return DropMalformed, []any{"err", err}
 	case src != c.addr && !c.peer.fromSubnet(src):
-		s.drop(c, DropSpoofed, "packet with a source that is neither the peer's address nor in its subnets", "src", src)
-		return
-	case dst != s.cfg.Gateway:
-		if _, ok := c.peer.allowed.Load().Lookup(dst); !ok {
-			s.drop(c, DropACL, "packet to a destination the peer is not allowed", "dst", dst)
-			return
+		return DropSpoofed, []any{"src", src}
+	}
+	if _, ok := c.peer.allowed.Load().Lookup(dst); !ok {
+		switch {
+		case dst != s.cfg.Gateway:
+			return DropACL, []any{"dst", dst}
+		case !packet.EchoRequest(pkt):
+			return DropGatewayHost, []any{"dst", dst}
 		}
 	}
-	if err := s.tun.WriteFrame(frame); err != nil {
-		s.drop(c, DropTunWrite, "tun write failed", "err", err)
-	}
+	return "", nil
 }
 
 func (p *peerInfo) fromSubnet(a netip.Addr) bool {

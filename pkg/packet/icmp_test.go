@@ -1,0 +1,75 @@
+package packet
+
+import (
+	"encoding/binary"
+	"testing"
+)
+
+// icmp4 is an IPv4 packet to the gateway with an 8-byte ICMP header of
+// type typ and code, and payload bytes of data.
+func icmp4(typ, code byte, payload int) []byte {
+	p := ipv4("100.64.240.2", "100.64.240.1")
+	p[9] = protoICMP
+	p = append(p, typ, code, 0, 0, 0, 1, 0, 1)
+	p = append(p, make([]byte, payload)...)
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	return p
+}
+
+func TestEchoRequest(t *testing.T) {
+	withOptions := icmp4(8, 0, 0)
+	withOptions = append(withOptions[:20:20], append([]byte{1, 1, 1, 1}, withOptions[20:]...)...)
+	withOptions[0] = 0x46 // a 24-byte header: the ICMP header is after the options
+
+	laterFragment := func(proto byte) []byte {
+		p := icmp4(0, 0, 16) // what follows offset 0 is payload, any bytes
+		p[9] = proto
+		binary.BigEndian.PutUint16(p[6:], 185) // offset 1480
+		return p
+	}
+	firstFragment := icmp4(8, 0, 1472)
+	binary.BigEndian.PutUint16(firstFragment[6:], 0x2000) // more fragments, offset 0
+	firstFragmentReply := icmp4(0, 0, 1472)
+	binary.BigEndian.PutUint16(firstFragmentReply[6:], 0x2000)
+
+	v6 := func(next, typ, code byte) []byte {
+		p := make([]byte, 48)
+		p[0] = 0x60
+		p[6] = next
+		p[40], p[41] = typ, code
+		return p
+	}
+	udp := ipv4("100.64.240.2", "100.64.240.1")
+	udp[9] = protoUDP
+	udp = append(udp, make([]byte, 8)...)
+
+	for _, c := range []struct {
+		name string
+		p    []byte
+		want bool
+	}{
+		{"echo request", icmp4(8, 0, 56), true},
+		{"echo request, header only", icmp4(8, 0, 0), true},
+		{"echo request after IP options", withOptions, true},
+		{"first fragment of an echo request", firstFragment, true},
+		{"later fragment of an ICMP datagram", laterFragment(protoICMP), true},
+		{"echo reply", icmp4(0, 0, 56), false},
+		{"echo request with a nonzero code", icmp4(8, 1, 56), false},
+		{"destination unreachable", icmp4(3, 3, 28), false},
+		{"timestamp request", icmp4(13, 0, 12), false},
+		{"first fragment of an echo reply", firstFragmentReply, false},
+		{"later fragment of a UDP datagram", laterFragment(protoUDP), false},
+		{"ICMP cut short", icmp4(8, 0, 0)[:24], false},
+		{"UDP", udp, false},
+		{"ICMPv6 echo request", v6(protoICMPv6, 128, 0), true},
+		{"ICMPv6 echo reply", v6(protoICMPv6, 129, 0), false},
+		{"ICMPv6 behind a fragment header", v6(44, 128, 0), false},
+		{"ICMPv6 cut short", v6(protoICMPv6, 128, 0)[:44], false},
+		{"empty", nil, false},
+		{"not IP", []byte{0x10, 0, 0}, false},
+	} {
+		if got := EchoRequest(c.p); got != c.want {
+			t.Errorf("%s: EchoRequest = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
