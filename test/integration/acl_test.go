@@ -21,10 +21,7 @@ func (p *rawPeer) send(src, dst string) {
 	// A valid header checksum, so the kernel forwards what gtund lets
 	// through (UDP's zero checksum means "none").
 	binary.BigEndian.PutUint16(pkt[10:], ^packet.Fold(packet.Sum(pkt[:20], 0)))
-	b := packet.Get()
-	clear(b.B[:packet.VnetHdrLen]) // a plain frame: no offload
-	b.N = packet.VnetHdrLen + copy(b.B[packet.VnetHdrLen:], pkt)
-	p.sess.Enqueue(b)
+	p.sendIP(pkt)
 }
 
 // A peer's `allowed` limits its destinations and its tunnel address plus its

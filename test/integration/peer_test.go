@@ -6,10 +6,12 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/vishvananda/netns"
 
+	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
 )
@@ -19,6 +21,9 @@ import (
 type rawPeer struct {
 	sess *session.Session
 	addr netip.Addr
+	// recv gets the IP packets gtund sends it (a copy each; dropped when
+	// nobody reads and it is full).
+	recv chan []byte
 }
 
 // handshakeKeys loads the client key in keyPath and parses the server's
@@ -51,11 +56,17 @@ func dialSession(t *testing.T, e *env, host, keyPath string) *rawPeer {
 	if err != nil {
 		t.Fatalf("session: %v", err)
 	}
+	recv := make(chan []byte, 64)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		sess.Run(ctx, session.Handlers{})
+		sess.Run(ctx, session.Handlers{Packet: func(frame []byte) {
+			select {
+			case recv <- slices.Clone(frame[packet.VnetHdrLen:]):
+			default:
+			}
+		}})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -65,7 +76,15 @@ func dialSession(t *testing.T, e *env, host, keyPath string) *rawPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rawPeer{sess: sess, addr: p.Addr()}
+	return &rawPeer{sess: sess, addr: p.Addr(), recv: recv}
+}
+
+// sendIP hands gtund one IP packet as a plain frame (no offload), as it is.
+func (p *rawPeer) sendIP(pkt []byte) {
+	b := packet.Get()
+	clear(b.B[:packet.VnetHdrLen])
+	b.N = packet.VnetHdrLen + copy(b.B[packet.VnetHdrLen:], pkt)
+	p.sess.Enqueue(b)
 }
 
 // dialInNS opens a TCP connection from inside the named network namespace:
