@@ -143,8 +143,8 @@ func validPayload(version uint16, ts uint64, offer Ciphers) []byte {
 	return p
 }
 
-// clientInit is a length-prefixed Noise IK first message from key to
-// fuzzServerKey carrying payload.
+// clientInit is a length-prefixed first message (Noise IK and mac1) from
+// key to fuzzServerKey carrying payload.
 func clientInit(t testing.TB, key PrivateKey, payload []byte) []byte {
 	pub, spub := key.Public(), fuzzServerKey.Public()
 	hs, err := noise.NewHandshakeState(noise.Config{
@@ -156,12 +156,12 @@ func clientInit(t testing.TB, key PrivateKey, payload []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, _, _, err := hs.WriteMessage(make([]byte, 2), payload)
+	msg, _, _, err := hs.WriteMessage(nil, payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	binary.BigEndian.PutUint16(msg, uint16(len(msg)-2))
-	return msg
+	mk := mac1Key(spub)
+	return frame(appendMAC1(msg, &mk))
 }
 
 func mustPublic(priv []byte) []byte {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/metrics"
+	"github.com/gtun/gtun/pkg/secure"
 )
 
 // Drop reasons a peer's packets can have; the others (no_route, malformed
@@ -16,7 +17,7 @@ var dropReasons = append([]string{DropNoRoute}, peerDropReasons...)
 
 // handshakeReasons are the reasons a connection is refused before it
 // becomes a session.
-var handshakeReasons = []string{"unknown_peer", "replay", "version", "malformed", "timeout", "io",
+var handshakeReasons = []string{"unknown_peer", "replay", "version", "malformed", "bad_mac1", "duplicate", "timeout", "io",
 	guard.RateLimited, guard.TooManyPending, guard.TooManyPendingSource, "session_setup", "fec_mismatch"}
 
 // Collector exposes gtund's state as Prometheus metrics (gtund_*). It reads
@@ -29,7 +30,7 @@ type Collector struct {
 	peerConnected, peerRTT, peerSessions, peerDrops        *prometheus.Desc
 	peers, sessions, routes, drops, handshakeFailures      *prometheus.Desc
 	leasesFailing, offload, handshakesPending, hsSources   *prometheus.Desc
-	heals                                                  *prometheus.Desc
+	heals, handshakeDH, handshakeDHStrangers               *prometheus.Desc
 }
 
 // healKinds are what gtund puts back when someone undoes it.
@@ -57,17 +58,21 @@ func NewCollector(status func() Status) *Collector {
 		handshakeFailures: d("handshake_failures_total",
 			"Connections refused before they became a session, by reason (unknown_peer, replay, timeout, rate_limited, ...).", "reason"),
 		handshakesPending: d("handshakes_in_progress", "Connections accepted and not yet past the handshake and hello (capped by max_handshakes)."),
-		hsSources:         d("handshake_sources", "Source addresses the handshake guard remembers (recently active, for per-source limits)."),
-		leasesFailing:     d("leases_persist_failing", "1 while the address leases cannot be written to state_dir, else 0."),
-		heals:             d("heals_total", "Times gtund put back what someone undid: its nftables table, net.ipv4.ip_forward, the lease file once state_dir was writable again.", "kind"),
-		offload:           d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
+		handshakeDH: d("handshake_dh_total",
+			"First handshake messages that cost Curve25519 work, by outcome (authenticated, version from known keys; unknown_peer, replay, malformed from strangers).", "outcome"),
+		handshakeDHStrangers: d("handshake_dh_strangers_total",
+			"First handshake messages from strangers that cost Curve25519 work: they passed mac1 (the sender knows the server's public key) and the replay filter, then did not authenticate a known key."),
+		hsSources:     d("handshake_sources", "Source addresses the handshake guard remembers (recently active, for per-source limits)."),
+		leasesFailing: d("leases_persist_failing", "1 while the address leases cannot be written to state_dir, else 0."),
+		heals:         d("heals_total", "Times gtund put back what someone undid: its nftables table, net.ipv4.ip_forward, the lease file once state_dir was writable again.", "kind"),
+		offload:       d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	metrics.Descs(ch, c.peerRxBytes, c.peerTxBytes, c.peerRxPackets, c.peerTxPackets, c.peerConnected, c.peerRTT,
-		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources, c.heals)
+		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources, c.heals, c.handshakeDH, c.handshakeDHStrangers)
 }
 
 // Collect implements prometheus.Collector.
@@ -95,6 +100,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	b.Reasons(c.handshakeFailures, handshakeReasons, st.HandshakeFailures)
 	b.Gauge(c.handshakesPending, float64(st.Handshakes.Pending))
 	b.Gauge(c.hsSources, float64(st.Handshakes.Sources))
+	b.Reasons(c.handshakeDH, secure.DHOutcomes, st.Handshakes.DH)
+	b.Counter(c.handshakeDHStrangers, st.Handshakes.DHForStrangers)
 	b.Bool(c.leasesFailing, st.LeaseError != "")
 	b.Reasons(c.heals, healKinds, st.Heals)
 	b.Bool(c.offload, st.Offload)

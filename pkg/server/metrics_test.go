@@ -10,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/gtun/gtun/pkg/guard"
+	"github.com/gtun/gtun/pkg/secure"
 )
 
 // gather collects c once and indexes the values by name and label values.
@@ -41,7 +42,8 @@ func gather(t *testing.T, c prometheus.Collector) (map[string]map[string]float64
 }
 
 func TestCollector(t *testing.T) {
-	st := Status{Handshakes: guard.Stats{Pending: 3, Sources: 5}, Routes: []string{"10.244.0.0/16", "10.96.0.0/12"}, Offload: true,
+	st := Status{Handshakes: HandshakeStatus{Stats: guard.Stats{Pending: 3, Sources: 5},
+		HandshakeCounts: secure.HandshakeCounts{DH: map[string]uint64{"authenticated": 6, "unknown_peer": 2}, DHForStrangers: 2}}, Routes: []string{"10.244.0.0/16", "10.96.0.0/12"}, Offload: true,
 		HandshakeFailures: map[string]uint64{"unknown_peer": 4, "rate_limited": 2, "new_reason": 1},
 		Drops:             map[string]uint64{DropNoRoute: 7, DropACL: 1},
 		Heals:             map[string]uint64{HealNFTables: 2},
@@ -69,12 +71,14 @@ func TestCollector(t *testing.T) {
 		"gtund_routes":                {"": 2},
 		"gtund_drops_total":           {"reason=no_route": 7, "reason=acl": 1, "reason=tun_write": 0},
 		// known reasons from the start, and reasons added later (by other code) as they come
-		"gtund_handshake_failures_total": {"reason=unknown_peer": 4, "reason=rate_limited": 2, "reason=new_reason": 1, "reason=too_many_pending_source": 0},
-		"gtund_leases_persist_failing":   {"": 0},
-		"gtund_tun_offload":              {"": 1},
-		"gtund_handshakes_in_progress":   {"": 3},
-		"gtund_handshake_sources":        {"": 5},
-		"gtund_heals_total":              {"kind=nftables_table": 2, "kind=ip_forward": 0, "kind=leases_written": 0},
+		"gtund_handshake_failures_total":     {"reason=unknown_peer": 4, "reason=rate_limited": 2, "reason=new_reason": 1, "reason=too_many_pending_source": 0},
+		"gtund_leases_persist_failing":       {"": 0},
+		"gtund_tun_offload":                  {"": 1},
+		"gtund_handshakes_in_progress":       {"": 3},
+		"gtund_handshake_sources":            {"": 5},
+		"gtund_handshake_dh_total":           {"outcome=authenticated": 6, "outcome=unknown_peer": 2, "outcome=replay": 0},
+		"gtund_handshake_dh_strangers_total": {"": 2},
+		"gtund_heals_total":                  {"kind=nftables_table": 2, "kind=ip_forward": 0, "kind=leases_written": 0},
 	}
 	for name, series := range want {
 		for labels, v := range series {

@@ -98,9 +98,10 @@ type Server struct {
 	// routed into the TUN.
 	subnetRoutes *route.Reconciler
 
-	guard       *guard.Guard    // admits handshakes: per-source rate, caps on those in progress
-	hsTimeout   atomic.Int64    // nanoseconds from accept to hello; a reload may change it
-	reloadReq   chan chan error // reloads asked for over the control socket
+	guard       *guard.Guard      // admits handshakes: per-source rate, caps on those in progress
+	responder   *secure.Responder // answers first messages on every transport: mac1, replay filter, DH
+	hsTimeout   atomic.Int64      // nanoseconds from accept to hello; a reload may change it
+	reloadReq   chan chan error   // reloads asked for over the control socket
 	hsFailures  stats.Reasons
 	heals       stats.Reasons // what watchSystem put back
 	natMu       sync.Mutex    // serializes building the nftables table: setup, reload, repair
@@ -158,6 +159,7 @@ func New(cfg *config.Server, log *slog.Logger) *Server {
 	}
 	s.byAddr = make([]atomic.Pointer[clientConn], 1<<(32-cfg.Pool.Bits()))
 	s.hsTimeout.Store(int64(handshakeTimeout(cfg)))
+	s.responder = secure.NewResponder(secure.ServerConfig{Private: cfg.PrivateKey, Authorize: s.authorize})
 	return s
 }
 
@@ -403,7 +405,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string, tick
 	// Handshake and setup have deadlines of their own; shutdown need not wait.
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
-	sc, key, err := secure.Server(raw, secure.ServerConfig{Private: s.cfg.PrivateKey, Authorize: s.authorize, Timeout: time.Until(deadline)})
+	sc, key, err := s.responder.Accept(raw, deadline)
 	if err != nil {
 		raw.Close()
 		reason := handshakeReason(err)
@@ -496,6 +498,10 @@ func handshakeReason(err error) string {
 		return "replay"
 	case errors.As(err, &ve):
 		return "version"
+	case errors.Is(err, secure.ErrBadMAC1):
+		return "bad_mac1"
+	case errors.Is(err, secure.ErrDuplicate):
+		return "duplicate"
 	case errors.Is(err, secure.ErrMalformed):
 		return "malformed"
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/route"
+	"github.com/gtun/gtun/pkg/secure"
 )
 
 // Status is what `gtund status` prints.
@@ -27,11 +28,19 @@ type Status struct {
 	Offload           bool              `json:"offload"` // TUN with virtio-net header and TSO; false: plain path
 	Started           time.Time         `json:"started"`
 	HandshakeFailures map[string]uint64 `json:"handshake_failures,omitempty"`
-	Handshakes        guard.Stats       `json:"handshakes"`      // in progress now, sources remembered
+	Handshakes        HandshakeStatus   `json:"handshakes"`
 	Heals             map[string]uint64 `json:"heals,omitempty"` // nftables table, ip_forward, leases put back
 	Drops             map[string]uint64 `json:"drops,omitempty"`
 	LeaseError        string            `json:"lease_error,omitempty"`
 	Peers             []PeerStatus      `json:"peers"`
+}
+
+// HandshakeStatus is the front door: handshakes in progress and the
+// sources the guard remembers, and what the responder did with first
+// messages (refused before any DH, DH by outcome, DH for strangers).
+type HandshakeStatus struct {
+	guard.Stats
+	secure.HandshakeCounts
 }
 
 // DNSStatus is the split DNS pushed to clients.
@@ -76,7 +85,7 @@ type PeerStatus struct {
 func (s *Server) Status() Status {
 	st := Status{Listen: s.listenAddrs, Tun: s.cfg.Tun, Pool: s.cfg.Pool.String(), Gateway: s.cfg.Gateway.String(),
 		NAT: s.cfg.NAT, Started: s.started, HandshakeFailures: s.hsFailures.Snapshot(), Drops: s.drops.Snapshot(),
-		Handshakes: s.guard.Stats(), Heals: s.heals.Snapshot()}
+		Handshakes: HandshakeStatus{Stats: s.guard.Stats(), HandshakeCounts: s.responder.Counts()}, Heals: s.heals.Snapshot()}
 	if s.tun != nil {
 		st.Offload = s.tun.Offload()
 	}
@@ -206,6 +215,7 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 		}
 	}
 	fmt.Fprintf(w, "\nhandshakes in progress: %d (from %d recent sources)\n", st.Handshakes.Pending, st.Handshakes.Sources)
+	fmt.Fprintf(w, "handshake DH: %v, for strangers: %d\n", st.Handshakes.DH, st.Handshakes.DHForStrangers)
 	if len(st.HandshakeFailures) > 0 {
 		fmt.Fprintf(w, "refused handshakes: %v\n", st.HandshakeFailures)
 	}

@@ -156,8 +156,8 @@ func gtundStatus(t *testing.T, e *env) server.Status {
 }
 
 // A captured first handshake message, sent again (while the original
-// session is up, and after it is gone), is refused as a replay: no reply,
-// connection closed, counted.
+// session is up, and after it is gone), is refused as a replay before any
+// DH: no reply, connection closed, counted.
 func TestReplayedHandshakeRefused(t *testing.T) {
 	e := newEnv(t)
 	rkey, rpub := e.key(t, "raw")
@@ -179,8 +179,13 @@ func TestReplayedHandshakeRefused(t *testing.T) {
 		}
 	}
 	testnet.Eventually(t, 5*time.Second, func() error {
-		if n := gtundStatus(t, e).HandshakeFailures["replay"]; n != 2 {
+		st := gtundStatus(t, e)
+		if n := st.HandshakeFailures["duplicate"]; n != 2 {
 			return fmt.Errorf("replay refusals counted: %d, want 2", n)
+		}
+		// Refused before any DH: the one DH gtund did was the original's.
+		if st.Handshakes.DHForStrangers != 0 || st.Handshakes.DH["authenticated"] != 1 || len(st.Handshakes.DH) != 1 {
+			return fmt.Errorf("DH by outcome %v, for strangers %d", st.Handshakes.DH, st.Handshakes.DHForStrangers)
 		}
 		return nil
 	})

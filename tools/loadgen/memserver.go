@@ -115,6 +115,7 @@ func memserverMain(args []string, stdout, stderr io.Writer) int {
 		lastTS[k] = ts
 		return nil
 	}
+	responder := secure.NewResponder(secure.ServerConfig{Private: sk, Authorize: authorize})
 	var up atomic.Int64
 	ready := make(chan struct{})
 	var readyOnce sync.Once
@@ -135,7 +136,7 @@ func memserverMain(args []string, stdout, stderr io.Writer) int {
 				defer wg.Done()
 				stopClose := context.AfterFunc(ctx, func() { raw.Close() })
 				defer stopClose()
-				sc, key, err := secure.Server(raw, secure.ServerConfig{Private: sk, Authorize: authorize})
+				sc, key, err := responder.Accept(raw, time.Now().Add(secure.DefaultHandshakeTimeout))
 				if err != nil {
 					raw.Close()
 					return
