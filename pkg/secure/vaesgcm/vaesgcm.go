@@ -52,8 +52,8 @@ func Supported() bool { return unavailable(&processSelfTest) == "" }
 
 // unavailable says why the assembly is not used, or "" when it is.
 func unavailable(st *selfTest) string {
-	switch {
-	case os.Getenv("GTUN_NO_VAES") != "" && os.Getenv("GTUN_NO_VAES") != "0":
+	switch off := os.Getenv("GTUN_NO_VAES"); {
+	case off != "" && off != "0":
 		return "GTUN_NO_VAES is set"
 	case !hasVAES:
 		return "the CPU or OS lacks VAES/VPCLMULQDQ/AVX-512 (or AVX/AVX2), or the build is purego"
