@@ -369,3 +369,48 @@ func TestPrivateKeyNeverPrinted(t *testing.T) {
 		t.Fatalf("private key printed:\n%s", s)
 	}
 }
+
+// loopConn is a net.Conn whose reads return what was written to it, so
+// that one goroutine can run a sender and a receiver over the same bytes.
+type loopConn struct {
+	net.Conn
+	buf bytes.Buffer
+}
+
+func (c *loopConn) Write(p []byte) (int, error) { return c.buf.Write(p) }
+func (c *loopConn) Read(p []byte) (int, error)  { return c.buf.Read(p) }
+
+// BenchmarkRecordPath runs the whole record path of a data frame: sealed in
+// place and written by WritePackets (batches of 64, as the session's writer
+// sends them), read and opened in place by ReadRecord.
+func BenchmarkRecordPath(b *testing.B) {
+	for _, c := range []Ciphers{ChaCha20Poly1305, AES128GCM} {
+		for _, size := range []int{1400, 65000} {
+			b.Run(fmt.Sprintf("%v/%d", c, size), func(b *testing.B) {
+				ck, sk := mustKey(b), mustKey(b)
+				wire := &loopConn{}
+				send, _ := newConn(wire, c, [32]byte(ck), [32]byte(sk))
+				recv, _ := newConn(wire, c, [32]byte(sk), [32]byte(ck))
+				const batch = 64
+				recs := make([][]byte, batch)
+				for i := range recs {
+					recs[i] = make([]byte, PacketHeadroom+size+PacketTailroom)
+				}
+				rbuf := make([]byte, maxRecordCipher)
+				get := func(int) []byte { return rbuf }
+				b.SetBytes(int64(size * batch))
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := send.WritePackets(recs...); err != nil {
+						b.Fatal(err)
+					}
+					for range batch {
+						if _, _, err := recv.ReadRecord(get); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			})
+		}
+	}
+}
