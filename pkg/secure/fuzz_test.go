@@ -37,12 +37,16 @@ var (
 )
 
 // sealedRecords returns the wire bytes of records as a Conn with
-// fuzzRecordKey writes them.
-func sealedRecords(t testing.TB, c Ciphers, recs ...[]byte) []byte {
+// fuzzRecordKey writes them; with rekey, it updates its key before each
+// record after the first.
+func sealedRecords(t testing.TB, c Ciphers, rekey bool, recs ...[]byte) []byte {
 	w := &wireConn{r: bytes.NewReader(nil)}
 	conn, err := newConn(w, c, fuzzRecordKey, fuzzRecordKey)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if rekey {
+		conn.limits.rekeyRecords = 1
 	}
 	for _, r := range recs {
 		if err := conn.WriteRecord(r[0], r[1:]); err != nil {
@@ -55,13 +59,14 @@ func sealedRecords(t testing.TB, c Ciphers, recs ...[]byte) []byte {
 // FuzzReadRecord feeds arbitrary wire bytes to the record reader: frame
 // decoding must refuse what is not a record sealed with the session's key
 // without panicking, allocating what a length prefix claims, or returning
-// more than a record can hold.
+// more than a record can hold; key updates are consumed, never returned.
 func FuzzReadRecord(f *testing.F) {
 	f.Add([]byte{}, false)
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff}, false)
 	f.Add([]byte{0, 0, 0, 17, 1}, true)
-	f.Add(sealedRecords(f, ChaCha20Poly1305, []byte{TypeControl, '{', '}'}, []byte{TypePacket, 0x45, 0, 0, 20}), false)
-	f.Add(sealedRecords(f, AES128GCM, []byte{TypeStream, 'h', 'i'}, []byte{TypeStream, '!'}), true)
+	f.Add(sealedRecords(f, ChaCha20Poly1305, false, []byte{TypeControl, '{', '}'}, []byte{TypePacket, 0x45, 0, 0, 20}), false)
+	f.Add(sealedRecords(f, AES128GCM, false, []byte{TypeStream, 'h', 'i'}, []byte{TypeStream, '!'}), true)
+	f.Add(sealedRecords(f, AES128GCM, true, []byte{TypeControl, '{', '}'}, []byte{TypePacket, 0x45, 0, 0, 20}, []byte{TypeStream, '!'}), true)
 	f.Fuzz(func(t *testing.T, wire []byte, aes bool) {
 		c := ChaCha20Poly1305
 		if aes {
@@ -77,18 +82,22 @@ func FuzzReadRecord(f *testing.F) {
 			for i := 0; ; i++ {
 				var err error
 				var payload []byte
+				typ := TypeStream
 				if stream {
 					var n int
 					n, err = conn.Read(buf[:4096])
 					payload = buf[:n]
 				} else {
-					_, payload, err = conn.ReadRecord(func(n int) []byte {
+					typ, payload, err = conn.ReadRecord(func(n int) []byte {
 						asked = n
 						return buf
 					})
 				}
 				if err != nil {
 					break
+				}
+				if typ == TypeKeyUpdate {
+					t.Fatal("a key update record reached the caller")
 				}
 				if asked > maxRecordCipher || len(payload) > MaxRecordPlaintext {
 					t.Fatalf("record of %d bytes (buffer asked %d) accepted", len(payload), asked)

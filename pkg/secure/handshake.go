@@ -17,8 +17,9 @@ import (
 // ProtocolVersion is the gtun wire protocol version. It travels inside the
 // first handshake message so that a mismatch is reported in words on both
 // sides instead of surfacing as an opaque decryption failure. Version 3
-// added mac1 to the first message: a server of version 3 or later answers
-// an older client with silence, as it does any message without a valid mac1.
+// added mac1 to the first message (a server of version 3 or later answers
+// an older client with silence, as it does any message without a valid
+// mac1), record keys that rotate (key update records) and masked nonces.
 const ProtocolVersion uint16 = 3
 
 // DefaultHandshakeTimeout bounds how long an unauthenticated connection may

@@ -387,7 +387,9 @@ func (s *Session) readLoop() {
 		}
 	}()
 	get := func(int) []byte {
-		b = packet.Get()
+		if b == nil { // a record after a key update may ask again
+			b = packet.Get()
+		}
 		return b.RecordSpace()
 	}
 	// The first record from a peer is its hello (or the server's config):
