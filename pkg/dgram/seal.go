@@ -1,0 +1,236 @@
+package dgram
+
+import (
+	"crypto/cipher"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Key epochs. Each direction's key steps forward on its own (stepKey) after
+// rekeyInterval or rekeyAfter datagrams, whichever comes first; the sender
+// switches at once and marks each datagram with the low byte of its epoch,
+// and the receiver, which holds the next few epochs' keys ready, moves to a
+// newer epoch only when a datagram of it opens. The previous epoch's key
+// still opens for epochOverlap after that, so datagrams in flight or
+// reordered across a key update are not lost. A forged datagram of any
+// epoch moves nothing: nothing changes before a tag opens.
+const (
+	// DefaultRekeyInterval is the key lifetime by time unless the session
+	// is told otherwise (gtund's rekey_interval).
+	DefaultRekeyInterval = 2 * time.Minute
+	// rekeyAfter datagrams under one key (~2 GB of 1400-byte datagrams):
+	// far inside AES-GCM's usage limit (RFC 8446 5.5, ~2^34.5 blocks per
+	// key when nonces are unique; a datagram is ~90 blocks).
+	rekeyAfter = 1 << 24
+	// rejectAfter is the receiver's hard stop: a counter at or past it is
+	// refused whatever the key, so a peer that never updates its key
+	// cannot go on (the sender updates long before).
+	rejectAfter = 1 << 26
+	// epochOverlap is how long the previous epoch's key still opens.
+	epochOverlap = 10 * time.Second
+	// lookahead is how many epochs ahead the receiver holds keys ready:
+	// a sender that updated twice while every datagram of the epoch in
+	// between was lost (a blackhole with a 1 s rekey interval) is still
+	// understood.
+	lookahead = 3
+)
+
+// Reasons a data datagram is dropped.
+const (
+	DropUnknownIndex = "unknown_index" // no session has its receiver index
+	DropReplay       = "replay"        // counter seen already, or behind the window
+	DropBadTag       = "bad_tag"       // does not open: forged, corrupt, or another key
+	DropEpoch        = "stale_epoch"   // key epoch neither current, previous (in its overlap) nor just ahead
+	DropCounterLimit = "counter_limit" // counter past the hard stop
+)
+
+var errCounterLimit = errors.New("datagram counter at its hard limit: key update overdue")
+
+// keyStep derives the next epoch's key from the current one; aeadFor makes
+// the cipher for a key. Both come from the handshake's cipher choice.
+type keyStep func(key [32]byte) [32]byte
+type aeadFor func(key [32]byte) (cipher.AEAD, error)
+
+// nonce is 4 zero bytes and the little-endian counter (Noise's layout);
+// every epoch has its own key, so counters restart at 0 with each.
+func putNonce(n *[12]byte, counter uint64) { binary.LittleEndian.PutUint64(n[4:], counter) }
+
+// sealer seals one session's outgoing data datagrams. Not safe for
+// concurrent use: the session serializes it.
+type sealer struct {
+	step     keyStep
+	newAEAD  aeadFor
+	receiver uint32 // the peer's index for this session
+	interval time.Duration
+	after    uint64 // datagrams per epoch (rekeyAfter; tests set less)
+
+	key     [32]byte
+	aead    cipher.AEAD
+	epoch   uint32
+	counter uint64
+	born    time.Time
+	nonce   [12]byte
+	updates uint64 // key updates done
+}
+
+func newSealer(key [32]byte, receiver uint32, step keyStep, newAEAD aeadFor, now time.Time) (*sealer, error) {
+	a, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	return &sealer{step: step, newAEAD: newAEAD, receiver: receiver, interval: DefaultRekeyInterval, after: rekeyAfter,
+		key: key, aead: a, born: now}, nil
+}
+
+// seal appends the data datagram carrying payload to dst (dst's spare
+// capacity is used when it suffices: no allocation).
+func (s *sealer) seal(dst, payload []byte, now time.Time) ([]byte, error) {
+	if s.counter >= s.after || now.Sub(s.born) >= s.interval {
+		if err := s.update(now); err != nil {
+			return dst, err
+		}
+	}
+	at := len(dst)
+	dst = append(dst, make([]byte, DataHeaderLen)...)
+	hdr := dst[at:]
+	hdr[0], hdr[1], hdr[2], hdr[3] = TypeData, byte(s.epoch), 0, 0
+	putIndex(hdr[headerLen:], s.receiver)
+	binary.LittleEndian.PutUint64(hdr[headerLen+indexLen:], s.counter)
+	putNonce(&s.nonce, s.counter)
+	s.counter++
+	return s.aead.Seal(dst, s.nonce[:], payload, hdr[:DataHeaderLen]), nil
+}
+
+// update moves to the next epoch: new key, counter from 0.
+func (s *sealer) update(now time.Time) error {
+	next := s.step(s.key)
+	a, err := s.newAEAD(next)
+	if err != nil {
+		return fmt.Errorf("key update: %w", err)
+	}
+	clear(s.key[:]) // the old key is gone: what it sealed stays sealed
+	s.key, s.aead, s.epoch, s.counter, s.born = next, a, s.epoch+1, 0, now
+	s.updates++
+	return nil
+}
+
+// epochKey is one epoch's receive key and replay window.
+type epochKey struct {
+	epoch  uint32
+	key    [32]byte
+	aead   cipher.AEAD
+	window replayWindow
+}
+
+// opener opens one session's incoming data datagrams. Not safe for
+// concurrent use: the session serializes it.
+type opener struct {
+	step    keyStep
+	newAEAD aeadFor
+
+	cur      *epochKey
+	prev     *epochKey // nil, or the epoch before cur until prevEnds
+	prevEnds time.Time
+	ahead    [lookahead]*epochKey // cur+1, cur+2, ...
+	nonce    [12]byte
+	updates  uint64 // key updates followed
+}
+
+func newOpener(key [32]byte, step keyStep, newAEAD aeadFor) (*opener, error) {
+	o := &opener{step: step, newAEAD: newAEAD}
+	cur, err := o.derive(0, key)
+	if err != nil {
+		return nil, err
+	}
+	o.cur = cur
+	return o, o.fillAhead()
+}
+
+func (o *opener) derive(epoch uint32, key [32]byte) (*epochKey, error) {
+	a, err := o.newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	return &epochKey{epoch: epoch, key: key, aead: a}, nil
+}
+
+// fillAhead derives the keys of the epochs after cur that are not ready.
+func (o *opener) fillAhead() error {
+	last := o.cur
+	for i := range o.ahead {
+		if o.ahead[i] == nil {
+			k, err := o.derive(last.epoch+1, o.step(last.key))
+			if err != nil {
+				return fmt.Errorf("key update: %w", err)
+			}
+			o.ahead[i] = k
+		}
+		last = o.ahead[i]
+	}
+	return nil
+}
+
+// open opens the data datagram d in place and returns its payload, and
+// whether its counter moved its epoch's window forward (the newest datagram
+// of the newest epoch: the one whose source is the peer's current address).
+// On failure it returns the drop reason; nothing has changed then.
+func (o *opener) open(d []byte, now time.Time) (payload []byte, newest bool, reason string) {
+	if len(d) < DataOverhead {
+		return nil, false, DropMalformed
+	}
+	epoch := d[1]
+	counter := binary.LittleEndian.Uint64(d[headerLen+indexLen:])
+	if counter >= rejectAfter {
+		return nil, false, DropCounterLimit
+	}
+	if o.prev != nil && !now.Before(o.prevEnds) {
+		clear(o.prev.key[:])
+		o.prev = nil
+	}
+	k, ahead := o.cur, -1
+	switch {
+	case epoch == byte(o.cur.epoch):
+	case o.prev != nil && epoch == byte(o.prev.epoch):
+		k = o.prev
+	default:
+		k = nil
+		for i, a := range o.ahead {
+			if a != nil && epoch == byte(a.epoch) {
+				k, ahead = a, i
+				break
+			}
+		}
+		if k == nil {
+			return nil, false, DropEpoch
+		}
+	}
+	if !k.window.check(counter) {
+		return nil, false, DropReplay
+	}
+	putNonce(&o.nonce, counter)
+	hdr, sealed := d[:DataHeaderLen], d[DataHeaderLen:]
+	plain, err := k.aead.Open(sealed[:0], o.nonce[:], sealed, hdr)
+	if err != nil {
+		return nil, false, DropBadTag
+	}
+	forward := k.window.accept(counter)
+	if ahead >= 0 {
+		// The peer updated its key: that epoch is current from now on,
+		// the one before it still opens for a while, any skipped are gone.
+		if o.prev != nil {
+			clear(o.prev.key[:])
+		}
+		o.prev, o.prevEnds, o.cur = o.cur, now.Add(epochOverlap), k
+		copy(o.ahead[:], o.ahead[ahead+1:])
+		clear(o.ahead[lookahead-ahead-1:])
+		o.updates++
+		// An error leaves an epoch ahead without its key (it cannot
+		// happen with 32-byte keys): datagrams of it would not open, the
+		// session would die of silence and be made again. Not a reason
+		// to refuse this datagram, which opened.
+		_ = o.fillAhead()
+	}
+	return plain, forward && k == o.cur, ""
+}
