@@ -1,0 +1,237 @@
+package dgram
+
+import (
+	"bytes"
+	crand "crypto/rand"
+	"encoding/binary"
+	"crypto/sha256"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/xtaci/kcp-go/v5"
+
+	"github.com/gtun/gtun/pkg/stats"
+)
+
+// wire links two sessions in memory: what one sends, the other receives,
+// through a lossy, duplicating, reordering path, and an attacker can
+// inject datagrams into either side.
+type wire struct {
+	mu         sync.Mutex
+	rng        *rand.Rand
+	lossPct    int
+	dupPct     int
+	reorderPct int
+	held       map[*Session][]byte // one datagram held back per side, sent after the next
+	delivered  atomic.Uint64
+}
+
+// linkedSessions makes a client and a server session as a handshake would
+// (indexes crossed, keys crossed) over w.
+func linkedSessions(t *testing.T, w *wire) (cli, srv *Session, cliDrops, srvDrops *stats.Reasons) {
+	t.Helper()
+	var k1, k2 [32]byte
+	crand.Read(k1[:])
+	crand.Read(k2[:])
+	cliDrops, srvDrops = &stats.Reasons{}, &stats.Reasons{}
+	cliAt := netip.MustParseAddrPort("198.51.100.1:40000")
+	srvAt := netip.MustParseAddrPort("198.51.100.2:9623")
+	var err error
+	cli, err = newSession(sessionParams{local: 100, remote: 200, send: k1, recv: k2, step: testStep, newAEAD: testAEAD,
+		endpoint: srvAt, drops: cliDrops, xmit: func(b []byte, _ netip.AddrPort) error { w.carry(b, srv, cliAt); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err = newSession(sessionParams{local: 200, remote: 100, send: k2, recv: k1, step: testStep, newAEAD: testAEAD,
+		endpoint: cliAt, roams: true, drops: srvDrops, xmit: func(b []byte, _ netip.AddrPort) error { w.carry(b, cli, srvAt); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close(); srv.Close() })
+	return cli, srv, cliDrops, srvDrops
+}
+
+// carry delivers a copy of b to the session to, as the demux would after
+// finding its index, unless the path loses it.
+func (w *wire) carry(b []byte, to *Session, from netip.AddrPort) {
+	w.mu.Lock()
+	if w.rng == nil {
+		w.rng = rand.New(rand.NewPCG(3, 4))
+		w.held = map[*Session][]byte{}
+	}
+	if w.rng.IntN(100) < w.lossPct {
+		w.mu.Unlock()
+		return
+	}
+	copies := 1
+	if w.rng.IntN(100) < w.dupPct {
+		copies = 2
+	}
+	var out [][]byte
+	if w.rng.IntN(100) < w.reorderPct && w.held[to] == nil {
+		w.held[to] = bytes.Clone(b)
+	} else {
+		for range copies {
+			out = append(out, bytes.Clone(b))
+		}
+		if h := w.held[to]; h != nil {
+			out = append(out, h)
+			w.held[to] = nil
+		}
+	}
+	w.mu.Unlock()
+	for _, d := range out {
+		if index(d[headerLen:]) == to.local {
+			to.receive(d, from)
+			w.delivered.Add(1)
+		}
+	}
+}
+
+func tuneForTest(s *kcp.UDPSession) {
+	s.SetStreamMode(true)
+	s.SetNoDelay(1, 10, 2, 1)
+	s.SetWindowSize(1024, 1024)
+	s.SetMtu(1350)
+	s.SetACKNoDelay(true)
+}
+
+// kcp-go on both sides over the sessions' PacketConns, with FEC, through a
+// path with 5% loss, duplicates and reordering, while an attacker injects
+// forged datagrams with the right index into both sides: 2 MB each way
+// arrive intact, and the forged datagrams are all dropped as bad tags.
+func TestKCPOverSessionsInMemory(t *testing.T) {
+	w := &wire{lossPct: 5, dupPct: 3, reorderPct: 5}
+	cli, srv, cliDrops, srvDrops := linkedSessions(t, w)
+	const conv = 100 ^ 200
+	cpc, spc := cli.PacketConn(0), srv.PacketConn(0)
+	ck, err := kcp.NewConn3(conv, cpc.RemoteAddr(), nil, 10, 3, cpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	sk, err := kcp.NewConn3(conv, spc.RemoteAddr(), nil, 10, 3, spc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sk.Close()
+	tuneForTest(ck)
+	tuneForTest(sk)
+
+	stop := make(chan struct{})
+	var forged atomic.Uint64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the attacker
+		defer wg.Done()
+		junk := make([]byte, 300)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			for _, s := range []*Session{cli, srv} {
+				crand.Read(junk)
+				putHeader(junk, TypeData)
+				junk[1] = 0
+				putIndex(junk[headerLen:], s.local)
+				// A counter never used, so the forgery gets as far as the tag.
+				binary.LittleEndian.PutUint64(junk[headerLen+indexLen:], 1<<20+forged.Load())
+				s.receive(bytes.Clone(junk), netip.MustParseAddrPort("203.0.113.66:1234"))
+				forged.Add(1)
+			}
+		}
+	}()
+
+	const size = 2 << 20
+	up, down := make([]byte, size), make([]byte, size)
+	crand.Read(up)
+	crand.Read(down)
+	errs := make(chan error, 4)
+	transfer := func(w io.Writer, r io.Reader, data []byte) {
+		go func() { _, err := w.Write(data); errs <- err }()
+		go func() {
+			got := make([]byte, len(data))
+			_, err := io.ReadFull(r, got)
+			if err == nil && sha256.Sum256(got) != sha256.Sum256(data) {
+				err = io.ErrUnexpectedEOF
+			}
+			errs <- err
+		}()
+	}
+	_ = ck.SetDeadline(time.Now().Add(60 * time.Second))
+	_ = sk.SetDeadline(time.Now().Add(60 * time.Second))
+	transfer(ck, sk, up)
+	transfer(sk, ck, down)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatalf("transfer: %v", err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if srv.Endpoint() != netip.MustParseAddrPort("198.51.100.1:40000") {
+		t.Errorf("forged datagrams moved the server's view of the client to %v", srv.Endpoint())
+	}
+	bad := cliDrops.Get(DropBadTag) + srvDrops.Get(DropBadTag)
+	t.Logf("2 MB each way over kcp in sealed datagrams, 5%% loss: %d datagrams delivered, %d forged (all dropped: %d bad tags), replays dropped %d, queue drops %d",
+		w.delivered.Load(), forged.Load(), bad, cliDrops.Get(DropReplay)+srvDrops.Get(DropReplay), cliDrops.Get(DropSinkFull)+srvDrops.Get(DropSinkFull))
+	if bad != forged.Load() {
+		t.Errorf("%d forged datagrams, %d dropped as bad tags", forged.Load(), bad)
+	}
+	if cliDrops.Get(DropReplay)+srvDrops.Get(DropReplay) == 0 {
+		t.Error("the path duplicated datagrams, yet no replay was dropped")
+	}
+}
+
+// Closing a session wakes its PacketConn's reader with net.ErrClosed, and
+// sends fail.
+func TestPacketConnClose(t *testing.T) {
+	cli, _, _, _ := linkedSessions(t, &wire{})
+	pc := cli.PacketConn(0)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := pc.ReadFrom(make([]byte, 100))
+		done <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	pc.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("ReadFrom returned no error after close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ReadFrom still blocked after close")
+	}
+	if _, err := pc.WriteTo([]byte("x"), nil); err == nil {
+		t.Fatal("WriteTo after close succeeded")
+	}
+}
+
+// A full queue drops and counts instead of blocking the demux.
+func TestPacketConnQueueFull(t *testing.T) {
+	cli, srv, _, srvDrops := linkedSessions(t, &wire{})
+	pc := srv.PacketConn(4)
+	for range 10 {
+		if err := cli.Send([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pc.Dropped() != 6 || srvDrops.Get(DropSinkFull) != 6 {
+		t.Fatalf("dropped %d (counted %d), want 6", pc.Dropped(), srvDrops.Get(DropSinkFull))
+	}
+	buf := make([]byte, 100)
+	for range 4 {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil || string(buf[:n]) != "hello" {
+			t.Fatalf("read %q, %v", buf[:n], err)
+		}
+	}
+}
