@@ -3,8 +3,8 @@ package dgram
 import (
 	"bytes"
 	crand "crypto/rand"
-	"encoding/binary"
 	"crypto/sha256"
+	"encoding/binary"
 	"io"
 	"math/rand/v2"
 	"net/netip"
