@@ -106,6 +106,7 @@ type serverConn struct {
 	lastError     string
 	// totals of sessions that ended, so counters survive reconnects
 	closedRx, closedTx, closedRxPkts, closedTxPkts uint64
+	closedRekeys                                   session.Rekeys
 }
 
 // New prepares a client; Run does the work.

@@ -19,6 +19,7 @@ type Collector struct {
 	connected, rtt, reconnects             *prometheus.Desc
 	routesDesired, routesInstalled         *prometheus.Desc
 	heals, drops, offload                  *prometheus.Desc
+	rekeys, keyAge                         *prometheus.Desc
 }
 
 // NewCollector builds the collector over a status source (Client.Status).
@@ -28,13 +29,16 @@ func NewCollector(status func() Status) *Collector {
 		return prometheus.NewDesc("gtun_"+name, help, labels, nil)
 	}
 	return &Collector{status: status,
-		rxBytes:         d("server_rx_bytes_total", "Bytes of data frames received from the server (IP packets plus a 10-byte offload header each), across reconnects.", server...),
-		txBytes:         d("server_tx_bytes_total", "Bytes of data frames sent to the server (IP packets plus a 10-byte offload header each), across reconnects.", server...),
-		rxPackets:       d("server_rx_packets_total", "Frames received from the server (an offloaded super-packet counts once).", server...),
-		txPackets:       d("server_tx_packets_total", "Frames sent to the server (an offloaded super-packet counts once).", server...),
-		connected:       d("server_connected", "1 while the session with the server is up, else 0.", server...),
-		rtt:             d("server_rtt_seconds", "Last keepalive round trip to the server (0 before the first).", server...),
-		reconnects:      d("server_reconnects_total", "Sessions set up again after the first one (reconnects, failovers, failbacks).", server...),
+		rxBytes:    d("server_rx_bytes_total", "Bytes of data frames received from the server (IP packets plus a 10-byte offload header each), across reconnects.", server...),
+		txBytes:    d("server_tx_bytes_total", "Bytes of data frames sent to the server (IP packets plus a 10-byte offload header each), across reconnects.", server...),
+		rxPackets:  d("server_rx_packets_total", "Frames received from the server (an offloaded super-packet counts once).", server...),
+		txPackets:  d("server_tx_packets_total", "Frames sent to the server (an offloaded super-packet counts once).", server...),
+		connected:  d("server_connected", "1 while the session with the server is up, else 0.", server...),
+		rtt:        d("server_rtt_seconds", "Last keepalive round trip to the server (0 before the first).", server...),
+		reconnects: d("server_reconnects_total", "Sessions set up again after the first one (reconnects, failovers, failbacks).", server...),
+		rekeys: d("server_rekeys_total", "Key updates of the sessions with the server, across reconnects: direction=sent (gtun replaced its send key), direction=received (the server replaced its own).",
+			"server", "direction"),
+		keyAge:          d("server_key_age_seconds", "How long gtun's current send key of the session with the server has been in use (while connected); above the server's rekey_interval plus a keepalive, keys are not rotating.", server...),
 		routesDesired:   d("routes_desired", "Routes gtun wants on its TUN device for the server: what it pushes, narrowed by the config.", server...),
 		routesInstalled: d("routes_installed", "Desired routes that are installed in the kernel now.", server...),
 		heals:           d("heals_total", "Repairs gtun made: kind=route (a deleted or replaced route put back), kind=tun (the TUN device, its address or link state restored), kind=gateway_table (gateway mode's nftables table restored), kind=ip_forward (gateway mode's net.ipv4.ip_forward turned back on).", "kind"),
@@ -46,7 +50,7 @@ func NewCollector(status func() Status) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	metrics.Descs(ch, c.rxBytes, c.txBytes, c.rxPackets, c.txPackets, c.connected, c.rtt, c.reconnects,
-		c.routesDesired, c.routesInstalled, c.heals, c.drops, c.offload)
+		c.routesDesired, c.routesInstalled, c.heals, c.drops, c.offload, c.rekeys, c.keyAge)
 }
 
 // Collect implements prometheus.Collector.
@@ -61,6 +65,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		b.Bool(c.connected, s.State == "connected", s.Name)
 		b.Gauge(c.rtt, s.RTT.Seconds(), s.Name)
 		b.Counter(c.reconnects, s.Reconnects, s.Name)
+		b.Counter(c.rekeys, s.Rekeys.Sent, s.Name, "sent")
+		b.Counter(c.rekeys, s.Rekeys.Received, s.Name, "received")
+		if s.State == "connected" {
+			b.Gauge(c.keyAge, s.KeyAge.Seconds(), s.Name)
+		}
 		installed := 0
 		for _, r := range s.Routes {
 			if r.Installed {

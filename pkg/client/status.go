@@ -44,21 +44,27 @@ type Heals struct {
 
 // ServerStatus is one [[server]].
 type ServerStatus struct {
-	Name          string        `json:"name"`
-	State         string        `json:"state"` // connecting, connected, reconnecting
-	Since         time.Time     `json:"since"`
-	Endpoint      string        `json:"endpoint,omitempty"`
-	Transport     string        `json:"transport"`
-	Cipher        string        `json:"cipher,omitempty"`
-	Address       string        `json:"address,omitempty"`
-	Gateway       string        `json:"gateway,omitempty"`
-	MTU           int           `json:"mtu,omitempty"`
-	RTT           time.Duration `json:"rtt_ns"`
-	RxBytes       uint64        `json:"rx_bytes"`
-	TxBytes       uint64        `json:"tx_bytes"`
-	RxPackets     uint64        `json:"rx_packets"`
-	TxPackets     uint64        `json:"tx_packets"`
-	QueueDrops    uint64        `json:"queue_drops"`
+	Name       string        `json:"name"`
+	State      string        `json:"state"` // connecting, connected, reconnecting
+	Since      time.Time     `json:"since"`
+	Endpoint   string        `json:"endpoint,omitempty"`
+	Transport  string        `json:"transport"`
+	Cipher     string        `json:"cipher,omitempty"`
+	Address    string        `json:"address,omitempty"`
+	Gateway    string        `json:"gateway,omitempty"`
+	MTU        int           `json:"mtu,omitempty"`
+	RTT        time.Duration `json:"rtt_ns"`
+	RxBytes    uint64        `json:"rx_bytes"`
+	TxBytes    uint64        `json:"tx_bytes"`
+	RxPackets  uint64        `json:"rx_packets"`
+	TxPackets  uint64        `json:"tx_packets"`
+	QueueDrops uint64        `json:"queue_drops"`
+	// Rekeys counts key updates across reconnects: sent (gtun replaced its
+	// send key), received (the server's).
+	Rekeys session.Rekeys `json:"rekeys"`
+	// KeyAge is how long gtun's current send key has been in use (while
+	// connected).
+	KeyAge        time.Duration `json:"key_age_ns,omitempty"`
 	Reconnects    uint64        `json:"reconnects"`
 	LastHandshake *time.Time    `json:"last_handshake,omitempty"`
 	LastError     string        `json:"last_error,omitempty"`
@@ -81,6 +87,7 @@ func (sc *serverConn) addClosed(s *session.Session) {
 	sc.closedRx += s.Stats.RxBytes.Load()
 	sc.closedTx += s.Stats.TxBytes.Load()
 	sc.closedRxPkts += s.Stats.RxPackets.Load()
+	sc.closedRekeys = sc.closedRekeys.Add(s.Rekeys())
 	sc.closedTxPkts += s.Stats.TxPackets.Load()
 }
 
@@ -115,7 +122,7 @@ func (c *Client) Status() Status {
 		sc.mu.Lock()
 		ss := ServerStatus{Name: sc.name, State: sc.state, Since: sc.since, Endpoint: sc.endpoint,
 			Transport: transportLabel(sc.entry.Transport, sc.transport), MTU: sc.mtu, Reconnects: sc.reconnects, LastError: sc.lastError,
-			RxBytes: sc.closedRx, TxBytes: sc.closedTx, RxPackets: sc.closedRxPkts, TxPackets: sc.closedTxPkts}
+			RxBytes: sc.closedRx, TxBytes: sc.closedTx, RxPackets: sc.closedRxPkts, TxPackets: sc.closedTxPkts, Rekeys: sc.closedRekeys}
 		if sc.address.IsValid() {
 			ss.Address, ss.Gateway = sc.address.String(), sc.gateway.String()
 		}
@@ -144,6 +151,8 @@ func (c *Client) Status() Status {
 			ss.RxPackets += sess.Stats.RxPackets.Load()
 			ss.TxPackets += sess.Stats.TxPackets.Load()
 			ss.QueueDrops = sess.Stats.QueueDrops.Load()
+			ss.Rekeys = ss.Rekeys.Add(sess.Rekeys())
+			ss.KeyAge = sess.KeyAge()
 		}
 		st.Servers = append(st.Servers, ss)
 	}
@@ -208,15 +217,18 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "SERVER\tSTATE\tSINCE\tENDPOINT\tTRANSPORT\tCIPHER\tADDRESS\tRTT\tRX\tTX\tRECONNECTS\tLAST HANDSHAKE\n")
+	fmt.Fprintf(tw, "SERVER\tSTATE\tSINCE\tENDPOINT\tTRANSPORT\tCIPHER\tADDRESS\tRTT\tRX\tTX\tRECONNECTS\tLAST HANDSHAKE\tKEY AGE\tREKEYS RX/TX\n")
 	for _, s := range st.Servers {
-		hs := "-"
+		hs, keyAge := "-", "-"
 		if s.LastHandshake != nil {
 			hs = ago(*s.LastHandshake)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s (%d pkts)\t%s (%d pkts)\t%d\t%s\n",
+		if s.State == "connected" {
+			keyAge = s.KeyAge.Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s (%d pkts)\t%s (%d pkts)\t%d\t%s\t%s\t%d/%d\n",
 			s.Name, s.State, ago(s.Since), dash(s.Endpoint), s.Transport, dash(s.Cipher), dash(s.Address), s.RTT.Round(10*time.Microsecond),
-			bytesHuman(s.RxBytes), s.RxPackets, bytesHuman(s.TxBytes), s.TxPackets, s.Reconnects, hs)
+			bytesHuman(s.RxBytes), s.RxPackets, bytesHuman(s.TxBytes), s.TxPackets, s.Reconnects, hs, keyAge, s.Rekeys.Received, s.Rekeys.Sent)
 	}
 	tw.Flush()
 	for _, s := range st.Servers {

@@ -125,6 +125,7 @@ allowed = ["10.244.1.0/24"]
 		{"HandshakeTimeout", s.HandshakeTimeout, 5 * time.Second},
 		{"Handshake", s.Handshake, guard.Limits{Rate: guard.DefaultRate, Burst: guard.DefaultBurst, MaxPending: guard.DefaultMaxPending, MaxPendingPerSource: guard.DefaultMaxPendingPerSource}},
 		{"DeadAfter", s.DeadAfter, 3},
+		{"RekeyInterval", s.RekeyInterval, 2 * time.Minute},
 		{"Log", s.Log, Log{Level: "info", Format: "text"}},
 		{"len(Peers)", len(s.Peers), 2},
 	}
@@ -218,6 +219,7 @@ control_socket = "/tmp/x.sock"
 metrics_listen = "127.0.0.1:9624"
 keepalive = "250ms"
 dead_after = 7
+rekey_interval = "1s"
 offload = false
 handshake_timeout = "2s"
 handshake_rate = 5
@@ -236,7 +238,7 @@ format = "json"
 	want := Server{File: path, Listen: "127.0.0.1:9623", Transports: []string{"tcp"}, PrivateKey: f.priv,
 		PrivateKeyFile: f.key, Tun: "gw0", MTU: 9000, Pool: netip.MustParsePrefix("100.64.0.0/30"),
 		Gateway: netip.MustParseAddr("100.64.0.1"), NAT: false, StateDir: "/srv/state", ControlSocket: "/tmp/x.sock", MetricsListen: "127.0.0.1:9624", PeersFile: "/srv/state/peers.toml",
-		Keepalive: 250 * time.Millisecond, DeadAfter: 7, Offload: false, Log: Log{Level: "debug", Format: "json"},
+		Keepalive: 250 * time.Millisecond, DeadAfter: 7, RekeyInterval: time.Second, Offload: false, Log: Log{Level: "debug", Format: "json"},
 		HandshakeTimeout: 2 * time.Second, Handshake: guard.Limits{Rate: 5, Burst: 10, MaxPending: 100, MaxPendingPerSource: 4}}
 	if !reflect.DeepEqual(*s, want) {
 		t.Errorf("got  %+v\nwant %+v", *s, want)
@@ -439,6 +441,9 @@ func TestLoadServerErrors(t *testing.T) {
 		{"mtu too small", serverHead + "mtu = 500\n", 5, "server.mtu", "576..65535"},
 		{"bad keepalive", serverHead + "keepalive = \"2\"\n", 5, "server.keepalive", "bad duration"},
 		{"dead_after too small", serverHead + "dead_after = 1\n", 5, "server.dead_after", "2..100"},
+		{"rekey_interval too short", serverHead + "rekey_interval = \"500ms\"\n", 5, "server.rekey_interval", "must be 1s..1h, not 500ms"},
+		{"rekey_interval too long", serverHead + "rekey_interval = \"2h\"\n", 5, "server.rekey_interval", "must be 1s..1h, not 2h0m0s"},
+		{"rekey_interval not a duration", serverHead + "rekey_interval = \"120\"\n", 5, "server.rekey_interval", "bad duration"},
 		{"bad listen port", serverHead + "listen = \"0.0.0.0:70000\"\n", 5, "server.listen", "bad port"},
 		{"bad tun name", serverHead + "tun = \"a-very-long-interface\"\n", 5, "server.tun", "bad interface name"},
 		{"map without =", serverHead + "map = [\"10.244.0.0/16\"]\n", 5, "server.map", "is not REAL=VIRTUAL"},

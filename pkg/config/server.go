@@ -39,6 +39,7 @@ type ServerSection struct {
 	MetricsListen  string   `toml:"metrics_listen"`
 	Keepalive      string   `toml:"keepalive"`
 	DeadAfter      int      `toml:"dead_after"`
+	RekeyInterval  string   `toml:"rekey_interval"`
 	Offload        *bool    `toml:"offload"`
 	FECData        int      `toml:"fec_data"`
 	FECParity      int      `toml:"fec_parity"`
@@ -86,10 +87,11 @@ type Server struct {
 	PeersFile      string // state_dir/peers.toml, read when it exists
 	Keepalive      time.Duration
 	DeadAfter      int
-	Offload        bool // TUN offloads (virtio-net header, TSO) when the kernel has them
-	FECData        int  // KCP forward error correction: data shards (0: off)
-	FECParity      int  // and parity shards
-	DNS            DNS  // pushed to clients for split DNS; zero: none
+	RekeyInterval  time.Duration // how long each side's send key lives; pushed to clients
+	Offload        bool          // TUN offloads (virtio-net header, TSO) when the kernel has them
+	FECData        int           // KCP forward error correction: data shards (0: off)
+	FECParity      int           // and parity shards
+	DNS            DNS           // pushed to clients for split DNS; zero: none
 	// HandshakeTimeout bounds an unauthenticated connection: transport
 	// accept to the client's hello. Handshake limits what may start one.
 	HandshakeTimeout time.Duration
@@ -261,6 +263,10 @@ func loadServer(path string, peersSrc []byte, override bool) (*Server, error) {
 	}
 	if out.DeadAfter < 2 || out.DeadAfter > 100 {
 		l.errf("server.dead_after", "must be 2..100 missed keepalives, not %d", out.DeadAfter)
+	}
+	out.RekeyInterval = l.duration("server.rekey_interval", s.RekeyInterval, secure.DefaultRekeyInterval)
+	if out.RekeyInterval < secure.MinRekeyInterval || out.RekeyInterval > secure.MaxRekeyInterval {
+		l.errf("server.rekey_interval", "must be 1s..1h, not %s", out.RekeyInterval)
 	}
 
 	out.HandshakeTimeout = l.duration("server.handshake_timeout", s.HandshakeTimeout, 5*time.Second)

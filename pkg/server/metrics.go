@@ -31,6 +31,7 @@ type Collector struct {
 	peers, sessions, routes, drops, handshakeFailures      *prometheus.Desc
 	leasesFailing, offload, handshakesPending, hsSources   *prometheus.Desc
 	heals, handshakeDH, handshakeDHStrangers               *prometheus.Desc
+	peerRekeys, peerKeyAge                                 *prometheus.Desc
 }
 
 // healKinds are what gtund puts back when someone undoes it.
@@ -51,10 +52,13 @@ func NewCollector(status func() Status) *Collector {
 		peerRTT:       d("peer_rtt_seconds", "Last keepalive round trip of the peer's session, as the client measured it (0 before the first).", peer...),
 		peerSessions:  d("peer_sessions_total", "Sessions the peer established since gtund started; more than one means it reconnected.", peer...),
 		peerDrops:     d("peer_drops_total", "Packets from or to the peer that gtund dropped, by reason (acl, spoofed_source, queue_full, ...).", "peer", "reason"),
-		peers:         d("peers", "Peers configured (gtund.toml and the peers file)."),
-		sessions:      d("sessions", "Peers connected now."),
-		routes:        d("routes", "Routes gtund serves (pushed to its clients)."),
-		drops:         d("drops_total", "All packets gtund dropped, by reason, including those counted per peer in gtund_peer_drops_total.", "reason"),
+		peerRekeys: d("peer_rekeys_total", "Key updates of the peer's sessions, across them: direction=sent (gtund replaced its send key), direction=received (the client replaced its own).",
+			"peer", "direction"),
+		peerKeyAge: d("peer_key_age_seconds", "How long gtund's current send key of the peer's session has been in use (connected peers only); above rekey_interval plus a keepalive, keys are not rotating.", peer...),
+		peers:      d("peers", "Peers configured (gtund.toml and the peers file)."),
+		sessions:   d("sessions", "Peers connected now."),
+		routes:     d("routes", "Routes gtund serves (pushed to its clients)."),
+		drops:      d("drops_total", "All packets gtund dropped, by reason, including those counted per peer in gtund_peer_drops_total.", "reason"),
 		handshakeFailures: d("handshake_failures_total",
 			"Connections refused before they became a session, by reason (unknown_peer, replay, timeout, rate_limited, ...).", "reason"),
 		handshakesPending: d("handshakes_in_progress", "Connections accepted and not yet past the handshake and hello (capped by max_handshakes)."),
@@ -72,7 +76,8 @@ func NewCollector(status func() Status) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	metrics.Descs(ch, c.peerRxBytes, c.peerTxBytes, c.peerRxPackets, c.peerTxPackets, c.peerConnected, c.peerRTT,
-		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources, c.heals, c.handshakeDH, c.handshakeDHStrangers)
+		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources, c.heals, c.handshakeDH, c.handshakeDHStrangers,
+		c.peerRekeys, c.peerKeyAge)
 }
 
 // Collect implements prometheus.Collector.
@@ -89,8 +94,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		b.Gauge(c.peerRTT, p.RTT.Seconds(), p.Name)
 		b.Counter(c.peerSessions, p.Sessions, p.Name)
 		b.Reasons(c.peerDrops, peerDropReasons, p.Drops, p.Name)
+		b.Counter(c.peerRekeys, p.Rekeys.Sent, p.Name, "sent")
+		b.Counter(c.peerRekeys, p.Rekeys.Received, p.Name, "received")
 		if p.Connected {
 			connected++
+			b.Gauge(c.peerKeyAge, p.KeyAge.Seconds(), p.Name)
 		}
 	}
 	b.Gauge(c.peers, float64(len(st.Peers)))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/secure"
+	"github.com/gtun/gtun/pkg/session"
 )
 
 // gather collects c once and indexes the values by name and label values.
@@ -49,7 +50,8 @@ func TestCollector(t *testing.T) {
 		Heals:             map[string]uint64{HealNFTables: 2},
 		Peers: []PeerStatus{
 			{Name: "vm1", Connected: true, RxBytes: 1000, TxBytes: 2000, RxPackets: 10, TxPackets: 20,
-				RTT: 1500 * time.Microsecond, Sessions: 3, Drops: map[string]uint64{DropACL: 1}},
+				RTT: 1500 * time.Microsecond, Sessions: 3, Drops: map[string]uint64{DropACL: 1},
+				Rekeys: session.Rekeys{Sent: 7, Received: 5}, KeyAge: 1500 * time.Millisecond},
 			{Name: "vm2"},
 		}}
 	c := NewCollector(func() Status { return st })
@@ -65,6 +67,8 @@ func TestCollector(t *testing.T) {
 		"gtund_peer_connected":        {"peer=vm1": 1, "peer=vm2": 0},
 		"gtund_peer_rtt_seconds":      {"peer=vm1": 0.0015},
 		"gtund_peer_sessions_total":   {"peer=vm1": 3, "peer=vm2": 0},
+		"gtund_peer_rekeys_total":     {"direction=sent,peer=vm1": 7, "direction=received,peer=vm1": 5, "direction=sent,peer=vm2": 0},
+		"gtund_peer_key_age_seconds":  {"peer=vm1": 1.5},
 		"gtund_peer_drops_total":      {"peer=vm1,reason=acl": 1, "peer=vm1,reason=spoofed_source": 0, "peer=vm2,reason=queue_full": 0},
 		"gtund_peers":                 {"": 2},
 		"gtund_sessions":              {"": 1},
@@ -96,6 +100,9 @@ func TestCollector(t *testing.T) {
 		if f.GetHelp() == "" {
 			t.Errorf("%s has no help", name)
 		}
+	}
+	if _, ok := vals["gtund_peer_key_age_seconds"]["peer=vm2"]; ok {
+		t.Error("a key age for a peer without a session")
 	}
 	if n := len(vals["gtund_peer_drops_total"]); n != 2*len(peerDropReasons) {
 		t.Errorf("%d peer drop series, want one per known reason per peer (%d)", n, 2*len(peerDropReasons))

@@ -68,7 +68,7 @@ const (
 // Server is a running gtund.
 type Server struct {
 	// cfg is the config gtund started with. Fields a reload can change
-	// (routes, peers, keepalive) are copied below and guarded by mu; the
+	// (routes, peers, keepalive, rekey interval) are copied below and guarded by mu; the
 	// rest need a restart and are never written after New.
 	cfg  *config.Server
 	log  *slog.Logger
@@ -82,6 +82,7 @@ type Server struct {
 	dns       config.DNS
 	keepalive time.Duration
 	deadAfter int
+	rekey     time.Duration // how long a session's send keys live, both sides
 	peers     map[secure.PublicKey]*peerInfo
 	sessions  map[secure.PublicKey]*clientConn
 	started   time.Time
@@ -126,14 +127,18 @@ type peerInfo struct {
 	sessions uint64                   // sessions established
 }
 
-// totals are a peer's traffic counters.
-type totals struct{ rxBytes, txBytes, rxPackets, txPackets uint64 }
+// totals are a peer's traffic and key update counters.
+type totals struct {
+	rxBytes, txBytes, rxPackets, txPackets uint64
+	rekeys                                 session.Rekeys
+}
 
-func (t *totals) add(st *session.Stats) {
-	t.rxBytes += st.RxBytes.Load()
-	t.txBytes += st.TxBytes.Load()
-	t.rxPackets += st.RxPackets.Load()
-	t.txPackets += st.TxPackets.Load()
+func (t *totals) add(s *session.Session) {
+	t.rxBytes += s.Stats.RxBytes.Load()
+	t.txBytes += s.Stats.TxBytes.Load()
+	t.rxPackets += s.Stats.RxPackets.Load()
+	t.txPackets += s.Stats.TxPackets.Load()
+	t.rekeys = t.rekeys.Add(s.Rekeys())
 }
 
 type clientConn struct {
@@ -151,7 +156,7 @@ func New(cfg *config.Server, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second),
 		peers: map[secure.PublicKey]*peerInfo{}, sessions: map[secure.PublicKey]*clientConn{},
 		guard:  guard.New(cfg.Handshake),
-		routes: cfg.Routes, maps: cfg.Map, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter}
+		routes: cfg.Routes, maps: cfg.Map, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter, rekey: cfg.RekeyInterval}
 	s.bySubnet.Store(packet.NewTable(map[netip.Prefix]*clientConn{}))
 	s.reloadReq = make(chan chan error)
 	for _, p := range cfg.Peers {
@@ -451,7 +456,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string, tick
 	if ok {
 		name = peer.cfg.Name
 	}
-	keepalive, deadAfter := s.keepalive, s.deadAfter
+	keepalive, deadAfter, rekey := s.keepalive, s.deadAfter, s.rekey
 	s.mu.Unlock()
 	if !ok { // removed while handshaking
 		refuse("peer not known")
@@ -464,6 +469,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string, tick
 		return
 	}
 	sess.SetKeepalive(keepalive, deadAfter)
+	sess.SetRekeyInterval(rekey) // the client gets it with its config
 	if err := sess.SendControl(s.configFor(peer, addr)); err != nil {
 		s.log.Warn("send config failed", "peer", name, "err", err)
 		sess.Close()
@@ -538,7 +544,7 @@ func (s *Server) configForLocked(p *peerInfo, addr netip.Addr) *session.Msg {
 	return &session.Msg{Type: session.TypeConfig, Version: secure.ProtocolVersion,
 		Address: netip.PrefixFrom(addr, s.cfg.Pool.Bits()).String(), Gateway: s.cfg.Gateway.String(),
 		MTU: s.cfg.MTU, Routes: routes, KeepaliveMS: int(s.keepalive / time.Millisecond), DeadAfter: s.deadAfter,
-		Subnets: subnets, DNS: s.dnsForLocked(p)}
+		RekeyIntervalMS: int64(s.rekey / time.Millisecond), Subnets: subnets, DNS: s.dnsForLocked(p)}
 }
 
 // dnsForLocked is the split DNS pushed to a peer: the configured servers
@@ -655,7 +661,7 @@ func (s *Server) unregister(key secure.PublicKey, c *clientConn) {
 	}
 	if _, ok := c.peer.live[c]; ok {
 		delete(c.peer.live, c)
-		c.peer.closed.add(&c.sess.Stats)
+		c.peer.closed.add(c.sess)
 	}
 	s.slot(c.addr).CompareAndSwap(c, nil)
 	s.mu.Unlock()
@@ -769,9 +775,9 @@ func (s *Server) tunReadLoop(ctx context.Context) {
 	}, func() { s.drops.Inc(DropMalformed) })
 }
 
-// reload re-reads the config file. Routes, peers and keepalive apply live;
-// other keys need a restart and keep their running values. A bad file
-// changes nothing.
+// reload re-reads the config file. Routes, peers, keepalive and the rekey
+// interval apply live; other keys need a restart and keep their running
+// values. A bad file changes nothing.
 func (s *Server) reload() error {
 	_ = sdnotify.Notify("RELOADING=1")
 	defer func() { _ = sdnotify.Notify("READY=1", "STATUS="+s.statusLine()) }()
@@ -801,7 +807,7 @@ func (s *Server) reload() error {
 	var drop, push []*clientConn
 	var added, removed, changed int
 	s.mu.Lock()
-	s.routes, s.maps, s.dns, s.keepalive, s.deadAfter = n.Routes, n.Map, n.DNS, n.Keepalive, n.DeadAfter
+	s.routes, s.maps, s.dns, s.keepalive, s.deadAfter, s.rekey = n.Routes, n.Map, n.DNS, n.Keepalive, n.DeadAfter, n.RekeyInterval
 	s.guard.SetLimits(n.Handshake)
 	s.hsTimeout.Store(int64(handshakeTimeout(n)))
 	peers := make(map[secure.PublicKey]*peerInfo, len(n.Peers))
@@ -851,12 +857,13 @@ func (s *Server) reload() error {
 		c.sess.Close()
 	}
 	for i, c := range push {
+		c.sess.SetRekeyInterval(n.RekeyInterval) // gtund's side; the config carries it to the client's
 		if err := c.sess.SendControl(msgs[i]); err != nil {
 			s.log.Warn("reload: cannot push the new config", "peer", c.name, "err", err)
 		}
 	}
 	s.log.Info("config reloaded", "routes", n.Routes, "peers", len(n.Peers), "added", added, "removed", removed,
-		"changed", changed, "pushed", len(push), "disconnected", len(drop))
+		"changed", changed, "pushed", len(push), "disconnected", len(drop), "rekey_interval", n.RekeyInterval)
 	return nil
 }
 

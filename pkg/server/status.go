@@ -13,6 +13,7 @@ import (
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/secure"
+	"github.com/gtun/gtun/pkg/session"
 )
 
 // Status is what `gtund status` prints.
@@ -79,6 +80,12 @@ type PeerStatus struct {
 	Drops    map[string]uint64 `json:"drops,omitempty"`
 	RTT      time.Duration     `json:"rtt_ns"`   // keepalive round trip, as the client measured it
 	Sessions uint64            `json:"sessions"` // established since gtund started
+	// Rekeys counts key updates across the peer's sessions: sent (gtund's
+	// send key replaced), received (the client's).
+	Rekeys session.Rekeys `json:"rekeys"`
+	// KeyAge is how long gtund's current send key of the session has been
+	// in use (connected peers only).
+	KeyAge time.Duration `json:"key_age_ns,omitempty"`
 }
 
 // Status snapshots the server's state.
@@ -147,12 +154,13 @@ func (s *Server) Status() Status {
 				ps.LastKeepalive = &t
 			}
 			ps.RTT = c.sess.RTT()
+			ps.KeyAge = c.sess.KeyAge()
 		}
 		t := p.closed
 		for c := range p.live { // the running session, and one being replaced
-			t.add(&c.sess.Stats)
+			t.add(c.sess)
 		}
-		ps.RxBytes, ps.TxBytes, ps.RxPackets, ps.TxPackets = t.rxBytes, t.txBytes, t.rxPackets, t.txPackets
+		ps.RxBytes, ps.TxBytes, ps.RxPackets, ps.TxPackets, ps.Rekeys = t.rxBytes, t.txBytes, t.rxPackets, t.txPackets, t.rekeys
 		ps.Sessions = p.sessions
 		st.Peers = append(st.Peers, ps)
 	}
@@ -181,9 +189,9 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "PEER\tADDRESS\tENDPOINT\tTRANSPORT\tCONNECTED SINCE\tRX\tTX\tLAST KEEPALIVE\tDROPS\n")
+	fmt.Fprintf(tw, "PEER\tADDRESS\tENDPOINT\tTRANSPORT\tCONNECTED SINCE\tRX\tTX\tLAST KEEPALIVE\tKEY AGE\tREKEYS RX/TX\tDROPS\n")
 	for _, p := range st.Peers {
-		since, ka := "-", "-"
+		since, ka, keyAge := "-", "-", "-"
 		if p.ConnectedSince != nil {
 			since = p.ConnectedSince.Format(time.RFC3339)
 		}
@@ -192,10 +200,12 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 		}
 		if !p.Connected {
 			since = "(not connected)"
+		} else {
+			keyAge = p.KeyAge.Round(time.Second).String()
 		}
 		drops := dropsText(p.Drops)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d B\t%d B\t%s\t%s\n", p.Name, orDash(p.Address), orDash(p.Endpoint),
-			orDash(p.Transport), since, p.RxBytes, p.TxBytes, ka, drops)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d B\t%d B\t%s\t%s\t%d/%d\t%s\n", p.Name, orDash(p.Address), orDash(p.Endpoint),
+			orDash(p.Transport), since, p.RxBytes, p.TxBytes, ka, keyAge, p.Rekeys.Received, p.Rekeys.Sent, drops)
 	}
 	tw.Flush()
 	for _, p := range st.Peers {

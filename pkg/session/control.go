@@ -12,7 +12,7 @@ import (
 // Control message types.
 const (
 	TypeHello  = "hello"  // client -> server, first message: proves the client is live
-	TypeConfig = "config" // server -> client: tunnel address, routes, keepalive; re-sent on change
+	TypeConfig = "config" // server -> client: tunnel address, routes, keepalive, rekey interval; re-sent on change
 	TypePing   = "ping"   // client -> server
 	TypePong   = "pong"   // server -> client, echoes Seq and Time
 	TypeError  = "error"  // either way, then close
@@ -40,6 +40,10 @@ type Msg struct {
 	Routes      []string `json:"routes,omitempty"`
 	KeepaliveMS int      `json:"keepalive_ms,omitempty"`
 	DeadAfter   int      `json:"dead_after,omitempty"` // missed keepalives before the session is dead
+	// RekeyIntervalMS is how long the client's send keys live (the
+	// server's rekey_interval); 0: the default. Each side rotates its own
+	// send key; the server keeps its side to the same interval.
+	RekeyIntervalMS int64 `json:"rekey_interval_ms,omitempty"`
 	// Subnets are the networks the server routes to this client (its
 	// [[peer]] subnets): a gateway client passes packets to them on.
 	Subnets []string `json:"subnets,omitempty"`

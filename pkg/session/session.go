@@ -130,6 +130,7 @@ func Dial(ctx context.Context, sc *secure.Conn, hello *Msg, queueLen int, log *s
 		return nil, nil, fmt.Errorf("expected config, got %q", m.Type)
 	}
 	s.applyKeepalive(m)
+	s.applyRekeyInterval(m)
 	return s, m, nil
 }
 
@@ -172,6 +173,36 @@ func (s *Session) applyKeepalive(m *Msg) {
 		s.deadAfter = m.DeadAfter
 	}
 }
+
+// applyRekeyInterval takes the lifetime of the client's send keys from a
+// config message, at the start and whenever the server pushes a new one.
+func (s *Session) applyRekeyInterval(m *Msg) {
+	s.sc.SetRekeyInterval(time.Duration(m.RekeyIntervalMS) * time.Millisecond)
+}
+
+// SetRekeyInterval sets how long this side's send keys live: the server's
+// rekey_interval, which its config messages push to the client. It
+// applies to the key in use.
+func (s *Session) SetRekeyInterval(d time.Duration) { s.sc.SetRekeyInterval(d) }
+
+// Rekeys counts a session's key updates: Sent, this side's send key
+// replaced; Received, the peer's.
+type Rekeys struct {
+	Sent     uint64 `json:"sent"`
+	Received uint64 `json:"received"`
+}
+
+// Add returns the sum of two counts.
+func (r Rekeys) Add(o Rekeys) Rekeys { return Rekeys{r.Sent + o.Sent, r.Received + o.Received} }
+
+// Rekeys counts the key updates of the session so far.
+func (s *Session) Rekeys() Rekeys {
+	sent, received := s.sc.Rekeys()
+	return Rekeys{Sent: sent, Received: received}
+}
+
+// KeyAge is how long this side's current send key has been in use.
+func (s *Session) KeyAge() time.Duration { return s.sc.KeyAge() }
 
 // SetKeepalive sets the server's keepalive expectations (the client learns
 // them from the config message).
@@ -364,6 +395,13 @@ func (s *Session) handleControl(m *Msg, handle func(*Msg)) error {
 		}
 	case TypeError:
 		return fmt.Errorf("peer closed the session: %s", m.Error)
+	case TypeConfig:
+		if s.isClient { // a reload on the server pushed it
+			s.applyRekeyInterval(m)
+		}
+		if handle != nil {
+			handle(m)
+		}
 	default:
 		if handle != nil {
 			handle(m)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gtun/gtun/pkg/packet"
@@ -112,7 +113,38 @@ func testConfig() *Msg {
 func newPair(t testing.TB, config *Msg, clientQueue, serverQueue int) *pair {
 	t.Helper()
 	cc, sc, bh := sealed(t)
-	p := &pair{bh: bh, config: config}
+	p := setUp(t, cc, sc, config, clientQueue, serverQueue)
+	p.bh = bh
+	return p
+}
+
+// sealedPipe returns both ends of an in-memory connection (net.Pipe) after
+// the Noise handshake: unlike sealed, it runs inside a synctest bubble.
+func sealedPipe(t testing.TB) (*secure.Conn, *secure.Conn) {
+	t.Helper()
+	ck, sk := mustKey(t), mustKey(t)
+	craw, sraw := net.Pipe()
+	done := make(chan *secure.Conn, 1)
+	go func() {
+		c, _, err := secure.Server(sraw, secure.ServerConfig{Private: sk, Authorize: func(secure.PublicKey, uint64) error { return nil }})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- c
+	}()
+	cc, err := secure.Client(craw, secure.ClientConfig{Private: ck, ServerKey: sk.Public()})
+	sc := <-done
+	if err != nil || sc == nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close(); sc.Close() })
+	return cc, sc
+}
+
+// setUp runs hello and config over cc (the client's) and sc.
+func setUp(t testing.TB, cc, sc *secure.Conn, config *Msg, clientQueue, serverQueue int) *pair {
+	t.Helper()
+	p := &pair{config: config}
 	type result struct {
 		s   *Session
 		m   *Msg
@@ -479,4 +511,56 @@ func TestControlMessages(t *testing.T) {
 	for m := range len(got) {
 		t.Errorf("unexpected control message #%d passed to the handler", m)
 	}
+}
+
+// The client's send keys live as long as the server's config says, from
+// the first config on and again after a pushed change; the server's as
+// long as it is told. Both rotate on an idle session (keepalives carry the
+// updates) and each side follows the other's.
+func TestRekeyIntervalPushed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.RekeyIntervalMS = 1000
+		cc, sc := sealedPipe(t)
+		p := setUp(t, cc, sc, cfg, 0, 0)
+		p.s.SetRekeyInterval(2 * time.Second)
+		if got := cc.RekeyInterval(); got != time.Second {
+			t.Fatalf("client's interval %v after the config, want 1s", got)
+		}
+		got := make(chan *Msg, 1)
+		run(t, t.Context(), p.c, Handlers{Control: func(m *Msg) { got <- m }})
+		run(t, t.Context(), p.s, Handlers{})
+		check := func(when string, clientMin, clientMax, serverMin, serverMax uint64) {
+			t.Helper()
+			synctest.Wait() // every record written is read
+			c, s := p.c.Rekeys(), p.s.Rekeys()
+			if c.Sent < clientMin || c.Sent > clientMax || s.Sent < serverMin || s.Sent > serverMax || c.Sent != s.Received || s.Sent != c.Received {
+				t.Fatalf("%s: client %+v, server %+v; want the client to send %d..%d, the server %d..%d, each to receive what the other sent",
+					when, c, s, clientMin, clientMax, serverMin, serverMax)
+			}
+		}
+		time.Sleep(10*time.Second + 10*time.Millisecond)
+		check("after 10s", 9, 10, 4, 5)
+		if age := p.c.KeyAge(); age > time.Second+50*time.Millisecond {
+			t.Fatalf("client's key is %v old with a 1s interval and a ping every 50ms", age)
+		}
+
+		update := testConfig()
+		update.RekeyIntervalMS = 5000
+		if err := p.s.SendControl(update); err != nil {
+			t.Fatal(err)
+		}
+		if m := <-got; m.RekeyIntervalMS != 5000 {
+			t.Fatalf("handler got %+v", m)
+		}
+		if got := cc.RekeyInterval(); got != 5*time.Second {
+			t.Fatalf("client's interval %v after the push, want 5s", got)
+		}
+		before := p.c.Rekeys().Sent
+		time.Sleep(20 * time.Second)
+		if n := p.c.Rekeys().Sent - before; n < 3 || n > 4 {
+			t.Fatalf("client rekeyed %d times in 20s with a 5s interval", n)
+		}
+		check("after 30s", 12, 14, 14, 15)
+	})
 }
