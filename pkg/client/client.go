@@ -21,6 +21,7 @@ import (
 
 	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/control"
+	"github.com/gtun/gtun/pkg/dnsname"
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/metrics"
 	"github.com/gtun/gtun/pkg/nat"
@@ -99,8 +100,13 @@ type serverConn struct {
 	subnetList []netip.Prefix          // this client's networks as the server routes them here
 	// subnets: destinations besides its address that a gateway client
 	// accepts from this server (its [[peer]] subnets); empty otherwise.
-	subnets       atomic.Pointer[packet.Table[struct{}]]
-	dns           splitdns.Route // split DNS as pushed (not yet checked against the routes)
+	subnets atomic.Pointer[packet.Table[struct{}]]
+	dns     splitdns.Route // split DNS as pushed (not yet checked against the routes)
+	// dnsApplied and dnsRefused are the pushed domains the DNS policy
+	// took and refused, with why (for status).
+	dnsApplied    []string
+	dnsRefused    []RefusedDomain
+	drops         stats.Reasons // of what the server sent, across sessions
 	reconnects    uint64
 	lastHandshake time.Time
 	lastError     string
@@ -558,7 +564,7 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 			dns.Servers = append(dns.Servers, a)
 		}
 		for _, d := range m.DNS.Domains {
-			dns.Domains = append(dns.Domains, strings.ToLower(strings.TrimSuffix(d, ".")))
+			dns.Domains = append(dns.Domains, dnsname.Normalize(d)) // checked by the DNS policy when applied
 		}
 	}
 
@@ -658,38 +664,74 @@ func (sc *serverConn) getEntry() config.ServerEntry {
 	return sc.entry
 }
 
-// fromServer writes a frame from the server to the TUN if its packet is
-// addressed to this client's tunnel address.
+// fromServer writes a frame from a server to the TUN if checkFromServer
+// lets it through.
 func (c *Client) fromServer(sc *serverConn, frame []byte) {
-	if len(frame) <= packet.VnetHdrLen {
-		c.drop("malformed", "short frame from server", "server", sc.name)
+	if reason, detail := c.checkFromServer(sc, frame); reason != "" {
+		c.serverDrop(sc, reason, fromServerDrops[reason], detail...)
 		return
+	}
+	if err := c.tun.WriteFrame(frame); err != nil {
+		c.serverDrop(sc, "tun_write", "tun write failed", "err", err)
+	}
+}
+
+// fromServerDrops are the log lines of checkFromServer's drop reasons.
+var fromServerDrops = map[string]string{
+	"malformed":         "malformed packet from server",
+	"bad_offload":       "bad offload header from server",
+	"wrong_destination": "packet from server not addressed to this client or its subnets",
+	"spoofed_source":    "packet from server with a source outside its routes (and not its own tunnel address)",
+}
+
+// checkFromServer decides whether a frame from a server may go into the
+// TUN: "" if so, else the drop reason and what to log with it. A server is
+// trusted for what its routes cover and no more: the packet must be
+// addressed to this client's tunnel address from that server (or, in
+// gateway mode, to the subnets it routes here), and its source must be one
+// this client routes to that server (the server's routes as this client
+// accepted and owns them, so a reply goes back the way the packet came) or
+// the server's own tunnel address (its pings' answers, its ICMP errors).
+// Sources of a cluster's connections to this client's subnets
+// (site-to-site) are inside its routes too; with a map they are the
+// virtual ones.
+func (c *Client) checkFromServer(sc *serverConn, frame []byte) (reason string, detail []any) {
+	if len(frame) <= packet.VnetHdrLen {
+		return "malformed", []any{"server", sc.name, "err", "short frame"}
 	}
 	pkt := frame[packet.VnetHdrLen:]
 	if h := packet.DecodeVnetHdr(frame); !h.Plain() {
 		if err := h.Validate(pkt); err != nil {
-			c.drop("bad_offload", "bad offload header from server", "server", sc.name, "err", err)
-			return
+			return "bad_offload", []any{"server", sc.name, "err", err}
 		}
 	}
-	dst, err := packet.Dst(pkt)
+	src, dst, err := packet.Addrs(pkt)
 	if err != nil {
-		c.drop("malformed", "malformed packet from server", "server", sc.name)
-		return
+		return "malformed", []any{"server", sc.name, "err", err}
 	}
 	sc.mu.Lock()
-	ours := dst == sc.address.Addr()
+	ours, gateway := dst == sc.address.Addr(), src == sc.gateway
 	sc.mu.Unlock()
 	if !ours {
 		// Gateway mode: the server routes this client's subnets here.
 		if _, ok := sc.subnets.Load().Lookup(dst); !ok {
-			c.drop("wrong_destination", "packet from server not addressed to this client or its subnets", "server", sc.name, "dst", dst)
-			return
+			return "wrong_destination", []any{"server", sc.name, "dst", dst}
 		}
 	}
-	if err := c.tun.WriteFrame(frame); err != nil {
-		c.drop("tun_write", "tun write failed", "err", err)
+	if !gateway {
+		if owner, ok := c.byDst.Load().Lookup(src); !ok || owner != sc {
+			return "spoofed_source", []any{"server", sc.name, "src", src}
+		}
 	}
+	return "", nil
+}
+
+// serverDrop counts a drop of what a server sent, in total and for the
+// server, and logs it at a bounded rate per server and reason.
+func (c *Client) serverDrop(sc *serverConn, reason, msg string, args ...any) {
+	c.drops.Inc(reason)
+	sc.drops.Inc(reason)
+	c.rate.Log(slog.LevelWarn, "drop:"+reason+":"+sc.name, msg, args...)
 }
 
 func (c *Client) drop(reason, msg string, args ...any) {

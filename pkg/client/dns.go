@@ -6,16 +6,25 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/gtun/gtun/pkg/dnsname"
 	"github.com/gtun/gtun/pkg/nlwatch"
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/splitdns"
 )
 
-// applyDNSLocked hands every server's split DNS to the manager: only the
-// DNS servers this client routes into the tunnel toward that server (a
-// query to one outside would leave by the default route, in clear). The
-// forwarder listens on the first server's tunnel address. Call with c.mu
-// held.
+// RefusedDomain is a pushed DNS domain the client did not apply, and why.
+type RefusedDomain struct {
+	Domain string `json:"domain"`
+	Reason string `json:"reason"`
+}
+
+// applyDNSLocked hands every server's split DNS to the manager, within
+// what this client accepts from that server: the domains its dns_domains
+// (or the default policy, see dnsname.Policy) allows, so that no server
+// captures public names; and only the DNS servers this client routes into
+// the tunnel toward that server (a query to one outside would leave by the
+// default route, in clear). The forwarder listens on the first server's
+// tunnel address. Call with c.mu held.
 func (c *Client) applyDNSLocked() {
 	if c.dns == nil {
 		return
@@ -30,7 +39,19 @@ func (c *Client) applyDNSLocked() {
 	}
 	for _, s := range c.servers {
 		s.mu.Lock()
-		r := splitdns.Route{Domains: s.dns.Domains}
+		var r splitdns.Route
+		policy := dnsname.Policy{Accept: s.entry.DNSDomains, Routes: s.desired}
+		s.dnsApplied, s.dnsRefused = nil, nil
+		for _, d := range s.dns.Domains {
+			if err := policy.Check(d); err != nil {
+				s.dnsRefused = append(s.dnsRefused, RefusedDomain{Domain: d, Reason: err.Error()})
+				c.rate.Log(slog.LevelWarn, "dns-refused:"+s.name+":"+d, "pushed dns domain refused; names under it stay with this host's resolver",
+					"server", s.name, "domain", d, "why", err)
+				continue
+			}
+			s.dnsApplied = append(s.dnsApplied, d)
+		}
+		r.Domains = s.dnsApplied
 		for _, a := range s.dns.Servers {
 			if packet.Within(netip.PrefixFrom(a, 32), s.desired) {
 				r.Servers = append(r.Servers, a)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -72,6 +73,13 @@ type ServerStatus struct {
 	// Subnets are this client's networks the server routes here
 	// (site-to-site; gateway mode passes their packets on).
 	Subnets []string `json:"subnets,omitempty"`
+	// DNSDomains are the split DNS domains the server pushed that this
+	// client applies; DNSRefused those it refused (dns_domains).
+	DNSDomains []string        `json:"dns_domains,omitempty"`
+	DNSRefused []RefusedDomain `json:"dns_refused,omitempty"`
+	// Drops counts what the server sent that this client refused, by
+	// reason (e.g. spoofed_source: a source outside the server's routes).
+	Drops map[string]uint64 `json:"drops,omitempty"`
 }
 
 // RouteStatus is one desired route of a server.
@@ -133,6 +141,8 @@ func (c *Client) Status() Status {
 		for _, p := range sc.subnetList {
 			ss.Subnets = append(ss.Subnets, p.String())
 		}
+		ss.DNSDomains, ss.DNSRefused = slices.Clone(sc.dnsApplied), slices.Clone(sc.dnsRefused)
+		ss.Drops = sc.drops.Snapshot()
 		for _, p := range sc.desired {
 			r, ok := installed[p.String()]
 			if other, lost := sc.conflicts[p]; lost {
@@ -251,6 +261,15 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 				state += " (" + r.Note + ")"
 			}
 			fmt.Fprintf(w, "  %-20s %s\n", r.Prefix, state)
+		}
+		if len(s.DNSDomains) > 0 {
+			fmt.Fprintf(w, "  split dns applied: %s\n", strings.Join(s.DNSDomains, ", "))
+		}
+		for _, d := range s.DNSRefused {
+			fmt.Fprintf(w, "  split dns REFUSED: %s (%s)\n", d.Domain, d.Reason)
+		}
+		if len(s.Drops) > 0 {
+			fmt.Fprintf(w, "  drops: %v\n", s.Drops)
 		}
 	}
 	if h := st.Heals; h.Routes+h.Tun > 0 {

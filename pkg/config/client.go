@@ -39,6 +39,9 @@ type ServerEntryTOML struct {
 	Failback  *bool    `toml:"failback"`
 	// FailbackInterval is how often the preferred endpoint/transport is tried.
 	FailbackInterval string `toml:"failback_interval"`
+	// DNSDomains: nil when the key is absent (the default policy), so that
+	// an empty list can mean "none".
+	DNSDomains *[]string `toml:"dns_domains"`
 }
 
 // Client is a validated gtun config.
@@ -74,6 +77,10 @@ type ServerEntry struct {
 	// auto, over tcp), keep trying the preferred one and move back to it.
 	Failback         bool
 	FailbackInterval time.Duration
+	// DNSDomains are the split DNS domains taken from this server, each
+	// with the names under it (normalized). nil: the default policy
+	// (dnsname.Policy); empty: none.
+	DNSDomains []string
 }
 
 // LoadClient reads and validates a gtun config.
@@ -141,6 +148,9 @@ func LoadClient(path string) (*Client, error) {
 		e.FailbackInterval = l.duration(key("failback_interval"), s.FailbackInterval, 30*time.Second)
 		e.PublicKey = l.publicKey(key("public_key"), s.PublicKey)
 		e.Routes = l.prefixes(key("routes"), s.Routes)
+		if s.DNSDomains != nil {
+			e.DNSDomains = l.domains(key("dns_domains"), *s.DNSDomains)
+		}
 		for _, p := range e.Routes {
 			for _, c := range claimed {
 				if c.p.Overlaps(p) {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/gtun/gtun/pkg/dnsname"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/transport"
 )
@@ -158,6 +160,24 @@ func (l *loader) prefixes(key string, in []string) []netip.Prefix {
 		out = append(out, p)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// domains validates a list of DNS domains: valid names, each once. The
+// result is never nil.
+func (l *loader) domains(key string, in []string) []string {
+	out := []string{}
+	for _, d := range in {
+		n := dnsname.Normalize(d)
+		switch {
+		case !dnsname.Valid(n):
+			l.errf(key, "bad domain %q (e.g. \"cluster.local\")", d)
+		case slices.Contains(out, n):
+			l.errf(key, "%q listed twice", n)
+		default:
+			out = append(out, n)
+		}
+	}
 	return out
 }
 

@@ -321,6 +321,45 @@ public_key = "PUB2"
 	}
 }
 
+// dns_domains: absent is the default policy (nil), [] accepts none (empty,
+// not nil), names are normalized.
+func TestLoadClientDNSDomains(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "gtun.toml", `[client]
+private_key_file = "KEY"
+
+[[server]]
+name = "default"
+endpoints = ["203.0.113.10"]
+public_key = "PUB1"
+
+[[server]]
+name = "none"
+endpoints = ["203.0.113.11"]
+public_key = "PUB1"
+dns_domains = []
+
+[[server]]
+name = "listed"
+endpoints = ["203.0.113.12"]
+public_key = "PUB2"
+dns_domains = ["Cluster.Local.", "corp.example"]
+`)
+	c, err := LoadClient(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.Servers[0].DNSDomains; d != nil {
+		t.Errorf("default: %q, want nil", d)
+	}
+	if d := c.Servers[1].DNSDomains; d == nil || len(d) != 0 {
+		t.Errorf("none: %q, want empty and not nil", d)
+	}
+	if d := c.Servers[2].DNSDomains; !slices.Equal(d, []string{"cluster.local", "corp.example"}) {
+		t.Errorf("listed: %q", d)
+	}
+}
+
 func TestLoadClientRoutesSubset(t *testing.T) {
 	f := newFixture(t)
 	path := f.write(t, "gtun.toml", `[client]
@@ -492,6 +531,8 @@ func TestLoadClientErrors(t *testing.T) {
 		{"bad public_key", "[client]\nprivate_key_file = \"KEY\"\n[[server]]\nname = \"hk\"\nendpoints = [\"203.0.113.10\"]\npublic_key = \"AAAA\"\n",
 			6, "server.0.public_key", "bad public key"},
 		{"routes with host bits", head + "routes = [\"10.96.0.1/12\"]\n", 8, "server.0.routes", "host bits"},
+		{"bad dns_domains entry", head + "dns_domains = [\"cluster.local\", \"corp..example\"]\n", 8, "server.0.dns_domains", `bad domain "corp..example"`},
+		{"dns_domains entry twice", head + "dns_domains = [\"cluster.local\", \"Cluster.Local.\"]\n", 8, "server.0.dns_domains", `"cluster.local" listed twice`},
 		{"duplicate server name", head + "\n[[server]]\nendpoints = [\"203.0.113.20\"]\npublic_key = \"PUB2\"\nname = \"hk\"\n",
 			12, "server.1.name", `server "hk" defined twice`},
 		{"same route in two servers", head + "routes = [\"10.244.0.0/16\"]\n[[server]]\nname = \"sg\"\nendpoints = [\"203.0.113.20\"]\npublic_key = \"PUB2\"\nroutes = [\"10.96.0.0/12\", \"10.244.0.0/16\"]\n",

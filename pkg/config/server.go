@@ -450,38 +450,8 @@ func (l *loader) dns(d *DNSTOML, routes []netip.Prefix) DNS {
 			out.Servers = append(out.Servers, a)
 		}
 	}
-	dseen := map[string]bool{}
-	for _, dom := range d.Domains {
-		n := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(dom), "."))
-		switch {
-		case !validDomain(n):
-			l.errf("server.dns.domains", "bad domain %q (e.g. \"cluster.local\")", dom)
-		case dseen[n]:
-			l.errf("server.dns.domains", "%q listed twice", n)
-		default:
-			dseen[n] = true
-			out.Domains = append(out.Domains, n)
-		}
-	}
+	out.Domains = l.domains("server.dns.domains", d.Domains)
 	return out
-}
-
-// validDomain accepts a DNS name of letters, digits, '-' and '_' labels.
-func validDomain(n string) bool {
-	if n == "" || len(n) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(n, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // maps validates server.map: "REAL=VIRTUAL" pairs of IPv4 prefixes of the
