@@ -101,14 +101,11 @@ type Policy struct {
 	Routes []netip.Prefix
 }
 
-// ErrRefused is the error Check wraps when a domain is refused.
-var ErrRefused = errors.New("refused")
-
 // Check returns nil if the client applies the pushed domain d
 // (normalized), or an error that says why not.
 func (p Policy) Check(d string) error {
 	if !Valid(d) {
-		return fmt.Errorf("%w: not a valid domain name", ErrRefused)
+		return errors.New("not a valid domain name")
 	}
 	if p.Accept != nil {
 		for _, z := range p.Accept {
@@ -117,9 +114,9 @@ func (p Policy) Check(d string) error {
 			}
 		}
 		if len(p.Accept) == 0 {
-			return fmt.Errorf("%w: dns_domains is empty, no domain is accepted from this server", ErrRefused)
+			return errors.New("dns_domains is empty: no domain is taken from this server")
 		}
-		return fmt.Errorf("%w: not under dns_domains %v", ErrRefused, p.Accept)
+		return fmt.Errorf("not under dns_domains %v", p.Accept)
 	}
 	for _, z := range defaultZones {
 		if d != z && Under(d, z) {
@@ -132,8 +129,8 @@ func (p Policy) Check(d string) error {
 				return nil
 			}
 		}
-		return fmt.Errorf("%w: reverse zone %s is not within the server's routes", ErrRefused, zone)
+		return fmt.Errorf("reverse zone of %s, not within the server's routes", zone)
 	}
-	return fmt.Errorf("%w: could capture public names; by default only names under local (e.g. cluster.local) or home.arpa "+
-		"and reverse zones of the server's routes are accepted (set dns_domains to accept others)", ErrRefused)
+	return errors.New("could capture public names: the default takes names under local (e.g. cluster.local) and home.arpa " +
+		"and reverse zones of the server's routes; dns_domains takes others")
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -130,4 +131,94 @@ func TestSplitDNSForwarder(t *testing.T) {
 	}
 	stop(t, "gtund", srv)
 	e.noLeftovers(t)
+}
+
+// A server's pushed domains are applied only within what the client
+// accepts: gtund pushes cluster.local, com and example.com; by default gtun
+// applies cluster.local and refuses the two public ones (logged, in gtun
+// status), so www.example.com is still answered by vm's own resolver, not
+// by the cluster's DNS (which would answer with an address of its own).
+// Listing example.com in the [[server]]'s dns_domains and reloading hands
+// it to the cluster; com stays refused.
+func TestSplitDNSRefusesPublicDomains(t *testing.T) {
+	e := newEnv(t, "dig")
+	const hijacked, public = "10.244.66.66", "192.0.2.8"
+	poddns := testnet.GoBuild(t, "./tools/poddns")
+	kubeDNS := e.tp.Start(t, "pod", filepath.Join(e.dir, "kube-dns.log"), poddns, "-listen", ":53",
+		"-record", clusterName+"="+clusterIP, "-record", "www.example.com="+hijacked)
+	e.tp.Start(t, "vm", filepath.Join(e.dir, "vm-dns.log"), poddns, "-listen", "127.0.0.1:53", "-record", "www.example.com="+public)
+	netnsResolvConf(t, e.tp.NS("vm"), "127.0.0.1")
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if out, err := e.dig("node", clusterIP, clusterName, "+short"); err != nil || out != clusterIP {
+			return fmt.Errorf("kube-dns not answering at the ClusterIP yet: %v %q", err, out)
+		}
+		return nil
+	})
+
+	ckey, cpub := e.key(t, "vm")
+	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	rewrite(t, scfg, "keepalive = \"1s\"\n",
+		"keepalive = \"1s\"\ndns = { servers = [\""+clusterIP+"\"], domains = [\"cluster.local\", \"com\", \"example.com\"] }\n")
+	e.startServer(t, scfg)
+	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
+	cli := e.startClient(t, "vm", "vm", ccfg)
+	e.waitRoute(t, "vm", "10.96.0.0/12", cli)
+
+	const tunAddr = "100.64.240.2"
+	waitDNS := func(applied ...string) client.ServerStatus {
+		t.Helper()
+		var cst client.Status
+		testnet.Eventually(t, 10*time.Second, func() error {
+			if err := tryStatus(bins.gtun, e.clientSocket("vm"), &cst); err != nil {
+				return err
+			}
+			if cst.DNS == nil || cst.DNS.Mode != splitdns.ModeForwarder || !slices.Equal(cst.DNS.Domains, applied) ||
+				!slices.Equal(cst.Servers[0].DNSDomains, applied) {
+				return fmt.Errorf("dns status %+v, server's domains %v; want %v applied", cst.DNS, cst.Servers[0].DNSDomains, applied)
+			}
+			return nil
+		})
+		return cst.Servers[0]
+	}
+	refused := func(s client.ServerStatus) []string {
+		var out []string
+		for _, r := range s.DNSRefused {
+			out = append(out, r.Domain)
+		}
+		return out
+	}
+
+	s := waitDNS("cluster.local")
+	if got := refused(s); !slices.Equal(got, []string{"com", "example.com"}) {
+		t.Errorf("refused %v (%+v), want com and example.com", got, s.DNSRefused)
+	}
+	if out, err := e.dig("vm", tunAddr, "www.example.com", "+short"); err != nil || out != public {
+		t.Errorf("www.example.com: %v %q, want %s from vm's own resolver", err, out, public)
+	}
+	if out, err := e.dig("vm", tunAddr, clusterName, "+short"); err != nil || out != clusterIP {
+		t.Errorf("%s: %v %q, want %s", clusterName, err, out, clusterIP)
+	}
+	if strings.Contains(kubeDNS.Log(), "example.com") {
+		t.Errorf("the cluster's DNS saw a query for a refused domain:\n%s", kubeDNS.Log())
+	}
+	out, err := exec.Command(bins.gtun, "status", "--socket", e.clientSocket("vm")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "split dns REFUSED: com (") || !strings.Contains(string(out), "split dns applied: cluster.local") {
+		t.Errorf("human status does not show the refused domains (%v):\n%s", err, out)
+	} else {
+		t.Logf("gtun status:\n%s", out)
+	}
+	if !strings.Contains(cli.Log(), "pushed dns domain refused") {
+		t.Errorf("the refusal was not logged")
+	}
+
+	// The operator trusts this cluster with example.com.
+	rewrite(t, ccfg, "transport = \"tcp\"\n", "transport = \"tcp\"\ndns_domains = [\"cluster.local\", \"example.com\"]\n")
+	hup(t, "gtun", cli)
+	s = waitDNS("cluster.local", "example.com")
+	if got := refused(s); !slices.Equal(got, []string{"com"}) {
+		t.Errorf("refused %v after the reload, want com", got)
+	}
+	if out, err := e.dig("vm", tunAddr, "www.example.com", "+short"); err != nil || out != hijacked {
+		t.Errorf("www.example.com after dns_domains lists it: %v %q, want %s from the cluster", err, out, hijacked)
+	}
 }

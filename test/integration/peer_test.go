@@ -5,11 +5,8 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"testing"
-
-	"github.com/vishvananda/netns"
 
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/secure"
@@ -87,49 +84,16 @@ func (p *rawPeer) sendIP(pkt []byte) {
 	p.sess.Enqueue(b)
 }
 
-// dialInNS opens a TCP connection from inside the named network namespace:
-// the socket is created on a thread that has entered it.
+// dialInNS opens a TCP connection from inside the named network namespace.
 func dialInNS(t *testing.T, ns, addr string) net.Conn {
 	t.Helper()
-	type result struct {
-		c   net.Conn
-		err error
+	var c net.Conn
+	var err error
+	inNS(t, ns, func() { c, err = net.Dial("tcp", addr) })
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, ns, err)
 	}
-	ch := make(chan result, 1)
-	go func() {
-		// The thread must return to its namespace and be unlocked: a locked
-		// thread exits with its goroutine, and the daemons this test started
-		// with Pdeathsig die with the thread that forked them.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		c, err := net.Dial("tcp", addr)
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("dial %s from %s: %v", addr, ns, r.err)
-	}
-	return r.c
+	return c
 }
 
 // udpPacket builds an IPv4/UDP packet (checksums left zero: gtund checks
