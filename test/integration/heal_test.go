@@ -469,8 +469,9 @@ type iperfRun struct {
 	err     error
 }
 
-// startIperf starts `iperf3 -s -1` in pod and then the client in vm.
-func startIperf(t *testing.T, e *env, seconds int, rate string) *iperfRun {
+// startIperf starts `iperf3 -s -1` in pod and then the client in vm, with
+// any further client arguments (--bidir, -R).
+func startIperf(t *testing.T, e *env, seconds int, rate string, args ...string) *iperfRun {
 	t.Helper()
 	e.tp.Start(t, "pod", filepath.Join(e.dir, "iperf3-server.log"), "iperf3", "-s", "-1")
 	testnet.Eventually(t, 10*time.Second, func() error {
@@ -481,7 +482,7 @@ func startIperf(t *testing.T, e *env, seconds int, rate string) *iperfRun {
 		return nil
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := e.tp.Command(ctx, "vm", "iperf3", "-c", podIP, "-t", fmt.Sprint(seconds), "-b", rate, "-J", "--connect-timeout", "5000")
+	cmd := e.tp.Command(ctx, "vm", append([]string{"iperf3", "-c", podIP, "-t", fmt.Sprint(seconds), "-b", rate, "-J", "--connect-timeout", "5000"}, args...)...)
 	r := &iperfRun{done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = &r.stdout, &r.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -506,22 +507,38 @@ func startIperf(t *testing.T, e *env, seconds int, rate string) *iperfRun {
 // without any.
 func (r *iperfRun) check(t *testing.T, timeout time.Duration) (received float64, stalled int) {
 	t.Helper()
+	res := r.result(t, timeout)
+	return res.received, res.stalled
+}
+
+// iperfResult is what a finished iperf3 run moved: vm to pod, and with
+// --bidir pod to vm (reverse), with its 1 s intervals without any bytes.
+type iperfResult struct {
+	received, reverseReceived float64
+	stalled, reverseStalled   int
+}
+
+// result waits for iperf3 to finish and requires exit 0, bytes received
+// and no error.
+func (r *iperfRun) result(t *testing.T, timeout time.Duration) iperfResult {
+	t.Helper()
 	select {
 	case <-r.done:
 	case <-time.After(timeout):
 		t.Fatalf("iperf3 still running after %v", timeout)
 	}
+	type sum struct {
+		Bytes float64 `json:"bytes"`
+	}
 	var res struct {
 		Error     string `json:"error"`
 		Intervals []struct {
-			Sum struct {
-				Bytes float64 `json:"bytes"`
-			} `json:"sum"`
+			Sum        sum `json:"sum"`
+			SumReverse sum `json:"sum_bidir_reverse"`
 		} `json:"intervals"`
 		End struct {
-			SumReceived struct {
-				Bytes float64 `json:"bytes"`
-			} `json:"sum_received"`
+			SumReceived        sum `json:"sum_received"`
+			SumReceivedReverse sum `json:"sum_received_bidir_reverse"`
 		} `json:"end"`
 	}
 	jerr := json.Unmarshal(r.stdout.Bytes(), &res)
@@ -529,12 +546,16 @@ func (r *iperfRun) check(t *testing.T, timeout time.Duration) (received float64,
 		t.Fatalf("iperf3: exit %v, json %v, error %q, received %v bytes\nstderr: %s\nstdout tail: %s",
 			r.err, jerr, res.Error, res.End.SumReceived.Bytes, r.stderr.String(), tail(r.stdout.String(), 1500))
 	}
+	out := iperfResult{received: res.End.SumReceived.Bytes, reverseReceived: res.End.SumReceivedReverse.Bytes}
 	for _, iv := range res.Intervals {
 		if iv.Sum.Bytes == 0 {
-			stalled++
+			out.stalled++
+		}
+		if iv.SumReverse.Bytes == 0 {
+			out.reverseStalled++
 		}
 	}
-	return res.End.SumReceived.Bytes, stalled
+	return out
 }
 
 func tail(s string, n int) string {
