@@ -123,7 +123,8 @@ allowed = ["10.244.1.0/24"]
 		{"ControlSocket", s.ControlSocket, "/run/gtund/gtund.sock"},
 		{"Keepalive", s.Keepalive, 2 * time.Second},
 		{"HandshakeTimeout", s.HandshakeTimeout, 5 * time.Second},
-		{"Handshake", s.Handshake, guard.Limits{Rate: guard.DefaultRate, Burst: guard.DefaultBurst, MaxPending: guard.DefaultMaxPending, MaxPendingPerSource: guard.DefaultMaxPendingPerSource}},
+		{"Handshake", s.Handshake, guard.Limits{Rate: guard.DefaultRate, Burst: guard.DefaultBurst, MaxPending: guard.DefaultMaxPending, MaxPendingPerSource: guard.DefaultMaxPendingPerSource,
+			MaxPendingKnown: guard.DefaultMaxPendingKnown, KnownSourceTTL: guard.DefaultKnownSourceTTL}},
 		{"DeadAfter", s.DeadAfter, 3},
 		{"RekeyInterval", s.RekeyInterval, 2 * time.Minute},
 		{"Log", s.Log, Log{Level: "info", Format: "text"}},
@@ -226,6 +227,8 @@ handshake_rate = 5
 handshake_burst = 10
 max_handshakes = 100
 max_handshakes_per_source = 4
+max_handshakes_known = 16
+known_source_ttl = "24h"
 
 [log]
 level = "debug"
@@ -239,7 +242,7 @@ format = "json"
 		PrivateKeyFile: f.key, Tun: "gw0", MTU: 9000, Pool: netip.MustParsePrefix("100.64.0.0/30"),
 		Gateway: netip.MustParseAddr("100.64.0.1"), NAT: false, StateDir: "/srv/state", ControlSocket: "/tmp/x.sock", MetricsListen: "127.0.0.1:9624", PeersFile: "/srv/state/peers.toml",
 		Keepalive: 250 * time.Millisecond, DeadAfter: 7, RekeyInterval: time.Second, Offload: false, Log: Log{Level: "debug", Format: "json"},
-		HandshakeTimeout: 2 * time.Second, Handshake: guard.Limits{Rate: 5, Burst: 10, MaxPending: 100, MaxPendingPerSource: 4}}
+		HandshakeTimeout: 2 * time.Second, Handshake: guard.Limits{Rate: 5, Burst: 10, MaxPending: 100, MaxPendingPerSource: 4, MaxPendingKnown: 16, KnownSourceTTL: 24 * time.Hour}}
 	if !reflect.DeepEqual(*s, want) {
 		t.Errorf("got  %+v\nwant %+v", *s, want)
 	}
@@ -435,6 +438,8 @@ func TestLoadServerErrors(t *testing.T) {
 		{"missing pool", "[server]\nprivate_key_file = \"KEY\"\n", 1, "server.pool", "required"},
 		{"handshake timeout too long", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\nhandshake_timeout = \"5m\"\n", 4, "server.handshake_timeout", "1s..1m"},
 		{"negative handshake rate", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\nhandshake_rate = -1\n", 4, "server.handshake_rate", "must be 1.."},
+		{"known source TTL too short", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\nknown_source_ttl = \"10s\"\n", 4, "server.known_source_ttl", "1m..8760h"},
+		{"known reserve zero or less", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\nmax_handshakes_known = -3\n", 4, "server.max_handshakes_known", "must be 1.."},
 		{"per-source cap above the total", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\nmax_handshakes = 10\nmax_handshakes_per_source = 11\n", 5, "server.max_handshakes_per_source", "more than max_handshakes"},
 		{"pool too small", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/31\"\n", 3, "server.pool", "from /16 (65,536 addresses) to /30"},
 		{"pool too big", "[server]\nprivate_key_file = \"KEY\"\npool = \"10.0.0.0/8\"\n", 3, "server.pool", "from /16 (65,536 addresses) to /30"},

@@ -50,6 +50,8 @@ type ServerSection struct {
 	HandshakeBurst         int    `toml:"handshake_burst"`
 	MaxHandshakes          int    `toml:"max_handshakes"`
 	MaxHandshakesPerSource int    `toml:"max_handshakes_per_source"`
+	MaxHandshakesKnown     int    `toml:"max_handshakes_known"`
+	KnownSourceTTL         string `toml:"known_source_ttl"`
 }
 
 // DNSTOML is [server] dns = { servers = [...], domains = [...] }.
@@ -287,6 +289,11 @@ func loadServer(path string, peersSrc []byte, override bool) (*Server, error) {
 		Burst:               limit("server.handshake_burst", s.HandshakeBurst, guard.DefaultBurst, 1_000_000),
 		MaxPending:          limit("server.max_handshakes", s.MaxHandshakes, guard.DefaultMaxPending, 65536),
 		MaxPendingPerSource: limit("server.max_handshakes_per_source", s.MaxHandshakesPerSource, guard.DefaultMaxPendingPerSource, 65536),
+		MaxPendingKnown:     limit("server.max_handshakes_known", s.MaxHandshakesKnown, guard.DefaultMaxPendingKnown, 65536),
+		KnownSourceTTL:      l.duration("server.known_source_ttl", s.KnownSourceTTL, guard.DefaultKnownSourceTTL),
+	}
+	if ttl := out.Handshake.KnownSourceTTL; ttl < time.Minute || ttl > 365*24*time.Hour {
+		l.errf("server.known_source_ttl", "must be 1m..8760h, not %s", ttl)
 	}
 	if out.Handshake.MaxPendingPerSource > out.Handshake.MaxPending {
 		l.errf("server.max_handshakes_per_source", "%d is more than max_handshakes (%d)", out.Handshake.MaxPendingPerSource, out.Handshake.MaxPending)

@@ -159,3 +159,140 @@ func TestIPv6SourceIsSlash64(t *testing.T) {
 		t.Fatalf("other /64 refused: %s", why)
 	}
 }
+
+func addr4(i, j int) netip.Addr { return netip.AddrFrom4([4]byte{203, 0, byte(i), byte(j)}) }
+
+// The attack the reserve is for: 8 sources each holding as many silent
+// connections as they may fill every shared slot; a source a known key
+// has completed a handshake from still gets one, a stranger does not get
+// the reserve.
+func TestKnownSourcesReserve(t *testing.T) {
+	g, _ := newTest(Limits{Rate: 1000, Burst: 1000, MaxPending: 256, MaxPendingPerSource: 32, MaxPendingKnown: 2})
+	known := netip.MustParseAddr("198.51.100.1")
+	tk, _ := g.Admit(known)
+	tk.Authenticated()
+	tk.Release()
+	for i := range 8 {
+		for range 40 {
+			g.Admit(addr4(i, 1)) // not evictable: the reserve alone must let the known peer in
+		}
+	}
+	if st := g.Stats(); st.Pending != 256 || st.Reserved != 0 || st.KnownSources != 1 {
+		t.Fatalf("stats %+v, want the 256 shared slots full", st)
+	}
+	if _, why := g.Admit(netip.MustParseAddr("192.0.2.7")); why != TooManyPending {
+		t.Fatalf("stranger when full: %q, want %q", why, TooManyPending)
+	}
+	var held []*Ticket
+	for range 2 {
+		tk, why := g.Admit(known)
+		if tk == nil {
+			t.Fatalf("known source refused: %s", why)
+		}
+		held = append(held, tk)
+	}
+	if _, why := g.Admit(known); why != TooManyPending {
+		t.Fatalf("past the reserve: %q, want %q", why, TooManyPending)
+	}
+	if st := g.Stats(); st.Reserved != 2 || st.Pending != 258 {
+		t.Fatalf("stats %+v", st)
+	}
+	held[0].Release()
+	if st := g.Stats(); st.Reserved != 1 {
+		t.Fatalf("reserve not given back: %+v", st)
+	}
+}
+
+// A known source is known for KnownSourceTTL after its last handshake,
+// and the table of known sources is bounded.
+func TestKnownSourcesExpireAndAreBounded(t *testing.T) {
+	g, c := newTest(Limits{Rate: 1000, Burst: 1000, MaxPending: 1, MaxPendingKnown: 1, KnownSourceTTL: time.Hour, MaxKnownSources: 3})
+	for i := range 5 {
+		tk, why := g.Admit(addr4(0, i))
+		if tk == nil {
+			t.Fatal(why)
+		}
+		tk.Authenticated()
+		tk.Release()
+		c.t = c.t.Add(time.Minute)
+	}
+	if n := g.Stats().KnownSources; n != 3 {
+		t.Fatalf("%d known sources, bound 3", n)
+	}
+	if _, ok := g.known[addr4(0, 0)]; ok {
+		t.Fatal("the least recent known source kept past the bound")
+	}
+	filler, _ := g.Admit(addr4(9, 9)) // the one shared slot
+	if tk, why := g.Admit(addr4(0, 4)); tk == nil {
+		t.Fatalf("known source refused: %s", why)
+	} else {
+		tk.Release()
+	}
+	c.t = c.t.Add(2 * time.Hour)
+	if _, why := g.Admit(addr4(0, 4)); why != TooManyPending {
+		t.Fatalf("expired known source: %q, want %q", why, TooManyPending)
+	}
+	if n := g.Stats().KnownSources; n != 0 {
+		t.Fatalf("%d known sources after the TTL", n)
+	}
+	filler.Release()
+}
+
+// When the shared slots are full, a newcomer from a source holding fewer
+// takes the oldest waiting connection of the source holding the most;
+// sources that hold as many as the heaviest (give or take one) do not.
+func TestEvictionMaxMinFair(t *testing.T) {
+	g, _ := newTest(Limits{Rate: 1000, Burst: 1000, MaxPending: 256, MaxPendingPerSource: 32})
+	closed := map[string]int{}
+	evictable := func(src netip.Addr, n int) (*Ticket, string) {
+		return g.admit(src, func() { closed[fmt.Sprint(src, "#", n)]++ })
+	}
+	first := map[netip.Addr]*Ticket{}
+	for i := range 8 {
+		for n := range 32 {
+			tk, why := evictable(addr4(i, 1), n)
+			if tk == nil {
+				t.Fatalf("source %d conn %d: %s", i, n, why)
+			}
+			if n == 0 {
+				first[addr4(i, 1)] = tk
+			}
+		}
+	}
+	newcomer := netip.MustParseAddr("192.0.2.7")
+	tk, why := g.Admit(newcomer)
+	if tk == nil {
+		t.Fatalf("newcomer refused: %s", why)
+	}
+	if len(closed) != 1 {
+		t.Fatalf("evicted %v, want one connection", closed)
+	}
+	var victim netip.Addr
+	for a, f := range first {
+		if f.Evicted() {
+			victim = a
+		}
+	}
+	if !victim.IsValid() || closed[fmt.Sprint(victim, "#0")] != 1 {
+		t.Fatalf("evicted %v, not the oldest of a heaviest source", closed)
+	}
+	first[victim].Release() // what the closed connection's handler does: nothing more
+	if st := g.Stats(); st.Pending != 256 || st.Evicted != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The victim's source now holds 31: one of the sources holding 32
+	// cannot take from another holding 32, nor from 31.
+	if _, why := evictable(victim, 99); why != TooManyPending {
+		t.Fatalf("source holding 31 when full: %q, want %q", why, TooManyPending)
+	}
+	// A connection whose key is proved is never evicted.
+	g2, _ := newTest(Limits{Rate: 1000, Burst: 1000, MaxPending: 2, MaxPendingPerSource: 2})
+	var ended int
+	a1, _ := g2.admit(a, func() { ended++ })
+	a2, _ := g2.admit(a, func() { ended++ })
+	a1.Authenticated()
+	a2.Authenticated()
+	if tk, why := g2.Admit(b); tk != nil || why != TooManyPending || ended != 0 {
+		t.Fatalf("authenticated connection evicted: %v %q, %d ended", tk, why, ended)
+	}
+}

@@ -104,9 +104,11 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// A refused client gets no reply. The client's error says what may be wrong.
+// A refused client gets silence: no reply, the connection held until the
+// server's deadline. The client's error says what may be wrong.
 func TestUnknownPeerRefused(t *testing.T) {
 	ck, sk, other := mustKey(t), mustKey(t), mustKey(t)
+	start := time.Now()
 	_, _, cerr, serr := pair(t, ClientConfig{Private: ck, ServerKey: sk.Public()},
 		ServerConfig{Private: sk, Authorize: allowOnly(other.Public()), Timeout: 300 * time.Millisecond})
 	if !errors.Is(serr, ErrUnknownPeer) {
@@ -114,6 +116,9 @@ func TestUnknownPeerRefused(t *testing.T) {
 	}
 	if !errors.Is(cerr, ErrNoAnswer) {
 		t.Fatalf("client error %v, want ErrNoAnswer", cerr)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("refused after %v, before the server's deadline", d)
 	}
 }
 
@@ -155,9 +160,9 @@ func TestReplayedHandshakeRefused(t *testing.T) {
 		t.Fatal(cerr, serr)
 	}
 	// Same timestamp again, as a replayed first message would carry.
-	_, _, _, serr := pair(t, ClientConfig{Private: ck, ServerKey: sk.Public(), Now: now}, ServerConfig{Private: sk, Authorize: auth})
-	if !errors.Is(serr, ErrReplay) {
-		t.Fatalf("server error %v, want ErrReplay", serr)
+	_, _, cerr, serr := pair(t, ClientConfig{Private: ck, ServerKey: sk.Public(), Now: now}, ServerConfig{Private: sk, Authorize: auth, Timeout: 300 * time.Millisecond})
+	if !errors.Is(serr, ErrReplay) || !errors.Is(cerr, ErrNoAnswer) {
+		t.Fatalf("server error %v, want ErrReplay; client error %v, want ErrNoAnswer", serr, cerr)
 	}
 }
 
@@ -235,7 +240,7 @@ func TestCipherNegotiation(t *testing.T) {
 		}
 	}
 	_, _, cerr, serr := pair(t, ClientConfig{Private: ck, ServerKey: sk.Public(), Ciphers: AES128GCM},
-		ServerConfig{Private: sk, Ciphers: ChaCha20Poly1305, Authorize: allowOnly(ck.Public())})
+		ServerConfig{Private: sk, Ciphers: ChaCha20Poly1305, Authorize: allowOnly(ck.Public()), Timeout: 300 * time.Millisecond})
 	if cerr == nil || serr == nil || !strings.Contains(serr.Error(), "no common cipher") {
 		t.Fatalf("no common cipher: client %v server %v", cerr, serr)
 	}
@@ -406,6 +411,76 @@ func BenchmarkRecordPath(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// Silence to strangers: garbage, an impossible length, a first message
+// without a valid mac1, an unknown key and a replayed message all get no
+// byte back, and the server holds the connection, reading, until its
+// deadline, exactly as for a client that says nothing.
+func TestStrangersGetSilence(t *testing.T) {
+	ck, sk, stranger := mustKey(t), mustKey(t), mustKey(t)
+	r := NewResponder(ServerConfig{Private: sk, Authorize: allowOnly(ck.Public())})
+	_, known, err := Initiate(ClientConfig{Private: ck, ServerKey: sk.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := r.Respond(known); err != nil { // seen once: sent again, it is a replay
+		t.Fatal(err)
+	}
+	_, unknown, _ := Initiate(ClientConfig{Private: stranger, ServerKey: sk.Public()})
+	_, wrongServer, _ := Initiate(ClientConfig{Private: ck, ServerKey: stranger.Public()})
+	const hold = 400 * time.Millisecond
+	for _, c := range []struct {
+		name string
+		send []byte
+		want error
+	}{
+		{"nothing", nil, nil},
+		{"half a length", []byte{0}, nil},
+		{"length 0", []byte{0, 0, 1, 2}, ErrMalformed},
+		{"length 65535", append([]byte{0xff, 0xff}, bytes.Repeat([]byte{1}, 4000)...), ErrMalformed},
+		{"random behind a valid length", frame(bytes.Repeat([]byte{7}, 127)), ErrBadMAC1},
+		{"another server's key", frame(wrongServer), ErrBadMAC1},
+		{"unknown key", frame(unknown), ErrUnknownPeer},
+		{"replayed", frame(known), ErrDuplicate},
+	} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				done <- err
+				return
+			}
+			defer c.Close()
+			_, _, err = r.Accept(c, time.Now().Add(hold))
+			done <- err
+		}()
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		conn.Write(c.send)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, rerr := io.Copy(io.Discard, conn)
+		took := time.Since(start)
+		serr := <-done
+		conn.Close()
+		ln.Close()
+		if n != 0 || rerr != nil {
+			t.Errorf("%s: read %d bytes, %v; want nothing, then EOF", c.name, n, rerr)
+		}
+		if took < hold-50*time.Millisecond || took > hold+time.Second {
+			t.Errorf("%s: closed after %v, want at the deadline (%v)", c.name, took, hold)
+		}
+		if c.want != nil && !errors.Is(serr, c.want) {
+			t.Errorf("%s: server error %v, want %v", c.name, serr, c.want)
 		}
 	}
 }

@@ -72,11 +72,14 @@ func Server(conn net.Conn, cfg ServerConfig) (*Conn, PublicKey, error) {
 
 // Accept runs the responder side of the handshake on conn: the first
 // message must arrive before deadline. It keeps no state for a client that
-// fails. Whatever fails before the client's key is authenticated and
-// authorized (garbage, a wrong length, a bad mac1, an unknown key, a
-// replay) gets no byte back. An authorized client of another protocol
-// version is told so. On error the caller still owns conn and should close
-// it.
+// fails. Silence to strangers: whatever fails before the client's key is
+// authenticated and authorized (garbage, a wrong length, a bad mac1, an
+// unknown key, a replay) gets no byte back, and Accept reads and discards
+// until the deadline (or until the client closes), exactly as it waits for
+// a client that says nothing, before it returns: from outside, every
+// refusal looks like a server that never answers. An authorized client of
+// another protocol version is told so. On error the caller still owns conn
+// and should close it.
 func (r *Responder) Accept(conn net.Conn, deadline time.Time) (*Conn, PublicKey, error) {
 	_ = conn.SetDeadline(deadline)
 	defer conn.SetDeadline(time.Time{})
@@ -84,12 +87,14 @@ func (r *Responder) Accept(conn net.Conn, deadline time.Time) (*Conn, PublicKey,
 	if err != nil {
 		if errors.Is(err, ErrMalformed) {
 			r.counts.refuse(refusedMalformed)
+			drain(conn)
 		}
 		return nil, PublicKey{}, err
 	}
 	reply, k, client, err := r.Respond(msg1)
 	var ve *VersionError
 	if err != nil && !errors.As(err, &ve) {
+		drain(conn)
 		return nil, client, err
 	}
 	if _, werr := conn.Write(frame(reply)); werr != nil {
@@ -101,6 +106,11 @@ func (r *Responder) Accept(conn net.Conn, deadline time.Time) (*Conn, PublicKey,
 	c, err := NewConn(conn, k.Derive(LabelStream))
 	return c, client, err
 }
+
+// drain reads and drops whatever conn receives until its read deadline
+// passes or the other side closes. Reading it all keeps the close a FIN, as
+// for a silent client, not a reset for unread bytes.
+func drain(conn net.Conn) { _, _ = io.Copy(io.Discard, conn) }
 
 // frame prefixes msg with its 2-byte length.
 func frame(msg []byte) []byte {

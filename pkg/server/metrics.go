@@ -18,7 +18,7 @@ var dropReasons = append([]string{DropNoRoute}, peerDropReasons...)
 // handshakeReasons are the reasons a connection is refused before it
 // becomes a session.
 var handshakeReasons = []string{"unknown_peer", "replay", "version", "malformed", "bad_mac1", "duplicate", "timeout", "io",
-	guard.RateLimited, guard.TooManyPending, guard.TooManyPendingSource, "session_setup", "fec_mismatch"}
+	guard.RateLimited, guard.TooManyPending, guard.TooManyPendingSource, guard.Evicted, "session_setup", "fec_mismatch"}
 
 // Collector exposes gtund's state as Prometheus metrics (gtund_*). It reads
 // a status snapshot at scrape time, so the packet path does nothing for it.
@@ -30,7 +30,7 @@ type Collector struct {
 	peerConnected, peerRTT, peerSessions, peerDrops        *prometheus.Desc
 	peers, sessions, routes, drops, handshakeFailures      *prometheus.Desc
 	leasesFailing, offload, handshakesPending, hsSources   *prometheus.Desc
-	heals, handshakeDH, handshakeDHStrangers               *prometheus.Desc
+	heals, handshakeDH, handshakeDHStrangers, knownSources *prometheus.Desc
 	peerRekeys, peerKeyAge                                 *prometheus.Desc
 }
 
@@ -66,6 +66,8 @@ func NewCollector(status func() Status) *Collector {
 			"First handshake messages that cost Curve25519 work, by outcome (authenticated, version from known keys; unknown_peer, replay, malformed from strangers).", "outcome"),
 		handshakeDHStrangers: d("handshake_dh_strangers_total",
 			"First handshake messages from strangers that cost Curve25519 work: they passed mac1 (the sender knows the server's public key) and the replay filter, then did not authenticate a known key."),
+		knownSources: d("handshake_known_sources",
+			"Sources (IPv4 address, IPv6 /64) a known key completed a handshake from within known_source_ttl: they may use the max_handshakes_known reserve."),
 		hsSources:     d("handshake_sources", "Source addresses the handshake guard remembers (recently active, for per-source limits)."),
 		leasesFailing: d("leases_persist_failing", "1 while the address leases cannot be written to state_dir, else 0."),
 		heals:         d("heals_total", "Times gtund put back what someone undid: its nftables table, net.ipv4.ip_forward, the lease file once state_dir was writable again.", "kind"),
@@ -76,7 +78,7 @@ func NewCollector(status func() Status) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	metrics.Descs(ch, c.peerRxBytes, c.peerTxBytes, c.peerRxPackets, c.peerTxPackets, c.peerConnected, c.peerRTT,
-		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources, c.heals, c.handshakeDH, c.handshakeDHStrangers,
+		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources, c.heals, c.handshakeDH, c.handshakeDHStrangers, c.knownSources,
 		c.peerRekeys, c.peerKeyAge)
 }
 
@@ -110,6 +112,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	b.Gauge(c.hsSources, float64(st.Handshakes.Sources))
 	b.Reasons(c.handshakeDH, secure.DHOutcomes, st.Handshakes.DH)
 	b.Counter(c.handshakeDHStrangers, st.Handshakes.DHForStrangers)
+	b.Gauge(c.knownSources, float64(st.Handshakes.KnownSources))
 	b.Bool(c.leasesFailing, st.LeaseError != "")
 	b.Reasons(c.heals, healKinds, st.Heals)
 	b.Bool(c.offload, st.Offload)

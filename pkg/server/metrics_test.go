@@ -43,7 +43,7 @@ func gather(t *testing.T, c prometheus.Collector) (map[string]map[string]float64
 }
 
 func TestCollector(t *testing.T) {
-	st := Status{Handshakes: HandshakeStatus{Stats: guard.Stats{Pending: 3, Sources: 5},
+	st := Status{Handshakes: HandshakeStatus{Stats: guard.Stats{Pending: 3, Sources: 5, KnownSources: 4},
 		HandshakeCounts: secure.HandshakeCounts{DH: map[string]uint64{"authenticated": 6, "unknown_peer": 2}, DHForStrangers: 2}}, Routes: []string{"10.244.0.0/16", "10.96.0.0/12"}, Offload: true,
 		HandshakeFailures: map[string]uint64{"unknown_peer": 4, "rate_limited": 2, "new_reason": 1},
 		Drops:             map[string]uint64{DropNoRoute: 7, DropACL: 1},
@@ -82,6 +82,7 @@ func TestCollector(t *testing.T) {
 		"gtund_handshake_sources":            {"": 5},
 		"gtund_handshake_dh_total":           {"outcome=authenticated": 6, "outcome=unknown_peer": 2, "outcome=replay": 0},
 		"gtund_handshake_dh_strangers_total": {"": 2},
+		"gtund_handshake_known_sources":      {"": 4},
 		"gtund_heals_total":                  {"kind=nftables_table": 2, "kind=ip_forward": 0, "kind=leases_written": 0},
 	}
 	for name, series := range want {

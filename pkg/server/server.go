@@ -373,7 +373,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, tname string) 
 		// Admission comes before any goroutine, buffer or crypto is
 		// spent on the connection (for kcp, the session kcp-go made for
 		// the new UDP source is dropped again by Close).
-		ticket, refused := s.guard.Admit(guard.SourceOf(raw))
+		ticket, refused := s.guard.AdmitConn(raw)
 		if ticket == nil {
 			raw.Close()
 			s.hsFailures.Inc(refused)
@@ -414,6 +414,9 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string, tick
 	if err != nil {
 		raw.Close()
 		reason := handshakeReason(err)
+		if ticket.Evicted() && (reason == "io" || reason == "timeout") {
+			reason = guard.Evicted // closed to make room for a source holding fewer
+		}
 		s.hsFailures.Inc(reason)
 		// Never a key: an unknown client's public key prefix is all that
 		// is logged (to find it in a peer list), nothing secret.
@@ -424,6 +427,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string, tick
 		s.rate.Log(slog.LevelWarn, "hs:"+reason, "handshake refused", args...)
 		return
 	}
+	ticket.Authenticated()            // a known key proved itself from this source
 	_ = raw.SetReadDeadline(deadline) // for the hello; cleared once it is in
 	sess, hello, err := session.Accept(sc, 0, s.log)
 	if err != nil {

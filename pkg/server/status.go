@@ -224,7 +224,8 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 			fmt.Fprintf(w, "  %-20s %s\n", sn.Prefix, state)
 		}
 	}
-	fmt.Fprintf(w, "\nhandshakes in progress: %d (from %d recent sources)\n", st.Handshakes.Pending, st.Handshakes.Sources)
+	fmt.Fprintf(w, "\nhandshakes in progress: %d, %d of them in the known sources' reserve (from %d recent sources; %d known sources); evicted: %d\n",
+		st.Handshakes.Pending, st.Handshakes.Reserved, st.Handshakes.Sources, st.Handshakes.KnownSources, st.Handshakes.Evicted)
 	fmt.Fprintf(w, "handshake DH: %v, for strangers: %d\n", st.Handshakes.DH, st.Handshakes.DHForStrangers)
 	if len(st.HandshakeFailures) > 0 {
 		fmt.Fprintf(w, "refused handshakes: %v\n", st.HandshakeFailures)
