@@ -40,17 +40,25 @@ type hostileEnv struct {
 	clientPriv string
 }
 
-func newHostileEnv(t *testing.T) *hostileEnv {
+func newHostileEnv(t *testing.T) *hostileEnv { return newHostileEnvWith(t, "", nil) }
+
+// newHostileEnvWith is newHostileEnv with more [server] keys (TOML lines)
+// and the peers more makes.
+func newHostileEnvWith(t *testing.T, serverKeys string, more func(e *env) []peer) *hostileEnv {
 	t.Helper()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
-	cfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	peers := []peer{{name: "vm", pub: cpub}}
+	if more != nil {
+		peers = append(peers, more(e)...)
+	}
+	cfg := e.serverConfig(t, peers...)
 	b, err := os.ReadFile(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	src := strings.Replace(string(b), `transports = ["tcp"]`, `transports = ["tcp", "kcp"]`, 1)
-	src = strings.Replace(src, "keepalive = \"1s\"\n", fmt.Sprintf("keepalive = \"1s\"\nhandshake_timeout = %q\n", hsTimeout), 1)
+	src = strings.Replace(src, "keepalive = \"1s\"\n", fmt.Sprintf("keepalive = \"1s\"\nhandshake_timeout = %q\n%s", hsTimeout, serverKeys), 1)
 	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -168,9 +176,10 @@ func (h *hostileEnv) noKeysLogged(t *testing.T) {
 }
 
 // Random bytes and impossible length prefixes on the TCP port, random
-// datagrams on the kcp (UDP) port: every connection is refused and closed
-// within the handshake timeout, gtund keeps its memory and its handshake
-// slots, and a legitimate client connects afterwards.
+// datagrams on the kcp (UDP) port: every TCP connection gets silence (no
+// byte back, closed at the handshake timeout, as a connection that says
+// nothing is), gtund keeps its memory and its handshake slots, and a
+// legitimate client connects afterwards.
 func TestHostileGarbage(t *testing.T) {
 	h := newHostileEnv(t)
 	addr := gwWAN + ":" + port
@@ -194,6 +203,7 @@ func TestHostileGarbage(t *testing.T) {
 		probes = append(probes, probe{fmt.Sprintf("random %d", i), random(1 + i*3000)})
 	}
 	var conns []net.Conn
+	var opened []time.Time
 	inVM(t, h.env, func() {
 		for _, p := range probes {
 			c, err := attackerDialer.Dial("tcp", addr)
@@ -202,6 +212,7 @@ func TestHostileGarbage(t *testing.T) {
 				continue
 			}
 			conns = append(conns, c)
+			opened = append(opened, time.Now())
 		}
 	})
 	start := time.Now()
@@ -211,12 +222,20 @@ func TestHostileGarbage(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			_, _ = c.Write(probes[i].data) // may fail: gtund can close before all is written
+			if _, err := c.Write(probes[i].data); err != nil { // gtund reads all it is sent
+				t.Errorf("%s: write: %v", probes[i].name, err)
+			}
 			_ = c.SetReadDeadline(time.Now().Add(hsTimeout + 5*time.Second))
 			n, err := io.Copy(io.Discard, c)
+			took := time.Since(opened[i])
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				t.Errorf("%s: still open after %v", probes[i].name, time.Since(start))
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				t.Errorf("%s: still open after %v", probes[i].name, took)
+			case err != nil:
+				t.Errorf("%s: %v (a reset, not the close a silent connection gets)", probes[i].name, err)
+			case took < hsTimeout-100*time.Millisecond:
+				t.Errorf("%s: closed after %v, before the handshake timeout (%v): a refusal told apart from silence", probes[i].name, took, hsTimeout)
 			}
 			if n > 0 {
 				t.Errorf("%s: gtund answered %d bytes", probes[i].name, n)
@@ -224,7 +243,7 @@ func TestHostileGarbage(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("%d garbage TCP connections all closed by gtund within %v", len(conns), time.Since(start).Round(time.Millisecond))
+	t.Logf("%d garbage TCP connections: no byte back, all closed by gtund at the handshake timeout (%v), the last %v after they opened", len(conns), hsTimeout, time.Since(start).Round(time.Millisecond))
 
 	// UDP: 20,000 random datagrams to kcp's port from 500 source ports.
 	// kcp-go makes a session for each new source address and port before

@@ -115,7 +115,9 @@ func TestUnknownClientKeyRefused(t *testing.T) {
 	stranger, _ := e.key(t, "stranger")
 	cli := e.startClient(t, "vm", "vm", e.clientConfig(t, "vm", stranger, e.serverPub))
 
-	testnet.Eventually(t, 15*time.Second, func() error {
+	// gtund answers an unknown key with silence until its handshake
+	// timeout (5 s) and counts the refusal then: two refusals take ~10 s.
+	testnet.Eventually(t, 25*time.Second, func() error {
 		var sst server.Status
 		if err := tryStatus(bins.gtund, e.serverSocket(), &sst); err != nil {
 			return err
@@ -143,6 +145,12 @@ func TestUnknownClientKeyRefused(t *testing.T) {
 	}
 	if cli.Exited() {
 		t.Errorf("gtun gave up instead of retrying:\n%s", cli.LogTail(20))
+	}
+	// The client was told nothing; its error names what to check.
+	var cst client.Status
+	status(t, bins.gtun, e.clientSocket("vm"), &cst)
+	if msg := cst.Servers[0].LastError; !strings.Contains(msg, "no answer to the handshake") || !strings.Contains(msg, "not be a peer of the server") {
+		t.Errorf("client's error does not name the likely causes: %q", msg)
 	}
 }
 
