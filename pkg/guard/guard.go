@@ -95,6 +95,7 @@ type Guard struct {
 	pending  int                      // handshakes in progress in the shared slots (MaxPending)
 	reserved int                      // handshakes in progress in the known sources' reserve (MaxPendingKnown)
 	evicted  uint64
+	load     loadIndex // sources with waiting tickets by pending count, for eviction
 	now      func() time.Time
 }
 
@@ -103,6 +104,8 @@ type source struct {
 	last    time.Time // when tokens was last refilled
 	pending int
 	waiting []*Ticket // its evictable tickets (shared slots, no key proved yet), oldest first
+	level   int       // where load files it: its pending count while it has waiting tickets, else -1
+	slot    int
 }
 
 // New returns a guard with limits l.
@@ -155,7 +158,7 @@ func (g *Guard) admit(src netip.Addr, evict func()) (*Ticket, string) {
 		if len(g.sources) >= l.MaxSources && !g.forgetIdleLocked() {
 			return nil, TooManyPending // every remembered source has a handshake in progress
 		}
-		s = &source{tokens: float64(l.Burst), last: now}
+		s = &source{tokens: float64(l.Burst), last: now, level: -1}
 		g.sources[src] = s
 	}
 	s.refill(now, l)
@@ -165,10 +168,10 @@ func (g *Guard) admit(src netip.Addr, evict func()) (*Ticket, string) {
 	if s.tokens < 1 {
 		return nil, RateLimited
 	}
-	t := &Ticket{g: g, addr: src}
+	var reserve bool
 	switch {
 	case g.reserved < l.MaxPendingKnown && g.isKnownLocked(src, now):
-		t.reserve = true
+		reserve = true
 		g.reserved++
 	case g.pending < l.MaxPending:
 		g.pending++
@@ -181,12 +184,14 @@ func (g *Guard) admit(src netip.Addr, evict func()) (*Ticket, string) {
 		g.evicted++
 		g.pending++
 	}
+	t := &Ticket{g: g, addr: src, reserve: reserve}
 	s.tokens--
 	s.pending++
-	if !t.reserve && evict != nil {
+	if !reserve && evict != nil {
 		t.evict = evict
 		s.waiting = append(s.waiting, t)
 	}
+	g.load.update(s)
 	return t, ""
 }
 
@@ -195,12 +200,7 @@ func (g *Guard) admit(src netip.Addr, evict func()) (*Ticket, string) {
 // source holds at least two more than s (so that taking one from it does
 // not just move the imbalance).
 func (g *Guard) victimLocked(s *source) *Ticket {
-	var heaviest *source
-	for _, c := range g.sources {
-		if len(c.waiting) > 0 && (heaviest == nil || c.pending > heaviest.pending) {
-			heaviest = c
-		}
-	}
+	heaviest := g.load.heaviest()
 	if heaviest == nil || heaviest.pending < s.pending+2 {
 		return nil
 	}
@@ -261,6 +261,7 @@ func (t *Ticket) Authenticated() {
 	defer g.mu.Unlock()
 	if s := g.sources[t.addr]; s != nil && !t.done {
 		s.unwait(t)
+		g.load.update(s)
 	}
 	now := g.now()
 	if _, ok := g.known[t.addr]; !ok && len(g.known) >= g.limits.MaxKnownSources {
@@ -325,6 +326,7 @@ func (g *Guard) dropLocked(t *Ticket) {
 	if s := g.sources[t.addr]; s != nil {
 		s.pending--
 		s.unwait(t)
+		g.load.update(s)
 		// A source back to a full bucket with nothing pending is worth
 		// nothing to remember.
 		s.refill(g.now(), g.limits)

@@ -2,6 +2,7 @@ package guard
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -294,5 +295,59 @@ func TestEvictionMaxMinFair(t *testing.T) {
 	a2.Authenticated()
 	if tk, why := g2.Admit(b); tk != nil || why != TooManyPending || ended != 0 {
 		t.Fatalf("authenticated connection evicted: %v %q, %d ended", tk, why, ended)
+	}
+}
+
+// The load index agrees with a scan of every source after any sequence of
+// admissions, evictions, authentications and releases.
+func TestLoadIndexMatchesScan(t *testing.T) {
+	g, _ := newTest(Limits{Rate: 1e6, Burst: 1e6, MaxPending: 64, MaxPendingPerSource: 8, MaxPendingKnown: 4})
+	rng := rand.New(rand.NewPCG(1, 2))
+	var live []*Ticket
+	for i := range 20000 {
+		switch op := rng.IntN(10); {
+		case op < 6:
+			if tk, _ := g.admit(addr4(0, rng.IntN(40)), func() {}); tk != nil {
+				live = append(live, tk)
+			}
+		case op < 9 && len(live) > 0:
+			j := rng.IntN(len(live))
+			live[j].Release()
+			live = append(live[:j], live[j+1:]...)
+		case len(live) > 0:
+			live[rng.IntN(len(live))].Authenticated()
+		}
+		want := 0
+		for _, s := range g.sources {
+			if len(s.waiting) > 0 {
+				want = max(want, s.pending)
+			}
+		}
+		got := 0
+		if h := g.load.heaviest(); h != nil {
+			got = h.pending
+			if len(h.waiting) == 0 {
+				t.Fatalf("step %d: heaviest source has nothing waiting", i)
+			}
+		}
+		if got != want {
+			t.Fatalf("step %d: index says the heaviest holds %d, a scan says %d", i, got, want)
+		}
+	}
+}
+
+// Admission into a full guard, under a flood from every remembered
+// source: what each accepted connection costs before anything else.
+func BenchmarkAdmitFull(b *testing.B) {
+	g := New(Limits{Rate: 1e9, Burst: 1e9, MaxPending: 4096, MaxPendingPerSource: 32})
+	for i := range 4096 {
+		g.admit(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), func() {})
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		tk, _ := g.admit(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8 & 15), byte(i)}), func() {})
+		tk.Release()
+		i++
 	}
 }
