@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/flynn/noise"
@@ -244,6 +246,7 @@ type Responder struct {
 	cfg     ServerConfig
 	pub     PublicKey
 	mac1Key [32]byte
+	macs    sync.Pool // of *mac1Hash keyed with mac1Key: CheckMAC1 allocates nothing
 	seen    *seenFilter
 	counts  counts
 }
@@ -267,8 +270,25 @@ func (r *Responder) CheckMAC1(msg1 []byte) bool {
 		return false
 	}
 	body := msg1[:len(msg1)-MAC1Size]
-	want := mac1Of(body, &r.mac1Key)
-	return subtle.ConstantTimeCompare(want[:], msg1[len(body):]) == 1
+	m, _ := r.macs.Get().(*mac1Hash)
+	if m == nil {
+		h, err := blake2s.New128(r.mac1Key[:])
+		if err != nil {
+			panic(err) // a 32-byte key is always valid
+		}
+		m = &mac1Hash{h: h}
+	}
+	m.h.Reset() // back to the keyed initial state
+	m.h.Write(body)
+	ok := subtle.ConstantTimeCompare(m.h.Sum(m.sum[:0]), msg1[len(body):]) == 1
+	r.macs.Put(m)
+	return ok
+}
+
+// mac1Hash is a keyed hash and room for its sum, reused across checks.
+type mac1Hash struct {
+	h   hash.Hash
+	sum [MAC1Size]byte
 }
 
 // Respond answers a client's first message (Noise IK and mac1, without
