@@ -93,6 +93,7 @@ type Conn struct {
 	// wupdate holds the key update record that goes out ahead of a write.
 	wupdate [recordHeader + 1 + keyUpdatePayload + tagSize]byte
 	werr    error
+	try     tryState // TryWritePackets's socket and unsent tail
 }
 
 // keyState is one direction's current key: its epoch's AEAD and nonce
@@ -294,6 +295,9 @@ func (c *Conn) WriteRecord(typ byte, payload []byte) error {
 	if c.werr != nil {
 		return c.werr
 	}
+	if err := c.flushTailLocked(); err != nil {
+		return err
+	}
 	update, err := c.beginWriteLocked(1, 1+len(payload))
 	if err != nil {
 		c.werr = err
@@ -321,6 +325,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return 0, c.werr
+	}
+	if err := c.flushTailLocked(); err != nil {
+		return 0, err
 	}
 	records := (len(p) + MaxRecordPlaintext - 1) / MaxRecordPlaintext
 	update, err := c.beginWriteLocked(records, records+len(p))
@@ -419,14 +426,32 @@ func (c *Conn) sealLocked(rec []byte) []byte {
 // WritePackets seals each of recs in place as one packet record and sends
 // them all with one write (writev): the frames are never copied. Each rec is
 // [PacketHeadroom spare][payload][PacketTailroom spare]; its contents are
-// destroyed. All of recs are checked before any is sealed, so that a bad
-// one costs no record numbers the peer would wait for.
+// destroyed.
 func (c *Conn) WritePackets(recs ...[]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return c.werr
 	}
+	if err := c.flushTailLocked(); err != nil {
+		return err
+	}
+	if err := c.sealPacketsLocked(recs); err != nil {
+		return err
+	}
+	c.wbufs = c.wvec // WriteTo consumes its receiver; c.wvec keeps the array
+	if _, err := c.wbufs.WriteTo(c.conn); err != nil {
+		c.werr = err
+		return err
+	}
+	return nil
+}
+
+// sealPacketsLocked seals recs (see WritePackets) into c.wvec, after the
+// key update record when one is due. All of recs are checked before any is
+// sealed, so that a bad one costs no record numbers the peer would wait
+// for.
+func (c *Conn) sealPacketsLocked(recs [][]byte) error {
 	size := 0
 	for _, rec := range recs {
 		n := len(rec) - PacketHeadroom - PacketTailroom
@@ -447,11 +472,6 @@ func (c *Conn) WritePackets(recs ...[]byte) error {
 	for _, rec := range recs {
 		rec[recordHeader] = TypePacket
 		c.wvec = append(c.wvec, c.sealLocked(rec[:len(rec)-PacketTailroom]))
-	}
-	c.wbufs = c.wvec // WriteTo consumes its receiver; c.wvec keeps the array
-	if _, err := c.wbufs.WriteTo(c.conn); err != nil {
-		c.werr = err
-		return err
 	}
 	return nil
 }

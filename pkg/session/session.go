@@ -67,7 +67,8 @@ type Session struct {
 	queue     chan *packet.Buf // data frames to send
 	ctrlOut   chan *Msg        // control messages to send from goroutines that must not block
 	ctrlIn    chan *Msg        // control messages received
-	inflight  atomic.Int64     // packets enqueued and not yet written
+	inflight  atomic.Int64     // packets enqueued and not yet written (and Send's unsent tail)
+	flush     chan struct{}    // Send left a tail in the connection: the writer sends it
 
 	deliver    atomic.Pointer[func([]byte)] // set by Run
 	runStarted chan struct{}                // closed by Run: frames are delivered from then on
@@ -95,7 +96,7 @@ func start(sc *secure.Conn, isClient bool, log *slog.Logger, queueLen int) *Sess
 	}
 	s := &Session{sc: sc, isClient: isClient, log: log, keepalive: DefaultKeepalive, deadAfter: DefaultDeadAfter,
 		queue: make(chan *packet.Buf, queueLen), ctrlOut: make(chan *Msg, ctrlQueue), ctrlIn: make(chan *Msg, ctrlQueue),
-		runStarted: make(chan struct{}), closed: make(chan struct{}),
+		flush: make(chan struct{}, 1), runStarted: make(chan struct{}), closed: make(chan struct{}),
 		readerDone: make(chan struct{}), writerDone: make(chan struct{})}
 	s.lastRecv.Store(time.Now().UnixNano())
 	go s.readLoop()
@@ -251,22 +252,41 @@ func (s *Session) Enqueue(b *packet.Buf) bool {
 	}
 }
 
-// Send is Enqueue for a caller that is the session's only producer and may
-// block on the connection (gtun's TUN reader): when nothing is waiting to be
-// sent, it writes the packet itself, saving the hand-off to the writer
-// goroutine and its wake-up, which is most of the latency a packet sees
-// inside gtun. Order is kept: with nothing in flight no older packet can
+// Send is Enqueue for a caller that is the session's only producer (gtun's
+// TUN reader): when nothing is waiting to be sent, it writes the packet
+// itself, saving the hand-off to the writer goroutine and its wake-up,
+// which is most of the latency a packet sees inside gtun. Like Enqueue it
+// never waits on the connection, since the caller serves every session: a
+// write the socket cannot take at once (the path is down, the buffer full)
+// leaves its unsent part to this session's writer, which may wait, and the
+// packets after it queue (bounded, dropped and counted when full). On a
+// connection that cannot be written without waiting (not a socket) every
+// packet queues. Order is kept: with nothing in flight no older packet can
 // still be on its way.
 func (s *Session) Send(b *packet.Buf) bool {
 	if s.inflight.Load() != 0 {
 		return s.Enqueue(b)
 	}
 	n := b.N
-	err := s.sc.WritePackets(b.Record())
+	res, err := s.sc.TryWritePackets(b.Record())
+	if res == secure.TryBusy && err == nil {
+		return s.Enqueue(b)
+	}
 	packet.Put(b)
-	if err == nil { // on error the reader sees the broken connection and ends the session
-		s.Stats.TxBytes.Add(uint64(n))
-		s.Stats.TxPackets.Add(1)
+	if err != nil { // the reader sees the broken connection and ends the session
+		return true
+	}
+	s.Stats.TxBytes.Add(uint64(n))
+	s.Stats.TxPackets.Add(1)
+	if res == secure.TryTail {
+		// In flight until the writer has flushed it: later packets queue
+		// behind it. Never more than one tail: the next one needs
+		// inflight back at 0, after the writer took this signal.
+		s.inflight.Add(1)
+		select {
+		case s.flush <- struct{}{}:
+		default:
+		}
 	}
 	return true
 }
@@ -506,6 +526,16 @@ func (s *Session) writeLoop() {
 			bufs = append(bufs, b)
 		case m := <-s.ctrlOut:
 			if err := s.SendControl(m); err != nil {
+				s.end(fmt.Errorf("write: %w", err))
+				return
+			}
+			continue
+		case <-s.flush:
+			// What Send's write left unsent; waiting here stalls this
+			// session only.
+			err := s.sc.Flush()
+			s.inflight.Add(-1)
+			if err != nil {
 				s.end(fmt.Errorf("write: %w", err))
 				return
 			}

@@ -45,8 +45,21 @@ func (b *blackhole) Write(p []byte) (int, error) {
 }
 
 // sealed returns both ends of a loopback TCP connection after the Noise
-// handshake; the client's raw conn is wrapped in a blackhole.
+// handshake; the client's raw conn is wrapped in a blackhole (no longer a
+// socket, so Send queues every packet).
 func sealed(t testing.TB) (*secure.Conn, *secure.Conn, *blackhole) {
+	t.Helper()
+	var bh *blackhole
+	cc, sc := sealedTCP(t, func(c net.Conn) net.Conn {
+		bh = &blackhole{Conn: c}
+		return bh
+	})
+	return cc, sc, bh
+}
+
+// sealedTCP returns both ends of a loopback TCP connection after the Noise
+// handshake, the client's raw conn wrapped by wrap (nil: as it is).
+func sealedTCP(t testing.TB, wrap func(net.Conn) net.Conn) (*secure.Conn, *secure.Conn) {
 	t.Helper()
 	ck, sk := mustKey(t), mustKey(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -80,8 +93,11 @@ func sealed(t testing.TB) (*secure.Conn, *secure.Conn, *blackhole) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bh := &blackhole{Conn: raw}
-	cc, err := secure.Client(bh, secure.ClientConfig{Private: ck, ServerKey: sk.Public()})
+	conn := raw
+	if wrap != nil {
+		conn = wrap(raw)
+	}
+	cc, err := secure.Client(conn, secure.ClientConfig{Private: ck, ServerKey: sk.Public()})
 	if err != nil {
 		raw.Close()
 		t.Fatal(err)
@@ -92,7 +108,7 @@ func sealed(t testing.TB) (*secure.Conn, *secure.Conn, *blackhole) {
 		t.Fatal(r.err)
 	}
 	t.Cleanup(func() { cc.Close(); r.c.Close() })
-	return cc, r.c, bh
+	return cc, r.c
 }
 
 type pair struct {
@@ -116,6 +132,14 @@ func newPair(t testing.TB, config *Msg, clientQueue, serverQueue int) *pair {
 	p := setUp(t, cc, sc, config, clientQueue, serverQueue)
 	p.bh = bh
 	return p
+}
+
+// newDirectPair is newPair over a plain TCP connection: the client's Send
+// writes directly when it can (as gtun's does), and there is no blackhole.
+func newDirectPair(t testing.TB, config *Msg, clientQueue, serverQueue int) *pair {
+	t.Helper()
+	cc, sc := sealedTCP(t, nil)
+	return setUp(t, cc, sc, config, clientQueue, serverQueue)
 }
 
 // sealedPipe returns both ends of an in-memory connection (net.Pipe) after
@@ -279,7 +303,7 @@ func TestPacketsBothWays(t *testing.T) {
 	// it; long intervals keep this test about data, even under -race.
 	cfg := testConfig()
 	cfg.KeepaliveMS, cfg.DeadAfter = 5000, 10
-	p := newPair(t, cfg, n, n)
+	p := newDirectPair(t, cfg, n, n)
 	ctx := t.Context()
 	toServer := make(chan []byte, n)
 	toClient := make(chan []byte, n)
@@ -563,4 +587,105 @@ func TestRekeyIntervalPushed(t *testing.T) {
 		}
 		check("after 30s", 12, 14, 14, 15)
 	})
+}
+
+// Send never waits on the connection, which gtun's one TUN reader shares
+// with every other server: with the peer no longer reading (its handler
+// holds its reader, so both socket buffers fill), every Send returns at
+// once; packets beyond the socket's and the queue's room are dropped and
+// counted. Once the peer reads again, every packet Send took arrives, once
+// and in order.
+func TestSendNeverWaitsOnAStalledPath(t *testing.T) {
+	cfg := testConfig()
+	cfg.KeepaliveMS, cfg.DeadAfter = 5000, 10
+	const queue, n, size = 64, 3000, 60000
+	p := newDirectPair(t, cfg, queue, 0)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	got := make(chan int, n)
+	run(t, t.Context(), p.s, Handlers{Packet: func(pkt []byte) {
+		<-release
+		got <- int(pkt[0])<<16 | int(pkt[1])<<8 | int(pkt[2])
+	}})
+	run(t, t.Context(), p.c, Handlers{})
+
+	var progress atomic.Int64 // when the last Send returned, unix nanoseconds
+	progress.Store(time.Now().UnixNano())
+	var accepted []int
+	var slowest time.Duration
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			b := packet.Get()
+			b.N = size
+			b.B[0], b.B[1], b.B[2] = byte(i>>16), byte(i>>8), byte(i)
+			start := time.Now()
+			if p.c.Send(b) {
+				accepted = append(accepted, i)
+			}
+			slowest = max(slowest, time.Since(start))
+			progress.Store(time.Now().UnixNano())
+		}
+	}()
+	for waiting := true; waiting; {
+		select {
+		case <-done:
+			waiting = false
+		case <-time.After(100 * time.Millisecond):
+			if stuck := time.Since(time.Unix(0, progress.Load())); stuck > 2*time.Second {
+				unblock()
+				<-done
+				t.Fatalf("Send blocked for %v on a stalled path", stuck)
+			}
+		}
+	}
+	drops := p.c.Stats.QueueDrops.Load()
+	t.Logf("%d of %d packets of %d bytes taken, %d dropped (queue full); slowest Send %v", len(accepted), n, size, drops, slowest)
+	if drops == 0 || int(drops)+len(accepted) != n {
+		t.Fatalf("%d dropped and %d taken of %d: the path never stalled, or a packet went missing", drops, len(accepted), n)
+	}
+
+	unblock()
+	for _, want := range accepted {
+		select {
+		case i := <-got:
+			if i != want {
+				t.Fatalf("received packet %d, want %d (order, or a lost packet)", i, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("packet %d did not arrive", want)
+		}
+	}
+	select {
+	case i := <-got:
+		t.Fatalf("packet %d arrived but was counted as dropped", i)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// Send's direct write allocates nothing per packet.
+func TestSendAllocs(t *testing.T) {
+	cfg := testConfig()
+	cfg.KeepaliveMS, cfg.DeadAfter = 5000, 10
+	p := newDirectPair(t, cfg, 0, 0)
+	var received atomic.Int64
+	run(t, t.Context(), p.s, Handlers{Packet: func([]byte) { received.Add(1) }})
+	run(t, t.Context(), p.c, Handlers{})
+	send := func() {
+		b := packet.Get()
+		b.N = 1400
+		p.c.Send(b)
+	}
+	for range 100 { // the pools fill
+		send()
+	}
+	if n := testing.AllocsPerRun(2000, send); n != 0 {
+		t.Errorf("%v allocations per packet", n)
+	}
+	if tx := p.c.Stats.TxPackets.Load(); tx != 2101 {
+		t.Errorf("%d packets sent, want 2101", tx)
+	}
 }
