@@ -694,7 +694,7 @@ var fromServerDrops = map[string]string{
 // the server's own tunnel address (its pings' answers, its ICMP errors).
 // Sources of a cluster's connections to this client's subnets
 // (site-to-site) are inside its routes too; with a map they are the
-// virtual ones.
+// virtual ones. ICMP errors are judged by the packet they quote.
 func (c *Client) checkFromServer(sc *serverConn, frame []byte) (reason string, detail []any) {
 	if len(frame) <= packet.VnetHdrLen {
 		return "malformed", []any{"server", sc.name, "err", "short frame"}
@@ -718,12 +718,22 @@ func (c *Client) checkFromServer(sc *serverConn, frame []byte) (reason string, d
 			return "wrong_destination", []any{"server", sc.name, "dst", dst}
 		}
 	}
-	if !gateway {
-		if owner, ok := c.byDst.Load().Lookup(src); !ok || owner != sc {
+	if !gateway && !c.routesTo(src, sc) {
+		// An ICMP error from a router on the cluster's side (fragmentation
+		// needed, unreachable) has that router's source, often outside
+		// the routes; it is about a packet this client sent to the
+		// server, and trusted as far as that packet's destination is.
+		if about, ok := packet.ErrorAbout(pkt); !ok || !c.routesTo(about, sc) {
 			return "spoofed_source", []any{"server", sc.name, "src", src}
 		}
 	}
 	return "", nil
+}
+
+// routesTo reports whether this client sends packets for a to sc.
+func (c *Client) routesTo(a netip.Addr, sc *serverConn) bool {
+	owner, ok := c.byDst.Load().Lookup(a)
+	return ok && owner == sc
 }
 
 // serverDrop counts a drop of what a server sent, in total and for the

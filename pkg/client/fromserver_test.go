@@ -72,6 +72,31 @@ func TestCheckFromServer(t *testing.T) {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
+	// ICMP errors from routers outside the routes, judged by the packet
+	// they quote.
+	icmpErr := func(sc *serverConn, router, quotedDst string) string {
+		f := frame(router, me)
+		f[packet.VnetHdrLen+9] = 1
+		quote := frame(me, quotedDst)[packet.VnetHdrLen:]
+		f = append(append(f[:packet.VnetHdrLen+20], 3, 4, 0, 0, 0, 0, 0x05, 0x78), quote...)
+		got, _ := c.checkFromServer(sc, f)
+		return got
+	}
+	for _, tc := range []struct {
+		name          string
+		sc            *serverConn
+		router, about string
+		want          string
+	}{
+		{"fragmentation needed from the cluster's VPC router", c1, "10.0.0.1", "10.244.1.20", ""},
+		{"the same about c2's route", c1, "10.0.0.1", "10.96.0.10", "spoofed_source"},
+		{"about a public address", c1, "10.0.0.1", "203.0.113.5", "spoofed_source"},
+		{"from c2's router about its route", c2, "192.168.0.1", "10.96.0.10", ""},
+	} {
+		if got := icmpErr(tc.sc, tc.router, tc.about); got != tc.want {
+			t.Errorf("ICMP error %s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
 	if got, _ := c.checkFromServer(c1, make([]byte, packet.VnetHdrLen)); got != "malformed" {
 		t.Errorf("short frame: %q", got)
 	}

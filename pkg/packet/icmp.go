@@ -1,6 +1,9 @@
 package packet
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"net/netip"
+)
 
 const (
 	protoICMP   = 1
@@ -37,4 +40,45 @@ func EchoRequest(p []byte) bool {
 	default:
 		return proto == protoICMPv6 && len(p) >= hl+8 && p[hl] == icmpv6EchoRequest && p[hl+1] == 0
 	}
+}
+
+// ICMP error types that quote the packet they are about.
+const (
+	icmpDestUnreachable = 3
+	icmpTimeExceeded    = 11
+	icmpParamProblem    = 12
+	icmpv6MaxError      = 4 // types 1..4: unreachable, too big, time exceeded, parameter problem
+)
+
+// ErrorAbout returns the destination of the packet an ICMP (or ICMPv6)
+// error quotes: an unreachable, packet-too-big ("fragmentation needed"),
+// time-exceeded or parameter-problem message from any router on a path is
+// about a packet sent to that destination, whatever its own source.
+func ErrorAbout(p []byte) (netip.Addr, bool) {
+	hl, proto, err := ipHeader(p)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	switch p[0] >> 4 {
+	case 4:
+		if proto != protoICMP || binary.BigEndian.Uint16(p[6:8])&0x1fff != 0 || len(p) < hl+8+20 {
+			return netip.Addr{}, false
+		}
+		switch p[hl] {
+		case icmpDestUnreachable, icmpTimeExceeded, icmpParamProblem:
+		default:
+			return netip.Addr{}, false
+		}
+		if q := p[hl+8:]; q[0]>>4 == 4 {
+			return netip.AddrFrom4([4]byte(q[16:20])), true
+		}
+	default:
+		if proto != protoICMPv6 || len(p) < hl+8+40 || p[hl] < 1 || p[hl] > icmpv6MaxError {
+			return netip.Addr{}, false
+		}
+		if q := p[hl+8:]; q[0]>>4 == 6 {
+			return netip.AddrFrom16([16]byte(q[24:40])), true
+		}
+	}
+	return netip.Addr{}, false
 }

@@ -73,3 +73,54 @@ func TestEchoRequest(t *testing.T) {
 		}
 	}
 }
+
+// An ICMP error quotes the packet it is about: its destination is what the
+// error concerns, whoever sent it.
+func TestErrorAbout(t *testing.T) {
+	quoted := ipv4("100.64.240.2", "10.244.1.20")
+	quoted[9] = protoUDP
+	quoted = append(quoted, 0x9c, 0x40, 0, 53, 0, 8, 0, 0)
+	icmpErr := func(typ, code byte, q []byte) []byte {
+		p := ipv4("10.0.0.1", "100.64.240.2")
+		p[9] = protoICMP
+		p = append(p, typ, code, 0, 0, 0, 0, 0x05, 0x78)
+		return append(p, q...)
+	}
+	v6 := func(next, typ byte, q []byte) []byte {
+		p := make([]byte, 48)
+		p[0], p[6], p[40] = 0x60, next, typ
+		return append(p, q...)
+	}
+	quoted6 := make([]byte, 48)
+	quoted6[0], quoted6[39] = 0x60, 0x20 // to ::20
+
+	for _, c := range []struct {
+		name string
+		p    []byte
+		want string
+	}{
+		{"fragmentation needed", icmpErr(3, 4, quoted), "10.244.1.20"},
+		{"port unreachable", icmpErr(3, 3, quoted), "10.244.1.20"},
+		{"time exceeded", icmpErr(11, 0, quoted), "10.244.1.20"},
+		{"parameter problem", icmpErr(12, 0, quoted), "10.244.1.20"},
+		{"echo reply", icmpErr(0, 0, quoted), ""},
+		{"redirect", icmpErr(5, 1, quoted), ""},
+		{"quote cut short", icmpErr(3, 4, quoted[:19]), ""},
+		{"quote not IPv4", icmpErr(3, 4, append([]byte{0x60}, quoted[1:]...)), ""},
+		{"UDP", append(ipv4("10.0.0.1", "100.64.240.2"), make([]byte, 28)...), ""},
+		{"ICMPv6 packet too big", v6(protoICMPv6, 2, quoted6), "::20"},
+		{"ICMPv6 echo reply", v6(protoICMPv6, 129, quoted6), ""},
+		{"ICMPv6 quote cut short", v6(protoICMPv6, 1, quoted6[:39]), ""},
+	} {
+		got, ok := ErrorAbout(c.p)
+		if c.want == "" {
+			if ok {
+				t.Errorf("%s: about %v, want not an error", c.name, got)
+			}
+			continue
+		}
+		if !ok || got.String() != c.want {
+			t.Errorf("%s: %v %v, want %s", c.name, got, ok, c.want)
+		}
+	}
+}
