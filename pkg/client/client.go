@@ -780,28 +780,7 @@ func (c *Client) reload() {
 		c.log.Error("reload failed; the running config stays", "err", err)
 		return
 	}
-	var restart []string
-	if n.Tun != c.cfg.Tun {
-		restart = append(restart, "client.tun")
-	}
-	if n.PrivateKey != c.cfg.PrivateKey {
-		restart = append(restart, "client.private_key_file")
-	}
-	if n.ControlSocket != c.cfg.ControlSocket {
-		restart = append(restart, "client.control_socket")
-	}
-	if n.Offload != c.cfg.Offload {
-		restart = append(restart, "client.offload")
-	}
-	if n.MetricsListen != c.cfg.MetricsListen {
-		restart = append(restart, "client.metrics_listen")
-	}
-	if n.Gateway != c.cfg.Gateway || n.Masquerade != c.cfg.Masquerade {
-		restart = append(restart, "client.gateway/masquerade")
-	}
-	if n.Log != c.cfg.Log {
-		restart = append(restart, "log")
-	}
+	restart := config.RestartOnly(c.cfg, n)
 	byName := map[string]config.ServerEntry{}
 	for _, e := range n.Servers {
 		byName[e.Name] = e

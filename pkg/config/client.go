@@ -44,24 +44,28 @@ type ServerEntryTOML struct {
 	DNSDomains *[]string `toml:"dns_domains"`
 }
 
-// Client is a validated gtun config.
+// Client is a validated gtun config. Each field's reload tag says whether
+// a reload applies it (see RestartOnly).
 type Client struct {
-	File          string
-	PrivateKey    secure.PrivateKey
-	Tun           string
-	ControlSocket string
-	MetricsListen string // Prometheus endpoint host:port; empty: off
-	Offload       bool   // TUN offloads (virtio-net header, TSO) when the kernel has them
+	File          string            `reload:"-"`
+	PrivateKey    secure.PrivateKey `reload:"client.private_key_file,restart"`
+	Tun           string            `reload:"client.tun,restart"`
+	ControlSocket string            `reload:"client.control_socket,restart"`
+	MetricsListen string            `reload:"client.metrics_listen,restart"` // Prometheus endpoint host:port; empty: off
+	Offload       bool              `reload:"client.offload,restart"`        // TUN offloads (virtio-net header, TSO) when the kernel has them
 	// Gateway: forward for the other hosts of this VPC (their cloud route
 	// table points the served CIDRs at this VM).
-	Gateway bool
+	Gateway bool `reload:"client.gateway,restart"`
 	// Masquerade (gateway mode only): rewrite the source of forwarded
 	// traffic to the tunnel address, so the server needs to know nothing
 	// about this VPC. Off: their own addresses cross, which needs the
 	// server's [[peer]] subnets (site-to-site).
-	Masquerade bool
-	Servers    []ServerEntry
-	Log        Log
+	Masquerade bool `reload:"client.masquerade,restart"`
+	// Servers reload one by one, matched by name: a server's routes apply
+	// live, its endpoints, transport or key make it reconnect; adding or
+	// removing a server needs a restart (the client's reload says so).
+	Servers []ServerEntry `reload:"server,live"`
+	Log     Log           `reload:"log,restart"`
 }
 
 // ServerEntry is a validated [[server]].

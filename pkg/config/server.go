@@ -69,37 +69,38 @@ type PeerSection struct {
 	Subnets   []string `toml:"subnets"`
 }
 
-// Server is a validated gtund config.
+// Server is a validated gtund config. Each field's reload tag says whether
+// a reload applies it (see RestartOnly).
 type Server struct {
-	File           string
-	Listen         string
-	Transports     []string
-	PrivateKey     secure.PrivateKey
-	PrivateKeyFile string
-	Tun            string
-	MTU            int
-	Pool           netip.Prefix
-	Gateway        netip.Addr // the server's own tunnel address: the pool's first usable
-	Routes         []netip.Prefix
-	Map            []Mapping // served real prefixes shown to clients under virtual ones
-	NAT            bool
-	StateDir       string
-	ControlSocket  string
-	MetricsListen  string // Prometheus endpoint host:port; empty: off
-	PeersFile      string // state_dir/peers.toml, read when it exists
-	Keepalive      time.Duration
-	DeadAfter      int
-	RekeyInterval  time.Duration // how long each side's send key lives; pushed to clients
-	Offload        bool          // TUN offloads (virtio-net header, TSO) when the kernel has them
-	FECData        int           // KCP forward error correction: data shards (0: off)
-	FECParity      int           // and parity shards
-	DNS            DNS           // pushed to clients for split DNS; zero: none
+	File           string            `reload:"-"`
+	Listen         string            `reload:"server.listen,restart"`
+	Transports     []string          `reload:"server.transports,restart"`
+	PrivateKey     secure.PrivateKey `reload:"server.private_key_file,restart"`
+	PrivateKeyFile string            `reload:"server.private_key_file,restart"`
+	Tun            string            `reload:"server.tun,restart"`
+	MTU            int               `reload:"server.mtu,restart"`
+	Pool           netip.Prefix      `reload:"server.pool,restart"`
+	Gateway        netip.Addr        `reload:"server.pool,restart"` // the server's own tunnel address: the pool's first usable
+	Routes         []netip.Prefix    `reload:"server.routes,live"`
+	Map            []Mapping         `reload:"server.map,live"` // served real prefixes shown to clients under virtual ones
+	NAT            bool              `reload:"server.nat,restart"`
+	StateDir       string            `reload:"server.state_dir,restart"`
+	ControlSocket  string            `reload:"server.control_socket,restart"`
+	MetricsListen  string            `reload:"server.metrics_listen,restart"` // Prometheus endpoint host:port; empty: off
+	PeersFile      string            `reload:"server.state_dir,restart"`      // state_dir/peers.toml, read when it exists
+	Keepalive      time.Duration     `reload:"server.keepalive,live"`
+	DeadAfter      int               `reload:"server.dead_after,live"`
+	RekeyInterval  time.Duration     `reload:"server.rekey_interval,live"` // how long each side's send key lives; pushed to clients
+	Offload        bool              `reload:"server.offload,restart"`     // TUN offloads (virtio-net header, TSO) when the kernel has them
+	FECData        int               `reload:"server.fec_data,restart"`    // KCP forward error correction: data shards (0: off)
+	FECParity      int               `reload:"server.fec_parity,restart"`  // and parity shards
+	DNS            DNS               `reload:"server.dns,live"`            // pushed to clients for split DNS; zero: none
 	// HandshakeTimeout bounds an unauthenticated connection: transport
 	// accept to the client's hello. Handshake limits what may start one.
-	HandshakeTimeout time.Duration
-	Handshake        guard.Limits
-	Peers            []Peer
-	Log              Log
+	HandshakeTimeout time.Duration `reload:"server.handshake_timeout,live"`
+	Handshake        guard.Limits  `reload:"server.handshake_rate,live"` // and handshake_burst, max_handshakes, max_handshakes_per_source
+	Peers            []Peer        `reload:"peer,live"`
+	Log              Log           `reload:"log,restart"`
 }
 
 // DNS is what gtund pushes for split DNS: names under Domains are resolved

@@ -790,7 +790,7 @@ func (s *Server) reload() error {
 		s.log.Error("reload failed; the running config stays", "err", err)
 		return err
 	}
-	if keys := restartOnly(s.cfg, n); len(keys) > 0 {
+	if keys := config.RestartOnly(s.cfg, n); len(keys) > 0 {
 		s.log.Warn("reload: these keys change only with a restart; keeping the running values", "keys", keys)
 	}
 	s.mu.Lock()
@@ -886,28 +886,4 @@ func (s *Server) requestReload(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// restartOnly lists the keys that differ between a and b but apply only at start.
-func restartOnly(a, b *config.Server) []string {
-	var keys []string
-	check := func(key string, same bool) {
-		if !same {
-			keys = append(keys, key)
-		}
-	}
-	check("server.listen", a.Listen == b.Listen)
-	check("server.transports", slices.Equal(a.Transports, b.Transports))
-	check("server.private_key_file", a.PrivateKey == b.PrivateKey)
-	check("server.tun", a.Tun == b.Tun)
-	check("server.mtu", a.MTU == b.MTU)
-	check("server.pool", a.Pool == b.Pool)
-	check("server.nat", a.NAT == b.NAT)
-	check("server.offload", a.Offload == b.Offload)
-	check("server.fec_data/fec_parity", a.FECData == b.FECData && a.FECParity == b.FECParity)
-	check("server.state_dir", a.StateDir == b.StateDir)
-	check("server.control_socket", a.ControlSocket == b.ControlSocket)
-	check("server.metrics_listen", a.MetricsListen == b.MetricsListen)
-	check("log", a.Log == b.Log)
-	return keys
 }
