@@ -15,6 +15,7 @@ require (
 	github.com/xtaci/kcp-go/v5 v5.6.24
 	golang.org/x/crypto v0.36.0
 	golang.org/x/sys v0.31.0
+	golang.org/x/time v0.16.0
 )
 
 require (

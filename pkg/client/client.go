@@ -25,7 +25,9 @@ import (
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/metrics"
 	"github.com/gtun/gtun/pkg/nat"
+	"github.com/gtun/gtun/pkg/nlwatch"
 	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/reconcile"
 	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
@@ -50,9 +52,8 @@ type Client struct {
 	rate   *lograte.Limiter
 	tun    *tun.Keeper
 	routes *route.Reconciler
-
-	routeHeals    atomic.Uint64
-	lastRouteHeal atomic.Int64 // nanoseconds
+	events *nlwatch.Hub   // netlink subscriptions of the TUN keeper and the route reconciler
+	book   reconcile.Book // heals and fights of every part kept in place
 
 	servers []*serverConn
 	// byDst picks the server for a packet read from the TUN (longest prefix).
@@ -63,13 +64,10 @@ type Client struct {
 	owner map[netip.Prefix]string
 
 	// gateway mode: the nftables table (MSS clamp, and with masquerade one
-	// SNAT rule per route) and its repairs
+	// SNAT rule per route)
 	natMu      sync.Mutex
 	natSpec    nat.Spec
 	natApplied bool // natSpec is in the kernel
-	natHeals   atomic.Uint64
-	// ip_forward found off and turned back on (gateway mode)
-	forwardHeals atomic.Uint64
 
 	dns *splitdns.Manager // split DNS pushed by the servers
 
@@ -131,19 +129,17 @@ func New(cfg *config.Client, log *slog.Logger) *Client {
 // then it removes its routes and the TUN device.
 func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 	var err error
+	c.events = nlwatch.NewHub(c.log, nil)
+	shared := reconcile.Shared{Events: c.events, Book: &c.book}
 	// Up from the start, so the reconciler sees a live link once routes arrive.
-	if c.tun, err = tun.NewKeeper(c.cfg.Tun, c.cfg.Offload, c.log); err != nil {
+	if c.tun, err = tun.NewKeeper(c.cfg.Tun, c.cfg.Offload, c.log, shared); err != nil {
 		return err
 	}
 	defer func() {
 		c.tun.Close()
 		c.log.Info("removed tun device", "tun", c.cfg.Tun)
 	}()
-	c.routes = route.NewReconciler(route.Options{Link: c.cfg.Tun, Logger: c.log,
-		OnHeal: func(_ netip.Prefix, took time.Duration) {
-			c.routeHeals.Add(1)
-			c.lastRouteHeal.Store(int64(took))
-		}})
+	c.routes = route.NewReconciler(route.Options{Link: c.cfg.Tun, Logger: c.log, Shared: shared})
 	// Routes of ours left by a killed predecessor on a device of this name.
 	if err := c.routes.RemoveAll(); err != nil {
 		c.log.Warn("cleaning leftover routes", "err", err)
@@ -186,6 +182,7 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 	if c.cfg.Gateway {
 		c.goRun(func() { c.keepNAT(ctx) })
 	}
+	c.goRun(func() { c.events.Run(ctx) })
 	c.goRun(func() { c.tun.Run(ctx) })
 	c.goRun(func() { c.keepDNS(ctx) })
 	c.goRun(func() {

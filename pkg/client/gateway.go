@@ -3,12 +3,14 @@ package client
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/gtun/gtun/pkg/nat"
+	"github.com/gtun/gtun/pkg/nlwatch"
+	"github.com/gtun/gtun/pkg/reconcile"
 )
 
 // Gateway mode: gtun forwards for the other hosts of its VPC, whose cloud
@@ -91,63 +93,64 @@ func (c *Client) applyNAT(owner map[netip.Prefix]int) {
 	c.log.Info("gateway mode: masquerade rules set", "table", c.natSpec.Table, "rules", len(snat))
 }
 
+// Gateway mode's heal kinds.
+const (
+	HealGatewayTable = "gateway_table"
+	HealIPForward    = "ip_forward"
+)
+
+// nftSettle is the wait from an nftables deletion to the check of the
+// table: a flushed chain is deleted rule by rule, one check is enough.
+const nftSettle = 20 * time.Millisecond
+
 // keepNAT puts the table back when it disappears or loses rules (a flushed
 // chain), retries a failed update, and turns net.ipv4.ip_forward back on
-// when someone turns it off (forwarding would stop silently).
+// when someone turns it off (forwarding would stop silently): a
+// reconcile.Loop each.
 func (c *Client) keepNAT(ctx context.Context) {
-	// nftables deletions (by anyone) trigger a check at once; the ticker
-	// backs the subscription up and watches ip_forward.
-	deleted := make(chan struct{}, 1)
-	c.goRun(func() {
-		nat.WatchKicks(ctx, deleted, 20*time.Millisecond, 5*time.Second, func(err error) {
-			c.rate.Log(slog.LevelWarn, "nat-watch", "gateway mode: nftables event subscription failed; checking the table every second only", "err", err)
-		})
-	})
-	t := time.NewTicker(natCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-deleted:
-		case <-t.C:
-		}
-		if changed, err := nat.EnableIPv4Forwarding(); err != nil {
-			c.rate.Log(slog.LevelWarn, "forward-heal", "gateway mode: cannot turn net.ipv4.ip_forward back on", "err", err)
-		} else if changed {
-			c.forwardHeals.Add(1)
-			c.log.Warn("gateway mode: net.ipv4.ip_forward was turned off by someone else; turned it back on")
-		}
-		c.natMu.Lock()
-		applied, spec := c.natApplied, c.natSpec
-		c.natMu.Unlock()
-		table := spec.Table
-		if applied {
-			ok, err := nat.Intact(spec)
-			if err != nil {
-				c.rate.Log(slog.LevelWarn, "nat-check", "gateway mode: cannot list nftables tables", "err", err)
-				continue
-			}
-			if ok {
-				continue
-			}
-		}
-		// Under natMu, so an update from applyNAT cannot be overwritten by
-		// an older spec.
-		c.natMu.Lock()
-		start := time.Now()
-		err := nat.Ensure(c.natSpec)
-		c.natApplied = err == nil
-		c.natMu.Unlock()
+	table := reconcile.New(reconcile.Options{Kind: HealGatewayTable, What: "gateway mode's nftables table " + NATTable(c.cfg.Tun),
+		Check: c.checkNAT, Interval: natCheckInterval, Debounce: nftSettle, Book: &c.book, Log: c.log})
+	forwarding := reconcile.New(reconcile.Options{Kind: HealIPForward, What: "net.ipv4.ip_forward",
+		Check: nat.KeepIPv4Forwarding(c.log, "gateway mode forwards for the hosts of this VPC"), Interval: natCheckInterval, Book: &c.book, Log: c.log})
+	// nftables deletions (by anyone) ask for a check at once; the
+	// interval backs the subscription up.
+	deletions := nlwatch.NewTopic(nat.Deletions)
+	defer deletions.Listen(func(struct{}) { table.Kick() }, table.Kick)()
+	var wg sync.WaitGroup
+	wg.Go(func() { deletions.Run(ctx, c.log.With("watch", "nftables"), 5*time.Second) })
+	wg.Go(func() { table.Run(ctx) })
+	wg.Go(func() { forwarding.Run(ctx) })
+	wg.Wait()
+}
+
+// checkNAT rebuilds the table when it is not as last asked for, or when
+// building it failed. Under natMu, so an update from applyNAT can neither
+// be overwritten by an older spec nor land between check and repair.
+func (c *Client) checkNAT() (reconcile.Outcome, error) {
+	c.natMu.Lock()
+	defer c.natMu.Unlock()
+	applied, spec := c.natApplied, c.natSpec
+	if applied {
+		ok, err := nat.Intact(spec)
 		if err != nil {
-			c.rate.Log(slog.LevelWarn, "nat-heal", "gateway mode: cannot restore nftables table", "table", table, "err", err)
-			continue
+			return reconcile.Outcome{}, fmt.Errorf("gateway mode: check nftables table %s: %w", spec.Table, err)
 		}
-		if applied {
-			c.natHeals.Add(1)
-			c.log.Warn("gateway mode: nftables table was deleted or changed; restored", "table", table, "took", time.Since(start))
+		if ok {
+			return reconcile.Outcome{}, nil
 		}
 	}
+	start := time.Now()
+	err := nat.Ensure(spec)
+	c.natApplied = err == nil
+	if err != nil {
+		return reconcile.Outcome{}, fmt.Errorf("gateway mode: restore nftables table %s: %w", spec.Table, err)
+	}
+	if !applied {
+		return reconcile.Outcome{}, nil // a failed update retried, not a repair
+	}
+	took := time.Since(start)
+	c.log.Warn("gateway mode: nftables table was deleted or changed; restored", "table", spec.Table, "took", took)
+	return reconcile.Outcome{Heals: 1, Took: took}, nil
 }
 
 // natRules lists the SNAT rules in effect, for status.

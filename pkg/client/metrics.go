@@ -4,6 +4,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gtun/gtun/pkg/metrics"
+	"github.com/gtun/gtun/pkg/route"
+	"github.com/gtun/gtun/pkg/tun"
 )
 
 // dropReasons are gtun's drop reasons, reported from the start at 0.
@@ -18,7 +20,7 @@ type Collector struct {
 	rxBytes, txBytes, rxPackets, txPackets *prometheus.Desc
 	connected, rtt, reconnects             *prometheus.Desc
 	routesDesired, routesInstalled         *prometheus.Desc
-	heals, drops, offload                  *prometheus.Desc
+	heals, fights, drops, offload          *prometheus.Desc
 	rekeys, keyAge                         *prometheus.Desc
 }
 
@@ -42,6 +44,7 @@ func NewCollector(status func() Status) *Collector {
 		routesDesired:   d("routes_desired", "Routes gtun wants on its TUN device for the server: what it pushes, narrowed by the config.", server...),
 		routesInstalled: d("routes_installed", "Desired routes that are installed in the kernel now.", server...),
 		heals:           d("heals_total", "Repairs gtun made: kind=route (a deleted or replaced route put back), kind=tun (the TUN device, its address or link state restored), kind=gateway_table (gateway mode's nftables table restored), kind=ip_forward (gateway mode's net.ipv4.ip_forward turned back on).", "kind"),
+		fights:          d("fights_total", "Times something kept undoing what gtun puts back (by kind, as heals_total) until its repairs hit their rate bound (a burst of 10, then 1 a second).", "kind"),
 		drops:           d("drops_total", "Packets gtun dropped, by reason (no_session while reconnecting, queue_full, ...).", "reason"),
 		offload:         d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
 	}
@@ -50,7 +53,7 @@ func NewCollector(status func() Status) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	metrics.Descs(ch, c.rxBytes, c.txBytes, c.rxPackets, c.txPackets, c.connected, c.rtt, c.reconnects,
-		c.routesDesired, c.routesInstalled, c.heals, c.drops, c.offload, c.rekeys, c.keyAge)
+		c.routesDesired, c.routesInstalled, c.heals, c.fights, c.drops, c.offload, c.rekeys, c.keyAge)
 }
 
 // Collect implements prometheus.Collector.
@@ -79,12 +82,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		b.Gauge(c.routesDesired, float64(len(s.Routes)), s.Name)
 		b.Gauge(c.routesInstalled, float64(installed), s.Name)
 	}
-	b.Counter(c.heals, st.Heals.Routes, "route")
-	b.Counter(c.heals, st.Heals.Tun, "tun")
+	b.Counter(c.heals, st.Heals.Routes, route.HealKind)
+	b.Counter(c.heals, st.Heals.Tun, tun.HealKind)
+	kinds := []string{route.HealKind, tun.HealKind}
 	if st.Gateway != nil {
-		b.Counter(c.heals, st.Gateway.TableHeals, "gateway_table")
-		b.Counter(c.heals, st.Gateway.ForwardHeals, "ip_forward")
+		b.Counter(c.heals, st.Gateway.TableHeals, HealGatewayTable)
+		b.Counter(c.heals, st.Gateway.ForwardHeals, HealIPForward)
+		kinds = append(kinds, HealGatewayTable, HealIPForward)
 	}
+	b.Reasons(c.fights, kinds, st.Fights)
 	b.Reasons(c.drops, dropReasons, st.Drops)
 	b.Bool(c.offload, st.Offload)
 }

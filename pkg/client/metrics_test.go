@@ -13,7 +13,7 @@ import (
 )
 
 func TestCollector(t *testing.T) {
-	st := Status{Offload: false, Gateway: &GatewayStatus{TableHeals: 1}, Heals: Heals{Routes: 5, Tun: 2}, Drops: map[string]uint64{"no_session": 9},
+	st := Status{Offload: false, Gateway: &GatewayStatus{TableHeals: 1}, Heals: Heals{Routes: 5, Tun: 2}, Fights: map[string]uint64{"route": 1}, Drops: map[string]uint64{"no_session": 9},
 		Servers: []ServerStatus{
 			{Name: "hk", State: "connected", RxBytes: 100, TxBytes: 200, RxPackets: 1, TxPackets: 2, RTT: 2 * time.Millisecond,
 				Reconnects: 4, Rekeys: session.Rekeys{Sent: 3, Received: 2}, KeyAge: 1500 * time.Millisecond, Routes: []RouteStatus{{Prefix: "10.244.0.0/16", Installed: true}, {Prefix: "10.96.0.0/12", Note: "pending"}}},
@@ -64,6 +64,9 @@ func TestCollector(t *testing.T) {
 		"gtun_heals_total,kind=route":                           5,
 		"gtun_heals_total,kind=tun":                             2,
 		"gtun_heals_total,kind=gateway_table":                   1,
+		"gtun_fights_total,kind=route":                          1,
+		"gtun_fights_total,kind=tun":                            0,
+		"gtun_fights_total,kind=ip_forward":                     0,
 		"gtun_drops_total,reason=no_session":                    9,
 		"gtun_drops_total,reason=queue_full":                    0,
 		"gtun_tun_offload":                                      0,

@@ -9,19 +9,26 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/session"
 	"github.com/gtun/gtun/pkg/splitdns"
+	"github.com/gtun/gtun/pkg/tun"
 )
 
 // Status is what `gtun status` prints.
 type Status struct {
-	Tun     string            `json:"tun"`
-	Offload bool              `json:"offload"` // TUN with virtio-net header and TSO; false: plain path
-	Heals   Heals             `json:"heals"`
-	Gateway *GatewayStatus    `json:"gateway,omitempty"` // nil: gateway mode off
-	DNS     *splitdns.Status  `json:"dns,omitempty"`     // split DNS; nil before Run
-	Drops   map[string]uint64 `json:"drops,omitempty"`
-	Servers []ServerStatus    `json:"servers"`
+	Tun     string `json:"tun"`
+	Offload bool   `json:"offload"` // TUN with virtio-net header and TSO; false: plain path
+	Heals   Heals  `json:"heals"`
+	// Fights counts, by heal kind (route, tun, gateway_table, ip_forward),
+	// times something kept undoing a repair until repairs hit their rate
+	// bound; Fighting lists the kinds fought over now.
+	Fights   map[string]uint64 `json:"fights,omitempty"`
+	Fighting []string          `json:"fighting,omitempty"`
+	Gateway  *GatewayStatus    `json:"gateway,omitempty"` // nil: gateway mode off
+	DNS      *splitdns.Status  `json:"dns,omitempty"`     // split DNS; nil before Run
+	Drops    map[string]uint64 `json:"drops,omitempty"`
+	Servers  []ServerStatus    `json:"servers"`
 }
 
 // GatewayStatus is gateway mode's state.
@@ -101,10 +108,10 @@ func (sc *serverConn) addClosed(s *session.Session) {
 
 // Status snapshots the client's state.
 func (c *Client) Status() Status {
-	st := Status{Tun: c.cfg.Tun, Drops: c.drops.Snapshot()}
-	st.Heals.Routes, st.Heals.LastRouteTook = c.routeHeals.Load(), time.Duration(c.lastRouteHeal.Load())
+	st := Status{Tun: c.cfg.Tun, Drops: c.drops.Snapshot(), Fights: c.book.Fights(), Fighting: c.book.Fighting()}
+	st.Heals.Routes, st.Heals.LastRouteTook = c.book.Heal(route.HealKind)
+	st.Heals.Tun, st.Heals.LastTunTook = c.book.Heal(tun.HealKind)
 	if c.tun != nil {
-		st.Heals.Tun, st.Heals.LastTunTook = c.tun.Heals()
 		st.Offload = c.tun.Offload()
 	}
 	if c.dns != nil {
@@ -112,8 +119,9 @@ func (c *Client) Status() Status {
 		st.DNS = &d
 	}
 	if c.cfg.Gateway {
-		st.Gateway = &GatewayStatus{Masquerade: c.cfg.Masquerade, Table: NATTable(c.cfg.Tun), SNAT: c.natRules(), TableHeals: c.natHeals.Load(),
-			ForwardHeals: c.forwardHeals.Load()}
+		st.Gateway = &GatewayStatus{Masquerade: c.cfg.Masquerade, Table: NATTable(c.cfg.Tun), SNAT: c.natRules()}
+		st.Gateway.TableHeals, _ = c.book.Heal(HealGatewayTable)
+		st.Gateway.ForwardHeals, _ = c.book.Heal(HealIPForward)
 	}
 	installed := map[string]RouteStatus{}
 	if c.routes != nil {
@@ -275,6 +283,13 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	if h := st.Heals; h.Routes+h.Tun > 0 {
 		fmt.Fprintf(w, "\nheals: %d route(s), last took %v; %d tun repair(s), last took %v\n",
 			h.Routes, h.LastRouteTook.Round(time.Microsecond), h.Tun, h.LastTunTook.Round(time.Microsecond))
+	}
+	if len(st.Fights) > 0 {
+		fmt.Fprintf(w, "fights (something kept undoing it): %v", st.Fights)
+		if len(st.Fighting) > 0 {
+			fmt.Fprintf(w, "; fighting now over %s", strings.Join(st.Fighting, ", "))
+		}
+		fmt.Fprintln(w)
 	}
 	if len(st.Drops) > 0 {
 		fmt.Fprintf(w, "\ndrops: %v\n", st.Drops)

@@ -17,9 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -472,8 +470,37 @@ func Intact(s Spec) (bool, error) {
 // WatchDeletions calls deleted each time nftables reports a table, chain
 // or rule deleted in the current network namespace (by anyone: filter in
 // deleted, e.g. with Intact), until ctx ends. It returns an error if the
-// subscription fails or breaks; the caller's periodic check is the backup.
+// subscription fails or breaks.
 func WatchDeletions(ctx context.Context, deleted func()) error {
+	ch, done := make(chan struct{}), make(chan struct{})
+	var broke error
+	if err := Deletions(ch, done, func(err error) { broke = err }); err != nil {
+		return err
+	}
+	defer func() {
+		close(done)
+		for range ch {
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-ch:
+			if !ok {
+				return broke // set before ch is closed
+			}
+			deleted()
+		}
+	}
+}
+
+// Deletions subscribes to nftables deletions in the current network
+// namespace in the shape of the netlink library's subscriptions, for
+// nlwatch.NewTopic: a value on ch for each table, chain or rule deleted;
+// when the subscription breaks, cb gets why and ch is closed; closing done
+// ends it (ch is then closed too).
+func Deletions(ch chan struct{}, done chan struct{}, cb func(error)) error {
 	c, err := conn(0)
 	if err != nil {
 		return err
@@ -485,67 +512,35 @@ func WatchDeletions(ctx context.Context, deleted func()) error {
 	if err != nil {
 		return fmt.Errorf("subscribe to nftables events: %w", err)
 	}
-	defer func() {
-		m.Close()
-		for range events { // let the library's goroutines finish
-		}
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-events:
-			if !ok {
-				return errors.New("nftables event subscription closed")
+	go func() {
+		defer close(ch)
+		defer func() {
+			m.Close()
+			for range events { // let the library's goroutines finish
 			}
-			switch ev.Type {
-			case nftables.MonitorEventTypeDelTable, nftables.MonitorEventTypeDelChain, nftables.MonitorEventTypeDelRule:
-				deleted()
-			case nftables.MonitorEventTypeOOB:
-				return fmt.Errorf("nftables event subscription: %v", ev.Error)
-			}
-		}
-	}
-}
-
-// WatchKicks turns nftables deletions into kicks for a repair loop: one
-// non-blocking send on kick (give it a buffer of 1) per burst of deletions,
-// a burst ending when none came for settle (a flush deletes rule by rule).
-// A failed or broken subscription is reported to failed and made again
-// after retry; the caller's periodic check covers the gap. It returns when
-// ctx ends.
-func WatchKicks(ctx context.Context, kick chan<- struct{}, settle, retry time.Duration, failed func(error)) {
-	var mu sync.Mutex
-	var timer *time.Timer
-	fire := func() {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	}
-	deleted := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if timer == nil {
-			timer = time.AfterFunc(settle, fire)
-		} else {
-			timer.Reset(settle)
-		}
-	}
-	defer func() {
-		mu.Lock()
-		if timer != nil {
-			timer.Stop()
-		}
-		mu.Unlock()
-	}()
-	for ctx.Err() == nil {
-		if err := WatchDeletions(ctx, deleted); err != nil {
-			failed(err)
+		}()
+		for {
 			select {
-			case <-ctx.Done():
-			case <-time.After(retry):
+			case <-done:
+				return
+			case ev, ok := <-events:
+				if !ok {
+					cb(errors.New("nftables event subscription closed"))
+					return
+				}
+				switch ev.Type {
+				case nftables.MonitorEventTypeDelTable, nftables.MonitorEventTypeDelChain, nftables.MonitorEventTypeDelRule:
+					select {
+					case ch <- struct{}{}:
+					case <-done:
+						return
+					}
+				case nftables.MonitorEventTypeOOB:
+					cb(fmt.Errorf("nftables event subscription: %v", ev.Error))
+					return
+				}
 			}
 		}
-	}
+	}()
+	return nil
 }

@@ -55,8 +55,10 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/gtun/gtun/pkg/nlwatch"
 	"golang.org/x/sys/unix"
+
+	"github.com/gtun/gtun/pkg/nlwatch"
+	"github.com/gtun/gtun/pkg/reconcile"
 )
 
 // Protocol is the rtnetlink protocol value marking routes gtun owns ('g').
@@ -69,13 +71,13 @@ const (
 	// debounce coalesces bursts of netlink events (a link flap produces
 	// several) into one pass while keeping heal time in milliseconds.
 	debounce = 5 * time.Millisecond
-	// retryMin is the first retry delay after a failed pass; it doubles up
-	// to the resync interval so a persistent error doesn't spin.
-	retryMin = 100 * time.Millisecond
 	// nlTimeout bounds every netlink request so a wedged socket cannot hang
 	// a pass forever.
 	nlTimeout = 5 * time.Second
 )
+
+// HealKind is the Reconciler's kind in the daemon's reconcile.Book.
+const HealKind = "route"
 
 // Options configure a Reconciler.
 type Options struct {
@@ -93,9 +95,12 @@ type Options struct {
 	// 0 means the caller's current namespace. The descriptor must stay open
 	// while the Reconciler is used.
 	NetNS int
-	// OnHeal, if set, is called after a route that had been installed and
-	// went missing was reinstalled, with the time since the loss was seen.
-	OnHeal func(prefix netip.Prefix, took time.Duration)
+	// Shared: a route that had been installed and went missing counts, when
+	// reinstalled by Run, as a heal of HealKind in Shared.Book (with the
+	// time since the loss was seen); Run learns of changes from
+	// Shared.Events, which must watch the namespace of NetNS. Zero fields:
+	// the Reconciler's own.
+	Shared reconcile.Shared
 }
 
 // Route is one desired route: a prefix on the link, and optionally the
@@ -122,7 +127,7 @@ type RouteStatus struct {
 type Reconciler struct {
 	o     Options
 	log   *slog.Logger
-	kick  chan struct{}
+	loop  *reconcile.Loop
 	table int // effective table id (main when Options.Table is 0)
 
 	// linkIndex is the last index seen for the link; the event goroutines
@@ -140,7 +145,6 @@ type Reconciler struct {
 	h         *netlink.Handle // Run's handle; nil when Run is not active
 	prev      map[netip.Prefix]RouteStatus
 	linkState string
-	lastErr   string
 
 	stMu   sync.Mutex
 	status []RouteStatus
@@ -159,16 +163,21 @@ func NewReconciler(o Options) *Reconciler {
 	if table == 0 {
 		table = unix.RT_TABLE_MAIN
 	}
-	return &Reconciler{
+	r := &Reconciler{
 		o:            o,
 		log:          o.Logger.With("link", o.Link),
-		kick:         make(chan struct{}, 1),
 		table:        table,
 		desired:      map[netip.Prefix]netip.Addr{},
 		missingSince: map[netip.Prefix]time.Time{},
 		prev:         map[netip.Prefix]RouteStatus{},
 	}
+	r.loop = reconcile.New(reconcile.Options{Kind: HealKind, What: "the routes on " + o.Link, Check: r.check,
+		Interval: o.ResyncInterval, Debounce: debounce, Book: o.Shared.Book, Log: r.log})
+	return r
 }
+
+// Book is where Run counts the heals.
+func (r *Reconciler) Book() *reconcile.Book { return r.loop.Book() }
 
 // SetDesired replaces the desired set. Prefixes are normalised (host bits
 // cleared); invalid ones are ignored. Routes of ours that are no longer
@@ -213,7 +222,8 @@ func (r *Reconciler) Sync() error {
 		return err
 	}
 	defer done()
-	return r.pass(h)
+	_, err = r.pass(h)
+	return err
 }
 
 // Status returns the state of each desired prefix from the last pass, sorted
@@ -266,9 +276,10 @@ func (r *Reconciler) RemoveAll() error {
 
 // Run reconciles until ctx is done: netlink route, link and address
 // notifications trigger a pass (debounced by a few milliseconds), and a full
-// pass runs every ResyncInterval regardless, in case a notification was lost.
-// Subscriptions that fail are re-established. It returns nil when ctx is done
-// and an error only if it cannot start.
+// pass runs every ResyncInterval regardless, in case a notification was lost;
+// a failed pass is retried sooner. Reinstalling routes someone deleted is
+// bounded and a fight over them is counted (see package reconcile). It
+// returns nil when ctx is done and an error only if it cannot start.
 func (r *Reconciler) Run(ctx context.Context) error {
 	h, err := r.newHandle()
 	if err != nil {
@@ -284,85 +295,36 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		h.Close()
 	}()
 
-	subCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
-	var nsp *netns.NsHandle
-	if r.o.NetNS > 0 {
-		ns := netns.NsHandle(r.o.NetNS)
-		nsp = &ns
+	events := r.o.Shared.Events
+	if events == nil {
+		var nsp *netns.NsHandle
+		if r.o.NetNS > 0 {
+			ns := netns.NsHandle(r.o.NetNS)
+			nsp = &ns
+		}
+		events = nlwatch.NewHub(r.log, nsp)
+		wg.Go(func() { events.Run(ctx) })
 	}
-	log := r.log.With("link", r.o.Link)
-	wg.Go(func() { nlwatch.Run(subCtx, log, r.o.ResyncInterval, nlwatch.Routes(nsp), r.onRoute, r.trigger) })
-	wg.Go(func() { nlwatch.Run(subCtx, log, r.o.ResyncInterval, nlwatch.Links(nsp), r.onLink, r.trigger) })
-	wg.Go(func() { nlwatch.Run(subCtx, log, r.o.ResyncInterval, nlwatch.Addrs(nsp), r.onAddr, r.trigger) })
-
-	ticker := time.NewTicker(r.o.ResyncInterval)
-	defer ticker.Stop()
-	timer := time.NewTimer(0) // first pass right away
-	defer timer.Stop()
-	armed := true
-	retry := retryMin
-
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-r.kick:
-			if !armed {
-				timer.Reset(debounce)
-				armed = true
-			}
-			continue
-		case <-timer.C:
-			armed = false
-		case <-ticker.C:
-		}
-		if r.runPass() {
-			retry = retryMin
-			continue
-		}
-		// A failed pass (dump interrupted, a route appearing under us)
-		// is usually transient: retry sooner than the ticker would.
-		if !armed {
-			timer.Reset(retry)
-			armed = true
-		}
-		retry = min(retry*2, r.o.ResyncInterval)
-	}
+	defer events.Routes.Listen(r.onRoute, r.loop.Kick)()
+	defer events.Links.Listen(r.onLink, r.loop.Kick)()
+	defer events.Addrs.Listen(r.onAddr, r.loop.Kick)()
+	r.loop.Run(ctx)
+	return nil
 }
 
-// runPass runs one pass for Run, logging errors once per change. It reports
-// whether the pass succeeded.
-func (r *Reconciler) runPass() bool {
+// check is Run's pass.
+func (r *Reconciler) check() (reconcile.Outcome, error) {
 	r.passMu.Lock()
 	defer r.passMu.Unlock()
-	err := r.pass(r.h)
-	msg := ""
-	if err != nil {
-		msg = err.Error()
-	}
-	if msg != r.lastErr {
-		if err != nil {
-			r.log.Warn("route pass failed; retrying", "err", err)
-		} else {
-			r.log.Info("route pass ok again")
-		}
-		r.lastErr = msg
-	}
-	return err == nil
+	return r.pass(r.h)
 }
 
-// trigger asks Run for a pass without blocking; one pending request is
-// enough since a pass always looks at the whole state.
-func (r *Reconciler) trigger() {
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-}
+// trigger asks Run for a pass without blocking.
+func (r *Reconciler) trigger() { r.loop.Kick() }
 
 // handle returns Run's handle if Run is active, else a fresh one and a
 // function closing it. Callers hold passMu.
@@ -415,8 +377,10 @@ func (r *Reconciler) isDesired(p netip.Prefix) bool {
 	return ok
 }
 
-// pass is one reconcile pass. Callers hold passMu.
-func (r *Reconciler) pass(h *netlink.Handle) error {
+// pass is one reconcile pass; its outcome counts the routes someone else
+// deleted that it put back. Callers hold passMu.
+func (r *Reconciler) pass(h *netlink.Handle) (reconcile.Outcome, error) {
+	var out reconcile.Outcome
 	desired := r.desiredSnapshot()
 	want := make(map[netip.Prefix]bool, len(desired))
 	for _, d := range desired {
@@ -439,14 +403,14 @@ func (r *Reconciler) pass(h *netlink.Handle) error {
 	case isNotFound(err):
 		linkNote = "link " + r.o.Link + " not found"
 	default:
-		return fmt.Errorf("look up link %s: %w", r.o.Link, err)
+		return out, fmt.Errorf("look up link %s: %w", r.o.Link, err)
 	}
 	r.linkIndex.Store(int32(idx))
 	r.noteLink(linkNote)
 
 	routes, err := r.list(h)
 	if err != nil {
-		return err
+		return out, err
 	}
 	mine := func(rt netlink.Route) bool {
 		return idx != 0 && rt.Protocol == Protocol && rt.LinkIndex == idx
@@ -541,9 +505,8 @@ func (r *Reconciler) pass(h *netlink.Handle) error {
 			if since, ok := r.takeMissing(p); ok && prev.Conflict == "" {
 				took := time.Since(since)
 				r.log.Info("route healed", "prefix", p, "took", took)
-				if r.o.OnHeal != nil {
-					r.o.OnHeal(p, took)
-				}
+				out.Heals++
+				out.Took = took
 			} else if !seen || !prev.Installed {
 				r.log.Info("route installed", "prefix", p)
 			}
@@ -561,7 +524,7 @@ func (r *Reconciler) pass(h *netlink.Handle) error {
 	r.stMu.Lock()
 	r.status = status
 	r.stMu.Unlock()
-	return errors.Join(errs...)
+	return out, errors.Join(errs...)
 }
 
 // noteLink logs link state changes once. Callers hold passMu.

@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/gtun/gtun/internal/testnet"
+	"github.com/gtun/gtun/pkg/reconcile"
 )
 
 // Each test runs in its own named network namespace made with `ip netns add`;
@@ -208,38 +209,38 @@ func TestSyncInstallsAndStatus(t *testing.T) {
 func TestHealAfterManualDelete(t *testing.T) {
 	ns := newNS(t)
 	ns.addTun("gtun0")
-	healed := make(chan netip.Prefix, 10)
-	var took atomic.Int64
+	book := &reconcile.Book{}
 	r := NewReconciler(Options{
 		Link: "gtun0", NetNS: ns.fd, Logger: testLogger(t),
 		ResyncInterval: time.Hour, // only events may heal here
-		OnHeal: func(p netip.Prefix, d time.Duration) {
-			took.Store(int64(d))
-			healed <- p
-		},
+		Shared:         reconcile.Shared{Book: book},
 	})
 	r.SetDesired(prefixes(want3...))
 	startRun(t, r)
 	waitFor(t, 2*time.Second, "initial install", func() bool { return allInstalled(r, 3) })
+	if n, _ := book.Heal(HealKind); n != 0 {
+		t.Fatalf("%d heals counted for the first install, want 0", n)
+	}
 
-	for _, p := range []string{"10.244.0.0/16", "fd00:244::/64"} {
+	for i, p := range []string{"10.244.0.0/16", "fd00:244::/64"} {
 		start := time.Now()
 		ns.ip("route", "del", p, "dev", "gtun0")
 		waitFor(t, time.Second, p+" back", func() bool {
 			return slices.ContainsFunc(ns.ourRoutes(), func(l string) bool { return strings.HasPrefix(l, p+" ") })
 		})
 		back := time.Since(start)
-		select {
-		case hp := <-healed:
-			if hp.String() != p {
-				t.Errorf("OnHeal prefix %s, want %s", hp, p)
-			}
-		case <-time.After(time.Second):
-			t.Fatalf("OnHeal not called for %s", p)
-		}
-		t.Logf("%s back after %v (OnHeal took=%v)", p, back, time.Duration(took.Load()))
+		var took time.Duration
+		waitFor(t, time.Second, "the heal counted", func() bool {
+			var n uint64
+			n, took = book.Heal(HealKind)
+			return n == uint64(i+1)
+		})
+		t.Logf("%s back after %v (heal took=%v)", p, back, took)
 		if back >= time.Second {
 			t.Errorf("%s took %v to come back, want < 1s", p, back)
+		}
+		if took <= 0 || took > back {
+			t.Errorf("heal of %s took %v by the book, %v as seen from here", p, took, back)
 		}
 	}
 }

@@ -26,16 +26,16 @@ var handshakeReasons = []string{"unknown_peer", "replay", "version", "malformed"
 type Collector struct {
 	status func() Status
 
-	peerRxBytes, peerTxBytes, peerRxPackets, peerTxPackets *prometheus.Desc
-	peerConnected, peerRTT, peerSessions, peerDrops        *prometheus.Desc
-	peers, sessions, routes, drops, handshakeFailures      *prometheus.Desc
-	leasesFailing, offload, handshakesPending, hsSources   *prometheus.Desc
-	heals, handshakeDH, handshakeDHStrangers, knownSources *prometheus.Desc
-	peerRekeys, peerKeyAge                                 *prometheus.Desc
+	peerRxBytes, peerTxBytes, peerRxPackets, peerTxPackets         *prometheus.Desc
+	peerConnected, peerRTT, peerSessions, peerDrops                *prometheus.Desc
+	peers, sessions, routes, drops, handshakeFailures              *prometheus.Desc
+	leasesFailing, offload, handshakesPending, hsSources           *prometheus.Desc
+	heals, fights, handshakeDH, handshakeDHStrangers, knownSources *prometheus.Desc
+	peerRekeys, peerKeyAge                                         *prometheus.Desc
 }
 
 // healKinds are what gtund puts back when someone undoes it.
-var healKinds = []string{HealNFTables, HealIPForward, HealLeases}
+var healKinds = []string{HealNFTables, HealIPForward, HealLeases, HealTun, HealRoute}
 
 // NewCollector builds the collector over a status source (Server.Status).
 func NewCollector(status func() Status) *Collector {
@@ -70,7 +70,8 @@ func NewCollector(status func() Status) *Collector {
 			"Sources (IPv4 address, IPv6 /64) a known key completed a handshake from within known_source_ttl: they may use the max_handshakes_known reserve."),
 		hsSources:     d("handshake_sources", "Source addresses the handshake guard remembers (recently active, for per-source limits)."),
 		leasesFailing: d("leases_persist_failing", "1 while the address leases cannot be written to state_dir, else 0."),
-		heals:         d("heals_total", "Times gtund put back what someone undid: its nftables table, net.ipv4.ip_forward, the lease file once state_dir was writable again.", "kind"),
+		heals:         d("heals_total", "Times gtund put back what someone undid: its nftables table, net.ipv4.ip_forward, the lease file once state_dir was writable again, its TUN device (kind=tun), a route to a peer's subnets (kind=route).", "kind"),
+		fights:        d("fights_total", "Times something kept undoing what gtund puts back (by kind, as heals_total) until its repairs hit their rate bound (a burst of 10, then 1 a second).", "kind"),
 		offload:       d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
 	}
 }
@@ -78,7 +79,7 @@ func NewCollector(status func() Status) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	metrics.Descs(ch, c.peerRxBytes, c.peerTxBytes, c.peerRxPackets, c.peerTxPackets, c.peerConnected, c.peerRTT,
-		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources, c.heals, c.handshakeDH, c.handshakeDHStrangers, c.knownSources,
+		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources, c.heals, c.fights, c.handshakeDH, c.handshakeDHStrangers, c.knownSources,
 		c.peerRekeys, c.peerKeyAge)
 }
 
@@ -115,5 +116,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	b.Gauge(c.knownSources, float64(st.Handshakes.KnownSources))
 	b.Bool(c.leasesFailing, st.LeaseError != "")
 	b.Reasons(c.heals, healKinds, st.Heals)
+	b.Reasons(c.fights, healKinds, st.Fights)
 	b.Bool(c.offload, st.Offload)
 }

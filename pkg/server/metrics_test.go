@@ -47,7 +47,8 @@ func TestCollector(t *testing.T) {
 		HandshakeCounts: secure.HandshakeCounts{DH: map[string]uint64{"authenticated": 6, "unknown_peer": 2}, DHForStrangers: 2}}, Routes: []string{"10.244.0.0/16", "10.96.0.0/12"}, Offload: true,
 		HandshakeFailures: map[string]uint64{"unknown_peer": 4, "rate_limited": 2, "new_reason": 1},
 		Drops:             map[string]uint64{DropNoRoute: 7, DropACL: 1},
-		Heals:             map[string]uint64{HealNFTables: 2},
+		Heals:             map[string]uint64{HealNFTables: 2, HealRoute: 1},
+		Fights:            map[string]uint64{HealRoute: 1},
 		Peers: []PeerStatus{
 			{Name: "vm1", Connected: true, RxBytes: 1000, TxBytes: 2000, RxPackets: 10, TxPackets: 20,
 				RTT: 1500 * time.Microsecond, Sessions: 3, Drops: map[string]uint64{DropACL: 1},
@@ -83,7 +84,8 @@ func TestCollector(t *testing.T) {
 		"gtund_handshake_dh_total":           {"outcome=authenticated": 6, "outcome=unknown_peer": 2, "outcome=replay": 0},
 		"gtund_handshake_dh_strangers_total": {"": 2},
 		"gtund_handshake_known_sources":      {"": 4},
-		"gtund_heals_total":                  {"kind=nftables_table": 2, "kind=ip_forward": 0, "kind=leases_written": 0},
+		"gtund_heals_total":                  {"kind=nftables_table": 2, "kind=ip_forward": 0, "kind=leases_written": 0, "kind=tun": 0, "kind=route": 1},
+		"gtund_fights_total":                 {"kind=nftables_table": 0, "kind=route": 1},
 	}
 	for name, series := range want {
 		for labels, v := range series {

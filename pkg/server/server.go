@@ -24,7 +24,9 @@ import (
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/metrics"
 	"github.com/gtun/gtun/pkg/nat"
+	"github.com/gtun/gtun/pkg/nlwatch"
 	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/reconcile"
 	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
@@ -104,9 +106,10 @@ type Server struct {
 	hsTimeout   atomic.Int64      // nanoseconds from accept to hello; a reload may change it
 	reloadReq   chan chan error   // reloads asked for over the control socket
 	hsFailures  stats.Reasons
-	heals       stats.Reasons // what watchSystem put back
-	natMu       sync.Mutex    // serializes building the nftables table: setup, reload, repair
-	natApplied  nat.Spec      // the table as last built; natMu
+	events      *nlwatch.Hub   // netlink subscriptions of the TUN keeper and the subnet routes
+	book        reconcile.Book // heals and fights of every part kept in place
+	natMu       sync.Mutex     // serializes building the nftables table: setup, reload, repair
+	natApplied  nat.Spec       // the table as last built; natMu
 	drops       stats.Reasons
 	wg          sync.WaitGroup
 	listenAddrs []string
@@ -215,10 +218,11 @@ func aclTable(allowed []netip.Prefix) *packet.Table[struct{}] {
 // after a previous instance that was killed.
 func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	s.started = time.Now()
+	s.events = nlwatch.NewHub(s.log, nil)
 	// The TUN device first: it takes the lock on the name, so a second
 	// gtund configured like this one stops here, before touching anything
 	// (leases, forwarding, tables) the first one owns.
-	if s.tun, err = tun.NewKeeper(s.cfg.Tun, s.cfg.Offload, s.log); err != nil {
+	if s.tun, err = tun.NewKeeper(s.cfg.Tun, s.cfg.Offload, s.log, s.shared()); err != nil {
 		return err
 	}
 	defer func() {
@@ -238,7 +242,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	if err := s.tun.Set(s.cfg.MTU, []netip.Prefix{netip.PrefixFrom(s.cfg.Gateway, s.cfg.Pool.Bits())}); err != nil {
 		return err
 	}
-	s.subnetRoutes = route.NewReconciler(route.Options{Link: s.cfg.Tun, Logger: s.log})
+	s.subnetRoutes = route.NewReconciler(route.Options{Link: s.cfg.Tun, Logger: s.log, Shared: s.shared()})
 	// Routes of ours left by a killed predecessor on a device of this name.
 	if err := s.subnetRoutes.RemoveAll(); err != nil {
 		s.log.Warn("cleaning leftover routes", "err", err)
@@ -298,8 +302,10 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	for i, ln := range listeners {
 		s.goRun(func() { s.acceptLoop(ctx, ln, s.cfg.Transports[i]) })
 	}
+	s.goRun(func() { s.events.Run(ctx) })
 	s.goRun(func() { s.tun.Run(ctx) })
 	s.goRun(func() { s.watchSystem(ctx) })
+	s.goRun(func() { s.rate.FlushEvery(ctx, systemCheckInterval) }) // counts of a stopped flood reach the log
 	s.goRun(func() {
 		if err := s.subnetRoutes.Run(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("route reconciler stopped", "err", err)

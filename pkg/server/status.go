@@ -30,10 +30,14 @@ type Status struct {
 	Started           time.Time         `json:"started"`
 	HandshakeFailures map[string]uint64 `json:"handshake_failures,omitempty"`
 	Handshakes        HandshakeStatus   `json:"handshakes"`
-	Heals             map[string]uint64 `json:"heals,omitempty"` // nftables table, ip_forward, leases put back
-	Drops             map[string]uint64 `json:"drops,omitempty"`
-	LeaseError        string            `json:"lease_error,omitempty"`
-	Peers             []PeerStatus      `json:"peers"`
+	Heals             map[string]uint64 `json:"heals,omitempty"` // by kind: nftables_table, ip_forward, leases_written, tun, route
+	// Fights counts, by kind, times something kept undoing a repair until
+	// repairs hit their rate bound; Fighting lists the kinds fought over now.
+	Fights     map[string]uint64 `json:"fights,omitempty"`
+	Fighting   []string          `json:"fighting,omitempty"`
+	Drops      map[string]uint64 `json:"drops,omitempty"`
+	LeaseError string            `json:"lease_error,omitempty"`
+	Peers      []PeerStatus      `json:"peers"`
 }
 
 // HandshakeStatus is the front door: handshakes in progress and the
@@ -92,7 +96,7 @@ type PeerStatus struct {
 func (s *Server) Status() Status {
 	st := Status{Listen: s.listenAddrs, Tun: s.cfg.Tun, Pool: s.cfg.Pool.String(), Gateway: s.cfg.Gateway.String(),
 		NAT: s.cfg.NAT, Started: s.started, HandshakeFailures: s.hsFailures.Snapshot(), Drops: s.drops.Snapshot(),
-		Handshakes: HandshakeStatus{Stats: s.guard.Stats(), HandshakeCounts: s.responder.Counts()}, Heals: s.heals.Snapshot()}
+		Handshakes: HandshakeStatus{Stats: s.guard.Stats(), HandshakeCounts: s.responder.Counts()}, Heals: s.book.Heals(), Fights: s.book.Fights(), Fighting: s.book.Fighting()}
 	if s.tun != nil {
 		st.Offload = s.tun.Offload()
 	}
@@ -235,6 +239,13 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	}
 	if len(st.Heals) > 0 {
 		fmt.Fprintf(w, "healed: %v\n", st.Heals)
+	}
+	if len(st.Fights) > 0 {
+		fmt.Fprintf(w, "fights (something kept undoing it): %v", st.Fights)
+		if len(st.Fighting) > 0 {
+			fmt.Fprintf(w, "; fighting now over %s", strings.Join(st.Fighting, ", "))
+		}
+		fmt.Fprintln(w)
 	}
 	if st.LeaseError != "" {
 		fmt.Fprintf(w, "LEASES NOT PERSISTED: %s\n", st.LeaseError)

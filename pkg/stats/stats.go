@@ -13,12 +13,15 @@ type Reasons struct {
 }
 
 // Inc counts one event of reason.
-func (c *Reasons) Inc(reason string) {
+func (c *Reasons) Inc(reason string) { c.Add(reason, 1) }
+
+// Add counts n events of reason.
+func (c *Reasons) Add(reason string, n uint64) {
 	c.mu.Lock()
 	if c.m == nil {
 		c.m = map[string]uint64{}
 	}
-	c.m[reason]++
+	c.m[reason] += n
 	c.mu.Unlock()
 }
 

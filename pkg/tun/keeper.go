@@ -18,13 +18,15 @@ import (
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/nlwatch"
 	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/reconcile"
 )
 
 // Keeper keeps a TUN device in the state the daemon wants: existing, up,
 // with its MTU and addresses. Someone may set it down, delete an address or
 // delete the device; the Keeper notices (netlink events, backed by a
-// periodic check) and repairs it, recreating the device if it is gone.
-// Readers and writers go through the Keeper so they follow a recreated device.
+// periodic check: a reconcile.Loop of kind "tun") and repairs it,
+// recreating the device if it is gone. Readers and writers go through the
+// Keeper so they follow a recreated device.
 type Keeper struct {
 	name    string
 	offload bool
@@ -32,24 +34,28 @@ type Keeper struct {
 	rate    *lograte.Limiter
 	dev     atomic.Pointer[Device]
 	lock    *deviceLock // this process's claim on the name, for the Keeper's life
-	kick    chan struct{}
+	loop    *reconcile.Loop
+	events  *nlwatch.Hub // nil: Run makes its own
 
 	mu    sync.Mutex
 	mtu   int
 	addrs []netip.Prefix
 
-	lifeMu   sync.Mutex // a repair and Close never overlap
-	closed   bool
-	heals    atomic.Uint64
-	lastHeal atomic.Int64 // nanoseconds the last repair took
+	lifeMu sync.Mutex // a repair and Close never overlap
+	closed bool
 }
 
 // KeeperCheckInterval is the period of the check that backs up the netlink events.
 const KeeperCheckInterval = time.Second
 
+// HealKind is the Keeper's kind in the daemon's reconcile.Book.
+const HealKind = "tun"
+
 // NewKeeper creates the device (with offloads if asked and the kernel has
-// them) and brings it up.
-func NewKeeper(name string, offload bool, log *slog.Logger) (*Keeper, error) {
+// them) and brings it up. Its repairs count in sh.Book under HealKind; it
+// learns of changes from sh.Events, which must watch the current network
+// namespace (zero fields: its own).
+func NewKeeper(name string, offload bool, log *slog.Logger, sh reconcile.Shared) (*Keeper, error) {
 	lock, err := lockDevice(name)
 	if err != nil {
 		return nil, err
@@ -62,7 +68,9 @@ func NewKeeper(name string, offload bool, log *slog.Logger) (*Keeper, error) {
 	if offload && !d.Offload() {
 		log.Warn("tun offloads unavailable; using the plain path (one packet per read)", "tun", name, "err", d.OffloadError())
 	}
-	k := &Keeper{name: name, offload: d.Offload(), log: log, rate: lograte.New(log, 10*time.Second), kick: make(chan struct{}, 1)}
+	k := &Keeper{name: name, offload: d.Offload(), log: log, rate: lograte.New(log, 10*time.Second), events: sh.Events}
+	k.loop = reconcile.New(reconcile.Options{Kind: HealKind, What: "tun device " + name, Check: k.check,
+		Interval: KeeperCheckInterval, Book: sh.Book, Log: log})
 	k.dev.Store(d)
 	k.lock = lock
 	if err := Configure(d.Name(), 0, netip.Prefix{}); err != nil {
@@ -150,17 +158,12 @@ func (k *Keeper) Frames(ctx context.Context, handle func(b *packet.Buf, dst neti
 func (k *Keeper) WriteFrame(frame []byte) error { return k.dev.Load().WriteFrame(frame) }
 
 // Kick asks for a check soon.
-func (k *Keeper) Kick() {
-	select {
-	case k.kick <- struct{}{}:
-	default:
-	}
-}
+func (k *Keeper) Kick() { k.loop.Kick() }
 
-// Heals is how many repairs the Keeper made, and how long the last took.
-func (k *Keeper) Heals() (uint64, time.Duration) {
-	return k.heals.Load(), time.Duration(k.lastHeal.Load())
-}
+// Heals is how many repairs of the device were counted (by this Keeper,
+// and any other part of kind HealKind in the same Book), and how long the
+// last took.
+func (k *Keeper) Heals() (uint64, time.Duration) { return k.loop.Book().Heal(HealKind) }
 
 // Close deletes the device; the Keeper repairs nothing after it.
 func (k *Keeper) Close() error {
@@ -179,67 +182,56 @@ func (k *Keeper) Close() error {
 func (k *Keeper) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	subCtx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	onLink := func(u netlink.LinkUpdate) {
+	events := k.events
+	if events == nil {
+		events = nlwatch.NewHub(k.log, nil)
+		wg.Go(func() { events.Run(ctx) })
+	}
+	defer events.Links.Listen(func(u netlink.LinkUpdate) {
 		if u.Attrs() != nil && u.Attrs().Name == k.name {
 			k.Kick()
 		}
-	}
-	onAddr := func(u netlink.AddrUpdate) {
+	}, k.Kick)()
+	defer events.Addrs.Listen(func(u netlink.AddrUpdate) {
 		if !u.NewAddr {
 			k.Kick()
 		}
-	}
-	wg.Go(func() { nlwatch.Run(subCtx, k.log, KeeperCheckInterval, nlwatch.Links(nil), onLink, k.Kick) })
-	wg.Go(func() { nlwatch.Run(subCtx, k.log, KeeperCheckInterval, nlwatch.Addrs(nil), onAddr, k.Kick) })
-	t := time.NewTicker(KeeperCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-k.kick:
-		}
-		k.check()
-	}
+	}, k.Kick)()
+	k.loop.Run(ctx)
 }
 
 // check compares the device with what is wanted and repairs what differs.
-func (k *Keeper) check() {
+func (k *Keeper) check() (reconcile.Outcome, error) {
 	k.lifeMu.Lock()
 	defer k.lifeMu.Unlock()
 	if k.closed {
-		return
+		return reconcile.Outcome{}, nil
 	}
 	start := time.Now()
 	problem, err := k.inspect()
 	if err != nil {
-		k.log.Warn("cannot inspect tun device", "tun", k.name, "err", err)
-		return
+		return reconcile.Outcome{}, fmt.Errorf("inspect tun device %s: %w", k.name, err)
 	}
 	if problem == "" {
-		return
+		return reconcile.Outcome{}, nil
 	}
 	if problem == "deleted" {
 		d, err := Create(k.name, k.offload)
 		if err != nil {
-			k.log.Error("tun device was deleted and cannot be recreated; retrying", "tun", k.name, "err", err)
-			return
+			return reconcile.Outcome{}, fmt.Errorf("tun device %s was deleted and cannot be recreated: %w", k.name, err)
 		}
 		if old := k.dev.Swap(d); old != nil {
 			old.Close() // wakes readers blocked on the dead device
 		}
 	}
 	if err := k.apply(); err != nil {
-		k.log.Error("cannot repair tun device; retrying", "tun", k.name, "problem", problem, "err", err)
-		return
+		return reconcile.Outcome{}, fmt.Errorf("repair tun device %s (%s): %w", k.name, problem, err)
 	}
 	took := time.Since(start)
-	k.heals.Add(1)
-	k.lastHeal.Store(int64(took))
 	k.log.Info("tun device healed", "tun", k.name, "problem", problem, "took", took)
+	return reconcile.Outcome{Heals: 1, Took: took}, nil
 }
 
 // inspect says what is wrong with the device: "deleted", "down",
