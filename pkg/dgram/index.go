@@ -76,3 +76,13 @@ func (t *indexTable) len() int {
 	defer t.mu.RUnlock()
 	return len(t.m)
 }
+
+func (t *indexTable) all() []*Session {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make([]*Session, 0, len(t.m))
+	for _, s := range t.m {
+		out = append(out, s)
+	}
+	return out
+}

@@ -48,26 +48,35 @@ const (
 
 var errCounterLimit = errors.New("datagram counter at its hard limit: key update overdue")
 
-// keyStep derives the next epoch's key from the current one; aeadFor makes
-// the cipher for a key. Both come from the handshake's cipher choice.
-type keyStep func(key [32]byte) [32]byte
-type aeadFor func(key [32]byte) (cipher.AEAD, error)
+// Each direction has a chain of secrets: the first is that direction's
+// datagram key from the handshake, each next one is keyStep of the one
+// before (pkg/secure's NextKey, the records' step too). A secret is not a
+// key itself: epochCipher derives the epoch's AEAD and a secret nonce mask
+// from it (pkg/secure's derivation, with the handshake's cipher).
+type keyStep func(secret [32]byte) [32]byte
+type epochCipher func(secret [32]byte) (aead cipher.AEAD, mask [12]byte, err error)
 
-// nonce is 4 zero bytes and the little-endian counter (Noise's layout);
-// every epoch has its own key, so counters restart at 0 with each.
-func putNonce(n *[12]byte, counter uint64) { binary.LittleEndian.PutUint64(n[4:], counter) }
+// putNonce sets the nonce of counter: the mask XOR the little-endian
+// counter in its last 8 bytes (the first 4 are the mask's own), as the
+// records do. The counter restarts at 0 with every epoch, whose mask and
+// key are new.
+func putNonce(n *[12]byte, mask *[12]byte, counter uint64) {
+	copy(n[:4], mask[:4])
+	binary.LittleEndian.PutUint64(n[4:], binary.LittleEndian.Uint64(mask[4:])^counter)
+}
 
 // sealer seals one session's outgoing data datagrams. Not safe for
 // concurrent use: the session serializes it.
 type sealer struct {
 	step     keyStep
-	newAEAD  aeadFor
+	newAEAD  epochCipher
 	receiver uint32 // the peer's index for this session
 	interval time.Duration
 	after    uint64 // datagrams per epoch (rekeyAfter; tests set less)
 
-	key     [32]byte
+	key     [32]byte // the epoch's secret
 	aead    cipher.AEAD
+	mask    [12]byte
 	epoch   uint32
 	counter uint64
 	born    time.Time
@@ -75,13 +84,13 @@ type sealer struct {
 	updates uint64 // key updates done
 }
 
-func newSealer(key [32]byte, receiver uint32, step keyStep, newAEAD aeadFor, now time.Time) (*sealer, error) {
-	a, err := newAEAD(key)
+func newSealer(key [32]byte, receiver uint32, step keyStep, newAEAD epochCipher, now time.Time) (*sealer, error) {
+	a, mask, err := newAEAD(key)
 	if err != nil {
 		return nil, err
 	}
 	return &sealer{step: step, newAEAD: newAEAD, receiver: receiver, interval: DefaultRekeyInterval, after: rekeyAfter,
-		key: key, aead: a, born: now}, nil
+		key: key, aead: a, mask: mask, born: now}, nil
 }
 
 // seal appends the data datagram carrying payload to dst (dst's spare
@@ -98,7 +107,7 @@ func (s *sealer) seal(dst, payload []byte, now time.Time) ([]byte, error) {
 	hdr[0], hdr[1], hdr[2], hdr[3] = TypeData, byte(s.epoch), 0, 0
 	putIndex(hdr[headerLen:], s.receiver)
 	binary.LittleEndian.PutUint64(hdr[headerLen+indexLen:], s.counter)
-	putNonce(&s.nonce, s.counter)
+	putNonce(&s.nonce, &s.mask, s.counter)
 	s.counter++
 	return s.aead.Seal(dst, s.nonce[:], payload, hdr[:DataHeaderLen]), nil
 }
@@ -106,12 +115,12 @@ func (s *sealer) seal(dst, payload []byte, now time.Time) ([]byte, error) {
 // update moves to the next epoch: new key, counter from 0.
 func (s *sealer) update(now time.Time) error {
 	next := s.step(s.key)
-	a, err := s.newAEAD(next)
+	a, mask, err := s.newAEAD(next)
 	if err != nil {
 		return fmt.Errorf("key update: %w", err)
 	}
-	clear(s.key[:]) // the old key is gone: what it sealed stays sealed
-	s.key, s.aead, s.epoch, s.counter, s.born = next, a, s.epoch+1, 0, now
+	clear(s.key[:]) // the old secret is gone: what it sealed stays sealed
+	s.key, s.aead, s.mask, s.epoch, s.counter, s.born = next, a, mask, s.epoch+1, 0, now
 	s.updates++
 	return nil
 }
@@ -119,8 +128,9 @@ func (s *sealer) update(now time.Time) error {
 // epochKey is one epoch's receive key and replay window.
 type epochKey struct {
 	epoch  uint32
-	key    [32]byte
+	key    [32]byte // the epoch's secret, for the next one
 	aead   cipher.AEAD
+	mask   [12]byte
 	window replayWindow
 }
 
@@ -128,7 +138,7 @@ type epochKey struct {
 // concurrent use: the session serializes it.
 type opener struct {
 	step    keyStep
-	newAEAD aeadFor
+	newAEAD epochCipher
 
 	cur      *epochKey
 	prev     *epochKey // nil, or the epoch before cur until prevEnds
@@ -138,7 +148,7 @@ type opener struct {
 	updates  uint64 // key updates followed
 }
 
-func newOpener(key [32]byte, step keyStep, newAEAD aeadFor) (*opener, error) {
+func newOpener(key [32]byte, step keyStep, newAEAD epochCipher) (*opener, error) {
 	o := &opener{step: step, newAEAD: newAEAD}
 	cur, err := o.derive(0, key)
 	if err != nil {
@@ -149,11 +159,11 @@ func newOpener(key [32]byte, step keyStep, newAEAD aeadFor) (*opener, error) {
 }
 
 func (o *opener) derive(epoch uint32, key [32]byte) (*epochKey, error) {
-	a, err := o.newAEAD(key)
+	a, mask, err := o.newAEAD(key)
 	if err != nil {
 		return nil, err
 	}
-	return &epochKey{epoch: epoch, key: key, aead: a}, nil
+	return &epochKey{epoch: epoch, key: key, aead: a, mask: mask}, nil
 }
 
 // fillAhead derives the keys of the epochs after cur that are not ready.
@@ -209,7 +219,7 @@ func (o *opener) open(d []byte, now time.Time) (payload []byte, newest bool, rea
 	if !k.window.check(counter) {
 		return nil, false, DropReplay
 	}
-	putNonce(&o.nonce, counter)
+	putNonce(&o.nonce, &k.mask, counter)
 	hdr, sealed := d[:DataHeaderLen], d[DataHeaderLen:]
 	plain, err := k.aead.Open(sealed[:0], o.nonce[:], sealed, hdr)
 	if err != nil {

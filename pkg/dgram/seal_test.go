@@ -11,7 +11,13 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
-func testAEAD(key [32]byte) (cipher.AEAD, error) { return chacha20poly1305.New(key[:]) }
+// testAEAD derives an epoch's cipher and mask from its secret the simple
+// way: these tests are about epochs, not about the derivation.
+func testAEAD(secret [32]byte) (cipher.AEAD, [12]byte, error) {
+	a, err := chacha20poly1305.New(secret[:])
+	mask := sha256.Sum256(secret[:])
+	return a, [12]byte(mask[:12]), err
+}
 
 // testStep is a key step for the tests of this file: any one-way function
 // will do for them.

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/stats"
 )
 
@@ -50,6 +51,10 @@ type Session struct {
 	onClose   []func()
 
 	rxDatagrams, txDatagrams atomic.Uint64
+
+	peer       secure.PublicKey // the client, on a server's session
+	streamKeys secure.Keys
+	sock       *net.UDPConn // the client's own socket; nil on a server's session
 }
 
 // sessionParams are what a handshake gives a session.
@@ -57,7 +62,7 @@ type sessionParams struct {
 	local, remote uint32
 	send, recv    [32]byte
 	step          keyStep
-	newAEAD       aeadFor
+	newAEAD       epochCipher
 	endpoint      netip.AddrPort
 	roams         bool
 	xmit          func(b []byte, to netip.AddrPort) error

@@ -1,0 +1,388 @@
+package dgram
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gtun/gtun/pkg/guard"
+	"github.com/gtun/gtun/pkg/lograte"
+	"github.com/gtun/gtun/pkg/secure"
+	"github.com/gtun/gtun/pkg/stats"
+)
+
+// Reasons an initiation is dropped by the listener before the responder.
+const (
+	DropBadMAC1       = "bad_mac1"             // not keyed with this server's public key: a stranger, a scanner
+	DropCookieSent    = "cookie_sent"          // under load without a valid mac2: answered with a cookie, no DH
+	DropRateLimited   = guard.RateLimited      // under load, a proven source over its handshake rate
+	DropHandshakeFull = "handshake_queue_full" // the handshake worker is behind: dropped, the client retries
+	DropAcceptFull    = "accept_queue_full"    // authenticated, but the server does not take sessions fast enough
+)
+
+// Handshake queue: first messages that passed mac1 (and, under load, mac2)
+// wait here for the one worker that does the Diffie-Hellman, so that the
+// demux never stops for one and the data of live sessions keeps flowing.
+// Above loadThreshold of it in use the listener counts as under load for
+// loadHold (WireGuard's measure, with its numbers scaled down).
+const (
+	handshakeQueue = 256
+	loadThreshold  = handshakeQueue / 8
+	loadHold       = time.Second
+	acceptQueue    = 128
+	// DefaultMaxSessions bounds the sessions of one listener (all are
+	// authenticated; a peer that reconnects makes a new one and its old
+	// one ends).
+	DefaultMaxSessions = 1 << 16
+)
+
+// ListenConfig is what a Listener needs.
+type ListenConfig struct {
+	// Responder does the handshake: mac1, its replay filter, the DH and
+	// the authorization. A server shares one across its transports.
+	Responder *secure.Responder
+	// Guard limits, under load, the handshakes of each source whose
+	// address a cookie has proven (a proven source can still send fresh
+	// first messages that each cost a DH). Nil: no per-source limit.
+	Guard *guard.Guard
+	// Refused is told about every initiation the responder refused, with
+	// the error (for the daemon's counters and logs). May be nil.
+	Refused func(err error, from netip.AddrPort)
+	// MaxSessions bounds the sessions (0: DefaultMaxSessions).
+	MaxSessions int
+	Logger      *slog.Logger
+}
+
+// Listener is the server's datagram endpoint: one UDP socket, a demux
+// goroutine and a handshake worker. Accept returns authenticated sessions.
+type Listener struct {
+	conn    *net.UDPConn
+	cfg     ListenConfig
+	log     *slog.Logger
+	rate    *lograte.Limiter
+	cookies *cookieChecker
+	index   *indexTable
+
+	hsq       chan handshakeJob
+	accepted  chan *Session
+	loadUntil atomic.Int64 // unix nanoseconds; under load until then
+
+	drops       stats.Reasons
+	cookiesSent atomic.Uint64
+	sessions    atomic.Uint64 // made since start
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	wg        sync.WaitGroup
+	cbuf      []byte // the demux's cookie replies
+}
+
+type handshakeJob struct {
+	b    [InitiationOverhead + maxFirstMessage]byte
+	n    int
+	from netip.AddrPort
+}
+
+// Listen opens the UDP socket on addr and starts serving it.
+func Listen(addr string, cfg ListenConfig) (*Listener, error) {
+	if cfg.Responder == nil {
+		return nil, errors.New("dgram.Listen: no responder")
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetReadBuffer(socketBuffer)
+	_ = conn.SetWriteBuffer(socketBuffer)
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := &Listener{conn: conn, cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second),
+		cookies: newCookieChecker(cfg.Responder.PublicKey()), index: newIndexTable(cfg.MaxSessions),
+		hsq: make(chan handshakeJob, handshakeQueue), accepted: make(chan *Session, acceptQueue),
+		closed: make(chan struct{}), cbuf: make([]byte, 0, CookieReplyLen)}
+	l.wg.Add(3)
+	go func() { defer l.wg.Done(); l.demux() }()
+	go func() { defer l.wg.Done(); l.handshakes() }()
+	go func() { defer l.wg.Done(); l.logDrops() }()
+	return l, nil
+}
+
+// socketBuffer is the UDP socket's kernel buffer each way: a kcp window of
+// bursts between two reads.
+const socketBuffer = 4 << 20
+
+// Addr is the local address.
+func (l *Listener) Addr() net.Addr { return l.conn.LocalAddr() }
+
+// Accept returns the next authenticated session.
+func (l *Listener) Accept() (*Session, error) {
+	select {
+	case s := <-l.accepted:
+		return s, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops the listener: the socket closes, Accept returns
+// net.ErrClosed, and every session it made is closed.
+func (l *Listener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.closed)
+		err = l.conn.Close()
+		l.wg.Wait()
+		for _, s := range l.index.all() {
+			s.Close()
+		}
+		for {
+			select {
+			case s := <-l.accepted:
+				s.Close()
+				continue
+			default:
+			}
+			break
+		}
+	})
+	return err
+}
+
+// demux reads every datagram and routes it: data to its session by index,
+// initiations through mac1 (and under load mac2) to the handshake queue.
+// Anything else is dropped and counted; nothing here keeps state for a
+// datagram that has not been authenticated.
+func (l *Listener) demux() {
+	buf := make([]byte, MaxDatagram+1) // one more: a larger datagram is seen as too large
+	for {
+		n, from, err := l.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.rate.Log(slog.LevelWarn, "dgram-read", "udp read failed", "err", err)
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		d := buf[:n]
+		typ, ok := header(d)
+		if !ok || n > MaxDatagram {
+			l.drop(DropMalformed, from)
+			continue
+		}
+		switch typ {
+		case TypeData:
+			if n < DataOverhead {
+				l.drop(DropMalformed, from)
+				continue
+			}
+			s := l.index.lookup(index(d[headerLen:]))
+			if s == nil {
+				l.drop(DropUnknownIndex, from)
+				continue
+			}
+			s.receive(d, from)
+		case TypeInitiation:
+			l.initiation(d, from)
+		case TypeResponse, TypeCookieReply:
+			l.drop(DropUnsolicited, from) // a server sends these, never takes them
+		default:
+			l.drop(DropMalformed, from)
+		}
+	}
+}
+
+// drop counts a dropped datagram. It does nothing else: a flood of
+// forged datagrams must cost a counter each, not a log line or an
+// allocation; logDrops reports the counts at a bounded rate.
+func (l *Listener) drop(reason string, _ netip.AddrPort) { l.drops.Inc(reason) }
+
+// initiation checks a first message before it may cost anything: mac1
+// first, then (under load) mac2, and the per-source limit of proven
+// sources; it then queues it for the handshake worker.
+func (l *Listener) initiation(d []byte, from netip.AddrPort) {
+	in, ok := parseInitiation(d)
+	if !ok {
+		l.drop(DropMalformed, from)
+		return
+	}
+	if !l.cfg.Responder.CheckMAC1(in.first) {
+		l.drop(DropBadMAC1, from)
+		return
+	}
+	if l.underLoad() {
+		if !l.cookies.checkMAC2(in, from) {
+			reply, err := l.cookies.appendReply(l.cbuf[:0], in, from)
+			if err != nil {
+				l.rate.Log(slog.LevelError, "dgram-cookie", "cannot make a cookie reply", "err", err)
+				return
+			}
+			if _, err := l.conn.WriteToUDPAddrPort(reply, from); err == nil {
+				l.cookiesSent.Add(1)
+			}
+			l.drop(DropCookieSent, from)
+			return
+		}
+		// The source is proven: it receives at this address. Now, and only
+		// now, a per-source budget applies.
+		if g := l.cfg.Guard; g != nil {
+			t, refused := g.Admit(from.Addr())
+			if t == nil {
+				l.drop(refused, from)
+				return
+			}
+			t.Release()
+		}
+	}
+	select {
+	case l.hsq <- l.job(d, from):
+	default:
+		l.drop(DropHandshakeFull, from)
+	}
+	if len(l.hsq) >= loadThreshold {
+		l.loadUntil.Store(time.Now().Add(loadHold).UnixNano())
+	}
+}
+
+func (l *Listener) job(d []byte, from netip.AddrPort) handshakeJob {
+	var j handshakeJob
+	j.n = copy(j.b[:], d)
+	j.from = from
+	return j
+}
+
+// underLoad reports whether initiations must prove their source first: the
+// handshake queue filled recently, or the responder's replay filter did.
+func (l *Listener) underLoad() bool {
+	return time.Now().UnixNano() < l.loadUntil.Load() || l.cfg.Responder.UnderLoad()
+}
+
+// handshakes is the worker: one DH at a time, off the demux.
+func (l *Listener) handshakes() {
+	for {
+		select {
+		case <-l.closed:
+			return
+		case j := <-l.hsq:
+			l.handshake(&j)
+		}
+	}
+}
+
+func (l *Listener) handshake(j *handshakeJob) {
+	in, _ := parseInitiation(j.b[:j.n]) // parsed once already
+	reply, keys, client, err := l.cfg.Responder.Respond(in.first)
+	var ve *secure.VersionError
+	if err != nil && !errors.As(err, &ve) {
+		if l.cfg.Refused != nil {
+			l.cfg.Refused(err, j.from)
+		}
+		return // silence
+	}
+	if err != nil {
+		// An authenticated client of another protocol version is told so
+		// in the reply; no session.
+		if l.cfg.Refused != nil {
+			l.cfg.Refused(err, j.from)
+		}
+		l.send(appendResponse(nil, 0, in.sender, reply), j.from)
+		return
+	}
+	s, err := l.newSession(keys, client, in.sender, j.from)
+	if err != nil {
+		l.rate.Log(slog.LevelWarn, "dgram-session", "cannot make a datagram session", "peer", client.Short(), "err", err)
+		return
+	}
+	if err := l.send(appendResponse(nil, s.local, in.sender, reply), j.from); err != nil {
+		l.rate.Log(slog.LevelWarn, "dgram-send", "cannot send the handshake response", "to", j.from.String(), "err", err)
+	}
+	select {
+	case l.accepted <- s:
+		l.sessions.Add(1)
+	default:
+		s.Close()
+		l.drop(DropAcceptFull, j.from)
+	}
+}
+
+// newSession makes the session of a completed handshake and gives it its
+// index; closing it forgets the index.
+func (l *Listener) newSession(keys secure.Keys, client secure.PublicKey, remote uint32, from netip.AddrPort) (*Session, error) {
+	s, err := sessionFromKeys(keys, sessionParams{remote: remote, endpoint: from, roams: true, xmit: l.send, drops: &l.drops})
+	if err != nil {
+		return nil, err
+	}
+	s.peer = client
+	local, err := l.index.add(s)
+	if err != nil {
+		return nil, err
+	}
+	s.local = local
+	s.onClose = append(s.onClose, func() { l.index.remove(local, s) })
+	return s, nil
+}
+
+func (l *Listener) send(b []byte, to netip.AddrPort) error {
+	_, err := l.conn.WriteToUDPAddrPort(b, to)
+	return err
+}
+
+// logDrops logs the drop counts that grew, each reason at most once per
+// lograte interval (the line carries the latest total), and flushes the
+// limiter so that the totals of a flood that stopped reach the log.
+func (l *Listener) logDrops() {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	last := map[string]uint64{}
+	for {
+		select {
+		case <-l.closed:
+			return
+		case <-t.C:
+		}
+		for reason, n := range l.drops.Snapshot() {
+			if n == last[reason] {
+				continue
+			}
+			last[reason] = n
+			level := slog.LevelInfo
+			if reason == DropSinkFull || reason == DropHandshakeFull || reason == DropAcceptFull {
+				level = slog.LevelWarn // ours to fix, not an attacker's noise
+			}
+			l.rate.Log(level, "dgram-drop:"+reason, "datagrams dropped", "reason", reason, "total", n, "listen", l.conn.LocalAddr().String())
+		}
+		l.rate.Flush()
+	}
+}
+
+// ListenerStats are a listener's counters.
+type ListenerStats struct {
+	Sessions    int               `json:"sessions"`           // live now
+	Established uint64            `json:"established"`        // since start
+	CookiesSent uint64            `json:"cookies_sent"`       // initiations answered with a cookie instead of a DH
+	UnderLoad   bool              `json:"under_load"`         // cookies asked for now
+	Dropped     map[string]uint64 `json:"dropped,omitempty"` // datagrams dropped, by reason
+}
+
+// Stats snapshots the listener's counters.
+func (l *Listener) Stats() ListenerStats {
+	return ListenerStats{Sessions: l.index.len(), Established: l.sessions.Load(), CookiesSent: l.cookiesSent.Load(),
+		UnderLoad: l.underLoad(), Dropped: l.drops.Snapshot()}
+}
+
+// String names the listener for logs.
+func (l *Listener) String() string { return fmt.Sprintf("dgram://%s", l.conn.LocalAddr()) }
