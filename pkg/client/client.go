@@ -469,26 +469,32 @@ func (c *Client) dial(ctx context.Context, sc *serverConn, plan []attempt) (*dia
 const kcpHandshakeTimeout = 3 * time.Second
 
 func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, at attempt) (*session.Session, *session.Msg, error) {
-	raw, err := transport.Dial(ctx, at.transport, at.endpoint, transport.Options{FECData: entry.FECData, FECParity: entry.FECParity})
-	if err != nil {
-		return nil, nil, err
-	}
-	// The handshake and session setup have their own deadlines; a shutdown
-	// must not wait for them.
-	stop := context.AfterFunc(ctx, func() { raw.Close() })
-	defer stop()
 	hcfg := secure.ClientConfig{Private: c.cfg.PrivateKey, ServerKey: entry.PublicKey}
+	var sconn *secure.Conn
 	if at.transport == transport.KCP {
-		hcfg.Timeout = kcpHandshakeTimeout
-	}
-	sconn, err := secure.Client(raw, hcfg)
-	if err != nil {
-		raw.Close()
-		var ne net.Error
-		if at.transport == transport.KCP && errors.As(err, &ne) && ne.Timeout() {
-			return nil, nil, fmt.Errorf("no answer over kcp (UDP blocked, kcp not in the server's transports, or fec_data/fec_parity differ from the server's): %w", err)
+		// The handshake is the datagram layer's; kcp runs inside its session.
+		sc, _, err := transport.DialKCP(ctx, at.endpoint, transport.Options{FECData: entry.FECData, FECParity: entry.FECParity}, hcfg, kcpHandshakeTimeout)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil, nil, fmt.Errorf("no answer over kcp (UDP blocked, kcp not in the server's transports, or the server does not know this key): %w", err)
+			}
+			return nil, nil, err
 		}
-		return nil, nil, err
+		sconn = sc
+	} else {
+		raw, err := transport.DialTCP(ctx, at.endpoint)
+		if err != nil {
+			return nil, nil, err
+		}
+		// The handshake has its own deadline; a shutdown must not wait for it.
+		stop := context.AfterFunc(ctx, func() { raw.Close() })
+		sconn, err = secure.Client(raw, hcfg)
+		stop()
+		if err != nil {
+			raw.Close()
+			return nil, nil, err
+		}
 	}
 	hostname, _ := os.Hostname()
 	hello := &session.Msg{Type: session.TypeHello, Version: secure.ProtocolVersion, Name: hostname, Transport: at.transport}

@@ -25,6 +25,10 @@ const (
 	DropAcceptFull    = "accept_queue_full"    // authenticated, but the server does not take sessions fast enough
 )
 
+// DropReasons are every reason a datagram is dropped, for metrics.
+var DropReasons = []string{DropMalformed, DropBadMAC1, DropCookieSent, DropRateLimited, DropHandshakeFull, DropAcceptFull,
+	DropUnsolicited, DropUnknownIndex, DropReplay, DropBadTag, DropEpoch, DropCounterLimit, DropQueueFull}
+
 // Handshake queue: first messages that passed mac1 (and, under load, mac2)
 // wait here for the one worker that does the Diffie-Hellman, so that the
 // demux never stops for one and the data of live sessions keeps flowing.
@@ -360,7 +364,7 @@ func (l *Listener) logDrops() {
 			}
 			last[reason] = n
 			level := slog.LevelInfo
-			if reason == DropSinkFull || reason == DropHandshakeFull || reason == DropAcceptFull {
+			if reason == DropQueueFull || reason == DropHandshakeFull || reason == DropAcceptFull {
 				level = slog.LevelWarn // ours to fix, not an attacker's noise
 			}
 			l.rate.Log(level, "dgram-drop:"+reason, "datagrams dropped", "reason", reason, "total", n, "listen", l.conn.LocalAddr().String())
@@ -371,10 +375,10 @@ func (l *Listener) logDrops() {
 
 // ListenerStats are a listener's counters.
 type ListenerStats struct {
-	Sessions    int               `json:"sessions"`           // live now
-	Established uint64            `json:"established"`        // since start
-	CookiesSent uint64            `json:"cookies_sent"`       // initiations answered with a cookie instead of a DH
-	UnderLoad   bool              `json:"under_load"`         // cookies asked for now
+	Sessions    int               `json:"sessions"`          // live now
+	Established uint64            `json:"established"`       // since start
+	CookiesSent uint64            `json:"cookies_sent"`      // initiations answered with a cookie instead of a DH
+	UnderLoad   bool              `json:"under_load"`        // cookies asked for now
 	Dropped     map[string]uint64 `json:"dropped,omitempty"` // datagrams dropped, by reason
 }
 

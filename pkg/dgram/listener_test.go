@@ -126,7 +126,7 @@ func TestDialAndAccept(t *testing.T) {
 	if ck.Send != sk.Recv || ck.Recv != sk.Send || ck.Send == ck.Recv || ck.Cipher != sk.Cipher {
 		t.Fatal("stream keys do not pair up")
 	}
-	cpc, spc := cli.PacketConn(0), srv.PacketConn(0)
+	cpc, spc := cli.PacketConn(), srv.PacketConn()
 	if _, err := cpc.WriteTo([]byte("ping"), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestReplayedInitiationCostsNoDH(t *testing.T) {
 	}
 	ts.accept(t)
 	for range 50 {
-		newRawClient(t, ts).send(d) // other source ports: a replay from elsewhere
+		newRawClient(t, ts).send(d)      // other source ports: a replay from elsewhere
 		time.Sleep(2 * time.Millisecond) // slowly: 32 queued at once is load, which a cookie would answer
 	}
 	rc.send(d)
@@ -388,7 +388,7 @@ func TestForgedAndReplayedDataDoNotDisturb(t *testing.T) {
 	}
 	defer cli.Close()
 	srv := ts.accept(t)
-	cpc, spc := cli.PacketConn(0), srv.PacketConn(0)
+	cpc, spc := cli.PacketConn(), srv.PacketConn()
 
 	// What the client sends, as an on-path observer captures it.
 	var captured [][]byte

@@ -4,15 +4,8 @@ import (
 	"errors"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 )
-
-// DefaultQueue is how many opened payloads a PacketConn holds for its
-// reader: a burst of a full kcp window arrives faster than kcp-go's reader
-// takes it only when the machine is starved, and then dropping (and
-// counting) is what a network would do.
-const DefaultQueue = 1024
 
 // PacketConn is a session seen as a net.PacketConn, one payload per
 // datagram, for kcp-go (kcp.NewConn3): WriteTo seals into a data datagram
@@ -20,10 +13,8 @@ const DefaultQueue = 1024
 // that did not open under the session's keys ever comes out of ReadFrom,
 // so kcp-go only ever sees the peer's segments.
 type PacketConn struct {
-	s     *Session
-	addr  Addr
-	q     chan inbound
-	drops atomic.Uint64
+	s    *Session
+	addr Addr
 }
 
 type inbound struct {
@@ -33,37 +24,17 @@ type inbound struct {
 
 var payloadPool = sync.Pool{New: func() any { return new([MaxPayload]byte) }}
 
-// PacketConn installs a PacketConn as the session's sink and returns it;
-// call it once. queue bounds the payloads waiting for ReadFrom (0:
-// DefaultQueue); beyond it they are dropped and counted.
-func (s *Session) PacketConn(queue int) *PacketConn {
-	if queue <= 0 {
-		queue = DefaultQueue
-	}
-	p := &PacketConn{s: s, addr: Addr{s.Endpoint().String()}, q: make(chan inbound, queue)}
-	s.setSink(p.deliver)
-	return p
-}
-
-// deliver runs on the demux goroutine: it copies the payload (the demux
-// reuses its buffer) and queues it without blocking.
-func (p *PacketConn) deliver(payload []byte) {
-	b := payloadPool.Get().(*[MaxPayload]byte)
-	n := copy(b[:], payload)
-	select {
-	case p.q <- inbound{b, n}:
-	default:
-		payloadPool.Put(b)
-		p.drops.Add(1)
-		p.s.drops.Inc(DropSinkFull)
-	}
+// PacketConn returns the session as a PacketConn. The session has one
+// queue of payloads: use one PacketConn per session.
+func (s *Session) PacketConn() *PacketConn {
+	return &PacketConn{s: s, addr: Addr{s.Endpoint().String()}}
 }
 
 // ReadFrom returns the next opened payload. It fails with net.ErrClosed
 // once the session is closed.
 func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	select {
-	case in := <-p.q:
+	case in := <-p.s.in:
 		n := copy(b, in.b[:in.n])
 		payloadPool.Put(in.b)
 		return n, p.addr, nil
@@ -94,8 +65,8 @@ func (p *PacketConn) LocalAddr() net.Addr { return p.addr }
 // RemoteAddr is the address ReadFrom reports: constant for the session.
 func (p *PacketConn) RemoteAddr() net.Addr { return p.addr }
 
-// Dropped is how many payloads were dropped because the queue was full.
-func (p *PacketConn) Dropped() uint64 { return p.drops.Load() }
+// Dropped is how many payloads were dropped because the queue stayed full.
+func (p *PacketConn) Dropped() uint64 { return p.s.full.Load() }
 
 var errNoDeadlines = errors.New("dgram.PacketConn has no deadlines: close the session to unblock ReadFrom")
 

@@ -109,7 +109,7 @@ func TestKCPOverSessionsInMemory(t *testing.T) {
 	w := &wire{lossPct: 5, dupPct: 3, reorderPct: 5}
 	cli, srv, cliDrops, srvDrops := linkedSessions(t, w)
 	const conv = 100 ^ 200
-	cpc, spc := cli.PacketConn(0), srv.PacketConn(0)
+	cpc, spc := cli.PacketConn(), srv.PacketConn()
 	ck, err := kcp.NewConn3(conv, cpc.RemoteAddr(), nil, 10, 3, cpc)
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +181,7 @@ func TestKCPOverSessionsInMemory(t *testing.T) {
 	}
 	bad := cliDrops.Get(DropBadTag) + srvDrops.Get(DropBadTag)
 	t.Logf("2 MB each way over kcp in sealed datagrams, 5%% loss: %d datagrams delivered, %d forged (all dropped: %d bad tags), replays dropped %d, queue drops %d",
-		w.delivered.Load(), forged.Load(), bad, cliDrops.Get(DropReplay)+srvDrops.Get(DropReplay), cliDrops.Get(DropSinkFull)+srvDrops.Get(DropSinkFull))
+		w.delivered.Load(), forged.Load(), bad, cliDrops.Get(DropReplay)+srvDrops.Get(DropReplay), cliDrops.Get(DropQueueFull)+srvDrops.Get(DropQueueFull))
 	if bad != forged.Load() {
 		t.Errorf("%d forged datagrams, %d dropped as bad tags", forged.Load(), bad)
 	}
@@ -194,7 +194,7 @@ func TestKCPOverSessionsInMemory(t *testing.T) {
 // sends fail.
 func TestPacketConnClose(t *testing.T) {
 	cli, _, _, _ := linkedSessions(t, &wire{})
-	pc := cli.PacketConn(0)
+	pc := cli.PacketConn()
 	done := make(chan error, 1)
 	go func() {
 		_, _, err := pc.ReadFrom(make([]byte, 100))
@@ -215,20 +215,36 @@ func TestPacketConnClose(t *testing.T) {
 	}
 }
 
-// A full queue drops and counts instead of blocking the demux.
+// A queue that stays full drops and counts after a short wait instead of
+// blocking the demux; a reader that catches up gets every payload queued.
 func TestPacketConnQueueFull(t *testing.T) {
 	cli, srv, _, srvDrops := linkedSessions(t, &wire{})
-	pc := srv.PacketConn(4)
-	for range 10 {
+	pc := srv.PacketConn()
+	start := time.Now()
+	for range queueLen + 6 {
 		if err := cli.Send([]byte("hello")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if pc.Dropped() != 6 || srvDrops.Get(DropSinkFull) != 6 {
-		t.Fatalf("dropped %d (counted %d), want 6", pc.Dropped(), srvDrops.Get(DropSinkFull))
+	if pc.Dropped() != 6 || srvDrops.Get(DropQueueFull) != 6 {
+		t.Fatalf("dropped %d (counted %d), want 6", pc.Dropped(), srvDrops.Get(DropQueueFull))
+	}
+	if d := time.Since(start); d < 6*maxWait {
+		t.Fatalf("6 drops in %v: the producer did not wait for room", d)
+	}
+	// A reader that frees a slot in time: the payload waits instead of dropping.
+	go func() {
+		time.Sleep(maxWait / 5)
+		pc.ReadFrom(make([]byte, 100))
+	}()
+	if err := cli.Send([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if pc.Dropped() != 6 {
+		t.Fatalf("dropped %d with a reader catching up, want still 6", pc.Dropped())
 	}
 	buf := make([]byte, 100)
-	for range 4 {
+	for range queueLen {
 		n, _, err := pc.ReadFrom(buf)
 		if err != nil || string(buf[:n]) != "hello" {
 			t.Fatalf("read %q, %v", buf[:n], err)

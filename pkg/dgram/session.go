@@ -14,11 +14,9 @@ import (
 
 // Reasons a datagram is dropped before it reaches a session, or inside one.
 const (
-	DropMalformed   = "malformed"    // too short, unknown type, bytes that must be zero are not
-	DropSinkFull    = "queue_full"   // the layer above did not keep up; its queue was full
-	DropNoSink      = "no_reader"    // opened, but nothing reads the session yet or any more
-	DropUnsolicited = "unsolicited"  // a response or cookie reply that answers no initiation of ours
-	DropWrongSource = "wrong_source" // on the client: not from the server's address (the socket is connected; never seen)
+	DropMalformed   = "malformed"   // too short, unknown type, bytes that must be zero are not
+	DropQueueFull   = "queue_full"  // the session's reader did not keep up (see deliver)
+	DropUnsolicited = "unsolicited" // a response or cookie reply that answers no initiation of ours
 )
 
 // ErrClosed is returned by a closed session's Send.
@@ -26,9 +24,10 @@ var ErrClosed = errors.New("datagram session closed")
 
 // Session is one authenticated datagram channel between a client and a
 // server: two indexes, one key chain each way, and the peer's endpoint.
-// Send seals a payload into a data datagram; payloads that open are handed
-// to the session's sink, which the layer above installs (PacketConn for
-// kcp). Safe for concurrent use.
+// Send seals a payload into a data datagram; payloads that open wait in
+// the session's queue for its reader (PacketConn, for kcp), which exists
+// from the session's first moment, so that nothing the peer sends before
+// the layer above is ready is lost. Safe for concurrent use.
 type Session struct {
 	local, remote uint32 // our index (the peer writes it on what it sends us) and the peer's
 	xmit          func(b []byte, to netip.AddrPort) error
@@ -41,10 +40,12 @@ type Session struct {
 	sealer *sealer
 	sbuf   []byte
 
-	omu    sync.Mutex // serializes opening; only the demux opens, but status reads too
+	omu    sync.Mutex // serializes receiving (one producer in practice: the demux, or the client's reader)
 	opener *opener
 
-	sink atomic.Pointer[func([]byte)]
+	in   chan inbound // opened payloads, for the reader
+	wait *time.Timer  // deliver's, under omu
+	full atomic.Uint64
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -80,7 +81,9 @@ func newSession(p sessionParams) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{local: p.local, remote: p.remote, xmit: p.xmit, roams: p.roams, drops: p.drops, now: now,
-		sealer: sl, sbuf: make([]byte, 0, MaxDatagram), opener: op, closed: make(chan struct{})}
+		sealer: sl, sbuf: make([]byte, 0, MaxDatagram), opener: op, closed: make(chan struct{}),
+		in: make(chan inbound, queueLen), wait: time.NewTimer(time.Hour)}
+	s.wait.Stop()
 	ep := p.endpoint
 	s.endpoint.Store(&ep)
 	return s, nil
@@ -121,11 +124,11 @@ func (s *Session) SetRekeyInterval(d time.Duration) {
 }
 
 // receive opens a data datagram for this session (the demux found its
-// index) in place and hands the payload to the sink.
+// index) in place and queues the payload for the reader.
 func (s *Session) receive(d []byte, from netip.AddrPort) {
-	s.omu.Lock()
+	s.omu.Lock() // held through deliver too, which uses the one wait timer
+	defer s.omu.Unlock()
 	payload, newest, reason := s.opener.open(d, s.now())
-	s.omu.Unlock()
 	if reason != "" {
 		s.drops.Inc(reason)
 		return
@@ -137,16 +140,44 @@ func (s *Session) receive(d []byte, from netip.AddrPort) {
 		// gets here.
 		s.endpoint.Store(&from)
 	}
-	if f := s.sink.Load(); f != nil {
-		(*f)(payload)
-	} else {
-		s.drops.Inc(DropNoSink)
-	}
+	s.deliver(payload)
 }
 
-// setSink installs the function that receives opened payloads; it must
-// not keep the slice.
-func (s *Session) setSink(f func([]byte)) { s.sink.Store(&f) }
+// queueLen is how many opened payloads a session holds for its reader: a
+// burst of a few hundred kcp segments between two reads.
+const queueLen = 1024
+
+// maxWait is how long the producer waits for room in a full queue before
+// it drops the payload. kcp-go's reader does more per segment (FEC, ARQ)
+// than the demux does to open one, so in a burst the queue fills; waiting
+// for a slot matches the demux to the reader's pace and leaves the rest of
+// the burst in the socket's buffer, as kcp-go's own listener did (it ran
+// every session's input on its socket reader). The bound keeps a reader
+// that has stopped from holding up every other session for long.
+const maxWait = 5 * time.Millisecond
+
+// deliver copies the payload (the producer reuses its buffer) and queues it.
+func (s *Session) deliver(payload []byte) {
+	b := payloadPool.Get().(*[MaxPayload]byte)
+	in := inbound{b, copy(b[:], payload)}
+	select {
+	case s.in <- in:
+		return
+	default:
+	}
+	s.wait.Reset(maxWait)
+	select {
+	case s.in <- in:
+		s.wait.Stop()
+		return
+	case <-s.wait.C:
+	case <-s.closed:
+		s.wait.Stop()
+	}
+	payloadPool.Put(b)
+	s.full.Add(1)
+	s.drops.Inc(DropQueueFull)
+}
 
 // Close ends the session: its index is forgotten (datagrams for it are
 // dropped as unknown) and its sink's reader is woken.
@@ -164,6 +195,9 @@ func (s *Session) Close() error {
 
 // Done is closed when the session is.
 func (s *Session) Done() <-chan struct{} { return s.closed }
+
+// Indexes are this side's index of the session and the peer's.
+func (s *Session) Indexes() (local, remote uint32) { return s.local, s.remote }
 
 // Endpoint is the peer's address as last authenticated.
 func (s *Session) Endpoint() netip.AddrPort { return *s.endpoint.Load() }

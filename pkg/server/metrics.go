@@ -3,6 +3,7 @@ package server
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gtun/gtun/pkg/dgram"
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/metrics"
 	"github.com/gtun/gtun/pkg/secure"
@@ -32,6 +33,7 @@ type Collector struct {
 	leasesFailing, offload, handshakesPending, hsSources           *prometheus.Desc
 	heals, fights, handshakeDH, handshakeDHStrangers, knownSources *prometheus.Desc
 	peerRekeys, peerKeyAge                                         *prometheus.Desc
+	dgramDropped, dgramCookies, dgramSessions, dgramLoad           *prometheus.Desc
 }
 
 // healKinds are what gtund puts back when someone undoes it.
@@ -73,6 +75,11 @@ func NewCollector(status func() Status) *Collector {
 		heals:         d("heals_total", "Times gtund put back what someone undid: its nftables table, net.ipv4.ip_forward, the lease file once state_dir was writable again, its TUN device (kind=tun), a route to a peer's subnets (kind=route).", "kind"),
 		fights:        d("fights_total", "Times something kept undoing what gtund puts back (by kind, as heals_total) until its repairs hit their rate bound (a burst of 10, then 1 a second).", "kind"),
 		offload:       d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
+		dgramDropped: d("datagrams_dropped_total",
+			"UDP datagrams the kcp listener dropped unopened, by reason (malformed, bad_mac1, unknown_index, bad_tag, replay, cookie_sent, ...): nothing unauthenticated reaches kcp.", "reason"),
+		dgramCookies:  d("datagram_cookies_sent_total", "Initiations answered under load with a cookie (proof of the source address asked for) instead of any Curve25519 work."),
+		dgramSessions: d("datagram_sessions", "Authenticated datagram sessions (kcp rides in them)."),
+		dgramLoad:     d("datagram_under_load", "1 while the kcp listener asks initiations for a cookie first, else 0."),
 	}
 }
 
@@ -80,7 +87,8 @@ func NewCollector(status func() Status) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	metrics.Descs(ch, c.peerRxBytes, c.peerTxBytes, c.peerRxPackets, c.peerTxPackets, c.peerConnected, c.peerRTT,
 		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources, c.heals, c.fights, c.handshakeDH, c.handshakeDHStrangers, c.knownSources,
-		c.peerRekeys, c.peerKeyAge)
+		c.peerRekeys, c.peerKeyAge,
+		c.dgramDropped, c.dgramCookies, c.dgramSessions, c.dgramLoad)
 }
 
 // Collect implements prometheus.Collector.
@@ -118,4 +126,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	b.Reasons(c.heals, healKinds, st.Heals)
 	b.Reasons(c.fights, healKinds, st.Fights)
 	b.Bool(c.offload, st.Offload)
+	if d := st.Datagrams; d != nil {
+		b.Reasons(c.dgramDropped, dgram.DropReasons, d.Dropped)
+		b.Counter(c.dgramCookies, d.CookiesSent)
+		b.Gauge(c.dgramSessions, float64(d.Sessions))
+		b.Bool(c.dgramLoad, d.UnderLoad)
+	}
 }

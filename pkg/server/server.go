@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/control"
+	"github.com/gtun/gtun/pkg/dgram"
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/ipam"
 	"github.com/gtun/gtun/pkg/lograte"
@@ -101,10 +103,11 @@ type Server struct {
 	// routed into the TUN.
 	subnetRoutes *route.Reconciler
 
-	guard       *guard.Guard      // admits handshakes: per-source rate, caps on those in progress
-	responder   *secure.Responder // answers first messages on every transport: mac1, replay filter, DH
-	hsTimeout   atomic.Int64      // nanoseconds from accept to hello; a reload may change it
-	reloadReq   chan chan error   // reloads asked for over the control socket
+	guard       *guard.Guard           // admits handshakes: per-source rate, caps on those in progress
+	kcp         *transport.KCPListener // the datagram listener kcp rides in; nil without kcp
+	responder   *secure.Responder      // answers first messages on every transport: mac1, replay filter, DH
+	hsTimeout   atomic.Int64           // nanoseconds from accept to hello; a reload may change it
+	reloadReq   chan chan error        // reloads asked for over the control socket
 	hsFailures  stats.Reasons
 	events      *nlwatch.Hub   // netlink subscriptions of the TUN keeper and the subnet routes
 	book        reconcile.Book // heals and fights of every part kept in place
@@ -267,23 +270,35 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var listeners []net.Listener
+	var listeners []io.Closer
+	var serve []func()
 	for _, t := range s.cfg.Transports {
-		ln, err := transport.Listen(t, s.cfg.Listen, transport.Options{FECData: s.cfg.FECData, FECParity: s.cfg.FECParity})
-		if err != nil {
-			for _, l := range listeners {
-				l.Close()
+		var addr net.Addr
+		switch t {
+		case transport.KCP:
+			kl, err := transport.ListenKCP(s.cfg.Listen, transport.Options{FECData: s.cfg.FECData, FECParity: s.cfg.FECParity},
+				dgram.ListenConfig{Responder: s.responder, Guard: s.guard, Refused: s.datagramRefused, Logger: s.log})
+			if err != nil {
+				closeAll(listeners)
+				return fmt.Errorf("listen %s on %s: %w", t, s.cfg.Listen, err)
 			}
-			return fmt.Errorf("listen %s on %s: %w", t, s.cfg.Listen, err)
+			s.kcp = kl
+			listeners, addr = append(listeners, kl), kl.Addr()
+			serve = append(serve, func() { s.kcpAcceptLoop(ctx, kl) })
+		default:
+			ln, err := transport.ListenTCP(s.cfg.Listen)
+			if err != nil {
+				closeAll(listeners)
+				return fmt.Errorf("listen %s on %s: %w", t, s.cfg.Listen, err)
+			}
+			listeners, addr = append(listeners, ln), ln.Addr()
+			serve = append(serve, func() { s.acceptLoop(ctx, ln, t) })
 		}
-		listeners = append(listeners, ln)
-		s.listenAddrs = append(s.listenAddrs, t+"://"+ln.Addr().String())
+		s.listenAddrs = append(s.listenAddrs, t+"://"+addr.String())
 	}
 	ctl, err := control.Listen(s.cfg.ControlSocket, func() any { return s.Status() }, s.log)
 	if err != nil {
-		for _, l := range listeners {
-			l.Close()
-		}
+		closeAll(listeners)
 		return err
 	}
 	defer ctl.Close()
@@ -291,16 +306,14 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	if s.cfg.MetricsListen != "" {
 		m, err := metrics.Listen(s.cfg.MetricsListen, s.log, NewCollector(s.Status))
 		if err != nil {
-			for _, l := range listeners {
-				l.Close()
-			}
+			closeAll(listeners)
 			return err
 		}
 		defer m.Close()
 	}
 
-	for i, ln := range listeners {
-		s.goRun(func() { s.acceptLoop(ctx, ln, s.cfg.Transports[i]) })
+	for _, f := range serve {
+		s.goRun(f)
 	}
 	s.goRun(func() { s.events.Run(ctx) })
 	s.goRun(func() { s.tun.Run(ctx) })
@@ -331,9 +344,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	}
 	s.log.Info("shutting down")
 	_ = sdnotify.Stopping()
-	for _, ln := range listeners {
-		ln.Close()
-	}
+	closeAll(listeners)
 	s.mu.Lock()
 	for _, c := range s.sessions {
 		_ = c.sess.SendControl(&session.Msg{Type: session.TypeError, Error: "server shutting down"})
@@ -343,6 +354,12 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	s.tun.Close() // unblocks the TUN reader
 	s.wg.Wait()
 	return nil
+}
+
+func closeAll(cs []io.Closer) {
+	for _, c := range cs {
+		c.Close()
+	}
 }
 
 func (s *Server) goRun(f func()) {
@@ -433,16 +450,54 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string, tick
 		s.rate.Log(slog.LevelWarn, "hs:"+reason, "handshake refused", args...)
 		return
 	}
-	ticket.Authenticated()            // a known key proved itself from this source
-	_ = raw.SetReadDeadline(deadline) // for the hello; cleared once it is in
+	ticket.Authenticated() // a known key proved itself from this source
+	s.serveSession(ctx, sc, key, remote, tname, deadline, ticket.Release)
+}
+
+// kcpAcceptLoop serves the kcp connections the datagram listener
+// authenticated: their handshake is done, only the hello is to come.
+func (s *Server) kcpAcceptLoop(ctx context.Context, l *transport.KCPListener) {
+	for {
+		a, err := l.Accept()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Error("kcp listener stopped", "err", err)
+			}
+			return
+		}
+		s.goRun(func() {
+			stop := context.AfterFunc(ctx, func() { a.Conn.Close() })
+			defer stop()
+			deadline := time.Now().Add(time.Duration(s.hsTimeout.Load()))
+			s.serveSession(ctx, a.Conn, a.Peer, a.Session.Endpoint().String(), transport.KCP, deadline, func() {})
+		})
+	}
+}
+
+// datagramRefused counts and logs a first message over UDP that the
+// responder refused, as serveConn does for TCP.
+func (s *Server) datagramRefused(err error, from netip.AddrPort) {
+	reason := handshakeReason(err)
+	s.hsFailures.Inc(reason)
+	s.rate.Log(slog.LevelWarn, "hs:"+reason, "handshake refused", "remote", from.String(), "transport", transport.KCP,
+		"reason", reason, "err", err, "refused_total", s.hsFailures.Get(reason))
+}
+
+// serveSession runs an authenticated connection, whatever its transport,
+// from the client's hello on: the hello must arrive before deadline; then
+// admitted() is called (the connection is no longer a handshake in
+// progress), the client gets its config and the session runs until it
+// ends.
+func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.PublicKey, remote, tname string, deadline time.Time, admitted func()) {
+	_ = sc.SetReadDeadline(deadline) // for the hello; cleared once it is in
 	sess, hello, err := session.Accept(sc, 0, s.log)
 	if err != nil {
 		s.hsFailures.Inc("session_setup")
 		s.rate.Log(slog.LevelWarn, "setup", "session setup failed", "remote", remote, "err", err, "refused_total", s.hsFailures.Get("session_setup"))
 		return
 	}
-	_ = raw.SetReadDeadline(time.Time{})
-	ticket.Release()
+	_ = sc.SetReadDeadline(time.Time{})
+	admitted()
 	refuse := func(reason string) {
 		_ = sess.SendControl(&session.Msg{Type: session.TypeError, Error: reason})
 		sess.Close()

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/gtun/gtun/pkg/dgram"
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/secure"
@@ -30,7 +31,10 @@ type Status struct {
 	Started           time.Time         `json:"started"`
 	HandshakeFailures map[string]uint64 `json:"handshake_failures,omitempty"`
 	Handshakes        HandshakeStatus   `json:"handshakes"`
-	Heals             map[string]uint64 `json:"heals,omitempty"` // by kind: nftables_table, ip_forward, leases_written, tun, route
+	// Datagrams is the UDP listener kcp rides in: its sessions, cookies
+	// sent under load, and the datagrams it dropped unopened, by reason.
+	Datagrams *dgram.ListenerStats `json:"datagrams,omitempty"`
+	Heals     map[string]uint64    `json:"heals,omitempty"` // by kind: nftables_table, ip_forward, leases_written, tun, route
 	// Fights counts, by kind, times something kept undoing a repair until
 	// repairs hit their rate bound; Fighting lists the kinds fought over now.
 	Fights     map[string]uint64 `json:"fights,omitempty"`
@@ -97,6 +101,10 @@ func (s *Server) Status() Status {
 	st := Status{Listen: s.listenAddrs, Tun: s.cfg.Tun, Pool: s.cfg.Pool.String(), Gateway: s.cfg.Gateway.String(),
 		NAT: s.cfg.NAT, Started: s.started, HandshakeFailures: s.hsFailures.Snapshot(), Drops: s.drops.Snapshot(),
 		Handshakes: HandshakeStatus{Stats: s.guard.Stats(), HandshakeCounts: s.responder.Counts()}, Heals: s.book.Heals(), Fights: s.book.Fights(), Fighting: s.book.Fighting()}
+	if s.kcp != nil {
+		ds := s.kcp.Stats()
+		st.Datagrams = &ds
+	}
 	if s.tun != nil {
 		st.Offload = s.tun.Offload()
 	}
@@ -233,6 +241,13 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	fmt.Fprintf(w, "handshake DH: %v, for strangers: %d\n", st.Handshakes.DH, st.Handshakes.DHForStrangers)
 	if len(st.HandshakeFailures) > 0 {
 		fmt.Fprintf(w, "refused handshakes: %v\n", st.HandshakeFailures)
+	}
+	if d := st.Datagrams; d != nil {
+		load := ""
+		if d.UnderLoad {
+			load = ", under load (asking for cookies)"
+		}
+		fmt.Fprintf(w, "datagrams: %d sessions, %d cookies sent%s, dropped unopened: %s\n", d.Sessions, d.CookiesSent, load, dropsText(d.Dropped))
 	}
 	if len(st.Drops) > 0 {
 		fmt.Fprintf(w, "drops: %v\n", st.Drops)

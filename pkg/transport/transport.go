@@ -1,12 +1,14 @@
 // Package transport gives the layers above a reliable, ordered byte stream
 // to the peer: TCP, or KCP over UDP for lossy, distant links where TCP over
-// TCP collapses. Everything above it (Noise, session, control) is the same
-// for every transport, so a transport only has to dial and listen.
+// TCP collapses. Over TCP the handshake runs on the stream (pkg/secure);
+// KCP runs inside authenticated datagram sessions (pkg/dgram), whose
+// handshake comes first, so DialKCP and ListenKCP return connections
+// already sealed. Everything above (session, control) is the same for
+// every transport.
 package transport
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"time"
 
@@ -38,63 +40,36 @@ type Options struct {
 	FECData, FECParity int
 }
 
-// KCP tuning. The record layer above already seals every byte, so KCP's own
-// crypto is off (nil block cipher). Segments fit a 1500-byte path with the
-// IP, UDP and FEC headers, so nothing is ever IP-fragmented.
+// KCP tuning. The datagrams KCP rides in are sealed (pkg/dgram), so KCP's
+// own crypto is off (nil block cipher). Segments fit a 1500-byte path with
+// the IP, UDP, datagram and FEC headers and the tag (1350 + 8 + 32 + 28
+// bytes), so nothing is ever IP-fragmented.
 const (
 	kcpMTU       = 1350
 	kcpWindow    = 4096 // segments in flight each way: ~5.4 MiB, a 50 ms path at 860 Mbit/s
 	kcpInterval  = 10   // ms between KCP's internal updates
 	kcpResend    = 2    // fast retransmit after 2 duplicate ACKs
 	kcpNoCongest = 1    // no congestion window: loss is not taken as congestion
-	kcpSockBuf   = 4 << 20
 )
 
-// Dial connects to addr over the named transport.
-func Dial(ctx context.Context, name, addr string, o Options) (net.Conn, error) {
-	switch name {
-	case TCP, "":
-		d := net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		tuneTCP(c)
-		return c, nil
-	case KCP:
-		// KCP has no connection setup: the handshake above is the first
-		// packet exchange, and its deadline bounds a silent (blocked) path.
-		s, err := kcp.DialWithOptions(addr, nil, o.FECData, o.FECParity)
-		if err != nil {
-			return nil, err
-		}
-		tuneKCP(s)
-		_ = s.SetReadBuffer(kcpSockBuf)
-		_ = s.SetWriteBuffer(kcpSockBuf)
-		return s, nil
+// DialTCP connects to addr over TCP; the handshake runs on the stream.
+func DialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("unknown transport %q", name)
+	tuneTCP(c)
+	return c, nil
 }
 
-// Listen opens a listener for the named transport.
-func Listen(name, addr string, o Options) (net.Listener, error) {
-	switch name {
-	case TCP:
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		return tcpListener{ln.(*net.TCPListener)}, nil
-	case KCP:
-		ln, err := kcp.ListenWithOptions(addr, nil, o.FECData, o.FECParity)
-		if err != nil {
-			return nil, err
-		}
-		_ = ln.SetReadBuffer(kcpSockBuf)
-		_ = ln.SetWriteBuffer(kcpSockBuf)
-		return kcpListener{ln}, nil
+// ListenTCP opens a TCP listener; the handshake runs on each connection.
+func ListenTCP(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("unknown transport %q", name)
+	return tcpListener{ln.(*net.TCPListener)}, nil
 }
 
 type tcpListener struct{ *net.TCPListener }
@@ -106,17 +81,6 @@ func (l tcpListener) Accept() (net.Conn, error) {
 	}
 	tuneTCP(c)
 	return c, nil
-}
-
-type kcpListener struct{ *kcp.Listener }
-
-func (l kcpListener) Accept() (net.Conn, error) {
-	s, err := l.Listener.AcceptKCP()
-	if err != nil {
-		return nil, err
-	}
-	tuneKCP(s)
-	return s, nil
 }
 
 func tuneKCP(s *kcp.UDPSession) {

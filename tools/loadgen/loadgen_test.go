@@ -292,7 +292,7 @@ func (f *fakeServer) serve(ctx context.Context) {
 
 func startFake(t *testing.T, keys []secure.PrivateKey, closeAt int) *fakeServer {
 	t.Helper()
-	ln, err := transport.Listen(transport.TCP, "127.0.0.1:0", transport.Options{})
+	ln, err := transport.ListenTCP("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -620,7 +620,7 @@ func runHook(cmd string, w io.Writer) error {
 func dialOne(o options, i int) (*conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.dialTimeout)
 	defer cancel()
-	raw, err := transport.Dial(ctx, transport.TCP, o.server, transport.Options{})
+	raw, err := transport.DialTCP(ctx, o.server)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}

@@ -84,7 +84,7 @@ func memserverMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "loadgen memserver: %v\n", err)
 		return 1
 	}
-	ln, err := transport.Listen(transport.TCP, *listen, transport.Options{})
+	ln, err := transport.ListenTCP(*listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadgen memserver: %v\n", err)
 		return 1

@@ -1,0 +1,90 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/gtun/gtun/pkg/dgram"
+	"github.com/gtun/gtun/pkg/secure"
+)
+
+// kcp inside datagram sessions over loopback, with FEC: the records come
+// out intact both ways, and closing one end's records closes its datagram
+// session (its index is gone from the listener).
+func TestKCPInsideDatagrams(t *testing.T) {
+	srvKey, _ := secure.GeneratePrivateKey()
+	cliKey, _ := secure.GeneratePrivateKey()
+	r := secure.NewResponder(secure.ServerConfig{Private: srvKey, Authorize: func(k secure.PublicKey, _ uint64) error {
+		if k != cliKey.Public() {
+			return secure.ErrUnknownPeer
+		}
+		return nil
+	}})
+	o := Options{FECData: 10, FECParity: 3}
+	l, err := ListenKCP("127.0.0.1:0", o, dgram.ListenConfig{Responder: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan *Accepted, 1)
+	go func() {
+		a, err := l.Accept()
+		if err == nil {
+			accepted <- a
+		}
+	}()
+	cli, _, err := DialKCP(context.Background(), l.Addr().String(), o, secure.ClientConfig{Private: cliKey, ServerKey: srvKey.Public()}, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	var srv *Accepted
+	select {
+	case srv = <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing accepted")
+	}
+	defer srv.Conn.Close()
+	if srv.Peer != cliKey.Public() {
+		t.Fatal("accepted peer is not the client's key")
+	}
+
+	const size = 4 << 20
+	up, down := make([]byte, size), make([]byte, size)
+	rand.Read(up)
+	rand.Read(down)
+	_ = cli.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = srv.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+	errs := make(chan error, 4)
+	copyAndCheck := func(w io.Writer, r io.Reader, data []byte) {
+		go func() { _, err := w.Write(data); errs <- err }()
+		go func() {
+			got := make([]byte, len(data))
+			_, err := io.ReadFull(r, got)
+			if err == nil && !bytes.Equal(got, data) {
+				err = io.ErrUnexpectedEOF
+			}
+			errs <- err
+		}()
+	}
+	start := time.Now()
+	copyAndCheck(cli, srv.Conn, up)
+	copyAndCheck(srv.Conn, cli, down)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("4 MiB each way over kcp in sealed datagrams (FEC 10/3) on loopback in %v; listener %+v", time.Since(start).Round(time.Millisecond), l.Stats())
+	if l.Stats().Sessions != 1 {
+		t.Fatalf("listener has %d sessions, want 1", l.Stats().Sessions)
+	}
+	srv.Conn.Close()
+	if l.Stats().Sessions != 0 {
+		t.Fatalf("listener still has %d sessions after the server side closed", l.Stats().Sessions)
+	}
+}
