@@ -21,12 +21,13 @@ const (
 	DropBadMAC1       = "bad_mac1"             // not keyed with this server's public key: a stranger, a scanner
 	DropCookieSent    = "cookie_sent"          // under load without a valid mac2: answered with a cookie, no DH
 	DropRateLimited   = guard.RateLimited      // under load, a proven source over its handshake rate
+	DropDuplicate     = "duplicate"            // a first message seen before: a replay, dropped before the queue (no DH)
 	DropHandshakeFull = "handshake_queue_full" // the handshake worker is behind: dropped, the client retries
 	DropAcceptFull    = "accept_queue_full"    // authenticated, but the server does not take sessions fast enough
 )
 
 // DropReasons are every reason a datagram is dropped, for metrics.
-var DropReasons = []string{DropMalformed, DropBadMAC1, DropCookieSent, DropRateLimited, DropHandshakeFull, DropAcceptFull,
+var DropReasons = []string{DropMalformed, DropBadMAC1, DropCookieSent, DropRateLimited, DropDuplicate, DropHandshakeFull, DropAcceptFull,
 	DropUnsolicited, DropUnknownIndex, DropReplay, DropBadTag, DropEpoch, DropCounterLimit, DropQueueFull}
 
 // Handshake queue: first messages that passed mac1 (and, under load, mac2)
@@ -217,7 +218,8 @@ func (l *Listener) drop(reason string, _ netip.AddrPort) { l.drops.Inc(reason) }
 
 // initiation checks a first message before it may cost anything: mac1
 // first, then (under load) mac2, and the per-source limit of proven
-// sources; it then queues it for the handshake worker.
+// sources, then the replay filter; it then queues it for the handshake
+// worker.
 func (l *Listener) initiation(d []byte, from netip.AddrPort) {
 	in, ok := parseInitiation(d)
 	if !ok {
@@ -251,6 +253,12 @@ func (l *Listener) initiation(d []byte, from netip.AddrPort) {
 			}
 			t.Release()
 		}
+	}
+	// The replay filter before the queue: a recorded message sent again,
+	// from anywhere and however often, costs a lookup.
+	if !l.cfg.Responder.Remember(in.first) {
+		l.drop(DropDuplicate, from)
+		return
 	}
 	select {
 	case l.hsq <- l.job(d, from):
@@ -288,8 +296,8 @@ func (l *Listener) handshakes() {
 }
 
 func (l *Listener) handshake(j *handshakeJob) {
-	in, _ := parseInitiation(j.b[:j.n]) // parsed once already
-	reply, keys, client, err := l.cfg.Responder.Respond(in.first)
+	in, _ := parseInitiation(j.b[:j.n]) // parsed and screened (mac1, replay filter) by the demux
+	reply, keys, client, err := l.cfg.Responder.RespondRemembered(in.first)
 	var ve *secure.VersionError
 	if err != nil && !errors.As(err, &ve) {
 		if l.cfg.Refused != nil {

@@ -20,7 +20,8 @@ import (
 
 // wire links two sessions in memory: what one sends, the other receives,
 // through a lossy, duplicating, reordering path, and an attacker can
-// inject datagrams into either side.
+// inject datagrams into either side. Each side has a receive queue and a
+// goroutine that delivers from it, as a socket's buffer and the demux do.
 type wire struct {
 	mu         sync.Mutex
 	rng        *rand.Rand
@@ -28,7 +29,15 @@ type wire struct {
 	dupPct     int
 	reorderPct int
 	held       map[*Session][]byte // one datagram held back per side, sent after the next
+	queues     map[*Session]chan arriving
+	direct     bool // deliver on the sender's goroutine, at once
 	delivered  atomic.Uint64
+	overflow   atomic.Uint64
+}
+
+type arriving struct {
+	d    []byte
+	from netip.AddrPort
 }
 
 // linkedSessions makes a client and a server session as a handshake would
@@ -52,7 +61,31 @@ func linkedSessions(t *testing.T, w *wire) (cli, srv *Session, cliDrops, srvDrop
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cli.Close(); srv.Close() })
+	w.mu.Lock()
+	w.queues = map[*Session]chan arriving{}
+	w.mu.Unlock()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, s := range []*Session{cli, srv} {
+		q := make(chan arriving, 4096)
+		w.mu.Lock()
+		w.queues[s] = q
+		w.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case a := <-q:
+					s.receive(a.d, a.from)
+					w.delivered.Add(1)
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	t.Cleanup(func() { cli.Close(); srv.Close(); close(done); wg.Wait() })
 	return cli, srv, cliDrops, srvDrops
 }
 
@@ -84,11 +117,20 @@ func (w *wire) carry(b []byte, to *Session, from netip.AddrPort) {
 			w.held[to] = nil
 		}
 	}
+	q := w.queues[to]
 	w.mu.Unlock()
 	for _, d := range out {
-		if index(d[headerLen:]) == to.local {
+		if index(d[headerLen:]) != to.local {
+			continue
+		}
+		if w.direct {
 			to.receive(d, from)
-			w.delivered.Add(1)
+			continue
+		}
+		select {
+		case q <- arriving{d, from}:
+		default:
+			w.overflow.Add(1) // a full socket buffer
 		}
 	}
 }
@@ -180,8 +222,8 @@ func TestKCPOverSessionsInMemory(t *testing.T) {
 		t.Errorf("forged datagrams moved the server's view of the client to %v", srv.Endpoint())
 	}
 	bad := cliDrops.Get(DropBadTag) + srvDrops.Get(DropBadTag)
-	t.Logf("2 MB each way over kcp in sealed datagrams, 5%% loss: %d datagrams delivered, %d forged (all dropped: %d bad tags), replays dropped %d, queue drops %d",
-		w.delivered.Load(), forged.Load(), bad, cliDrops.Get(DropReplay)+srvDrops.Get(DropReplay), cliDrops.Get(DropQueueFull)+srvDrops.Get(DropQueueFull))
+	t.Logf("2 MB each way over kcp in sealed datagrams, 5%% loss: %d datagrams delivered, %d forged (all dropped: %d bad tags), replays dropped %d, queue drops %d, wire overflows %d",
+		w.delivered.Load(), forged.Load(), bad, cliDrops.Get(DropReplay)+srvDrops.Get(DropReplay), cliDrops.Get(DropQueueFull)+srvDrops.Get(DropQueueFull), w.overflow.Load())
 	if bad != forged.Load() {
 		t.Errorf("%d forged datagrams, %d dropped as bad tags", forged.Load(), bad)
 	}
@@ -218,7 +260,7 @@ func TestPacketConnClose(t *testing.T) {
 // A queue that stays full drops and counts after a short wait instead of
 // blocking the demux; a reader that catches up gets every payload queued.
 func TestPacketConnQueueFull(t *testing.T) {
-	cli, srv, _, srvDrops := linkedSessions(t, &wire{})
+	cli, srv, _, srvDrops := linkedSessions(t, &wire{direct: true})
 	pc := srv.PacketConn()
 	start := time.Now()
 	for range queueLen + 6 {

@@ -169,7 +169,13 @@ func (c *Conn) SetRekeyInterval(d time.Duration) {
 	if d == 0 {
 		return
 	}
-	c.rekeyInterval.Store(int64(min(max(d, MinRekeyInterval), MaxRekeyInterval)))
+	d = min(max(d, MinRekeyInterval), MaxRekeyInterval)
+	c.rekeyInterval.Store(int64(d))
+	// A transport that seals below the records (kcp's datagrams) rotates
+	// its keys on the same schedule.
+	if r, ok := c.conn.(interface{ SetRekeyInterval(time.Duration) }); ok {
+		r.SetRekeyInterval(d)
+	}
 }
 
 // RekeyInterval is how long a send key of this side lives.

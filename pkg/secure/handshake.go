@@ -307,13 +307,10 @@ func (r *Responder) Respond(msg1 []byte) (reply []byte, k Keys, client PublicKey
 		r.counts.refuse(refusedBadMAC1)
 		return nil, Keys{}, client, ErrBadMAC1
 	}
-	if r.seen.check([MAC1Size]byte(msg1[len(msg1)-MAC1Size:])) {
-		r.counts.refuse(refusedDuplicate)
+	if !r.Remember(msg1) {
 		return nil, Keys{}, client, ErrDuplicate
 	}
-	reply, k, client, err = r.respond(msg1[:len(msg1)-MAC1Size])
-	r.counts.didDH(err)
-	return reply, k, client, err
+	return r.RespondRemembered(msg1)
 }
 
 // respond is the DH part of Respond.

@@ -122,6 +122,10 @@ func (c *kcpStream) Close() error {
 	return err
 }
 
+// SetRekeyInterval sets how long the datagram session's send keys live:
+// the records' interval (secure.Conn passes it on).
+func (c *kcpStream) SetRekeyInterval(d time.Duration) { c.s.SetRekeyInterval(d) }
+
 // RemoteAddr is the peer's address as last authenticated (it follows a
 // client whose NAT moved it).
 func (c *kcpStream) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(c.s.Endpoint()) }

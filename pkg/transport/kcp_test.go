@@ -13,8 +13,9 @@ import (
 )
 
 // kcp inside datagram sessions over loopback, with FEC: the records come
-// out intact both ways, and closing one end's records closes its datagram
-// session (its index is gone from the listener).
+// out intact both ways, across key updates of the datagrams (the records'
+// rekey interval applies to them too), and closing one end's records
+// closes its datagram session (its index is gone from the listener).
 func TestKCPInsideDatagrams(t *testing.T) {
 	srvKey, _ := secure.GeneratePrivateKey()
 	cliKey, _ := secure.GeneratePrivateKey()
@@ -37,7 +38,7 @@ func TestKCPInsideDatagrams(t *testing.T) {
 			accepted <- a
 		}
 	}()
-	cli, _, err := DialKCP(context.Background(), l.Addr().String(), o, secure.ClientConfig{Private: cliKey, ServerKey: srvKey.Public()}, 3*time.Second)
+	cli, cds, err := DialKCP(context.Background(), l.Addr().String(), o, secure.ClientConfig{Private: cliKey, ServerKey: srvKey.Public()}, 3*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,6 +53,9 @@ func TestKCPInsideDatagrams(t *testing.T) {
 	if srv.Peer != cliKey.Public() {
 		t.Fatal("accepted peer is not the client's key")
 	}
+
+	cli.SetRekeyInterval(time.Second)
+	srv.Conn.SetRekeyInterval(time.Second)
 
 	const size = 4 << 20
 	up, down := make([]byte, size), make([]byte, size)
@@ -72,14 +76,25 @@ func TestKCPInsideDatagrams(t *testing.T) {
 		}()
 	}
 	start := time.Now()
-	copyAndCheck(cli, srv.Conn, up)
-	copyAndCheck(srv.Conn, cli, down)
-	for range 4 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+	for round := range 3 {
+		if round > 0 {
+			time.Sleep(1100 * time.Millisecond) // past the rekey interval
+		}
+		copyAndCheck(cli, srv.Conn, up)
+		copyAndCheck(srv.Conn, cli, down)
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
 		}
 	}
-	t.Logf("4 MiB each way over kcp in sealed datagrams (FEC 10/3) on loopback in %v; listener %+v", time.Since(start).Round(time.Millisecond), l.Stats())
+	cst, sst := cds.Stats(), srv.Session.Stats()
+	t.Logf("datagram key updates: client sent %d, received %d; server sent %d, received %d",
+		cst.KeyUpdatesSent, cst.KeyUpdatesReceived, sst.KeyUpdatesSent, sst.KeyUpdatesReceived)
+	if cst.KeyUpdatesSent < 2 || sst.KeyUpdatesReceived != cst.KeyUpdatesSent || sst.KeyUpdatesSent < 2 || cst.KeyUpdatesReceived != sst.KeyUpdatesSent {
+		t.Errorf("datagram keys did not rotate with the records' interval, or one side did not follow")
+	}
+	t.Logf("3 x 4 MiB each way over kcp in sealed datagrams (FEC 10/3) on loopback in %v; listener %+v", time.Since(start).Round(time.Millisecond), l.Stats())
 	if l.Stats().Sessions != 1 {
 		t.Fatalf("listener has %d sessions, want 1", l.Stats().Sessions)
 	}

@@ -87,6 +87,32 @@ func (m *attackMeter) report(t *testing.T, what string, sent int64, connect time
 	return st
 }
 
+// udpReceiveErrors is gw's count of UDP datagrams its kernel dropped
+// before a socket read them (Udp RcvbufErrors in /proc/net/snmp).
+func udpReceiveErrors(t *testing.T, e *env) uint64 {
+	t.Helper()
+	out := e.tp.MustExec(t, "gw", "cat", "/proc/net/snmp")
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.ParseUint(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	t.Fatalf("no Udp RcvbufErrors in gw's /proc/net/snmp:\n%s", out)
+	return 0
+}
+
 // kcpClientConfig is the legitimate gtun's config, over kcp.
 func (h *hostileEnv) kcpClientConfig(t *testing.T) string {
 	t.Helper()
