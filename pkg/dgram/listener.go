@@ -18,16 +18,16 @@ import (
 
 // Reasons an initiation is dropped by the listener before the responder.
 const (
-	DropBadMAC1       = "bad_mac1"             // not keyed with this server's public key: a stranger, a scanner
-	DropCookieSent    = "cookie_sent"          // under load without a valid mac2: answered with a cookie, no DH
-	DropRateLimited   = guard.RateLimited      // under load, a proven source over its handshake rate
-	DropDuplicate     = "duplicate"            // a first message seen before: a replay, dropped before the queue (no DH)
-	DropHandshakeFull = "handshake_queue_full" // the handshake worker is behind: dropped, the client retries
-	DropAcceptFull    = "accept_queue_full"    // authenticated, but the server does not take sessions fast enough
+	DropBadMAC1        = "bad_mac1"             // not keyed with this server's public key: a stranger, a scanner
+	DropCookieRequired = "cookie_required"      // under load without a valid mac2: answered with a cookie reply, no DH
+	DropRateLimited    = guard.RateLimited      // under load, a proven source over its handshake rate
+	DropDuplicate      = "duplicate"            // a first message seen before: a replay, dropped before the queue (no DH)
+	DropHandshakeFull  = "handshake_queue_full" // the handshake worker is behind: dropped, the client retries
+	DropAcceptFull     = "accept_queue_full"    // authenticated, but the server does not take sessions fast enough
 )
 
 // DropReasons are every reason a datagram is dropped, for metrics.
-var DropReasons = []string{DropMalformed, DropBadMAC1, DropCookieSent, DropRateLimited, DropDuplicate, DropHandshakeFull, DropAcceptFull,
+var DropReasons = []string{DropMalformed, DropBadMAC1, DropCookieRequired, DropRateLimited, DropDuplicate, DropHandshakeFull, DropAcceptFull,
 	DropUnsolicited, DropUnknownIndex, DropReplay, DropBadTag, DropEpoch, DropCounterLimit, DropQueueFull}
 
 // Handshake queue: first messages that passed mac1 (and, under load, mac2)
@@ -240,7 +240,7 @@ func (l *Listener) initiation(d []byte, from netip.AddrPort) {
 			if _, err := l.conn.WriteToUDPAddrPort(reply, from); err == nil {
 				l.cookiesSent.Add(1)
 			}
-			l.drop(DropCookieSent, from)
+			l.drop(DropCookieRequired, from)
 			return
 		}
 		// The source is proven: it receives at this address. Now, and only

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/xtaci/kcp-go/v5"
@@ -113,13 +114,26 @@ func kcpOver(s *dgram.Session, o Options) (*secure.Conn, error) {
 // session's reader goroutine in kcp-go ends when the session does).
 type kcpStream struct {
 	*kcp.UDPSession
-	s *dgram.Session
+	s    *dgram.Session
+	once sync.Once
 }
 
+// closeLinger is how long a closed kcp stream still sends: what was
+// written last (a refusal in words, "server shutting down") is then
+// retransmitted if lost, as TCP does after close, instead of vanishing
+// with the session. Readers and writers return at once.
+const closeLinger = time.Second
+
 func (c *kcpStream) Close() error {
-	err := c.UDPSession.Close()
-	c.s.Close()
-	return err
+	c.once.Do(func() {
+		now := time.Now()
+		_ = c.UDPSession.SetDeadline(now)
+		time.AfterFunc(closeLinger, func() {
+			c.UDPSession.Close()
+			c.s.Close()
+		})
+	})
+	return nil
 }
 
 // SetRekeyInterval sets how long the datagram session's send keys live:

@@ -57,12 +57,10 @@ func TestKCPInsideDatagrams(t *testing.T) {
 	cli.SetRekeyInterval(time.Second)
 	srv.Conn.SetRekeyInterval(time.Second)
 
-	const size = 4 << 20
+	const size = 2 << 20
 	up, down := make([]byte, size), make([]byte, size)
 	rand.Read(up)
 	rand.Read(down)
-	_ = cli.SetDeadline(time.Now().Add(30 * time.Second))
-	_ = srv.Conn.SetDeadline(time.Now().Add(30 * time.Second))
 	errs := make(chan error, 4)
 	copyAndCheck := func(w io.Writer, r io.Reader, data []byte) {
 		go func() { _, err := w.Write(data); errs <- err }()
@@ -80,6 +78,8 @@ func TestKCPInsideDatagrams(t *testing.T) {
 		if round > 0 {
 			time.Sleep(1100 * time.Millisecond) // past the rekey interval
 		}
+		_ = cli.SetDeadline(time.Now().Add(60 * time.Second))
+		_ = srv.Conn.SetDeadline(time.Now().Add(60 * time.Second))
 		copyAndCheck(cli, srv.Conn, up)
 		copyAndCheck(srv.Conn, cli, down)
 		for range 4 {
@@ -94,12 +94,22 @@ func TestKCPInsideDatagrams(t *testing.T) {
 	if cst.KeyUpdatesSent < 2 || sst.KeyUpdatesReceived != cst.KeyUpdatesSent || sst.KeyUpdatesSent < 2 || cst.KeyUpdatesReceived != sst.KeyUpdatesSent {
 		t.Errorf("datagram keys did not rotate with the records' interval, or one side did not follow")
 	}
-	t.Logf("3 x 4 MiB each way over kcp in sealed datagrams (FEC 10/3) on loopback in %v; listener %+v", time.Since(start).Round(time.Millisecond), l.Stats())
+	t.Logf("3 x 2 MiB each way over kcp in sealed datagrams (FEC 10/3) on loopback in %v; listener %+v", time.Since(start).Round(time.Millisecond), l.Stats())
 	if l.Stats().Sessions != 1 {
 		t.Fatalf("listener has %d sessions, want 1", l.Stats().Sessions)
 	}
+	closed := time.Now()
 	srv.Conn.Close()
-	if l.Stats().Sessions != 0 {
-		t.Fatalf("listener still has %d sessions after the server side closed", l.Stats().Sessions)
+	if _, err := srv.Conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a read after close succeeded")
+	}
+	for l.Stats().Sessions != 0 {
+		if time.Since(closed) > closeLinger+time.Second {
+			t.Fatalf("listener still has %d sessions %v after the server side closed", l.Stats().Sessions, time.Since(closed))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d := time.Since(closed); d < closeLinger {
+		t.Fatalf("the datagram session ended %v after close, before the linger (%v) for what was written last", d, closeLinger)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gtun/gtun/internal/testnet"
 	"github.com/gtun/gtun/pkg/client"
+	"github.com/gtun/gtun/pkg/server"
 )
 
 // rewrite applies string replacements to a config file.
@@ -235,4 +236,31 @@ func TestKCPRecoversFromBlackhole(t *testing.T) {
 	})
 	t.Logf("KCP 10 s blackhole: reconnected %v after the wan returned", d.Round(time.Millisecond))
 	e.reach(t, "vm", "http://"+clusterIP+"/", 5*time.Second)
+}
+
+// kcp's FEC must be the same on both ends: a client without it, to a
+// gtund with fec_data/fec_parity 10/3, is refused after the handshake with
+// the reason in words (in gtun's status), not with silence.
+func TestKCPFECMismatchInWords(t *testing.T) {
+	e := newEnv(t)
+	ckey, cpub := e.key(t, "vm")
+	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	rewrite(t, scfg, `transports = ["tcp"]`, "transports = [\"tcp\", \"kcp\"]\nfec_data = 10\nfec_parity = 3")
+	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
+	rewrite(t, ccfg, `transport = "tcp"`, `transport = "kcp"`)
+	srv := e.startServer(t, scfg)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gtund log:\n%s", srv.LogTail(40))
+		}
+	})
+	e.startClient(t, "vm", "vm", ccfg)
+	e.waitState(t, "vm", 15*time.Second, "refused for the FEC mismatch", func(s client.ServerStatus) bool {
+		return strings.Contains(s.LastError, "fec_data/fec_parity mismatch: client 0/0, server 10/3")
+	})
+	var st server.Status
+	status(t, bins.gtund, e.serverSocket(), &st)
+	if st.HandshakeFailures["fec_mismatch"] == 0 {
+		t.Errorf("gtund did not count the mismatch: %v", st.HandshakeFailures)
+	}
 }
