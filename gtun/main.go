@@ -12,9 +12,13 @@ import (
 	"github.com/gtun/gtun/pkg/config"
 )
 
-func main() {
-	os.Exit(cli.Daemon{
+func main() { os.Exit(daemon().Main(os.Args[1:])) }
+
+// daemon is the command line of this binary.
+func daemon() cli.Daemon {
+	return cli.Daemon{
 		Name:          "gtun",
+		Short:         "the gtun client: routes remote cluster networks through an encrypted tunnel to gtund servers",
 		DefaultConfig: "/etc/gtun/gtun.toml",
 		Section:       "client",
 		DefaultSocket: "/run/gtun/gtun.sock",
@@ -30,6 +34,7 @@ func main() {
 			slog.SetDefault(log)
 			return client.New(cfg, log).Run(ctx, reload)
 		},
+		Load:        cli.Loader(config.LoadClient),
 		PrintStatus: client.WriteStatus,
-	}.Main(os.Args[1:]))
+	}
 }

@@ -13,9 +13,13 @@ import (
 	"github.com/gtun/gtun/pkg/server"
 )
 
-func main() {
-	os.Exit(cli.Daemon{
+func main() { os.Exit(daemon().Main(os.Args[1:])) }
+
+// daemon is the command line of this binary.
+func daemon() cli.Daemon {
+	return cli.Daemon{
 		Name:          "gtund",
+		Short:         "the gtun server: terminates gtun clients and forwards their packets into the cluster network",
 		DefaultConfig: "/etc/gtund/gtund.toml",
 		Section:       "server",
 		DefaultSocket: "/run/gtund/gtund.sock",
@@ -31,7 +35,9 @@ func main() {
 			slog.SetDefault(log)
 			return server.New(cfg, log).Run(ctx, reload)
 		},
+		Load:        cli.Loader(config.LoadServer),
 		PrintStatus: server.WriteStatus,
-		Commands:    map[string]cli.Command{"peer": {Usage: peers.Usage, Run: peers.Command}},
-	}.Main(os.Args[1:]))
+		Reload:      true,
+		Commands:    []*cli.Command{peers.Command()},
+	}
 }

@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
-	"sort"
 	"strings"
 	"syscall"
 
@@ -70,6 +69,7 @@ const (
 // Daemon describes one of the two binaries.
 type Daemon struct {
 	Name          string // "gtun" or "gtund"
+	Short         string // what the binary is, in one line
 	DefaultConfig string
 	Section       string // TOML table holding control_socket: "client" or "server"
 	DefaultSocket string
@@ -77,76 +77,142 @@ type Daemon struct {
 	// file whenever reload fires (SIGHUP). A config error at start must
 	// satisfy config.IsConfigError so that the exit code is 2.
 	Run func(ctx context.Context, path string, reload <-chan struct{}) error
+	// Load reads and validates the config at path as Run does at start
+	// (key file and peers file included), for check and showconf.
+	Load func(path string) (Config, error)
 	// PrintStatus renders the JSON status for humans.
 	PrintStatus func(w io.Writer, raw json.RawMessage) error
-	// Commands are subcommands only this binary has (gtund's "peer"):
-	// each gets the arguments after its name and returns the exit code.
-	Commands map[string]Command
+	// Reload: the control socket answers reload requests (gtund), so the
+	// binary has a reload command.
+	Reload bool
+	// Commands are commands only this binary has (gtund's "peer").
+	Commands []*Command
 }
 
-// Command is a subcommand of one binary.
-type Command struct {
-	Usage string // lines for the usage text, without the binary's name
-	Run   func(args []string) int
+// Config is a loaded, validated config, as check and showconf see it.
+type Config interface {
+	// Summary says in one line what was loaded (files, peers, key).
+	Summary() string
+	// WriteEffective writes the config as it applies, defaults filled in
+	// and the peers file merged, as TOML; never a private key.
+	WriteEffective(w io.Writer) error
+}
+
+// Loader adapts a config loader (config.LoadServer) to Daemon.Load.
+func Loader[C Config](load func(path string) (C, error)) func(string) (Config, error) {
+	return func(path string) (Config, error) {
+		cfg, err := load(path)
+		if err != nil {
+			return nil, err // not a nil *config.Server in a non-nil Config
+		}
+		return cfg, nil
+	}
 }
 
 // Main runs the command line and returns the exit code.
 func (d Daemon) Main(args []string) int {
-	if len(args) > 0 {
-		switch args[0] {
-		case "genkey":
-			return d.genkey()
-		case "pubkey":
-			return d.pubkey(os.Stdin, os.Stdout)
-		case "version", "--version":
-			version, commit := VersionInfo()
-			fmt.Printf("%s %s (commit %s, protocol %d)\n", d.Name, version, commit, secure.ProtocolVersion)
-			return ExitOK
-		case "status":
-			return d.status(args[1:])
-		case "help", "-h", "--help":
-			d.usage(os.Stdout)
-			return ExitOK
-		case "run":
-			args = args[1:]
-		default:
-			if c, ok := d.Commands[args[0]]; ok {
-				return c.Run(args[1:])
-			}
-		}
-	}
-	fs := flag.NewFlagSet(d.Name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	path := fs.String("c", d.DefaultConfig, "config file")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		if err == nil {
-			err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
-		}
-		fmt.Fprintf(os.Stderr, "%s: %v\n", d.Name, err)
-		d.usage(os.Stderr)
-		return ExitUsage
-	}
-	return d.run(*path)
+	return Execute(d.Tree(), args, IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 }
 
-func (d Daemon) usage(w io.Writer) {
-	fmt.Fprintf(w, `usage:
-  %[1]s [-c FILE]             run in the foreground (default config %[2]s)
-  %[1]s genkey                print a new private key
-  %[1]s pubkey                read a private key on stdin, print its public key
-  %[1]s status [--json] [-c FILE | --socket PATH]
-  %[1]s version
-`, d.Name, d.DefaultConfig)
-	names := make([]string, 0, len(d.Commands))
-	for n := range d.Commands {
-		names = append(names, n)
+// configFlag declares -c, the config file every command that reads one takes.
+func (d Daemon) configFlag(fs *flag.FlagSet, what string) *string {
+	return fs.String("c", d.DefaultConfig, what+" `FILE`")
+}
+
+// Tree is the binary's command tree.
+func (d Daemon) Tree() *Command {
+	root := &Command{
+		Name:  d.Name,
+		Short: d.Short,
+		Long: fmt.Sprintf(`Without a command, %[1]s runs in the foreground, as "%[1]s run" does.
+Exit codes: 0 clean stop, 1 runtime failure, 2 bad config or usage.`, d.Name),
+		Setup: d.setupRun,
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		for _, line := range strings.Split(strings.TrimSpace(d.Commands[n].Usage), "\n") {
-			fmt.Fprintf(w, "  %s %s\n", d.Name, strings.TrimSpace(line))
+	root.Commands = []*Command{
+		{Name: "run", Short: "run in the foreground (the default without a command)", Setup: d.setupRun},
+		{Name: "check", Short: "validate the config, its key file and the peers file as at start, then exit",
+			Long: `Loads the config exactly as the daemon does at start, without starting
+anything: every problem is printed with file:line and key, and the exit code
+is 2; a good config prints a summary line and exits 0. Run it before a
+reload or restart.`,
+			Setup: d.setupCheck},
+		{Name: "showconf", Short: "print the effective config: defaults filled in, peers file merged, no secrets",
+			Long: `Prints the config as the daemon would run it: every key with its value,
+defaults included, and the peers of the peers file merged in. The output is
+itself a valid config. Private keys are never printed (private_key_file
+names the file).`,
+			Setup: d.setupShowconf},
+		{Name: "status", Short: "show the running daemon's state (from its control socket)",
+			Synopsis: "[--json] [-c FILE | --socket PATH]", Setup: d.setupStatus},
+	}
+	if d.Reload {
+		root.Commands = append(root.Commands, &Command{Name: "reload",
+			Short:    "make the running daemon re-read its config (as SIGHUP does) and report the outcome",
+			Synopsis: "[-c FILE | --socket PATH]",
+			Long: `Asks the running daemon, over its control socket, to re-read its config
+and waits for the answer: exit 0 when it applied, 2 when it refused a bad
+config (the running config stays; the errors are printed), 1 when it cannot
+be reached or failed otherwise.`,
+			Setup: d.setupReload})
+	}
+	root.Commands = append(root.Commands, d.Commands...)
+	root.Commands = append(root.Commands,
+		&Command{Name: "genkey", Short: "print a new private key", Setup: func(*flag.FlagSet) func(*Env) int { return d.genkey }},
+		&Command{Name: "pubkey", Short: "read a private key on stdin, print its public key",
+			Setup: func(*flag.FlagSet) func(*Env) int {
+				return func(e *Env) int { return d.pubkey(e.Stdin, e.Stdout, e.Stderr) }
+			}},
+		&Command{Name: "version", Aliases: []string{"--version"}, Short: "print the version, commit and wire protocol version",
+			Setup: func(*flag.FlagSet) func(*Env) int { return d.version }},
+	)
+	return root
+}
+
+func (d Daemon) setupRun(fs *flag.FlagSet) func(*Env) int {
+	path := d.configFlag(fs, "the config")
+	return func(*Env) int { return d.run(*path) }
+}
+
+func (d Daemon) setupCheck(fs *flag.FlagSet) func(*Env) int {
+	path := d.configFlag(fs, "the config")
+	return func(e *Env) int {
+		cfg, err := d.Load(*path)
+		if err != nil {
+			return configFailure(e, err)
 		}
+		fmt.Fprintf(e.Stdout, "%s: ok: %s\n", *path, cfg.Summary())
+		return ExitOK
 	}
+}
+
+func (d Daemon) setupShowconf(fs *flag.FlagSet) func(*Env) int {
+	path := d.configFlag(fs, "the config")
+	return func(e *Env) int {
+		cfg, err := d.Load(*path)
+		if err != nil {
+			return configFailure(e, err)
+		}
+		if err := cfg.WriteEffective(e.Stdout); err != nil {
+			return e.Errorf("%v", err)
+		}
+		return ExitOK
+	}
+}
+
+// configFailure prints why a config did not load: a bad config (exit 2)
+// or something else (exit 1).
+func configFailure(e *Env, err error) int {
+	if config.IsConfigError(err) {
+		fmt.Fprintf(e.Stderr, "%s: bad config:\n%s\n", e.Path(), indent(err.Error()))
+		return ExitUsage
+	}
+	return e.Errorf("%v", err)
+}
+
+func (d Daemon) version(e *Env) int {
+	version, commit := VersionInfo()
+	fmt.Fprintf(e.Stdout, "%s %s (commit %s, protocol %d)\n", d.Name, version, commit, secure.ProtocolVersion)
+	return ExitOK
 }
 
 func (d Daemon) run(path string) int {
@@ -203,62 +269,88 @@ func (d Daemon) run(path string) int {
 
 func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
 
-func (d Daemon) genkey() int {
+func (d Daemon) genkey(e *Env) int {
 	k, err := secure.GeneratePrivateKey()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s genkey: %v\n", d.Name, err)
-		return ExitRuntime
+		return e.Errorf("%v", err)
 	}
-	fmt.Println(k.Encode())
+	fmt.Fprintln(e.Stdout, k.Encode())
 	return ExitOK
 }
 
-func (d Daemon) pubkey(in io.Reader, out io.Writer) int {
+func (d Daemon) pubkey(in io.Reader, out, errOut io.Writer) int {
 	line, err := bufio.NewReader(io.LimitReader(in, 1024)).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
-		fmt.Fprintf(os.Stderr, "%s pubkey: %v\n", d.Name, err)
+		fmt.Fprintf(errOut, "%s pubkey: %v\n", d.Name, err)
 		return ExitRuntime
 	}
 	k, err := secure.ParsePrivateKey(line)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s pubkey: stdin is not a private key: %v\n", d.Name, err)
+		fmt.Fprintf(errOut, "%s pubkey: stdin is not a private key: %v\n", d.Name, err)
 		return ExitUsage
 	}
 	fmt.Fprintln(out, k.Public().String())
 	return ExitOK
 }
 
-func (d Daemon) status(args []string) int {
-	fs := flag.NewFlagSet(d.Name+" status", flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
-	path := fs.String("c", d.DefaultConfig, "config file (for its control_socket)")
-	socket := fs.String("socket", "", "control socket path (overrides -c)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return ExitUsage
+// socketFlags declares how a command finds the running daemon's control
+// socket: -c FILE (its control_socket) or --socket PATH; the returned
+// function resolves them.
+func (d Daemon) socketFlags(fs *flag.FlagSet) func() (string, error) {
+	path := fs.String("c", d.DefaultConfig, "the config `FILE`, for its control_socket")
+	socket := fs.String("socket", "", "the control socket `PATH` (instead of -c)")
+	return func() (string, error) {
+		if *socket != "" {
+			return *socket, nil
+		}
+		return d.socketFromConfig(*path)
 	}
-	sock := *socket
-	if sock == "" {
-		var err error
-		if sock, err = d.socketFromConfig(*path); err != nil {
-			fmt.Fprintf(os.Stderr, "%s status: %v\n", d.Name, err)
+}
+
+func (d Daemon) setupStatus(fs *flag.FlagSet) func(*Env) int {
+	socket := d.socketFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON, for machines")
+	return func(e *Env) int {
+		sock, err := socket()
+		if err != nil {
+			fmt.Fprintf(e.Stderr, "%s: %v\n", e.Path(), err)
 			return ExitUsage
 		}
-	}
-	var raw json.RawMessage
-	if err := control.FetchStatus(sock, &raw); err != nil {
-		fmt.Fprintf(os.Stderr, "%s status: %v\n", d.Name, err)
-		return ExitRuntime
-	}
-	if *asJSON {
-		os.Stdout.Write(raw)
+		var raw json.RawMessage
+		if err := control.FetchStatus(sock, &raw); err != nil {
+			return e.Errorf("%v", err)
+		}
+		if *asJSON {
+			e.Stdout.Write(raw)
+			return ExitOK
+		}
+		if err := d.PrintStatus(e.Stdout, raw); err != nil {
+			return e.Errorf("%v", err)
+		}
 		return ExitOK
 	}
-	if err := d.PrintStatus(os.Stdout, raw); err != nil {
-		fmt.Fprintf(os.Stderr, "%s status: %v\n", d.Name, err)
-		return ExitRuntime
+}
+
+func (d Daemon) setupReload(fs *flag.FlagSet) func(*Env) int {
+	socket := d.socketFlags(fs)
+	return func(e *Env) int {
+		sock, err := socket()
+		if err != nil {
+			fmt.Fprintf(e.Stderr, "%s: %v\n", e.Path(), err)
+			return ExitUsage
+		}
+		err = control.Reload(sock)
+		var refused *control.ReloadError
+		switch {
+		case err == nil:
+			fmt.Fprintf(e.Stdout, "%s: reloaded\n", d.Name)
+			return ExitOK
+		case errors.As(err, &refused) && refused.BadConfig:
+			fmt.Fprintf(e.Stderr, "%s: refused a bad config; the running config stays:\n%s\n", e.Path(), indent(refused.Msg))
+			return ExitUsage
+		}
+		return e.Errorf("%v", err)
 	}
-	return ExitOK
 }
 
 // socketFromConfig reads only control_socket, so that status works even

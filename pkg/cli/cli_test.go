@@ -29,7 +29,9 @@ func daemon(t *testing.T) (Daemon, *bool) {
 			_, err := config.LoadServer(path)
 			return err
 		},
+		Load:        Loader(config.LoadServer),
 		PrintStatus: func(w io.Writer, raw json.RawMessage) error { _, err := w.Write(raw); return err },
+		Reload:      true,
 	}, ran
 }
 
@@ -77,7 +79,7 @@ func TestPubkeyKnownKey(t *testing.T) {
 	d, _ := daemon(t)
 	for _, in := range []string{k.Encode() + "\n", k.Encode(), "  " + k.Encode() + "  \n", k.Encode() + "\ntrailing garbage\n"} {
 		var out bytes.Buffer
-		if code := d.pubkey(strings.NewReader(in), &out); code != ExitOK {
+		if code := d.pubkey(strings.NewReader(in), &out, io.Discard); code != ExitOK {
 			t.Errorf("pubkey(%q) = exit %d", in, code)
 		}
 		if got := strings.TrimSpace(out.String()); got != want {
@@ -105,7 +107,7 @@ func TestPubkeyVector(t *testing.T) {
 	}
 	d, _ := daemon(t)
 	var out bytes.Buffer
-	if code := d.pubkey(strings.NewReader(k.Encode()+"\n"), &out); code != ExitOK || strings.TrimSpace(out.String()) != want {
+	if code := d.pubkey(strings.NewReader(k.Encode()+"\n"), &out, io.Discard); code != ExitOK || strings.TrimSpace(out.String()) != want {
 		t.Errorf("pubkey = exit %d, %q; want %s", code, out.String(), want)
 	}
 }
@@ -114,7 +116,7 @@ func TestPubkeyGarbage(t *testing.T) {
 	d, _ := daemon(t)
 	for _, in := range []string{"", "\n", "garbage\n", "AAAA\n", strings.Repeat("A", 43) + "=\n" /* all zeros */, "not base64 at all!!!\n"} {
 		var out bytes.Buffer
-		if code := d.pubkey(strings.NewReader(in), &out); code != ExitUsage {
+		if code := d.pubkey(strings.NewReader(in), &out, io.Discard); code != ExitUsage {
 			t.Errorf("pubkey(%q) = exit %d, want %d", in, code, ExitUsage)
 		}
 		if out.Len() != 0 {
@@ -141,7 +143,7 @@ func TestGenkey(t *testing.T) {
 	}
 	// genkey | pubkey round trip.
 	var pub bytes.Buffer
-	if code := d.pubkey(strings.NewReader(out), &pub); code != ExitOK || strings.TrimSpace(pub.String()) != k.Public().String() {
+	if code := d.pubkey(strings.NewReader(out), &pub, io.Discard); code != ExitOK || strings.TrimSpace(pub.String()) != k.Public().String() {
 		t.Errorf("pubkey of genkey output = exit %d, %q", code, pub.String())
 	}
 }

@@ -47,12 +47,13 @@ type ServerEntryTOML struct {
 // Client is a validated gtun config. Each field's reload tag says whether
 // a reload applies it (see RestartOnly).
 type Client struct {
-	File          string            `reload:"-"`
-	PrivateKey    secure.PrivateKey `reload:"client.private_key_file,restart"`
-	Tun           string            `reload:"client.tun,restart"`
-	ControlSocket string            `reload:"client.control_socket,restart"`
-	MetricsListen string            `reload:"client.metrics_listen,restart"` // Prometheus endpoint host:port; empty: off
-	Offload       bool              `reload:"client.offload,restart"`        // TUN offloads (virtio-net header, TSO) when the kernel has them
+	File           string            `reload:"-"`
+	PrivateKey     secure.PrivateKey `reload:"client.private_key_file,restart"`
+	PrivateKeyFile string            `reload:"client.private_key_file,restart"`
+	Tun            string            `reload:"client.tun,restart"`
+	ControlSocket  string            `reload:"client.control_socket,restart"`
+	MetricsListen  string            `reload:"client.metrics_listen,restart"` // Prometheus endpoint host:port; empty: off
+	Offload        bool              `reload:"client.offload,restart"`        // TUN offloads (virtio-net header, TSO) when the kernel has them
 	// Gateway: forward for the other hosts of this VPC (their cloud route
 	// table points the served CIDRs at this VM).
 	Gateway bool `reload:"client.gateway,restart"`
@@ -97,6 +98,7 @@ func LoadClient(path string) (*Client, error) {
 	c := f.Client
 	out := &Client{File: path, Log: f.Log}
 	l.log(&out.Log)
+	out.PrivateKeyFile = c.PrivateKeyFile
 	out.PrivateKey = l.privateKey("client.private_key_file", c.PrivateKeyFile)
 	out.Tun = c.Tun
 	l.tunName("client.tun", &out.Tun, "gtun0")

@@ -262,7 +262,7 @@ public_key = "PUB1"
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Client{File: path, PrivateKey: f.priv, Tun: "gtun0", ControlSocket: "/run/gtun/gtun.sock", Offload: true,
+	want := Client{File: path, PrivateKey: f.priv, PrivateKeyFile: f.key, Tun: "gtun0", ControlSocket: "/run/gtun/gtun.sock", Offload: true,
 		Log: Log{Level: "info", Format: "text"}}
 	servers := c.Servers
 	c.Servers = nil

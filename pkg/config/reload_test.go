@@ -11,17 +11,9 @@ import (
 // tables, from the toml tags.
 func fileKeys(file any) map[string]bool {
 	keys := map[string]bool{}
-	ft := reflect.TypeOf(file)
-	for i := range ft.NumField() {
-		table := ft.Field(i).Tag.Get("toml")
-		keys[table] = true
-		section := ft.Field(i).Type
-		if section.Kind() == reflect.Slice {
-			section = section.Elem()
-		}
-		for _, k := range tomlKeys(reflect.Zero(section).Interface()) {
-			keys[table+"."+k] = true
-		}
+	for _, k := range keyList(file) {
+		keys[k.Path()] = true
+		keys[k.Table] = true
 	}
 	return keys
 }

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/gtun/gtun/pkg/config"
 )
 
 // Server is the control socket of a running daemon.
@@ -67,16 +69,29 @@ func Listen(path string, status func() any, log *slog.Logger) (*Server, error) {
 }
 
 // HandleReload serves POST /reload: reload re-reads the config and reports
-// why it could not (`gtund peer add` uses it; SIGHUP does the same).
+// why it could not (`gtund reload` and `gtund peer add` use it; SIGHUP
+// does the same). A bad config is answered 422, any other failure 500.
 func (s *Server) HandleReload(reload func() error) {
 	s.mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := reload(); err != nil {
-			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+			code := http.StatusInternalServerError
+			if config.IsConfigError(err) {
+				code = http.StatusUnprocessableEntity
+			}
+			http.Error(w, err.Error(), code)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
 }
+
+// ReloadError is a reload the daemon refused, with its answer.
+type ReloadError struct {
+	BadConfig bool   // the config did not validate (the running one stays)
+	Msg       string // the daemon's answer: why
+}
+
+func (e *ReloadError) Error() string { return "reload failed: " + e.Msg }
 
 // ErrNotRunning means nothing answers on the control socket.
 var ErrNotRunning = errors.New("daemon not running")
@@ -99,7 +114,7 @@ func Reload(path string) error {
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
 		return fmt.Errorf("the running daemon cannot reload over its control socket (older version?): use systemctl reload or SIGHUP")
 	}
-	return fmt.Errorf("reload failed: %s", strings.TrimSpace(string(b)))
+	return &ReloadError{BadConfig: resp.StatusCode == http.StatusUnprocessableEntity, Msg: strings.TrimSpace(string(b))}
 }
 
 func httpClient(path string, timeout time.Duration) *http.Client {

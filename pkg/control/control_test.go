@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/gtun/gtun/pkg/config"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -204,19 +206,28 @@ func TestReload(t *testing.T) {
 		t.Fatalf("without a handler: %v", err)
 	}
 	var calls atomic.Int32
-	var fail atomic.Bool
+	var fail atomic.Pointer[error] // what the next reload returns
 	s.HandleReload(func() error {
 		calls.Add(1)
-		if fail.Load() {
-			return errors.New("gtund.toml:3: server.pool: required")
+		if err := fail.Load(); err != nil {
+			return *err
 		}
 		return nil
 	})
 	if err := Reload(path); err != nil || calls.Load() != 1 {
 		t.Fatalf("reload: %v, %d calls", err, calls.Load())
 	}
-	fail.Store(true)
-	if err := Reload(path); err == nil || !strings.Contains(err.Error(), "gtund.toml:3: server.pool: required") {
+	// A bad config and another failure come back apart, each with the
+	// daemon's words.
+	badConfig := error(&config.Error{File: "gtund.toml", Line: 3, Key: "server.pool", Msg: "required"})
+	fail.Store(&badConfig)
+	var refused *ReloadError
+	if err := Reload(path); !errors.As(err, &refused) || !refused.BadConfig || refused.Msg != "gtund.toml:3: server.pool: required" {
+		t.Fatalf("reload of a bad config: %v", err)
+	}
+	other := errors.New("apply map: netlink: operation not permitted")
+	fail.Store(&other)
+	if err := Reload(path); !errors.As(err, &refused) || refused.BadConfig || !strings.Contains(err.Error(), "apply map: netlink") {
 		t.Fatalf("failed reload: %v", err)
 	}
 }

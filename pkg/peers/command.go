@@ -21,58 +21,27 @@ import (
 	"github.com/gtun/gtun/pkg/transport"
 )
 
-// Usage is the `gtund peer` part of gtund's usage text.
-const Usage = `peer add NAME [--endpoint HOST:PORT] [--address A] [--allowed CIDR]... [--key-out FILE | --public-key KEY] [-c FILE]
-peer list [-c FILE]
-peer remove NAME [-c FILE]`
-
 const defaultConfig = "/etc/gtund/gtund.toml"
 
-// Command is `gtund peer`: it returns the exit code.
-func Command(args []string) int { return command(args, os.Stdout, os.Stderr) }
-
-func command(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprintf(stderr, "gtund peer: add, list or remove?\nusage:\n  gtund %s\n", strings.ReplaceAll(Usage, "\n", "\n  gtund "))
-		return cli.ExitUsage
-	}
-	switch args[0] {
-	case "add":
-		return add(args[1:], stdout, stderr)
-	case "list", "ls":
-		return list(args[1:], stdout, stderr)
-	case "remove", "rm":
-		return remove(args[1:], stderr)
-	}
-	fmt.Fprintf(stderr, "gtund peer: unknown command %q (add, list or remove)\n", args[0])
-	return cli.ExitUsage
-}
-
-// parse parses flags before, between and after the positional arguments
-// (operators type "add NAME --flag" as often as "add --flag NAME"); the
-// one positional argument, when wanted, is the peer's name.
-func parse(fs *flag.FlagSet, args []string, wantName bool) (string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return "", err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
-	}
-	switch {
-	case wantName && len(pos) == 0:
-		return "", errors.New("the peer's NAME is missing")
-	case wantName && len(pos) > 1:
-		return "", fmt.Errorf("unexpected argument %q", pos[1])
-	case !wantName && len(pos) > 0:
-		return "", fmt.Errorf("unexpected argument %q", pos[0])
-	case wantName:
-		return pos[0], nil
-	}
-	return "", nil
+// Command is `gtund peer`: add, list and remove the VMs gtund accepts.
+func Command() *cli.Command {
+	return &cli.Command{Name: "peer", Short: "add, list and remove peers (the VMs gtund accepts)",
+		Long: `Peers live in the peers file (state_dir/peers.toml) next to those of the
+config; add and remove rewrite it atomically and ask a running gtund to
+reload, so other sessions stay up.`,
+		Commands: []*cli.Command{
+			{Name: "add", Short: "add a VM: its key, a [[peer]] in the peers file, and its gtun.toml on stdout",
+				Args: "NAME", MinArgs: 1, MaxArgs: 1,
+				Long: `Makes a key pair for the VM (the private key goes to a new 0600 file, never
+to the terminal), or takes the VM's own public key with --public-key; adds
+the peer to the peers file after validating the result as gtund would; asks
+a running gtund to apply it; and prints a complete gtun.toml for the VM.`,
+				Setup: setupAdd},
+			{Name: "list", Aliases: []string{"ls"}, Short: "list the peers, where each is defined, and whether it is connected",
+				Setup: setupList},
+			{Name: "remove", Aliases: []string{"rm"}, Short: "remove a peer that peer add made; a running gtund disconnects it",
+				Args: "NAME", MinArgs: 1, MaxArgs: 1, Setup: setupRemove},
+		}}
 }
 
 // listFlag collects a repeated flag; commas separate values too.
@@ -102,61 +71,66 @@ func fail(stderr io.Writer, what string, err error) int {
 	return cli.ExitRuntime
 }
 
-func add(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("gtund peer add", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("c", defaultConfig, "gtund config file")
-	endpoint := fs.String("endpoint", "", "HOST:PORT the new client dials (default: gtund's listen address, unless it is a wildcard)")
-	address := fs.String("address", "", "fixed tunnel address inside the pool (default: a sticky address from the pool)")
-	var allowed listFlag
-	fs.Var(&allowed, "allowed", "CIDR the client may reach, within the served routes (or the gateway's own address as /32, which opens the gtund host to it); repeat or separate with commas (default: all served routes)")
-	keyOut := fs.String("key-out", "", "write the new client's private key to this file, mode 0600 (default NAME.key in the current directory)")
-	pubKey := fs.String("public-key", "", "use this client public key (made on the VM with gtun genkey/pubkey) instead of generating a key pair")
-	keyPath := fs.String("key-path", "/etc/gtun/private.key", "private_key_file in the printed gtun.toml: where the key will be on the VM")
-	tport := fs.String("transport", "", "transport in the printed gtun.toml: tcp, kcp or auto (default: from gtund's transports)")
-	serverName := fs.String("server-name", "", "the [[server]] name in the printed gtun.toml (default: this host's name)")
-	name, err := parse(fs, args, true)
-	if err != nil {
-		fmt.Fprintf(stderr, "gtund peer add: %v\nusage: gtund %s\n", err, strings.SplitN(Usage, "\n", 2)[0])
-		return cli.ExitUsage
-	}
-	cfg, err := config.LoadServer(*cfgPath)
-	if err != nil {
-		return fail(stderr, "add", err)
-	}
-	ep, err := clientEndpoint(cfg, *endpoint)
-	if err != nil {
-		return fail(stderr, "add", err)
-	}
-	tr, err := clientTransport(cfg, *tport)
+// addFlags are the flags of peer add.
+type addFlags struct {
+	cfgPath, endpoint, address, keyOut, pubKey, keyPath, transport, serverName string
+	allowed                                                                    listFlag
+}
+
+func setupAdd(fs *flag.FlagSet) func(*cli.Env) int {
+	var f addFlags
+	fs.StringVar(&f.cfgPath, "c", defaultConfig, "the gtund config `FILE`")
+	fs.StringVar(&f.endpoint, "endpoint", "", "`HOST:PORT` the new client dials (default: gtund's listen address, unless it is a wildcard)")
+	fs.StringVar(&f.address, "address", "", "fixed tunnel `ADDRESS` inside the pool (default: a sticky address from the pool)")
+	fs.Var(&f.allowed, "allowed", "`CIDR` the client may reach, within the served routes (or the gateway's own address as /32, which opens the gtund host to it); repeat or separate with commas (default: all served routes)")
+	fs.StringVar(&f.keyOut, "key-out", "", "write the new client's private key to `FILE`, mode 0600 (default NAME.key in the current directory)")
+	fs.StringVar(&f.pubKey, "public-key", "", "use this client public `KEY` (made on the VM with gtun genkey/pubkey) instead of generating a key pair")
+	fs.StringVar(&f.keyPath, "key-path", "/etc/gtun/private.key", "private_key_file in the printed gtun.toml: the `PATH` of the key on the VM")
+	fs.StringVar(&f.transport, "transport", "", "the `TRANSPORT` in the printed gtun.toml: tcp, kcp or auto (default: from gtund's transports)")
+	fs.StringVar(&f.serverName, "server-name", "", "the [[server]] `NAME` in the printed gtun.toml (default: this host's name)")
+	return func(e *cli.Env) int { return add(e, e.Args[0], f) }
+}
+
+func add(e *cli.Env, name string, f addFlags) int {
+	stdout, stderr := e.Stdout, e.Stderr
+	cfg, err := config.LoadServer(f.cfgPath)
 	if err != nil {
 		return fail(stderr, "add", err)
 	}
-	if *serverName == "" {
-		if *serverName, err = os.Hostname(); err != nil || *serverName == "" {
-			*serverName = "gtund"
+	ep, err := clientEndpoint(cfg, f.endpoint)
+	if err != nil {
+		return fail(stderr, "add", err)
+	}
+	tr, err := clientTransport(cfg, f.transport)
+	if err != nil {
+		return fail(stderr, "add", err)
+	}
+	serverName := f.serverName
+	if serverName == "" {
+		if serverName, err = os.Hostname(); err != nil || serverName == "" {
+			serverName = "gtund"
 		}
 	}
 	if !nameRe.MatchString(name) {
 		return fail(stderr, "add", usagef("bad peer name %q: use letters, digits, '.', '_' and '-' (up to 63, starting with a letter or digit)", name))
 	}
-	peer := config.PeerSection{Name: name, Address: *address, Allowed: allowed}
+	peer := config.PeerSection{Name: name, Address: f.address, Allowed: f.allowed}
 
 	// The key: the client's own public key when given (its private key
 	// never leaves the VM), else a new pair whose private half goes to a
 	// new 0600 file, never to the terminal.
 	var keyFile string
-	if *pubKey != "" {
-		if *keyOut != "" {
+	if f.pubKey != "" {
+		if f.keyOut != "" {
 			return fail(stderr, "add", usagef("--key-out and --public-key exclude each other: with --public-key there is no private key here"))
 		}
-		k, err := secure.ParsePublicKey(*pubKey)
+		k, err := secure.ParsePublicKey(f.pubKey)
 		if err != nil {
 			return fail(stderr, "add", usagef("--public-key: %v", err))
 		}
 		peer.PublicKey = k.String()
 	} else {
-		keyFile = *keyOut
+		keyFile = f.keyOut
 		if keyFile == "" {
 			keyFile = name + ".key"
 		}
@@ -182,22 +156,22 @@ func add(args []string, stdout, stderr io.Writer) int {
 		peer.PublicKey = k.Public().String()
 	}
 
-	cfg, err = Add(*cfgPath, peer)
+	cfg, err = Add(f.cfgPath, peer)
 	if err != nil {
 		if keyFile != "" {
 			os.Remove(keyFile) // the peer was not added: its key is of no use
 		}
 		return fail(stderr, "add", err)
 	}
-	fmt.Fprint(stdout, ClientConfig(ClientParams{Peer: name, ServerName: *serverName, Endpoint: ep, Transport: tr,
-		ServerKey: cfg.PrivateKey.Public().String(), KeyPath: *keyPath, FECData: cfg.FECData, FECParity: cfg.FECParity}))
+	fmt.Fprint(stdout, ClientConfig(ClientParams{Peer: name, ServerName: serverName, Endpoint: ep, Transport: tr,
+		ServerKey: cfg.PrivateKey.Public().String(), KeyPath: f.keyPath, FECData: cfg.FECData, FECParity: cfg.FECParity}))
 
 	fmt.Fprintf(stderr, "gtund peer add: peer %q added to %s\n", name, cfg.PeersFile)
 	code := reload(cfg, stderr, "it can connect now")
 	if keyFile != "" {
-		fmt.Fprintf(stderr, "The client's private key is in %s: copy it to the VM as %s (mode 0600, e.g. install -m 0600), then delete it here.\n", keyFile, *keyPath)
+		fmt.Fprintf(stderr, "The client's private key is in %s: copy it to the VM as %s (mode 0600, e.g. install -m 0600), then delete it here.\n", keyFile, f.keyPath)
 	} else {
-		fmt.Fprintf(stderr, "The VM's private key (whose public key you gave) must be at %s there.\n", *keyPath)
+		fmt.Fprintf(stderr, "The VM's private key (whose public key you gave) must be at %s there.\n", f.keyPath)
 	}
 	fmt.Fprintln(stderr, "The config above goes to /etc/gtun/gtun.toml on the VM; then: systemctl enable --now gtun")
 	return code
@@ -295,15 +269,13 @@ public_key = %q
 	return b.String()
 }
 
-func list(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("gtund peer list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("c", defaultConfig, "gtund config file")
-	if _, err := parse(fs, args, false); err != nil {
-		fmt.Fprintf(stderr, "gtund peer list: %v\n", err)
-		return cli.ExitUsage
-	}
-	cfg, err := config.LoadServer(*cfgPath)
+func setupList(fs *flag.FlagSet) func(*cli.Env) int {
+	cfgPath := fs.String("c", defaultConfig, "the gtund config `FILE`")
+	return func(e *cli.Env) int { return list(*cfgPath, e.Stdout, e.Stderr) }
+}
+
+func list(cfgPath string, stdout, stderr io.Writer) int {
+	cfg, err := config.LoadServer(cfgPath)
 	if err != nil {
 		return fail(stderr, "list", err)
 	}
@@ -355,16 +327,13 @@ func list(args []string, stdout, stderr io.Writer) int {
 	return cli.ExitOK
 }
 
-func remove(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("gtund peer remove", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("c", defaultConfig, "gtund config file")
-	name, err := parse(fs, args, true)
-	if err != nil {
-		fmt.Fprintf(stderr, "gtund peer remove: %v\nusage: gtund peer remove NAME [-c FILE]\n", err)
-		return cli.ExitUsage
-	}
-	cfg, err := Remove(*cfgPath, name)
+func setupRemove(fs *flag.FlagSet) func(*cli.Env) int {
+	cfgPath := fs.String("c", defaultConfig, "the gtund config `FILE`")
+	return func(e *cli.Env) int { return remove(*cfgPath, e.Args[0], e.Stderr) }
+}
+
+func remove(cfgPath, name string, stderr io.Writer) int {
+	cfg, err := Remove(cfgPath, name)
 	if err != nil {
 		return fail(stderr, "remove", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/gtun/gtun/pkg/cli"
 	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/secure"
 )
@@ -248,7 +249,8 @@ func TestBadPeersFile(t *testing.T) {
 func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var o, e bytes.Buffer
-	code = command(args, &o, &e)
+	root := &cli.Command{Name: "gtund", Commands: []*cli.Command{Command()}}
+	code = cli.Execute(root, append([]string{"peer"}, args...), cli.IO{Stdin: strings.NewReader(""), Stdout: &o, Stderr: &e})
 	return code, o.String(), e.String()
 }
 
@@ -330,7 +332,7 @@ func TestCommandUsageErrors(t *testing.T) {
 		{[]string{"add", "vm1", "-c", f.cfg, "--endpoint", "x:1", "--public-key", "AAAA"}, "--public-key"},
 		{[]string{"add", "vm1", "-c", filepath.Join(f.dir, "missing.toml"), "--endpoint", "x:1"}, "bad config"},
 		{[]string{"frobnicate"}, "unknown command"},
-		{nil, "add, list or remove"},
+		{nil, "which command? (add, list, remove)"},
 	} {
 		code, _, errOut := run(t, c.args...)
 		if code != 2 || !strings.Contains(errOut, c.want) {
