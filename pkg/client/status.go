@@ -96,16 +96,6 @@ type RouteStatus struct {
 	Note      string `json:"note,omitempty"` // why not installed
 }
 
-func (sc *serverConn) addClosed(s *session.Session) {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	sc.closedRx += s.Stats.RxBytes.Load()
-	sc.closedTx += s.Stats.TxBytes.Load()
-	sc.closedRxPkts += s.Stats.RxPackets.Load()
-	sc.closedRekeys = sc.closedRekeys.Add(s.Rekeys())
-	sc.closedTxPkts += s.Stats.TxPackets.Load()
-}
-
 // Status snapshots the client's state.
 func (c *Client) Status() Status {
 	st := Status{Tun: c.cfg.Tun, Drops: c.drops.Snapshot(), Fights: c.book.Fights(), Fighting: c.book.Fighting()}

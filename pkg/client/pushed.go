@@ -1,0 +1,163 @@
+package client
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+
+	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/dnsname"
+	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/session"
+	"github.com/gtun/gtun/pkg/splitdns"
+)
+
+func (c *Client) onControl(sc *serverConn, m *session.Msg) {
+	if m.Type != session.TypeConfig {
+		c.log.Debug("ignoring control message", "server", sc.name, "type", m.Type)
+		return
+	}
+	if err := c.applyConfig(sc, m); err != nil {
+		c.log.Error("cannot apply updated server config", "server", sc.name, "err", err)
+	}
+}
+
+// applyConfig configures the TUN from the server's config and sets the
+// desired routes: what the server pushes, narrowed to the configured subset.
+func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
+	addr, err := netip.ParsePrefix(m.Address)
+	if err != nil || !addr.Addr().Is4() {
+		return fmt.Errorf("server sent a bad address %q", m.Address)
+	}
+	gw, err := netip.ParseAddr(m.Gateway)
+	if err != nil {
+		return fmt.Errorf("server sent a bad gateway %q", m.Gateway)
+	}
+	if m.MTU < 576 || m.MTU > packet.MaxIP {
+		return fmt.Errorf("server sent a bad mtu %d", m.MTU)
+	}
+	var pushed, subnets []netip.Prefix
+	for _, r := range m.Routes {
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			return fmt.Errorf("server pushed a bad route %q", r)
+		}
+		pushed = append(pushed, p.Masked())
+	}
+	for _, r := range m.Subnets {
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			return fmt.Errorf("server sent a bad subnet %q", r)
+		}
+		subnets = append(subnets, p.Masked())
+	}
+	if len(subnets) > 0 && !c.cfg.Gateway {
+		c.rate.Log(slog.LevelWarn, "subnets:"+sc.name, "the server routes subnets to this client, but gateway mode is off: packets to them are dropped (set gateway = true)",
+			"server", sc.name, "subnets", subnets)
+		subnets = nil
+	}
+	desired := c.selectRoutes(sc.name, sc.getEntry(), pushed)
+	var dns splitdns.Route
+	if m.DNS != nil {
+		for _, s := range m.DNS.Servers {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return fmt.Errorf("server sent a bad dns server %q", s)
+			}
+			dns.Servers = append(dns.Servers, a)
+		}
+		for _, d := range m.DNS.Domains {
+			dns.Domains = append(dns.Domains, dnsname.Normalize(d)) // checked by the DNS policy when applied
+		}
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sc.mu.Lock()
+	sc.address, sc.gateway, sc.mtu, sc.pushed, sc.desired, sc.subnetList, sc.dns = addr, gw, m.MTU, pushed, desired, subnets, dns
+	sc.mu.Unlock()
+	st := map[netip.Prefix]struct{}{}
+	for _, p := range subnets {
+		st[p] = struct{}{}
+	}
+	sc.subnets.Store(packet.NewTable(st))
+	c.applyLocked()
+	return nil
+}
+
+// selectRoutes picks, from what a server pushes, the routes to install: the
+// configured subset (all when none is configured), never one that covers
+// the endpoint of this or any other server (that would send a tunnel into
+// itself or into another one).
+func (c *Client) selectRoutes(name string, entry config.ServerEntry, pushed []netip.Prefix) []netip.Prefix {
+	endpoints := slices.Clone(entry.Endpoints)
+	for _, sc := range c.servers {
+		if sc.name != name {
+			endpoints = append(endpoints, sc.getEntry().Endpoints...)
+		}
+	}
+	usable := slices.DeleteFunc(slices.Clone(pushed), func(p netip.Prefix) bool {
+		for _, ep := range endpoints {
+			if ap, err := netip.ParseAddrPort(ep); err == nil && p.Contains(ap.Addr()) {
+				c.rate.Log(slog.LevelWarn, "loop:"+p.String(), "pushed route covers a server endpoint; not installed", "server", name, "route", p, "endpoint", ep)
+				return true
+			}
+		}
+		return false
+	})
+	if len(entry.Routes) == 0 {
+		return usable
+	}
+	var desired []netip.Prefix
+	for _, want := range entry.Routes {
+		if packet.Within(want, usable) {
+			desired = append(desired, want)
+		} else {
+			c.rate.Log(slog.LevelWarn, "notpushed:"+want.String(), "configured route is not served by the server; not installed", "server", name, "route", want)
+		}
+	}
+	return desired
+}
+
+// applyLocked sets the TUN's addresses and MTU, the routes and the packet
+// table from what every server gave (see planRoutes for who gets a prefix
+// two servers want). Call with c.mu held.
+func (c *Client) applyLocked() {
+	cs := make([]claimant, len(c.servers))
+	mtu := 0
+	for i, s := range c.servers {
+		s.mu.Lock()
+		cs[i] = claimant{name: s.name, desired: s.desired, address: s.address, gateway: s.gateway}
+		if s.address.IsValid() && (mtu == 0 || s.mtu < mtu) {
+			mtu = s.mtu // one device for all servers: the smallest fits all
+		}
+		s.mu.Unlock()
+	}
+	plan := planRoutes(cs, c.owner)
+	c.owner = make(map[netip.Prefix]string, len(plan.owner))
+	for p, i := range plan.owner {
+		c.owner[p] = c.servers[i].name
+	}
+	for i, s := range c.servers {
+		s.mu.Lock()
+		for p, other := range plan.conflicts[i] {
+			if _, known := s.conflicts[p]; !known {
+				c.log.Warn("route pushed by two servers; it stays with the first", "route", p, "server", s.name, "owner", other)
+			}
+		}
+		s.conflicts = plan.conflicts[i]
+		s.mu.Unlock()
+	}
+	// An address an earlier session was given goes; the Keeper restores the
+	// current ones if anyone removes them.
+	if err := c.tun.Set(mtu, plan.addrs); err != nil {
+		c.log.Error("configure tun device; the keeper retries", "tun", c.cfg.Tun, "err", err)
+	}
+	c.byDst.Store(plan.table(c.servers))
+	c.routes.SetDesiredRoutes(plan.routes)
+	if c.cfg.Gateway {
+		c.applyNAT(plan.owner)
+	}
+	c.applyDNSLocked()
+}

@@ -1,0 +1,300 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/sdnotify"
+	"github.com/gtun/gtun/pkg/secure"
+	"github.com/gtun/gtun/pkg/session"
+	"github.com/gtun/gtun/pkg/splitdns"
+	"github.com/gtun/gtun/pkg/stats"
+	"github.com/gtun/gtun/pkg/transport"
+)
+
+// Reconnect backoff: starts small so a blip heals fast, capped low so a
+// restarted gtund is back in use within a few seconds.
+const (
+	backoffMin = 200 * time.Millisecond
+	backoffMax = 1500 * time.Millisecond
+)
+
+// serverConn is the client's side of one [[server]].
+type serverConn struct {
+	name string // never changes: reloads match servers by name
+	sess atomic.Pointer[session.Session]
+
+	mu         sync.Mutex
+	entry      config.ServerEntry // replaced by a reload
+	state      string             // connecting, connected, reconnecting
+	since      time.Time
+	endpoint   string
+	transport  string // of the running session
+	address    netip.Prefix
+	gateway    netip.Addr
+	mtu        int
+	pushed     []netip.Prefix
+	desired    []netip.Prefix
+	conflicts  map[netip.Prefix]string // desired prefixes another server owns -> its name
+	subnetList []netip.Prefix          // this client's networks as the server routes them here
+	// subnets: destinations besides its address that a gateway client
+	// accepts from this server (its [[peer]] subnets); empty otherwise.
+	subnets atomic.Pointer[packet.Table[struct{}]]
+	dns     splitdns.Route // split DNS as pushed (not yet checked against the routes)
+	// dnsApplied and dnsRefused are the pushed domains the DNS policy
+	// took and refused, with why (for status).
+	dnsApplied    []string
+	dnsRefused    []RefusedDomain
+	drops         stats.Reasons // of what the server sent, across sessions
+	reconnects    uint64
+	lastHandshake time.Time
+	lastError     string
+	// totals of sessions that ended, so counters survive reconnects
+	closedRx, closedTx, closedRxPkts, closedTxPkts uint64
+	closedRekeys                                   session.Rekeys
+}
+
+// connectLoop keeps one server connected. The TUN address and routes stay in
+// place while it reconnects, so flows resume as soon as the session is back.
+func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
+	backoff := backoffMin
+	var next *dialed // a session the failback prober set up, to switch to
+	for ctx.Err() == nil {
+		d := next
+		next = nil
+		if d == nil {
+			var err error
+			d, err = c.dial(ctx, sc, c.plan(sc.getEntry()))
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				sc.mu.Lock()
+				changed := sc.lastError != err.Error()
+				sc.lastError = err.Error()
+				sc.mu.Unlock()
+				level := slog.LevelDebug
+				if changed {
+					level = slog.LevelWarn
+				}
+				c.log.Log(ctx, level, "connect failed", "server", sc.name, "err", err, "retry_in", backoff)
+				// Jitter keeps many clients from reconnecting in lockstep after an outage.
+				wait := backoff/2 + rand.N(backoff/2+1)
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return
+				}
+				backoff = min(backoff*2, backoffMax)
+				continue
+			}
+		}
+		backoff = backoffMin
+		if err := c.applyConfig(sc, d.cfg); err != nil {
+			c.log.Error("cannot apply server config", "server", sc.name, "err", err)
+			d.sess.Close()
+			sc.mu.Lock()
+			sc.lastError = err.Error()
+			sc.mu.Unlock()
+			select {
+			case <-time.After(backoffMax):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		sc.mu.Lock()
+		if !sc.lastHandshake.IsZero() {
+			sc.reconnects++
+		}
+		sc.state, sc.since, sc.endpoint, sc.transport, sc.lastHandshake, sc.lastError = "connected", time.Now(), d.at.endpoint, d.at.transport, time.Now(), ""
+		sc.mu.Unlock()
+		sc.sess.Store(d.sess)
+		c.log.Info("connected", "server", sc.name, "endpoint", d.at.endpoint, "transport", d.at.transport,
+			"address", d.cfg.Address, "routes", d.cfg.Routes)
+		_ = sdnotify.Status(c.statusLine())
+
+		// Not on the preferred endpoint and transport: keep trying those in
+		// the background and move over when one answers.
+		runCtx, stopRun := context.WithCancel(ctx)
+		probed := make(chan *dialed, 1)
+		entry := sc.getEntry()
+		if d.at.index > 0 && entry.Failback {
+			go func() { probed <- c.failback(runCtx, sc, c.plan(entry)[:d.at.index], stopRun) }()
+		} else {
+			probed <- nil
+		}
+		err := d.sess.Run(runCtx, session.Handlers{
+			Packet:  func(pkt []byte) { c.fromServer(sc, pkt) },
+			Control: func(m *session.Msg) { c.onControl(sc, m) },
+		})
+		stopRun()
+		next = <-probed
+		sc.sess.Store(nil)
+		sc.addClosed(d.sess)
+		d.sess.Close()
+		if ctx.Err() != nil {
+			if next != nil {
+				next.sess.Close()
+			}
+			return
+		}
+		if next != nil {
+			c.log.Info("moving to the preferred endpoint/transport", "server", sc.name,
+				"from", d.at.String(), "to", next.at.String())
+			continue
+		}
+		c.log.Warn("session lost; reconnecting with routes kept", "server", sc.name, "err", err)
+		sc.mu.Lock()
+		sc.state, sc.since = "reconnecting", time.Now()
+		if err != nil {
+			sc.lastError = err.Error()
+		}
+		sc.mu.Unlock()
+		_ = sdnotify.Status(c.statusLine())
+	}
+}
+
+// attempt is one way to reach a server: an endpoint over a transport, at
+// its place in the order of preference.
+type attempt struct {
+	index     int
+	endpoint  string
+	transport string
+}
+
+func (a attempt) String() string { return a.transport + "://" + a.endpoint }
+
+// dialed is a session set up and its config, not yet running.
+type dialed struct {
+	sess *session.Session
+	cfg  *session.Msg
+	at   attempt
+}
+
+// plan lists the attempts in order of preference: endpoints in the order
+// configured, and with transport auto kcp before tcp on each.
+func (c *Client) plan(e config.ServerEntry) []attempt {
+	var out []attempt
+	for _, ep := range e.Endpoints {
+		if e.Transport == transport.Auto {
+			out = append(out, attempt{len(out), ep, transport.KCP}, attempt{len(out) + 1, ep, transport.TCP})
+		} else {
+			out = append(out, attempt{len(out), ep, e.Transport})
+		}
+	}
+	return out
+}
+
+// failback tries the attempts preferred over the running one every
+// FailbackInterval; when one answers it stops the running session (stop)
+// and returns the new one. It returns nil when ctx ends first.
+func (c *Client) failback(ctx context.Context, sc *serverConn, preferred []attempt, stop func()) *dialed {
+	interval := sc.getEntry().FailbackInterval
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+		d, err := c.dial(ctx, sc, preferred)
+		if err != nil {
+			c.log.Debug("failback: preferred endpoint/transport still unavailable", "server", sc.name, "err", err)
+			continue
+		}
+		stop()
+		return d
+	}
+}
+
+// dial tries the attempts in order and returns the first session up.
+func (c *Client) dial(ctx context.Context, sc *serverConn, plan []attempt) (*dialed, error) {
+	var errs []error
+	entry := sc.getEntry()
+	for _, at := range plan {
+		sess, cfg, err := c.dialOne(ctx, entry, at)
+		if err == nil {
+			return &dialed{sess: sess, cfg: cfg, at: at}, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", at, err))
+	}
+	return nil, errors.Join(errs...)
+}
+
+// kcpHandshakeTimeout bounds the wait for a server over UDP, which is
+// silence, not an error, when UDP is blocked: auto then falls back to tcp
+// within a few seconds.
+const kcpHandshakeTimeout = 3 * time.Second
+
+func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, at attempt) (*session.Session, *session.Msg, error) {
+	hcfg := secure.ClientConfig{Private: c.cfg.PrivateKey, ServerKey: entry.PublicKey}
+	var sconn *secure.Conn
+	if at.transport == transport.KCP {
+		// The handshake is the datagram layer's; kcp runs inside its session.
+		sc, _, err := transport.DialKCP(ctx, at.endpoint, transport.Options{FECData: entry.FECData, FECParity: entry.FECParity}, hcfg, kcpHandshakeTimeout)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil, nil, fmt.Errorf("no answer over kcp (UDP blocked, kcp not in the server's transports, or the server does not know this key): %w", err)
+			}
+			return nil, nil, err
+		}
+		sconn = sc
+	} else {
+		raw, err := transport.DialTCP(ctx, at.endpoint)
+		if err != nil {
+			return nil, nil, err
+		}
+		// The handshake has its own deadline; a shutdown must not wait for it.
+		stop := context.AfterFunc(ctx, func() { raw.Close() })
+		sconn, err = secure.Client(raw, hcfg)
+		stop()
+		if err != nil {
+			raw.Close()
+			return nil, nil, err
+		}
+	}
+	hostname, _ := os.Hostname()
+	hello := &session.Msg{Type: session.TypeHello, Version: secure.ProtocolVersion, Name: hostname, Transport: at.transport}
+	if at.transport == transport.KCP {
+		hello.FECData, hello.FECParity = entry.FECData, entry.FECParity
+	}
+	sess, cfg, err := session.Dial(ctx, sconn, hello, 0, c.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.Version != secure.ProtocolVersion {
+		sess.Close()
+		return nil, nil, &secure.VersionError{Local: secure.ProtocolVersion, Remote: cfg.Version}
+	}
+	return sess, cfg, nil
+}
+
+func (sc *serverConn) getEntry() config.ServerEntry {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.entry
+}
+
+func (sc *serverConn) addClosed(s *session.Session) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.closedRx += s.Stats.RxBytes.Load()
+	sc.closedTx += s.Stats.TxBytes.Load()
+	sc.closedRxPkts += s.Stats.RxPackets.Load()
+	sc.closedRekeys = sc.closedRekeys.Add(s.Rekeys())
+	sc.closedTxPkts += s.Stats.TxPackets.Load()
+}

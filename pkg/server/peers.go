@@ -1,0 +1,278 @@
+package server
+
+import (
+	"encoding/binary"
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/sdnotify"
+	"github.com/gtun/gtun/pkg/secure"
+	"github.com/gtun/gtun/pkg/session"
+	"github.com/gtun/gtun/pkg/stats"
+)
+
+// subnetLinger is how long a disconnected peer's subnets stay routed into
+// the TUN: a client that reconnects within it finds them in place (like its
+// own routes, which it keeps while reconnecting), and meanwhile packets to
+// them are dropped here rather than sent out of the default route.
+const subnetLinger = 30 * time.Second
+
+type peerInfo struct {
+	cfg     config.Peer // guarded by Server.mu
+	lastTS  uint64      // newest handshake timestamp seen, refuses replays; Server.mu
+	allowed atomic.Pointer[packet.Table[struct{}]]
+	subnets atomic.Pointer[packet.Table[struct{}]] // sources accepted besides its address
+	drops   stats.Reasons                          // per peer, across its sessions
+	goneAt  time.Time                              // when its last session ended; Server.mu
+
+	// Counters across the peer's sessions, so that status and metrics
+	// never go backwards when a session ends or is replaced. Server.mu.
+	live     map[*clientConn]struct{} // registered sessions not yet ended
+	closed   totals                   // of the sessions that ended
+	sessions uint64                   // sessions established
+}
+
+// totals are a peer's traffic and key update counters.
+type totals struct {
+	rxBytes, txBytes, rxPackets, txPackets uint64
+	rekeys                                 session.Rekeys
+}
+
+func (t *totals) add(s *session.Session) {
+	t.rxBytes += s.Stats.RxBytes.Load()
+	t.txBytes += s.Stats.TxBytes.Load()
+	t.rxPackets += s.Stats.RxPackets.Load()
+	t.txPackets += s.Stats.TxPackets.Load()
+	t.rekeys = t.rekeys.Add(s.Rekeys())
+}
+
+type clientConn struct {
+	peer      *peerInfo
+	name      string
+	addr      netip.Addr
+	sess      *session.Session
+	endpoint  string
+	transport string
+	since     time.Time
+}
+
+func newPeerInfo(p config.Peer, maps []config.Mapping) *peerInfo {
+	pi := &peerInfo{cfg: p, live: map[*clientConn]struct{}{}}
+	pi.allowed.Store(aclTable(virtual(maps, p.Allowed)))
+	pi.subnets.Store(aclTable(p.Subnets))
+	return pi
+}
+
+// virtual is what a client sees of prefixes written in real terms (routes,
+// allowed): with a map, the virtual names. A peer's ACL checks these, since
+// they are the destinations its packets carry; the real addresses behind a
+// map are not reachable under their own names.
+func virtual(maps []config.Mapping, ps []netip.Prefix) []netip.Prefix {
+	if len(maps) == 0 {
+		return ps
+	}
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = config.Virtual(maps, p)
+	}
+	return out
+}
+
+func aclTable(allowed []netip.Prefix) *packet.Table[struct{}] {
+	m := map[netip.Prefix]struct{}{}
+	for _, a := range allowed {
+		m[a] = struct{}{}
+	}
+	return packet.NewTable(m)
+}
+
+func (s *Server) syncPoolPeers() {
+	fixed := map[secure.PublicKey]netip.Addr{}
+	allowed := map[secure.PublicKey]bool{}
+	for k, p := range s.peers {
+		allowed[k] = true
+		if p.cfg.Address.IsValid() {
+			fixed[k] = p.cfg.Address
+		}
+	}
+	s.pool.SetPeers(fixed, allowed)
+}
+
+// authorize is the handshake's gate: known key, strictly newer timestamp.
+func (s *Server) authorize(k secure.PublicKey, ts uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.peers[k]
+	if !ok {
+		return secure.ErrUnknownPeer
+	}
+	if ts <= p.lastTS {
+		return secure.ErrReplay
+	}
+	p.lastTS = ts
+	return nil
+}
+
+func (s *Server) configFor(p *peerInfo, addr netip.Addr) *session.Msg {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.configForLocked(p, addr)
+}
+
+func (s *Server) configForLocked(p *peerInfo, addr netip.Addr) *session.Msg {
+	routes := make([]string, 0, len(p.cfg.Allowed))
+	for _, r := range virtual(s.maps, p.cfg.Allowed) {
+		// The gateway's own address in allowed opens the host; the client
+		// reaches it on the tunnel's subnet already, a route would only
+		// collide with another server's gateway of the same pool.
+		if r != netip.PrefixFrom(s.cfg.Gateway, 32) {
+			routes = append(routes, r.String())
+		}
+	}
+	var subnets []string
+	for _, sn := range p.cfg.Subnets {
+		subnets = append(subnets, sn.String())
+	}
+	return &session.Msg{Type: session.TypeConfig, Version: secure.ProtocolVersion,
+		Address: netip.PrefixFrom(addr, s.cfg.Pool.Bits()).String(), Gateway: s.cfg.Gateway.String(),
+		MTU: s.cfg.MTU, Routes: routes, KeepaliveMS: int(s.keepalive / time.Millisecond), DeadAfter: s.deadAfter,
+		RekeyIntervalMS: int64(s.rekey / time.Millisecond), Subnets: subnets, DNS: s.dnsForLocked(p)}
+}
+
+// dnsForLocked is the split DNS pushed to a peer: the configured servers
+// its ACL lets it reach (none: no DNS for it, since its queries would be
+// dropped).
+func (s *Server) dnsForLocked(p *peerInfo) *session.DNS {
+	if s.dns.IsZero() {
+		return nil
+	}
+	d := &session.DNS{Domains: s.dns.Domains}
+	acl := p.allowed.Load()
+	for _, a := range s.dns.Servers {
+		a = config.Virtual(s.maps, netip.PrefixFrom(a, a.BitLen())).Addr() // as the client reaches it
+		if _, ok := acl.Lookup(a); ok {
+			d.Servers = append(d.Servers, a.String())
+		}
+	}
+	if len(d.Servers) == 0 {
+		s.rate.Log(slog.LevelWarn, "dns-acl:"+p.cfg.Name, "no dns server within the peer's allowed prefixes; split DNS not pushed to it", "peer", p.cfg.Name)
+		return nil
+	}
+	return d
+}
+
+// syncSubnetsLocked rebuilds the subnet routing table from the connected
+// peers and sets the routes on the TUN: the connected peers' subnets and
+// those of peers gone less than subnetLinger ago. Call with s.mu held.
+func (s *Server) syncSubnetsLocked() {
+	table, routes := planSubnets(time.Now(), s.peers, s.sessions, subnetLinger)
+	s.bySubnet.Store(packet.NewTable(table))
+	if s.subnetRoutes != nil {
+		s.subnetRoutes.SetDesired(routes)
+	}
+}
+
+// planSubnets maps the subnets of connected peers to their sessions, and
+// lists the subnets to route into the TUN: those, and the subnets of peers
+// gone less than linger ago.
+func planSubnets(now time.Time, peers map[secure.PublicKey]*peerInfo, sessions map[secure.PublicKey]*clientConn,
+	linger time.Duration) (map[netip.Prefix]*clientConn, []netip.Prefix) {
+	table := map[netip.Prefix]*clientConn{}
+	var routes []netip.Prefix
+	for k, p := range peers {
+		if len(p.cfg.Subnets) == 0 {
+			continue
+		}
+		c := sessions[k]
+		lingering := c == nil && !p.goneAt.IsZero() && now.Sub(p.goneAt) < linger
+		for _, sn := range p.cfg.Subnets {
+			if c != nil {
+				table[sn] = c
+			}
+			if c != nil || lingering {
+				routes = append(routes, sn)
+			}
+		}
+	}
+	return table, routes
+}
+
+func (s *Server) syncSubnets() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.syncSubnetsLocked()
+}
+
+// register makes c the session of key, replacing (and closing) an older one:
+// a client that reconnects before its old session timed out takes over. It
+// refuses when the peer was removed (by a reload) meanwhile.
+func (s *Server) register(key secure.PublicKey, c *clientConn) bool {
+	s.mu.Lock()
+	if s.peers[key] != c.peer {
+		s.mu.Unlock()
+		return false
+	}
+	old := s.sessions[key]
+	s.sessions[key] = c
+	c.peer.live[c] = struct{}{}
+	c.peer.sessions++
+	if old != nil && old.addr != c.addr {
+		s.slot(old.addr).CompareAndSwap(old, nil)
+	}
+	s.slot(c.addr).Store(c)
+	c.peer.goneAt = time.Time{}
+	if len(c.peer.cfg.Subnets) > 0 {
+		s.syncSubnetsLocked()
+	}
+	s.mu.Unlock()
+	if old != nil {
+		s.log.Info("replacing older session of peer", "peer", c.name, "old_endpoint", old.endpoint)
+		old.sess.Close()
+	}
+	_ = sdnotify.Status(s.statusLine())
+	return true
+}
+
+func (s *Server) unregister(key secure.PublicKey, c *clientConn) {
+	s.mu.Lock()
+	if s.sessions[key] == c {
+		delete(s.sessions, key)
+		c.peer.goneAt = time.Now()
+		if len(c.peer.cfg.Subnets) > 0 {
+			s.syncSubnetsLocked()
+			// Withdraw the routes unless it is back by then.
+			time.AfterFunc(subnetLinger+100*time.Millisecond, s.syncSubnets)
+		}
+	}
+	if _, ok := c.peer.live[c]; ok {
+		delete(c.peer.live, c)
+		c.peer.closed.add(c.sess)
+	}
+	s.slot(c.addr).CompareAndSwap(c, nil)
+	s.mu.Unlock()
+	_ = sdnotify.Status(s.statusLine())
+}
+
+// slot is the routing slot of a pool address (which every client address is).
+func (s *Server) slot(a netip.Addr) *atomic.Pointer[clientConn] {
+	i, _ := s.poolIndex(a)
+	return &s.byAddr[i]
+}
+
+// poolIndex is a's offset in the pool, and whether a is in the pool.
+func (s *Server) poolIndex(a netip.Addr) (int, bool) {
+	if !a.Is4() || !s.cfg.Pool.Contains(a) {
+		return 0, false
+	}
+	x, base := a.As4(), s.cfg.Pool.Addr().As4()
+	return int(binary.BigEndian.Uint32(x[:]) - binary.BigEndian.Uint32(base[:])), true
+}
+
+func (p *peerInfo) fromSubnet(a netip.Addr) bool {
+	_, ok := p.subnets.Load().Lookup(a)
+	return ok
+}

@@ -1,0 +1,121 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/sdnotify"
+	"github.com/gtun/gtun/pkg/secure"
+	"github.com/gtun/gtun/pkg/session"
+)
+
+// reload re-reads the config file. Routes, peers, keepalive and the rekey
+// interval apply live; other keys need a restart and keep their running
+// values. A bad file changes nothing.
+func (s *Server) reload() error {
+	_ = sdnotify.Notify("RELOADING=1")
+	defer func() { _ = sdnotify.Notify("READY=1", "STATUS="+s.statusLine()) }()
+	n, err := config.LoadServer(s.cfg.File)
+	if err != nil {
+		s.log.Error("reload failed; the running config stays", "err", err)
+		return err
+	}
+	if keys := config.RestartOnly(s.cfg, n); len(keys) > 0 {
+		s.log.Warn("reload: these keys change only with a restart; keeping the running values", "keys", keys)
+	}
+	s.mu.Lock()
+	mapChanged := !slices.Equal(s.maps, n.Map)
+	s.mu.Unlock()
+	if mapChanged {
+		// The table first: if the kernel refuses it, nothing else changes.
+		if err := s.ensureNAT(s.natSpec(n.Map)); err != nil {
+			s.log.Error("reload failed: cannot apply the new map; the running config stays", "err", err)
+			return fmt.Errorf("apply map: %w", err)
+		}
+		s.log.Info("reload: map changed; connections through a changed mapping break", "map", n.Map)
+	}
+	newKeys := map[secure.PublicKey]bool{}
+	for _, p := range n.Peers {
+		newKeys[p.PublicKey] = true
+	}
+	var drop, push []*clientConn
+	var added, removed, changed int
+	s.mu.Lock()
+	s.routes, s.maps, s.dns, s.keepalive, s.deadAfter, s.rekey = n.Routes, n.Map, n.DNS, n.Keepalive, n.DeadAfter, n.RekeyInterval
+	s.guard.SetLimits(n.Handshake)
+	s.hsTimeout.Store(int64(handshakeTimeout(n)))
+	peers := make(map[secure.PublicKey]*peerInfo, len(n.Peers))
+	for _, p := range n.Peers {
+		pi, ok := s.peers[p.PublicKey]
+		if !ok {
+			peers[p.PublicKey] = newPeerInfo(p, n.Map)
+			added++
+			continue
+		}
+		addrChanged := pi.cfg.Address != p.Address
+		if !slices.Equal(pi.cfg.Allowed, p.Allowed) || !slices.Equal(pi.cfg.Subnets, p.Subnets) || addrChanged || pi.cfg.Name != p.Name {
+			changed++
+		}
+		pi.cfg = p
+		pi.allowed.Store(aclTable(virtual(n.Map, p.Allowed)))
+		pi.subnets.Store(aclTable(p.Subnets))
+		peers[p.PublicKey] = pi
+		if c := s.sessions[p.PublicKey]; c != nil {
+			if addrChanged {
+				drop = append(drop, c) // it reconnects and gets its new address
+			} else {
+				push = append(push, c)
+			}
+		}
+	}
+	for k := range s.peers {
+		if !newKeys[k] {
+			removed++
+		}
+	}
+	for k, c := range s.sessions {
+		if !newKeys[k] {
+			drop = append(drop, c)
+		}
+	}
+	s.peers = peers
+	s.syncSubnetsLocked()
+	msgs := make([]*session.Msg, len(push))
+	for i, c := range push {
+		msgs[i] = s.configForLocked(c.peer, c.addr)
+	}
+	s.mu.Unlock()
+	s.syncPoolPeers()
+	for _, c := range drop {
+		_ = c.sess.SendControl(&session.Msg{Type: session.TypeError, Error: "peer removed or its address changed by a config reload"})
+		c.sess.Close()
+	}
+	for i, c := range push {
+		c.sess.SetRekeyInterval(n.RekeyInterval) // gtund's side; the config carries it to the client's
+		if err := c.sess.SendControl(msgs[i]); err != nil {
+			s.log.Warn("reload: cannot push the new config", "peer", c.name, "err", err)
+		}
+	}
+	s.log.Info("config reloaded", "routes", n.Routes, "peers", len(n.Peers), "added", added, "removed", removed,
+		"changed", changed, "pushed", len(push), "disconnected", len(drop), "rekey_interval", n.RekeyInterval)
+	return nil
+}
+
+// requestReload runs a reload in Run's loop, like SIGHUP, and waits for
+// its outcome (for the control socket's POST /reload).
+func (s *Server) requestReload(ctx context.Context) error {
+	res := make(chan error, 1)
+	select {
+	case s.reloadReq <- res:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
