@@ -40,9 +40,9 @@ type Client struct {
 	events *nlwatch.Hub   // netlink subscriptions of the TUN keeper and the route reconciler
 	book   reconcile.Book // heals and fights of every part kept in place
 
-	servers []*serverConn
+	upstreams []*upstream
 	// byDst picks the server for a packet read from the TUN (longest prefix).
-	byDst atomic.Pointer[packet.Table[*serverConn]]
+	byDst atomic.Pointer[packet.Table[*upstream]]
 	mu    sync.Mutex // serialises applying config from the servers
 	// owner is the server (by name) each routed prefix belongs to, so the
 	// first claimant keeps a prefix another server pushes too; guarded by mu.
@@ -67,11 +67,11 @@ func NATTable(tun string) string { return "gtun-" + tun }
 func New(cfg *config.Client, log *slog.Logger) *Client {
 	c := &Client{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second), owner: map[netip.Prefix]string{}}
 	for _, e := range cfg.Servers {
-		sc := &serverConn{name: e.Name, entry: e, state: "connecting", since: time.Now()}
-		sc.subnets.Store(packet.NewTable(map[netip.Prefix]struct{}{}))
-		c.servers = append(c.servers, sc)
+		up := &upstream{name: e.Name, entry: e, state: "connecting", since: time.Now()}
+		up.subnets.Store(packet.NewTable(map[netip.Prefix]struct{}{}))
+		c.upstreams = append(c.upstreams, up)
 	}
-	c.byDst.Store(packet.NewTable(map[netip.Prefix]*serverConn{}))
+	c.byDst.Store(packet.NewTable(map[netip.Prefix]*upstream{}))
 	return c
 }
 
@@ -140,13 +140,13 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 			c.log.Error("route reconciler stopped", "err", err)
 		}
 	})
-	for _, sc := range c.servers {
-		c.goRun(func() { c.connectLoop(ctx, sc) })
+	for _, up := range c.upstreams {
+		c.goRun(func() { c.connectLoop(ctx, up) })
 	}
-	c.goRun(func() { c.tunReadLoop(ctx) })
+	c.goRun(func() { c.readDevice(ctx) })
 	c.goRun(func() { c.readyLoop(ctx) })
 	c.goRun(func() { c.rate.FlushEvery(ctx, 2*time.Second) }) // counts of a stopped flood reach the log
-	c.log.Info("gtun started", "tun", c.cfg.Tun, "servers", len(c.servers), "aes", secure.AESImplementation())
+	c.log.Info("gtun started", "tun", c.cfg.Tun, "servers", len(c.upstreams), "aes", secure.AESImplementation())
 
 	for done := false; !done; {
 		select {
@@ -158,8 +158,8 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 	}
 	c.log.Info("shutting down")
 	_ = sdnotify.Stopping()
-	for _, sc := range c.servers {
-		if s := sc.sess.Load(); s != nil {
+	for _, up := range c.upstreams {
+		if s := up.sess.Load(); s != nil {
 			s.Close()
 		}
 	}

@@ -10,13 +10,13 @@ import (
 
 // fromServer writes a frame from a server to the TUN if checkFromServer
 // lets it through.
-func (c *Client) fromServer(sc *serverConn, frame []byte) {
-	if reason, detail := c.checkFromServer(sc, frame); reason != "" {
-		c.serverDrop(sc, reason, fromServerDrops[reason], detail...)
+func (c *Client) fromServer(up *upstream, frame []byte) {
+	if reason, detail := c.checkFromServer(up, frame); reason != "" {
+		c.serverDrop(up, reason, fromServerDrops[reason], detail...)
 		return
 	}
 	if err := c.tun.WriteFrame(frame); err != nil {
-		c.serverDrop(sc, "tun_write", "tun write failed", "err", err)
+		c.serverDrop(up, "tun_write", "tun write failed", "err", err)
 	}
 }
 
@@ -39,53 +39,53 @@ var fromServerDrops = map[string]string{
 // Sources of a cluster's connections to this client's subnets
 // (site-to-site) are inside its routes too; with a map they are the
 // virtual ones. ICMP errors are judged by the packet they quote.
-func (c *Client) checkFromServer(sc *serverConn, frame []byte) (reason string, detail []any) {
+func (c *Client) checkFromServer(up *upstream, frame []byte) (reason string, detail []any) {
 	if len(frame) <= packet.VnetHdrLen {
-		return "malformed", []any{"server", sc.name, "err", "short frame"}
+		return "malformed", []any{"server", up.name, "err", "short frame"}
 	}
 	pkt := frame[packet.VnetHdrLen:]
 	if h := packet.DecodeVnetHdr(frame); !h.Plain() {
 		if err := h.Validate(pkt); err != nil {
-			return "bad_offload", []any{"server", sc.name, "err", err}
+			return "bad_offload", []any{"server", up.name, "err", err}
 		}
 	}
 	src, dst, err := packet.Addrs(pkt)
 	if err != nil {
-		return "malformed", []any{"server", sc.name, "err", err}
+		return "malformed", []any{"server", up.name, "err", err}
 	}
-	sc.mu.Lock()
-	ours, gateway := dst == sc.address.Addr(), src == sc.gateway
-	sc.mu.Unlock()
+	up.mu.Lock()
+	ours, gateway := dst == up.address.Addr(), src == up.gateway
+	up.mu.Unlock()
 	if !ours {
 		// Gateway mode: the server routes this client's subnets here.
-		if _, ok := sc.subnets.Load().Lookup(dst); !ok {
-			return "wrong_destination", []any{"server", sc.name, "dst", dst}
+		if _, ok := up.subnets.Load().Lookup(dst); !ok {
+			return "wrong_destination", []any{"server", up.name, "dst", dst}
 		}
 	}
-	if !gateway && !c.routesTo(src, sc) {
+	if !gateway && !c.routesTo(src, up) {
 		// An ICMP error from a router on the cluster's side (fragmentation
 		// needed, unreachable) has that router's source, often outside
 		// the routes; it is about a packet this client sent to the
 		// server, and trusted as far as that packet's destination is.
-		if about, ok := packet.ErrorAbout(pkt); !ok || !c.routesTo(about, sc) {
-			return "spoofed_source", []any{"server", sc.name, "src", src}
+		if about, ok := packet.ErrorAbout(pkt); !ok || !c.routesTo(about, up) {
+			return "spoofed_source", []any{"server", up.name, "src", src}
 		}
 	}
 	return "", nil
 }
 
-// routesTo reports whether this client sends packets for a to sc.
-func (c *Client) routesTo(a netip.Addr, sc *serverConn) bool {
+// routesTo reports whether this client sends packets for a to up.
+func (c *Client) routesTo(a netip.Addr, up *upstream) bool {
 	owner, ok := c.byDst.Load().Lookup(a)
-	return ok && owner == sc
+	return ok && owner == up
 }
 
 // serverDrop counts a drop of what a server sent, in total and for the
 // server, and logs it at a bounded rate per server and reason.
-func (c *Client) serverDrop(sc *serverConn, reason, msg string, args ...any) {
+func (c *Client) serverDrop(up *upstream, reason, msg string, args ...any) {
 	c.drops.Inc(reason)
-	sc.drops.Inc(reason)
-	c.rate.Log(slog.LevelWarn, "drop:"+reason+":"+sc.name, msg, args...)
+	up.drops.Inc(reason)
+	c.rate.Log(slog.LevelWarn, "drop:"+reason+":"+up.name, msg, args...)
 }
 
 func (c *Client) drop(reason, msg string, args ...any) {
@@ -93,15 +93,15 @@ func (c *Client) drop(reason, msg string, args ...any) {
 	c.rate.Log(slog.LevelWarn, "drop:"+reason, msg, args...)
 }
 
-func (c *Client) tunReadLoop(ctx context.Context) {
+func (c *Client) readDevice(ctx context.Context) {
 	c.tun.Frames(ctx, func(b *packet.Buf, dst netip.Addr) {
-		sc, ok := c.byDst.Load().Lookup(dst)
+		up, ok := c.byDst.Load().Lookup(dst)
 		if !ok {
 			packet.Put(b)
 			c.drops.Inc("no_route")
 			return
 		}
-		sess := sc.sess.Load()
+		sess := up.sess.Load()
 		if sess == nil {
 			packet.Put(b)
 			c.drops.Inc("no_session") // reconnecting: the route stays, the packet cannot

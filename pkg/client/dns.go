@@ -30,14 +30,14 @@ func (c *Client) applyDNSLocked() {
 		return
 	}
 	var listen netip.Addr
-	for _, s := range c.servers {
+	for _, s := range c.upstreams {
 		s.mu.Lock()
 		if !listen.IsValid() && s.address.IsValid() {
 			listen = s.address.Addr()
 		}
 		s.mu.Unlock()
 	}
-	for _, s := range c.servers {
+	for _, s := range c.upstreams {
 		s.mu.Lock()
 		var r splitdns.Route
 		policy := dnsname.Policy{Accept: s.entry.DNSDomains, Routes: s.desired}

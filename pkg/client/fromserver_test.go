@@ -24,19 +24,19 @@ func frame(src, dst string) []byte {
 // twoServers is a client whose c1 owns 10.244.0.0/16 and routes
 // 172.16.0.0/24 (its subnets) here, and whose c2 owns 10.96.0.0/12 (and
 // pushed 10.244.0.0/16 too, which stays with c1); both servers use one pool.
-func twoServers(t *testing.T) (*Client, *serverConn, *serverConn) {
+func twoServers(t *testing.T) (*Client, *upstream, *upstream) {
 	t.Helper()
 	c := &Client{log: slog.New(slog.DiscardHandler)}
-	c.servers = servers("c1", "c2")
-	c1, c2 := c.servers[0], c.servers[1]
+	c.upstreams = servers("c1", "c2")
+	c1, c2 := c.upstreams[0], c.upstreams[1]
 	plan := planRoutes([]claimant{
 		{name: "c1", desired: pfx("10.244.0.0/16"), address: netip.MustParsePrefix("100.64.240.2/24"), gateway: addr("100.64.240.1")},
 		{name: "c2", desired: pfx("10.96.0.0/12", "10.244.0.0/16"), address: netip.MustParsePrefix("100.64.240.2/24"), gateway: addr("100.64.240.1")},
 	}, nil)
-	c.byDst.Store(plan.table(c.servers))
-	for _, sc := range c.servers {
-		sc.address, sc.gateway = netip.MustParsePrefix("100.64.240.2/24"), addr("100.64.240.1")
-		sc.subnets.Store(packet.NewTable(map[netip.Prefix]struct{}{}))
+	c.byDst.Store(plan.table(c.upstreams))
+	for _, up := range c.upstreams {
+		up.address, up.gateway = netip.MustParsePrefix("100.64.240.2/24"), addr("100.64.240.1")
+		up.subnets.Store(packet.NewTable(map[netip.Prefix]struct{}{}))
 	}
 	c1.subnets.Store(packet.NewTable(map[netip.Prefix]struct{}{netip.MustParsePrefix("172.16.0.0/24"): {}}))
 	return c, c1, c2
@@ -50,7 +50,7 @@ func TestCheckFromServer(t *testing.T) {
 	const me = "100.64.240.2"
 	for _, tc := range []struct {
 		name     string
-		sc       *serverConn
+		up       *upstream
 		src, dst string
 		want     string
 	}{
@@ -68,23 +68,23 @@ func TestCheckFromServer(t *testing.T) {
 		{"c2 to a subnet c1 routes here", c2, "10.96.0.10", "172.16.0.5", "wrong_destination"},
 		{"not for this client", c1, "10.244.1.20", "100.64.240.9", "wrong_destination"},
 	} {
-		if got, _ := c.checkFromServer(tc.sc, frame(tc.src, tc.dst)); got != tc.want {
+		if got, _ := c.checkFromServer(tc.up, frame(tc.src, tc.dst)); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
 	// ICMP errors from routers outside the routes, judged by the packet
 	// they quote.
-	icmpErr := func(sc *serverConn, router, quotedDst string) string {
+	icmpErr := func(up *upstream, router, quotedDst string) string {
 		f := frame(router, me)
 		f[packet.VnetHdrLen+9] = 1
 		quote := frame(me, quotedDst)[packet.VnetHdrLen:]
 		f = append(append(f[:packet.VnetHdrLen+20], 3, 4, 0, 0, 0, 0, 0x05, 0x78), quote...)
-		got, _ := c.checkFromServer(sc, f)
+		got, _ := c.checkFromServer(up, f)
 		return got
 	}
 	for _, tc := range []struct {
 		name          string
-		sc            *serverConn
+		up            *upstream
 		router, about string
 		want          string
 	}{
@@ -93,7 +93,7 @@ func TestCheckFromServer(t *testing.T) {
 		{"about a public address", c1, "10.0.0.1", "203.0.113.5", "spoofed_source"},
 		{"from c2's router about its route", c2, "192.168.0.1", "10.96.0.10", ""},
 	} {
-		if got := icmpErr(tc.sc, tc.router, tc.about); got != tc.want {
+		if got := icmpErr(tc.up, tc.router, tc.about); got != tc.want {
 			t.Errorf("ICMP error %s: %q, want %q", tc.name, got, tc.want)
 		}
 	}

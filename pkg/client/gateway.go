@@ -57,12 +57,12 @@ func (c *Client) stopGateway() {
 
 // applyNAT rebuilds the table when the SNAT rules change: with masquerade,
 // one per routed prefix, to the tunnel address of the server that carries it
-// (owner: prefix -> index in c.servers). Call with c.mu held.
+// (owner: prefix -> index in c.upstreams). Call with c.mu held.
 func (c *Client) applyNAT(owner map[netip.Prefix]int) {
 	var snat []nat.SNAT
 	if c.cfg.Masquerade {
 		for p, i := range owner {
-			s := c.servers[i]
+			s := c.upstreams[i]
 			s.mu.Lock()
 			if s.address.IsValid() {
 				snat = append(snat, nat.SNAT{Dst: p, To: s.address.Addr()})

@@ -13,19 +13,19 @@ import (
 	"github.com/gtun/gtun/pkg/splitdns"
 )
 
-func (c *Client) onControl(sc *serverConn, m *session.Msg) {
+func (c *Client) onControl(up *upstream, m *session.Msg) {
 	if m.Type != session.TypeConfig {
-		c.log.Debug("ignoring control message", "server", sc.name, "type", m.Type)
+		c.log.Debug("ignoring control message", "server", up.name, "type", m.Type)
 		return
 	}
-	if err := c.applyConfig(sc, m); err != nil {
-		c.log.Error("cannot apply updated server config", "server", sc.name, "err", err)
+	if err := c.applyConfig(up, m); err != nil {
+		c.log.Error("cannot apply updated server config", "server", up.name, "err", err)
 	}
 }
 
 // applyConfig configures the TUN from the server's config and sets the
 // desired routes: what the server pushes, narrowed to the configured subset.
-func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
+func (c *Client) applyConfig(up *upstream, m *session.Msg) error {
 	addr, err := netip.ParsePrefix(m.Address)
 	if err != nil || !addr.Addr().Is4() {
 		return fmt.Errorf("server sent a bad address %q", m.Address)
@@ -53,11 +53,11 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 		subnets = append(subnets, p.Masked())
 	}
 	if len(subnets) > 0 && !c.cfg.Gateway {
-		c.rate.Log(slog.LevelWarn, "subnets:"+sc.name, "the server routes subnets to this client, but gateway mode is off: packets to them are dropped (set gateway = true)",
-			"server", sc.name, "subnets", subnets)
+		c.rate.Log(slog.LevelWarn, "subnets:"+up.name, "the server routes subnets to this client, but gateway mode is off: packets to them are dropped (set gateway = true)",
+			"server", up.name, "subnets", subnets)
 		subnets = nil
 	}
-	desired := c.selectRoutes(sc.name, sc.getEntry(), pushed)
+	desired := c.selectRoutes(up.name, up.getEntry(), pushed)
 	var dns splitdns.Route
 	if m.DNS != nil {
 		for _, s := range m.DNS.Servers {
@@ -74,14 +74,14 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	sc.mu.Lock()
-	sc.address, sc.gateway, sc.mtu, sc.pushed, sc.desired, sc.subnetList, sc.dns = addr, gw, m.MTU, pushed, desired, subnets, dns
-	sc.mu.Unlock()
+	up.mu.Lock()
+	up.address, up.gateway, up.mtu, up.pushed, up.desired, up.subnetList, up.dns = addr, gw, m.MTU, pushed, desired, subnets, dns
+	up.mu.Unlock()
 	st := map[netip.Prefix]struct{}{}
 	for _, p := range subnets {
 		st[p] = struct{}{}
 	}
-	sc.subnets.Store(packet.NewTable(st))
+	up.subnets.Store(packet.NewTable(st))
 	c.applyLocked()
 	return nil
 }
@@ -92,9 +92,9 @@ func (c *Client) applyConfig(sc *serverConn, m *session.Msg) error {
 // itself or into another one).
 func (c *Client) selectRoutes(name string, entry config.ServerEntry, pushed []netip.Prefix) []netip.Prefix {
 	endpoints := slices.Clone(entry.Endpoints)
-	for _, sc := range c.servers {
-		if sc.name != name {
-			endpoints = append(endpoints, sc.getEntry().Endpoints...)
+	for _, up := range c.upstreams {
+		if up.name != name {
+			endpoints = append(endpoints, up.getEntry().Endpoints...)
 		}
 	}
 	usable := slices.DeleteFunc(slices.Clone(pushed), func(p netip.Prefix) bool {
@@ -124,9 +124,9 @@ func (c *Client) selectRoutes(name string, entry config.ServerEntry, pushed []ne
 // table from what every server gave (see planRoutes for who gets a prefix
 // two servers want). Call with c.mu held.
 func (c *Client) applyLocked() {
-	cs := make([]claimant, len(c.servers))
+	cs := make([]claimant, len(c.upstreams))
 	mtu := 0
-	for i, s := range c.servers {
+	for i, s := range c.upstreams {
 		s.mu.Lock()
 		cs[i] = claimant{name: s.name, desired: s.desired, address: s.address, gateway: s.gateway}
 		if s.address.IsValid() && (mtu == 0 || s.mtu < mtu) {
@@ -137,9 +137,9 @@ func (c *Client) applyLocked() {
 	plan := planRoutes(cs, c.owner)
 	c.owner = make(map[netip.Prefix]string, len(plan.owner))
 	for p, i := range plan.owner {
-		c.owner[p] = c.servers[i].name
+		c.owner[p] = c.upstreams[i].name
 	}
-	for i, s := range c.servers {
+	for i, s := range c.upstreams {
 		s.mu.Lock()
 		for p, other := range plan.conflicts[i] {
 			if _, known := s.conflicts[p]; !known {
@@ -154,7 +154,7 @@ func (c *Client) applyLocked() {
 	if err := c.tun.Set(mtu, plan.addrs); err != nil {
 		c.log.Error("configure tun device; the keeper retries", "tun", c.cfg.Tun, "err", err)
 	}
-	c.byDst.Store(plan.table(c.servers))
+	c.byDst.Store(plan.table(c.upstreams))
 	c.routes.SetDesiredRoutes(plan.routes)
 	if c.cfg.Gateway {
 		c.applyNAT(plan.owner)

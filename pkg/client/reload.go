@@ -24,28 +24,28 @@ func (c *Client) reload() {
 		byName[e.Name] = e
 	}
 	known := map[string]bool{}
-	var reconnect []*serverConn
+	var reconnect []*upstream
 	c.mu.Lock()
-	for _, sc := range c.servers {
-		known[sc.name] = true
-		ne, ok := byName[sc.name]
+	for _, up := range c.upstreams {
+		known[up.name] = true
+		ne, ok := byName[up.name]
 		if !ok {
-			restart = append(restart, "server "+sc.name+" removed")
+			restart = append(restart, "server "+up.name+" removed")
 			continue
 		}
-		sc.mu.Lock()
-		old := sc.entry
-		sc.entry = ne
-		pushed := sc.pushed
-		sc.mu.Unlock()
+		up.mu.Lock()
+		old := up.entry
+		up.entry = ne
+		pushed := up.pushed
+		up.mu.Unlock()
 		if !slices.Equal(old.Endpoints, ne.Endpoints) || old.Transport != ne.Transport || old.PublicKey != ne.PublicKey ||
 			old.FECData != ne.FECData || old.FECParity != ne.FECParity {
-			reconnect = append(reconnect, sc)
+			reconnect = append(reconnect, up)
 		}
-		desired := c.selectRoutes(sc.name, ne, pushed)
-		sc.mu.Lock()
-		sc.desired = desired
-		sc.mu.Unlock()
+		desired := c.selectRoutes(up.name, ne, pushed)
+		up.mu.Lock()
+		up.desired = desired
+		up.mu.Unlock()
 	}
 	c.applyLocked()
 	c.mu.Unlock()
@@ -57,9 +57,9 @@ func (c *Client) reload() {
 	if len(restart) > 0 {
 		c.log.Warn("reload: these changes apply only with a restart; keeping the running values", "changes", restart)
 	}
-	for _, sc := range reconnect {
-		c.log.Info("reload: server endpoints, transport or key changed; reconnecting", "server", sc.name)
-		if s := sc.sess.Load(); s != nil {
+	for _, up := range reconnect {
+		c.log.Info("reload: server endpoints, transport or key changed; reconnecting", "server", up.name)
+		if s := up.sess.Load(); s != nil {
 			s.Close()
 		}
 	}

@@ -108,13 +108,13 @@ func wants(c claimant, pfx netip.Prefix) bool {
 }
 
 // table builds the TUN read loop's longest-prefix table from the plan.
-func (p routePlan) table(servers []*serverConn) *packet.Table[*serverConn] {
-	m := make(map[netip.Prefix]*serverConn, len(p.owner)+len(p.gateways))
+func (p routePlan) table(ups []*upstream) *packet.Table[*upstream] {
+	m := make(map[netip.Prefix]*upstream, len(p.owner)+len(p.gateways))
 	for gw, i := range p.gateways {
-		m[netip.PrefixFrom(gw, gw.BitLen())] = servers[i]
+		m[netip.PrefixFrom(gw, gw.BitLen())] = ups[i]
 	}
 	for pfx, i := range p.owner {
-		m[pfx] = servers[i]
+		m[pfx] = ups[i]
 	}
 	return packet.NewTable(m)
 }

@@ -21,19 +21,19 @@ func pfx(s ...string) []netip.Prefix {
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 // lookup returns the name of the server the TUN read loop picks for dst.
-func lookup(t *testing.T, p routePlan, servers []*serverConn, dst string) string {
+func lookup(t *testing.T, p routePlan, servers []*upstream, dst string) string {
 	t.Helper()
-	sc, ok := p.table(servers).Lookup(addr(dst))
+	up, ok := p.table(servers).Lookup(addr(dst))
 	if !ok {
 		return ""
 	}
-	return sc.name
+	return up.name
 }
 
-func servers(names ...string) []*serverConn {
-	var out []*serverConn
+func servers(names ...string) []*upstream {
+	var out []*upstream
 	for _, n := range names {
-		out = append(out, &serverConn{name: n})
+		out = append(out, &upstream{name: n})
 	}
 	return out
 }

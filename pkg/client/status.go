@@ -123,34 +123,34 @@ func (c *Client) Status() Status {
 			installed[r.Prefix.String()] = RouteStatus{Prefix: r.Prefix.String(), Installed: r.Installed, Note: note}
 		}
 	}
-	for _, sc := range c.servers {
-		sess := sc.sess.Load()
-		sc.mu.Lock()
-		ss := ServerStatus{Name: sc.name, State: sc.state, Since: sc.since, Endpoint: sc.endpoint,
-			Transport: transportLabel(sc.entry.Transport, sc.transport), MTU: sc.mtu, Reconnects: sc.reconnects, LastError: sc.lastError,
-			RxBytes: sc.closedRx, TxBytes: sc.closedTx, RxPackets: sc.closedRxPkts, TxPackets: sc.closedTxPkts, Rekeys: sc.closedRekeys}
-		if sc.address.IsValid() {
-			ss.Address, ss.Gateway = sc.address.String(), sc.gateway.String()
+	for _, up := range c.upstreams {
+		sess := up.sess.Load()
+		up.mu.Lock()
+		ss := ServerStatus{Name: up.name, State: up.state, Since: up.since, Endpoint: up.endpoint,
+			Transport: transportLabel(up.entry.Transport, up.transport), MTU: up.mtu, Reconnects: up.reconnects, LastError: up.lastError,
+			RxBytes: up.closedRx, TxBytes: up.closedTx, RxPackets: up.closedRxPkts, TxPackets: up.closedTxPkts, Rekeys: up.closedRekeys}
+		if up.address.IsValid() {
+			ss.Address, ss.Gateway = up.address.String(), up.gateway.String()
 		}
-		if !sc.lastHandshake.IsZero() {
-			t := sc.lastHandshake
+		if !up.lastHandshake.IsZero() {
+			t := up.lastHandshake
 			ss.LastHandshake = &t
 		}
-		for _, p := range sc.subnetList {
+		for _, p := range up.subnetList {
 			ss.Subnets = append(ss.Subnets, p.String())
 		}
-		ss.DNSDomains, ss.DNSRefused = slices.Clone(sc.dnsApplied), slices.Clone(sc.dnsRefused)
-		ss.Drops = sc.drops.Snapshot()
-		for _, p := range sc.desired {
+		ss.DNSDomains, ss.DNSRefused = slices.Clone(up.dnsApplied), slices.Clone(up.dnsRefused)
+		ss.Drops = up.drops.Snapshot()
+		for _, p := range up.desired {
 			r, ok := installed[p.String()]
-			if other, lost := sc.conflicts[p]; lost {
+			if other, lost := up.conflicts[p]; lost {
 				r = RouteStatus{Prefix: p.String(), Note: fmt.Sprintf("conflict: server %q has it", other)}
 			} else if !ok {
 				r = RouteStatus{Prefix: p.String(), Note: "pending"}
 			}
 			ss.Routes = append(ss.Routes, r)
 		}
-		sc.mu.Unlock()
+		up.mu.Unlock()
 		if sess != nil {
 			ss.Cipher = sess.Cipher()
 			ss.RTT = sess.RTT()

@@ -30,8 +30,10 @@ const (
 	backoffMax = 1500 * time.Millisecond
 )
 
-// serverConn is the client's side of one [[server]].
-type serverConn struct {
+// upstream is gtun's side of one [[server]], a gtund: its entry in the
+// config, its session, what the server pushed, and its counters across
+// reconnects.
+type upstream struct {
 	name string // never changes: reloads match servers by name
 	sess atomic.Pointer[session.Session]
 
@@ -67,7 +69,7 @@ type serverConn struct {
 
 // connectLoop keeps one server connected. The TUN address and routes stay in
 // place while it reconnects, so flows resume as soon as the session is back.
-func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
+func (c *Client) connectLoop(ctx context.Context, up *upstream) {
 	backoff := backoffMin
 	var next *dialed // a session the failback prober set up, to switch to
 	for ctx.Err() == nil {
@@ -75,20 +77,20 @@ func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
 		next = nil
 		if d == nil {
 			var err error
-			d, err = c.dial(ctx, sc, c.plan(sc.getEntry()))
+			d, err = c.dial(ctx, up, c.plan(up.getEntry()))
 			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				sc.mu.Lock()
-				changed := sc.lastError != err.Error()
-				sc.lastError = err.Error()
-				sc.mu.Unlock()
+				up.mu.Lock()
+				changed := up.lastError != err.Error()
+				up.lastError = err.Error()
+				up.mu.Unlock()
 				level := slog.LevelDebug
 				if changed {
 					level = slog.LevelWarn
 				}
-				c.log.Log(ctx, level, "connect failed", "server", sc.name, "err", err, "retry_in", backoff)
+				c.log.Log(ctx, level, "connect failed", "server", up.name, "err", err, "retry_in", backoff)
 				// Jitter keeps many clients from reconnecting in lockstep after an outage.
 				wait := backoff/2 + rand.N(backoff/2+1)
 				select {
@@ -101,26 +103,26 @@ func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
 			}
 		}
 		backoff = backoffMin
-		if err := c.applyConfig(sc, d.cfg); err != nil {
-			c.log.Error("cannot apply server config", "server", sc.name, "err", err)
+		if err := c.applyConfig(up, d.cfg); err != nil {
+			c.log.Error("cannot apply server config", "server", up.name, "err", err)
 			d.sess.Close()
-			sc.mu.Lock()
-			sc.lastError = err.Error()
-			sc.mu.Unlock()
+			up.mu.Lock()
+			up.lastError = err.Error()
+			up.mu.Unlock()
 			select {
 			case <-time.After(backoffMax):
 			case <-ctx.Done():
 			}
 			continue
 		}
-		sc.mu.Lock()
-		if !sc.lastHandshake.IsZero() {
-			sc.reconnects++
+		up.mu.Lock()
+		if !up.lastHandshake.IsZero() {
+			up.reconnects++
 		}
-		sc.state, sc.since, sc.endpoint, sc.transport, sc.lastHandshake, sc.lastError = "connected", time.Now(), d.at.endpoint, d.at.transport, time.Now(), ""
-		sc.mu.Unlock()
-		sc.sess.Store(d.sess)
-		c.log.Info("connected", "server", sc.name, "endpoint", d.at.endpoint, "transport", d.at.transport,
+		up.state, up.since, up.endpoint, up.transport, up.lastHandshake, up.lastError = "connected", time.Now(), d.at.endpoint, d.at.transport, time.Now(), ""
+		up.mu.Unlock()
+		up.sess.Store(d.sess)
+		c.log.Info("connected", "server", up.name, "endpoint", d.at.endpoint, "transport", d.at.transport,
 			"address", d.cfg.Address, "routes", d.cfg.Routes)
 		_ = sdnotify.Status(c.statusLine())
 
@@ -128,20 +130,20 @@ func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
 		// the background and move over when one answers.
 		runCtx, stopRun := context.WithCancel(ctx)
 		probed := make(chan *dialed, 1)
-		entry := sc.getEntry()
+		entry := up.getEntry()
 		if d.at.index > 0 && entry.Failback {
-			go func() { probed <- c.failback(runCtx, sc, c.plan(entry)[:d.at.index], stopRun) }()
+			go func() { probed <- c.failback(runCtx, up, c.plan(entry)[:d.at.index], stopRun) }()
 		} else {
 			probed <- nil
 		}
 		err := d.sess.Run(runCtx, session.Handlers{
-			Packet:  func(pkt []byte) { c.fromServer(sc, pkt) },
-			Control: func(m *session.Msg) { c.onControl(sc, m) },
+			Packet:  func(pkt []byte) { c.fromServer(up, pkt) },
+			Control: func(m *session.Msg) { c.onControl(up, m) },
 		})
 		stopRun()
 		next = <-probed
-		sc.sess.Store(nil)
-		sc.addClosed(d.sess)
+		up.sess.Store(nil)
+		up.addClosed(d.sess)
 		d.sess.Close()
 		if ctx.Err() != nil {
 			if next != nil {
@@ -150,17 +152,17 @@ func (c *Client) connectLoop(ctx context.Context, sc *serverConn) {
 			return
 		}
 		if next != nil {
-			c.log.Info("moving to the preferred endpoint/transport", "server", sc.name,
+			c.log.Info("moving to the preferred endpoint/transport", "server", up.name,
 				"from", d.at.String(), "to", next.at.String())
 			continue
 		}
-		c.log.Warn("session lost; reconnecting with routes kept", "server", sc.name, "err", err)
-		sc.mu.Lock()
-		sc.state, sc.since = "reconnecting", time.Now()
+		c.log.Warn("session lost; reconnecting with routes kept", "server", up.name, "err", err)
+		up.mu.Lock()
+		up.state, up.since = "reconnecting", time.Now()
 		if err != nil {
-			sc.lastError = err.Error()
+			up.lastError = err.Error()
 		}
-		sc.mu.Unlock()
+		up.mu.Unlock()
 		_ = sdnotify.Status(c.statusLine())
 	}
 }
@@ -199,17 +201,17 @@ func (c *Client) plan(e config.ServerEntry) []attempt {
 // failback tries the attempts preferred over the running one every
 // FailbackInterval; when one answers it stops the running session (stop)
 // and returns the new one. It returns nil when ctx ends first.
-func (c *Client) failback(ctx context.Context, sc *serverConn, preferred []attempt, stop func()) *dialed {
-	interval := sc.getEntry().FailbackInterval
+func (c *Client) failback(ctx context.Context, up *upstream, preferred []attempt, stop func()) *dialed {
+	interval := up.getEntry().FailbackInterval
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(interval):
 		}
-		d, err := c.dial(ctx, sc, preferred)
+		d, err := c.dial(ctx, up, preferred)
 		if err != nil {
-			c.log.Debug("failback: preferred endpoint/transport still unavailable", "server", sc.name, "err", err)
+			c.log.Debug("failback: preferred endpoint/transport still unavailable", "server", up.name, "err", err)
 			continue
 		}
 		stop()
@@ -218,9 +220,9 @@ func (c *Client) failback(ctx context.Context, sc *serverConn, preferred []attem
 }
 
 // dial tries the attempts in order and returns the first session up.
-func (c *Client) dial(ctx context.Context, sc *serverConn, plan []attempt) (*dialed, error) {
+func (c *Client) dial(ctx context.Context, up *upstream, plan []attempt) (*dialed, error) {
 	var errs []error
-	entry := sc.getEntry()
+	entry := up.getEntry()
 	for _, at := range plan {
 		sess, cfg, err := c.dialOne(ctx, entry, at)
 		if err == nil {
@@ -244,7 +246,7 @@ func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, at attem
 	var sconn *secure.Conn
 	if at.transport == transport.KCP {
 		// The handshake is the datagram layer's; kcp runs inside its session.
-		sc, _, err := transport.DialKCP(ctx, at.endpoint, transport.Options{FECData: entry.FECData, FECParity: entry.FECParity}, hcfg, kcpHandshakeTimeout)
+		kc, _, err := transport.DialKCP(ctx, at.endpoint, transport.Options{FECData: entry.FECData, FECParity: entry.FECParity}, hcfg, kcpHandshakeTimeout)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -252,7 +254,7 @@ func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, at attem
 			}
 			return nil, nil, err
 		}
-		sconn = sc
+		sconn = kc
 	} else {
 		raw, err := transport.DialTCP(ctx, at.endpoint)
 		if err != nil {
@@ -283,18 +285,18 @@ func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, at attem
 	return sess, cfg, nil
 }
 
-func (sc *serverConn) getEntry() config.ServerEntry {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	return sc.entry
+func (up *upstream) getEntry() config.ServerEntry {
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	return up.entry
 }
 
-func (sc *serverConn) addClosed(s *session.Session) {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	sc.closedRx += s.Stats.RxBytes.Load()
-	sc.closedTx += s.Stats.TxBytes.Load()
-	sc.closedRxPkts += s.Stats.RxPackets.Load()
-	sc.closedRekeys = sc.closedRekeys.Add(s.Rekeys())
-	sc.closedTxPkts += s.Stats.TxPackets.Load()
+func (up *upstream) addClosed(s *session.Session) {
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	up.closedRx += s.Stats.RxBytes.Load()
+	up.closedTx += s.Stats.TxBytes.Load()
+	up.closedRxPkts += s.Stats.RxPackets.Load()
+	up.closedRekeys = up.closedRekeys.Add(s.Rekeys())
+	up.closedTxPkts += s.Stats.TxPackets.Load()
 }

@@ -135,10 +135,10 @@ func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.P
 		return
 	}
 	s.mu.Lock()
-	peer, ok := s.peers[key]
+	p, ok := s.peers[key]
 	var name string
 	if ok {
-		name = peer.cfg.Name
+		name = p.cfg.Name
 	}
 	keepalive, deadAfter, rekey := s.keepalive, s.deadAfter, s.rekey
 	s.mu.Unlock()
@@ -154,19 +154,19 @@ func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.P
 	}
 	sess.SetKeepalive(keepalive, deadAfter)
 	sess.SetRekeyInterval(rekey) // the client gets it with its config
-	if err := sess.SendControl(s.configFor(peer, addr)); err != nil {
+	if err := sess.SendControl(s.configFor(p, addr)); err != nil {
 		s.log.Warn("send config failed", "peer", name, "err", err)
 		sess.Close()
 		return
 	}
-	c := &clientConn{peer: peer, name: name, addr: addr, sess: sess, endpoint: remote, transport: tname, since: time.Now()}
-	if !s.register(key, c) {
+	ps := &peerSession{peer: p, name: name, addr: addr, sess: sess, endpoint: remote, transport: tname, since: time.Now()}
+	if !s.register(key, ps) {
 		refuse("peer removed")
 		return
 	}
 	s.log.Info("peer connected", "peer", name, "address", addr, "endpoint", remote, "transport", tname)
-	err = sess.Run(ctx, session.Handlers{Packet: func(pkt []byte) { s.fromClient(c, pkt) }})
-	s.unregister(key, c)
+	err = sess.Run(ctx, session.Handlers{Packet: func(pkt []byte) { s.fromPeer(ps, pkt) }})
+	s.unregister(key, ps)
 	s.log.Info("peer disconnected", "peer", name, "address", addr, "err", err)
 }
 

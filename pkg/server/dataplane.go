@@ -23,19 +23,19 @@ const (
 	DropTunWrite    = "tun_write"
 )
 
-// fromClient writes a frame from a client to the TUN if checkFromClient
+// fromPeer writes a frame from a client to the TUN if checkFromPeer
 // lets it through.
-func (s *Server) fromClient(c *clientConn, frame []byte) {
-	if reason, detail := s.checkFromClient(c, frame); reason != "" {
-		s.drop(c, reason, dropMessages[reason], detail...)
+func (s *Server) fromPeer(ps *peerSession, frame []byte) {
+	if reason, detail := s.checkFromPeer(ps, frame); reason != "" {
+		s.drop(ps, reason, dropMessages[reason], detail...)
 		return
 	}
 	if err := s.tun.WriteFrame(frame); err != nil {
-		s.drop(c, DropTunWrite, "tun write failed", "err", err)
+		s.drop(ps, DropTunWrite, "tun write failed", "err", err)
 	}
 }
 
-// dropMessages are the log lines of checkFromClient's drop reasons.
+// dropMessages are the log lines of checkFromPeer's drop reasons.
 var dropMessages = map[string]string{
 	DropMalformed:   "malformed packet from peer",
 	DropBadOffload:  "bad offload header from peer",
@@ -44,7 +44,7 @@ var dropMessages = map[string]string{
 	DropGatewayHost: "packet to the gateway's own address that is not a ping (the peer's allowed does not name the gateway)",
 }
 
-// checkFromClient decides whether a frame from a client may go into the
+// checkFromPeer decides whether a frame from a client may go into the
 // TUN: "" if so, else the drop reason and what to log with it. Its offload
 // header must describe its packet, the packet's source must be the
 // client's own address or within its subnets (site-to-site), and its
@@ -52,7 +52,7 @@ var dropMessages = map[string]string{
 // address answers pings (diagnostics) and nothing else unless the peer's
 // allowed names it: packets to it go to the host's own sockets (sshd, the
 // metrics port), which are not the cluster.
-func (s *Server) checkFromClient(c *clientConn, frame []byte) (reason string, detail []any) {
+func (s *Server) checkFromPeer(ps *peerSession, frame []byte) (reason string, detail []any) {
 	if len(frame) <= packet.VnetHdrLen {
 		return DropMalformed, []any{"err", "short frame"}
 	}
@@ -66,10 +66,10 @@ func (s *Server) checkFromClient(c *clientConn, frame []byte) (reason string, de
 	switch {
 	case err != nil:
 		return DropMalformed, []any{"err", err}
-	case src != c.addr && !c.peer.fromSubnet(src):
+	case src != ps.addr && !ps.peer.fromSubnet(src):
 		return DropSpoofed, []any{"src", src}
 	}
-	if _, ok := c.peer.allowed.Load().Lookup(dst); !ok {
+	if _, ok := ps.peer.allowed.Load().Lookup(dst); !ok {
 		switch {
 		case dst != s.cfg.Gateway:
 			return DropACL, []any{"dst", dst}
@@ -80,32 +80,32 @@ func (s *Server) checkFromClient(c *clientConn, frame []byte) (reason string, de
 	return "", nil
 }
 
-func (s *Server) drop(c *clientConn, reason, msg string, args ...any) {
+func (s *Server) drop(ps *peerSession, reason, msg string, args ...any) {
 	s.drops.Inc(reason)
 	name := ""
-	if c != nil {
-		c.peer.drops.Inc(reason)
-		name = c.name
+	if ps != nil {
+		ps.peer.drops.Inc(reason)
+		name = ps.name
 		args = append(args, "peer", name)
 	}
 	s.rate.Log(slog.LevelWarn, "drop:"+reason+":"+name, msg, args...)
 }
 
-func (s *Server) tunReadLoop(ctx context.Context) {
+func (s *Server) readDevice(ctx context.Context) {
 	s.tun.Frames(ctx, func(b *packet.Buf, dst netip.Addr) {
-		var c *clientConn
+		var ps *peerSession
 		if i, ok := s.poolIndex(dst); ok {
-			c = s.byAddr[i].Load()
+			ps = s.byAddr[i].Load()
 		} else {
-			c, _ = s.bySubnet.Load().Lookup(dst)
+			ps, _ = s.bySubnet.Load().Lookup(dst)
 		}
-		if c == nil {
+		if ps == nil {
 			packet.Put(b)
 			s.drops.Inc(DropNoRoute) // common and harmless (e.g. a client just left): count, don't log
 			return
 		}
-		if !c.sess.Enqueue(b) {
-			s.drop(c, DropQueueFull, "send queue full")
+		if !ps.sess.Enqueue(b) {
+			s.drop(ps, DropQueueFull, "send queue full")
 		}
 	}, func() { s.drops.Inc(DropMalformed) })
 }

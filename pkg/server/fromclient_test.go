@@ -47,9 +47,9 @@ func TestCheckFromClient(t *testing.T) {
 			{Name: "open", PublicKey: k2, Allowed: append(slices.Clone(routes), pfx("100.64.240.1/32"))},
 		}}
 	s := New(cfg, slog.New(slog.DiscardHandler))
-	conn := map[string]*clientConn{}
+	conn := map[string]*peerSession{}
 	for _, p := range s.peers {
-		conn[p.cfg.Name] = &clientConn{peer: p, name: p.cfg.Name, addr: netip.MustParseAddr("100.64.240.2")}
+		conn[p.cfg.Name] = &peerSession{peer: p, name: p.cfg.Name, addr: netip.MustParseAddr("100.64.240.2")}
 	}
 	const me, gw, gwVPC = "100.64.240.2", "100.64.240.1", "10.0.0.2"
 	for _, c := range []struct {
@@ -74,7 +74,7 @@ func TestCheckFromClient(t *testing.T) {
 		{"short", "closed", make([]byte, packet.VnetHdrLen), DropMalformed},
 		{"not IP", "closed", append(make([]byte, packet.VnetHdrLen), 0x10, 0, 0), DropMalformed},
 	} {
-		if got, _ := s.checkFromClient(conn[c.peer], c.frame); got != c.want {
+		if got, _ := s.checkFromPeer(conn[c.peer], c.frame); got != c.want {
 			t.Errorf("%s (peer %s): %q, want %q", c.name, c.peer, got, c.want)
 		}
 	}
@@ -105,16 +105,16 @@ func TestCheckFromClientAllocs(t *testing.T) {
 	cfg := &config.Server{Pool: pfx("100.64.240.0/24"), Gateway: netip.MustParseAddr("100.64.240.1"), MTU: 1400, Routes: routes,
 		Peers: []config.Peer{{Name: "vm", Allowed: routes}}}
 	s := New(cfg, slog.New(slog.DiscardHandler))
-	var c *clientConn
+	var c *peerSession
 	for _, p := range s.peers {
-		c = &clientConn{peer: p, name: "vm", addr: netip.MustParseAddr("100.64.240.2")}
+		c = &peerSession{peer: p, name: "vm", addr: netip.MustParseAddr("100.64.240.2")}
 	}
 	toPod, toGW := frame("100.64.240.2", "10.244.1.20", 6, syn22...), frame("100.64.240.2", "100.64.240.1", 1, ping...)
 	if n := testing.AllocsPerRun(1000, func() {
-		if r, _ := s.checkFromClient(c, toPod); r != "" {
+		if r, _ := s.checkFromPeer(c, toPod); r != "" {
 			t.Fatal(r)
 		}
-		if r, _ := s.checkFromClient(c, toGW); r != "" {
+		if r, _ := s.checkFromPeer(c, toGW); r != "" {
 			t.Fatal(r)
 		}
 	}); n != 0 {

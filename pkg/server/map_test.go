@@ -15,11 +15,11 @@ import (
 // The real addresses behind a map are not reachable under their own names.
 func TestMapPushesAndChecksVirtualNames(t *testing.T) {
 	maps := []config.Mapping{{Real: netip.MustParsePrefix("10.244.0.0/16"), Virtual: netip.MustParsePrefix("100.100.0.0/16")}}
-	peer := config.Peer{Name: "vm", Allowed: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("10.96.0.0/12")}}
+	vm := config.Peer{Name: "vm", Allowed: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("10.96.0.0/12")}}
 	cfg := &config.Server{Pool: netip.MustParsePrefix("100.64.240.0/24"), Gateway: netip.MustParseAddr("100.64.240.1"), MTU: 1400,
-		Routes: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")}, Map: maps, Peers: []config.Peer{peer}}
+		Routes: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")}, Map: maps, Peers: []config.Peer{vm}}
 	s := New(cfg, nil)
-	var pi *peerInfo
+	var pi *peer
 	for _, p := range s.peers {
 		pi = p
 	}
@@ -45,12 +45,12 @@ func TestMapPushesAndChecksVirtualNames(t *testing.T) {
 func TestMapPushesDNSServerVirtual(t *testing.T) {
 	maps := []config.Mapping{{Real: netip.MustParsePrefix("10.96.0.0/16"), Virtual: netip.MustParsePrefix("100.110.0.0/16")}}
 	routes := []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")}
-	peer := config.Peer{Name: "vm", Allowed: routes}
+	vm := config.Peer{Name: "vm", Allowed: routes}
 	cfg := &config.Server{Pool: netip.MustParsePrefix("100.64.240.0/24"), Gateway: netip.MustParseAddr("100.64.240.1"), MTU: 1400,
-		Routes: routes, Map: maps, Peers: []config.Peer{peer},
+		Routes: routes, Map: maps, Peers: []config.Peer{vm},
 		DNS: config.DNS{Servers: []netip.Addr{netip.MustParseAddr("10.96.0.10")}, Domains: []string{"cluster.local"}}}
 	s := New(cfg, slog.New(slog.DiscardHandler))
-	var pi *peerInfo
+	var pi *peer
 	for _, p := range s.peers {
 		pi = p
 	}

@@ -41,22 +41,22 @@ var healKinds = []string{HealNFTables, HealIPForward, HealLeases, HealTun, HealR
 
 // NewCollector builds the collector over a status source (Server.Status).
 func NewCollector(status func() Status) *Collector {
-	peer := []string{"peer"}
+	peerLabel := []string{"peer"}
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("gtund_"+name, help, labels, nil)
 	}
 	return &Collector{status: status,
-		peerRxBytes:   d("peer_rx_bytes_total", "Bytes of data frames received from the peer (IP packets plus a 10-byte offload header each), across its sessions.", peer...),
-		peerTxBytes:   d("peer_tx_bytes_total", "Bytes of data frames sent to the peer (IP packets plus a 10-byte offload header each), across its sessions.", peer...),
-		peerRxPackets: d("peer_rx_packets_total", "Frames received from the peer (an offloaded super-packet counts once).", peer...),
-		peerTxPackets: d("peer_tx_packets_total", "Frames sent to the peer (an offloaded super-packet counts once).", peer...),
-		peerConnected: d("peer_connected", "1 while the peer has a session, else 0.", peer...),
-		peerRTT:       d("peer_rtt_seconds", "Last keepalive round trip of the peer's session, as the client measured it (0 before the first).", peer...),
-		peerSessions:  d("peer_sessions_total", "Sessions the peer established since gtund started; more than one means it reconnected.", peer...),
+		peerRxBytes:   d("peer_rx_bytes_total", "Bytes of data frames received from the peer (IP packets plus a 10-byte offload header each), across its sessions.", peerLabel...),
+		peerTxBytes:   d("peer_tx_bytes_total", "Bytes of data frames sent to the peer (IP packets plus a 10-byte offload header each), across its sessions.", peerLabel...),
+		peerRxPackets: d("peer_rx_packets_total", "Frames received from the peer (an offloaded super-packet counts once).", peerLabel...),
+		peerTxPackets: d("peer_tx_packets_total", "Frames sent to the peer (an offloaded super-packet counts once).", peerLabel...),
+		peerConnected: d("peer_connected", "1 while the peer has a session, else 0.", peerLabel...),
+		peerRTT:       d("peer_rtt_seconds", "Last keepalive round trip of the peer's session, as the client measured it (0 before the first).", peerLabel...),
+		peerSessions:  d("peer_sessions_total", "Sessions the peer established since gtund started; more than one means it reconnected.", peerLabel...),
 		peerDrops:     d("peer_drops_total", "Packets from or to the peer that gtund dropped, by reason (acl, spoofed_source, queue_full, ...).", "peer", "reason"),
 		peerRekeys: d("peer_rekeys_total", "Key updates of the peer's sessions, across them: direction=sent (gtund replaced its send key), direction=received (the client replaced its own).",
 			"peer", "direction"),
-		peerKeyAge: d("peer_key_age_seconds", "How long gtund's current send key of the peer's session has been in use (connected peers only); above rekey_interval plus a keepalive, keys are not rotating.", peer...),
+		peerKeyAge: d("peer_key_age_seconds", "How long gtund's current send key of the peer's session has been in use (connected peers only); above rekey_interval plus a keepalive, keys are not rotating.", peerLabel...),
 		peers:      d("peers", "Peers configured (gtund.toml and the peers file)."),
 		sessions:   d("sessions", "Peers connected now."),
 		routes:     d("routes", "Routes gtund serves (pushed to its clients)."),

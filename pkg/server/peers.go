@@ -21,7 +21,9 @@ import (
 // them are dropped here rather than sent out of the default route.
 const subnetLinger = 30 * time.Second
 
-type peerInfo struct {
+// peer is one configured [[peer]] and what gtund keeps of it across its
+// sessions: its ACL, its subnets, its counters.
+type peer struct {
 	cfg     config.Peer // guarded by Server.mu
 	lastTS  uint64      // newest handshake timestamp seen, refuses replays; Server.mu
 	allowed atomic.Pointer[packet.Table[struct{}]]
@@ -31,9 +33,9 @@ type peerInfo struct {
 
 	// Counters across the peer's sessions, so that status and metrics
 	// never go backwards when a session ends or is replaced. Server.mu.
-	live     map[*clientConn]struct{} // registered sessions not yet ended
-	closed   totals                   // of the sessions that ended
-	sessions uint64                   // sessions established
+	live     map[*peerSession]struct{} // registered sessions not yet ended
+	closed   totals                    // of the sessions that ended
+	sessions uint64                    // sessions established
 }
 
 // totals are a peer's traffic and key update counters.
@@ -50,8 +52,10 @@ func (t *totals) add(s *session.Session) {
 	t.rekeys = t.rekeys.Add(s.Rekeys())
 }
 
-type clientConn struct {
-	peer      *peerInfo
+// peerSession is a peer's session as the data plane routes to it: packets
+// to addr (and to the peer's subnets) go to sess.
+type peerSession struct {
+	peer      *peer
 	name      string
 	addr      netip.Addr
 	sess      *session.Session
@@ -60,8 +64,8 @@ type clientConn struct {
 	since     time.Time
 }
 
-func newPeerInfo(p config.Peer, maps []config.Mapping) *peerInfo {
-	pi := &peerInfo{cfg: p, live: map[*clientConn]struct{}{}}
+func newPeerInfo(p config.Peer, maps []config.Mapping) *peer {
+	pi := &peer{cfg: p, live: map[*peerSession]struct{}{}}
 	pi.allowed.Store(aclTable(virtual(maps, p.Allowed)))
 	pi.subnets.Store(aclTable(p.Subnets))
 	return pi
@@ -117,13 +121,13 @@ func (s *Server) authorize(k secure.PublicKey, ts uint64) error {
 	return nil
 }
 
-func (s *Server) configFor(p *peerInfo, addr netip.Addr) *session.Msg {
+func (s *Server) configFor(p *peer, addr netip.Addr) *session.Msg {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.configForLocked(p, addr)
 }
 
-func (s *Server) configForLocked(p *peerInfo, addr netip.Addr) *session.Msg {
+func (s *Server) configForLocked(p *peer, addr netip.Addr) *session.Msg {
 	routes := make([]string, 0, len(p.cfg.Allowed))
 	for _, r := range virtual(s.maps, p.cfg.Allowed) {
 		// The gateway's own address in allowed opens the host; the client
@@ -146,7 +150,7 @@ func (s *Server) configForLocked(p *peerInfo, addr netip.Addr) *session.Msg {
 // dnsForLocked is the split DNS pushed to a peer: the configured servers
 // its ACL lets it reach (none: no DNS for it, since its queries would be
 // dropped).
-func (s *Server) dnsForLocked(p *peerInfo) *session.DNS {
+func (s *Server) dnsForLocked(p *peer) *session.DNS {
 	if s.dns.IsZero() {
 		return nil
 	}
@@ -179,21 +183,21 @@ func (s *Server) syncSubnetsLocked() {
 // planSubnets maps the subnets of connected peers to their sessions, and
 // lists the subnets to route into the TUN: those, and the subnets of peers
 // gone less than linger ago.
-func planSubnets(now time.Time, peers map[secure.PublicKey]*peerInfo, sessions map[secure.PublicKey]*clientConn,
-	linger time.Duration) (map[netip.Prefix]*clientConn, []netip.Prefix) {
-	table := map[netip.Prefix]*clientConn{}
+func planSubnets(now time.Time, peers map[secure.PublicKey]*peer, sessions map[secure.PublicKey]*peerSession,
+	linger time.Duration) (map[netip.Prefix]*peerSession, []netip.Prefix) {
+	table := map[netip.Prefix]*peerSession{}
 	var routes []netip.Prefix
 	for k, p := range peers {
 		if len(p.cfg.Subnets) == 0 {
 			continue
 		}
-		c := sessions[k]
-		lingering := c == nil && !p.goneAt.IsZero() && now.Sub(p.goneAt) < linger
+		ps := sessions[k]
+		lingering := ps == nil && !p.goneAt.IsZero() && now.Sub(p.goneAt) < linger
 		for _, sn := range p.cfg.Subnets {
-			if c != nil {
-				table[sn] = c
+			if ps != nil {
+				table[sn] = ps
 			}
-			if c != nil || lingering {
+			if ps != nil || lingering {
 				routes = append(routes, sn)
 			}
 		}
@@ -207,58 +211,58 @@ func (s *Server) syncSubnets() {
 	s.syncSubnetsLocked()
 }
 
-// register makes c the session of key, replacing (and closing) an older one:
+// register makes ps the session of key, replacing (and closing) an older one:
 // a client that reconnects before its old session timed out takes over. It
 // refuses when the peer was removed (by a reload) meanwhile.
-func (s *Server) register(key secure.PublicKey, c *clientConn) bool {
+func (s *Server) register(key secure.PublicKey, ps *peerSession) bool {
 	s.mu.Lock()
-	if s.peers[key] != c.peer {
+	if s.peers[key] != ps.peer {
 		s.mu.Unlock()
 		return false
 	}
 	old := s.sessions[key]
-	s.sessions[key] = c
-	c.peer.live[c] = struct{}{}
-	c.peer.sessions++
-	if old != nil && old.addr != c.addr {
+	s.sessions[key] = ps
+	ps.peer.live[ps] = struct{}{}
+	ps.peer.sessions++
+	if old != nil && old.addr != ps.addr {
 		s.slot(old.addr).CompareAndSwap(old, nil)
 	}
-	s.slot(c.addr).Store(c)
-	c.peer.goneAt = time.Time{}
-	if len(c.peer.cfg.Subnets) > 0 {
+	s.slot(ps.addr).Store(ps)
+	ps.peer.goneAt = time.Time{}
+	if len(ps.peer.cfg.Subnets) > 0 {
 		s.syncSubnetsLocked()
 	}
 	s.mu.Unlock()
 	if old != nil {
-		s.log.Info("replacing older session of peer", "peer", c.name, "old_endpoint", old.endpoint)
+		s.log.Info("replacing older session of peer", "peer", ps.name, "old_endpoint", old.endpoint)
 		old.sess.Close()
 	}
 	_ = sdnotify.Status(s.statusLine())
 	return true
 }
 
-func (s *Server) unregister(key secure.PublicKey, c *clientConn) {
+func (s *Server) unregister(key secure.PublicKey, ps *peerSession) {
 	s.mu.Lock()
-	if s.sessions[key] == c {
+	if s.sessions[key] == ps {
 		delete(s.sessions, key)
-		c.peer.goneAt = time.Now()
-		if len(c.peer.cfg.Subnets) > 0 {
+		ps.peer.goneAt = time.Now()
+		if len(ps.peer.cfg.Subnets) > 0 {
 			s.syncSubnetsLocked()
 			// Withdraw the routes unless it is back by then.
 			time.AfterFunc(subnetLinger+100*time.Millisecond, s.syncSubnets)
 		}
 	}
-	if _, ok := c.peer.live[c]; ok {
-		delete(c.peer.live, c)
-		c.peer.closed.add(c.sess)
+	if _, ok := ps.peer.live[ps]; ok {
+		delete(ps.peer.live, ps)
+		ps.peer.closed.add(ps.sess)
 	}
-	s.slot(c.addr).CompareAndSwap(c, nil)
+	s.slot(ps.addr).CompareAndSwap(ps, nil)
 	s.mu.Unlock()
 	_ = sdnotify.Status(s.statusLine())
 }
 
 // slot is the routing slot of a pool address (which every client address is).
-func (s *Server) slot(a netip.Addr) *atomic.Pointer[clientConn] {
+func (s *Server) slot(a netip.Addr) *atomic.Pointer[peerSession] {
 	i, _ := s.poolIndex(a)
 	return &s.byAddr[i]
 }
@@ -272,7 +276,7 @@ func (s *Server) poolIndex(a netip.Addr) (int, bool) {
 	return int(binary.BigEndian.Uint32(x[:]) - binary.BigEndian.Uint32(base[:])), true
 }
 
-func (p *peerInfo) fromSubnet(a netip.Addr) bool {
+func (p *peer) fromSubnet(a netip.Addr) bool {
 	_, ok := p.subnets.Load().Lookup(a)
 	return ok
 }

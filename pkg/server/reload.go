@@ -40,13 +40,13 @@ func (s *Server) reload() error {
 	for _, p := range n.Peers {
 		newKeys[p.PublicKey] = true
 	}
-	var drop, push []*clientConn
+	var drop, push []*peerSession
 	var added, removed, changed int
 	s.mu.Lock()
 	s.routes, s.maps, s.dns, s.keepalive, s.deadAfter, s.rekey = n.Routes, n.Map, n.DNS, n.Keepalive, n.DeadAfter, n.RekeyInterval
 	s.guard.SetLimits(n.Handshake)
 	s.hsTimeout.Store(int64(handshakeTimeout(n)))
-	peers := make(map[secure.PublicKey]*peerInfo, len(n.Peers))
+	peers := make(map[secure.PublicKey]*peer, len(n.Peers))
 	for _, p := range n.Peers {
 		pi, ok := s.peers[p.PublicKey]
 		if !ok {
@@ -62,11 +62,11 @@ func (s *Server) reload() error {
 		pi.allowed.Store(aclTable(virtual(n.Map, p.Allowed)))
 		pi.subnets.Store(aclTable(p.Subnets))
 		peers[p.PublicKey] = pi
-		if c := s.sessions[p.PublicKey]; c != nil {
+		if ps := s.sessions[p.PublicKey]; ps != nil {
 			if addrChanged {
-				drop = append(drop, c) // it reconnects and gets its new address
+				drop = append(drop, ps) // it reconnects and gets its new address
 			} else {
-				push = append(push, c)
+				push = append(push, ps)
 			}
 		}
 	}
@@ -75,27 +75,27 @@ func (s *Server) reload() error {
 			removed++
 		}
 	}
-	for k, c := range s.sessions {
+	for k, ps := range s.sessions {
 		if !newKeys[k] {
-			drop = append(drop, c)
+			drop = append(drop, ps)
 		}
 	}
 	s.peers = peers
 	s.syncSubnetsLocked()
 	msgs := make([]*session.Msg, len(push))
-	for i, c := range push {
-		msgs[i] = s.configForLocked(c.peer, c.addr)
+	for i, ps := range push {
+		msgs[i] = s.configForLocked(ps.peer, ps.addr)
 	}
 	s.mu.Unlock()
 	s.syncPoolPeers()
-	for _, c := range drop {
-		_ = c.sess.SendControl(&session.Msg{Type: session.TypeError, Error: "peer removed or its address changed by a config reload"})
-		c.sess.Close()
+	for _, ps := range drop {
+		_ = ps.sess.SendControl(&session.Msg{Type: session.TypeError, Error: "peer removed or its address changed by a config reload"})
+		ps.sess.Close()
 	}
-	for i, c := range push {
-		c.sess.SetRekeyInterval(n.RekeyInterval) // gtund's side; the config carries it to the client's
-		if err := c.sess.SendControl(msgs[i]); err != nil {
-			s.log.Warn("reload: cannot push the new config", "peer", c.name, "err", err)
+	for i, ps := range push {
+		ps.sess.SetRekeyInterval(n.RekeyInterval) // gtund's side; the config carries it to the client's
+		if err := ps.sess.SendControl(msgs[i]); err != nil {
+			s.log.Warn("reload: cannot push the new config", "peer", ps.name, "err", err)
 		}
 	}
 	s.log.Info("config reloaded", "routes", n.Routes, "peers", len(n.Peers), "added", added, "removed", removed,

@@ -63,18 +63,18 @@ type Server struct {
 	keepalive time.Duration
 	deadAfter int
 	rekey     time.Duration // how long a session's send keys live, both sides
-	peers     map[secure.PublicKey]*peerInfo
-	sessions  map[secure.PublicKey]*clientConn
+	peers     map[secure.PublicKey]*peer
+	sessions  map[secure.PublicKey]*peerSession
 	started   time.Time
 
 	// byAddr routes packets read from the TUN to the client owning the
 	// destination: one slot per pool address, updated in place as sessions
 	// come and go (a table rebuilt per session made 1,000 connecting clients
 	// cost a million map inserts).
-	byAddr []atomic.Pointer[clientConn]
+	byAddr []atomic.Pointer[peerSession]
 	// bySubnet routes packets to peers' subnets (site-to-site) by longest
 	// prefix; rebuilt when a peer with subnets comes or goes.
-	bySubnet atomic.Pointer[packet.Table[*clientConn]]
+	bySubnet atomic.Pointer[packet.Table[*peerSession]]
 	// subnetRoutes keeps the connected (and lingering) peers' subnets
 	// routed into the TUN.
 	subnetRoutes *route.Reconciler
@@ -97,15 +97,15 @@ type Server struct {
 // New validates what can be checked before touching the system.
 func New(cfg *config.Server, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second),
-		peers: map[secure.PublicKey]*peerInfo{}, sessions: map[secure.PublicKey]*clientConn{},
+		peers: map[secure.PublicKey]*peer{}, sessions: map[secure.PublicKey]*peerSession{},
 		guard:  guard.New(cfg.Handshake),
 		routes: cfg.Routes, maps: cfg.Map, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter, rekey: cfg.RekeyInterval}
-	s.bySubnet.Store(packet.NewTable(map[netip.Prefix]*clientConn{}))
+	s.bySubnet.Store(packet.NewTable(map[netip.Prefix]*peerSession{}))
 	s.reloadReq = make(chan chan error)
 	for _, p := range cfg.Peers {
 		s.peers[p.PublicKey] = newPeerInfo(p, cfg.Map)
 	}
-	s.byAddr = make([]atomic.Pointer[clientConn], 1<<(32-cfg.Pool.Bits()))
+	s.byAddr = make([]atomic.Pointer[peerSession], 1<<(32-cfg.Pool.Bits()))
 	s.hsTimeout.Store(int64(handshakeTimeout(cfg)))
 	s.responder = secure.NewResponder(secure.ServerConfig{Private: cfg.PrivateKey, Authorize: s.authorize})
 	return s
@@ -231,7 +231,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 			s.log.Error("route reconciler stopped", "err", err)
 		}
 	})
-	s.goRun(func() { s.tunReadLoop(ctx) })
+	s.goRun(func() { s.readDevice(ctx) })
 	s.log.Info("gtund ready", "listen", s.listenAddrs, "tun", s.cfg.Tun, "pool", s.cfg.Pool,
 		"routes", s.cfg.Routes, "map", s.cfg.Map, "nat", s.cfg.NAT, "peers", len(s.cfg.Peers),
 		"aes", secure.AESImplementation())
@@ -253,9 +253,9 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	_ = sdnotify.Stopping()
 	closeAll(listeners)
 	s.mu.Lock()
-	for _, c := range s.sessions {
-		_ = c.sess.SendControl(&session.Msg{Type: session.TypeError, Error: "server shutting down"})
-		c.sess.Close()
+	for _, ps := range s.sessions {
+		_ = ps.sess.SendControl(&session.Msg{Type: session.TypeError, Error: "server shutting down"})
+		ps.sess.Close()
 	}
 	s.mu.Unlock()
 	s.tun.Close() // unblocks the TUN reader

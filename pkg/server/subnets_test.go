@@ -21,9 +21,9 @@ func TestPlanSubnets(t *testing.T) {
 	a := newPeerInfo(config.Peer{Name: "a", Subnets: []netip.Prefix{pfx("172.16.0.0/24"), pfx("192.168.8.0/22")}}, nil)
 	b := newPeerInfo(config.Peer{Name: "b", Subnets: []netip.Prefix{pfx("172.17.0.0/24")}}, nil)
 	c := newPeerInfo(config.Peer{Name: "c"}, nil)
-	peers := map[secure.PublicKey]*peerInfo{ka: a, kb: b, kc: c}
-	ca, cc := &clientConn{peer: a, name: "a"}, &clientConn{peer: c, name: "c"}
-	sessions := map[secure.PublicKey]*clientConn{ka: ca, kc: cc}
+	peers := map[secure.PublicKey]*peer{ka: a, kb: b, kc: c}
+	ca, cc := &peerSession{peer: a, name: "a"}, &peerSession{peer: c, name: "c"}
+	sessions := map[secure.PublicKey]*peerSession{ka: ca, kc: cc}
 	now := time.Now()
 	b.goneAt = now.Add(-10 * time.Second)
 
@@ -44,12 +44,12 @@ func TestPlanSubnets(t *testing.T) {
 // A peer may send from its address (checked by the caller) or its subnets;
 // the split DNS pushed to it holds only the servers its ACL lets it reach.
 func TestSubnetSourcesAndDNSByACL(t *testing.T) {
-	peer := config.Peer{Name: "vm", Allowed: []netip.Prefix{pfx("10.244.0.0/16")}, Subnets: []netip.Prefix{pfx("172.16.0.0/24")}}
+	vm := config.Peer{Name: "vm", Allowed: []netip.Prefix{pfx("10.244.0.0/16")}, Subnets: []netip.Prefix{pfx("172.16.0.0/24")}}
 	cfg := &config.Server{Pool: pfx("100.64.240.0/24"), Gateway: netip.MustParseAddr("100.64.240.1"), MTU: 1400,
-		Routes: []netip.Prefix{pfx("10.244.0.0/16"), pfx("10.96.0.0/12")}, Peers: []config.Peer{peer},
+		Routes: []netip.Prefix{pfx("10.244.0.0/16"), pfx("10.96.0.0/12")}, Peers: []config.Peer{vm},
 		DNS: config.DNS{Servers: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("10.244.0.53")}, Domains: []string{"cluster.local"}}}
 	s := New(cfg, nil)
-	var pi *peerInfo
+	var pi *peer
 	for _, p := range s.peers {
 		pi = p
 	}
