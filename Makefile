@@ -6,13 +6,20 @@ LDFLAGS   := -s -w -X github.com/gtun/gtun/pkg/cli.Version=$(VERSION) -X github.
 # Packages with goroutines and shared state: run under the race detector.
 RACE_PKGS := ./pkg/...
 
-.PHONY: all build tools deps test unit integration vet fmt-check demo bench clean install uninstall dist dist-check
+.PHONY: all build man tools deps test unit integration vet fmt-check demo bench clean install uninstall dist dist-check
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/gtun ./gtun
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/gtund ./gtund
+
+# Man pages: docs/man/PAGE is rendered from docs/man/PAGE.md by go-md2man
+# (a tool of go.mod). The pages are committed, so that installing needs no
+# Go; docs/man's test fails when one is not the rendering of its source.
+MAN_PAGES := gtun.8 gtund.8 gtun.toml.5 gtund.toml.5
+man:
+	@for p in $(MAN_PAGES); do $(GO) tool go-md2man -in docs/man/$$p.md -out docs/man/$$p; done
 
 # Helpers for the test topology, demo and bench (not installed anywhere).
 tools:

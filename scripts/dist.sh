@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Release tarballs: dist/gtun-VERSION-linux-ARCH.tar.gz for each ARCH, each
-# holding gtun-VERSION-linux-ARCH/{bin/gtun, bin/gtund, etc/, systemd/,
-# scripts/install.sh, scripts/uninstall.sh, README.md, LICENSE}, and
+# holding gtun-VERSION-linux-ARCH/{bin/gtun, bin/gtund, docs/man/ (the
+# rendered man pages), etc/, systemd/, scripts/install.sh,
+# scripts/uninstall.sh, README.md, LICENSE}, and
 # dist/SHA256SUMS over them.
 #
 #   scripts/dist.sh           build them (make dist)
@@ -75,11 +76,12 @@ tarballs=()
 for arch in $ARCHES; do
 	name="gtun-$VERSION-linux-$arch"
 	dir="$stage/$name"
-	mkdir -p "$dir/bin" "$dir/etc" "$dir/systemd" "$dir/scripts"
+	mkdir -p "$dir/bin" "$dir/docs/man" "$dir/etc" "$dir/systemd" "$dir/scripts"
 	for b in gtun gtund; do
 		CGO_ENABLED=0 GOOS=linux GOARCH="$arch" "$GO" build -trimpath -buildvcs=false \
 			-ldflags "$ldflags" -o "$dir/bin/$b" "./$b"
 	done
+	cp docs/man/gtun.8 docs/man/gtund.8 docs/man/gtun.toml.5 docs/man/gtund.toml.5 "$dir/docs/man/"
 	cp etc/gtun.toml etc/gtund.toml "$dir/etc/"
 	cp systemd/gtun.service systemd/gtun@.service systemd/gtund.service "$dir/systemd/"
 	cp scripts/install.sh scripts/uninstall.sh "$dir/scripts/"

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Installs gtun and/or gtund: binaries, systemd units, an example config and a
-# private key (only where the operator has none), from a source tree or an
-# unpacked release tarball (`make dist`).
+# Installs gtun and/or gtund: binaries, man pages, systemd units, an example
+# config and a private key (only where the operator has none), from a source
+# tree or an unpacked release tarball (`make dist`).
 #
-#   scripts/install.sh [--client|--server|--both] [--enable]
+#   scripts/install.sh [--client|--server|--both] [--enable] [--no-keys]
 #
-#   --client   gtun: bin/gtun, gtun.service, gtun@.service, /etc/gtun
-#   --server   gtund: bin/gtund, gtund.service, /etc/gtund
+#   --client   gtun: bin/gtun, gtun(8), gtun.toml(5), gtun.service,
+#              gtun@.service, /etc/gtun
+#   --server   gtund: bin/gtund, gtund(8), gtund.toml(5), gtund.service,
+#              /etc/gtund
 #   --both     both (the default)
 #   --enable   also `systemctl enable --now` the service(s); only on the live
 #              system (DESTDIR empty) and only when systemd is running
+#   --no-keys  make no private key (packaging: the package's postinst makes
+#              it on the machine it is installed on)
 #
 # Environment:
 #   DESTDIR    staging root for packaging (default empty: the live system)
-#   PREFIX     where bin/ goes (default /usr/local); the units' ExecStart
-#              follows it
+#   PREFIX     where bin/ and share/man/ go (default /usr/local); the units'
+#              ExecStart follows it
 #   UNITDIR    where the units go (default /etc/systemd/system, or
 #              /lib/systemd/system when DESTDIR is set, as packages do)
 #
@@ -30,13 +34,14 @@ usage() {
 	exit 2
 }
 
-client=1 server=1 enable=0
+client=1 server=1 enable=0 keys=1
 for arg in "$@"; do
 	case "$arg" in
 	--client) client=1 server=0 ;;
 	--server) client=0 server=1 ;;
 	--both) client=1 server=1 ;;
 	--enable) enable=1 ;;
+	--no-keys) keys=0 ;;
 	-h | --help) usage ;;
 	*)
 		echo "install.sh: unknown argument: $arg" >&2
@@ -118,6 +123,12 @@ install_unit() {
 	rm -f "$tmp"
 }
 
+# install_man NAME: the man pages of NAME (NAME(8), NAME.toml(5)).
+install_man() {
+	install_file "$src/docs/man/$1.8" "$DESTDIR$PREFIX/share/man/man8/$1.8" 0644
+	install_file "$src/docs/man/$1.toml.5" "$DESTDIR$PREFIX/share/man/man5/$1.toml.5" 0644
+}
+
 # setup_etc NAME: /etc/NAME (0700) with NAME.toml and private.key, each only
 # if absent.
 setup_etc() {
@@ -137,6 +148,9 @@ setup_etc() {
 		changed=1
 	fi
 	local key="$dir/private.key" bin="$DESTDIR$PREFIX/bin/$name"
+	if [ "$keys" = 0 ]; then
+		return
+	fi
 	if [ -e "$key" ]; then
 		say kept "$key"
 		case "$(stat -c %a "$key")" in
@@ -177,6 +191,9 @@ for b in "${bins[@]}"; do
 	fi
 done
 units=()
+for b in "${bins[@]}"; do
+	install_man "$b"
+done
 if [ "$client" = 1 ]; then
 	install_unit gtun.service
 	install_unit gtun@.service
@@ -189,7 +206,9 @@ if [ "$server" = 1 ]; then
 	units+=(gtund.service)
 fi
 
-printf '%s\n' "${pubkeys[@]}"
+if [ ${#pubkeys[@]} -gt 0 ]; then
+	printf '%s\n' "${pubkeys[@]}"
+fi
 
 live=0
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Removes what scripts/install.sh installed: the binaries and the systemd
-# units (stopping and disabling the services first on the live system).
+# Removes what scripts/install.sh installed: the binaries, the man pages and
+# the systemd units (stopping and disabling the services first on the live system).
 # Configs and private keys stay, unless --purge, which also removes /etc/gtun,
 # /etc/gtund and gtund's leases in /var/lib/gtund.
 #
@@ -73,6 +73,8 @@ for name in "${names[@]}"; do
 		remove "$DESTDIR$UNITDIR/$u"
 	done
 	remove "$DESTDIR$PREFIX/bin/$name"
+	remove "$DESTDIR$PREFIX/share/man/man8/$name.8"
+	remove "$DESTDIR$PREFIX/share/man/man5/$name.toml.5"
 	if [ "$purge" = 1 ]; then
 		remove "$DESTDIR/etc/$name"
 		if [ "$name" = gtund ]; then

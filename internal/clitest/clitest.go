@@ -6,6 +6,7 @@ package clitest
 import (
 	"bytes"
 	"flag"
+	"os"
 	"strings"
 	"testing"
 
@@ -70,5 +71,27 @@ func CheckTree(t *testing.T, root *cli.Command) {
 				t.Errorf("%s %q: exit %d, stdout %q, stderr %q; want 2, the way to help on stderr", root.Name, args, code, out, errOut)
 			}
 		}
+	})
+}
+
+// CheckManPage checks that the man page source at path names every
+// command below root and every flag of each, in bold as the page writes
+// them: **peer add**, **--endpoint**.
+func CheckManPage(t *testing.T, root *cli.Command, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	root.Walk(func(p string, c *cli.Command) {
+		if words := strings.Fields(p)[1:]; len(words) > 0 && !strings.Contains(page, "**"+strings.Join(words, " ")+"**") {
+			t.Errorf("%s does not name the command %s (as **%s**)", path, p, strings.Join(words, " "))
+		}
+		c.Flags().VisitAll(func(f *flag.Flag) {
+			if !strings.Contains(page, "**"+cli.FlagName(f.Name)+"**") {
+				t.Errorf("%s does not name %s's flag %s", path, p, cli.FlagName(f.Name))
+			}
+		})
 	})
 }

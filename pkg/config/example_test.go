@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -82,18 +81,6 @@ func TestExampleClientConfigLoads(t *testing.T) {
 	}
 }
 
-// tomlKeys lists the toml tags of the fields of a struct type.
-func tomlKeys(v any) []string {
-	var out []string
-	rt := reflect.TypeOf(v)
-	for i := range rt.NumField() {
-		if tag, _, _ := strings.Cut(rt.Field(i).Tag.Get("toml"), ","); tag != "" && tag != "-" {
-			out = append(out, tag)
-		}
-	}
-	return out
-}
-
 // tables splits a TOML text into the bodies of its tables, lines trimmed
 // (array tables: their first occurrence).
 func tables(src string) map[string]string {
@@ -119,31 +106,36 @@ func tables(src string) map[string]string {
 	return out
 }
 
+// Every key of the config structs (keyList: keys added later included) is
+// in the annotated example, set or commented out, with a comment line
+// right above it; a key of an inline table (server.dns.servers) is named
+// on its parent's line.
 func TestExamplesDocumentEveryKey(t *testing.T) {
 	for _, c := range []struct {
-		file   string
-		tables map[string]any
+		file string
+		keys []key
 	}{
-		{"gtund.toml", map[string]any{"server": ServerSection{}, "peer": PeerSection{}, "log": Log{}}},
-		{"gtun.toml", map[string]any{"client": ClientSection{}, "server": ServerEntryTOML{}, "log": Log{}}},
+		{"gtund.toml", keyList(ServerFile{})},
+		{"gtun.toml", keyList(ClientFile{})},
 	} {
 		b, err := os.ReadFile(filepath.Join("..", "..", "etc", c.file))
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := tables(string(b))
-		for table, section := range c.tables {
-			body, ok := got[table]
+		for _, k := range c.keys {
+			top, inline, nested := strings.Cut(k.Table, ".")
+			body, ok := got[top]
 			if !ok {
-				t.Errorf("%s: no [%s] table", c.file, table)
+				t.Errorf("%s: no [%s] table", c.file, top)
 				continue
 			}
-			for _, key := range tomlKeys(section) {
-				// The key, set or commented out, with a comment line right above.
-				re := regexp.MustCompile(`(?m)^#.*\n(?:# )?` + regexp.QuoteMeta(key) + `\s*=`)
-				if !re.MatchString(body) {
-					t.Errorf("%s: [%s] %s is missing or has no comment above it", c.file, table, key)
-				}
+			re := regexp.MustCompile(`(?m)^#.*\n(?:# )?` + regexp.QuoteMeta(k.Name) + `\s*=`)
+			if nested {
+				re = regexp.MustCompile(`(?m)^(?:# )?` + regexp.QuoteMeta(inline) + `\s*=.*\b` + regexp.QuoteMeta(k.Name) + `\s*=`)
+			}
+			if !re.MatchString(body) {
+				t.Errorf("%s: [%s] %s is missing or has no comment above it", c.file, top, k.Path())
 			}
 		}
 	}
@@ -172,13 +164,38 @@ func TestReadmeConfigurationNamesEveryKey(t *testing.T) {
 			named[word] = true
 		}
 	}
-	for what, section := range map[string]any{
-		"gtund [server]": ServerSection{}, "gtund [server] dns": DNSTOML{}, "gtund [[peer]]": PeerSection{},
-		"gtun [client]": ClientSection{}, "gtun [[server]]": ServerEntryTOML{}, "[log]": Log{},
+	for _, k := range append(keyList(ServerFile{}), keyList(ClientFile{})...) {
+		if !named[k.Name] {
+			t.Errorf("README.md, Configuration: key %s is not named (as `%s`)", k.Path(), k.Name)
+		}
+	}
+}
+
+// The man pages gtund.toml(5) and gtun.toml(5) name every key in the
+// section of its table ("# [server]", "# [[peer]]"), as a bold term:
+// **listen**, or **dns.servers** for a key of an inline table.
+func TestManPagesNameEveryKey(t *testing.T) {
+	for page, keys := range map[string][]key{
+		"gtund.toml.5.md": keyList(ServerFile{}),
+		"gtun.toml.5.md":  keyList(ClientFile{}),
 	} {
-		for _, key := range tomlKeys(section) {
-			if !named[key] {
-				t.Errorf("README.md, Configuration: %s key %s is not named (as `%s`)", what, key, key)
+		b, err := os.ReadFile(filepath.Join("..", "..", "docs", "man", page))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sections := map[string]string{}
+		for _, sec := range strings.Split(string(b), "\n# ")[1:] {
+			title, body, _ := strings.Cut(sec, "\n")
+			sections[strings.Trim(title, "[]")] = body
+		}
+		for _, k := range keys {
+			top, inline, nested := strings.Cut(k.Table, ".")
+			term := "**" + k.Name + "**"
+			if nested {
+				term = "**" + inline + "." + k.Name + "**"
+			}
+			if body, ok := sections[top]; !ok || !strings.Contains(body, term) {
+				t.Errorf("docs/man/%s: section [%s] does not name %s (as %s)", page, top, k.Path(), term)
 			}
 		}
 	}

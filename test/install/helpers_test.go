@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 }
 
 // sourceTree lays out what install.sh expects next to it, as in a release
-// tarball: scripts/, etc/, systemd/ and (withBins) bin/ with the freshly
+// tarball: scripts/, docs/man/, etc/, systemd/ and (withBins) bin/ with the freshly
 // built binaries. There is no go.mod, so install.sh cannot fall back to
 // building.
 func sourceTree(t *testing.T, withBins bool) string {
@@ -53,6 +53,7 @@ func sourceTree(t *testing.T, withBins bool) string {
 	dir := t.TempDir()
 	for _, rel := range []string{
 		"scripts/install.sh", "scripts/uninstall.sh",
+		"docs/man/gtun.8", "docs/man/gtund.8", "docs/man/gtun.toml.5", "docs/man/gtund.toml.5",
 		"etc/gtun.toml", "etc/gtund.toml",
 		"systemd/gtun.service", "systemd/gtun@.service", "systemd/gtund.service",
 	} {

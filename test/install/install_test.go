@@ -31,6 +31,14 @@ drwxr-xr-x /usr/local
 drwxr-xr-x /usr/local/bin
 -rwxr-xr-x /usr/local/bin/gtun
 -rwxr-xr-x /usr/local/bin/gtund
+drwxr-xr-x /usr/local/share
+drwxr-xr-x /usr/local/share/man
+drwxr-xr-x /usr/local/share/man/man5
+-rw-r--r-- /usr/local/share/man/man5/gtun.toml.5
+-rw-r--r-- /usr/local/share/man/man5/gtund.toml.5
+drwxr-xr-x /usr/local/share/man/man8
+-rw-r--r-- /usr/local/share/man/man8/gtun.8
+-rw-r--r-- /usr/local/share/man/man8/gtund.8
 `
 
 func TestInstallIntoDestdir(t *testing.T) {
@@ -52,6 +60,10 @@ func TestInstallIntoDestdir(t *testing.T) {
 		{"/lib/systemd/system/gtund.service", filepath.Join(root, "systemd/gtund.service")},
 		{"/etc/gtun/gtun.toml", filepath.Join(root, "etc/gtun.toml")},
 		{"/etc/gtund/gtund.toml", filepath.Join(root, "etc/gtund.toml")},
+		{"/usr/local/share/man/man8/gtun.8", filepath.Join(root, "docs/man/gtun.8")},
+		{"/usr/local/share/man/man8/gtund.8", filepath.Join(root, "docs/man/gtund.8")},
+		{"/usr/local/share/man/man5/gtun.toml.5", filepath.Join(root, "docs/man/gtun.toml.5")},
+		{"/usr/local/share/man/man5/gtund.toml.5", filepath.Join(root, "docs/man/gtund.toml.5")},
 	} {
 		if got[c.path].Sum != sumOf(t, c.from) {
 			t.Errorf("%s differs from %s", c.path, c.from)
@@ -197,10 +209,12 @@ func TestInstallRolesAndPrefix(t *testing.T) {
 		arg, prefix string
 		want, not   []string
 	}{
-		{"--client", "/usr", []string{"/usr/bin/gtun", "/lib/systemd/system/gtun.service", "/lib/systemd/system/gtun@.service", "/etc/gtun/private.key"},
-			[]string{"/usr/bin/gtund", "/lib/systemd/system/gtund.service", "/etc/gtund"}},
-		{"--server", "/opt/gtun", []string{"/opt/gtun/bin/gtund", "/lib/systemd/system/gtund.service", "/etc/gtund/private.key"},
-			[]string{"/opt/gtun/bin/gtun", "/lib/systemd/system/gtun.service", "/lib/systemd/system/gtun@.service", "/etc/gtun"}},
+		{"--client", "/usr", []string{"/usr/bin/gtun", "/usr/share/man/man8/gtun.8", "/usr/share/man/man5/gtun.toml.5",
+			"/lib/systemd/system/gtun.service", "/lib/systemd/system/gtun@.service", "/etc/gtun/private.key"},
+			[]string{"/usr/bin/gtund", "/usr/share/man/man8/gtund.8", "/lib/systemd/system/gtund.service", "/etc/gtund"}},
+		{"--server", "/opt/gtun", []string{"/opt/gtun/bin/gtund", "/opt/gtun/share/man/man8/gtund.8", "/opt/gtun/share/man/man5/gtund.toml.5",
+			"/lib/systemd/system/gtund.service", "/etc/gtund/private.key"},
+			[]string{"/opt/gtun/bin/gtun", "/opt/gtun/share/man/man8/gtun.8", "/lib/systemd/system/gtun.service", "/lib/systemd/system/gtun@.service", "/etc/gtun"}},
 	} {
 		t.Run(c.arg, func(t *testing.T) {
 			dest := t.TempDir()
@@ -315,5 +329,33 @@ func TestUninstall(t *testing.T) {
 				t.Errorf("left after --purge: %s", k)
 			}
 		}
+	}
+}
+
+// --no-keys (packaging) stages everything but the keys, and runs neither
+// binary (they may be for another architecture).
+func TestInstallNoKeys(t *testing.T) {
+	tree := sourceTree(t, true)
+	for name := range bins {
+		// A binary that cannot run here, as an arm64 build on amd64.
+		if err := os.WriteFile(filepath.Join(tree, "bin", name), []byte("not for this machine\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dest := t.TempDir()
+	out := mustRun(t, tree, "install.sh", []string{"DESTDIR=" + dest, "PREFIX=/usr"}, "--no-keys")
+	got := snapshot(t, dest)
+	for _, p := range []string{"/etc/gtun/gtun.toml", "/etc/gtund/gtund.toml", "/usr/bin/gtun", "/usr/share/man/man8/gtund.8"} {
+		if _, ok := got[p]; !ok {
+			t.Errorf("%s not installed:\n%s", p, out)
+		}
+	}
+	for p := range got {
+		if strings.HasSuffix(p, ".key") {
+			t.Errorf("%s made with --no-keys", p)
+		}
+	}
+	if strings.Contains(out, "public key") {
+		t.Errorf("--no-keys printed a public key:\n%s", out)
 	}
 }

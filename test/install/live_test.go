@@ -96,6 +96,9 @@ find /etc /usr/local -mindepth 1 -type f -printf '%p\n' | sort
 		"-rw-r--r-- /etc/systemd/system/gtun.service", "-rw-r--r-- /etc/systemd/system/gtun@.service",
 		"-rw-r--r-- /etc/systemd/system/gtund.service",
 		"drwxr-xr-x /usr/local/bin", "-rwxr-xr-x /usr/local/bin/gtun", "-rwxr-xr-x /usr/local/bin/gtund",
+		"drwxr-xr-x /usr/local/share", "drwxr-xr-x /usr/local/share/man",
+		"drwxr-xr-x /usr/local/share/man/man5", "-rw-r--r-- /usr/local/share/man/man5/gtun.toml.5", "-rw-r--r-- /usr/local/share/man/man5/gtund.toml.5",
+		"drwxr-xr-x /usr/local/share/man/man8", "-rw-r--r-- /usr/local/share/man/man8/gtun.8", "-rw-r--r-- /usr/local/share/man/man8/gtund.8",
 	}, "\n") + "\n"
 	if got := section("layout"); got != wantLayout {
 		t.Errorf("live layout:\n%s\nwant:\n%s", got, wantLayout)

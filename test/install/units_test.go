@@ -236,7 +236,7 @@ func TestUnitsHardeningAndPaths(t *testing.T) {
 				t.Errorf("ExecStart=%q, want %q", got, want)
 			}
 			help, _ := exec.Command(bins[c.bin], "help").CombinedOutput()
-			if !strings.Contains(string(help), "default config "+c.config) {
+			if !strings.Contains(string(help), "the config FILE (default "+c.config+")") {
 				t.Errorf("%s's default config is not %s:\n%s", c.bin, c.config, help)
 			}
 			// The directories systemd creates and leaves writable are where
