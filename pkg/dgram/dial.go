@@ -227,13 +227,18 @@ func clientSession(conn *net.UDPConn, keys secure.Keys, local, remote uint32) (*
 	ra := conn.RemoteAddr().(*net.UDPAddr).AddrPort()
 	server := netip.AddrPortFrom(ra.Addr().Unmap(), ra.Port())
 	drops := &stats.Reasons{}
-	s, err := sessionFromKeys(keys, sessionParams{local: local, remote: remote, endpoint: server, drops: drops,
-		xmit: func(b []byte, _ netip.AddrPort) error { _, err := conn.Write(b); return err }})
+	w, err := newBatchWriter(conn, true, drops, func(b []byte, _ netip.AddrPort) error { _, err := conn.Write(b); return err })
 	if err != nil {
 		return nil, err
 	}
+	s, err := sessionFromKeys(keys, sessionParams{local: local, remote: remote, endpoint: server, drops: drops,
+		xmit: func(b []byte, to netip.AddrPort) error { w.send(b, to); return nil }})
+	if err != nil {
+		w.close()
+		return nil, err
+	}
 	s.sock = conn
-	s.onClose = append(s.onClose, func() { conn.Close() })
+	s.onClose = append(s.onClose, func() { w.close(); conn.Close() })
 	go clientReceive(conn, s, server) // ends when Close closes the socket
 	return s, nil
 }
@@ -242,9 +247,13 @@ func clientSession(conn *net.UDPConn, keys secure.Keys, local, remote uint32) (*
 // index is opened, everything else (a late response or cookie reply, a
 // forgery) is dropped and counted.
 func clientReceive(conn *net.UDPConn, s *Session, server netip.AddrPort) {
-	buf := make([]byte, MaxDatagram+1)
+	br, err := newBatchReader(conn, MaxDatagram+1)
+	if err != nil {
+		s.Close()
+		return
+	}
 	for {
-		n, err := conn.Read(buf)
+		n, err := br.read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -259,17 +268,19 @@ func clientReceive(conn *net.UDPConn, s *Session, server netip.AddrPort) {
 			}
 			continue
 		}
-		d := buf[:n]
-		typ, ok := header(d)
-		switch {
-		case !ok || n > MaxDatagram || (typ == TypeData && n < DataOverhead):
-			s.drops.Inc(DropMalformed)
-		case typ != TypeData:
-			s.drops.Inc(DropUnsolicited)
-		case index(d[headerLen:]) != s.local:
-			s.drops.Inc(DropUnknownIndex)
-		default:
-			s.receive(d, server)
+		for i := range n {
+			d, _ := br.datagram(i) // from the server: the socket is connected
+			typ, ok := header(d)
+			switch {
+			case !ok || len(d) > MaxDatagram || (typ == TypeData && len(d) < DataOverhead):
+				s.drops.Inc(DropMalformed)
+			case typ != TypeData:
+				s.drops.Inc(DropUnsolicited)
+			case index(d[headerLen:]) != s.local:
+				s.drops.Inc(DropUnknownIndex)
+			default:
+				s.receive(d, server)
+			}
 		}
 	}
 }

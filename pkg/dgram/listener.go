@@ -28,7 +28,7 @@ const (
 
 // DropReasons are every reason a datagram is dropped, for metrics.
 var DropReasons = []string{DropMalformed, DropBadMAC1, DropCookieRequired, DropRateLimited, DropDuplicate, DropHandshakeFull, DropAcceptFull,
-	DropUnsolicited, DropUnknownIndex, DropReplay, DropBadTag, DropEpoch, DropCounterLimit, DropQueueFull}
+	DropUnsolicited, DropUnknownIndex, DropReplay, DropBadTag, DropEpoch, DropCounterLimit, DropQueueFull, DropSendError}
 
 // Handshake queue: first messages that passed mac1 (and, under load, mac2)
 // wait here for the one worker that does the Diffie-Hellman, so that the
@@ -67,6 +67,7 @@ type ListenConfig struct {
 // goroutine and a handshake worker. Accept returns authenticated sessions.
 type Listener struct {
 	conn    *net.UDPConn
+	writer  *batchWriter // the sessions' data datagrams, batched
 	cfg     ListenConfig
 	log     *slog.Logger
 	rate    *lograte.Limiter
@@ -119,6 +120,10 @@ func Listen(addr string, cfg ListenConfig) (*Listener, error) {
 		cookies: newCookieChecker(cfg.Responder.PublicKey()), index: newIndexTable(cfg.MaxSessions),
 		hsq: make(chan handshakeJob, handshakeQueue), accepted: make(chan *Session, acceptQueue),
 		closed: make(chan struct{}), cbuf: make([]byte, 0, CookieReplyLen)}
+	if l.writer, err = newBatchWriter(conn, false, &l.drops, l.send); err != nil {
+		conn.Close()
+		return nil, err
+	}
 	l.wg.Add(3)
 	go func() { defer l.wg.Done(); l.demux() }()
 	go func() { defer l.wg.Done(); l.handshakes() }()
@@ -149,6 +154,7 @@ func (l *Listener) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
 		close(l.closed)
+		l.writer.close()
 		err = l.conn.Close()
 		l.wg.Wait()
 		for _, s := range l.index.all() {
@@ -172,9 +178,13 @@ func (l *Listener) Close() error {
 // Anything else is dropped and counted; nothing here keeps state for a
 // datagram that has not been authenticated.
 func (l *Listener) demux() {
-	buf := make([]byte, MaxDatagram+1) // one more: a larger datagram is seen as too large
+	br, err := newBatchReader(l.conn, MaxDatagram+1) // one more: a larger datagram is seen as too large
+	if err != nil {
+		l.log.Error("datagram listener cannot read its socket", "err", err)
+		return
+	}
 	for {
-		n, from, err := l.conn.ReadFromUDPAddrPort(buf)
+		n, err := br.read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -182,32 +192,37 @@ func (l *Listener) demux() {
 			l.rate.Log(slog.LevelWarn, "dgram-read", "udp read failed", "err", err)
 			continue
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		d := buf[:n]
-		typ, ok := header(d)
-		if !ok || n > MaxDatagram {
-			l.drop(DropMalformed, from)
-			continue
+		for i := range n {
+			l.route(br.datagram(i))
 		}
-		switch typ {
-		case TypeData:
-			if n < DataOverhead {
-				l.drop(DropMalformed, from)
-				continue
-			}
-			s := l.index.lookup(index(d[headerLen:]))
-			if s == nil {
-				l.drop(DropUnknownIndex, from)
-				continue
-			}
-			s.receive(d, from)
-		case TypeInitiation:
-			l.initiation(d, from)
-		case TypeResponse, TypeCookieReply:
-			l.drop(DropUnsolicited, from) // a server sends these, never takes them
-		default:
+	}
+}
+
+// route handles one datagram the demux read.
+func (l *Listener) route(d []byte, from netip.AddrPort) {
+	typ, ok := header(d)
+	if !ok || len(d) > MaxDatagram {
+		l.drop(DropMalformed, from)
+		return
+	}
+	switch typ {
+	case TypeData:
+		if len(d) < DataOverhead {
 			l.drop(DropMalformed, from)
+			return
 		}
+		s := l.index.lookup(index(d[headerLen:]))
+		if s == nil {
+			l.drop(DropUnknownIndex, from)
+			return
+		}
+		s.receive(d, from)
+	case TypeInitiation:
+		l.initiation(d, from)
+	case TypeResponse, TypeCookieReply:
+		l.drop(DropUnsolicited, from) // a server sends these, never takes them
+	default:
+		l.drop(DropMalformed, from)
 	}
 }
 
@@ -334,7 +349,7 @@ func (l *Listener) handshake(j *handshakeJob) {
 // newSession makes the session of a completed handshake and gives it its
 // index; closing it forgets the index.
 func (l *Listener) newSession(keys secure.Keys, client secure.PublicKey, remote uint32, from netip.AddrPort) (*Session, error) {
-	s, err := sessionFromKeys(keys, sessionParams{remote: remote, endpoint: from, roams: true, xmit: l.send, drops: &l.drops})
+	s, err := sessionFromKeys(keys, sessionParams{remote: remote, endpoint: from, roams: true, xmit: l.sendData, drops: &l.drops})
 	if err != nil {
 		return nil, err
 	}
@@ -348,9 +363,17 @@ func (l *Listener) newSession(keys secure.Keys, client secure.PublicKey, remote 
 	return s, nil
 }
 
+// send sends one datagram now (handshake responses, and the writer's
+// datagrams on an idle path).
 func (l *Listener) send(b []byte, to netip.AddrPort) error {
 	_, err := l.conn.WriteToUDPAddrPort(b, to)
 	return err
+}
+
+// sendData sends a session's data datagram through the batching writer.
+func (l *Listener) sendData(b []byte, to netip.AddrPort) error {
+	l.writer.send(b, to)
+	return nil
 }
 
 // logDrops logs the drop counts that grew, each reason at most once per

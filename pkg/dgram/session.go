@@ -16,6 +16,7 @@ import (
 const (
 	DropMalformed   = "malformed"   // too short, unknown type, bytes that must be zero are not
 	DropQueueFull   = "queue_full"  // the session's reader did not keep up (see deliver)
+	DropSendError   = "send_error"  // the socket refused an outgoing datagram (no route, buffer, ...): lost like on the wire
 	DropUnsolicited = "unsolicited" // a response or cookie reply that answers no initiation of ours
 )
 

@@ -1,0 +1,337 @@
+package dgram
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gtun/gtun/pkg/stats"
+)
+
+// readBatch is how many datagrams one recvmmsg takes at most: a burst of
+// kcp segments between two reads costs one system call (on this project's
+// virtual machines a system call and the thread switches around it cost
+// more than opening a datagram).
+const readBatch = 64
+
+// mmsghdr is struct mmsghdr (x/sys has the call numbers, not the type).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+	_   [4]byte
+}
+
+// batchReader reads datagrams from a UDP socket many per system call,
+// into buffers it owns and reuses: nothing is allocated per datagram.
+// Not safe for concurrent use: one reading goroutine owns it.
+type batchReader struct {
+	rc     syscall.RawConn
+	msgs   [readBatch]mmsghdr
+	iovs   [readBatch]unix.Iovec
+	names  [readBatch]unix.RawSockaddrInet6 // large enough for either family
+	bufs   [readBatch][]byte
+	n      int
+	errno  syscall.Errno
+	readFn func(fd uintptr) bool // r.recv, made once (a method value allocates)
+}
+
+func newBatchReader(c *net.UDPConn, size int) (*batchReader, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	r := &batchReader{rc: rc}
+	for i := range r.msgs {
+		r.bufs[i] = make([]byte, size)
+		r.iovs[i].Base = &r.bufs[i][0]
+		r.iovs[i].SetLen(size)
+		r.msgs[i].hdr.Iov = &r.iovs[i]
+		r.msgs[i].hdr.SetIovlen(1)
+		r.msgs[i].hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+	}
+	r.readFn = r.recv
+	return r, nil
+}
+
+// read waits for datagrams and returns how many it read (at least one).
+// Datagram i is then r.datagram(i). A closed socket returns net.ErrClosed.
+func (r *batchReader) read() (int, error) {
+	for i := range r.msgs {
+		r.msgs[i].hdr.Namelen = uint32(unsafe.Sizeof(r.names[i]))
+		r.msgs[i].hdr.Flags = 0
+		r.msgs[i].len = 0
+	}
+	r.n, r.errno = 0, 0
+	if err := r.rc.Read(r.readFn); err != nil {
+		return 0, err
+	}
+	if r.errno != 0 {
+		return 0, fmt.Errorf("recvmmsg: %w", r.errno)
+	}
+	return r.n, nil
+}
+
+// recv is the RawConn callback: false asks the runtime to wait until the
+// socket is readable.
+func (r *batchReader) recv(fd uintptr) bool {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), readBatch, unix.MSG_DONTWAIT, 0, 0)
+	switch {
+	case errno == unix.EAGAIN:
+		return false
+	case errno == unix.EINTR:
+		return false
+	case errno != 0:
+		r.errno = errno
+	default:
+		r.n = int(n)
+	}
+	return true
+}
+
+// datagram is the i-th datagram of the last read and its source. A
+// truncated one (larger than the buffers) comes back longer than them, so
+// that the caller's size check drops it.
+func (r *batchReader) datagram(i int) ([]byte, netip.AddrPort) {
+	m := &r.msgs[i]
+	b := r.bufs[i][:min(int(m.len), len(r.bufs[i]))]
+	if m.hdr.Flags&unix.MSG_TRUNC != 0 {
+		b = r.bufs[i][:len(r.bufs[i])] // the full buffer: one byte too many for MaxDatagram
+	}
+	return b, sockaddrAddrPort(&r.names[i])
+}
+
+// sockaddrAddrPort reads a struct sockaddr_in or sockaddr_in6; an IPv4
+// address comes back as such (not v4-mapped).
+func sockaddrAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	switch sa.Family {
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:])
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port)
+	case unix.AF_INET6:
+		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port)
+	}
+	return netip.AddrPort{}
+}
+
+// writeBatch is how many datagrams one sendmmsg carries at most.
+const writeBatch = 32
+
+// sparseGap: a datagram that follows the previous one by more than this is
+// sent at once by its sender (an idle path: a ping, an ack, a keepalive
+// takes no hand-off to another goroutine); closer ones are a burst (kcp-go
+// sends its window one WriteTo at a time) and are gathered for one
+// sendmmsg by the flusher.
+const sparseGap = 200 * time.Microsecond
+
+// batchWriter sends the datagrams of one UDP socket's sessions, many per
+// system call. A burst is gathered into one of two batches while the
+// flusher goroutine sends the other; a batch that fills up is sent at once
+// by the sender that filled it (the others wait for it: backpressure).
+// Batches leave in the order they were filled (kcp takes reordering for
+// loss and resends), and an idle path's datagram never overtakes one.
+// Errors are per datagram and counted: UDP loses datagrams, and the layers
+// above resend (kcp) or do not care.
+type batchWriter struct {
+	connected bool // the client's socket: no destination per datagram
+	family    int  // of the socket: an IPv6 socket takes IPv4 destinations v4-mapped
+	errors    *stats.Reasons
+	direct    func(b []byte, to netip.AddrPort) error
+
+	mu       sync.Mutex // guards what follows; taken before sendMu
+	sendMu   sync.Mutex // held while a batch is on its way out: one at a time, in order
+	cur      *batch     // being filled; the other is the flusher's
+	other    *batch
+	kicked   bool
+	flushing bool          // the flusher has a batch on its way out
+	last     time.Duration // since writerEpoch, of the last datagram given
+	kick     chan struct{}
+	closed   chan struct{}
+	done     chan struct{}
+}
+
+type batch struct {
+	rc    syscall.RawConn
+	msgs  [writeBatch]mmsghdr
+	iovs  [writeBatch]unix.Iovec
+	names [writeBatch]unix.RawSockaddrInet6
+	bufs  [writeBatch][MaxDatagram]byte
+	n     int
+	// the sendmmsg in progress (a batch is sent by one goroutine at a time)
+	from, sent int
+	errno      syscall.Errno
+	writeFn    func(fd uintptr) bool // b.sendmmsg, made once
+}
+
+var writerEpoch = time.Now()
+
+func newBatchWriter(c *net.UDPConn, connected bool, errs *stats.Reasons, direct func(b []byte, to netip.AddrPort) error) (*batchWriter, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	w := &batchWriter{connected: connected, errors: errs, direct: direct,
+		kick: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{})}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		var sa unix.Sockaddr
+		if sa, serr = unix.Getsockname(int(fd)); serr == nil {
+			w.family = unix.AF_INET
+			if _, ok := sa.(*unix.SockaddrInet6); ok {
+				w.family = unix.AF_INET6
+			}
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, serr
+	}
+	w.cur, w.other = newBatch(rc), newBatch(rc)
+	go w.flusher()
+	return w, nil
+}
+
+func newBatch(rc syscall.RawConn) *batch {
+	b := &batch{rc: rc}
+	for i := range b.msgs {
+		b.iovs[i].Base = &b.bufs[i][0]
+		b.msgs[i].hdr.Iov = &b.iovs[i]
+		b.msgs[i].hdr.SetIovlen(1)
+	}
+	b.writeFn = b.sendmmsg
+	return b
+}
+
+// send sends b to to: at once when the path is idle, else in a batch. b
+// is copied; the caller may reuse it on return.
+func (w *batchWriter) send(b []byte, to netip.AddrPort) {
+	now := time.Since(writerEpoch)
+	w.mu.Lock()
+	sparse := w.cur.n == 0 && !w.kicked && !w.flushing && now-w.last > sparseGap
+	w.last = now
+	if sparse {
+		w.mu.Unlock()
+		if err := w.direct(b, to); err != nil {
+			w.errors.Inc(DropSendError)
+		}
+		return
+	}
+	bt := w.cur
+	i := bt.n
+	bt.iovs[i].SetLen(copy(bt.bufs[i][:], b))
+	if w.connected {
+		bt.msgs[i].hdr.Name, bt.msgs[i].hdr.Namelen = nil, 0
+	} else {
+		bt.msgs[i].hdr.Name = (*byte)(unsafe.Pointer(&bt.names[i]))
+		bt.msgs[i].hdr.Namelen = putSockaddr(&bt.names[i], to, w.family)
+	}
+	bt.n++
+	if bt.n == writeBatch {
+		// Under mu: senders wait. After the flusher's batch, if one is
+		// on its way out: it was filled first.
+		w.sendMu.Lock()
+		bt.send(w.errors)
+		w.sendMu.Unlock()
+		w.mu.Unlock()
+		return
+	}
+	if !w.kicked {
+		w.kicked = true
+		w.kick <- struct{}{} // room for one, and only the holder of kicked sends
+	}
+	w.mu.Unlock()
+}
+
+// flusher sends the batch being filled whenever it is kicked.
+func (w *batchWriter) flusher() {
+	defer close(w.done)
+	for {
+		select {
+		case <-w.closed:
+			return
+		case <-w.kick:
+		}
+		w.mu.Lock()
+		bt := w.cur
+		w.cur, w.other = w.other, bt // the other is sent and empty: only this goroutine sends it
+		w.kicked, w.flushing = false, true
+		w.sendMu.Lock() // before mu is let go: no batch filled later leaves first
+		w.mu.Unlock()
+		bt.send(w.errors)
+		w.sendMu.Unlock()
+		w.mu.Lock()
+		w.flushing = false
+		w.mu.Unlock()
+	}
+}
+
+// send sends the batch with as few sendmmsg as the socket allows; a
+// datagram that fails is counted and skipped. It empties the batch.
+func (b *batch) send(errs *stats.Reasons) {
+	for b.from = 0; b.from < b.n; {
+		b.sent, b.errno = 0, 0
+		if err := b.rc.Write(b.writeFn); err != nil {
+			errs.Inc(DropSendError) // the socket is closed: the rest goes with it
+			break
+		}
+		b.from += b.sent
+		if b.errno != 0 {
+			errs.Inc(DropSendError)
+			b.from++ // skip the datagram that failed
+		}
+	}
+	b.n = 0
+}
+
+// sendmmsg is the RawConn callback: false asks the runtime to wait until
+// the socket is writable.
+func (b *batch) sendmmsg(fd uintptr) bool {
+	n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[b.from])), uintptr(b.n-b.from), unix.MSG_DONTWAIT, 0, 0)
+	switch {
+	case errno == unix.EAGAIN || errno == unix.EINTR:
+		return false
+	case errno != 0:
+		b.errno = errno
+	default:
+		b.sent = int(n)
+	}
+	return true
+}
+
+// close stops the flusher and sends what is pending.
+func (w *batchWriter) close() {
+	select {
+	case <-w.closed:
+		return
+	default:
+	}
+	close(w.closed)
+	<-w.done
+	w.mu.Lock()
+	w.sendMu.Lock()
+	w.cur.send(w.errors)
+	w.sendMu.Unlock()
+	w.mu.Unlock()
+}
+
+// putSockaddr writes to into sa for a socket of family and returns its length.
+func putSockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort, family int) uint32 {
+	if family == unix.AF_INET && to.Addr().Is4() {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		*sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: to.Addr().As4()}
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:], to.Port())
+		return unix.SizeofSockaddrInet4
+	}
+	*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: to.Addr().As16()}
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], to.Port())
+	return unix.SizeofSockaddrInet6
+}
