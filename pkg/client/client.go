@@ -16,6 +16,7 @@ import (
 
 	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/control"
+	"github.com/gtun/gtun/pkg/device"
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/metrics"
 	"github.com/gtun/gtun/pkg/nat"
@@ -35,7 +36,7 @@ type Client struct {
 	cfg    *config.Client
 	log    *slog.Logger
 	rate   *lograte.Limiter
-	tun    *tun.Keeper
+	dev    device.Device // the TUN device: a tun.Keeper, or in tests a memdev
 	routes *route.Reconciler
 	events *nlwatch.Hub   // netlink subscriptions of the TUN keeper and the route reconciler
 	book   reconcile.Book // heals and fights of every part kept in place
@@ -82,11 +83,13 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 	c.events = nlwatch.NewHub(c.log, nil)
 	shared := reconcile.Shared{Events: c.events, Book: &c.book}
 	// Up from the start, so the reconciler sees a live link once routes arrive.
-	if c.tun, err = tun.NewKeeper(c.cfg.Tun, c.cfg.Offload, c.log, shared); err != nil {
+	keeper, err := tun.NewKeeper(c.cfg.Tun, c.cfg.Offload, c.log, shared)
+	if err != nil {
 		return err
 	}
+	c.dev = keeper
 	defer func() {
-		c.tun.Close()
+		c.dev.Close()
 		c.log.Info("removed tun device", "tun", c.cfg.Tun)
 	}()
 	c.routes = route.NewReconciler(route.Options{Link: c.cfg.Tun, Logger: c.log, Shared: shared})
@@ -133,7 +136,7 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 		c.goRun(func() { c.keepNAT(ctx) })
 	}
 	c.goRun(func() { c.events.Run(ctx) })
-	c.goRun(func() { c.tun.Run(ctx) })
+	c.goRun(func() { c.dev.Run(ctx) })
 	c.goRun(func() { c.keepDNS(ctx) })
 	c.goRun(func() {
 		if err := c.routes.Run(ctx); err != nil && ctx.Err() == nil {
@@ -163,7 +166,7 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 			s.Close()
 		}
 	}
-	c.tun.Close() // unblocks the TUN reader
+	c.dev.Close() // unblocks the TUN reader
 	c.wg.Wait()
 	return nil
 }

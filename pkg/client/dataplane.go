@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/gtun/gtun/pkg/device"
 	"github.com/gtun/gtun/pkg/packet"
 )
 
@@ -15,7 +16,7 @@ func (c *Client) fromServer(up *upstream, frame []byte) {
 		c.serverDrop(up, reason, fromServerDrops[reason], detail...)
 		return
 	}
-	if err := c.tun.WriteFrame(frame); err != nil {
+	if err := c.dev.WriteFrame(frame); err != nil {
 		c.serverDrop(up, "tun_write", "tun write failed", "err", err)
 	}
 }
@@ -94,7 +95,7 @@ func (c *Client) drop(reason, msg string, args ...any) {
 }
 
 func (c *Client) readDevice(ctx context.Context) {
-	c.tun.Frames(ctx, func(b *packet.Buf, dst netip.Addr) {
+	device.Frames(ctx, c.dev, c.rate, func(b *packet.Buf, dst netip.Addr) {
 		up, ok := c.byDst.Load().Lookup(dst)
 		if !ok {
 			packet.Put(b)

@@ -10,6 +10,7 @@ import (
 	"github.com/gtun/gtun/pkg/nlwatch"
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/splitdns"
+	"github.com/gtun/gtun/pkg/tun"
 )
 
 // RefusedDomain is a pushed DNS domain the client did not apply, and why.
@@ -68,9 +69,9 @@ func (c *Client) applyDNSLocked() {
 // keepDNS re-applies the split DNS when the TUN device was recreated
 // (systemd-resolved forgets a deleted link's settings).
 func (c *Client) keepDNS(ctx context.Context) {
-	last, _ := c.tun.Heals()
+	last, _ := c.book.Heal(tun.HealKind)
 	for nlwatch.Sleep(ctx, time.Second) {
-		if n, _ := c.tun.Heals(); n != last {
+		if n, _ := c.book.Heal(tun.HealKind); n != last {
 			last = n
 			c.dns.Reapply()
 		}

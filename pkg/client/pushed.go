@@ -151,7 +151,7 @@ func (c *Client) applyLocked() {
 	}
 	// An address an earlier session was given goes; the Keeper restores the
 	// current ones if anyone removes them.
-	if err := c.tun.Set(mtu, plan.addrs); err != nil {
+	if err := c.dev.Set(mtu, plan.addrs); err != nil {
 		c.log.Error("configure tun device; the keeper retries", "tun", c.cfg.Tun, "err", err)
 	}
 	c.byDst.Store(plan.table(c.upstreams))

@@ -101,8 +101,8 @@ func (c *Client) Status() Status {
 	st := Status{Tun: c.cfg.Tun, Drops: c.drops.Snapshot(), Fights: c.book.Fights(), Fighting: c.book.Fighting()}
 	st.Heals.Routes, st.Heals.LastRouteTook = c.book.Heal(route.HealKind)
 	st.Heals.Tun, st.Heals.LastTunTook = c.book.Heal(tun.HealKind)
-	if c.tun != nil {
-		st.Offload = c.tun.Offload()
+	if c.dev != nil {
+		st.Offload = c.dev.Offload()
 	}
 	if c.dns != nil {
 		d := c.dns.Status()

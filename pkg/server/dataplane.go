@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/gtun/gtun/pkg/device"
 	"github.com/gtun/gtun/pkg/packet"
 )
 
@@ -30,7 +31,7 @@ func (s *Server) fromPeer(ps *peerSession, frame []byte) {
 		s.drop(ps, reason, dropMessages[reason], detail...)
 		return
 	}
-	if err := s.tun.WriteFrame(frame); err != nil {
+	if err := s.dev.WriteFrame(frame); err != nil {
 		s.drop(ps, DropTunWrite, "tun write failed", "err", err)
 	}
 }
@@ -92,7 +93,7 @@ func (s *Server) drop(ps *peerSession, reason, msg string, args ...any) {
 }
 
 func (s *Server) readDevice(ctx context.Context) {
-	s.tun.Frames(ctx, func(b *packet.Buf, dst netip.Addr) {
+	device.Frames(ctx, s.dev, s.rate, func(b *packet.Buf, dst netip.Addr) {
 		var ps *peerSession
 		if i, ok := s.poolIndex(dst); ok {
 			ps = s.byAddr[i].Load()

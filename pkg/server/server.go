@@ -17,6 +17,7 @@ import (
 
 	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/control"
+	"github.com/gtun/gtun/pkg/device"
 	"github.com/gtun/gtun/pkg/dgram"
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/ipam"
@@ -53,7 +54,7 @@ type Server struct {
 	cfg  *config.Server
 	log  *slog.Logger
 	rate *lograte.Limiter
-	tun  *tun.Keeper
+	dev  device.Device // the TUN device: a tun.Keeper, or in tests a memdev
 	pool *ipam.Pool
 
 	mu        sync.Mutex
@@ -132,11 +133,13 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	// The TUN device first: it takes the lock on the name, so a second
 	// gtund configured like this one stops here, before touching anything
 	// (leases, forwarding, tables) the first one owns.
-	if s.tun, err = tun.NewKeeper(s.cfg.Tun, s.cfg.Offload, s.log, s.shared()); err != nil {
+	keeper, err := tun.NewKeeper(s.cfg.Tun, s.cfg.Offload, s.log, s.shared())
+	if err != nil {
 		return err
 	}
+	s.dev = keeper
 	defer func() {
-		s.tun.Close()
+		s.dev.Close()
 		s.log.Info("removed tun device", "tun", s.cfg.Tun)
 	}()
 	if changed, err := nat.EnableIPv4Forwarding(); err != nil {
@@ -149,7 +152,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	}
 	s.syncPoolPeers()
 
-	if err := s.tun.Set(s.cfg.MTU, []netip.Prefix{netip.PrefixFrom(s.cfg.Gateway, s.cfg.Pool.Bits())}); err != nil {
+	if err := s.dev.Set(s.cfg.MTU, []netip.Prefix{netip.PrefixFrom(s.cfg.Gateway, s.cfg.Pool.Bits())}); err != nil {
 		return err
 	}
 	s.subnetRoutes = route.NewReconciler(route.Options{Link: s.cfg.Tun, Logger: s.log, Shared: s.shared()})
@@ -223,7 +226,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		s.goRun(f)
 	}
 	s.goRun(func() { s.events.Run(ctx) })
-	s.goRun(func() { s.tun.Run(ctx) })
+	s.goRun(func() { s.dev.Run(ctx) })
 	s.goRun(func() { s.watchSystem(ctx) })
 	s.goRun(func() { s.rate.FlushEvery(ctx, systemCheckInterval) }) // counts of a stopped flood reach the log
 	s.goRun(func() {
@@ -258,7 +261,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		ps.sess.Close()
 	}
 	s.mu.Unlock()
-	s.tun.Close() // unblocks the TUN reader
+	s.dev.Close() // unblocks the TUN reader
 	s.wg.Wait()
 	return nil
 }

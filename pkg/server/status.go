@@ -105,8 +105,8 @@ func (s *Server) Status() Status {
 		ds := s.kcp.Stats()
 		st.Datagrams = &ds
 	}
-	if s.tun != nil {
-		st.Offload = s.tun.Offload()
+	if s.dev != nil {
+		st.Offload = s.dev.Offload()
 	}
 	s.mu.Lock()
 	for _, r := range s.routes {

@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/gtun/gtun/pkg/lograte"
+	"github.com/gtun/gtun/pkg/device"
 	"github.com/gtun/gtun/pkg/nlwatch"
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/reconcile"
@@ -31,7 +31,6 @@ type Keeper struct {
 	name    string
 	offload bool
 	log     *slog.Logger
-	rate    *lograte.Limiter
 	dev     atomic.Pointer[Device]
 	lock    *deviceLock // this process's claim on the name, for the Keeper's life
 	loop    *reconcile.Loop
@@ -44,6 +43,10 @@ type Keeper struct {
 	lifeMu sync.Mutex // a repair and Close never overlap
 	closed bool
 }
+
+// The daemons read and write through the Keeper (it follows a recreated
+// device) as their device.Device.
+var _ device.Device = (*Keeper)(nil)
 
 // KeeperCheckInterval is the period of the check that backs up the netlink events.
 const KeeperCheckInterval = time.Second
@@ -68,7 +71,7 @@ func NewKeeper(name string, offload bool, log *slog.Logger, sh reconcile.Shared)
 	if offload && !d.Offload() {
 		log.Warn("tun offloads unavailable; using the plain path (one packet per read)", "tun", name, "err", d.OffloadError())
 	}
-	k := &Keeper{name: name, offload: d.Offload(), log: log, rate: lograte.New(log, 10*time.Second), events: sh.Events}
+	k := &Keeper{name: name, offload: d.Offload(), log: log, events: sh.Events}
 	k.loop = reconcile.New(reconcile.Options{Kind: HealKind, What: "tun device " + name, Check: k.check,
 		Interval: KeeperCheckInterval, Book: sh.Book, Log: log})
 	k.dev.Store(d)
@@ -127,43 +130,11 @@ func (k *Keeper) ReadFrame(b *packet.Buf) error {
 	return err
 }
 
-// Frames reads frames until ctx ends and hands each, with its packet's
-// destination, to handle, which then owns the buffer. A frame whose packet
-// has no readable destination goes to malformed (counted by the caller,
-// not logged: IPv6 router solicitations and the like). A read error means
-// the device was deleted or replaced; the Keeper repairs it meanwhile.
-func (k *Keeper) Frames(ctx context.Context, handle func(b *packet.Buf, dst netip.Addr), malformed func()) {
-	for {
-		b := packet.Get()
-		if err := k.ReadFrame(b); err != nil {
-			packet.Put(b)
-			if ctx.Err() != nil {
-				return
-			}
-			k.rate.Log(slog.LevelWarn, "tunread", "tun read failed; waiting for the device to be repaired", "tun", k.name, "err", err)
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		dst, err := packet.Dst(b.IP())
-		if err != nil {
-			packet.Put(b)
-			malformed()
-			continue
-		}
-		handle(b, dst)
-	}
-}
-
 // WriteFrame writes one frame to the current device.
 func (k *Keeper) WriteFrame(frame []byte) error { return k.dev.Load().WriteFrame(frame) }
 
 // Kick asks for a check soon.
 func (k *Keeper) Kick() { k.loop.Kick() }
-
-// Heals is how many repairs of the device were counted (by this Keeper,
-// and any other part of kind HealKind in the same Book), and how long the
-// last took.
-func (k *Keeper) Heals() (uint64, time.Duration) { return k.loop.Book().Heal(HealKind) }
 
 // Close deletes the device; the Keeper repairs nothing after it.
 func (k *Keeper) Close() error {
