@@ -27,7 +27,6 @@ import (
 	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/splitdns"
-	"github.com/gtun/gtun/pkg/stats"
 	"github.com/gtun/gtun/pkg/tun"
 )
 
@@ -57,7 +56,7 @@ type Client struct {
 
 	dns *splitdns.Manager // split DNS pushed by the servers
 
-	drops stats.Reasons
+	drops drops // by the data plane: every server's, and what readDevice dropped
 	wg    sync.WaitGroup
 }
 
@@ -68,9 +67,7 @@ func NATTable(tun string) string { return "gtun-" + tun }
 func New(cfg *config.Client, log *slog.Logger) *Client {
 	c := &Client{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second), owner: map[netip.Prefix]string{}}
 	for _, e := range cfg.Servers {
-		up := &upstream{name: e.Name, entry: e, state: "connecting", since: time.Now()}
-		up.subnets.Store(packet.NewTable(map[netip.Prefix]struct{}{}))
-		c.upstreams = append(c.upstreams, up)
+		c.upstreams = append(c.upstreams, newUpstream(e))
 	}
 	c.byDst.Store(packet.NewTable(map[netip.Prefix]*upstream{}))
 	return c
@@ -148,7 +145,12 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 	}
 	c.goRun(func() { c.readDevice(ctx) })
 	c.goRun(func() { c.readyLoop(ctx) })
-	c.goRun(func() { c.rate.FlushEvery(ctx, 2*time.Second) }) // counts of a stopped flood reach the log
+	c.goRun(func() { // counts of a stopped flood reach the log
+		for nlwatch.Sleep(ctx, 2*time.Second) {
+			c.rate.Flush()
+			c.flushDropLogs()
+		}
+	})
 	c.log.Info("gtun started", "tun", c.cfg.Tun, "servers", len(c.upstreams), "aes", secure.AESImplementation())
 
 	for done := false; !done; {

@@ -32,11 +32,9 @@ func (c *Client) applyDNSLocked() {
 	}
 	var listen netip.Addr
 	for _, s := range c.upstreams {
-		s.mu.Lock()
-		if !listen.IsValid() && s.address.IsValid() {
-			listen = s.address.Addr()
+		if a := s.tunnel.Load().address; !listen.IsValid() && a.IsValid() {
+			listen = a.Addr()
 		}
-		s.mu.Unlock()
 	}
 	for _, s := range c.upstreams {
 		s.mu.Lock()

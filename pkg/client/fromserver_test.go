@@ -35,10 +35,10 @@ func twoServers(t *testing.T) (*Client, *upstream, *upstream) {
 	}, nil)
 	c.byDst.Store(plan.table(c.upstreams))
 	for _, up := range c.upstreams {
-		up.address, up.gateway = netip.MustParsePrefix("100.64.240.2/24"), addr("100.64.240.1")
-		up.subnets.Store(packet.NewTable(map[netip.Prefix]struct{}{}))
+		up.tunnel.Store(&tunnelAddrs{address: netip.MustParsePrefix("100.64.240.2/24"), gateway: addr("100.64.240.1")})
 	}
-	c1.subnets.Store(packet.NewTable(map[netip.Prefix]struct{}{netip.MustParsePrefix("172.16.0.0/24"): {}}))
+	c1.tunnel.Store(&tunnelAddrs{address: netip.MustParsePrefix("100.64.240.2/24"), gateway: addr("100.64.240.1"),
+		subnets: packet.NewTable(map[netip.Prefix]struct{}{netip.MustParsePrefix("172.16.0.0/24"): {}})})
 	return c, c1, c2
 }
 
@@ -68,7 +68,7 @@ func TestCheckFromServer(t *testing.T) {
 		{"c2 to a subnet c1 routes here", c2, "10.96.0.10", "172.16.0.5", "wrong_destination"},
 		{"not for this client", c1, "10.244.1.20", "100.64.240.9", "wrong_destination"},
 	} {
-		if got, _ := c.checkFromServer(tc.up, frame(tc.src, tc.dst)); got != tc.want {
+		if got := verdict(c.checkFromServer(tc.up, frame(tc.src, tc.dst))); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
@@ -79,8 +79,7 @@ func TestCheckFromServer(t *testing.T) {
 		f[packet.VnetHdrLen+9] = 1
 		quote := frame(me, quotedDst)[packet.VnetHdrLen:]
 		f = append(append(f[:packet.VnetHdrLen+20], 3, 4, 0, 0, 0, 0, 0x05, 0x78), quote...)
-		got, _ := c.checkFromServer(up, f)
-		return got
+		return verdict(c.checkFromServer(up, f))
 	}
 	for _, tc := range []struct {
 		name          string
@@ -97,11 +96,11 @@ func TestCheckFromServer(t *testing.T) {
 			t.Errorf("ICMP error %s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
-	if got, _ := c.checkFromServer(c1, make([]byte, packet.VnetHdrLen)); got != "malformed" {
+	if got := verdict(c.checkFromServer(c1, make([]byte, packet.VnetHdrLen))); got != "malformed" {
 		t.Errorf("short frame: %q", got)
 	}
-	for _, reason := range []string{"malformed", "bad_offload", "wrong_destination", "spoofed_source"} {
-		if fromServerDrops[reason] == "" {
+	for _, reason := range []DropReason{DropMalformed, DropBadOffload, DropWrongDestination, DropSpoofed} {
+		if dropLines[reason] == "" {
 			t.Errorf("no log message for %q", reason)
 		}
 	}
@@ -112,10 +111,18 @@ func TestCheckFromServerAllocs(t *testing.T) {
 	c, c1, _ := twoServers(t)
 	f := frame("10.244.1.20", "100.64.240.2")
 	if n := testing.AllocsPerRun(1000, func() {
-		if r, _ := c.checkFromServer(c1, f); r != "" {
+		if r, drop := c.checkFromServer(c1, f); drop {
 			t.Fatal(r)
 		}
 	}); n != 0 {
 		t.Errorf("%v allocations per packet", n)
 	}
+}
+
+// verdict names a check's outcome: the drop reason, or "" for a packet let through.
+func verdict(r DropReason, drop bool) string {
+	if !drop {
+		return ""
+	}
+	return r.String()
 }

@@ -62,12 +62,9 @@ func (c *Client) applyNAT(owner map[netip.Prefix]int) {
 	var snat []nat.SNAT
 	if c.cfg.Masquerade {
 		for p, i := range owner {
-			s := c.upstreams[i]
-			s.mu.Lock()
-			if s.address.IsValid() {
-				snat = append(snat, nat.SNAT{Dst: p, To: s.address.Addr()})
+			if a := c.upstreams[i].tunnel.Load().address; a.IsValid() {
+				snat = append(snat, nat.SNAT{Dst: p, To: a.Addr()})
 			}
-			s.mu.Unlock()
 		}
 		// Longest prefix first: the first matching rule wins, and the
 		// kernel routes by longest match.

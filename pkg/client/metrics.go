@@ -8,8 +8,14 @@ import (
 	"github.com/gtun/gtun/pkg/tun"
 )
 
-// dropReasons are gtun's drop reasons, reported from the start at 0.
-var dropReasons = []string{"no_route", "no_session", "queue_full", "malformed", "bad_offload", "wrong_destination", "tun_write"}
+// dropReasons are the names of gtun's drop reasons, reported from the
+// start at 0.
+var dropReasons = func() (names []string) {
+	for r := range numDropReasons {
+		names = append(names, r.String())
+	}
+	return names
+}()
 
 // Collector exposes gtun's state as Prometheus metrics (gtun_*). It reads a
 // status snapshot at scrape time, so the packet path does nothing for it.

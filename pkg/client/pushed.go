@@ -75,13 +75,13 @@ func (c *Client) applyConfig(up *upstream, m *session.Msg) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	up.mu.Lock()
-	up.address, up.gateway, up.mtu, up.pushed, up.desired, up.subnetList, up.dns = addr, gw, m.MTU, pushed, desired, subnets, dns
+	up.mtu, up.pushed, up.desired, up.subnetList, up.dns = m.MTU, pushed, desired, subnets, dns
 	up.mu.Unlock()
 	st := map[netip.Prefix]struct{}{}
 	for _, p := range subnets {
 		st[p] = struct{}{}
 	}
-	up.subnets.Store(packet.NewTable(st))
+	up.tunnel.Store(&tunnelAddrs{address: addr, gateway: gw, subnets: packet.NewTable(st)})
 	c.applyLocked()
 	return nil
 }
@@ -127,9 +127,10 @@ func (c *Client) applyLocked() {
 	cs := make([]claimant, len(c.upstreams))
 	mtu := 0
 	for i, s := range c.upstreams {
+		t := s.tunnel.Load()
 		s.mu.Lock()
-		cs[i] = claimant{name: s.name, desired: s.desired, address: s.address, gateway: s.gateway}
-		if s.address.IsValid() && (mtu == 0 || s.mtu < mtu) {
+		cs[i] = claimant{name: s.name, desired: s.desired, address: t.address, gateway: t.gateway}
+		if t.address.IsValid() && (mtu == 0 || s.mtu < mtu) {
 			mtu = s.mtu // one device for all servers: the smallest fits all
 		}
 		s.mu.Unlock()

@@ -33,7 +33,7 @@ func lookup(t *testing.T, p routePlan, servers []*upstream, dst string) string {
 func servers(names ...string) []*upstream {
 	var out []*upstream
 	for _, n := range names {
-		out = append(out, &upstream{name: n})
+		out = append(out, newUpstream(config.ServerEntry{Name: n}))
 	}
 	return out
 }

@@ -129,8 +129,8 @@ func (c *Client) Status() Status {
 		ss := ServerStatus{Name: up.name, State: up.state, Since: up.since, Endpoint: up.endpoint,
 			Transport: transportLabel(up.entry.Transport, up.transport), MTU: up.mtu, Reconnects: up.reconnects, LastError: up.lastError,
 			RxBytes: up.closedRx, TxBytes: up.closedTx, RxPackets: up.closedRxPkts, TxPackets: up.closedTxPkts, Rekeys: up.closedRekeys}
-		if up.address.IsValid() {
-			ss.Address, ss.Gateway = up.address.String(), up.gateway.String()
+		if t := up.tunnel.Load(); t.address.IsValid() {
+			ss.Address, ss.Gateway = t.address.String(), t.gateway.String()
 		}
 		if !up.lastHandshake.IsZero() {
 			t := up.lastHandshake

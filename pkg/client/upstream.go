@@ -14,12 +14,10 @@ import (
 	"time"
 
 	"github.com/gtun/gtun/pkg/config"
-	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
 	"github.com/gtun/gtun/pkg/splitdns"
-	"github.com/gtun/gtun/pkg/stats"
 	"github.com/gtun/gtun/pkg/transport"
 )
 
@@ -43,28 +41,33 @@ type upstream struct {
 	since      time.Time
 	endpoint   string
 	transport  string // of the running session
-	address    netip.Prefix
-	gateway    netip.Addr
 	mtu        int
 	pushed     []netip.Prefix
 	desired    []netip.Prefix
 	conflicts  map[netip.Prefix]string // desired prefixes another server owns -> its name
 	subnetList []netip.Prefix          // this client's networks as the server routes them here
-	// subnets: destinations besides its address that a gateway client
-	// accepts from this server (its [[peer]] subnets); empty otherwise.
-	subnets atomic.Pointer[packet.Table[struct{}]]
-	dns     splitdns.Route // split DNS as pushed (not yet checked against the routes)
+	// tunnel holds the addresses the server pushed (zero before its first
+	// config), which the data plane checks its packets against.
+	tunnel atomic.Pointer[tunnelAddrs]
+	dns    splitdns.Route // split DNS as pushed (not yet checked against the routes)
 	// dnsApplied and dnsRefused are the pushed domains the DNS policy
 	// took and refused, with why (for status).
 	dnsApplied    []string
 	dnsRefused    []RefusedDomain
-	drops         stats.Reasons // of what the server sent, across sessions
+	drops         drops   // of what the server sent, across sessions
+	dropLog       dropLog // holds back log lines of those drops
 	reconnects    uint64
 	lastHandshake time.Time
 	lastError     string
 	// totals of sessions that ended, so counters survive reconnects
 	closedRx, closedTx, closedRxPkts, closedTxPkts uint64
 	closedRekeys                                   session.Rekeys
+}
+
+func newUpstream(e config.ServerEntry) *upstream {
+	up := &upstream{name: e.Name, entry: e, state: "connecting", since: time.Now()}
+	up.tunnel.Store(&tunnelAddrs{})
+	return up
 }
 
 // connectLoop keeps one server connected. The TUN address and routes stay in

@@ -60,27 +60,27 @@ func TestCheckFromClient(t *testing.T) {
 	}{
 		{"ping the gateway", "closed", frame(me, gw, 1, ping...), ""},
 		{"ping the gateway from a subnet", "closed", frame("172.16.0.5", gw, 1, ping...), ""},
-		{"ssh to the gateway", "closed", frame(me, gw, 6, syn22...), DropGatewayHost},
-		{"dns to the gateway", "closed", frame(me, gw, 17, udp53...), DropGatewayHost},
-		{"echo reply to the gateway", "closed", frame(me, gw, 1, pong...), DropGatewayHost},
-		{"forged fragmentation needed to the gateway", "closed", frame(me, gw, 1, unrch...), DropGatewayHost},
-		{"ssh to the gateway's VPC address", "closed", frame(me, gwVPC, 6, syn22...), DropACL},
+		{"ssh to the gateway", "closed", frame(me, gw, 6, syn22...), DropGatewayHost.String()},
+		{"dns to the gateway", "closed", frame(me, gw, 17, udp53...), DropGatewayHost.String()},
+		{"echo reply to the gateway", "closed", frame(me, gw, 1, pong...), DropGatewayHost.String()},
+		{"forged fragmentation needed to the gateway", "closed", frame(me, gw, 1, unrch...), DropGatewayHost.String()},
+		{"ssh to the gateway's VPC address", "closed", frame(me, gwVPC, 6, syn22...), DropACL.String()},
 		{"ssh to the gateway, allowed", "open", frame(me, gw, 6, syn22...), ""},
 		{"dns to the gateway, allowed", "open", frame(me, gw, 17, udp53...), ""},
-		{"ssh to the gateway's VPC address, gateway allowed", "open", frame(me, gwVPC, 6, syn22...), DropACL},
+		{"ssh to the gateway's VPC address, gateway allowed", "open", frame(me, gwVPC, 6, syn22...), DropACL.String()},
 		{"to a pod", "closed", frame(me, "10.244.1.20", 6, syn22...), ""},
-		{"to another peer", "open", frame(me, "100.64.240.3", 1, ping...), DropACL},
-		{"spoofed ping to the gateway", "closed", frame("100.64.240.9", gw, 1, ping...), DropSpoofed},
-		{"short", "closed", make([]byte, packet.VnetHdrLen), DropMalformed},
-		{"not IP", "closed", append(make([]byte, packet.VnetHdrLen), 0x10, 0, 0), DropMalformed},
+		{"to another peer", "open", frame(me, "100.64.240.3", 1, ping...), DropACL.String()},
+		{"spoofed ping to the gateway", "closed", frame("100.64.240.9", gw, 1, ping...), DropSpoofed.String()},
+		{"short", "closed", make([]byte, packet.VnetHdrLen), DropMalformed.String()},
+		{"not IP", "closed", append(make([]byte, packet.VnetHdrLen), 0x10, 0, 0), DropMalformed.String()},
 	} {
-		if got, _ := s.checkFromPeer(conn[c.peer], c.frame); got != c.want {
+		if got := verdict(s.checkFromPeer(conn[c.peer], c.frame)); got != c.want {
 			t.Errorf("%s (peer %s): %q, want %q", c.name, c.peer, got, c.want)
 		}
 	}
-	for _, reason := range []string{DropMalformed, DropBadOffload, DropSpoofed, DropACL, DropGatewayHost} {
-		if dropMessages[reason] == "" {
-			t.Errorf("no log message for %q", reason)
+	for _, reason := range []DropReason{DropMalformed, DropBadOffload, DropSpoofed, DropACL, DropGatewayHost} {
+		if dropLines[reason] == "" {
+			t.Errorf("no log line for %q", reason)
 		}
 	}
 }
@@ -111,13 +111,21 @@ func TestCheckFromClientAllocs(t *testing.T) {
 	}
 	toPod, toGW := frame("100.64.240.2", "10.244.1.20", 6, syn22...), frame("100.64.240.2", "100.64.240.1", 1, ping...)
 	if n := testing.AllocsPerRun(1000, func() {
-		if r, _ := s.checkFromPeer(c, toPod); r != "" {
+		if r, drop := s.checkFromPeer(c, toPod); drop {
 			t.Fatal(r)
 		}
-		if r, _ := s.checkFromPeer(c, toGW); r != "" {
+		if r, drop := s.checkFromPeer(c, toGW); drop {
 			t.Fatal(r)
 		}
 	}); n != 0 {
 		t.Errorf("%v allocations per packet", n)
 	}
+}
+
+// verdict names a check's outcome: the drop reason, or "" for a packet let through.
+func verdict(r DropReason, drop bool) string {
+	if !drop {
+		return ""
+	}
+	return r.String()
 }

@@ -9,12 +9,18 @@ import (
 	"github.com/gtun/gtun/pkg/secure"
 )
 
-// Drop reasons a peer's packets can have; the others (no_route, malformed
-// frames from the TUN) are counted for gtund as a whole.
-var peerDropReasons = []string{DropSpoofed, DropACL, DropMalformed, DropBadOffload, DropQueueFull, DropTunWrite}
-
-// dropReasons are all of gtund's own drop reasons.
-var dropReasons = append([]string{DropNoRoute}, peerDropReasons...)
+// dropReasons are the names of gtund's drop reasons, reported from the
+// start at 0; peerDropReasons those a peer's packets can have (all but
+// no_route, which has no peer).
+var dropReasons, peerDropReasons = func() (all, peer []string) {
+	for r := range numDropReasons {
+		all = append(all, r.String())
+		if r != DropNoRoute {
+			peer = append(peer, r.String())
+		}
+	}
+	return all, peer
+}()
 
 // handshakeReasons are the reasons a connection is refused before it
 // becomes a session.

@@ -46,12 +46,12 @@ func TestCollector(t *testing.T) {
 	st := Status{Handshakes: HandshakeStatus{Stats: guard.Stats{Pending: 3, Sources: 5, KnownSources: 4},
 		HandshakeCounts: secure.HandshakeCounts{DH: map[string]uint64{"authenticated": 6, "unknown_peer": 2}, DHForStrangers: 2}}, Routes: []string{"10.244.0.0/16", "10.96.0.0/12"}, Offload: true,
 		HandshakeFailures: map[string]uint64{"unknown_peer": 4, "rate_limited": 2, "new_reason": 1},
-		Drops:             map[string]uint64{DropNoRoute: 7, DropACL: 1},
+		Drops:             map[string]uint64{DropNoRoute.String(): 7, DropACL.String(): 1},
 		Heals:             map[string]uint64{HealNFTables: 2, HealRoute: 1},
 		Fights:            map[string]uint64{HealRoute: 1},
 		Peers: []PeerStatus{
 			{Name: "vm1", Connected: true, RxBytes: 1000, TxBytes: 2000, RxPackets: 10, TxPackets: 20,
-				RTT: 1500 * time.Microsecond, Sessions: 3, Drops: map[string]uint64{DropACL: 1},
+				RTT: 1500 * time.Microsecond, Sessions: 3, Drops: map[string]uint64{DropACL.String(): 1},
 				Rekeys: session.Rekeys{Sent: 7, Received: 5}, KeyAge: 1500 * time.Millisecond},
 			{Name: "vm2"},
 		}}
@@ -115,9 +115,9 @@ func TestCollector(t *testing.T) {
 // A scrape of a gtund with 1,000 peers: what Prometheus costs it every
 // scrape interval (the packet path pays nothing).
 func BenchmarkCollect1000Peers(b *testing.B) {
-	st := Status{Drops: map[string]uint64{DropNoRoute: 1}}
+	st := Status{Drops: map[string]uint64{DropNoRoute.String(): 1}}
 	for i := range 1000 {
-		st.Peers = append(st.Peers, PeerStatus{Name: fmt.Sprintf("vm%04d", i), Connected: true, RxBytes: 1, Drops: map[string]uint64{DropACL: 1}})
+		st.Peers = append(st.Peers, PeerStatus{Name: fmt.Sprintf("vm%04d", i), Connected: true, RxBytes: 1, Drops: map[string]uint64{DropACL.String(): 1}})
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewCollector(func() Status { return st }))

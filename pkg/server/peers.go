@@ -12,7 +12,6 @@ import (
 	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
-	"github.com/gtun/gtun/pkg/stats"
 )
 
 // subnetLinger is how long a disconnected peer's subnets stay routed into
@@ -28,7 +27,8 @@ type peer struct {
 	lastTS  uint64      // newest handshake timestamp seen, refuses replays; Server.mu
 	allowed atomic.Pointer[packet.Table[struct{}]]
 	subnets atomic.Pointer[packet.Table[struct{}]] // sources accepted besides its address
-	drops   stats.Reasons                          // per peer, across its sessions
+	drops   drops                                  // of its packets, across its sessions
+	dropLog dropLog                                // holds back log lines of its drops
 	goneAt  time.Time                              // when its last session ended; Server.mu
 
 	// Counters across the peer's sessions, so that status and metrics

@@ -90,7 +90,7 @@ type Server struct {
 	book        reconcile.Book // heals and fights of every part kept in place
 	natMu       sync.Mutex     // serializes building the nftables table: setup, reload, repair
 	natApplied  nat.Spec       // the table as last built; natMu
-	drops       stats.Reasons
+	drops       drops          // by the data plane: every peer's, and what came from the TUN
 	wg          sync.WaitGroup
 	listenAddrs []string
 }
@@ -228,7 +228,12 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	s.goRun(func() { s.events.Run(ctx) })
 	s.goRun(func() { s.dev.Run(ctx) })
 	s.goRun(func() { s.watchSystem(ctx) })
-	s.goRun(func() { s.rate.FlushEvery(ctx, systemCheckInterval) }) // counts of a stopped flood reach the log
+	s.goRun(func() { // counts of a stopped flood reach the log
+		for nlwatch.Sleep(ctx, systemCheckInterval) {
+			s.rate.Flush()
+			s.flushDropLogs()
+		}
+	})
 	s.goRun(func() {
 		if err := s.subnetRoutes.Run(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("route reconciler stopped", "err", err)

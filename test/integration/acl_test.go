@@ -66,10 +66,10 @@ func TestACLAndSpoofCountedPerPeer(t *testing.T) {
 		status(t, bins.gtund, e.serverSocket(), &sst)
 		// Peers are sorted by name: raw, vm.
 		raw, vm := sst.Peers[0].Drops, sst.Peers[1].Drops
-		if raw[server.DropACL] != 2 || raw[server.DropSpoofed] != 1 || len(raw) != 2 {
+		if raw[server.DropACL.String()] != 2 || raw[server.DropSpoofed.String()] != 1 || len(raw) != 2 {
 			return fmt.Errorf("raw drops %v, want acl=2 spoofed_source=1", raw)
 		}
-		if vm[server.DropSpoofed] == 0 || vm[server.DropACL] != 0 {
+		if vm[server.DropSpoofed.String()] == 0 || vm[server.DropACL.String()] != 0 {
 			return fmt.Errorf("vm drops %v, want spoofed_source only", vm)
 		}
 		return nil

@@ -100,7 +100,7 @@ func TestGatewayHostClosed(t *testing.T) {
 	testnet.Eventually(t, 5*time.Second, func() error {
 		status(t, bins.gtund, e.serverSocket(), &sst)
 		vm := sst.Peers[1] // sorted by name: raw, vm
-		if vm.Name != "vm" || vm.Drops[server.DropGatewayHost] < 2 || sst.Drops[server.DropGatewayHost] < 2 {
+		if vm.Name != "vm" || vm.Drops[server.DropGatewayHost.String()] < 2 || sst.Drops[server.DropGatewayHost.String()] < 2 {
 			return fmt.Errorf("vm's drops %v, total %v: want gateway_host from both connection attempts", vm.Drops, sst.Drops)
 		}
 		return nil
@@ -132,7 +132,7 @@ func TestGatewayHostClosed(t *testing.T) {
 	testnet.Eventually(t, 5*time.Second, func() error {
 		status(t, bins.gtund, e.serverSocket(), &sst)
 		d := sst.Peers[0].Drops
-		if d[server.DropGatewayHost] != 4 || d[server.DropACL] != 2 || len(d) != 2 {
+		if d[server.DropGatewayHost.String()] != 4 || d[server.DropACL.String()] != 2 || len(d) != 2 {
 			return fmt.Errorf("raw's drops %v, want gateway_host=4 acl=2", d)
 		}
 		return nil

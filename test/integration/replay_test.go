@@ -299,7 +299,7 @@ func TestPeerCannotUseAnotherPeersAddress(t *testing.T) {
 	testnet.Eventually(t, 10*time.Second, func() error {
 		st := gtundStatus(t, e)
 		// Peers are sorted by name: raw, vm.
-		if n := st.Peers[0].Drops[server.DropSpoofed]; n != forged {
+		if n := st.Peers[0].Drops[server.DropSpoofed.String()]; n != forged {
 			return fmt.Errorf("raw's spoofed drops %d, want %d (%v)", n, forged, st.Peers[0].Drops)
 		}
 		if len(st.Peers[1].Drops) != 0 {

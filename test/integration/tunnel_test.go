@@ -328,7 +328,7 @@ func TestACLAndAntiSpoofing(t *testing.T) {
 		var sst server.Status
 		status(t, bins.gtund, e.serverSocket(), &sst)
 		// Peers are sorted by name: raw, vm.
-		if raw, vm := sst.Peers[0].Drops, sst.Peers[1].Drops; raw[server.DropACL] == 0 || vm[server.DropSpoofed] == 0 {
+		if raw, vm := sst.Peers[0].Drops, sst.Peers[1].Drops; raw[server.DropACL.String()] == 0 || vm[server.DropSpoofed.String()] == 0 {
 			return fmt.Errorf("drops not counted per peer: raw %v, vm %v", raw, vm)
 		}
 		return nil
