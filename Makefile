@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X github.com/gtun/gtun/pkg/cli.Version=$(VERSION) -X github.
 # Packages with goroutines and shared state: run under the race detector.
 RACE_PKGS := ./pkg/...
 
-.PHONY: all build man tools deps test unit integration vet fmt-check demo bench clean install uninstall dist dist-check
+.PHONY: all build man tools deps deb test unit integration vet fmt-check demo bench clean install uninstall dist dist-check
 
 all: build
 
@@ -87,6 +87,13 @@ dist:
 
 dist-check:
 	VERSION=$(VERSION) COMMIT=$(COMMIT) GO=$(GO) ./scripts/dist.sh --check
+
+# Debian packages dist/gtun_VERSION_ARCH.deb and dist/gtund_VERSION_ARCH.deb
+# for amd64 and arm64, made with dpkg-deb from the tarballs of make dist
+# (see scripts/deb.sh).
+.PHONY: deb
+deb: dist
+	VERSION=$(VERSION) COMMIT=$(COMMIT) ./scripts/deb.sh
 
 clean:
 	rm -rf bin bench/results dist

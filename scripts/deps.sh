@@ -7,7 +7,8 @@ set -euo pipefail
 # systemd: systemd-analyze, which make test runs on the units (test/install).
 # dnsutils: dig, for the split DNS tests.
 # man-db, groff-base: man --warnings on the man pages (docs/man).
-PKGS=(iproute2 nftables iperf3 iputils-ping curl tcpdump procps systemd dnsutils man-db groff-base)
+# lintian: checks the Debian packages of make deb (test/release).
+PKGS=(iproute2 nftables iperf3 iputils-ping curl tcpdump procps systemd dnsutils man-db groff-base lintian)
 
 missing=()
 for p in "${PKGS[@]}"; do

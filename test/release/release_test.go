@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,6 +59,58 @@ func TestVersion(t *testing.T) {
 			t.Errorf("plain go build: %q, want %q", got, want)
 		}
 	}
+}
+
+// What the release tests build: for this machine's architecture (so the
+// binaries run), with a fixed version, commit and time.
+const (
+	releaseVersion = "9.8.7-test"
+	releaseCommit  = "feedc0de"
+	releaseEpoch   = 1767225600 // 2026-01-01T00:00:00Z
+)
+
+// buildRelease runs a release script (dist.sh, deb.sh) into dir.
+func buildRelease(t *testing.T, dir, script string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(testnet.RepoRoot(), "scripts", script))
+	cmd.Env = append(os.Environ(), "DISTDIR="+dir, "ARCHES="+runtime.GOARCH, "VERSION="+releaseVersion, "COMMIT="+releaseCommit,
+		fmt.Sprintf("SOURCE_DATE_EPOCH=%d", releaseEpoch))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+}
+
+// shared is one dist.sh build for the package's tests (two builds of the
+// Go binaries cost half a minute on the test machine), removed by TestMain.
+var shared struct {
+	once sync.Once
+	dir  string
+	ok   bool
+}
+
+func sharedDist(t *testing.T) string {
+	t.Helper()
+	shared.once.Do(func() {
+		dir, err := os.MkdirTemp("", "gtun-release")
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared.dir = dir
+		buildRelease(t, dir, "dist.sh")
+		shared.ok = true
+	})
+	if !shared.ok {
+		t.Fatal("the shared dist.sh build failed (see the first test that ran it)")
+	}
+	return shared.dir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+	}
+	os.Exit(code)
 }
 
 // distFile is one entry of a tarball.
@@ -112,23 +165,17 @@ func readTarball(t *testing.T, path string) map[string]distFile {
 // an empty build cache.)
 func TestDistTarball(t *testing.T) {
 	root := testnet.RepoRoot()
-	epoch := int64(1767225600) // 2026-01-01T00:00:00Z
+	epoch := int64(releaseEpoch)
 	arch := runtime.GOARCH
-	dist := func() (string, string) {
-		dir := t.TempDir()
-		cmd := exec.Command(filepath.Join(root, "scripts/dist.sh"))
-		cmd.Env = append(os.Environ(), "DISTDIR="+dir, "ARCHES="+arch, "VERSION=9.8.7-test", "COMMIT=feedc0de",
-			fmt.Sprintf("SOURCE_DATE_EPOCH=%d", epoch))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("dist.sh: %v\n%s", err, out)
-		}
+	dist := func(dir string) (string, string) {
+		buildRelease(t, dir, "dist.sh")
 		sums, err := os.ReadFile(filepath.Join(dir, "SHA256SUMS"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return dir, string(sums)
 	}
-	dir, sums := dist()
+	dir, sums := dist(sharedDist(t))
 	name := "gtun-9.8.7-test-linux-" + arch
 	tarball := filepath.Join(dir, name+".tar.gz")
 
@@ -207,7 +254,7 @@ func TestDistTarball(t *testing.T) {
 		}
 	}
 
-	if _, again := dist(); again != sums {
+	if _, again := dist(t.TempDir()); again != sums {
 		t.Errorf("a second build differs:\n%s\n%s", sums, again)
 	}
 }
