@@ -31,6 +31,12 @@ tools:
 deps:
 	./scripts/deps.sh
 
+# Modules of go.mod with newer releases (lists them; upgrading is a
+# separate step).
+.PHONY: deps-check
+deps-check:
+	GO=$(GO) ./scripts/deps-check.sh
+
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
