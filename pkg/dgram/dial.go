@@ -258,6 +258,13 @@ func clientReceive(conn *net.UDPConn, s *Session, server netip.AddrPort) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// A deadline left by the handshake (a cancelled dial
+				// sets one): this reader has none.
+				_ = conn.SetReadDeadline(time.Time{})
+				continue
+			}
 			// ICMP errors (the server restarting: connection refused)
 			// come and go; the session layer's keepalive decides when the
 			// session is dead, not one error. Pace the loop on them.
