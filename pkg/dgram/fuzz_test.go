@@ -15,7 +15,7 @@ func FuzzRoute(f *testing.F) {
 	srvKey, _ := secure.GeneratePrivateKey()
 	cliKey, _ := secure.GeneratePrivateKey()
 	_, first, _ := secure.Initiate(secure.ClientConfig{Private: cliKey, ServerKey: srvKey.Public()})
-	f.Add(appendInitiation(nil, 1, first))                      // a real initiation (of an unknown key)
+	f.Add(appendInitiation(nil, 1, first))                        // a real initiation (of an unknown key)
 	f.Add(appendResponse(nil, 1, 2, bytes.Repeat([]byte{7}, 48))) // a response, to a server
 	f.Add(append([]byte{TypeData, 0, 0, 0, 1, 0, 0, 0}, make([]byte, 40)...))
 	f.Add([]byte{TypeCookieReply, 0, 0, 0})
