@@ -11,8 +11,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/gtun/gtun/pkg/stats"
 )
 
 // readBatch is how many datagrams one recvmmsg takes at most: a burst of
@@ -143,7 +141,7 @@ const sparseGap = 200 * time.Microsecond
 type batchWriter struct {
 	connected bool // the client's socket: no destination per datagram
 	family    int  // of the socket: an IPv6 socket takes IPv4 destinations v4-mapped
-	errors    *stats.Reasons
+	errors    *drops
 	direct    func(b []byte, to netip.AddrPort) error
 
 	mu       sync.Mutex // guards what follows; taken before sendMu
@@ -173,7 +171,7 @@ type batch struct {
 
 var writerEpoch = time.Now()
 
-func newBatchWriter(c *net.UDPConn, connected bool, errs *stats.Reasons, direct func(b []byte, to netip.AddrPort) error) (*batchWriter, error) {
+func newBatchWriter(c *net.UDPConn, connected bool, errs *drops, direct func(b []byte, to netip.AddrPort) error) (*batchWriter, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -276,7 +274,7 @@ func (w *batchWriter) flusher() {
 
 // send sends the batch with as few sendmmsg as the socket allows; a
 // datagram that fails is counted and skipped. It empties the batch.
-func (b *batch) send(errs *stats.Reasons) {
+func (b *batch) send(errs *drops) {
 	for b.from = 0; b.from < b.n; {
 		b.sent, b.errno = 0, 0
 		if err := b.rc.Write(b.writeFn); err != nil {

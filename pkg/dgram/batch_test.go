@@ -8,8 +8,6 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/gtun/gtun/pkg/stats"
 )
 
 func udpPair(t *testing.T, network, addr string) (*net.UDPConn, *net.UDPConn) {
@@ -106,7 +104,7 @@ func TestBatchWriter(t *testing.T) {
 				}
 				defer sender.Close()
 			}
-			var errs stats.Reasons
+			var errs drops
 			directs := 0
 			w, err := newBatchWriter(sender, connected, &errs, func(b []byte, to netip.AddrPort) error {
 				directs++
@@ -191,7 +189,7 @@ func TestBatchWriter(t *testing.T) {
 func TestBatchWriterDoesNotAllocate(t *testing.T) {
 	ln, c := udpPair(t, "udp4", "127.0.0.1")
 	_ = ln.SetReadBuffer(8 << 20)
-	var errs stats.Reasons
+	var errs drops
 	w, err := newBatchWriter(c, true, &errs, func(b []byte, _ netip.AddrPort) error { _, err := c.Write(b); return err })
 	if err != nil {
 		t.Fatal(err)

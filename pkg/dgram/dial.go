@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/gtun/gtun/pkg/secure"
-	"github.com/gtun/gtun/pkg/stats"
 )
 
 // DefaultRetry is how long a client waits for an answer before it sends a
@@ -226,12 +225,12 @@ func sleepUntil(ctx context.Context, t time.Time) {
 func clientSession(conn *net.UDPConn, keys secure.Keys, local, remote uint32) (*Session, error) {
 	ra := conn.RemoteAddr().(*net.UDPAddr).AddrPort()
 	server := netip.AddrPortFrom(ra.Addr().Unmap(), ra.Port())
-	drops := &stats.Reasons{}
-	w, err := newBatchWriter(conn, true, drops, func(b []byte, _ netip.AddrPort) error { _, err := conn.Write(b); return err })
+	counts := new(drops)
+	w, err := newBatchWriter(conn, true, counts, func(b []byte, _ netip.AddrPort) error { _, err := conn.Write(b); return err })
 	if err != nil {
 		return nil, err
 	}
-	s, err := sessionFromKeys(keys, sessionParams{local: local, remote: remote, endpoint: server, drops: drops,
+	s, err := sessionFromKeys(keys, sessionParams{local: local, remote: remote, endpoint: server, drops: counts,
 		xmit: func(b []byte, to netip.AddrPort) error { w.send(b, to); return nil }})
 	if err != nil {
 		w.close()

@@ -13,22 +13,7 @@ import (
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/secure"
-	"github.com/gtun/gtun/pkg/stats"
 )
-
-// Reasons an initiation is dropped by the listener before the responder.
-const (
-	DropBadMAC1        = "bad_mac1"             // not keyed with this server's public key: a stranger, a scanner
-	DropCookieRequired = "cookie_required"      // under load without a valid mac2: answered with a cookie reply, no DH
-	DropRateLimited    = guard.RateLimited      // under load, a proven source over its handshake rate
-	DropDuplicate      = "duplicate"            // a first message seen before: a replay, dropped before the queue (no DH)
-	DropHandshakeFull  = "handshake_queue_full" // the handshake worker is behind: dropped, the client retries
-	DropAcceptFull     = "accept_queue_full"    // authenticated, but the server does not take sessions fast enough
-)
-
-// DropReasons are every reason a datagram is dropped, for metrics.
-var DropReasons = []string{DropMalformed, DropBadMAC1, DropCookieRequired, DropRateLimited, DropDuplicate, DropHandshakeFull, DropAcceptFull,
-	DropUnsolicited, DropUnknownIndex, DropReplay, DropBadTag, DropEpoch, DropCounterLimit, DropQueueFull, DropSendError}
 
 // Handshake queue: first messages that passed mac1 (and, under load, mac2)
 // wait here for the one worker that does the Diffie-Hellman, so that the
@@ -78,7 +63,7 @@ type Listener struct {
 	accepted  chan *Session
 	loadUntil atomic.Int64 // unix nanoseconds; under load until then
 
-	drops       stats.Reasons
+	drops       drops
 	cookiesSent atomic.Uint64
 	sessions    atomic.Uint64 // made since start
 
@@ -229,7 +214,7 @@ func (l *Listener) route(d []byte, from netip.AddrPort) {
 // drop counts a dropped datagram. It does nothing else: a flood of
 // forged datagrams must cost a counter each, not a log line or an
 // allocation; logDrops reports the counts at a bounded rate.
-func (l *Listener) drop(reason string, _ netip.AddrPort) { l.drops.Inc(reason) }
+func (l *Listener) drop(reason DropReason, _ netip.AddrPort) { l.drops.Inc(reason) }
 
 // initiation checks a first message before it may cost anything: mac1
 // first, then (under load) mac2, and the per-source limit of proven
@@ -261,9 +246,9 @@ func (l *Listener) initiation(d []byte, from netip.AddrPort) {
 		// The source is proven: it receives at this address. Now, and only
 		// now, a per-source budget applies.
 		if g := l.cfg.Guard; g != nil {
-			t, refused := g.Admit(from.Addr())
+			t, _ := g.Admit(from.Addr())
 			if t == nil {
-				l.drop(refused, from)
+				l.drop(DropRateLimited, from) // whichever limit: the guard counts its own
 				return
 			}
 			t.Release()
@@ -395,7 +380,7 @@ func (l *Listener) logDrops() {
 			}
 			last[reason] = n
 			level := slog.LevelInfo
-			if reason == DropQueueFull || reason == DropHandshakeFull || reason == DropAcceptFull {
+			if reason == DropQueueFull.String() || reason == DropHandshakeFull.String() || reason == DropAcceptFull.String() {
 				level = slog.LevelWarn // ours to fix, not an attacker's noise
 			}
 			l.rate.Log(level, "dgram-drop:"+reason, "datagrams dropped", "reason", reason, "total", n, "listen", l.conn.LocalAddr().String())

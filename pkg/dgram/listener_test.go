@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -208,7 +209,7 @@ func TestDemuxDropsWithoutStateOrReply(t *testing.T) {
 	cases := []struct {
 		name   string
 		d      []byte
-		reason string
+		reason DropReason
 	}{
 		{"empty-ish", []byte{1}, DropMalformed},
 		{"unknown type", append([]byte{9, 0, 0, 0}, random(100)...), DropMalformed},
@@ -225,7 +226,7 @@ func TestDemuxDropsWithoutStateOrReply(t *testing.T) {
 	want := map[string]uint64{}
 	for _, c := range cases {
 		rc.send(c.d)
-		want[c.reason]++
+		want[c.reason.String()]++
 	}
 	if b := rc.answer(300 * time.Millisecond); b != nil {
 		t.Fatalf("the listener answered %d bytes", len(b))
@@ -421,7 +422,7 @@ func TestForgedAndReplayedDataDoNotDisturb(t *testing.T) {
 	}
 	waitFor(t, func() error {
 		d := ts.l.Stats().Dropped
-		if d[DropReplay] != 3 || d[DropBadTag] != 20 {
+		if d[DropReplay.String()] != 3 || d[DropBadTag.String()] != 20 {
 			return fmt.Errorf("dropped %v, want 3 replays and 20 bad tags", d)
 		}
 		return nil
@@ -434,5 +435,47 @@ func TestForgedAndReplayedDataDoNotDisturb(t *testing.T) {
 func binary8(d []byte, counter uint64) {
 	for i := range 8 {
 		d[headerLen+indexLen+i] = byte(counter >> (8 * i))
+	}
+}
+
+// What a flood sends costs no allocation: garbage, initiations without a
+// valid mac1, data for unknown indexes, and forged data for a live
+// session (a counter never used, a tag that does not open).
+func TestDemuxDropsDoNotAllocate(t *testing.T) {
+	ts := listen(t)
+	cli, err := Dial(context.Background(), ts.l.Addr().String(), ts.dialConfig(ts.client))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	srv := ts.accept(t)
+	from := netip.MustParseAddrPort("203.0.113.9:999")
+	forged := make([]byte, 200)
+	putHeader(forged, TypeData)
+	putIndex(forged[headerLen:], srv.local)
+	_, first, _ := secure.Initiate(secure.ClientConfig{Private: mustKey(t), ServerKey: mustKey(t).Public()})
+	inputs := [][]byte{
+		random(100),
+		appendInitiation(nil, 3, first),
+		append([]byte{TypeData, 0, 0, 0, 9, 9, 9, 9}, random(100)...),
+		forged,
+	}
+	buf := make([]byte, 0, MaxDatagram)
+	for _, in := range inputs {
+		var counter uint64 = 1 << 20
+		allocs := testing.AllocsPerRun(500, func() {
+			d := append(buf[:0], in...)
+			if d[0] == TypeData && index(d[headerLen:]) == srv.local {
+				counter++
+				binary.LittleEndian.PutUint64(d[headerLen+indexLen:], counter)
+			}
+			ts.l.route(d, from)
+		})
+		if allocs != 0 {
+			t.Errorf("%.1f allocations per dropped datagram (type %d)", allocs, in[0])
+		}
+	}
+	if got := ts.l.Stats().Dropped[DropBadTag.String()]; got < 500 {
+		t.Fatalf("forged data for the live session: %d bad tags counted", got)
 	}
 }

@@ -14,7 +14,7 @@ import (
 // so kcp-go only ever sees the peer's segments.
 type PacketConn struct {
 	s    *Session
-	addr Addr
+	addr net.Addr // an Addr, boxed once: ReadFrom returns it per datagram
 }
 
 type inbound struct {

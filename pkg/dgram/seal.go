@@ -37,15 +37,6 @@ const (
 	lookahead = 3
 )
 
-// Reasons a data datagram is dropped.
-const (
-	DropUnknownIndex = "unknown_index" // no session has its receiver index
-	DropReplay       = "replay"        // counter seen already, or behind the window
-	DropBadTag       = "bad_tag"       // does not open: forged, corrupt, or another key
-	DropEpoch        = "stale_epoch"   // key epoch neither current, previous (in its overlap) nor just ahead
-	DropCounterLimit = "counter_limit" // counter past the hard stop
-)
-
 var errCounterLimit = errors.New("datagram counter at its hard limit: key update overdue")
 
 // Each direction has a chain of secrets: the first is that direction's
@@ -185,15 +176,16 @@ func (o *opener) fillAhead() error {
 // open opens the data datagram d in place and returns its payload, and
 // whether its counter moved its epoch's window forward (the newest datagram
 // of the newest epoch: the one whose source is the peer's current address).
-// On failure it returns the drop reason; nothing has changed then.
-func (o *opener) open(d []byte, now time.Time) (payload []byte, newest bool, reason string) {
+// On failure it returns the drop reason and false; nothing has changed
+// then.
+func (o *opener) open(d []byte, now time.Time) (payload []byte, newest bool, reason DropReason, ok bool) {
 	if len(d) < DataOverhead {
-		return nil, false, DropMalformed
+		return nil, false, DropMalformed, false
 	}
 	epoch := d[1]
 	counter := binary.LittleEndian.Uint64(d[headerLen+indexLen:])
 	if counter >= rejectAfter {
-		return nil, false, DropCounterLimit
+		return nil, false, DropCounterLimit, false
 	}
 	if o.prev != nil && !now.Before(o.prevEnds) {
 		clear(o.prev.key[:])
@@ -213,17 +205,17 @@ func (o *opener) open(d []byte, now time.Time) (payload []byte, newest bool, rea
 			}
 		}
 		if k == nil {
-			return nil, false, DropEpoch
+			return nil, false, DropEpoch, false
 		}
 	}
 	if !k.window.check(counter) {
-		return nil, false, DropReplay
+		return nil, false, DropReplay, false
 	}
 	putNonce(&o.nonce, &k.mask, counter)
 	hdr, sealed := d[:DataHeaderLen], d[DataHeaderLen:]
 	plain, err := k.aead.Open(sealed[:0], o.nonce[:], sealed, hdr)
 	if err != nil {
-		return nil, false, DropBadTag
+		return nil, false, DropBadTag, false
 	}
 	forward := k.window.accept(counter)
 	if ahead >= 0 {
@@ -242,5 +234,5 @@ func (o *opener) open(d []byte, now time.Time) (payload []byte, newest bool, rea
 		// to refuse this datagram, which opened.
 		_ = o.fillAhead()
 	}
-	return plain, forward && k == o.cur, ""
+	return plain, forward && k == o.cur, 0, true
 }

@@ -50,8 +50,8 @@ func mustSeal(t *testing.T, s *sealer, payload string, now time.Time) []byte {
 
 func expectOpen(t *testing.T, o *opener, d []byte, want string, now time.Time) {
 	t.Helper()
-	got, _, reason := o.open(bytes.Clone(d), now)
-	if reason != "" {
+	got, _, reason, ok := o.open(bytes.Clone(d), now)
+	if !ok {
 		t.Fatalf("%q did not open: %s", want, reason)
 	}
 	if string(got) != want {
@@ -59,10 +59,10 @@ func expectOpen(t *testing.T, o *opener, d []byte, want string, now time.Time) {
 	}
 }
 
-func expectDrop(t *testing.T, o *opener, d []byte, want string, now time.Time) {
+func expectDrop(t *testing.T, o *opener, d []byte, want DropReason, now time.Time) {
 	t.Helper()
-	if got, _, reason := o.open(bytes.Clone(d), now); reason != want {
-		t.Fatalf("opened %q with reason %q, want drop %q", got, reason, want)
+	if got, _, reason, ok := o.open(bytes.Clone(d), now); ok || reason != want {
+		t.Fatalf("opened %q (%v) with reason %v, want drop %v", got, ok, reason, want)
 	}
 }
 
@@ -92,7 +92,7 @@ func TestSealTamperedNeverOpens(t *testing.T) {
 	for i := range len(d) * 8 {
 		m := bytes.Clone(d)
 		m[i/8] ^= 1 << (i % 8)
-		if got, _, reason := o.open(m, t0); reason == "" {
+		if got, _, _, ok := o.open(m, t0); ok {
 			t.Fatalf("bit %d flipped: opened %q", i, got)
 		}
 	}
@@ -188,7 +188,7 @@ func TestSealDoesNotAllocate(t *testing.T) {
 			t.Fatal(err)
 		}
 		in = append(in[:0], d...)
-		if _, _, reason := o.open(in, t0); reason != "" {
+		if _, _, reason, ok := o.open(in, t0); !ok {
 			t.Fatal(reason)
 		}
 	})

@@ -9,15 +9,6 @@ import (
 	"time"
 
 	"github.com/gtun/gtun/pkg/secure"
-	"github.com/gtun/gtun/pkg/stats"
-)
-
-// Reasons a datagram is dropped before it reaches a session, or inside one.
-const (
-	DropMalformed   = "malformed"   // too short, unknown type, bytes that must be zero are not
-	DropQueueFull   = "queue_full"  // the session's reader did not keep up (see deliver)
-	DropSendError   = "send_error"  // the socket refused an outgoing datagram (no route, buffer, ...): lost like on the wire
-	DropUnsolicited = "unsolicited" // a response or cookie reply that answers no initiation of ours
 )
 
 // ErrClosed is returned by a closed session's Send.
@@ -34,7 +25,7 @@ type Session struct {
 	xmit          func(b []byte, to netip.AddrPort) error
 	endpoint      atomic.Pointer[netip.AddrPort] // where datagrams for the peer go
 	roams         bool                           // the endpoint follows the newest authenticated datagram (server side)
-	drops         *stats.Reasons                 // the listener's or dialer's counters
+	drops         *drops                         // the listener's or dialer's counters
 	now           func() time.Time
 
 	smu    sync.Mutex
@@ -68,7 +59,7 @@ type sessionParams struct {
 	endpoint      netip.AddrPort
 	roams         bool
 	xmit          func(b []byte, to netip.AddrPort) error
-	drops         *stats.Reasons
+	drops         *drops
 }
 
 func newSession(p sessionParams) (*Session, error) {
@@ -129,8 +120,8 @@ func (s *Session) SetRekeyInterval(d time.Duration) {
 func (s *Session) receive(d []byte, from netip.AddrPort) {
 	s.omu.Lock() // held through deliver too, which uses the one wait timer
 	defer s.omu.Unlock()
-	payload, newest, reason := s.opener.open(d, s.now())
-	if reason != "" {
+	payload, newest, reason, ok := s.opener.open(d, s.now())
+	if !ok {
 		s.drops.Inc(reason)
 		return
 	}
@@ -138,8 +129,9 @@ func (s *Session) receive(d []byte, from netip.AddrPort) {
 	if s.roams && newest && *s.endpoint.Load() != from {
 		// Authenticated and the newest: the peer is at from now (NAT
 		// rebinding, a new address). A replayed or forged datagram never
-		// gets here.
-		s.endpoint.Store(&from)
+		// gets here. (A copy, so that only a move allocates.)
+		ep := from
+		s.endpoint.Store(&ep)
 	}
 	s.deliver(payload)
 }

@@ -409,7 +409,7 @@ attack:
 		t.Errorf("gtund counts %d sessions of the peer, want 1", p.Sessions)
 	}
 	d := st.Datagrams.Dropped
-	if d[dgram.DropReplay] < uint64(replays) || d[dgram.DropBadTag] < uint64(newCounter) {
+	if d[dgram.DropReplay.String()] < uint64(replays) || d[dgram.DropBadTag.String()] < uint64(newCounter) {
 		t.Errorf("dropped %v: want >= %d replays and >= %d bad tags", d, replays, newCounter)
 	}
 	if st.Handshakes.DHForStrangers != 0 || st.Handshakes.RefusedBeforeDH["duplicate"] < uint64(rounds) {
@@ -470,7 +470,7 @@ func TestRecordedInitiationReplayedFrom1000Sources(t *testing.T) {
 	// kernel dropped from the full socket buffer: the flood outruns gtund
 	// on this machine, which it shares with the flood's sender).
 	kernelDrops := udpReceiveErrors(t, h.env) - kernelBefore
-	refused := st.Datagrams.Dropped[dgram.DropDuplicate] + st.Datagrams.Dropped[dgram.DropCookieRequired] + st.Datagrams.Dropped[dgram.DropHandshakeFull]
+	refused := st.Datagrams.Dropped[dgram.DropDuplicate.String()] + st.Datagrams.Dropped[dgram.DropCookieRequired.String()] + st.Datagrams.Dropped[dgram.DropHandshakeFull.String()]
 	t.Logf("of %d replays sent: %d refused by gtund before any DH, about %d dropped by gw's kernel (socket buffer full; its count includes the known client's datagrams lost so)",
 		sent, refused, kernelDrops)
 	if refused == 0 {
