@@ -37,7 +37,6 @@ func daemon() cli.Daemon {
 		},
 		Load:        cli.Loader(config.LoadServer),
 		PrintStatus: server.WriteStatus,
-		Reload:      true,
 		Commands:    []*cli.Command{peers.Command()},
 	}
 }

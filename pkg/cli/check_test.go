@@ -54,7 +54,7 @@ func TestCheck(t *testing.T) {
 	d, ran := daemon(t)
 	path, k := goodServerConfig(t)
 	code, out, errOut := execute(d, "check", "-c", path)
-	if code != ExitOK || errOut != "" || !strings.HasPrefix(out, path+": ok: 1 peers (1 in ") || !strings.Contains(out, k.Public().String()) {
+	if code != ExitOK || errOut != "" || !strings.HasPrefix(out, path+": ok: 1 peer (1 in ") || !strings.Contains(out, k.Public().String()) {
 		t.Errorf("check of a good config: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	// Each file it reads is checked: the config, the key file, the peers file.

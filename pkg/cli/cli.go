@@ -82,9 +82,6 @@ type Daemon struct {
 	Load func(path string) (Config, error)
 	// PrintStatus renders the JSON status for humans.
 	PrintStatus func(w io.Writer, raw json.RawMessage) error
-	// Reload: the control socket answers reload requests (gtund), so the
-	// binary has a reload command.
-	Reload bool
 	// Commands are commands only this binary has (gtund's "peer").
 	Commands []*Command
 }
@@ -145,16 +142,14 @@ names the file).`,
 		{Name: "status", Short: "show the running daemon's state (from its control socket)",
 			Synopsis: "[--json] [-c FILE | --socket PATH]", Setup: d.setupStatus},
 	}
-	if d.Reload {
-		root.Commands = append(root.Commands, &Command{Name: "reload",
-			Short:    "make the running daemon re-read its config (as SIGHUP does) and report the outcome",
-			Synopsis: "[-c FILE | --socket PATH]",
-			Long: `Asks the running daemon, over its control socket, to re-read its config
+	root.Commands = append(root.Commands, &Command{Name: "reload",
+		Short:    "make the running daemon re-read its config (as SIGHUP does) and report the outcome",
+		Synopsis: "[-c FILE | --socket PATH]",
+		Long: `Asks the running daemon, over its control socket, to re-read its config
 and waits for the answer: exit 0 when it applied, 2 when it refused a bad
 config (the running config stays; the errors are printed), 1 when it cannot
 be reached or failed otherwise.`,
-			Setup: d.setupReload})
-	}
+		Setup: d.setupReload})
 	root.Commands = append(root.Commands, d.Commands...)
 	root.Commands = append(root.Commands,
 		&Command{Name: "genkey", Short: "print a new private key", Setup: func(*flag.FlagSet) func(*Env) int { return d.genkey }},

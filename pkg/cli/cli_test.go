@@ -31,7 +31,6 @@ func daemon(t *testing.T) (Daemon, *bool) {
 		},
 		Load:        Loader(config.LoadServer),
 		PrintStatus: func(w io.Writer, raw json.RawMessage) error { _, err := w.Write(raw); return err },
-		Reload:      true,
 	}, ran
 }
 

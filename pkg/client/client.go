@@ -119,6 +119,23 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 		return err
 	}
 	defer ctl.Close()
+	// `gtun reload`: the same reload as SIGHUP, run by the loop below,
+	// its error the answer.
+	reloadReq := make(chan chan error)
+	ctl.HandleReload(func() error {
+		res := make(chan error, 1)
+		select {
+		case reloadReq <- res:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case err := <-res:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
 	if c.cfg.MetricsListen != "" {
 		m, err := metrics.Listen(c.cfg.MetricsListen, c.log, NewCollector(c.Status))
 		if err != nil {
@@ -158,7 +175,9 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 		case <-ctx.Done():
 			done = true
 		case <-reload:
-			c.reload()
+			_ = c.reload() // logged
+		case res := <-reloadReq:
+			res <- c.reload()
 		}
 	}
 	c.log.Info("shutting down")

@@ -9,14 +9,15 @@ import (
 
 // reload re-reads the config file. A server's route subset applies live; a
 // change of its endpoints, transport or key makes it reconnect. Other keys
-// need a restart. A bad file changes nothing.
-func (c *Client) reload() {
+// need a restart. A bad file changes nothing; its error is returned (and
+// logged), for the answer to `gtun reload`.
+func (c *Client) reload() error {
 	_ = sdnotify.Notify("RELOADING=1")
 	defer func() { _ = sdnotify.Notify("READY=1", "STATUS="+c.statusLine()) }()
 	n, err := config.LoadClient(c.cfg.File)
 	if err != nil {
 		c.log.Error("reload failed; the running config stays", "err", err)
-		return
+		return err
 	}
 	restart := config.RestartOnly(c.cfg, n)
 	byName := map[string]config.ServerEntry{}
@@ -64,4 +65,5 @@ func (c *Client) reload() {
 		}
 	}
 	c.log.Info("config reloaded")
+	return nil
 }

@@ -24,8 +24,8 @@ func (s *Server) Summary() string {
 			inFile++
 		}
 	}
-	return fmt.Sprintf("%d peers (%d in %s), listen %s (%s), public key %s",
-		len(s.Peers), inFile, s.PeersFile, s.Listen, strings.Join(s.Transports, ", "), s.PrivateKey.Public())
+	return fmt.Sprintf("%s (%d in %s), listen %s (%s), public key %s",
+		count(len(s.Peers), "peer"), inFile, s.PeersFile, s.Listen, strings.Join(s.Transports, ", "), s.PrivateKey.Public())
 }
 
 // Summary says in one line what was loaded.
@@ -34,7 +34,15 @@ func (c *Client) Summary() string {
 	for _, s := range c.Servers {
 		names = append(names, s.Name)
 	}
-	return fmt.Sprintf("%d servers (%s), public key %s", len(c.Servers), strings.Join(names, ", "), c.PrivateKey.Public())
+	return fmt.Sprintf("%s (%s), public key %s", count(len(c.Servers), "server"), strings.Join(names, ", "), c.PrivateKey.Public())
+}
+
+// count is "1 peer", "3 peers".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // Effective returns the config as it applies, in the form of the file.

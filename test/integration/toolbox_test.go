@@ -35,7 +35,8 @@ func runCLI(t *testing.T, bin string, args ...string) (int, string, string) {
 // reload`. A bad edit is caught by check (exit 2, file:line) and refused by
 // reload with the same words while the tunnel keeps working; a good one
 // applies by the time reload returns, without a reconnect. showconf shows
-// the result, and check validates the client's config too.
+// the result. The client's side: check, and `gtun reload` of a route
+// subset.
 func TestCheckAndReloadCommands(t *testing.T) {
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
@@ -52,7 +53,7 @@ func TestCheckAndReloadCommands(t *testing.T) {
 	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
 	cli := e.startClient(t, "vm", "vm", ccfg)
 	e.waitRoute(t, "vm", "10.244.0.0/16", cli)
-	if code, out, errOut := runCLI(t, bins.gtun, "check", "-c", ccfg); code != 0 || !strings.Contains(out, ": ok: 1 servers") {
+	if code, out, errOut := runCLI(t, bins.gtun, "check", "-c", ccfg); code != 0 || !strings.Contains(out, ": ok: 1 server (") {
 		t.Errorf("gtun check: exit %d\n%s%s", code, out, errOut)
 	}
 
@@ -79,7 +80,7 @@ func TestCheckAndReloadCommands(t *testing.T) {
 	if err := os.WriteFile(cfg, orig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, out, errOut := runCLI(t, bins.gtund, "check", "-c", cfg); code != 0 || !strings.Contains(out, cfg+": ok: 1 peers") {
+	if code, out, errOut := runCLI(t, bins.gtund, "check", "-c", cfg); code != 0 || !strings.Contains(out, cfg+": ok: 1 peer (") {
 		t.Errorf("gtund check of the fixed config: exit %d\n%s%s", code, out, errOut)
 	}
 	start := time.Now()
@@ -95,6 +96,31 @@ func TestCheckAndReloadCommands(t *testing.T) {
 	status(t, bins.gtun, e.clientSocket("vm"), &cst)
 	if cst.Servers[0].Reconnects != 0 {
 		t.Errorf("the reload cost %d reconnects", cst.Servers[0].Reconnects)
+	}
+
+	// gtun reload: the same on the client, a route subset applied (its
+	// routes reconcile right after), a bad file refused.
+	corig, err := os.ReadFile(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subset := strings.Replace(string(corig), "transport = \"tcp\"\n", "transport = \"tcp\"\nroutes = [\"10.244.0.0/16\"]\n", 1)
+	if err := os.WriteFile(ccfg, []byte(subset+"\nbogus = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := runCLI(t, bins.gtun, "reload", "-c", ccfg); code != 2 || !strings.Contains(errOut, "bogus: unknown key") {
+		t.Errorf("gtun reload of a bad config: exit %d, stderr %q", code, errOut)
+	}
+	if err := os.WriteFile(ccfg, []byte(subset), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runCLI(t, bins.gtun, "reload", "-c", ccfg); code != 0 || !strings.Contains(out, "gtun: reloaded") {
+		t.Fatalf("gtun reload: exit %d\n%s%s", code, out, errOut)
+	}
+	e.waitNoRoute(t, "vm", "10.96.0.0/12")
+	status(t, bins.gtun, e.clientSocket("vm"), &cst)
+	if cst.Servers[0].Reconnects != 0 || cli.Exited() {
+		t.Errorf("gtun reload cost %d reconnects (or the process)", cst.Servers[0].Reconnects)
 	}
 
 	code, out, errOut := runCLI(t, bins.gtund, "showconf", "-c", cfg)
