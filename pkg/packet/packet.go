@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+
+	"github.com/gtun/gtun/pkg/secure"
 )
 
 // MaxIP is the largest IP packet the data path carries (64 KiB), which is
@@ -18,10 +20,11 @@ const MaxSize = VnetHdrLen + MaxIP
 
 // Headroom and Tailroom are kept around a frame so that the tunnel can seal
 // it where it lies: a record's length and type go in front, its
-// authentication tag behind (secure.PacketHeadroom, secure.PacketTailroom).
+// authentication tag behind. The record layout is secure's; the buffers
+// follow it.
 const (
-	Headroom = 5
-	Tailroom = 16
+	Headroom = secure.PacketHeadroom
+	Tailroom = secure.PacketTailroom
 )
 
 // Buf is a reusable frame buffer: B[:N] is a virtio-net header followed by
@@ -42,8 +45,8 @@ func (b *Buf) IP() []byte { return b.B[VnetHdrLen:b.N] }
 func (b *Buf) Record() []byte { return b.arr[:Headroom+b.N+Tailroom] }
 
 // RecordSpace is where a received record is read and opened so that its
-// payload (after the one-byte type) lands exactly on B.
-func (b *Buf) RecordSpace() []byte { return b.arr[Headroom-1:] }
+// payload (after the type, see secure.Conn.ReadRecord) lands exactly on B.
+func (b *Buf) RecordSpace() []byte { return b.arr[Headroom-secure.RecordTypeLen:] }
 
 var pool = sync.Pool{New: func() any {
 	b := new(Buf)

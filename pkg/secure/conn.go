@@ -32,18 +32,22 @@ const (
 	// record is read past it, straight into its destination.
 	readBufferSize = 1024
 
+	// RecordTypeLen is the type's length in front of a payload: ReadRecord
+	// opens a record's payload this far into the buffer it reads it into.
+	RecordTypeLen = 1
 	// PacketHeadroom and PacketTailroom are what WritePackets needs around a
 	// payload to seal it where it lies: the length and the type in front,
-	// the tag behind.
-	PacketHeadroom = recordHeader + 1
+	// the tag behind. pkg/packet's buffers are laid out by them.
+	PacketHeadroom = recordHeader + RecordTypeLen
 	PacketTailroom = tagSize
 )
 
-// Record types: the byte stream (Read/Write), packets (one data frame per
-// record, written and read without copies), control messages (one per
-// record) and key updates (which Conn sends and consumes itself).
+// Record types: packets (one data frame per record, written and read
+// without copies), control messages (one per record) and key updates
+// (which Conn sends and consumes itself). 0 is no type: it was the byte
+// stream yamux ran over, and a record of it now ends the session like any
+// type the reader does not know.
 const (
-	TypeStream  byte = 0
 	TypePacket  byte = 1
 	TypeControl byte = 2
 	// TypeKeyUpdate ends its sender's current key: it is sealed under that
@@ -62,8 +66,8 @@ var ErrRecordTooLarge = errors.New("sealed record length out of range")
 
 // Conn is a connection whose every byte is sealed under keys from the
 // handshake. It carries typed records (WriteRecord, WritePackets,
-// ReadRecord), and is also a net.Conn over stream records. One reader and
-// any number of writers may use it concurrently. Each direction's key
+// ReadRecord). One reader and any number of writers may use it
+// concurrently. Each direction's key
 // rotates (rekey.go): the writer updates its send key when it is due, the
 // reader follows the peer's updates.
 type Conn struct {
@@ -77,13 +81,11 @@ type Conn struct {
 	rekeysSent    atomic.Uint64
 	rekeysRecv    atomic.Uint64
 
-	rmu     sync.Mutex
-	br      *bufio.Reader
-	recv    keyState
-	rhdr    [recordHeader]byte
-	rbuf    []byte
-	pending []byte
-	rerr    error
+	rmu  sync.Mutex
+	br   *bufio.Reader
+	recv keyState
+	rhdr [recordHeader]byte
+	rerr error
 
 	wmu   sync.Mutex
 	send  keyState
@@ -195,7 +197,7 @@ func (c *Conn) KeyAge() time.Duration {
 // at least that many bytes, so that an idle reader holds none; the payload
 // is a slice of that buffer. Key update records are consumed here: the
 // buffer of one serves the record after it, and get is asked again only if
-// that one is larger. Not to be mixed with Read.
+// that one is larger.
 func (c *Conn) ReadRecord(get func(n int) []byte) (byte, []byte, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
@@ -262,35 +264,6 @@ func (c *Conn) readRecord(get func(n int) []byte) (byte, []byte, error) {
 	}
 }
 
-// Read returns bytes of the stream. A packet record here is a protocol error:
-// whoever sends packets reads with ReadRecord.
-func (c *Conn) Read(p []byte) (int, error) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	for len(c.pending) == 0 {
-		if c.rerr != nil {
-			return 0, c.rerr
-		}
-		typ, payload, err := c.readRecord(func(n int) []byte {
-			if cap(c.rbuf) < n {
-				c.rbuf = make([]byte, n)
-			}
-			return c.rbuf[:cap(c.rbuf)]
-		})
-		if err == nil && typ != TypeStream {
-			err = fmt.Errorf("unexpected record type %d on the stream", typ)
-		}
-		if err != nil {
-			c.rerr = err
-			return 0, err
-		}
-		c.pending = payload
-	}
-	n := copy(p, c.pending)
-	c.pending = c.pending[n:]
-	return n, nil
-}
-
 // WriteRecord seals payload as one record of type typ and writes it.
 func (c *Conn) WriteRecord(typ byte, payload []byte) error {
 	if len(payload) == 0 || len(payload) > MaxRecordPlaintext {
@@ -323,43 +296,6 @@ func (c *Conn) WriteRecord(typ byte, payload []byte) error {
 		return err
 	}
 	return nil
-}
-
-// Write seals p into stream records and sends them with one write.
-func (c *Conn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.werr != nil {
-		return 0, c.werr
-	}
-	if err := c.flushTailLocked(); err != nil {
-		return 0, err
-	}
-	records := (len(p) + MaxRecordPlaintext - 1) / MaxRecordPlaintext
-	update, err := c.beginWriteLocked(records, records+len(p))
-	if err != nil {
-		c.werr = err
-		return 0, err
-	}
-	need := len(update) + len(p) + records*(PacketHeadroom+PacketTailroom)
-	if cap(c.wbuf) < need {
-		c.wbuf = make([]byte, 0, need)
-	}
-	buf := append(c.wbuf[:0], update...)
-	for rest := p; len(rest) > 0; {
-		chunk := rest[:min(len(rest), MaxRecordPlaintext)]
-		at := len(buf)
-		buf = append(buf, 0, 0, 0, 0, TypeStream)
-		buf = append(buf, chunk...)
-		rec := c.sealLocked(buf[at:]) // the tag goes into buf's spare capacity
-		buf = buf[:at+len(rec)]
-		rest = rest[len(chunk):]
-	}
-	if _, err := c.conn.Write(buf); err != nil {
-		c.werr = err
-		return 0, err
-	}
-	return len(p), nil
 }
 
 // beginWriteLocked readies the send key for a write of records records

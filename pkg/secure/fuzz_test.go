@@ -65,46 +65,35 @@ func FuzzReadRecord(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff}, false)
 	f.Add([]byte{0, 0, 0, 17, 1}, true)
 	f.Add(sealedRecords(f, ChaCha20Poly1305, false, []byte{TypeControl, '{', '}'}, []byte{TypePacket, 0x45, 0, 0, 20}), false)
-	f.Add(sealedRecords(f, AES128GCM, false, []byte{TypeStream, 'h', 'i'}, []byte{TypeStream, '!'}), true)
-	f.Add(sealedRecords(f, AES128GCM, true, []byte{TypeControl, '{', '}'}, []byte{TypePacket, 0x45, 0, 0, 20}, []byte{TypeStream, '!'}), true)
+	f.Add(sealedRecords(f, AES128GCM, false, []byte{TypeControl, 'h', 'i'}, []byte{0, '!'}), true) // 0: no record type
+	f.Add(sealedRecords(f, AES128GCM, true, []byte{TypeControl, '{', '}'}, []byte{TypePacket, 0x45, 0, 0, 20}, []byte{9, '!'}), true)
 	f.Fuzz(func(t *testing.T, wire []byte, aes bool) {
 		c := ChaCha20Poly1305
 		if aes {
 			c = AES128GCM
 		}
-		for _, stream := range []bool{false, true} {
-			conn, err := newConn(&wireConn{r: bytes.NewReader(wire)}, c, fuzzRecordKey, fuzzRecordKey)
+		conn, err := newConn(&wireConn{r: bytes.NewReader(wire)}, c, fuzzRecordKey, fuzzRecordKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, maxRecordCipher)
+		var asked int
+		for i := 0; ; i++ {
+			typ, payload, err := conn.ReadRecord(func(n int) []byte {
+				asked = n
+				return buf
+			})
 			if err != nil {
-				t.Fatal(err)
+				break
 			}
-			buf := make([]byte, maxRecordCipher)
-			var asked int
-			for i := 0; ; i++ {
-				var err error
-				var payload []byte
-				typ := TypeStream
-				if stream {
-					var n int
-					n, err = conn.Read(buf[:4096])
-					payload = buf[:n]
-				} else {
-					typ, payload, err = conn.ReadRecord(func(n int) []byte {
-						asked = n
-						return buf
-					})
-				}
-				if err != nil {
-					break
-				}
-				if typ == TypeKeyUpdate {
-					t.Fatal("a key update record reached the caller")
-				}
-				if asked > maxRecordCipher || len(payload) > MaxRecordPlaintext {
-					t.Fatalf("record of %d bytes (buffer asked %d) accepted", len(payload), asked)
-				}
-				if i > len(wire) {
-					t.Fatal("more records than input bytes")
-				}
+			if typ == TypeKeyUpdate {
+				t.Fatal("a key update record reached the caller")
+			}
+			if asked > maxRecordCipher || len(payload) > MaxRecordPlaintext {
+				t.Fatalf("record of %d bytes (buffer asked %d) accepted", len(payload), asked)
+			}
+			if i > len(wire) {
+				t.Fatal("more records than input bytes")
 			}
 		}
 	})

@@ -86,22 +86,22 @@ func TestRoundTrip(t *testing.T) {
 	if cerr != nil || serr != nil {
 		t.Fatalf("client %v server %v", cerr, serr)
 	}
-	big := bytes.Repeat([]byte("0123456789abcdef"), 20000) // spans several records
-	go func() { cc.Write(big) }()
-	got := make([]byte, len(big))
-	if _, err := io.ReadFull(sc, got); err != nil {
+	big := bytes.Repeat([]byte("0123456789abcdef"), MaxRecordPlaintext/16) // the largest record
+	go func() { cc.WriteRecord(TypeControl, big) }()
+	if typ, got, err := readRecord(sc); err != nil || typ != TypeControl || !bytes.Equal(got, big) {
+		t.Fatalf("type %d, %d bytes, %v: payload differs", typ, len(got), err)
+	}
+	if err := sc.WriteRecord(TypeControl, []byte("pong")); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, big) {
-		t.Fatal("payload differs")
+	if typ, got, err := readRecord(cc); err != nil || typ != TypeControl || string(got) != "pong" {
+		t.Fatalf("got type %d %q %v", typ, got, err)
 	}
-	if _, err := sc.Write([]byte("pong")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(cc, buf); err != nil || string(buf) != "pong" {
-		t.Fatalf("got %q %v", buf, err)
-	}
+}
+
+// readRecord reads c's next record into a buffer of its own.
+func readRecord(c *Conn) (byte, []byte, error) {
+	return c.ReadRecord(func(n int) []byte { return make([]byte, n) })
 }
 
 // A refused client gets silence: no reply, the connection held until the
@@ -175,10 +175,10 @@ func TestTamperedRecordRejected(t *testing.T) {
 	// Write a record with a flipped bit straight to the underlying socket.
 	rec := make([]byte, 4+6+tagSize)
 	binary.BigEndian.PutUint32(rec, uint32(6+tagSize))
-	sealed := cc.send.aead.Seal(rec[:4], cc.send.nextNonce(), append([]byte{TypeStream}, "hello"...), rec[:4])
+	sealed := cc.send.aead.Seal(rec[:4], cc.send.nextNonce(), append([]byte{TypeControl}, "hello"...), rec[:4])
 	sealed[6] ^= 1
 	cc.conn.Write(sealed)
-	if _, err := sc.Read(make([]byte, 16)); err == nil || !strings.Contains(err.Error(), "open record 0") {
+	if _, _, err := readRecord(sc); err == nil || !strings.Contains(err.Error(), "open record 0") {
 		t.Fatalf("tampered record: got %v, want a record that does not open", err)
 	}
 }
@@ -190,7 +190,7 @@ func TestOversizedLengthRejected(t *testing.T) {
 		t.Fatal(cerr, serr)
 	}
 	cc.conn.Write([]byte{0xff, 0xff, 0xff, 0xff})
-	if _, err := sc.Read(make([]byte, 16)); !errors.Is(err, ErrRecordTooLarge) {
+	if _, _, err := readRecord(sc); !errors.Is(err, ErrRecordTooLarge) {
 		t.Fatalf("got %v, want ErrRecordTooLarge", err)
 	}
 }
@@ -233,10 +233,9 @@ func TestCipherNegotiation(t *testing.T) {
 		if cc.Cipher() != c.want.String() || sc.Cipher() != c.want.String() {
 			t.Errorf("offer %v accept %v: client %s server %s, want %v", c.offer, c.accept, cc.Cipher(), sc.Cipher(), c.want)
 		}
-		go cc.Write([]byte("ping"))
-		buf := make([]byte, 4)
-		if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "ping" {
-			t.Errorf("%v: %q %v", c.want, buf, err)
+		go cc.WriteRecord(TypeControl, []byte("ping"))
+		if _, got, err := readRecord(sc); err != nil || string(got) != "ping" {
+			t.Errorf("%v: %q %v", c.want, got, err)
 		}
 	}
 	_, _, cerr, serr := pair(t, ClientConfig{Private: ck, ServerKey: sk.Public(), Ciphers: AES128GCM},
@@ -293,16 +292,16 @@ func TestPacketRecordsBesideStream(t *testing.T) {
 		return b
 	}
 	go func() {
-		cc.Write([]byte("control-1"))
+		cc.WriteRecord(TypeControl, []byte("control-1"))
 		cc.WritePackets(rec("frame-1"), rec("frame-2"))
-		cc.Write([]byte("control-2"))
+		cc.WriteRecord(TypeControl, []byte("control-2"))
 	}()
 	buf := make([]byte, 1+MaxRecordPlaintext+tagSize)
 	get := func(int) []byte { return buf }
 	for _, want := range []struct {
 		typ  byte
 		body string
-	}{{TypeStream, "control-1"}, {TypePacket, "frame-1"}, {TypePacket, "frame-2"}, {TypeStream, "control-2"}} {
+	}{{TypeControl, "control-1"}, {TypePacket, "frame-1"}, {TypePacket, "frame-2"}, {TypeControl, "control-2"}} {
 		typ, payload, err := sc.ReadRecord(get)
 		if err != nil || typ != want.typ || string(payload) != want.body {
 			t.Fatalf("got type %d %q %v, want type %d %q", typ, payload, err, want.typ, want.body)
@@ -310,19 +309,6 @@ func TestPacketRecordsBesideStream(t *testing.T) {
 	}
 	if err := cc.WritePackets(make([]byte, PacketHeadroom+PacketTailroom)); err == nil {
 		t.Fatal("empty packet record accepted")
-	}
-}
-
-// A packet record reaching the stream reader is a protocol error, not data.
-func TestStreamReaderRefusesPacketRecord(t *testing.T) {
-	ck, sk := mustKey(t), mustKey(t)
-	cc, sc, cerr, serr := pair(t, ClientConfig{Private: ck, ServerKey: sk.Public()}, ServerConfig{Private: sk, Authorize: allowOnly(ck.Public())})
-	if cerr != nil || serr != nil {
-		t.Fatal(cerr, serr)
-	}
-	go cc.WritePackets(make([]byte, PacketHeadroom+4+PacketTailroom))
-	if _, err := sc.Read(make([]byte, 16)); err == nil || !strings.Contains(err.Error(), "unexpected record type") {
-		t.Fatalf("got %v", err)
 	}
 }
 

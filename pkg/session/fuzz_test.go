@@ -80,7 +80,7 @@ func FuzzSessionRecords(f *testing.F) {
 	frame := make([]byte, 10+28)
 	frame[10] = 0x45
 	f.Add(append(rec(secure.TypeControl, hello), rec(secure.TypePacket, frame)...))
-	f.Add(append(append(rec(secure.TypeControl, hello), rec(secure.TypeControl, ping)...), rec(secure.TypeStream, []byte("x"))...))
+	f.Add(append(append(rec(secure.TypeControl, hello), rec(secure.TypeControl, ping)...), rec(0, []byte("x"))...))
 	f.Add(rec(secure.TypePacket, frame))
 	f.Add(rec(secure.TypeControl, []byte(`{"type":"config"}`)))
 	f.Add(rec(9, []byte{1}))

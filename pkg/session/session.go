@@ -27,14 +27,6 @@ const (
 	ctrlQueue = 64
 )
 
-func init() {
-	// Frames are sealed where they lie: the buffer geometry must match the
-	// record layout.
-	if packet.Headroom != secure.PacketHeadroom || packet.Tailroom != secure.PacketTailroom {
-		panic("packet buffer headroom/tailroom do not match the secure record layout")
-	}
-}
-
 // ErrDead is returned by Run when keepalives stopped arriving.
 var ErrDead = errors.New("session dead: no keepalive from the peer")
 
@@ -51,12 +43,10 @@ type Stats struct {
 // messages and data frames travel as their own record types on the sealed
 // connection; frames are sealed and opened in place in their buffers. Each
 // session has one reader and one writer goroutine (plus the caller of Run),
-// which keeps an idle session small: gtund holds thousands.
-//
-// DESIGN.md names yamux for this layer; measured, a yamux data stream cost
-// two copies and two goroutine hand-offs per frame each way, and yamux for
-// the one control stream alone cost two goroutines and ~10 KiB per session
-// (see README, Performance).
+// which keeps an idle session small: gtund holds thousands. (A multiplexer
+// such as yamux was measured here and removed: its data stream cost two
+// copies and two goroutine hand-offs per frame each way, and its one
+// control stream two goroutines and ~10 KiB per session.)
 type Session struct {
 	sc       *secure.Conn
 	isClient bool

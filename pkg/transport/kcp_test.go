@@ -62,15 +62,35 @@ func TestKCPInsideDatagrams(t *testing.T) {
 	rand.Read(up)
 	rand.Read(down)
 	errs := make(chan error, 4)
-	copyAndCheck := func(w io.Writer, r io.Reader, data []byte) {
-		go func() { _, err := w.Write(data); errs <- err }()
+	// data crosses in records of 32 KiB (control records: the test reads
+	// them itself).
+	const chunk = 32 << 10
+	copyAndCheck := func(w, r *secure.Conn, data []byte) {
 		go func() {
-			got := make([]byte, len(data))
-			_, err := io.ReadFull(r, got)
-			if err == nil && !bytes.Equal(got, data) {
-				err = io.ErrUnexpectedEOF
+			for rest := data; len(rest) > 0; rest = rest[min(chunk, len(rest)):] {
+				if err := w.WriteRecord(secure.TypeControl, rest[:min(chunk, len(rest))]); err != nil {
+					errs <- err
+					return
+				}
 			}
-			errs <- err
+			errs <- nil
+		}()
+		go func() {
+			got := make([]byte, 0, len(data))
+			buf := make([]byte, secure.MaxRecordPlaintext+64)
+			for len(got) < len(data) {
+				_, payload, err := r.ReadRecord(func(int) []byte { return buf })
+				if err != nil {
+					errs <- err
+					return
+				}
+				got = append(got, payload...)
+			}
+			if !bytes.Equal(got, data) {
+				errs <- io.ErrUnexpectedEOF
+				return
+			}
+			errs <- nil
 		}()
 	}
 	start := time.Now()
@@ -100,7 +120,7 @@ func TestKCPInsideDatagrams(t *testing.T) {
 	}
 	closed := time.Now()
 	srv.Conn.Close()
-	if _, err := srv.Conn.Read(make([]byte, 1)); err == nil {
+	if _, _, err := srv.Conn.ReadRecord(func(n int) []byte { return make([]byte, n) }); err == nil {
 		t.Fatal("a read after close succeeded")
 	}
 	for l.Stats().Sessions != 0 {
