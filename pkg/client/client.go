@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/splitdns"
+	"github.com/gtun/gtun/pkg/transport"
 	"github.com/gtun/gtun/pkg/tun"
 )
 
@@ -35,10 +37,13 @@ type Client struct {
 	cfg    *config.Client
 	log    *slog.Logger
 	rate   *lograte.Limiter
-	dev    device.Device // the TUN device: a tun.Keeper, or in tests a memdev
-	routes *route.Reconciler
-	events *nlwatch.Hub   // netlink subscriptions of the TUN keeper and the route reconciler
-	book   reconcile.Book // heals and fights of every part kept in place
+	dev    device.Device     // the TUN device: a tun.Keeper, or in tests a memdev
+	routes *route.Reconciler // nil in memory (the data plane's tests): no kernel routes
+	// dialTCP connects to a server's endpoint: transport.DialTCP, or in
+	// the data plane's tests a socketpair to a server in memory.
+	dialTCP func(ctx context.Context, endpoint string) (net.Conn, error)
+	events  *nlwatch.Hub   // netlink subscriptions of the TUN keeper and the route reconciler
+	book    reconcile.Book // heals and fights of every part kept in place
 
 	upstreams []*upstream
 	// byDst picks the server for a packet read from the TUN (longest prefix).
@@ -65,7 +70,7 @@ func NATTable(tun string) string { return "gtun-" + tun }
 
 // New prepares a client; Run does the work.
 func New(cfg *config.Client, log *slog.Logger) *Client {
-	c := &Client{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second), owner: map[netip.Prefix]string{}}
+	c := &Client{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second), owner: map[netip.Prefix]string{}, dialTCP: transport.DialTCP}
 	for _, e := range cfg.Servers {
 		c.upstreams = append(c.upstreams, newUpstream(e))
 	}

@@ -156,9 +156,11 @@ func (c *Client) applyLocked() {
 		c.log.Error("configure tun device; the keeper retries", "tun", c.cfg.Tun, "err", err)
 	}
 	c.byDst.Store(plan.table(c.upstreams))
-	c.routes.SetDesiredRoutes(plan.routes)
-	if c.cfg.Gateway {
-		c.applyNAT(plan.owner)
+	if c.routes != nil { // nil in memory: no kernel to route in, no nftables
+		c.routes.SetDesiredRoutes(plan.routes)
+		if c.cfg.Gateway {
+			c.applyNAT(plan.owner)
+		}
 	}
 	c.applyDNSLocked()
 }

@@ -259,7 +259,7 @@ func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, at attem
 		}
 		sconn = kc
 	} else {
-		raw, err := transport.DialTCP(ctx, at.endpoint)
+		raw, err := c.dialTCP(ctx, at.endpoint)
 		if err != nil {
 			return nil, nil, err
 		}
