@@ -143,11 +143,19 @@ func newDirectPair(t testing.TB, config *Msg, clientQueue, serverQueue int) *pai
 }
 
 // sealedPipe returns both ends of an in-memory connection (net.Pipe) after
-// the Noise handshake: unlike sealed, it runs inside a synctest bubble.
-func sealedPipe(t testing.TB) (*secure.Conn, *secure.Conn) {
+// the Noise handshake, the raw ends wrapped by wrapClient and wrapServer
+// (nil: as they are):
+// unlike sealed, it runs inside a synctest bubble.
+func sealedPipe(t testing.TB, wrapClient, wrapServer func(net.Conn) net.Conn) (*secure.Conn, *secure.Conn) {
 	t.Helper()
 	ck, sk := mustKey(t), mustKey(t)
 	craw, sraw := net.Pipe()
+	if wrapClient != nil {
+		craw = wrapClient(craw)
+	}
+	if wrapServer != nil {
+		sraw = wrapServer(sraw)
+	}
 	done := make(chan *secure.Conn, 1)
 	go func() {
 		c, _, err := secure.Server(sraw, secure.ServerConfig{Private: sk, Authorize: func(secure.PublicKey, uint64) error { return nil }})
@@ -390,105 +398,143 @@ func TestEnqueueFullQueueDrops(t *testing.T) {
 	}
 }
 
-func TestKeepaliveRTT(t *testing.T) {
-	p := newPair(t, testConfig(), 0, 0)
-	p.s.SetKeepalive(50*time.Millisecond, 3)
-	if p.c.RTT() != 0 || !p.s.LastKeepalive().IsZero() {
-		t.Fatal("RTT or keepalive before any ping")
-	}
-	run(t, t.Context(), p.s, Handlers{})
-	run(t, t.Context(), p.c, Handlers{})
-	deadline := time.Now().Add(3 * time.Second)
-	for p.c.RTT() <= 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("RTT still zero after 3s of 50ms keepalives")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if rtt := p.c.RTT(); rtt > time.Second {
-		t.Errorf("RTT %v on loopback", rtt)
-	}
-	if p.s.LastKeepalive().IsZero() {
-		t.Error("server saw no ping")
-	}
-	if since := time.Since(p.c.LastRecv()); since > time.Second {
-		t.Errorf("client last heard from the server %v ago", since)
-	}
-}
-
-// A session whose peer keeps pinging stays up well past deadAfter intervals.
-func TestKeepaliveKeepsSessionAlive(t *testing.T) {
-	p := newPair(t, testConfig(), 0, 0)
-	p.s.SetKeepalive(50*time.Millisecond, 3)
-	ws := run(t, t.Context(), p.s, Handlers{})
-	wc := run(t, t.Context(), p.c, Handlers{})
-	time.Sleep(500 * time.Millisecond) // 10 intervals
-	if err, done := ws(0); done {
-		t.Errorf("server session ended: %v", err)
-	}
-	if err, done := wc(0); done {
-		t.Errorf("client session ended: %v", err)
-	}
-}
-
 const (
 	keepalive = 50 * time.Millisecond
 	deadAfter = 3
-	slack     = 500 * time.Millisecond // scheduling under -race on a busy machine
 )
 
-// A client that never pings: the server declares the session dead.
-func TestServerDeadWhenClientNeverPings(t *testing.T) {
-	p := newPair(t, testConfig(), 0, 0)
-	p.s.SetKeepalive(keepalive, deadAfter)
-	start := time.Now()
-	wait := run(t, t.Context(), p.s, Handlers{})
-	err, done := wait(deadAfter*keepalive + keepalive + slack)
-	if !done {
-		t.Fatalf("server session still up %v after the last word from the client", time.Since(start))
-	}
-	if !errors.Is(err, ErrDead) {
-		t.Fatalf("Run = %v, want ErrDead", err)
-	}
-	if el := time.Since(start); el < (deadAfter-1)*keepalive {
-		t.Errorf("declared dead after %v, before %d intervals of %v", el, deadAfter, keepalive)
-	}
+// slowConn delays each write by delay: a path with that latency one way.
+// In a synctest bubble the delay is exact.
+type slowConn struct {
+	net.Conn
+	delay time.Duration
 }
 
-// The client's path to the server silently stops delivering: both sides see
-// no keepalive and end with ErrDead, not a hang.
+func (c *slowConn) Write(p []byte) (int, error) {
+	time.Sleep(c.delay)
+	return c.Conn.Write(p)
+}
+
+// The client measures the keepalive round trip (here exactly twice the
+// path's one-way delay) and reports it to the server in its pings; the
+// server records when it last saw one.
+func TestKeepaliveRTT(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const oneWay = 7 * time.Millisecond
+		slow := func(c net.Conn) net.Conn { return &slowConn{Conn: c, delay: oneWay} }
+		cc, sc := sealedPipe(t, slow, slow)
+		p := setUp(t, cc, sc, testConfig(), 0, 0)
+		p.s.SetKeepalive(keepalive, deadAfter)
+		if p.c.RTT() != 0 || !p.s.LastKeepalive().IsZero() {
+			t.Fatal("RTT or keepalive before any ping")
+		}
+		run(t, t.Context(), p.s, Handlers{})
+		run(t, t.Context(), p.c, Handlers{})
+		time.Sleep(keepalive + 2*oneWay + time.Millisecond) // the first ping and its pong
+		synctest.Wait()
+		if rtt := p.c.RTT(); rtt != 2*oneWay {
+			t.Errorf("client's RTT %v, want %v", rtt, 2*oneWay)
+		}
+		time.Sleep(keepalive) // the next ping carries it
+		synctest.Wait()
+		if rtt := p.s.RTT(); rtt != 2*oneWay {
+			t.Errorf("server's RTT (the client's report) %v, want %v", rtt, 2*oneWay)
+		}
+		if since := time.Since(p.s.LastKeepalive()); since > keepalive {
+			t.Errorf("server saw the last ping %v ago, with one every %v", since, keepalive)
+		}
+	})
+}
+
+// A session whose peer keeps pinging stays up far past deadAfter
+// intervals, however long.
+func TestKeepaliveKeepsSessionAlive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := sealedPipe(t, nil, nil)
+		p := setUp(t, cc, sc, testConfig(), 0, 0)
+		p.s.SetKeepalive(keepalive, deadAfter)
+		ws := run(t, t.Context(), p.s, Handlers{})
+		wc := run(t, t.Context(), p.c, Handlers{})
+		time.Sleep(time.Minute) // 1,200 intervals
+		synctest.Wait()
+		if err, done := ws(0); done {
+			t.Errorf("server session ended: %v", err)
+		}
+		if err, done := wc(0); done {
+			t.Errorf("client session ended: %v", err)
+		}
+		if since := time.Since(p.s.LastKeepalive()); since > keepalive {
+			t.Errorf("server saw the last ping %v ago", since)
+		}
+	})
+}
+
+// A client that never pings: the server declares the session dead at the
+// first keepalive tick more than deadAfter intervals after the client's
+// last record (its hello), and not a tick before.
+func TestServerDeadWhenClientNeverPings(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cc, sc := sealedPipe(t, nil, nil)
+		p := setUp(t, cc, sc, testConfig(), 0, 0)
+		p.s.SetKeepalive(keepalive, deadAfter)
+		heard := p.s.LastRecv()
+		wait := run(t, t.Context(), p.s, Handlers{})
+		time.Sleep(deadAfter * keepalive)
+		synctest.Wait()
+		if err, done := wait(0); done {
+			t.Fatalf("dead after %v, at deadAfter intervals: %v", time.Since(heard), err)
+		}
+		time.Sleep(keepalive)
+		synctest.Wait()
+		err, done := wait(0)
+		if !done {
+			t.Fatalf("still up %v after the client's last word", time.Since(heard))
+		}
+		if !errors.Is(err, ErrDead) {
+			t.Fatalf("Run = %v, want ErrDead", err)
+		}
+	})
+}
+
+// The client's path to the server silently stops delivering: the server
+// sees no keepalive and ends with ErrDead within deadAfter+1 intervals of
+// the last one, then the client, whose connection the server closed.
 func TestDeadAfterBlackhole(t *testing.T) {
-	// The client is told to wait longer than the server, so that the server
-	// detects the silence itself rather than seeing the client hang up.
-	cfg := testConfig()
-	cfg.DeadAfter = 10 * deadAfter
-	p := newPair(t, cfg, 0, 0)
-	p.s.SetKeepalive(keepalive, deadAfter)
-	ws := run(t, t.Context(), p.s, Handlers{})
-	wc := run(t, t.Context(), p.c, Handlers{})
-	time.Sleep(5 * keepalive)
-	if err, done := ws(0); done {
-		t.Fatalf("server session ended before the blackhole: %v", err)
-	}
-	p.bh.drop.Store(true)
-	start := time.Now()
-	limit := deadAfter*keepalive + keepalive + slack
-	err, done := ws(limit)
-	if !done {
-		t.Fatalf("server session still up %v after the blackhole", time.Since(start))
-	}
-	if !errors.Is(err, ErrDead) {
-		t.Errorf("server Run = %v, want ErrDead", err)
-	}
-	// The client ends too: its pings go unanswered, and the server that gave
-	// up has closed the connection.
-	err, done = wc(limit)
-	if !done {
-		t.Fatal("client session still up")
-	}
-	if err == nil {
-		t.Error("client Run = nil, want an error")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		// The client is told to wait longer than the server, so that the
+		// server detects the silence itself rather than seeing the client
+		// hang up.
+		cfg := testConfig()
+		cfg.DeadAfter = 10 * deadAfter
+		var bh *blackhole
+		cc, sc := sealedPipe(t, func(c net.Conn) net.Conn {
+			bh = &blackhole{Conn: c}
+			return bh
+		}, nil)
+		p := setUp(t, cc, sc, cfg, 0, 0)
+		p.s.SetKeepalive(keepalive, deadAfter)
+		ws := run(t, t.Context(), p.s, Handlers{})
+		wc := run(t, t.Context(), p.c, Handlers{})
+		time.Sleep(5*keepalive + keepalive/2)
+		synctest.Wait()
+		if err, done := ws(0); done {
+			t.Fatalf("server session ended before the blackhole: %v", err)
+		}
+		bh.drop.Store(true)
+		lastPing := p.s.LastKeepalive()
+		time.Sleep(deadAfter*keepalive + keepalive)
+		synctest.Wait()
+		err, done := ws(0)
+		if !done {
+			t.Fatalf("server session still up %v after the last ping", time.Since(lastPing))
+		}
+		if !errors.Is(err, ErrDead) {
+			t.Errorf("server Run = %v, want ErrDead", err)
+		}
+		if err, done := wc(0); !done || err == nil {
+			t.Errorf("client session: ended %v, Run = %v; want it ended with an error", done, err)
+		}
+	})
 }
 
 func TestCancelEndsRunCleanly(t *testing.T) {
@@ -545,7 +591,7 @@ func TestRekeyIntervalPushed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := testConfig()
 		cfg.RekeyIntervalMS = 1000
-		cc, sc := sealedPipe(t)
+		cc, sc := sealedPipe(t, nil, nil)
 		p := setUp(t, cc, sc, cfg, 0, 0)
 		p.s.SetRekeyInterval(2 * time.Second)
 		if got := cc.RekeyInterval(); got != time.Second {
