@@ -131,7 +131,8 @@ func TestReloadCommand(t *testing.T) {
 	}
 	defer srv.Close()
 	var answer error
-	srv.HandleReload(func() error { return answer })
+	var restartOnly []string
+	srv.HandleReload(func() ([]string, error) { return restartOnly, answer })
 	// The socket found through -c, as an operator types it.
 	cfg := filepath.Join(dir, "gtund.toml")
 	if err := os.WriteFile(cfg, []byte("[server]\ncontrol_socket = \""+sock+"\"\n"), 0o600); err != nil {
@@ -145,7 +146,11 @@ func TestReloadCommand(t *testing.T) {
 		{nil, ExitOK, "reloaded"},
 		{&config.Error{File: "/etc/gtund/gtund.toml", Line: 7, Key: "server.routes", Msg: "bad CIDR"}, ExitUsage, "refused a bad config; the running config stays:\n  /etc/gtund/gtund.toml:7: server.routes: bad CIDR"},
 		{errors.New("apply map: no"), ExitRuntime, "reload failed: apply map: no"},
+		{nil, ExitOK, "reloaded; these changes apply only at a restart (the running values stay): server.listen, log"},
 	} {
+		if c.code == ExitOK && strings.Contains(c.want, "restart") {
+			restartOnly = []string{"server.listen", "log"}
+		}
 		answer = c.answer
 		code, out, errOut := execute(d, "reload", "-c", cfg)
 		if code != c.code || !strings.Contains(out+errOut, c.want) {

@@ -146,9 +146,10 @@ names the file).`,
 		Short:    "make the running daemon re-read its config (as SIGHUP does) and report the outcome",
 		Synopsis: "[-c FILE | --socket PATH]",
 		Long: `Asks the running daemon, over its control socket, to re-read its config
-and waits for the answer: exit 0 when it applied, 2 when it refused a bad
-config (the running config stays; the errors are printed), 1 when it cannot
-be reached or failed otherwise.`,
+and waits for the answer: exit 0 when it applied (changed keys that apply
+only at a restart are named: their running values stay), 2 when it refused
+a bad config (the running config stays; the errors are printed), 1 when it
+cannot be reached or failed otherwise.`,
 		Setup: d.setupReload})
 	root.Commands = append(root.Commands, d.Commands...)
 	root.Commands = append(root.Commands,
@@ -334,9 +335,13 @@ func (d Daemon) setupReload(fs *flag.FlagSet) func(*Env) int {
 			fmt.Fprintf(e.Stderr, "%s: %v\n", e.Path(), err)
 			return ExitUsage
 		}
-		err = control.Reload(sock)
+		answer, err := control.Reload(sock)
 		var refused *control.ReloadError
 		switch {
+		case err == nil && len(answer.RestartOnly) > 0:
+			fmt.Fprintf(e.Stdout, "%s: reloaded; these changes apply only at a restart (the running values stay): %s\n",
+				d.Name, strings.Join(answer.RestartOnly, ", "))
+			return ExitOK
 		case err == nil:
 			fmt.Fprintf(e.Stdout, "%s: reloaded\n", d.Name)
 			return ExitOK

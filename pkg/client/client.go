@@ -126,19 +126,23 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 	defer ctl.Close()
 	// `gtun reload`: the same reload as SIGHUP, run by the loop below,
 	// its error the answer.
-	reloadReq := make(chan chan error)
-	ctl.HandleReload(func() error {
-		res := make(chan error, 1)
+	type reloadResult struct {
+		restartOnly []string
+		err         error
+	}
+	reloadReq := make(chan chan reloadResult)
+	ctl.HandleReload(func() ([]string, error) {
+		res := make(chan reloadResult, 1)
 		select {
 		case reloadReq <- res:
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 		select {
-		case err := <-res:
-			return err
+		case r := <-res:
+			return r.restartOnly, r.err
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	})
 	if c.cfg.MetricsListen != "" {
@@ -180,9 +184,10 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 		case <-ctx.Done():
 			done = true
 		case <-reload:
-			_ = c.reload() // logged
+			_, _ = c.reload() // logged
 		case res := <-reloadReq:
-			res <- c.reload()
+			keys, err := c.reload()
+			res <- reloadResult{keys, err}
 		}
 	}
 	c.log.Info("shutting down")

@@ -9,15 +9,15 @@ import (
 
 // reload re-reads the config file. A server's route subset applies live; a
 // change of its endpoints, transport or key makes it reconnect. Other keys
-// need a restart. A bad file changes nothing; its error is returned (and
-// logged), for the answer to `gtun reload`.
-func (c *Client) reload() error {
+// need a restart: those that changed are returned, for the answer to
+// `gtun reload`. A bad file changes nothing; its error is returned.
+func (c *Client) reload() (restartOnly []string, err error) {
 	_ = sdnotify.Notify("RELOADING=1")
 	defer func() { _ = sdnotify.Notify("READY=1", "STATUS="+c.statusLine()) }()
 	n, err := config.LoadClient(c.cfg.File)
 	if err != nil {
 		c.log.Error("reload failed; the running config stays", "err", err)
-		return err
+		return nil, err
 	}
 	restart := config.RestartOnly(c.cfg, n)
 	byName := map[string]config.ServerEntry{}
@@ -65,5 +65,5 @@ func (c *Client) reload() error {
 		}
 	}
 	c.log.Info("config reloaded")
-	return nil
+	return restart, nil
 }

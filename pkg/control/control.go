@@ -68,12 +68,15 @@ func Listen(path string, status func() any, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// HandleReload serves POST /reload: reload re-reads the config and reports
-// why it could not (`gtund reload` and `gtund peer add` use it; SIGHUP
-// does the same). A bad config is answered 422, any other failure 500.
-func (s *Server) HandleReload(reload func() error) {
+// HandleReload serves POST /reload: reload re-reads the config and returns
+// the changed keys that apply only at a restart, or why it could not
+// (`gtun reload`, `gtund reload` and `gtund peer add` use it; SIGHUP does
+// the same). Applied: 200 with ReloadAnswer as JSON. A bad config is
+// answered 422, any other failure 500, with the error as text.
+func (s *Server) HandleReload(reload func() (restartOnly []string, err error)) {
 	s.mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := reload(); err != nil {
+		keys, err := reload()
+		if err != nil {
 			code := http.StatusInternalServerError
 			if config.IsConfigError(err) {
 				code = http.StatusUnprocessableEntity
@@ -81,8 +84,16 @@ func (s *Server) HandleReload(reload func() error) {
 			http.Error(w, err.Error(), code)
 			return
 		}
-		w.WriteHeader(http.StatusNoContent)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(ReloadAnswer{RestartOnly: keys})
 	})
+}
+
+// ReloadAnswer is the answer to an applied reload.
+type ReloadAnswer struct {
+	// RestartOnly are the changed keys that apply only at a restart: the
+	// running values stay.
+	RestartOnly []string `json:"restart_only,omitempty"`
 }
 
 // ReloadError is a reload the daemon refused, with its answer.
@@ -96,25 +107,32 @@ func (e *ReloadError) Error() string { return "reload failed: " + e.Msg }
 // ErrNotRunning means nothing answers on the control socket.
 var ErrNotRunning = errors.New("daemon not running")
 
-// Reload asks the daemon at path to reload its config and waits for it.
-func Reload(path string) error {
+// Reload asks the daemon at path to reload its config, waits for it, and
+// returns its answer.
+func Reload(path string) (ReloadAnswer, error) {
+	var answer ReloadAnswer
 	resp, err := httpClient(path, 30*time.Second).Post("http://gtun/reload", "", nil)
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
-			return fmt.Errorf("%w (no answer on %s: %v)", ErrNotRunning, path, op.Err)
+			return answer, fmt.Errorf("%w (no answer on %s: %v)", ErrNotRunning, path, op.Err)
 		}
-		return err
+		return answer, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	switch resp.StatusCode {
-	case http.StatusNoContent, http.StatusOK:
-		return nil
+	case http.StatusNoContent: // a daemon from before the answer had a body
+		return answer, nil
+	case http.StatusOK:
+		if err := json.Unmarshal(b, &answer); err != nil {
+			return answer, fmt.Errorf("reloaded, but the answer is not understood: %w", err)
+		}
+		return answer, nil
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
-		return fmt.Errorf("the running daemon cannot reload over its control socket (older version?): use systemctl reload or SIGHUP")
+		return answer, fmt.Errorf("the running daemon cannot reload over its control socket (older version?): use systemctl reload or SIGHUP")
 	}
-	return &ReloadError{BadConfig: resp.StatusCode == http.StatusUnprocessableEntity, Msg: strings.TrimSpace(string(b))}
+	return answer, &ReloadError{BadConfig: resp.StatusCode == http.StatusUnprocessableEntity, Msg: strings.TrimSpace(string(b))}
 }
 
 func httpClient(path string, timeout time.Duration) *http.Client {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -197,37 +198,46 @@ func TestListenCloseListenSamePath(t *testing.T) {
 
 func TestReload(t *testing.T) {
 	path := sockPath(t)
-	if err := Reload(path); !errors.Is(err, ErrNotRunning) {
+	if _, err := Reload(path); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("no daemon: %v, want ErrNotRunning", err)
 	}
 	s := listen(t, path, func() any { return nil })
 	// A daemon that does not serve reloads (an older one) says how to do it.
-	if err := Reload(path); err == nil || !strings.Contains(err.Error(), "SIGHUP") {
+	if _, err := Reload(path); err == nil || !strings.Contains(err.Error(), "SIGHUP") {
 		t.Fatalf("without a handler: %v", err)
 	}
 	var calls atomic.Int32
-	var fail atomic.Pointer[error] // what the next reload returns
-	s.HandleReload(func() error {
+	var fail atomic.Pointer[error]           // what the next reload returns
+	var restartOnly atomic.Pointer[[]string] // what the next applied reload could not apply
+	s.HandleReload(func() ([]string, error) {
 		calls.Add(1)
 		if err := fail.Load(); err != nil {
-			return *err
+			return nil, *err
 		}
-		return nil
+		if keys := restartOnly.Load(); keys != nil {
+			return *keys, nil
+		}
+		return nil, nil
 	})
-	if err := Reload(path); err != nil || calls.Load() != 1 {
-		t.Fatalf("reload: %v, %d calls", err, calls.Load())
+	if answer, err := Reload(path); err != nil || calls.Load() != 1 || len(answer.RestartOnly) != 0 {
+		t.Fatalf("reload: %+v, %v, %d calls", answer, err, calls.Load())
+	}
+	// Applied, but with keys that wait for a restart: the answer names them.
+	restartOnly.Store(&[]string{"server.listen", "server.tun"})
+	if answer, err := Reload(path); err != nil || !slices.Equal(answer.RestartOnly, []string{"server.listen", "server.tun"}) {
+		t.Fatalf("reload with restart-only keys: %+v, %v", answer, err)
 	}
 	// A bad config and another failure come back apart, each with the
 	// daemon's words.
 	badConfig := error(&config.Error{File: "gtund.toml", Line: 3, Key: "server.pool", Msg: "required"})
 	fail.Store(&badConfig)
 	var refused *ReloadError
-	if err := Reload(path); !errors.As(err, &refused) || !refused.BadConfig || refused.Msg != "gtund.toml:3: server.pool: required" {
+	if _, err := Reload(path); !errors.As(err, &refused) || !refused.BadConfig || refused.Msg != "gtund.toml:3: server.pool: required" {
 		t.Fatalf("reload of a bad config: %v", err)
 	}
 	other := errors.New("apply map: netlink: operation not permitted")
 	fail.Store(&other)
-	if err := Reload(path); !errors.As(err, &refused) || refused.BadConfig || !strings.Contains(err.Error(), "apply map: netlink") {
+	if _, err := Reload(path); !errors.As(err, &refused) || refused.BadConfig || !strings.Contains(err.Error(), "apply map: netlink") {
 		t.Fatalf("failed reload: %v", err)
 	}
 }

@@ -180,7 +180,7 @@ func add(e *cli.Env, name string, f addFlags) int {
 // reload asks a running gtund to apply the peers file; not running is
 // fine (it reads the file when it starts).
 func reload(cfg *config.Server, stderr io.Writer, applied string) int {
-	err := control.Reload(cfg.ControlSocket)
+	_, err := control.Reload(cfg.ControlSocket)
 	switch {
 	case err == nil:
 		fmt.Fprintf(stderr, "gtund reloaded: %s; other sessions stay up.\n", applied)

@@ -13,17 +13,18 @@ import (
 
 // reload re-reads the config file. Routes, peers, keepalive and the rekey
 // interval apply live; other keys need a restart and keep their running
-// values. A bad file changes nothing.
-func (s *Server) reload() error {
+// values: those that changed are returned. A bad file changes nothing.
+func (s *Server) reload() (restartOnly []string, err error) {
 	_ = sdnotify.Notify("RELOADING=1")
 	defer func() { _ = sdnotify.Notify("READY=1", "STATUS="+s.statusLine()) }()
 	n, err := config.LoadServer(s.cfg.File)
 	if err != nil {
 		s.log.Error("reload failed; the running config stays", "err", err)
-		return err
+		return nil, err
 	}
-	if keys := config.RestartOnly(s.cfg, n); len(keys) > 0 {
-		s.log.Warn("reload: these keys change only with a restart; keeping the running values", "keys", keys)
+	restartOnly = config.RestartOnly(s.cfg, n)
+	if len(restartOnly) > 0 {
+		s.log.Warn("reload: these keys change only with a restart; keeping the running values", "keys", restartOnly)
 	}
 	s.mu.Lock()
 	mapChanged := !slices.Equal(s.maps, n.Map)
@@ -32,7 +33,7 @@ func (s *Server) reload() error {
 		// The table first: if the kernel refuses it, nothing else changes.
 		if err := s.ensureNAT(s.natSpec(n.Map)); err != nil {
 			s.log.Error("reload failed: cannot apply the new map; the running config stays", "err", err)
-			return fmt.Errorf("apply map: %w", err)
+			return nil, fmt.Errorf("apply map: %w", err)
 		}
 		s.log.Info("reload: map changed; connections through a changed mapping break", "map", n.Map)
 	}
@@ -100,22 +101,28 @@ func (s *Server) reload() error {
 	}
 	s.log.Info("config reloaded", "routes", n.Routes, "peers", len(n.Peers), "added", added, "removed", removed,
 		"changed", changed, "pushed", len(push), "disconnected", len(drop), "rekey_interval", n.RekeyInterval)
-	return nil
+	return restartOnly, nil
+}
+
+// reloadResult is a reload's outcome, as the control socket answers it.
+type reloadResult struct {
+	restartOnly []string
+	err         error
 }
 
 // requestReload runs a reload in Run's loop, like SIGHUP, and waits for
 // its outcome (for the control socket's POST /reload).
-func (s *Server) requestReload(ctx context.Context) error {
-	res := make(chan error, 1)
+func (s *Server) requestReload(ctx context.Context) ([]string, error) {
+	res := make(chan reloadResult, 1)
 	select {
 	case s.reloadReq <- res:
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 	select {
-	case err := <-res:
-		return err
+	case r := <-res:
+		return r.restartOnly, r.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 }

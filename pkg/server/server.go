@@ -84,7 +84,7 @@ type Server struct {
 	kcp         *transport.KCPListener // the datagram listener kcp rides in; nil without kcp
 	responder   *secure.Responder      // answers first messages on every transport: mac1, replay filter, DH
 	hsTimeout   atomic.Int64           // nanoseconds from accept to hello; a reload may change it
-	reloadReq   chan chan error        // reloads asked for over the control socket
+	reloadReq   chan chan reloadResult // reloads asked for over the control socket
 	hsFailures  stats.Reasons
 	events      *nlwatch.Hub   // netlink subscriptions of the TUN keeper and the subnet routes
 	book        reconcile.Book // heals and fights of every part kept in place
@@ -102,7 +102,7 @@ func New(cfg *config.Server, log *slog.Logger) *Server {
 		guard:  guard.New(cfg.Handshake),
 		routes: cfg.Routes, maps: cfg.Map, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter, rekey: cfg.RekeyInterval}
 	s.bySubnet.Store(packet.NewTable(map[netip.Prefix]*peerSession{}))
-	s.reloadReq = make(chan chan error)
+	s.reloadReq = make(chan chan reloadResult)
 	for _, p := range cfg.Peers {
 		s.peers[p.PublicKey] = newPeerInfo(p, cfg.Map)
 	}
@@ -212,7 +212,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		return err
 	}
 	defer ctl.Close()
-	ctl.HandleReload(func() error { return s.requestReload(ctx) })
+	ctl.HandleReload(func() ([]string, error) { return s.requestReload(ctx) })
 	if s.cfg.MetricsListen != "" {
 		m, err := metrics.Listen(s.cfg.MetricsListen, s.log, NewCollector(s.Status))
 		if err != nil {
@@ -252,9 +252,10 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		case <-ctx.Done():
 			done = true
 		case <-reload:
-			_ = s.reload()
+			_, _ = s.reload() // logged
 		case res := <-s.reloadReq:
-			res <- s.reload()
+			keys, err := s.reload()
+			res <- reloadResult{keys, err}
 		}
 	}
 	s.log.Info("shutting down")

@@ -97,6 +97,13 @@ func TestCheckAndReloadCommands(t *testing.T) {
 	if cst.Servers[0].Reconnects != 0 {
 		t.Errorf("the reload cost %d reconnects", cst.Servers[0].Reconnects)
 	}
+	// A key that applies only at a restart: reload says so.
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(orig), "mtu = 1400", "mtu = 1380", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runCLI(t, bins.gtund, "reload", "-c", cfg); code != 0 || !strings.Contains(out, "apply only at a restart (the running values stay): server.mtu\n") {
+		t.Errorf("gtund reload of a restart-only change: exit %d\n%s%s", code, out, errOut)
+	}
 
 	// gtun reload: the same on the client, a route subset applied (its
 	// routes reconcile right after), a bad file refused.
@@ -111,10 +118,11 @@ func TestCheckAndReloadCommands(t *testing.T) {
 	if code, _, errOut := runCLI(t, bins.gtun, "reload", "-c", ccfg); code != 2 || !strings.Contains(errOut, "bogus: unknown key") {
 		t.Errorf("gtun reload of a bad config: exit %d, stderr %q", code, errOut)
 	}
+	subset = strings.Replace(subset, "[client]\n", "[client]\noffload = false\n", 1) // applies only at a restart
 	if err := os.WriteFile(ccfg, []byte(subset), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, out, errOut := runCLI(t, bins.gtun, "reload", "-c", ccfg); code != 0 || !strings.Contains(out, "gtun: reloaded") {
+	if code, out, errOut := runCLI(t, bins.gtun, "reload", "-c", ccfg); code != 0 || !strings.Contains(out, "gtun: reloaded; these changes apply only at a restart (the running values stay): client.offload\n") {
 		t.Fatalf("gtun reload: exit %d\n%s%s", code, out, errOut)
 	}
 	e.waitNoRoute(t, "vm", "10.96.0.0/12")
