@@ -68,6 +68,7 @@ func installGatewayAndVM(t *testing.T) installed {
 	root := testnet.RepoRoot()
 	tree := t.TempDir()
 	for _, rel := range []string{"scripts/install.sh", "etc/gtun.toml", "etc/gtund.toml",
+		"docs/man/gtun.8", "docs/man/gtund.8", "docs/man/gtun.toml.5", "docs/man/gtund.toml.5",
 		"systemd/gtun.service", "systemd/gtun@.service", "systemd/gtund.service"} {
 		copyTo(t, filepath.Join(root, rel), filepath.Join(tree, rel), 0o755)
 	}
