@@ -3,6 +3,7 @@ package nlwatch
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -122,3 +123,67 @@ func TestTopicFansOutOneSubscription(t *testing.T) {
 		wg.Wait()
 	})
 }
+
+// A subscription that cannot be made is retried with backoff: 100 ms
+// doubling up to the cap, and back to 100 ms once one succeeds and
+// delivers.
+func TestRunRetriesWithBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var tries []time.Time
+		attempts := func() []time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(tries)
+		}
+		fails := 6
+		var resyncs atomic.Int32
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		src := &source{}
+		wg.Go(func() {
+			Run(ctx, slog.New(slog.DiscardHandler), time.Second, func(ch chan int, done chan struct{}, cb func(error)) error {
+				mu.Lock()
+				tries = append(tries, time.Now())
+				n := len(tries)
+				mu.Unlock()
+				if n <= fails {
+					return errTest
+				}
+				return src.subscribe(ch, done, cb)
+			}, func(int) {}, func() { resyncs.Add(1) })
+		})
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		tries = attempts()
+		var gaps []time.Duration
+		for i := 1; i < len(tries); i++ {
+			gaps = append(gaps, tries[i].Sub(tries[i-1]))
+		}
+		want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second}
+		if !slices.Equal(gaps, want) {
+			t.Errorf("gaps between attempts %v, want %v", gaps, want)
+		}
+		if n := resyncs.Load(); n != 1 {
+			t.Errorf("%d resyncs after the subscription was made, want 1", n)
+		}
+		src.send(1) // an event resets the backoff
+		src.brk()
+		synctest.Wait()
+		before := time.Now()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		tries = attempts()
+		if got := tries[len(tries)-1].Sub(before); len(tries) != 8 || got != 100*time.Millisecond {
+			t.Errorf("%d attempts; resubscribed %v after the loss, want 8 and 100ms", len(tries), got)
+		}
+		cancel()
+		wg.Wait()
+	})
+}
+
+type testErr struct{}
+
+func (testErr) Error() string { return "netlink socket: no buffer space" }
+
+var errTest = testErr{}
