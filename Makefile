@@ -44,11 +44,36 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-# Unit tests (some need root and netns: they fail loudly in CI when those are missing),
-# race detector on the concurrent packages, then the end-to-end tests with the real binaries.
+# The end-to-end suites: the real binaries in network namespaces, and
+# scripts/install.sh into temporary roots. They need root.
+INTEGRATION_PKGS := ./test/integration/ ./test/install/
+# Every package but the suites under test/ (test/release, which builds the
+# release tarballs for minutes, runs in make test only).
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/test/')
+# Integration tests that can share the machine run in parallel, each in its
+# own topology; this bounds how many at once (see README, Tests). The
+# timeout is the whole package's: generous, for a loaded machine.
+INTEGRATION_PARALLEL ?= 4
+TEST_TIMEOUT ?= 30m
+
+# Everything, as root: fmt, vet, build, every test (a missing prerequisite
+# fails loudly when CI is set), then the race detector on the concurrent
+# packages.
 test: deps fmt-check vet build tools
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -parallel $(INTEGRATION_PARALLEL) ./...
 	$(GO) test -count=1 -race $(RACE_PKGS)
+
+# The tests that need no root, run as an unprivileged user: as root,
+# scripts/unpriv-exec.sh runs each test binary as UNIT_USER (default
+# nobody) with setpriv; as anyone else, as that user. GTUN_UNIT=1 makes the
+# tests that need root (testnet.Require) skip, even with CI set: make test
+# and make integration run them. About a minute.
+unit:
+	GTUN_UNIT=1 $(GO) test -count=1 -exec $(CURDIR)/scripts/unpriv-exec.sh $(UNIT_PKGS)
+
+# The end-to-end and install tests only (root).
+integration: deps build tools
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -parallel $(INTEGRATION_PARALLEL) $(INTEGRATION_PKGS)
 
 demo: deps build tools
 	./scripts/demo.sh

@@ -110,14 +110,26 @@ func probeNetns() error {
 	return netnsErr
 }
 
+// UnitOnly reports whether GTUN_UNIT is set (`make unit`): the run is
+// meant to be the tests that need no root, so a test that needs root
+// skips even when CI is set (`make test` and `make integration` run it).
+func UnitOnly() bool {
+	v := strings.ToLower(strings.TrimSpace(os.Getenv("GTUN_UNIT")))
+	return v != "" && v != "0" && v != "false" && v != "no"
+}
+
 // Require skips the test (or, when InCI, fails it loudly) unless the process
 // runs as root, network namespaces work, and every tool is available. A tool
 // is a command name looked up in PATH, or an absolute path that must exist
-// (e.g. "/dev/net/tun"). "ip" and "nft" are always required.
+// (e.g. "/dev/net/tun"). "ip" and "nft" are always required. Without root
+// in a UnitOnly run it skips, CI or not.
 func Require(t testing.TB, tools ...string) {
 	t.Helper()
 	var missing []string
 	if os.Geteuid() != 0 {
+		if UnitOnly() {
+			t.Skip("testnet: needs root; GTUN_UNIT is set (make unit): make test and make integration run it")
+		}
 		missing = append(missing, "root (euid is not 0)")
 	}
 	missing = append(missing, missingTools(append([]string{"ip", "nft"}, tools...))...)
