@@ -191,6 +191,50 @@ type Topology struct {
 
 	wan       bool   // built by UpWithWAN
 	wanemuBin string // tools/wanemu built for this topology
+	claim     *os.File
+}
+
+// ClaimDir holds a lock file per namespace prefix in use: two topologies
+// coming up at once (parallel tests, or go test processes of their own)
+// never pick the same prefix, which checking for the namespaces alone
+// cannot promise. The lock is the kernel's (flock), so a test process that
+// dies leaves no claim behind.
+var ClaimDir = filepath.Join(os.TempDir(), "gtun-testnet")
+
+// claimPrefix locks prefix for this topology; nil if another holds it.
+func claimPrefix(prefix string) (*os.File, error) {
+	if err := os.MkdirAll(ClaimDir, 0o755); err != nil {
+		return nil, fmt.Errorf("claim directory: %w", err)
+	}
+	path := filepath.Join(ClaimDir, prefix)
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("claim %s: %w", prefix, err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("claim %s: %w", prefix, err)
+		}
+		// The holder before us may have removed the file between our
+		// open and our lock (see releasePrefix): then this lock guards
+		// nothing; lock the file now at path.
+		var held, now syscall.Stat_t
+		if syscall.Fstat(int(f.Fd()), &held) == nil && syscall.Stat(path, &now) == nil && held.Ino == now.Ino {
+			return f, nil
+		}
+		f.Close()
+	}
+}
+
+// releasePrefix gives a claimed prefix back: the file goes first, while
+// still locked, so that nobody locks a file that is no longer the claim.
+func releasePrefix(f *os.File) {
+	os.Remove(f.Name())
+	f.Close()
 }
 
 // Options choose the optional parts of a topology.
@@ -244,7 +288,14 @@ func UpWith(t testing.TB, o Options) *Topology {
 	for i := 0; ; i++ {
 		tp.Prefix = "gt" + randHex(2)
 		if _, err := os.Stat("/run/netns/" + tp.NS("vm")); errors.Is(err, os.ErrNotExist) {
-			break
+			claim, err := claimPrefix(tp.Prefix)
+			if err != nil {
+				t.Fatalf("testnet: %v", err)
+			}
+			if claim != nil {
+				tp.claim = claim
+				break
+			}
 		}
 		if i > 100 {
 			t.Fatal("testnet: no free namespace prefix")
@@ -275,6 +326,10 @@ func (tp *Topology) Down() error {
 	out, err := tp.script("down")
 	if err != nil {
 		return fmt.Errorf("topology.sh down %s: %v\n%s", tp.Prefix, err, out)
+	}
+	if tp.claim != nil {
+		releasePrefix(tp.claim)
+		tp.claim = nil
 	}
 	var left []string
 	for _, h := range append(append(Hosts[:len(Hosts):len(Hosts)], "wan"), Cluster2Hosts...) {

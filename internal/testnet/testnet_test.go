@@ -353,3 +353,31 @@ func TestCluster2(t *testing.T) {
 		}
 	}
 }
+
+// A prefix claimed by one topology is not handed to another until it is
+// released; no root needed.
+func TestClaimPrefix(t *testing.T) {
+	defer func(dir string) { ClaimDir = dir }(ClaimDir)
+	ClaimDir = t.TempDir()
+	a, err := claimPrefix("gt0001")
+	if err != nil || a == nil {
+		t.Fatalf("first claim: %v, %v", a, err)
+	}
+	if b, err := claimPrefix("gt0001"); err != nil || b != nil {
+		t.Fatalf("second claim of a held prefix: %v, %v; want nil, nil", b, err)
+	}
+	if c, err := claimPrefix("gt0002"); err != nil || c == nil {
+		t.Fatalf("another prefix: %v, %v", c, err)
+	} else {
+		releasePrefix(c)
+	}
+	releasePrefix(a)
+	if _, err := os.Stat(filepath.Join(ClaimDir, "gt0001")); !os.IsNotExist(err) {
+		t.Errorf("claim file left after release: %v", err)
+	}
+	d, err := claimPrefix("gt0001")
+	if err != nil || d == nil {
+		t.Fatalf("claim after release: %v, %v", d, err)
+	}
+	releasePrefix(d)
+}
