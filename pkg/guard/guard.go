@@ -96,7 +96,6 @@ type Guard struct {
 	reserved int                      // handshakes in progress in the known sources' reserve (MaxPendingKnown)
 	evicted  uint64
 	load     loadIndex // sources with waiting tickets by pending count, for eviction
-	now      func() time.Time
 }
 
 type source struct {
@@ -110,7 +109,7 @@ type source struct {
 
 // New returns a guard with limits l.
 func New(l Limits) *Guard {
-	return &Guard{limits: l.withDefaults(), sources: map[netip.Addr]*source{}, known: map[netip.Addr]time.Time{}, now: time.Now}
+	return &Guard{limits: l.withDefaults(), sources: map[netip.Addr]*source{}, known: map[netip.Addr]time.Time{}}
 }
 
 // SetLimits changes the limits (a reload); handshakes in progress stay.
@@ -143,7 +142,7 @@ func (g *Guard) AdmitConn(c net.Conn) (*Ticket, string) {
 
 func (g *Guard) admit(src netip.Addr, evict func()) (*Ticket, string) {
 	src = sourceOf(src)
-	now := g.now()
+	now := time.Now()
 	var victim *Ticket
 	defer func() {
 		if victim != nil {
@@ -263,7 +262,7 @@ func (t *Ticket) Authenticated() {
 		s.unwait(t)
 		g.load.update(s)
 	}
-	now := g.now()
+	now := time.Now()
 	if _, ok := g.known[t.addr]; !ok && len(g.known) >= g.limits.MaxKnownSources {
 		g.forgetLeastRecentKnownLocked()
 	}
@@ -329,7 +328,7 @@ func (g *Guard) dropLocked(t *Ticket) {
 		g.load.update(s)
 		// A source back to a full bucket with nothing pending is worth
 		// nothing to remember.
-		s.refill(g.now(), g.limits)
+		s.refill(time.Now(), g.limits)
 		if s.pending == 0 && s.tokens >= float64(g.limits.Burst) {
 			delete(g.sources, t.addr)
 		}
@@ -349,7 +348,7 @@ type Stats struct {
 func (g *Guard) Stats() Stats {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	now := g.now()
+	now := time.Now()
 	for a := range g.known {
 		g.isKnownLocked(a, now) // forgets the expired
 	}

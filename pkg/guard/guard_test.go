@@ -5,27 +5,23 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
-type clock struct{ t time.Time }
-
-func (c *clock) now() time.Time { return c.t }
-
-func newTest(l Limits) (*Guard, *clock) {
-	c := &clock{t: time.Unix(1000, 0)}
-	g := New(l)
-	g.now = c.now
-	return g, c
-}
+// Every test runs in a testing/synctest bubble: the guard reads the
+// bubble's clock, which stands still but for the test's time.Sleep, so
+// "the same instant" and "100 ms later" are exact.
 
 var (
 	a = netip.MustParseAddr("198.51.100.1")
 	b = netip.MustParseAddr("198.51.100.2")
 )
 
-func TestRatePerSource(t *testing.T) {
-	g, c := newTest(Limits{Rate: 10, Burst: 5, MaxPendingPerSource: 100})
+func TestRatePerSource(t *testing.T) { synctest.Test(t, testRatePerSource) }
+
+func testRatePerSource(t *testing.T) {
+	g := New(Limits{Rate: 10, Burst: 5, MaxPendingPerSource: 100})
 	for i := range 5 {
 		tk, why := g.Admit(a)
 		if tk == nil {
@@ -41,7 +37,7 @@ func TestRatePerSource(t *testing.T) {
 		t.Fatal("other source refused")
 	}
 	// 100 ms at 10/s refill one token.
-	c.t = c.t.Add(100 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
 	if tk, why := g.Admit(a); tk == nil {
 		t.Fatalf("refilled token refused: %s", why)
 	}
@@ -49,7 +45,7 @@ func TestRatePerSource(t *testing.T) {
 		t.Fatal("second attempt after one refill admitted")
 	}
 	// A long pause refills up to the burst, not beyond.
-	c.t = c.t.Add(time.Hour)
+	time.Sleep(time.Hour)
 	n := 0
 	for {
 		tk, _ := g.Admit(a)
@@ -64,8 +60,10 @@ func TestRatePerSource(t *testing.T) {
 	}
 }
 
-func TestPendingCaps(t *testing.T) {
-	g, _ := newTest(Limits{Rate: 1000, Burst: 1000, MaxPending: 5, MaxPendingPerSource: 3})
+func TestPendingCaps(t *testing.T) { synctest.Test(t, testPendingCaps) }
+
+func testPendingCaps(t *testing.T) {
+	g := New(Limits{Rate: 1000, Burst: 1000, MaxPending: 5, MaxPendingPerSource: 3})
 	var held []*Ticket
 	for range 3 {
 		tk, why := g.Admit(a)
@@ -100,8 +98,10 @@ func TestPendingCaps(t *testing.T) {
 	}
 }
 
-func TestSourceTableBounded(t *testing.T) {
-	g, c := newTest(Limits{Rate: 1, Burst: 2, MaxSources: 100, MaxPending: 1000, MaxPendingPerSource: 10})
+func TestSourceTableBounded(t *testing.T) { synctest.Test(t, testSourceTableBounded) }
+
+func testSourceTableBounded(t *testing.T) {
+	g := New(Limits{Rate: 1, Burst: 2, MaxSources: 100, MaxPending: 1000, MaxPendingPerSource: 10})
 	var held []*Ticket
 	for i := range 10000 {
 		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
@@ -125,7 +125,7 @@ func TestSourceTableBounded(t *testing.T) {
 		}
 	}
 	// Sources that are idle with a full bucket are dropped on release.
-	c.t = c.t.Add(time.Hour)
+	time.Sleep(time.Hour)
 	for _, tk := range held {
 		tk.Release()
 	}
@@ -134,8 +134,10 @@ func TestSourceTableBounded(t *testing.T) {
 	}
 }
 
-func TestIPv4MappedIsOneSource(t *testing.T) {
-	g, _ := newTest(Limits{Rate: 1, Burst: 1})
+func TestIPv4MappedIsOneSource(t *testing.T) { synctest.Test(t, testIPv4MappedIsOneSource) }
+
+func testIPv4MappedIsOneSource(t *testing.T) {
+	g := New(Limits{Rate: 1, Burst: 1})
 	tk, _ := g.Admit(a)
 	if tk == nil {
 		t.Fatal("refused")
@@ -148,8 +150,10 @@ func TestIPv4MappedIsOneSource(t *testing.T) {
 
 // An IPv6 source is its /64: another address of the same /64 shares the
 // bucket, another /64 has its own.
-func TestIPv6SourceIsSlash64(t *testing.T) {
-	g, _ := newTest(Limits{Rate: 1, Burst: 1})
+func TestIPv6SourceIsSlash64(t *testing.T) { synctest.Test(t, testIPv6SourceIsSlash64) }
+
+func testIPv6SourceIsSlash64(t *testing.T) {
+	g := New(Limits{Rate: 1, Burst: 1})
 	if tk, _ := g.Admit(netip.MustParseAddr("2001:db8:1:2::1")); tk == nil {
 		t.Fatal("first refused")
 	}
@@ -167,8 +171,10 @@ func addr4(i, j int) netip.Addr { return netip.AddrFrom4([4]byte{203, 0, byte(i)
 // connections as they may fill every shared slot; a source a known key
 // has completed a handshake from still gets one, a stranger does not get
 // the reserve.
-func TestKnownSourcesReserve(t *testing.T) {
-	g, _ := newTest(Limits{Rate: 1000, Burst: 1000, MaxPending: 256, MaxPendingPerSource: 32, MaxPendingKnown: 2})
+func TestKnownSourcesReserve(t *testing.T) { synctest.Test(t, testKnownSourcesReserve) }
+
+func testKnownSourcesReserve(t *testing.T) {
+	g := New(Limits{Rate: 1000, Burst: 1000, MaxPending: 256, MaxPendingPerSource: 32, MaxPendingKnown: 2})
 	known := netip.MustParseAddr("198.51.100.1")
 	tk, _ := g.Admit(known)
 	tk.Authenticated()
@@ -207,7 +213,11 @@ func TestKnownSourcesReserve(t *testing.T) {
 // A known source is known for KnownSourceTTL after its last handshake,
 // and the table of known sources is bounded.
 func TestKnownSourcesExpireAndAreBounded(t *testing.T) {
-	g, c := newTest(Limits{Rate: 1000, Burst: 1000, MaxPending: 1, MaxPendingKnown: 1, KnownSourceTTL: time.Hour, MaxKnownSources: 3})
+	synctest.Test(t, testKnownSourcesExpireAndAreBounded)
+}
+
+func testKnownSourcesExpireAndAreBounded(t *testing.T) {
+	g := New(Limits{Rate: 1000, Burst: 1000, MaxPending: 1, MaxPendingKnown: 1, KnownSourceTTL: time.Hour, MaxKnownSources: 3})
 	for i := range 5 {
 		tk, why := g.Admit(addr4(0, i))
 		if tk == nil {
@@ -215,7 +225,7 @@ func TestKnownSourcesExpireAndAreBounded(t *testing.T) {
 		}
 		tk.Authenticated()
 		tk.Release()
-		c.t = c.t.Add(time.Minute)
+		time.Sleep(time.Minute)
 	}
 	if n := g.Stats().KnownSources; n != 3 {
 		t.Fatalf("%d known sources, bound 3", n)
@@ -229,7 +239,7 @@ func TestKnownSourcesExpireAndAreBounded(t *testing.T) {
 	} else {
 		tk.Release()
 	}
-	c.t = c.t.Add(2 * time.Hour)
+	time.Sleep(2 * time.Hour)
 	if _, why := g.Admit(addr4(0, 4)); why != TooManyPending {
 		t.Fatalf("expired known source: %q, want %q", why, TooManyPending)
 	}
@@ -242,8 +252,10 @@ func TestKnownSourcesExpireAndAreBounded(t *testing.T) {
 // When the shared slots are full, a newcomer from a source holding fewer
 // takes the oldest waiting connection of the source holding the most;
 // sources that hold as many as the heaviest (give or take one) do not.
-func TestEvictionMaxMinFair(t *testing.T) {
-	g, _ := newTest(Limits{Rate: 1000, Burst: 1000, MaxPending: 256, MaxPendingPerSource: 32})
+func TestEvictionMaxMinFair(t *testing.T) { synctest.Test(t, testEvictionMaxMinFair) }
+
+func testEvictionMaxMinFair(t *testing.T) {
+	g := New(Limits{Rate: 1000, Burst: 1000, MaxPending: 256, MaxPendingPerSource: 32})
 	closed := map[string]int{}
 	evictable := func(src netip.Addr, n int) (*Ticket, string) {
 		return g.admit(src, func() { closed[fmt.Sprint(src, "#", n)]++ })
@@ -287,7 +299,7 @@ func TestEvictionMaxMinFair(t *testing.T) {
 		t.Fatalf("source holding 31 when full: %q, want %q", why, TooManyPending)
 	}
 	// A connection whose key is proved is never evicted.
-	g2, _ := newTest(Limits{Rate: 1000, Burst: 1000, MaxPending: 2, MaxPendingPerSource: 2})
+	g2 := New(Limits{Rate: 1000, Burst: 1000, MaxPending: 2, MaxPendingPerSource: 2})
 	var ended int
 	a1, _ := g2.admit(a, func() { ended++ })
 	a2, _ := g2.admit(a, func() { ended++ })
@@ -300,8 +312,10 @@ func TestEvictionMaxMinFair(t *testing.T) {
 
 // The load index agrees with a scan of every source after any sequence of
 // admissions, evictions, authentications and releases.
-func TestLoadIndexMatchesScan(t *testing.T) {
-	g, _ := newTest(Limits{Rate: 1e6, Burst: 1e6, MaxPending: 64, MaxPendingPerSource: 8, MaxPendingKnown: 4})
+func TestLoadIndexMatchesScan(t *testing.T) { synctest.Test(t, testLoadIndexMatchesScan) }
+
+func testLoadIndexMatchesScan(t *testing.T) {
+	g := New(Limits{Rate: 1e6, Burst: 1e6, MaxPending: 64, MaxPendingPerSource: 8, MaxPendingKnown: 4})
 	rng := rand.New(rand.NewPCG(1, 2))
 	var live []*Ticket
 	for i := range 20000 {
