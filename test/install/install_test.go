@@ -42,6 +42,7 @@ drwxr-xr-x /usr/local/share/man/man8
 `
 
 func TestInstallIntoDestdir(t *testing.T) {
+	t.Parallel()
 	tree := sourceTree(t, true)
 	dest := t.TempDir()
 	env := []string{"DESTDIR=" + dest}
@@ -137,6 +138,7 @@ func pubkey(t *testing.T, bin, keyFile string) string {
 // An operator's config and key are never touched; a newer binary or unit
 // replaces the installed one.
 func TestInstallKeepsOperatorFilesAndUpdatesOurs(t *testing.T) {
+	t.Parallel()
 	tree := sourceTree(t, true)
 	dest := t.TempDir()
 	env := []string{"DESTDIR=" + dest, "PREFIX=/usr"}
@@ -203,6 +205,7 @@ func appendTo(t *testing.T, path, s string) {
 // --client and --server install only their own files; PREFIX moves the
 // binaries and every unit's ExecStart with them.
 func TestInstallRolesAndPrefix(t *testing.T) {
+	t.Parallel()
 	tree := sourceTree(t, true)
 	execStart := regexp.MustCompile(`(?m)^ExecStart=(\S+)`)
 	for _, c := range []struct {
@@ -245,6 +248,7 @@ func TestInstallRolesAndPrefix(t *testing.T) {
 // --enable never touches systemd when DESTDIR is set: a systemctl first in
 // PATH would record any call.
 func TestInstallEnableIgnoredUnderDestdir(t *testing.T) {
+	t.Parallel()
 	tree := sourceTree(t, true)
 	dest := t.TempDir()
 	fake := t.TempDir()
@@ -270,6 +274,7 @@ func TestInstallEnableIgnoredUnderDestdir(t *testing.T) {
 // Without binaries and without a source tree to build them in, install.sh
 // says what to do and installs nothing.
 func TestInstallRefusesWithoutBinaries(t *testing.T) {
+	t.Parallel()
 	tree := sourceTree(t, false)
 	dest := t.TempDir()
 	out, code := run(t, tree, "install.sh", []string{"DESTDIR=" + dest})
@@ -290,6 +295,7 @@ func TestInstallRefusesWithoutBinaries(t *testing.T) {
 // uninstall.sh removes binaries and units and keeps configs and keys;
 // --purge removes those too. Both are idempotent.
 func TestUninstall(t *testing.T) {
+	t.Parallel()
 	tree := sourceTree(t, true)
 	dest := t.TempDir()
 	env := []string{"DESTDIR=" + dest}

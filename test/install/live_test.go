@@ -35,6 +35,7 @@ exit 0
 // a systemctl that only records. Shows the layout it left, then what it
 // asked systemd to do.
 func TestInstallLiveSystem(t *testing.T) {
+	t.Parallel()
 	testnet.RequireTools(t, "unshare", "mount")
 	if os.Geteuid() != 0 {
 		testnet.Missing(t, "root (for a private mount namespace)")

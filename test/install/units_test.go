@@ -48,6 +48,7 @@ func verify(t *testing.T, root string, units ...string) (string, bool) {
 // Every unit loads cleanly as installed: systemd-analyze verify (gtun@.service
 // as an instance, since systemd verifies templates only as instances).
 func TestUnitsVerify(t *testing.T) {
+	t.Parallel()
 	testnet.RequireTools(t, "systemd-analyze")
 	root := systemRoot(t)
 	for _, u := range []string{"gtun.service", "gtund.service", "gtun@hk.service"} {
@@ -61,6 +62,7 @@ func TestUnitsVerify(t *testing.T) {
 // (systemd ignores unknown capability names without a word, for forward
 // compatibility: TestUnitsHardeningAndPaths checks those.)
 func TestUnitsVerifyCatchesBrokenUnits(t *testing.T) {
+	t.Parallel()
 	testnet.RequireTools(t, "systemd-analyze")
 	root := systemRoot(t)
 	unit := filepath.Join(root, "lib/systemd/system/gtund.service")
@@ -103,6 +105,7 @@ func TestUnitsVerifyCatchesBrokenUnits(t *testing.T) {
 // and gtund are at 2.7-2.8; what is left is running as root (their key
 // files are root's), CAP_NET_ADMIN, and the network access they exist for.
 func TestUnitsSecurityExposure(t *testing.T) {
+	t.Parallel()
 	testnet.RequireTools(t, "systemd-analyze")
 	root := systemRoot(t)
 	for _, u := range []string{"gtun.service", "gtund.service", "gtun@hk.service"} {
@@ -161,6 +164,7 @@ func (u unit) one(t *testing.T, key string) string {
 // The hardening the issue asks for, directive by directive, and the paths
 // the units open up matching the defaults in etc/*.toml and the binaries.
 func TestUnitsHardeningAndPaths(t *testing.T) {
+	t.Parallel()
 	root := testnet.RepoRoot()
 	var client struct {
 		Client struct {
@@ -277,6 +281,7 @@ func TestUnitsHardeningAndPaths(t *testing.T) {
 // gtun@.service is gtun.service with a per-instance config and runtime
 // directory: the same sandbox, directive for directive.
 func TestUnitsTemplateMatchesClientUnit(t *testing.T) {
+	t.Parallel()
 	root := testnet.RepoRoot()
 	plain := parseUnit(t, filepath.Join(root, "systemd/gtun.service"))
 	tmpl := parseUnit(t, filepath.Join(root, "systemd/gtun@.service"))

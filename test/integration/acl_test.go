@@ -30,6 +30,7 @@ func (p *rawPeer) send(src, dst string) {
 // gtun that forwards its VPC's own addresses (masquerade off) without the
 // peer's subnets configured on gtund is refused the same way.
 func TestACLAndSpoofCountedPerPeer(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "tcpdump")
 	ckey, cpub := e.key(t, "vm")
 	rkey, rpub := e.key(t, "raw")

@@ -179,6 +179,7 @@ func (c *clusters) answer(t *testing.T, url, want string) {
 // default pool, so the client gets the same address from each; packets still
 // go to the session whose routes match.
 func TestManyClustersDisjointRoutes(t *testing.T) {
+	t.Parallel()
 	c := newClusters(t)
 	ckey, cpub := c.key(t, "vm")
 	g1 := c.gtund1(`routes = ["10.244.0.0/16"]`)
@@ -216,6 +217,7 @@ func TestManyClustersDisjointRoutes(t *testing.T) {
 // server that had it first; the other shows the conflict in status and
 // installs nothing for it; gtun does not flip between them.
 func TestManyClustersSameRouteIsAConflict(t *testing.T) {
+	t.Parallel()
 	c := newClusters(t)
 	ckey, cpub := c.key(t, "vm")
 	g1 := c.gtund1(`routes = ["10.244.0.0/16"]`)
@@ -253,6 +255,7 @@ func TestManyClustersSameRouteIsAConflict(t *testing.T) {
 // gtund on gw2 is killed: cluster 1's session and a download on it carry
 // on, cluster 2's routes stay, and it reconnects when gtund2 is back.
 func TestManyClustersOverlappingCIDRs(t *testing.T) {
+	t.Parallel()
 	c := newClusters(t)
 	ckey, cpub := c.key(t, "vm")
 	const routes = `routes = ["10.244.0.0/16", "10.96.0.0/16"]`
@@ -383,6 +386,7 @@ func TestManyClustersOverlappingCIDRs(t *testing.T) {
 // A map change applies on SIGHUP: the table is rebuilt, clients get the new
 // virtual routes pushed (the old ones go), and the ACL follows.
 func TestMapReload(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})

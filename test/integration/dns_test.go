@@ -52,6 +52,7 @@ func (e *env) dig(host, server, name string, args ...string) (string, error) {
 // resolver (from /etc/resolv.conf), and after gtun stops nothing listens on
 // port 53 of the tunnel address.
 func TestSplitDNSForwarder(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "dig", "ss")
 	poddns := testnet.GoBuild(t, "./tools/poddns")
 	kubeDNS := e.tp.Start(t, "pod", filepath.Join(e.dir, "kube-dns.log"), poddns, "-listen", ":53", "-record", clusterName+"="+clusterIP)
@@ -141,6 +142,7 @@ func TestSplitDNSForwarder(t *testing.T) {
 // Listing example.com in the [[server]]'s dns_domains and reloading hands
 // it to the cluster; com stays refused.
 func TestSplitDNSRefusesPublicDomains(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "dig")
 	const hijacked, public = "10.244.66.66", "192.0.2.8"
 	poddns := testnet.GoBuild(t, "./tools/poddns")

@@ -19,6 +19,7 @@ import (
 // turns net.ipv4.ip_forward off: gtund puts each back within seconds, logs
 // it and counts it, and the tunnel keeps working.
 func TestGtundRestoresNFTablesAndForwarding(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	srv := e.startServer(t, e.serverConfig(t, peer{name: "vm", pub: cpub}))
@@ -70,6 +71,7 @@ func TestGtundRestoresNFTablesAndForwarding(t *testing.T) {
 // and in status, sessions carry on, and once the directory is writable
 // again the lease reaches the disk without another connection.
 func TestStateDirUnwritable(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "chattr")
 	ckey, cpub := e.key(t, "vm")
 	rkey, rpub := e.key(t, "late")
@@ -136,6 +138,7 @@ func readLeaseFile(t *testing.T, dir string) map[string]string {
 // kill -9 of either daemon while packets flow: the next start cleans up
 // what the dead one left and serves again.
 func TestKill9DuringTraffic(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	cfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
@@ -170,6 +173,7 @@ func TestKill9DuringTraffic(t *testing.T) {
 // namespace refuses to start, says who holds it, and leaves the running
 // daemon's device, routes and table alone.
 func TestSecondDaemonSameTunRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	cfg := e.serverConfig(t, peer{name: "vm", pub: cpub})

@@ -33,6 +33,7 @@ type fightStatus struct {
 // other program stops, the route is back within about a second and the
 // fight is over.
 func TestRouteFightIsBounded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	e.startServer(t, e.serverConfig(t, peer{name: "vm", pub: cpub}))

@@ -1,6 +1,16 @@
 // Package integration runs the real gtun and gtund binaries in the netns
 // topology of DESIGN.md (scripts/topology.sh). It needs root; with CI set,
 // missing prerequisites fail the tests instead of skipping them.
+//
+// Each test builds its own topology (namespaces with a prefix of its own),
+// so tests can share the machine: most call t.Parallel() and run together,
+// as many as go test -parallel allows (make test and make integration: 4).
+// A test stays serial (no t.Parallel(), so it runs with no other test of
+// this package beside it) when it loads the machine or measures what a
+// loaded machine would skew: the floods and attacks, iperf3 flows and
+// their stall counts, heal and failover times with tight bounds; or when
+// it changes something of the whole process (t.Setenv). A new test that
+// is neither may call t.Parallel().
 package integration
 
 import (

@@ -63,6 +63,7 @@ func (e *env) noGatewayLeftovers(t *testing.T) {
 // sees gtund's address; gtun switched forwarding on and keeps its nftables
 // table, restoring it when deleted; a stop removes it.
 func TestGatewayMasquerade(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	srv := e.startServer(t, e.serverConfig(t, peer{name: "vm", pub: cpub}))
@@ -144,6 +145,7 @@ func TestGatewayMasquerade(t *testing.T) {
 // pod opens a connection to vm2 and is seen with its own address. The
 // cluster side needs one route: VPC A's CIDR via gtund's host.
 func TestSiteToSite(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub, extra: `subnets = ["` + vpcA + `"]`})

@@ -63,6 +63,7 @@ func tcpSYN(src, dst string, port uint16) []byte {
 // packages are counted exactly. A peer whose allowed names the gateway
 // address (after a reload) reaches the service.
 func TestGatewayHostClosed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	rkey, rpub := e.key(t, "raw")

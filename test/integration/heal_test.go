@@ -779,6 +779,7 @@ func TestWanBlackholeRecovers(t *testing.T) {
 
 // 5. The status fields operators and scripts rely on.
 func TestStatusFields(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	const peerName = "status-vm-7"
 	healSetup(t, e, peerName)

@@ -19,6 +19,7 @@ import (
 // server's key; plus paths into the temporary roots), and the installed
 // binaries, keys and configs carry HTTP to a pod and a ClusterIP.
 func TestInstalledDeployment(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	in := installGatewayAndVM(t)
 	// Paths into the temporary roots; in a real deployment they are the

@@ -52,6 +52,7 @@ func (e *env) waitState(t *testing.T, name string, limit time.Duration, what str
 }
 
 func TestKCPTransport(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.kcpClient(t)
 	out, err := e.tp.Exec("vm", "curl", "-fsS", "--max-time", "20", "-o", "/dev/null", "-w", "%{size_download}", "http://"+podIP+":8080/bytes?n=8000000")
@@ -71,6 +72,7 @@ func TestKCPTransport(t *testing.T) {
 // transport = "auto": with UDP blocked, gtun falls back to tcp within a few
 // seconds; when UDP returns, it moves back to kcp by itself.
 func TestAutoFallsBackToTCPAndReturnsToKCP(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
@@ -102,6 +104,7 @@ func TestAutoFallsBackToTCPAndReturnsToKCP(t *testing.T) {
 // to the second when the first dies, and moves back when it returns. An
 // unreachable first endpoint costs only a few seconds.
 func TestEndpointFailoverAndFailback(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.tp.MustExec(t, "gw", "ip", "addr", "add", "198.51.100.3/24", "dev", "wan0")
 	ckey, cpub := e.key(t, "vm")
@@ -225,6 +228,7 @@ func TestKCPUnderFivePercentLoss(t *testing.T) {
 // A 10 s blackhole on a kcp session: declared dead by keepalive, and back
 // when the wan is.
 func TestKCPRecoversFromBlackhole(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.kcpClient(t)
 	e.wanLoss(t, 100)

@@ -90,6 +90,7 @@ func insertAfter(t *testing.T, path, prefix, line string) {
 // namespaces the daemons run in and parsed as Prometheus would; counters
 // survive a reconnect; the endpoints go away with the daemons.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	rkey, rpub := e.key(t, "raw")

@@ -14,6 +14,7 @@ import (
 // finishes the offloaded super-packets itself (segmentation, checksums).
 // A bulk transfer both ways proves it, and status reports each mode.
 func TestMixedOffloadAndPlainPath(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct{ serverOffload, clientOffload bool }{{false, true}, {true, false}} {
 		t.Run(fmt.Sprintf("server_offload=%v/client_offload=%v", c.serverOffload, c.clientOffload), func(t *testing.T) {
 			e := newEnv(t)

@@ -45,6 +45,7 @@ func peerStatus(t *testing.T, e *env, name string) (server.PeerStatus, bool) {
 // wrote, brings a new VM up to the pod; the client already connected keeps
 // its session throughout; `gtund peer remove` disconnects the new one only.
 func TestPeerAddOnboardsAVM(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	// The client already connected runs in vm2, behind vm; the new VM is vm.
 	e.tp.MustExec(t, "vm", "sysctl", "-qw", "net.ipv4.ip_forward=1")

@@ -241,6 +241,7 @@ func (s *sniffer) close() {
 // is not vm's arrives in gw with that source, and the sniffer on vm's wan
 // sees it leave.
 func TestRawUDPForgesSource(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	var ln *net.UDPConn
 	inNS(t, e.tp.NS("gw"), func() {

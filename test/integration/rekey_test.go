@@ -149,6 +149,7 @@ func rekeyUnderLoad(t *testing.T, transport, rate string, size int) {
 // both sides (gtund's own send key, and the client's through the pushed
 // config), without a reconnect.
 func TestRekeyIntervalReload(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})

@@ -41,6 +41,7 @@ func (e *env) waitNoRoute(t *testing.T, host, prefix string) {
 // a removed peer is disconnected, a new peer is accepted, a bad file keeps
 // the running config, and the other sessions are never dropped.
 func TestServerReloadAppliesLive(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.tp.MustExec(t, "vm", "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	e.tp.MustExec(t, "gw", "ip", "route", "replace", "172.16.0.0/24", "via", "198.51.100.1")
@@ -139,6 +140,7 @@ func TestServerReloadAppliesLive(t *testing.T) {
 
 // SIGHUP on gtun: the server's route subset applies live without a reconnect.
 func TestClientReloadRouteSubset(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	e.startServer(t, e.serverConfig(t, peer{name: "vm", pub: cpub}))

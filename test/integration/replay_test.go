@@ -159,6 +159,7 @@ func gtundStatus(t *testing.T, e *env) server.Status {
 // session is up, and after it is gone), is refused as a replay before any
 // DH: no reply, connection closed, counted.
 func TestReplayedHandshakeRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	rkey, rpub := e.key(t, "raw")
 	e.startServer(t, e.serverConfig(t, peer{name: "raw", pub: rpub}))
@@ -197,6 +198,7 @@ func TestReplayedHandshakeRefused(t *testing.T) {
 // into another peer's connection, and when replayed on its own: the
 // session it lands in ends, and nothing of it is forwarded.
 func TestRecordedFrameRefusedElsewhere(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "tcpdump")
 	akey, apub := e.key(t, "a")
 	bkey, bpub := e.key(t, "b")
@@ -278,6 +280,7 @@ func findRecord(stream []byte, n int) []byte {
 // packets with that source are dropped and counted, the other peer keeps
 // working, and its packets with its own address still pass.
 func TestPeerCannotUseAnotherPeersAddress(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "tcpdump")
 	ckey, cpub := e.key(t, "vm")
 	rkey, rpub := e.key(t, "raw")
@@ -332,6 +335,7 @@ func clientAddr(t *testing.T, e *env, name string) netip.Addr {
 // shorter than a tag) loses its session at once: gtund reads no further and
 // allocates nothing for it; another peer is not affected.
 func TestOversizedRecordEndsSession(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	akey, apub := e.key(t, "a")
 	bkey, bpub := e.key(t, "b")

@@ -110,6 +110,7 @@ func inside(p *testnet.Proc, args ...string) (string, error) {
 }
 
 func TestDaemonsRunInTheirUnitSandbox(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "unshare", "setpriv", "nsenter")
 	in := installGatewayAndVM(t)
 	in.configure(t, nil) // the defaults: /etc/gtund, /var/lib/gtund, /run/gtund, /run/gtun
@@ -202,6 +203,7 @@ func TestDaemonsRunInTheirUnitSandbox(t *testing.T) {
 // The emulation is strict enough to matter: gtund in a sandbox without the
 // shared /run/gtun (where it locks its TUN name) cannot start, and says why.
 func TestUnitSandboxWithoutLockDirFails(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "unshare", "setpriv", "nsenter")
 	in := installGatewayAndVM(t)
 	in.configure(t, nil)

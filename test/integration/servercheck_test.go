@@ -24,6 +24,7 @@ import (
 // node, another pool address) gtun drops them, counts them as
 // spoofed_source in total and for the server, and logs it.
 func TestClientDropsSourcesOutsideServerRoutes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	e.startServer(t, e.serverConfig(t, peer{name: "vm", pub: cpub}))

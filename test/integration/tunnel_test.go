@@ -23,6 +23,7 @@ import (
 // encrypted tunnel, with gtund's masquerade (node has no route back to the
 // tunnel pool, so replies only arrive if gtund masqueraded), then a clean stop.
 func TestPingAndHTTPThroughTunnel(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	srv := e.startServer(t, e.serverConfig(t, peer{name: "vm", pub: cpub}))
@@ -72,6 +73,7 @@ func TestPingAndHTTPThroughTunnel(t *testing.T) {
 }
 
 func TestTwoClientsGetDistinctAddresses(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	// vm2 sits behind vm (VPC A neighbour) and reaches gtund through vm.
 	e.tp.MustExec(t, "vm", "sysctl", "-qw", "net.ipv4.ip_forward=1")
@@ -109,6 +111,7 @@ func TestTwoClientsGetDistinctAddresses(t *testing.T) {
 }
 
 func TestUnknownClientKeyRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	_, known := e.key(t, "known")
 	srv := e.startServer(t, e.serverConfig(t, peer{name: "known", pub: known}))
@@ -155,6 +158,7 @@ func TestUnknownClientKeyRefused(t *testing.T) {
 }
 
 func TestClientRefusesWrongServerKey(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	e.startServer(t, e.serverConfig(t, peer{name: "vm", pub: cpub}))
@@ -191,6 +195,7 @@ func TestClientRefusesWrongServerKey(t *testing.T) {
 // payload. The same capture of an unencrypted transfer over the same link
 // must contain it, so the check can fail.
 func TestWANCaptureHasNoCleartext(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "tcpdump")
 	ckey, cpub := e.key(t, "vm")
 	e.startServer(t, e.serverConfig(t, peer{name: "vm", pub: cpub}))
@@ -258,6 +263,7 @@ func TestWANCaptureHasNoCleartext(t *testing.T) {
 }
 
 func TestKill9ThenRestartCleansUpAndServes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	cfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
@@ -299,6 +305,7 @@ func TestKill9ThenRestartCleansUpAndServes(t *testing.T) {
 // served CIDRs even with a route added by hand, and cannot send with a
 // source address other than its own; both drops are counted per peer.
 func TestACLAndAntiSpoofing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	rkey, rpub := e.key(t, "raw")
@@ -336,6 +343,7 @@ func TestACLAndAntiSpoofing(t *testing.T) {
 }
 
 func TestBadConfigExitsTwoWithFileLine(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "gtund.toml")
 	os.WriteFile(path, []byte("[server]\npool = \"100.64.240.0/24\"\nroutes = [\"10.244.0.0/16\"]\nlisten_addr = \"x\"\n"), 0o600)

@@ -19,6 +19,7 @@ import (
 // both directions and in large (offloaded, up to 64 KiB) records, and each
 // daemon must log which implementation it runs.
 func TestMixedAESImplementations(t *testing.T) {
+	t.Parallel()
 	// A missing CPU feature skips, with the reason logged, in CI too: no
 	// setup step can add one. With the features, gtund must run the VAES
 	// path (the log check below fails otherwise).
