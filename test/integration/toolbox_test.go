@@ -38,6 +38,7 @@ func runCLI(t *testing.T, bin string, args ...string) (int, string, string) {
 // the result. The client's side: check, and `gtun reload` of a route
 // subset.
 func TestCheckAndReloadCommands(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	cfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
