@@ -418,9 +418,8 @@ func (c *Conn) sealPacketsLocked(recs [][]byte) error {
 	return nil
 }
 
-func (c *Conn) Close() error                       { return c.conn.Close() }
-func (c *Conn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
-func (c *Conn) RemoteAddr() net.Addr               { return c.conn.RemoteAddr() }
-func (c *Conn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
-func (c *Conn) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+func (c *Conn) Close() error                      { return c.conn.Close() }
+func (c *Conn) LocalAddr() net.Addr               { return c.conn.LocalAddr() }
+func (c *Conn) RemoteAddr() net.Addr              { return c.conn.RemoteAddr() }
+func (c *Conn) SetDeadline(t time.Time) error     { return c.conn.SetDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }

@@ -279,8 +279,8 @@ func BenchmarkSealOpen(b *testing.B) {
 	}
 }
 
-// Packet records and the byte stream share one connection and keep order.
-func TestPacketRecordsBesideStream(t *testing.T) {
+// Packet records and control records share one connection and keep order.
+func TestPacketAndControlRecords(t *testing.T) {
 	ck, sk := mustKey(t), mustKey(t)
 	cc, sc, cerr, serr := pair(t, ClientConfig{Private: ck, ServerKey: sk.Public()}, ServerConfig{Private: sk, Authorize: allowOnly(ck.Public())})
 	if cerr != nil || serr != nil {
