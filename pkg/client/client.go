@@ -2,6 +2,10 @@
 // per configured server (reconnecting with backoff), installs the routes each
 // server pushes and keeps them installed, and moves packets between the TUN
 // and the session whose routes match the destination.
+//
+// client.go is gtun's lifecycle, upstream.go one server's connection,
+// pushed.go what a server pushes and the routes it becomes, reload.go a
+// reload, and dataplane.go where every packet goes.
 package client
 
 import (

@@ -1,6 +1,10 @@
 // Package server is gtund's logic: it terminates clients (transport, Noise,
 // session), assigns their tunnel addresses, and moves packets between each
 // client and the TUN device, enforcing anti-spoofing and the peer's ACL.
+//
+// server.go is gtund's lifecycle, admission.go a connection's way to a
+// session, peers.go the peers and their sessions, reload.go a reload, and
+// dataplane.go where every packet goes.
 package server
 
 import (
