@@ -150,18 +150,12 @@ func (c *Client) fromServer(up *upstream, frame []byte) {
 // its routes too; with a map they are the virtual ones. ICMP errors are
 // judged by the packet they quote.
 func (c *Client) checkFromServer(up *upstream, frame []byte) (reason DropReason, drop bool) {
-	if len(frame) <= packet.VnetHdrLen {
+	pkt, src, dst, problem := packet.OpenFrame(frame)
+	switch problem {
+	case packet.FrameMalformed:
 		return DropMalformed, true
-	}
-	pkt := frame[packet.VnetHdrLen:]
-	if h := packet.DecodeVnetHdr(frame); !h.Plain() {
-		if h.Validate(pkt) != nil {
-			return DropBadOffload, true
-		}
-	}
-	src, dst, err := packet.Addrs(pkt)
-	if err != nil {
-		return DropMalformed, true
+	case packet.FrameBadOffload:
+		return DropBadOffload, true
 	}
 	t := up.tunnel.Load()
 	if dst != t.address.Addr() {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 )
 
 // VnetHdrLen is the size of the virtio-net header (struct virtio_net_hdr)
@@ -147,4 +148,33 @@ func ipHeader(pkt []byte) (int, uint8, error) {
 		return 40, pkt[6], nil
 	}
 	return 0, 0, ErrMalformed
+}
+
+// FrameProblem says why a frame from a session cannot go into a TUN as it
+// is; the daemons count each under their own drop reason.
+type FrameProblem uint8
+
+const (
+	FrameOK         FrameProblem = iota
+	FrameMalformed               // too short, or no IP header to read
+	FrameBadOffload              // the offload header does not describe its packet
+)
+
+// OpenFrame checks what both daemons check first in a frame a session
+// delivered, [virtio-net header][IP packet]: that it holds a packet, that a
+// non-plain offload header describes it, and that the packet's addresses
+// can be read. It returns the packet and its addresses, or the problem.
+func OpenFrame(frame []byte) (pkt []byte, src, dst netip.Addr, p FrameProblem) {
+	if len(frame) <= VnetHdrLen {
+		return nil, src, dst, FrameMalformed
+	}
+	pkt = frame[VnetHdrLen:]
+	if h := DecodeVnetHdr(frame); !h.Plain() && h.Validate(pkt) != nil {
+		return nil, src, dst, FrameBadOffload
+	}
+	var err error
+	if src, dst, err = Addrs(pkt); err != nil {
+		return nil, src, dst, FrameMalformed
+	}
+	return pkt, src, dst, FrameOK
 }

@@ -114,20 +114,14 @@ func (s *Server) fromPeer(ps *peerSession, frame []byte) {
 // packets to it go to the host's own sockets (sshd, the metrics port),
 // which are not the cluster.
 func (s *Server) checkFromPeer(ps *peerSession, frame []byte) (reason DropReason, drop bool) {
-	if len(frame) <= packet.VnetHdrLen {
+	pkt, src, dst, problem := packet.OpenFrame(frame)
+	switch problem {
+	case packet.FrameMalformed:
 		return DropMalformed, true
+	case packet.FrameBadOffload:
+		return DropBadOffload, true
 	}
-	pkt := frame[packet.VnetHdrLen:]
-	if h := packet.DecodeVnetHdr(frame); !h.Plain() {
-		if h.Validate(pkt) != nil {
-			return DropBadOffload, true
-		}
-	}
-	src, dst, err := packet.Addrs(pkt)
-	switch {
-	case err != nil:
-		return DropMalformed, true
-	case src != ps.addr && !ps.peer.fromSubnet(src):
+	if src != ps.addr && !ps.peer.fromSubnet(src) {
 		return DropSpoofed, true
 	}
 	if _, ok := ps.peer.allowed.Load().Lookup(dst); !ok {
