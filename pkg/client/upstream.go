@@ -188,12 +188,12 @@ type dialed struct {
 }
 
 // plan lists the attempts in order of preference: endpoints in the order
-// configured, and with transport auto kcp before tcp on each.
+// configured, and with transport auto udp before tcp on each.
 func (c *Client) plan(e config.ServerEntry) []attempt {
 	var out []attempt
 	for _, ep := range e.Endpoints {
 		if e.Transport == transport.Auto {
-			out = append(out, attempt{len(out), ep, transport.KCP}, attempt{len(out) + 1, ep, transport.TCP})
+			out = append(out, attempt{len(out), ep, transport.UDP}, attempt{len(out) + 1, ep, transport.TCP})
 		} else {
 			out = append(out, attempt{len(out), ep, e.Transport})
 		}
@@ -247,17 +247,22 @@ const kcpHandshakeTimeout = 3 * time.Second
 func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, at attempt) (*session.Session, *session.Msg, error) {
 	hcfg := secure.ClientConfig{Private: c.cfg.PrivateKey, ServerKey: entry.PublicKey}
 	var sconn *secure.Conn
-	if at.transport == transport.KCP {
-		// The handshake is the datagram layer's; kcp runs inside its session.
-		kc, _, err := transport.DialKCP(ctx, at.endpoint, transport.Options{FECData: entry.FECData, FECParity: entry.FECParity}, hcfg, kcpHandshakeTimeout)
+	var dg *transport.Datagrams
+	if at.transport == transport.KCP || at.transport == transport.UDP {
+		// The handshake is the datagram layer's; kcp runs inside its
+		// session (on udp, for the control messages alone).
+		kc, ds, err := transport.DialKCP(ctx, at.endpoint, transport.Options{FECData: entry.FECData, FECParity: entry.FECParity}, hcfg, kcpHandshakeTimeout)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				return nil, nil, fmt.Errorf("no answer over kcp (UDP blocked, kcp not in the server's transports, or the server does not know this key): %w", err)
+				return nil, nil, fmt.Errorf("no answer over %s (UDP blocked, %s not in the server's transports, or the server does not know this key): %w", at.transport, at.transport, err)
 			}
 			return nil, nil, err
 		}
 		sconn = kc
+		if at.transport == transport.UDP {
+			dg = transport.NewDatagrams(ds)
+		}
 	} else {
 		raw, err := c.dialTCP(ctx, at.endpoint)
 		if err != nil {
@@ -274,12 +279,15 @@ func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, at attem
 	}
 	hostname, _ := os.Hostname()
 	hello := &session.Msg{Type: session.TypeHello, Version: secure.ProtocolVersion, Name: hostname, Transport: at.transport}
-	if at.transport == transport.KCP {
+	if at.transport == transport.KCP || at.transport == transport.UDP {
 		hello.FECData, hello.FECParity = entry.FECData, entry.FECParity
 	}
 	sess, cfg, err := session.Dial(ctx, sconn, hello, 0, c.log)
 	if err != nil {
 		return nil, nil, err
+	}
+	if dg != nil {
+		sess.UseDatagrams(dg)
 	}
 	if cfg.Version != secure.ProtocolVersion {
 		sess.Close()

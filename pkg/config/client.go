@@ -144,9 +144,9 @@ func LoadClient(path string) (*Client, error) {
 			e.Transport = transport.TCP
 		}
 		switch e.Transport {
-		case transport.TCP, transport.KCP, transport.Auto:
+		case transport.TCP, transport.UDP, transport.KCP, transport.Auto:
 		default:
-			l.errf(key("transport"), "unknown transport %q (tcp, kcp or auto)", e.Transport)
+			l.errf(key("transport"), "unknown transport %q (tcp, udp, kcp or auto)", e.Transport)
 		}
 		e.FECData, e.FECParity = s.FECData, s.FECParity
 		l.fec("server."+itoa(i), s.FECData, s.FECParity)

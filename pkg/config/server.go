@@ -210,8 +210,8 @@ func loadServer(path string, peersSrc []byte, override bool) (*Server, error) {
 	}
 	seen := map[string]bool{}
 	for _, t := range out.Transports {
-		if t != transport.TCP && t != transport.KCP {
-			l.errf("server.transports", "unknown transport %q (tcp or kcp)", t)
+		if t != transport.TCP && t != transport.UDP && t != transport.KCP {
+			l.errf("server.transports", "unknown transport %q (tcp, udp or kcp)", t)
 		}
 		if seen[t] {
 			l.errf("server.transports", "%q listed twice", t)

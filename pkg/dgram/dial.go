@@ -288,5 +288,6 @@ func clientReceive(conn *net.UDPConn, s *Session, server netip.AddrPort) {
 				s.receive(d, server)
 			}
 		}
+		s.flush()
 	}
 }

@@ -24,12 +24,13 @@ const (
 	DropCounterLimit                     // counter past the hard stop
 	DropQueueFull                        // the session's reader did not keep up (see deliver)
 	DropSendError                        // the socket refused an outgoing datagram (no route, buffer, ...): lost like on the wire
+	DropNotReady                         // a packet datagram (udp transport) on a session whose packets have nowhere to go: not running yet, or a kcp session
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{"malformed", "bad_mac1", "cookie_required", "rate_limited", "duplicate",
 	"handshake_queue_full", "accept_queue_full", "unsolicited", "unknown_index", "replay", "bad_tag", "stale_epoch",
-	"counter_limit", "queue_full", "send_error"}
+	"counter_limit", "queue_full", "send_error", "not_ready"}
 
 func (r DropReason) String() string {
 	if r < numDropReasons {

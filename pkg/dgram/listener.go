@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,6 +169,7 @@ func (l *Listener) demux() {
 		l.log.Error("datagram listener cannot read its socket", "err", err)
 		return
 	}
+	batch := make([]*Session, 0, readBatch) // the sessions the last read had data for
 	for {
 		n, err := br.read()
 		if err != nil {
@@ -178,30 +180,41 @@ func (l *Listener) demux() {
 			continue
 		}
 		for i := range n {
-			l.route(br.datagram(i))
+			if s := l.route(br.datagram(i)); s != nil && !slices.Contains(batch, s) {
+				batch = append(batch, s)
+			}
 		}
+		// The batch is in: packets a session's handler held back to
+		// join with the next one go now.
+		for i, s := range batch {
+			s.flush()
+			batch[i] = nil
+		}
+		batch = batch[:0]
 	}
 }
 
-// route handles one datagram the demux read.
-func (l *Listener) route(d []byte, from netip.AddrPort) {
+// route handles one datagram the demux read; it returns the session of a
+// data datagram.
+func (l *Listener) route(d []byte, from netip.AddrPort) *Session {
 	typ, ok := header(d)
 	if !ok || len(d) > MaxDatagram {
 		l.drop(DropMalformed, from)
-		return
+		return nil
 	}
 	switch typ {
 	case TypeData:
 		if len(d) < DataOverhead {
 			l.drop(DropMalformed, from)
-			return
+			return nil
 		}
 		s := l.index.lookup(index(d[headerLen:]))
 		if s == nil {
 			l.drop(DropUnknownIndex, from)
-			return
+			return nil
 		}
 		s.receive(d, from)
+		return s
 	case TypeInitiation:
 		l.initiation(d, from)
 	case TypeResponse, TypeCookieReply:
@@ -209,6 +222,7 @@ func (l *Listener) route(d []byte, from netip.AddrPort) {
 	default:
 		l.drop(DropMalformed, from)
 	}
+	return nil
 }
 
 // drop counts a dropped datagram. It does nothing else: a flood of

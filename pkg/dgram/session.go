@@ -39,6 +39,9 @@ type Session struct {
 	wait *time.Timer  // deliver's, under omu
 	full atomic.Uint64
 
+	packets atomic.Pointer[packetSink] // where packet datagrams go; nil: dropped (not_ready)
+	touched bool                       // under omu: a packet was handed over since the last flush
+
 	closeOnce sync.Once
 	closed    chan struct{}
 	onClose   []func()
@@ -81,8 +84,40 @@ func newSession(p sessionParams) (*Session, error) {
 	return s, nil
 }
 
-// Send seals payload into one data datagram and sends it to the peer.
-func (s *Session) Send(payload []byte) error {
+// PacketHandler takes the packet datagrams of a session (the udp
+// transport) on the goroutine that read them: no queue, no hand-off.
+type PacketHandler interface {
+	// Packet gets one opened payload: buf[at:]. The at bytes before it
+	// (the datagram's header, at least DataHeaderLen) are the handler's
+	// to overwrite, e.g. with a header of its own. buf is the reader's:
+	// the handler must not keep it past its return.
+	Packet(buf []byte, at int)
+	// Flush follows the last Packet of a batch the reader took from the
+	// socket in one system call: what the handler held back to join with
+	// the next packet must go now.
+	Flush()
+}
+
+type packetSink struct{ h PacketHandler }
+
+// SetPacketHandler routes the session's packet datagrams to h from now on;
+// nil drops them (counted as not_ready).
+func (s *Session) SetPacketHandler(h PacketHandler) {
+	if h == nil {
+		s.packets.Store(nil)
+		return
+	}
+	s.packets.Store(&packetSink{h})
+}
+
+// Send seals payload into one stream datagram and sends it to the peer.
+func (s *Session) Send(payload []byte) error { return s.send(KindStream, payload) }
+
+// SendPacket seals an IP packet into one packet datagram and sends it to
+// the peer (batched with others on a busy path: see batchWriter).
+func (s *Session) SendPacket(pkt []byte) error { return s.send(KindPacket, pkt) }
+
+func (s *Session) send(kind byte, payload []byte) error {
 	if len(payload) > MaxPayload {
 		return errors.New("datagram payload too large")
 	}
@@ -93,7 +128,7 @@ func (s *Session) Send(payload []byte) error {
 		return ErrClosed
 	default:
 	}
-	d, err := s.sealer.seal(s.sbuf[:0], payload, s.now())
+	d, err := s.sealer.seal(s.sbuf[:0], kind, payload, s.now())
 	if err != nil {
 		return err
 	}
@@ -116,10 +151,12 @@ func (s *Session) SetRekeyInterval(d time.Duration) {
 }
 
 // receive opens a data datagram for this session (the demux found its
-// index) in place and queues the payload for the reader.
+// index) in place: a stream payload is queued for the reader, a packet goes
+// to the packet handler at once.
 func (s *Session) receive(d []byte, from netip.AddrPort) {
 	s.omu.Lock() // held through deliver too, which uses the one wait timer
 	defer s.omu.Unlock()
+	kind := d[2] // authenticated once open succeeds
 	payload, newest, reason, ok := s.opener.open(d, s.now())
 	if !ok {
 		s.drops.Inc(reason)
@@ -133,7 +170,31 @@ func (s *Session) receive(d []byte, from netip.AddrPort) {
 		ep := from
 		s.endpoint.Store(&ep)
 	}
+	if kind == KindPacket {
+		sink := s.packets.Load()
+		if sink == nil {
+			s.drops.Inc(DropNotReady)
+			return
+		}
+		s.touched = true
+		sink.h.Packet(d[:DataHeaderLen+len(payload)], DataHeaderLen)
+		return
+	}
 	s.deliver(payload)
+}
+
+// flush ends a batch of the reader's: the packet handler's Flush, if it
+// got packets since the last.
+func (s *Session) flush() {
+	s.omu.Lock()
+	defer s.omu.Unlock()
+	if !s.touched {
+		return
+	}
+	s.touched = false
+	if sink := s.packets.Load(); sink != nil {
+		sink.h.Flush()
+	}
 }
 
 // queueLen is how many opened payloads a session holds for its reader: a

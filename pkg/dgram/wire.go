@@ -26,7 +26,8 @@ import (
 )
 
 // Message types: the first byte of every datagram. The next three bytes are
-// zero, except in a data datagram, whose second byte is its key epoch.
+// zero, except in a data datagram, whose second byte is its key epoch and
+// whose third is the kind of its payload.
 const (
 	TypeInitiation  byte = 1
 	TypeResponse    byte = 2
@@ -34,12 +35,23 @@ const (
 	TypeData        byte = 4
 )
 
+// Payload kinds: the third byte of a data datagram, authenticated with the
+// rest of its header. A stream datagram carries a segment of the session's
+// reliable stream (kcp: the records of the control plane, and of the data
+// on the kcp transport); a packet datagram carries one IP packet of the
+// udp transport, handed to the session's packet handler as it opens,
+// without a queue.
+const (
+	KindStream byte = 0
+	KindPacket byte = 1
+)
+
 // Layouts (little-endian indexes and counters, as WireGuard's):
 //
 //	initiation:   [1 0 0 0][sender index 4][first message: Noise + mac1][mac2 16]
 //	response:     [2 0 0 0][sender index 4][receiver index 4][Noise reply]
 //	cookie reply: [3 0 0 0][receiver index 4][nonce 24][cookie 16 + tag 16]
-//	data:         [4 epoch 0 0][receiver index 4][counter 8][sealed payload + tag 16]
+//	data:         [4 epoch kind 0][receiver index 4][counter 8][sealed payload + tag 16]
 //
 // The initiation's mac2 covers everything before it; its mac1 is inside the
 // first message (pkg/secure puts it there, so TCP and UDP share it) and the
@@ -76,14 +88,14 @@ const (
 )
 
 // header reads a datagram's type and checks the bytes that must be zero.
-// A data datagram's second byte is its epoch.
+// A data datagram's second byte is its epoch, its third its payload kind.
 func header(b []byte) (typ byte, ok bool) {
 	if len(b) < headerLen {
 		return 0, false
 	}
 	typ = b[0]
 	if typ == TypeData {
-		return typ, b[2] == 0 && b[3] == 0
+		return typ, b[2] <= KindPacket && b[3] == 0
 	}
 	return typ, b[1] == 0 && b[2] == 0 && b[3] == 0
 }

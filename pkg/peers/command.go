@@ -86,7 +86,7 @@ func setupAdd(fs *flag.FlagSet) func(*cli.Env) int {
 	fs.StringVar(&f.keyOut, "key-out", "", "write the new client's private key to `FILE`, mode 0600 (default NAME.key in the current directory)")
 	fs.StringVar(&f.pubKey, "public-key", "", "use this client public `KEY` (made on the VM with gtun genkey/pubkey) instead of generating a key pair")
 	fs.StringVar(&f.keyPath, "key-path", "/etc/gtun/private.key", "private_key_file in the printed gtun.toml: the `PATH` of the key on the VM")
-	fs.StringVar(&f.transport, "transport", "", "the `TRANSPORT` in the printed gtun.toml: tcp, kcp or auto (default: from gtund's transports)")
+	fs.StringVar(&f.transport, "transport", "", "the `TRANSPORT` in the printed gtun.toml: tcp, udp, kcp or auto (default: from gtund's transports)")
 	fs.StringVar(&f.serverName, "server-name", "", "the [[server]] `NAME` in the printed gtun.toml (default: this host's name)")
 	return func(e *cli.Env) int { return add(e, e.Args[0], f) }
 }
@@ -214,28 +214,33 @@ func clientEndpoint(cfg *config.Server, flagValue string) (string, error) {
 	return cfg.Listen, nil
 }
 
-// clientTransport picks the client's transport: kcp where only kcp is
-// served, auto (kcp, falling back to tcp) where both are, else tcp.
+// clientTransport picks the client's transport: auto (udp, falling back
+// to tcp) where both are served, else udp, kcp or tcp, whichever is.
 func clientTransport(cfg *config.Server, flagValue string) (string, error) {
-	tcp, kcp := slices.Contains(cfg.Transports, transport.TCP), slices.Contains(cfg.Transports, transport.KCP)
+	tcp, udp, kcp := slices.Contains(cfg.Transports, transport.TCP), slices.Contains(cfg.Transports, transport.UDP), slices.Contains(cfg.Transports, transport.KCP)
 	switch flagValue {
 	case "":
 		switch {
-		case tcp && kcp:
+		case tcp && udp:
 			return transport.Auto, nil
+		case udp:
+			return transport.UDP, nil
 		case kcp:
 			return transport.KCP, nil
 		}
 		return transport.TCP, nil
-	case transport.TCP, transport.KCP:
+	case transport.TCP, transport.UDP, transport.KCP:
 		if !slices.Contains(cfg.Transports, flagValue) {
 			return "", usagef("--transport %s: gtund does not listen with it (transports %v)", flagValue, cfg.Transports)
 		}
 		return flagValue, nil
 	case transport.Auto:
+		if !tcp || !udp {
+			return "", usagef("--transport auto: needs udp and tcp in gtund's transports (it has %v)", cfg.Transports)
+		}
 		return flagValue, nil
 	}
-	return "", usagef("--transport %q: tcp, kcp or auto", flagValue)
+	return "", usagef("--transport %q: tcp, udp, kcp or auto", flagValue)
 }
 
 // ClientParams are what the printed gtun.toml says.

@@ -34,7 +34,7 @@ func newFixture(t *testing.T, listen string) *fixture {
 	f.cfg = filepath.Join(f.dir, "gtund.toml")
 	src := fmt.Sprintf(`[server]
 listen = %q
-transports = ["tcp", "kcp"]
+transports = ["tcp", "udp", "kcp"]
 fec_data = 10
 fec_parity = 3
 private_key_file = %q
@@ -328,7 +328,7 @@ func TestCommandUsageErrors(t *testing.T) {
 		{[]string{"add", "-c", f.cfg}, "NAME is missing"},
 		{[]string{"add", "vm1", "extra", "-c", f.cfg}, "unexpected argument"},
 		{[]string{"add", "vm1", "-c", f.cfg, "--endpoint", "x:99999"}, "--endpoint"},
-		{[]string{"add", "vm1", "-c", f.cfg, "--endpoint", "x:1", "--transport", "quic"}, "tcp, kcp or auto"},
+		{[]string{"add", "vm1", "-c", f.cfg, "--endpoint", "x:1", "--transport", "quic"}, "tcp, udp, kcp or auto"},
 		{[]string{"add", "vm1", "-c", f.cfg, "--endpoint", "x:1", "--public-key", "AAAA"}, "--public-key"},
 		{[]string{"add", "vm1", "-c", filepath.Join(f.dir, "missing.toml"), "--endpoint", "x:1"}, "bad config"},
 		{[]string{"frobnicate"}, "unknown command"},

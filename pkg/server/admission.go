@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/dgram"
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
@@ -70,7 +72,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, tname string, tick
 		return
 	}
 	ticket.Authenticated() // a known key proved itself from this source
-	s.serveSession(ctx, sc, key, remote, tname, deadline, ticket.Release)
+	s.serveSession(ctx, sc, key, remote, tname, deadline, ticket.Release, nil)
 }
 
 // kcpAcceptLoop serves the kcp connections the datagram listener
@@ -80,7 +82,7 @@ func (s *Server) kcpAcceptLoop(ctx context.Context, l *transport.KCPListener) {
 		a, err := l.Accept()
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				s.log.Error("kcp listener stopped", "err", err)
+				s.log.Error("datagram listener stopped", "err", err)
 			}
 			return
 		}
@@ -88,7 +90,7 @@ func (s *Server) kcpAcceptLoop(ctx context.Context, l *transport.KCPListener) {
 			stop := context.AfterFunc(ctx, func() { a.Conn.Close() })
 			defer stop()
 			deadline := time.Now().Add(time.Duration(s.hsTimeout.Load()))
-			s.serveSession(ctx, a.Conn, a.Peer, a.Session.Endpoint().String(), transport.KCP, deadline, func() {})
+			s.serveSession(ctx, a.Conn, a.Peer, a.Session.Endpoint().String(), transport.KCP, deadline, func() {}, a.Session)
 		})
 	}
 }
@@ -106,8 +108,9 @@ func (s *Server) datagramRefused(err error, from netip.AddrPort) {
 // from the client's hello on: the hello must arrive before deadline; then
 // admitted() is called (the connection is no longer a handshake in
 // progress), the client gets its config and the session runs until it
-// ends.
-func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.PublicKey, remote, tname string, deadline time.Time, admitted func()) {
+// ends. ds is the datagram session under a kcp stream (nil over TCP): a
+// hello for the udp transport moves the data frames to its datagrams.
+func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.PublicKey, remote, tname string, deadline time.Time, admitted func(), ds *dgram.Session) {
 	_ = sc.SetReadDeadline(deadline) // for the hello; cleared once it is in
 	sess, hello, err := session.Accept(sc, 0, s.log)
 	if err != nil {
@@ -121,7 +124,22 @@ func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.P
 		_ = sess.SendControl(&session.Msg{Type: session.TypeError, Error: reason})
 		sess.Close()
 	}
-	if tname == transport.KCP && (hello.FECData != s.cfg.FECData || hello.FECParity != s.cfg.FECParity) {
+	if ds != nil {
+		// One datagram listener serves both: the hello names the
+		// transport, which must be one this server offers.
+		want := hello.Transport
+		if want == "" {
+			want = transport.KCP
+		}
+		if (want != transport.KCP && want != transport.UDP) || !slices.Contains(s.cfg.Transports, want) {
+			s.hsFailures.Inc("transport")
+			s.log.Warn("client asks for a transport this server does not offer", "remote", remote, "transport", want, "offered", s.cfg.Transports)
+			refuse(fmt.Sprintf("transport %q is not in the server's transports %v", want, s.cfg.Transports))
+			return
+		}
+		tname = want
+	}
+	if ds != nil && (hello.FECData != s.cfg.FECData || hello.FECParity != s.cfg.FECParity) {
 		s.hsFailures.Inc("fec_mismatch")
 		s.log.Warn("client's kcp FEC differs from the server's", "remote", remote,
 			"client", fmt.Sprintf("%d/%d", hello.FECData, hello.FECParity), "server", fmt.Sprintf("%d/%d", s.cfg.FECData, s.cfg.FECParity))
@@ -151,6 +169,9 @@ func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.P
 		s.log.Error("cannot assign an address", "peer", name, "err", err)
 		refuse(err.Error())
 		return
+	}
+	if tname == transport.UDP {
+		sess.UseDatagrams(transport.NewDatagrams(ds))
 	}
 	sess.SetKeepalive(keepalive, deadAfter)
 	sess.SetRekeyInterval(rekey) // the client gets it with its config

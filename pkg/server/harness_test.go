@@ -145,7 +145,7 @@ func (m *memServer) dial(name string, hold chan struct{}) *memClient {
 			b.Close()
 			return
 		}
-		m.s.serveSession(m.ctx, sc, key, "memconn", transport.TCP, deadline, func() {})
+		m.s.serveSession(m.ctx, sc, key, "memconn", transport.TCP, deadline, func() {}, nil)
 	})
 	sc, err := secure.Client(a, secure.ClientConfig{Private: peerKey(t, name), ServerKey: m.s.cfg.PrivateKey.Public()})
 	if err != nil {

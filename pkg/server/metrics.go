@@ -82,10 +82,10 @@ func NewCollector(status func() Status) *Collector {
 		fights:        d("fights_total", "Times something kept undoing what gtund puts back (by kind, as heals_total) until its repairs hit their rate bound (a burst of 10, then 1 a second).", "kind"),
 		offload:       d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
 		dgramDropped: d("datagrams_dropped_total",
-			"UDP datagrams the kcp listener dropped unopened, by reason (malformed, bad_mac1, unknown_index, bad_tag, replay, duplicate, cookie_required, ...): nothing unauthenticated reaches kcp.", "reason"),
+			"UDP datagrams the datagram listener (udp and kcp) dropped unopened, by reason (malformed, bad_mac1, unknown_index, bad_tag, replay, duplicate, cookie_required, ...): nothing unauthenticated reaches kcp or the TUN.", "reason"),
 		dgramCookies:  d("datagram_cookies_sent_total", "Initiations answered under load with a cookie (proof of the source address asked for) instead of any Curve25519 work."),
-		dgramSessions: d("datagram_sessions", "Authenticated datagram sessions (kcp rides in them)."),
-		dgramLoad:     d("datagram_under_load", "1 while the kcp listener asks initiations for a cookie first, else 0."),
+		dgramSessions: d("datagram_sessions", "Authenticated datagram sessions (udp and kcp ride in them)."),
+		dgramLoad:     d("datagram_under_load", "1 while the datagram listener asks initiations for a cookie first, else 0."),
 	}
 }
 

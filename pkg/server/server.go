@@ -85,7 +85,7 @@ type Server struct {
 	subnetRoutes *route.Reconciler
 
 	guard       *guard.Guard           // admits handshakes: per-source rate, caps on those in progress
-	kcp         *transport.KCPListener // the datagram listener kcp rides in; nil without kcp
+	kcp         *transport.KCPListener // the datagram listener kcp and udp ride in; nil without either
 	responder   *secure.Responder      // answers first messages on every transport: mac1, replay filter, DH
 	hsTimeout   atomic.Int64           // nanoseconds from accept to hello; a reload may change it
 	reloadReq   chan chan reloadResult // reloads asked for over the control socket
@@ -189,7 +189,11 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	for _, t := range s.cfg.Transports {
 		var addr net.Addr
 		switch t {
-		case transport.KCP:
+		case transport.KCP, transport.UDP:
+			if s.kcp != nil { // udp and kcp share the datagram listener: the hello says which a session is
+				addr = s.kcp.Addr()
+				break
+			}
 			kl, err := transport.ListenKCP(s.cfg.Listen, transport.Options{FECData: s.cfg.FECData, FECParity: s.cfg.FECParity},
 				dgram.ListenConfig{Responder: s.responder, Guard: s.guard, Refused: s.datagramRefused, Logger: s.log})
 			if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
+	"github.com/gtun/gtun/pkg/transport"
 )
 
 // Status is what `gtund status` prints.
@@ -31,7 +32,7 @@ type Status struct {
 	Started           time.Time         `json:"started"`
 	HandshakeFailures map[string]uint64 `json:"handshake_failures,omitempty"`
 	Handshakes        HandshakeStatus   `json:"handshakes"`
-	// Datagrams is the UDP listener kcp rides in: its sessions, cookies
+	// Datagrams is the UDP listener udp and kcp ride in: its sessions, cookies
 	// sent under load, and the datagrams it dropped unopened, by reason.
 	Datagrams *dgram.ListenerStats `json:"datagrams,omitempty"`
 	Heals     map[string]uint64    `json:"heals,omitempty"` // by kind: nftables_table, ip_forward, leases_written, tun, route
@@ -161,6 +162,9 @@ func (s *Server) Status() Status {
 		if c, ok := s.sessions[k]; ok {
 			since := c.since
 			ps.Connected, ps.Address, ps.Endpoint, ps.Transport, ps.ConnectedSince = true, c.addr.String(), c.endpoint, c.transport, &since
+			if ra := c.sess.RemoteAddr(); ra != nil && c.transport != transport.TCP {
+				ps.Endpoint = ra.String() // a datagram session follows its client's NAT rebinding
+			}
 			ps.Cipher = c.sess.Cipher()
 			if t := c.sess.LastKeepalive(); !t.IsZero() {
 				ps.LastKeepalive = &t

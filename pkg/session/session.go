@@ -69,6 +69,11 @@ type Session struct {
 	errMu      sync.Mutex
 	err        error // why the session ended, first cause
 
+	// dg carries the data frames instead of the records when set (the
+	// udp transport: one sealed datagram per packet); the records then
+	// carry the control messages alone.
+	dg Datagrams
+
 	Stats    Stats
 	rtt      atomic.Int64 // nanoseconds, last measured
 	lastRecv atomic.Int64 // unix nanoseconds of the last record from the peer
@@ -93,6 +98,26 @@ func start(sc *secure.Conn, isClient bool, log *slog.Logger, queueLen int) *Sess
 	go s.writeLoop()
 	return s
 }
+
+// Datagrams is a data path beside the records: the udp transport's
+// datagrams, which carry each packet sealed on its own, so that a lost one
+// holds up nothing behind it.
+type Datagrams interface {
+	// SendFrame sends a frame ([virtio-net header][IP packet], a TSO
+	// super-packet too) as datagrams of at most the path's size; the
+	// frame is the caller's again on return.
+	SendFrame(frame []byte) error
+	// SetReceiver routes the frames that arrive to deliver, on the
+	// goroutine that read them; nil drops them (counted by the path).
+	SetReceiver(deliver func(frame []byte))
+	// Rekeys counts the datagram keys' updates, sent and received.
+	Rekeys() (sent, received uint64)
+}
+
+// UseDatagrams moves the session's data frames to d, both ways; called
+// before Run (a frame that arrives before Run is dropped and counted by
+// d: datagrams are not held back).
+func (s *Session) UseDatagrams(d Datagrams) { s.dg = d }
 
 // Dial runs the client side over a sealed conn: it sends hello and waits
 // for the server's config. The session owns sc from here on.
@@ -189,7 +214,12 @@ func (r Rekeys) Add(o Rekeys) Rekeys { return Rekeys{r.Sent + o.Sent, r.Received
 // Rekeys counts the key updates of the session so far.
 func (s *Session) Rekeys() Rekeys {
 	sent, received := s.sc.Rekeys()
-	return Rekeys{Sent: sent, Received: received}
+	r := Rekeys{Sent: sent, Received: received}
+	if s.dg != nil {
+		sent, received = s.dg.Rekeys()
+		r = r.Add(Rekeys{Sent: sent, Received: received})
+	}
+	return r
 }
 
 // KeyAge is how long this side's current send key has been in use.
@@ -230,6 +260,9 @@ func (s *Session) queueControl(m *Msg) {
 // it is full the packet is dropped and counted rather than blocking the TUN
 // reader that serves every session. The session owns b either way.
 func (s *Session) Enqueue(b *packet.Buf) bool {
+	if s.dg != nil {
+		return s.sendDatagrams(b)
+	}
 	s.inflight.Add(1)
 	select {
 	case s.queue <- b:
@@ -254,6 +287,9 @@ func (s *Session) Enqueue(b *packet.Buf) bool {
 // packet queues. Order is kept: with nothing in flight no older packet can
 // still be on its way.
 func (s *Session) Send(b *packet.Buf) bool {
+	if s.dg != nil {
+		return s.sendDatagrams(b)
+	}
 	if s.inflight.Load() != 0 {
 		return s.Enqueue(b)
 	}
@@ -279,6 +315,34 @@ func (s *Session) Send(b *packet.Buf) bool {
 		}
 	}
 	return true
+}
+
+// sendDatagrams sends a frame as datagrams, on the caller's goroutine:
+// sealing and handing datagrams to the socket never waits on the peer (a
+// datagram the socket cannot take is lost and counted, as on the wire),
+// so no queue and no writer goroutine stand between the TUN and the path.
+func (s *Session) sendDatagrams(b *packet.Buf) bool {
+	n := b.N
+	err := s.dg.SendFrame(b.Bytes())
+	packet.Put(b)
+	if err != nil {
+		s.Stats.QueueDrops.Add(1)
+		return false
+	}
+	s.Stats.TxBytes.Add(uint64(n))
+	s.Stats.TxPackets.Add(1)
+	return true
+}
+
+// datagramIn takes a frame from the datagram path (its reader's
+// goroutine) to the Run handler.
+func (s *Session) datagramIn(frame []byte) {
+	s.lastRecv.Store(time.Now().UnixNano())
+	s.Stats.RxBytes.Add(uint64(len(frame)))
+	s.Stats.RxPackets.Add(1)
+	if d := s.deliver.Load(); d != nil {
+		(*d)(frame)
+	}
 }
 
 // maxReportedRTT bounds the round trip a client may report: anything longer
@@ -346,6 +410,10 @@ func (s *Session) Run(ctx context.Context, h Handlers) error {
 		s.deliver.Store(&h.Packet)
 	}
 	close(s.runStarted)
+	if s.dg != nil {
+		s.dg.SetReceiver(s.datagramIn)
+		defer s.dg.SetReceiver(nil)
+	}
 	// Liveness is checked here, apart from anything that writes: when the
 	// path is down, writers block on a full socket buffer.
 	t := time.NewTicker(s.keepalive)

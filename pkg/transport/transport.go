@@ -1,10 +1,10 @@
-// Package transport gives the layers above a reliable, ordered byte stream
-// to the peer: TCP, or KCP over UDP for lossy, distant links where TCP over
-// TCP collapses. Over TCP the handshake runs on the stream (pkg/secure);
-// KCP runs inside authenticated datagram sessions (pkg/dgram), whose
-// handshake comes first, so DialKCP and ListenKCP return connections
-// already sealed. Everything above (session, control) is the same for
-// every transport.
+// Package transport connects gtun and gtund: TCP (a byte stream), udp (one
+// sealed datagram per IP packet, beside a kcp stream for the control
+// messages), or KCP over UDP (a reliable stream for lossy, distant links).
+// Over TCP the handshake runs on the stream (pkg/secure); udp and KCP run
+// inside authenticated datagram sessions (pkg/dgram), whose handshake
+// comes first, so DialKCP and ListenKCP return connections already sealed.
+// Everything above (session, control) is the same for every transport.
 package transport
 
 import (
@@ -16,8 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Names of the transports, as written in configs. Auto is a client policy
-// (kcp first, tcp when UDP is blocked), not a transport of its own.
+// Names of the transports, as written in configs (UDP is in udp.go). Auto
+// is a client policy (udp first, tcp when UDP is blocked), not a transport
+// of its own.
 const (
 	TCP  = "tcp"
 	KCP  = "kcp"

@@ -70,13 +70,13 @@ func TestKCPTransport(t *testing.T) {
 }
 
 // transport = "auto": with UDP blocked, gtun falls back to tcp within a few
-// seconds; when UDP returns, it moves back to kcp by itself.
-func TestAutoFallsBackToTCPAndReturnsToKCP(t *testing.T) {
+// seconds; when UDP returns, it moves back to udp by itself.
+func TestAutoFallsBackToTCPAndReturnsToUDP(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ckey, cpub := e.key(t, "vm")
 	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
-	rewrite(t, scfg, `transports = ["tcp"]`, `transports = ["tcp", "kcp"]`)
+	rewrite(t, scfg, `transports = ["tcp"]`, `transports = ["tcp", "udp"]`)
 	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
 	rewrite(t, ccfg, `transport = "tcp"`, "transport = \"auto\"\nfailback_interval = \"1s\"")
 	e.tp.MustExec(t, "gw", "nft", "add", "table", "inet", "blockudp")
@@ -93,10 +93,10 @@ func TestAutoFallsBackToTCPAndReturnsToKCP(t *testing.T) {
 		t.Fatalf("over the tcp fallback: %v %q", err, out)
 	}
 	e.tp.MustExec(t, "gw", "nft", "delete", "table", "inet", "blockudp")
-	d := e.waitState(t, "vm", 15*time.Second, "back on kcp", func(s client.ServerStatus) bool {
-		return s.State == "connected" && s.Transport == "kcp (auto)"
+	d := e.waitState(t, "vm", 15*time.Second, "back on udp", func(s client.ServerStatus) bool {
+		return s.State == "connected" && s.Transport == "udp (auto)"
 	})
-	t.Logf("AUTO udp unblocked: moved to kcp %v later (failback_interval 1s)", d.Round(time.Millisecond))
+	t.Logf("AUTO udp unblocked: moved to udp %v later (failback_interval 1s)", d.Round(time.Millisecond))
 	e.reach(t, "vm", "http://"+podIP+":8080/", 5*time.Second)
 }
 

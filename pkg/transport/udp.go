@@ -1,0 +1,129 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gtun/gtun/pkg/dgram"
+	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/secure"
+)
+
+// The udp transport carries every IP packet in a datagram of its own,
+// sealed under the datagram session's keys with its own counter and
+// checked against the session's replay window (pkg/dgram): a lost
+// datagram costs its packet alone, and the inner TCP's congestion control
+// is the only one on the path (no TCP over TCP). The control messages
+// (hello, pushed config, keepalives) need to arrive and in order: they
+// ride in the same session's kcp stream, as on the kcp transport, which on
+// udp carries nothing else. One listener (and one UDP port) serves kcp and
+// udp; the client's hello says which one a session is.
+
+// UDP is the datagram transport's name in configs.
+const UDP = "udp"
+
+// Datagrams is the udp transport's data path over one datagram session:
+// frames from the TUN (TSO super-packets too) are cut into packets of the
+// tunnel MTU in user space and each is sealed into a datagram; packets that
+// arrive go to the receiver as frames with a plain virtio-net header.
+// SendFrame is safe for concurrent use; it implements session.Datagrams.
+type Datagrams struct {
+	s *dgram.Session
+
+	mu      sync.Mutex // SendFrame's: scratch and the error of the batch
+	scratch []byte     // where packet.Segment builds each segment
+	emit    func([]byte) error
+
+	deliver atomic.Pointer[func([]byte)]
+	gro     coalescer // the receiver's, on the session's reading goroutine
+}
+
+// ErrTooBig is a packet larger than a datagram carries (a tunnel MTU set
+// above what the path takes).
+var ErrTooBig = errors.New("packet larger than a datagram carries")
+
+// NewDatagrams makes the data path of session s. Packets that arrive
+// before SetReceiver are dropped (and counted by the datagram layer).
+func NewDatagrams(s *dgram.Session) *Datagrams {
+	d := &Datagrams{s: s, scratch: make([]byte, packet.MaxIP)}
+	d.emit = d.sendPacket
+	d.gro.init(d.flushFrame)
+	return d
+}
+
+// SendFrame sends frame ([virtio-net header][IP packet]) as one datagram
+// per packet of the tunnel MTU.
+func (d *Datagrams) SendFrame(frame []byte) error {
+	if len(frame) <= packet.VnetHdrLen {
+		return packet.ErrMalformed
+	}
+	h := packet.DecodeVnetHdr(frame)
+	pkt := frame[packet.VnetHdrLen:]
+	if h.Plain() {
+		return d.sendPacket(pkt)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return packet.Segment(h, pkt, d.scratch, d.emit)
+}
+
+func (d *Datagrams) sendPacket(pkt []byte) error {
+	if len(pkt) > dgram.MaxPayload {
+		return ErrTooBig
+	}
+	return d.s.SendPacket(pkt)
+}
+
+// SetReceiver sets where arriving frames go (nil: dropped, counted by the
+// datagram layer as not_ready).
+func (d *Datagrams) SetReceiver(deliver func(frame []byte)) {
+	if deliver == nil {
+		d.deliver.Store(nil)
+		d.s.SetPacketHandler(nil)
+		return
+	}
+	d.deliver.Store(&deliver)
+	d.s.SetPacketHandler(d)
+}
+
+// Rekeys counts the datagram session's key updates.
+func (d *Datagrams) Rekeys() (sent, received uint64) {
+	st := d.s.Stats()
+	return st.KeyUpdatesSent, st.KeyUpdatesReceived
+}
+
+// Packet is the datagram session's handler: buf[at:] is one packet, with
+// room for a virtio-net header before it.
+func (d *Datagrams) Packet(buf []byte, at int) {
+	d.gro.add(buf, at)
+}
+
+// Flush ends the reader's batch: frames held back for coalescing go.
+func (d *Datagrams) Flush() { d.gro.flush() }
+
+func (d *Datagrams) flushFrame(frame []byte) {
+	if f := d.deliver.Load(); f != nil {
+		(*f)(frame)
+	}
+}
+
+// Session is the datagram session under the path.
+func (d *Datagrams) Session() *dgram.Session { return d.s }
+
+// UDPListener accepts the datagram sessions of both datagram transports:
+// kcp, and udp's control stream. The hello tells the server which one a
+// session is; for udp it then adds the session's Datagrams.
+type UDPListener = KCPListener
+
+// DialUDP runs the handshake with the server at addr over datagrams, then
+// the control stream (kcp) and the packet path inside the session.
+func DialUDP(ctx context.Context, addr string, o Options, hs secure.ClientConfig, timeout time.Duration) (*secure.Conn, *Datagrams, error) {
+	sc, s, err := DialKCP(ctx, addr, o, hs, timeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sc, NewDatagrams(s), nil
+}

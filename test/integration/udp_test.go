@@ -1,0 +1,220 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gtun/gtun/internal/testnet"
+	"github.com/gtun/gtun/pkg/client"
+	"github.com/gtun/gtun/pkg/dgram"
+	"github.com/gtun/gtun/pkg/server"
+)
+
+// udpClient starts gtund with tcp and udp and a gtun over udp, and waits
+// for its routes.
+func (e *env) udpClient(t *testing.T) *testnet.Proc {
+	t.Helper()
+	ckey, cpub := e.key(t, "vm")
+	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	rewrite(t, scfg, `transports = ["tcp"]`, `transports = ["tcp", "udp"]`)
+	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
+	rewrite(t, ccfg, `transport = "tcp"`, `transport = "udp"`)
+	srv := e.startServer(t, scfg)
+	cli := e.startClient(t, "vm", "vm", ccfg)
+	e.waitRoute(t, "vm", "10.244.0.0/16", cli)
+	return srv
+}
+
+// packetDatagram reports whether a captured payload is a data datagram
+// of the udp transport (payload kind packet), not a kcp segment.
+func packetDatagram(p []byte) bool {
+	return len(p) >= dgram.DataOverhead && p[0] == dgram.TypeData && p[2] == dgram.KindPacket
+}
+
+// The udp transport carries ping, HTTP (8 MB) and UDP (DNS) to the pod and
+// HTTP to the ClusterIP, its packets travel as packet datagrams, and what
+// crosses the wan shows neither the pod's payload nor its HTTP headers.
+func TestUDPTransport(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "dig")
+	e.udpClient(t)
+	e.tp.Start(t, "pod", "", testnet.GoBuild(t, "./tools/poddns"), "-listen", ":53", "-record", "demo.default.svc.cluster.local="+clusterIP)
+
+	var packets int
+	var sent bytes.Buffer
+	sn := startSniffer(t, e, "vm", "wan0", func(c capturedUDP) bool {
+		return c.dst == gwKCP || c.src == gwKCP
+	})
+	if out, err := e.tp.Exec("vm", "ping", "-c", "3", "-i", "0.2", "-W", "2", podIP); err != nil {
+		t.Fatalf("ping pod over udp: %v\n%s", err, out)
+	}
+	out, err := e.tp.Exec("vm", "curl", "-fsS", "--max-time", "20", "-o", "/dev/null", "-w", "%{size_download}", "http://"+podIP+":8080/bytes?n=8000000")
+	if err != nil || out != "8000000" {
+		t.Fatalf("download over udp: %v %q", err, out)
+	}
+	if out, err := e.curl("vm", "http://"+clusterIP+"/"); err != nil || !strings.Contains(out, "hello from pod") {
+		t.Fatalf("ClusterIP over udp: %v %q", err, out)
+	}
+	if out, err := e.dig("vm", podIP, "demo.default.svc.cluster.local"); err != nil || !strings.Contains(out, clusterIP) {
+		t.Fatalf("DNS (UDP) to the pod over udp: %v %q", err, out)
+	}
+	sn.close()
+	for _, c := range sn.captured() {
+		if packetDatagram(c.payload) {
+			packets++
+		}
+		sent.Write(c.payload)
+	}
+	for _, m := range []string{"GTUN-CLEARTEXT-MARKER", "HTTP/1.1 200", "hello from pod"} {
+		if bytes.Contains(sent.Bytes(), []byte(m)) {
+			t.Errorf("%q crossed the wan in clear", m)
+		}
+	}
+	if packets < 2000 { // 8 MB is ~5,700 datagrams of ~1400 bytes; a busy sniffer misses some
+		t.Fatalf("%d packet datagrams captured on the wan (%d bytes of UDP): the flows did not ride the udp transport", packets, sent.Len())
+	}
+	t.Logf("UDP transport: %d packet datagrams, %d bytes of UDP on the wan, nothing in clear", packets, sent.Len())
+
+	var st client.Status
+	status(t, bins.gtun, e.clientSocket("vm"), &st)
+	if s := st.Servers[0]; s.Transport != "udp" || s.State != "connected" {
+		t.Fatalf("client status: transport %q state %q", s.Transport, s.State)
+	}
+	var ss server.Status
+	status(t, bins.gtund, e.serverSocket(), &ss)
+	if p := ss.Peers[0]; p.Transport != "udp" || p.RxPackets == 0 || p.TxPackets == 0 {
+		t.Fatalf("server status of the peer: %+v", p)
+	}
+}
+
+// Packet datagrams captured on the wan and sent again from the client's
+// own address and port, as they were and in reverse order, are dropped
+// and counted as replays; the session and a download running meanwhile
+// carry on.
+func TestUDPReplayedAndReorderedDatagramsDropped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.udpClient(t)
+	sn := startSniffer(t, e, "vm", "wan0", func(c capturedUDP) bool {
+		return c.dst == gwKCP && packetDatagram(c.payload)
+	})
+	out, err := e.tp.Exec("vm", "curl", "-fsS", "--max-time", "20", "-o", "/dev/null", "-w", "%{size_download}", "http://"+podIP+":8080/bytes?n=2000000")
+	if err != nil || out != "2000000" {
+		t.Fatalf("download over udp: %v %q", err, out)
+	}
+	sn.close()
+	caps := sn.captured()
+	if len(caps) < 100 {
+		t.Fatalf("%d packet datagrams from vm captured", len(caps))
+	}
+	before := e.clientStatusOf(t)
+	var st0 server.Status
+	status(t, bins.gtund, e.serverSocket(), &st0)
+
+	// A long download during the replays: the session must not notice.
+	dl := make(chan error, 1)
+	go func() {
+		out, err := e.tp.Exec("vm", "curl", "-fsS", "--max-time", "60", "-o", "/dev/null", "-w", "%{size_download}", "http://"+podIP+":8080/bytes?n=50000000")
+		if err == nil && out != "50000000" {
+			err = fmt.Errorf("got %q bytes", out)
+		}
+		dl <- err
+	}()
+	raw := openRawUDP(t, e, "vm")
+	var sent uint64
+	for round := range 3 {
+		for i := range caps {
+			c := caps[i]
+			if round == 1 { // reordered: last first
+				c = caps[len(caps)-1-i]
+			}
+			if err := raw.send(c.src, c.dst, c.payload); err != nil {
+				t.Fatalf("raw send: %v", err)
+			}
+			sent++
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := <-dl; err != nil {
+		t.Fatalf("download during the replays: %v", err)
+	}
+	var st server.Status
+	status(t, bins.gtund, e.serverSocket(), &st)
+	replays := st.Datagrams.Dropped[dgram.DropReplay.String()] - st0.Datagrams.Dropped[dgram.DropReplay.String()]
+	t.Logf("UDP replay: %d captured datagrams sent again (as captured, reversed, as captured): %d dropped as replays", sent, replays)
+	if replays < sent {
+		t.Errorf("dropped %d replays of %d sent (all: %v)", replays, sent, st.Datagrams.Dropped)
+	}
+	after := e.clientStatusOf(t)
+	if after.Reconnects != before.Reconnects || !after.Since.Equal(before.Since) || after.State != "connected" {
+		t.Errorf("the session was disturbed: before %+v, after %+v", before, after)
+	}
+}
+
+func (e *env) clientStatusOf(t *testing.T) client.ServerStatus {
+	t.Helper()
+	var st client.Status
+	status(t, bins.gtun, e.clientSocket("vm"), &st)
+	if len(st.Servers) == 0 {
+		t.Fatal("no server in gtun's status")
+	}
+	return st.Servers[0]
+}
+
+// NAT rebinding: mid-download the client's source port changes on the wan
+// (stateless nftables rewrites in vm, as a NAT that lost its mapping
+// would do); gtund follows the first authenticated datagram from the new
+// port, the download completes and the session is the same one.
+func TestUDPNATRebindingKeepsSessionAndFlow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.udpClient(t)
+	var ss server.Status
+	status(t, bins.gtund, e.serverSocket(), &ss)
+	old := ss.Peers[0].Endpoint
+	oldPort := old[strings.LastIndexByte(old, ':')+1:]
+	const newPort = "40123"
+	before := e.clientStatusOf(t)
+
+	dl := make(chan error, 1)
+	go func() {
+		out, err := e.tp.Exec("vm", "curl", "-fsS", "--max-time", "60", "-o", "/dev/null", "-w", "%{size_download}", "http://"+podIP+":8080/bytes?n=100000000")
+		if err == nil && out != "100000000" {
+			err = fmt.Errorf("got %q bytes", out)
+		}
+		dl <- err
+	}()
+	time.Sleep(time.Second)
+	rules := fmt.Sprintf(`table inet rebind {
+	chain out { type filter hook output priority -400; oifname "wan0" udp sport %[1]s udp dport %[3]s udp sport set %[2]s; }
+	chain in { type filter hook prerouting priority -400; iifname "wan0" udp dport %[2]s udp sport %[3]s udp dport set %[1]s; }
+}`, oldPort, newPort, port)
+	cmd := e.tp.Command(t.Context(), "vm", "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft in vm: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = e.tp.Exec("vm", "nft", "delete", "table", "inet", "rebind") })
+	testnet.Eventually(t, 5*time.Second, func() error {
+		var st server.Status
+		if err := tryStatus(bins.gtund, e.serverSocket(), &st); err != nil {
+			return err
+		}
+		if ep := st.Peers[0].Endpoint; ep != testnet.VMWan+":"+newPort {
+			return fmt.Errorf("gtund has the peer at %s", ep)
+		}
+		return nil
+	})
+	if err := <-dl; err != nil {
+		t.Fatalf("download across the rebinding: %v", err)
+	}
+	after := e.clientStatusOf(t)
+	if after.Reconnects != before.Reconnects || !after.Since.Equal(before.Since) || after.State != "connected" {
+		t.Errorf("the session did not survive the rebinding: before %+v, after %+v", before, after)
+	}
+	e.reach(t, "vm", "http://"+clusterIP+"/", 5*time.Second)
+	t.Logf("NAT rebinding: gtund followed %s -> %s:%s, the 100 MB download completed on the same session", old, testnet.VMWan, newPort)
+}
