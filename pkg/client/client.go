@@ -61,7 +61,8 @@ type Client struct {
 	// SNAT rule per route)
 	natMu      sync.Mutex
 	natSpec    nat.Spec
-	natApplied bool // natSpec is in the kernel
+	natApplied bool        // natSpec is in the kernel
+	forward6   atomic.Bool // gateway mode turned net.ipv6.conf.all.forwarding on (a server gave an IPv6 address)
 
 	dns *splitdns.Manager // split DNS pushed by the servers
 

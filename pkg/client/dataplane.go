@@ -99,9 +99,13 @@ type dropLog [numDropReasons]lograte.Gate
 // tunnelAddrs are what checkFromServer checks a server's packets against,
 // from the config the server pushed: replaced whole, read without a lock.
 type tunnelAddrs struct {
-	address netip.Prefix            // this client's tunnel address from the server, with the pool's length
-	gateway netip.Addr              // the server's own tunnel address
-	subnets *packet.Table[struct{}] // gateway mode: this client's networks the server routes here
+	address netip.Prefix // this client's tunnel address from the server, with the pool's length
+	gateway netip.Addr   // the server's own tunnel address
+	// address6 and gateway6 are the IPv6 ones (the server's pool6); zero
+	// when the server has none.
+	address6 netip.Prefix
+	gateway6 netip.Addr
+	subnets  *packet.Table[struct{}] // gateway mode: this client's networks the server routes here
 }
 
 // readDevice sends every frame read from the TUN to the session of the
@@ -158,13 +162,13 @@ func (c *Client) checkFromServer(up *upstream, frame []byte) (reason DropReason,
 		return DropBadOffload, true
 	}
 	t := up.tunnel.Load()
-	if dst != t.address.Addr() {
+	if dst != t.address.Addr() && (!t.address6.IsValid() || dst != t.address6.Addr()) {
 		// Gateway mode: the server routes this client's subnets here.
 		if _, ok := t.subnets.Lookup(dst); !ok {
 			return DropWrongDestination, true
 		}
 	}
-	if src != t.gateway && !c.routesTo(src, up) {
+	if src != t.gateway && (!t.gateway6.IsValid() || src != t.gateway6) && !c.routesTo(src, up) {
 		// An ICMP error from a router on the cluster's side (fragmentation
 		// needed, unreachable) has that router's source, often outside
 		// the routes; it is about a packet this client sent to the

@@ -60,9 +60,18 @@ func (c *Client) stopGateway() {
 // (owner: prefix -> index in c.upstreams). Call with c.mu held.
 func (c *Client) applyNAT(owner map[netip.Prefix]int) {
 	var snat []nat.SNAT
+	ipv6 := false
+	for _, up := range c.upstreams {
+		ipv6 = ipv6 || up.tunnel.Load().address6.IsValid()
+	}
 	if c.cfg.Masquerade {
 		for p, i := range owner {
-			if a := c.upstreams[i].tunnel.Load().address; a.IsValid() {
+			t := c.upstreams[i].tunnel.Load()
+			a := t.address
+			if !p.Addr().Is4() {
+				a = t.address6
+			}
+			if a.IsValid() {
 				snat = append(snat, nat.SNAT{Dst: p, To: a.Addr()})
 			}
 		}
@@ -75,12 +84,24 @@ func (c *Client) applyNAT(owner map[netip.Prefix]int) {
 			return a.Dst.Addr().Compare(b.Dst.Addr())
 		})
 	}
+	if ipv6 && !c.forward6.Load() {
+		// Forwarding for this VPC's IPv6 hosts too, from the first server
+		// that gives an IPv6 address on; kept on by keepNAT from then.
+		if changed, err := nat.EnableIPv6Forwarding(); err != nil {
+			c.log.Error("gateway mode: enable IPv6 forwarding", "err", err)
+		} else {
+			c.forward6.Store(true)
+			if changed {
+				c.log.Info("enabled net.ipv6.conf.all.forwarding for gateway mode (left on at exit)")
+			}
+		}
+	}
 	c.natMu.Lock()
 	defer c.natMu.Unlock()
-	if slices.Equal(snat, c.natSpec.SNAT) && c.natApplied {
+	if slices.Equal(snat, c.natSpec.SNAT) && c.natSpec.IPv6 == ipv6 && c.natApplied {
 		return
 	}
-	c.natSpec.SNAT = snat
+	c.natSpec.SNAT, c.natSpec.IPv6 = snat, ipv6
 	if err := nat.Ensure(c.natSpec); err != nil {
 		c.natApplied = false // keepNAT retries
 		c.log.Error("gateway mode: update nftables table", "table", c.natSpec.Table, "err", err)
@@ -109,6 +130,14 @@ func (c *Client) keepNAT(ctx context.Context) {
 		Check: c.checkNAT, Interval: natCheckInterval, Debounce: nftSettle, Book: &c.book, Log: c.log})
 	forwarding := reconcile.New(reconcile.Options{Kind: HealIPForward, What: "net.ipv4.ip_forward",
 		Check: nat.KeepIPv4Forwarding(c.log, "gateway mode forwards for the hosts of this VPC"), Interval: natCheckInterval, Book: &c.book, Log: c.log})
+	keep6 := nat.KeepIPv6Forwarding(c.log, "gateway mode forwards for the IPv6 hosts of this VPC")
+	forwarding6 := reconcile.New(reconcile.Options{Kind: HealIPForward, What: "net.ipv6.conf.all.forwarding",
+		Check: func() (reconcile.Outcome, error) {
+			if !c.forward6.Load() { // no server gave an IPv6 address yet
+				return reconcile.Outcome{}, nil
+			}
+			return keep6()
+		}, Interval: natCheckInterval, Book: &c.book, Log: c.log})
 	// nftables deletions (by anyone) ask for a check at once; the
 	// interval backs the subscription up.
 	deletions := nlwatch.NewTopic(nat.Deletions)
@@ -117,6 +146,7 @@ func (c *Client) keepNAT(ctx context.Context) {
 	wg.Go(func() { deletions.Run(ctx, c.log.With("watch", "nftables"), 5*time.Second) })
 	wg.Go(func() { table.Run(ctx) })
 	wg.Go(func() { forwarding.Run(ctx) })
+	wg.Go(func() { forwarding6.Run(ctx) })
 	wg.Wait()
 }
 

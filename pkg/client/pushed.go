@@ -37,6 +37,19 @@ func (c *Client) applyConfig(up *upstream, m *session.Msg) error {
 	if m.MTU < 576 || m.MTU > packet.MaxIP {
 		return fmt.Errorf("server sent a bad mtu %d", m.MTU)
 	}
+	var addr6 netip.Prefix
+	var gw6 netip.Addr
+	if m.Address6 != "" || m.Gateway6 != "" {
+		if addr6, err = netip.ParsePrefix(m.Address6); err != nil || !addr6.Addr().Is6() || addr6.Addr().Is4In6() {
+			return fmt.Errorf("server sent a bad IPv6 address %q", m.Address6)
+		}
+		if gw6, err = netip.ParseAddr(m.Gateway6); err != nil || !gw6.Is6() || gw6.Is4In6() {
+			return fmt.Errorf("server sent a bad IPv6 gateway %q", m.Gateway6)
+		}
+		if m.MTU < 1280 {
+			return fmt.Errorf("server sent an IPv6 address with mtu %d (IPv6 needs 1280)", m.MTU)
+		}
+	}
 	var pushed, subnets []netip.Prefix
 	for _, r := range m.Routes {
 		p, err := netip.ParsePrefix(r)
@@ -81,7 +94,7 @@ func (c *Client) applyConfig(up *upstream, m *session.Msg) error {
 	for _, p := range subnets {
 		st[p] = struct{}{}
 	}
-	up.tunnel.Store(&tunnelAddrs{address: addr, gateway: gw, subnets: packet.NewTable(st)})
+	up.tunnel.Store(&tunnelAddrs{address: addr, gateway: gw, address6: addr6, gateway6: gw6, subnets: packet.NewTable(st)})
 	c.applyLocked()
 	return nil
 }
@@ -129,7 +142,7 @@ func (c *Client) applyLocked() {
 	for i, s := range c.upstreams {
 		t := s.tunnel.Load()
 		s.mu.Lock()
-		cs[i] = claimant{name: s.name, desired: s.desired, address: t.address, gateway: t.gateway}
+		cs[i] = claimant{name: s.name, desired: s.desired, address: t.address, gateway: t.gateway, address6: t.address6, gateway6: t.gateway6}
 		if t.address.IsValid() && (mtu == 0 || s.mtu < mtu) {
 			mtu = s.mtu // one device for all servers: the smallest fits all
 		}

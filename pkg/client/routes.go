@@ -14,6 +14,10 @@ type claimant struct {
 	desired []netip.Prefix // the server's routes, already narrowed to the configured subset
 	address netip.Prefix   // the client's tunnel address from this server (zero before the first session)
 	gateway netip.Addr     // the server's own tunnel address
+	// address6 and gateway6 are the IPv6 ones, zero when the server has
+	// no pool6.
+	address6 netip.Prefix
+	gateway6 netip.Addr
 }
 
 // routePlan is what every server's routes add up to on the one TUN device.
@@ -28,8 +32,9 @@ type routePlan struct {
 	// conflicts lists, per server index, the prefixes it wanted that
 	// another server owns, with that server's name.
 	conflicts map[int]map[netip.Prefix]string
-	// routes are the kernel routes, with the owner's address as preferred
-	// source when the TUN carries more than one address.
+	// routes are the kernel routes, with the owner's address of the
+	// route's family as preferred source when the TUN carries more than
+	// one address of that family.
 	routes []route.Route
 	// addrs are the TUN's addresses: every server's, each once.
 	addrs []netip.Prefix
@@ -74,13 +79,23 @@ func planRoutes(cs []claimant, prev map[netip.Prefix]string) routePlan {
 		}
 	}
 	seen := map[netip.Addr]bool{}
+	var n4, n6 int // addresses of each family on the TUN
 	for i, c := range cs {
-		if c.address.IsValid() && !seen[c.address.Addr()] {
-			seen[c.address.Addr()] = true
-			p.addrs = append(p.addrs, c.address)
+		for _, a := range []netip.Prefix{c.address, c.address6} {
+			if a.IsValid() && !seen[a.Addr()] {
+				seen[a.Addr()] = true
+				p.addrs = append(p.addrs, a)
+				if a.Addr().Is4() {
+					n4++
+				} else {
+					n6++
+				}
+			}
 		}
-		if _, dup := p.gateways[c.gateway]; c.gateway.IsValid() && !dup {
-			p.gateways[c.gateway] = i
+		for _, gw := range []netip.Addr{c.gateway, c.gateway6} {
+			if _, dup := p.gateways[gw]; gw.IsValid() && !dup {
+				p.gateways[gw] = i
+			}
 		}
 	}
 	for i, c := range cs {
@@ -89,8 +104,11 @@ func planRoutes(cs []claimant, prev map[netip.Prefix]string) routePlan {
 				continue
 			}
 			r := route.Route{Prefix: pfx}
-			if len(p.addrs) > 1 && c.address.IsValid() {
+			switch {
+			case pfx.Addr().Is4() && n4 > 1 && c.address.IsValid():
 				r.Src = c.address.Addr()
+			case !pfx.Addr().Is4() && n6 > 1 && c.address6.IsValid():
+				r.Src = c.address6.Addr()
 			}
 			p.routes = append(p.routes, r)
 		}

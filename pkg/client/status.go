@@ -60,6 +60,8 @@ type ServerStatus struct {
 	Cipher     string        `json:"cipher,omitempty"`
 	Address    string        `json:"address,omitempty"`
 	Gateway    string        `json:"gateway,omitempty"`
+	Address6   string        `json:"address6,omitempty"` // the IPv6 tunnel address, when the server has pool6
+	Gateway6   string        `json:"gateway6,omitempty"`
 	MTU        int           `json:"mtu,omitempty"`
 	RTT        time.Duration `json:"rtt_ns"`
 	RxBytes    uint64        `json:"rx_bytes"`
@@ -131,6 +133,9 @@ func (c *Client) Status() Status {
 			RxBytes: up.closedRx, TxBytes: up.closedTx, RxPackets: up.closedRxPkts, TxPackets: up.closedTxPkts, Rekeys: up.closedRekeys}
 		if t := up.tunnel.Load(); t.address.IsValid() {
 			ss.Address, ss.Gateway = t.address.String(), t.gateway.String()
+			if t.address6.IsValid() {
+				ss.Address6, ss.Gateway6 = t.address6.String(), t.gateway6.String()
+			}
 		}
 		if !up.lastHandshake.IsZero() {
 			t := up.lastHandshake
@@ -227,7 +232,10 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "SERVER\tSTATE\tSINCE\tENDPOINT\tTRANSPORT\tCIPHER\tADDRESS\tRTT\tRX\tTX\tRECONNECTS\tLAST HANDSHAKE\tKEY AGE\tREKEYS RX/TX\n")
 	for _, s := range st.Servers {
-		hs, keyAge := "-", "-"
+		hs, keyAge, addr := "-", "-", dash(s.Address)
+		if s.Address6 != "" {
+			addr += "," + s.Address6
+		}
 		if s.LastHandshake != nil {
 			hs = ago(*s.LastHandshake)
 		}
@@ -235,7 +243,7 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 			keyAge = s.KeyAge.Round(time.Second).String()
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s (%d pkts)\t%s (%d pkts)\t%d\t%s\t%s\t%d/%d\n",
-			s.Name, s.State, ago(s.Since), dash(s.Endpoint), s.Transport, dash(s.Cipher), dash(s.Address), s.RTT.Round(10*time.Microsecond),
+			s.Name, s.State, ago(s.Since), dash(s.Endpoint), s.Transport, dash(s.Cipher), addr, s.RTT.Round(10*time.Microsecond),
 			bytesHuman(s.RxBytes), s.RxPackets, bytesHuman(s.TxBytes), s.TxPackets, s.Reconnects, hs, keyAge, s.Rekeys.Received, s.Rekeys.Sent)
 	}
 	tw.Flush()

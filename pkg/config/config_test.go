@@ -204,6 +204,56 @@ func TestLoadServerMap(t *testing.T) {
 	}
 }
 
+// IPv6: pool6 and its gateway, IPv6 routes, subnets and dns servers, and
+// maps of IPv6 prefixes (NPTv6-style, the host bits kept).
+func TestLoadServerIPv6(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "gtund.toml", `[server]
+listen = "[::]:9623"
+private_key_file = "KEY"
+pool = "100.64.240.0/24"
+pool6 = "fd64:240::/64"
+routes = ["10.244.0.0/16", "fd00:10:244::/56", "fd00:10:96::/112"]
+map = ["fd00:10:244::/56=fd00:100:244::/56", "10.244.0.0/16=100.100.0.0/16"]
+dns = { servers = ["fd00:10:96::a"], domains = ["cluster.local"] }
+[[peer]]
+name = "a"
+public_key = "PUB1"
+address = "100.64.240.10"
+allowed = ["fd00:10:244:1::/64", "fd64:240::1/128"]
+subnets = ["fd00:172:16::/64", "172.16.0.0/24"]
+`)
+	s, err := LoadServer(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Listen != "[::]:9623" || s.Pool6.String() != "fd64:240::/64" || s.Gateway6.String() != "fd64:240::1" {
+		t.Errorf("listen %s pool6 %s gateway6 %s", s.Listen, s.Pool6, s.Gateway6)
+	}
+	if got := s.DNS.Servers; len(got) != 1 || got[0].String() != "fd00:10:96::a" {
+		t.Errorf("dns servers %v", got)
+	}
+	if got := s.Peers[0].Subnets; len(got) != 2 {
+		t.Errorf("subnets %v", got)
+	}
+	for in, out := range map[string]string{
+		"fd00:10:244:1::/64":    "fd00:100:244:1::/64",
+		"fd00:10:244:1::20/128": "fd00:100:244:1::20/128",
+		"fd00:10:96::a/128":     "fd00:10:96::a/128", // not mapped
+		"10.244.1.20/32":        "100.100.1.20/32",
+	} {
+		if got := Virtual(s.Map, netip.MustParsePrefix(in)); got.String() != out {
+			t.Errorf("Virtual(%s) = %s, want %s", in, got, out)
+		}
+	}
+	// A map of a length that is not a whole byte keeps the host bits
+	// across the byte.
+	m := []Mapping{{netip.MustParsePrefix("fd00:10:244::/52"), netip.MustParsePrefix("fd00:200:ff00::/52")}}
+	if got := Virtual(m, netip.MustParsePrefix("fd00:10:244:f01::9/128")); got.String() != "fd00:200:ff00:f01::9/128" {
+		t.Errorf("Virtual across a byte = %s", got)
+	}
+}
+
 func TestLoadServerExplicitValues(t *testing.T) {
 	f := newFixture(t)
 	path := f.write(t, "gtund.toml", `[server]
@@ -471,7 +521,7 @@ func TestLoadServerErrors(t *testing.T) {
 		{"subnet with host bits", serverHead + twoPeers + "subnets = [\"172.16.0.1/24\"]\n", 11, "peer.1.subnets", "host bits"},
 		{"dns without domains", serverHead + "dns = { servers = [\"10.96.0.10\"] }\n", 5, "server.dns.domains", "required"},
 		{"dns server outside the routes", serverHead + "dns = { servers = [\"8.8.8.8\"], domains = [\"cluster.local\"] }\n", 5, "server.dns.servers", "not within any served route"},
-		{"dns server not an address", serverHead + "dns = { servers = [\"kube-dns\"], domains = [\"cluster.local\"] }\n", 5, "server.dns.servers", "bad IPv4 address"},
+		{"dns server not an address", serverHead + "dns = { servers = [\"kube-dns\"], domains = [\"cluster.local\"] }\n", 5, "server.dns.servers", "bad IP address"},
 		{"dns bad domain", serverHead + "dns = { servers = [\"10.96.0.10\"], domains = [\"cluster..local\"] }\n", 5, "server.dns.domains", "bad domain"},
 		{"dns unknown key", serverHead + "dns = { servers = [\"10.96.0.10\"], domains = [\"cluster.local\"], search = [] }\n", 5, "server.dns.search", "unknown key"},
 		{"bad log level", serverHead + "[log]\nformat = \"json\"\nlevel = \"verbose\"\n", 7, "log.level", "must be debug, info, warn or error"},
@@ -494,7 +544,14 @@ func TestLoadServerErrors(t *testing.T) {
 		{"map bad CIDR", serverHead + "map = [\"10.244.0.0/16=100.100.0.0/33\"]\n", 5, "server.map", "bad CIDR"},
 		{"map host bits", serverHead + "map = [\"10.244.0.0/16=100.100.0.1/16\"]\n", 5, "server.map", "host bits"},
 		{"map length mismatch", serverHead + "map = [\"10.96.0.0/12=100.110.0.0/16\"]\n", 5, "server.map", "same length (/12 is not /16)"},
-		{"map IPv6", serverHead + "map = [\"fd00::/64=fd01::/64\"]\n", 5, "server.map", "only IPv4"},
+		{"map across families", serverHead + "map = [\"fd00::/104=10.0.0.0/8\"]\n", 5, "server.map", "of one family"},
+		{"map IPv6 of different lengths", serverHead + "map = [\"fd00::/64=fd01::/56\"]\n", 5, "server.map", "same length"},
+		{"pool6 not IPv6", serverHead + "pool6 = \"10.1.0.0/16\"\n", 5, "server.pool6", "must be an IPv6 prefix"},
+		{"pool6 too long for the pool's host bits", serverHead + "pool6 = \"fd64::/124\"\n", 5, "server.pool6", "must be /16 to /120"},
+		{"pool6 host bits", serverHead + "pool6 = \"fd64::1/64\"\n", 5, "server.pool6", "host bits set"},
+		{"route overlaps pool6", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\npool6 = \"fd64::/64\"\nroutes = [\"fd64::/48\"]\n", 5, "server.routes", "overlaps pool fd64::/64"},
+		{"mtu below IPv6's minimum with pool6", serverHead + "pool6 = \"fd64::/64\"\nmtu = 1200\n", 6, "server.mtu", "at least 1280"},
+		{"map IPv6 virtual overlaps pool6", serverHead + "pool6 = \"fd64::/64\"\nmap = [\"fd00:10:244::/64=fd64::/64\"]\n", 6, "server.map", "overlaps pool fd64::/64"},
 		{"map onto itself", serverHead + "map = [\"10.244.0.0/16=10.244.0.0/16\"]\n", 5, "server.map", "onto itself"},
 		{"map virtual overlaps pool", serverHead + "map = [\"10.244.0.0/16=100.64.0.0/16\"]\n", 5, "server.map", "100.64.0.0/16 overlaps pool 100.64.240.0/24"},
 		{"map virtual overlaps a served route", serverHead + "map = [\"10.244.0.0/16=10.100.0.0/16\"]\n", 5, "server.map", "virtual 10.100.0.0/16 overlaps served route 10.96.0.0/12"},

@@ -54,6 +54,7 @@ func (s *Server) Effective() ServerFile {
 		Tun:                    s.Tun,
 		MTU:                    s.MTU,
 		Pool:                   s.Pool.String(),
+		Pool6:                  prefixString(s.Pool6),
 		Routes:                 prefixStrings(s.Routes),
 		Map:                    []string{},
 		NAT:                    &s.NAT,
@@ -169,4 +170,12 @@ func durationString(d time.Duration) string {
 		s = s[:len(s)-2]
 	}
 	return s
+}
+
+// prefixString is p, or "" (the key's "none") when p is zero.
+func prefixString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
 }

@@ -160,7 +160,7 @@ func TestReadmeConfigurationNamesEveryKey(t *testing.T) {
 	}
 	named := map[string]bool{}
 	for _, span := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(section, -1) {
-		for _, word := range regexp.MustCompile(`[a-z_]+`).FindAllString(span[1], -1) {
+		for _, word := range regexp.MustCompile(`[a-z][a-z_0-9]*`).FindAllString(span[1], -1) {
 			named[word] = true
 		}
 	}

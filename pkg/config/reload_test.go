@@ -134,6 +134,7 @@ level = "info"
 		{"tun", [2]string{`"gtund0"`, `"gtund1"`}, []string{"server.tun"}},
 		{"mtu", [2]string{"1400", "1380"}, []string{"server.mtu"}},
 		{"pool", [2]string{`"100.64.240.0/24"`, `"100.64.241.0/24"`}, []string{"server.pool"}},
+		{"pool6", [2]string{`pool = "100.64.240.0/24"`, "pool = \"100.64.240.0/24\"\npool6 = \"fd64:240::/64\""}, []string{"server.pool6"}},
 		{"nat", [2]string{"nat = true", "nat = false"}, []string{"server.nat"}},
 		{"offload", [2]string{"offload = true", "offload = false"}, []string{"server.offload"}},
 		{"fec", [2]string{"offload = true", "offload = true\nfec_data = 10\nfec_parity = 3"}, []string{"server.fec_data", "server.fec_parity"}},

@@ -31,6 +31,7 @@ type ServerSection struct {
 	Tun            string   `toml:"tun"`
 	MTU            int      `toml:"mtu"`
 	Pool           string   `toml:"pool"`
+	Pool6          string   `toml:"pool6"`
 	Routes         []string `toml:"routes"`
 	Map            []string `toml:"map"`
 	NAT            *bool    `toml:"nat"`
@@ -81,20 +82,25 @@ type Server struct {
 	MTU            int               `reload:"server.mtu,restart"`
 	Pool           netip.Prefix      `reload:"server.pool,restart"`
 	Gateway        netip.Addr        `reload:"server.pool,restart"` // the server's own tunnel address: the pool's first usable
-	Routes         []netip.Prefix    `reload:"server.routes,live"`
-	Map            []Mapping         `reload:"server.map,live"` // served real prefixes shown to clients under virtual ones
-	NAT            bool              `reload:"server.nat,restart"`
-	StateDir       string            `reload:"server.state_dir,restart"`
-	ControlSocket  string            `reload:"server.control_socket,restart"`
-	MetricsListen  string            `reload:"server.metrics_listen,restart"` // Prometheus endpoint host:port; empty: off
-	PeersFile      string            `reload:"server.state_dir,restart"`      // state_dir/peers.toml, read when it exists
-	Keepalive      time.Duration     `reload:"server.keepalive,live"`
-	DeadAfter      int               `reload:"server.dead_after,live"`
-	RekeyInterval  time.Duration     `reload:"server.rekey_interval,live"` // how long each side's send key lives; pushed to clients
-	Offload        bool              `reload:"server.offload,restart"`     // TUN offloads (virtio-net header, TSO) when the kernel has them
-	FECData        int               `reload:"server.fec_data,restart"`    // KCP forward error correction: data shards (0: off)
-	FECParity      int               `reload:"server.fec_parity,restart"`  // and parity shards
-	DNS            DNS               `reload:"server.dns,live"`            // pushed to clients for split DNS; zero: none
+	// Pool6 gives every client an IPv6 tunnel address besides its IPv4
+	// one (zero: none). A client's IPv6 address has the host bits of its
+	// IPv4 address (ipam.Address6), so one sticky lease holds both.
+	Pool6         netip.Prefix   `reload:"server.pool6,restart"`
+	Gateway6      netip.Addr     `reload:"server.pool6,restart"` // the server's own IPv6 tunnel address
+	Routes        []netip.Prefix `reload:"server.routes,live"`
+	Map           []Mapping      `reload:"server.map,live"` // served real prefixes shown to clients under virtual ones
+	NAT           bool           `reload:"server.nat,restart"`
+	StateDir      string         `reload:"server.state_dir,restart"`
+	ControlSocket string         `reload:"server.control_socket,restart"`
+	MetricsListen string         `reload:"server.metrics_listen,restart"` // Prometheus endpoint host:port; empty: off
+	PeersFile     string         `reload:"server.state_dir,restart"`      // state_dir/peers.toml, read when it exists
+	Keepalive     time.Duration  `reload:"server.keepalive,live"`
+	DeadAfter     int            `reload:"server.dead_after,live"`
+	RekeyInterval time.Duration  `reload:"server.rekey_interval,live"` // how long each side's send key lives; pushed to clients
+	Offload       bool           `reload:"server.offload,restart"`     // TUN offloads (virtio-net header, TSO) when the kernel has them
+	FECData       int            `reload:"server.fec_data,restart"`    // KCP forward error correction: data shards (0: off)
+	FECParity     int            `reload:"server.fec_parity,restart"`  // and parity shards
+	DNS           DNS            `reload:"server.dns,live"`            // pushed to clients for split DNS; zero: none
 	// HandshakeTimeout bounds an unauthenticated connection: transport
 	// accept to the client's hello. Handshake limits what may start one.
 	HandshakeTimeout time.Duration `reload:"server.handshake_timeout,live"`
@@ -131,17 +137,39 @@ func (m Mapping) String() string { return m.Real.String() + "=" + m.Virtual.Stri
 func Virtual(maps []Mapping, p netip.Prefix) netip.Prefix {
 	for _, m := range maps {
 		if m.Real.Bits() <= p.Bits() && m.Real.Contains(p.Addr()) {
-			host := ^uint32(0) >> m.Real.Bits() // the bits that stay
-			a := v4(p.Addr())&host | v4(m.Virtual.Addr())&^host
-			return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), p.Bits())
+			return netip.PrefixFrom(Translate(m.Real, m.Virtual, p.Addr()), p.Bits())
 		}
 	}
 	return p
 }
 
-func v4(a netip.Addr) uint32 {
-	b := a.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+// Translate moves a from prefix from into prefix to (of the same family
+// and length): the network bits are to's, the host bits a's own, as the
+// kernel's NETMAP does and NPTv6 does for a whole IPv6 prefix.
+func Translate(from, to netip.Prefix, a netip.Addr) netip.Addr {
+	if a.Is4() {
+		x, net := a.As4(), to.Addr().As4()
+		keepHost(x[:], net[:], from.Bits())
+		return netip.AddrFrom4(x)
+	}
+	x, net := a.As16(), to.Addr().As16()
+	keepHost(x[:], net[:], from.Bits())
+	return netip.AddrFrom16(x)
+}
+
+// keepHost replaces the first bits of x by those of net.
+func keepHost(x, net []byte, bits int) {
+	for i := range x {
+		switch {
+		case bits >= 8:
+			x[i] = net[i]
+			bits -= 8
+		case bits > 0:
+			m := byte(0xff << (8 - bits))
+			x[i] = net[i]&m | x[i]&^m
+			bits = 0
+		}
+	}
 }
 
 // Peer is a validated [[peer]].
@@ -241,13 +269,21 @@ func loadServer(path string, peersSrc []byte, override bool) (*Server, error) {
 			out.Gateway = p.Addr().Next()
 		}
 	}
-	out.Routes = l.prefixes("server.routes", s.Routes)
-	for _, r := range out.Routes {
-		if out.Pool.IsValid() && r.Overlaps(out.Pool) {
-			l.errf("server.routes", "route %s overlaps pool %s", r, out.Pool)
+	if s.Pool6 != "" {
+		out.Pool6, out.Gateway6 = l.pool6("server.pool6", s.Pool6, out.Pool)
+		if out.Pool6.IsValid() && out.MTU < 1280 {
+			l.errf("server.mtu", "must be at least 1280 with server.pool6 (IPv6's minimum link MTU), not %d", out.MTU)
 		}
 	}
-	out.Map = l.maps("server.map", s.Map, out.Pool, out.Routes)
+	out.Routes = l.prefixes("server.routes", s.Routes)
+	for _, r := range out.Routes {
+		for _, pool := range out.pools() {
+			if r.Overlaps(pool) {
+				l.errf("server.routes", "route %s overlaps pool %s", r, pool)
+			}
+		}
+	}
+	out.Map = l.maps("server.map", s.Map, out.pools(), out.Routes)
 	out.NAT = s.NAT == nil || *s.NAT
 	out.Offload = s.Offload == nil || *s.Offload
 	out.StateDir = s.StateDir
@@ -355,6 +391,8 @@ func loadServer(path string, peersSrc []byte, override bool) (*Server, error) {
 			switch {
 			case err != nil:
 				l.errf(key("address"), "bad address %q", ps.Address)
+			case !a.Is4():
+				l.errf(key("address"), "%s: address is the IPv4 tunnel address; the IPv6 one follows from it (pool6 with its host bits)", a)
 			case !out.Pool.IsValid():
 			case !out.Pool.Contains(a):
 				l.errf(key("address"), "%s is not in pool %s", a, out.Pool)
@@ -372,8 +410,12 @@ func loadServer(path string, peersSrc []byte, override bool) (*Server, error) {
 			// The gateway's own address opens the gtund host to the peer
 			// (its sshd, its metrics port); without it the host answers
 			// the peer's pings and nothing else.
-			if !packet.Within(a, out.Routes) && a != netip.PrefixFrom(out.Gateway, 32) {
-				l.errf(key("allowed"), "%s is not within any served route (nor the gateway's own address %s/32)", a, out.Gateway)
+			if !packet.Within(a, out.Routes) && !out.IsGatewayHost(a) {
+				own := out.Gateway.String() + "/32"
+				if out.Gateway6.IsValid() {
+					own += " or " + out.Gateway6.String() + "/128"
+				}
+				l.errf(key("allowed"), "%s is not within any served route (nor the gateway's own address %s)", a, own)
 			}
 		}
 		if len(ps.Allowed) == 0 {
@@ -396,6 +438,45 @@ func loadServer(path string, peersSrc []byte, override bool) (*Server, error) {
 	return out, nil
 }
 
+// pools are the tunnel pools: the IPv4 one, and pool6 when set.
+func (s *Server) pools() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range []netip.Prefix{s.Pool, s.Pool6} {
+		if p.IsValid() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// IsGatewayHost reports whether p is gtund's own tunnel address, of either
+// family, as a host prefix: in a peer's allowed it opens the gtund host.
+func (s *Server) IsGatewayHost(p netip.Prefix) bool {
+	return (s.Gateway.IsValid() && p == netip.PrefixFrom(s.Gateway, 32)) ||
+		(s.Gateway6.IsValid() && p == netip.PrefixFrom(s.Gateway6, 128))
+}
+
+// pool6 validates server.pool6: an IPv6 prefix with room for the host bits
+// of every IPv4 pool address, since a client's IPv6 address carries them.
+func (l *loader) pool6(key, s string, pool netip.Prefix) (netip.Prefix, netip.Addr) {
+	p, ok := l.prefix(key, s)
+	if !ok {
+		return netip.Prefix{}, netip.Addr{}
+	}
+	if p.Addr().Is4() || p.Addr().Is4In6() {
+		l.errf(key, "must be an IPv6 prefix (e.g. \"fd64:240::/64\"), not %s", p)
+		return netip.Prefix{}, netip.Addr{}
+	}
+	if !pool.IsValid() {
+		return netip.Prefix{}, netip.Addr{}
+	}
+	if max := 128 - (32 - pool.Bits()); p.Bits() > max || p.Bits() < 16 {
+		l.errf(key, "must be /16 to /%d (room for the %d host bits of pool %s), not /%d", max, 32-pool.Bits(), pool, p.Bits())
+		return netip.Prefix{}, netip.Addr{}
+	}
+	return p, ipam.Address6(pool, p, pool.Addr().Next())
+}
+
 type peerSubnet struct {
 	prefix netip.Prefix
 	peer   string
@@ -405,12 +486,10 @@ type peerSubnet struct {
 // it must not overlap the tunnel pool, what the server serves, or another
 // peer's subnets (a destination would then have two owners).
 func (l *loader) subnet(key string, sn netip.Prefix, s *Server, others []peerSubnet) {
-	if !sn.Addr().Is4() {
-		l.errf(key, "%s: only IPv4 subnets are supported", sn)
-		return
-	}
-	if s.Pool.IsValid() && sn.Overlaps(s.Pool) {
-		l.errf(key, "subnet %s overlaps pool %s", sn, s.Pool)
+	for _, pool := range s.pools() {
+		if sn.Overlaps(pool) {
+			l.errf(key, "subnet %s overlaps pool %s", sn, pool)
+		}
 	}
 	for _, r := range s.Routes {
 		if sn.Overlaps(r) {
@@ -447,11 +526,11 @@ func (l *loader) dns(d *DNSTOML, routes []netip.Prefix) DNS {
 	for _, sv := range d.Servers {
 		a, err := netip.ParseAddr(sv)
 		switch {
-		case err != nil || !a.Is4():
-			l.errf("server.dns.servers", "bad IPv4 address %q", sv)
+		case err != nil || a.Zone() != "" || a.Is4In6():
+			l.errf("server.dns.servers", "bad IP address %q", sv)
 		case seen[a]:
 			l.errf("server.dns.servers", "%s listed twice", a)
-		case !packet.Within(netip.PrefixFrom(a, 32), routes):
+		case !packet.Within(netip.PrefixFrom(a, a.BitLen()), routes):
 			l.errf("server.dns.servers", "%s is not within any served route (clients reach it through the tunnel)", a)
 		default:
 			seen[a] = true
@@ -462,12 +541,13 @@ func (l *loader) dns(d *DNSTOML, routes []netip.Prefix) DNS {
 	return out
 }
 
-// maps validates server.map: "REAL=VIRTUAL" pairs of IPv4 prefixes of the
-// same length. Neither side may overlap the pool or another entry's same
+// maps validates server.map: "REAL=VIRTUAL" pairs of prefixes of one
+// family and the same length (IPv6 pairs map like NPTv6, a prefix for a
+// prefix). Neither side may overlap a pool or another entry's same
 // side; a virtual prefix may not overlap a served route (an address would
 // then mean two things); a served route that touches a real prefix must lie
 // inside it, so that it has exactly one virtual name.
-func (l *loader) maps(key string, in []string, pool netip.Prefix, routes []netip.Prefix) []Mapping {
+func (l *loader) maps(key string, in []string, pools []netip.Prefix, routes []netip.Prefix) []Mapping {
 	var out []Mapping
 	for _, s := range in {
 		realS, virtS, ok := strings.Cut(s, "=")
@@ -482,8 +562,11 @@ func (l *loader) maps(key string, in []string, pool netip.Prefix, routes []netip
 		}
 		m := Mapping{Real: real, Virtual: virt}
 		switch {
-		case !real.Addr().Is4() || !virt.Addr().Is4():
-			l.errf(key, "%s: only IPv4 prefixes can be mapped", m)
+		case real.Addr().Is4() != virt.Addr().Is4():
+			l.errf(key, "%s: both sides must be of one family (IPv4 to IPv4, IPv6 to IPv6)", m)
+			continue
+		case real.Bits() == 0:
+			l.errf(key, "%s: a /0 cannot be mapped", m)
 			continue
 		case real.Bits() != virt.Bits():
 			l.errf(key, "%s: both sides must have the same length (/%d is not /%d): addresses map 1:1", m, real.Bits(), virt.Bits())
@@ -494,7 +577,10 @@ func (l *loader) maps(key string, in []string, pool netip.Prefix, routes []netip
 		}
 		bad := false
 		for _, side := range []netip.Prefix{real, virt} {
-			if pool.IsValid() && side.Overlaps(pool) {
+			for _, pool := range pools {
+				if !side.Overlaps(pool) {
+					continue
+				}
 				l.errf(key, "%s: %s overlaps pool %s", m, side, pool)
 				bad = true
 			}

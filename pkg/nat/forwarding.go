@@ -24,3 +24,19 @@ func KeepIPv4Forwarding(log *slog.Logger, why string) reconcile.Check {
 		return reconcile.Outcome{Heals: 1}, nil
 	}
 }
+
+// KeepIPv6Forwarding is KeepIPv4Forwarding for
+// net.ipv6.conf.all.forwarding.
+func KeepIPv6Forwarding(log *slog.Logger, why string) reconcile.Check {
+	return func() (reconcile.Outcome, error) {
+		changed, err := EnableIPv6Forwarding()
+		if err != nil {
+			return reconcile.Outcome{}, fmt.Errorf("turn net.ipv6.conf.all.forwarding back on: %w", err)
+		}
+		if !changed {
+			return reconcile.Outcome{}, nil
+		}
+		log.Warn("net.ipv6.conf.all.forwarding was turned off by someone else; turned it back on", "why", why)
+		return reconcile.Outcome{Heals: 1}, nil
+	}
+}

@@ -1,6 +1,8 @@
-// Package nat manages the nftables table a gtun daemon owns: masquerade of
+// Package nat manages the nftables tables a gtun daemon owns: masquerade of
 // the tunnel pool into the local network, forward accepts for tunnel
-// traffic, and TCP MSS clamping. It talks nftables netlink directly
+// traffic, and TCP MSS clamping. The table of one name exists once per
+// family: "ip" always, "ip6" when the daemon carries IPv6 (the rules match
+// and rewrite addresses of their family only). It talks nftables netlink directly
 // (google/nftables); nothing is exec'd.
 //
 // The daemon owns the whole table: Ensure rebuilds it from scratch in one
@@ -25,14 +27,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Spec describes the table Ensure builds.
+// Spec describes the tables Ensure builds.
 type Spec struct {
-	// Table is the nftables table name, family ip (IPv4), e.g. "gtund".
+	// Table is the nftables table name, e.g. "gtund": family ip, and
+	// family ip6 as well with IPv6 (or any IPv6 entry below).
 	Table string
 	// Tun is the tunnel device name, e.g. "gtund0".
 	Tun string
 	// Masquerade lists source prefixes (the tunnel pool) masqueraded when
-	// leaving through any interface other than Tun. IPv4 only.
+	// leaving through any interface other than Tun, each in the table of
+	// its family.
 	Masquerade []netip.Prefix
 	// SNAT rewrites the source of packets leaving through Tun, by
 	// destination: gtun's gateway mode, where traffic forwarded for other
@@ -41,18 +45,24 @@ type Spec struct {
 	SNAT []SNAT
 	// Netmap maps destinations of packets arriving from Tun 1:1 from a
 	// virtual prefix to a real one (gtund's `map`), keeping the host bits;
-	// conntrack maps the replies back. IPv4 only.
+	// conntrack maps the replies back. For IPv6 this is NPTv6's prefix
+	// for a prefix, done by conntrack (stateful, not RFC 6296's checksum-
+	// neutral stateless rewrite).
 	Netmap []Netmap
 	// ClampMSS clamps the MSS of forwarded TCP SYNs in and out of Tun to
 	// the route's path MTU, so peers behind the tunnel don't send segments
 	// that only fit a full-size link.
 	ClampMSS bool
+	// IPv6 builds the ip6 table (forward accepts, MSS clamp) even with no
+	// IPv6 entry above: IPv6 goes through the tunnel.
+	IPv6 bool
 	// NetNS is an open file descriptor of the network namespace to work
 	// in; 0 means the caller's current namespace.
 	NetNS int
 }
 
-// SNAT is one `oifname <tun> ip daddr <Dst> snat ip to <To>` rule.
+// SNAT is one `oifname <tun> ip daddr <Dst> snat ip to <To>` rule (ip6
+// for IPv6: Dst and To are of one family).
 type SNAT struct {
 	Dst netip.Prefix
 	To  netip.Addr
@@ -96,7 +106,99 @@ func Ensure(s Spec) error {
 	if err != nil {
 		return err
 	}
-	t := &nftables.Table{Name: s.Table, Family: nftables.TableFamilyIPv4}
+	v4, v6 := s.split()
+	addFamilyTable(c, v4, ipv4)
+	t6 := &nftables.Table{Name: s.Table, Family: nftables.TableFamilyIPv6}
+	if v6 != nil {
+		addFamilyTable(c, *v6, ipv6)
+	} else {
+		// Add-then-delete: an ip6 table of an earlier spec goes, or nothing.
+		c.AddTable(t6)
+		c.DelTable(t6)
+	}
+
+	// When an expression's module (nft_masq, nft_chain_nat, nft_rt,
+	// nft_exthdr) is not loaded, the kernel loads it and replays the batch
+	// itself; EAGAIN can still leak out if the load races, so retry once.
+	err = c.Flush()
+	if errors.Is(err, syscall.EAGAIN) {
+		err = c.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("ensure nftables table %s: %w%s", s.Table, err, hint(err))
+	}
+	return nil
+}
+
+// family is what the rules of one table family differ in.
+type family struct {
+	table              nftables.TableFamily
+	proto              uint32 // NFPROTO_*, for nat expressions
+	name               string // as nft names the family, for messages
+	saddrOff, daddrOff uint32
+	addrLen            uint32
+}
+
+var (
+	ipv4 = family{nftables.TableFamilyIPv4, unix.NFPROTO_IPV4, "ip", 12, 16, 4}
+	ipv6 = family{nftables.TableFamilyIPv6, unix.NFPROTO_IPV6, "ip6", 8, 24, 16}
+)
+
+// split sorts s's entries into the spec of the ip table and that of the
+// ip6 table (nil when no ip6 table is wanted).
+func (s Spec) split() (v4 Spec, v6 *Spec) {
+	v4 = Spec{Table: s.Table, Tun: s.Tun, ClampMSS: s.ClampMSS, NetNS: s.NetNS}
+	six := Spec{Table: s.Table, Tun: s.Tun, ClampMSS: s.ClampMSS, NetNS: s.NetNS, IPv6: true}
+	for _, p := range s.Masquerade {
+		if p.Addr().Is4() {
+			v4.Masquerade = append(v4.Masquerade, p)
+		} else {
+			six.Masquerade = append(six.Masquerade, p)
+		}
+	}
+	for _, sn := range s.SNAT {
+		if sn.Dst.Addr().Is4() {
+			v4.SNAT = append(v4.SNAT, sn)
+		} else {
+			six.SNAT = append(six.SNAT, sn)
+		}
+	}
+	for _, m := range s.Netmap {
+		if m.Virtual.Addr().Is4() {
+			v4.Netmap = append(v4.Netmap, m)
+		} else {
+			six.Netmap = append(six.Netmap, m)
+		}
+	}
+	if s.IPv6 || len(six.Masquerade)+len(six.SNAT)+len(six.Netmap) > 0 {
+		return v4, &six
+	}
+	return v4, nil
+}
+
+// addFamilyTable queues, in c's batch, the replacement of s's table of
+// family f (whose entries s holds, and no others):
+//
+//	chain prerouting { type nat hook prerouting priority dstnat  (only with Netmap)
+//	    iifname <tun> ip daddr <virtual> dnat ip prefix to <real>   (per Netmap)
+//	}
+//	chain postrouting { type nat hook postrouting priority srcnat
+//	    ip saddr <pool> oifname != <tun> masquerade        (per pool prefix)
+//	    oifname <tun> ip daddr <dst> snat ip to <addr>     (per SNAT)
+//	}
+//	chain forward { type filter hook forward priority filter; policy accept
+//	    iifname <tun> tcp flags syn tcp option maxseg size set rt mtu   (ClampMSS)
+//	    oifname <tun> tcp flags syn tcp option maxseg size set rt mtu   (ClampMSS)
+//	    iifname <tun> accept
+//	    oifname <tun> ct state established,related accept
+//	}
+//
+// (ip6 saddr, ip6 daddr and dnat/snat ip6 in the ip6 table). The clamp
+// rules come before the accepts because an accept ends evaluation of the
+// chain; rt mtu is the route's MTU less the headers of the packet's family
+// (40 bytes for IPv4, 60 for IPv6).
+func addFamilyTable(c *nftables.Conn, s Spec, f family) {
+	t := &nftables.Table{Name: s.Table, Family: f.table}
 	// Add-then-delete makes the delete succeed whether or not the table
 	// existed, keeping the whole replacement in a single transaction.
 	c.AddTable(t)
@@ -112,7 +214,7 @@ func Ensure(s Spec) error {
 			Priority: nftables.ChainPriorityNATDest,
 		})
 		for _, m := range s.Netmap {
-			c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: netmapExprs(m, s.Tun)})
+			c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: netmapExprs(m, s.Tun, f)})
 		}
 	}
 
@@ -124,10 +226,10 @@ func Ensure(s Spec) error {
 		Priority: nftables.ChainPriorityNATSource,
 	})
 	for _, p := range s.Masquerade {
-		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: masqueradeExprs(p.Masked(), s.Tun)})
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: masqueradeExprs(p.Masked(), s.Tun, f)})
 	}
 	for _, sn := range s.SNAT {
-		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: snatExprs(sn, s.Tun)})
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: snatExprs(sn, s.Tun, f)})
 	}
 
 	accept := nftables.ChainPolicyAccept
@@ -160,21 +262,10 @@ func Ensure(s Spec) error {
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
 		&expr.Verdict{Kind: expr.VerdictAccept},
 	}})
-
-	// When an expression's module (nft_masq, nft_chain_nat, nft_rt,
-	// nft_exthdr) is not loaded, the kernel loads it and replays the batch
-	// itself; EAGAIN can still leak out if the load races, so retry once.
-	err = c.Flush()
-	if errors.Is(err, syscall.EAGAIN) {
-		err = c.Flush()
-	}
-	if err != nil {
-		return fmt.Errorf("ensure nftables table ip %s: %w%s", s.Table, err, hint(err))
-	}
-	return nil
 }
 
-// Remove deletes the table in the current network namespace; nil if absent.
+// Remove deletes the table, of both families, in the current network
+// namespace; nil if absent.
 func Remove(table string) error { return RemoveIn(0, table) }
 
 // RemoveIn deletes the table in the network namespace given by the open fd
@@ -184,17 +275,20 @@ func RemoveIn(netns int, table string) error {
 	if err != nil {
 		return err
 	}
-	t := &nftables.Table{Name: table, Family: nftables.TableFamilyIPv4}
-	// Add-then-delete: no ENOENT when the table is already gone.
-	c.AddTable(t)
-	c.DelTable(t)
+	for _, f := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+		t := &nftables.Table{Name: table, Family: f}
+		// Add-then-delete: no ENOENT when the table is already gone.
+		c.AddTable(t)
+		c.DelTable(t)
+	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("remove nftables table ip %s: %w", table, err)
+		return fmt.Errorf("remove nftables table %s: %w", table, err)
 	}
 	return nil
 }
 
-// Exists reports whether the table exists in the current network namespace.
+// Exists reports whether the table exists, of either family, in the
+// current network namespace.
 func Exists(table string) (bool, error) { return ExistsIn(0, table) }
 
 // ExistsIn reports whether the table exists in the network namespace given
@@ -204,33 +298,47 @@ func ExistsIn(netns int, table string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return false, fmt.Errorf("list nftables tables: %w", err)
-	}
-	for _, t := range tables {
-		if t.Name == table {
-			return true, nil
+	for _, f := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+		tables, err := c.ListTablesOfFamily(f)
+		if err != nil {
+			return false, fmt.Errorf("list nftables tables: %w", err)
+		}
+		for _, t := range tables {
+			if t.Name == table {
+				return true, nil
+			}
 		}
 	}
 	return false, nil
 }
 
-const ipForward = "/proc/sys/net/ipv4/ip_forward"
+const (
+	ipForward  = "/proc/sys/net/ipv4/ip_forward"
+	ip6Forward = "/proc/sys/net/ipv6/conf/all/forwarding"
+)
 
 // EnableIPv4Forwarding sets net.ipv4.ip_forward to 1 in the caller's network
 // namespace (sysctls under /proc/sys/net are per namespace, chosen by the
 // thread that opens the file). It reports whether the value changed.
-func EnableIPv4Forwarding() (changed bool, err error) {
-	cur, err := os.ReadFile(ipForward)
+func EnableIPv4Forwarding() (changed bool, err error) { return enableSysctl(ipForward) }
+
+// EnableIPv6Forwarding sets net.ipv6.conf.all.forwarding to 1 in the
+// caller's network namespace, and reports whether the value changed. A
+// host that forwards IPv6 no longer takes router advertisements on
+// interfaces with accept_ra 1 (the docs say to set 2 where a host learns
+// its IPv6 route that way).
+func EnableIPv6Forwarding() (changed bool, err error) { return enableSysctl(ip6Forward) }
+
+func enableSysctl(path string) (changed bool, err error) {
+	cur, err := os.ReadFile(path)
 	if err != nil {
-		return false, fmt.Errorf("read %s: %w", ipForward, err)
+		return false, fmt.Errorf("read %s: %w", path, err)
 	}
 	if strings.TrimSpace(string(cur)) == "1" {
 		return false, nil
 	}
-	if err := os.WriteFile(ipForward, []byte("1\n"), 0o644); err != nil {
-		return false, fmt.Errorf("enable IPv4 forwarding: write %s: %w", ipForward, err)
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		return false, fmt.Errorf("enable forwarding: write %s: %w", path, err)
 	}
 	return true, nil
 }
@@ -243,18 +351,18 @@ func (s Spec) validate() error {
 		return fmt.Errorf("nat: bad tunnel device name %q", s.Tun)
 	}
 	for _, p := range s.Masquerade {
-		if !p.IsValid() || !p.Addr().Is4() {
-			return fmt.Errorf("nat: masquerade prefix %s: only IPv4 prefixes are supported (table family ip)", p)
+		if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			return fmt.Errorf("nat: bad masquerade prefix %s", p)
 		}
 	}
 	for _, sn := range s.SNAT {
-		if !sn.Dst.IsValid() || !sn.Dst.Addr().Is4() || !sn.To.Is4() {
-			return fmt.Errorf("nat: snat %s to %s: only IPv4 is supported (table family ip)", sn.Dst, sn.To)
+		if !sn.Dst.IsValid() || !sn.To.IsValid() || sn.Dst.Addr().Is4() != sn.To.Is4() || sn.Dst.Addr().Is4In6() || sn.To.Is4In6() {
+			return fmt.Errorf("nat: snat %s to %s: both must be of one family", sn.Dst, sn.To)
 		}
 	}
 	for _, m := range s.Netmap {
-		if !m.Virtual.IsValid() || !m.Real.IsValid() || !m.Virtual.Addr().Is4() || !m.Real.Addr().Is4() {
-			return fmt.Errorf("nat: map %s to %s: only IPv4 prefixes are supported (table family ip)", m.Virtual, m.Real)
+		if !m.Virtual.IsValid() || !m.Real.IsValid() || m.Virtual.Addr().Is4() != m.Real.Addr().Is4() || m.Virtual.Addr().Is4In6() || m.Real.Addr().Is4In6() {
+			return fmt.Errorf("nat: map %s to %s: both must be of one family", m.Virtual, m.Real)
 		}
 		if m.Virtual.Bits() == 0 {
 			return fmt.Errorf("nat: map %s to %s: a /0 cannot be mapped", m.Virtual, m.Real)
@@ -278,90 +386,111 @@ func conn(netns int) (*nftables.Conn, error) {
 	return c, nil
 }
 
-// masqueradeExprs is `ip saddr <p> oifname != <tun> masquerade`.
-func masqueradeExprs(p netip.Prefix, tun string) []expr.Any {
-	addr := p.Addr().As4()
-	mask := netipMask4(p.Bits())
-	return []expr.Any{
-		// ip saddr: 4 bytes at offset 12 of the IPv4 header.
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask[:], Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr[:]},
+// masqueradeExprs is `ip saddr <p> oifname != <tun> masquerade` (ip6
+// saddr in the ip6 table). IPv4 compares through a mask always, IPv6 as
+// nft compiles it (addrMatch).
+func masqueradeExprs(p netip.Prefix, tun string, f family) []expr.Any {
+	var out []expr.Any
+	if f == ipv4 {
+		addr := p.Addr().As4()
+		mask := netipMask(p.Bits(), 4)
+		out = []expr.Any{
+			// ip saddr: 4 bytes at offset 12 of the IPv4 header.
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr[:]},
+		}
+	} else {
+		out = addrMatch(p, f.saddrOff, f)
+	}
+	return append(out,
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(tun)},
 		&expr.Masq{},
-	}
+	)
 }
 
-// snatExprs is `oifname <tun> ip daddr <dst> snat ip to <to>`.
-func snatExprs(sn SNAT, tun string) []expr.Any {
+// snatExprs is `oifname <tun> ip daddr <dst> snat ip to <to>` (ip6 in the
+// ip6 table).
+func snatExprs(sn SNAT, tun string, f family) []expr.Any {
 	dst := sn.Dst.Masked()
-	addr, mask, to := dst.Addr().As4(), netipMask4(dst.Bits()), sn.To.As4()
-	return []expr.Any{
+	out := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(tun)},
-		// ip daddr: 4 bytes at offset 16 of the IPv4 header.
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask[:], Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr[:]},
-		&expr.Immediate{Register: 1, Data: to[:]},
-		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
 	}
+	if f == ipv4 {
+		addr, mask, to := dst.Addr().As4(), netipMask(dst.Bits(), 4), sn.To.As4()
+		return append(out,
+			// ip daddr: 4 bytes at offset 16 of the IPv4 header.
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr[:]},
+			&expr.Immediate{Register: 1, Data: to[:]},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
+		)
+	}
+	to := sn.To.As16()
+	out = append(out, addrMatch(dst, f.daddrOff, f)...)
+	return append(out,
+		&expr.Immediate{Register: 1, Data: to[:]},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV6, RegAddrMin: 1, RegAddrMax: 1},
+	)
 }
 
 // netmapExprs is `iifname <tun> ip daddr <virtual> dnat ip prefix to
-// <real>`, in the bytecode nft generates for it:
+// <real>` (ip6 in the ip6 table), in the bytecode nft generates for it:
 //
 //	meta load iifname; cmp eq <tun>
-//	payload load <n>b @ network header + 16 [; bitwise & <mask>]; cmp eq <virtual>
+//	payload load <n>b @ network header + <daddr> [; bitwise & <mask>]; cmp eq <virtual>
 //	immediate reg 1 <real network>; immediate reg 2 <real last address>
 //	nat dnat ip addr_min reg 1 addr_max reg 2 flags NETMAP
 //
 // The kernel keeps the host bits of the destination and takes the network
-// bits from the range (nf_nat_ipv4_manip with NF_NAT_RANGE_NETMAP).
-func netmapExprs(m Netmap, tun string) []expr.Any {
+// bits from the range (nf_nat_ipv4_manip / nf_nat_ipv6_manip with
+// NF_NAT_RANGE_NETMAP): for IPv6, NPTv6's prefix for a prefix.
+func netmapExprs(m Netmap, tun string, f family) []expr.Any {
 	virt, real := m.Virtual.Masked(), m.Real.Masked()
 	out := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(tun)},
 	}
-	out = append(out, daddrMatch(virt)...)
-	first, last := real.Addr().As4(), lastAddr(real).As4()
+	out = append(out, addrMatch(virt, f.daddrOff, f)...)
+	first, last := real.Addr().AsSlice(), lastAddr(real).AsSlice()
 	return append(out,
-		&expr.Immediate{Register: 1, Data: first[:]},
-		&expr.Immediate{Register: 2, Data: last[:]},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 2, Prefix: true},
+		&expr.Immediate{Register: 1, Data: first},
+		&expr.Immediate{Register: 2, Data: last},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: f.proto, RegAddrMin: 1, RegAddrMax: 2, Prefix: true},
 	)
 }
 
-// daddrMatch is `ip daddr <p>` as nft compiles it: whole bytes are compared
-// directly, other lengths through a mask over the full address.
-func daddrMatch(p netip.Prefix) []expr.Any {
-	a := p.Addr().As4()
+// addrMatch is `ip daddr <p>` (or saddr, by the header offset off) as nft
+// compiles it: whole bytes are compared directly, other lengths through a
+// mask over the full address.
+func addrMatch(p netip.Prefix, off uint32, f family) []expr.Any {
+	a := p.Addr().AsSlice()
 	if p.Bits()%8 == 0 {
 		n := uint32(p.Bits() / 8)
 		return []expr.Any{
-			// ip daddr: offset 16 of the IPv4 header.
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: n},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:n]},
 		}
 	}
-	mask := netipMask4(p.Bits())
 	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask[:], Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: f.addrLen},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: f.addrLen, Mask: netipMask(p.Bits(), int(f.addrLen)), Xor: make([]byte, f.addrLen)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a},
 	}
 }
 
 // lastAddr is the highest address of p.
 func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	mask := netipMask4(p.Bits())
+	a := p.Masked().Addr().AsSlice()
+	mask := netipMask(p.Bits(), len(a))
 	for i := range a {
 		a[i] |= ^mask[i]
 	}
-	return netip.AddrFrom4(a)
+	out, _ := netip.AddrFromSlice(a)
+	return out
 }
 
 // clampExprs is `<iif|oif>name <tun> tcp flags syn tcp option maxseg size
@@ -402,9 +531,9 @@ func ifname(n string) []byte {
 	return b
 }
 
-func netipMask4(bits int) [4]byte {
-	var m [4]byte
-	for i := range 4 {
+func netipMask(bits, n int) []byte {
+	m := make([]byte, n)
+	for i := range n {
 		switch {
 		case bits >= 8:
 			m[i] = 0xff
@@ -428,9 +557,9 @@ func hint(err error) string {
 	return ""
 }
 
-// Intact reports whether the table Ensure built for s is still in place in
-// the current network namespace: the table, its two chains and at least
-// the rules Ensure put in each. Someone deleting the table (`nft delete
+// Intact reports whether the tables Ensure built for s are still in place
+// in the current network namespace: each table, its chains and at least
+// the rules Ensure put in each. Someone deleting a table (`nft delete
 // table ip gtund`), a chain, or flushing a chain makes it false; the owner
 // then calls Ensure again.
 func Intact(s Spec) (bool, error) {
@@ -438,7 +567,16 @@ func Intact(s Spec) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	v4, v6 := s.split()
+	ok, err := intactFamily(c, v4, ipv4)
+	if err != nil || !ok || v6 == nil {
+		return ok, err
+	}
+	return intactFamily(c, *v6, ipv6)
+}
+
+func intactFamily(c *nftables.Conn, s Spec, f family) (bool, error) {
+	chains, err := c.ListChainsOfTableFamily(f.table)
 	if err != nil {
 		return false, fmt.Errorf("list nftables chains: %w", err)
 	}
@@ -458,7 +596,7 @@ func Intact(s Spec) (bool, error) {
 		found++
 		rules, err := c.GetRules(ch.Table, ch)
 		if err != nil {
-			return false, fmt.Errorf("list rules of %s %s: %w", s.Table, ch.Name, err)
+			return false, fmt.Errorf("list rules of %s %s %s: %w", f.name, s.Table, ch.Name, err)
 		}
 		if len(rules) < n {
 			return false, nil

@@ -256,7 +256,9 @@ func TestSpecValidation(t *testing.T) {
 		{Tun: "gtund0"},
 		{Table: "gtund"},
 		{Table: "gtund", Tun: "a-name-that-is-too-long"},
-		{Table: "gtund", Tun: "gtund0", Masquerade: []netip.Prefix{netip.MustParsePrefix("fd00::/64")}},
+		{Table: "gtund", Tun: "gtund0", Masquerade: []netip.Prefix{netip.MustParsePrefix("::ffff:10.0.0.0/104")}},
+		{Table: "gtund", Tun: "gtund0", SNAT: []SNAT{{Dst: netip.MustParsePrefix("fd00::/64"), To: netip.MustParseAddr("100.64.240.2")}}},
+		{Table: "gtund", Tun: "gtund0", Netmap: []Netmap{{Virtual: netip.MustParsePrefix("fd00::/64"), Real: netip.MustParsePrefix("10.0.0.0/24")}}},
 	} {
 		if err := Ensure(s); err == nil {
 			t.Errorf("Ensure(%+v) = nil, want error", s)
@@ -518,7 +520,8 @@ func TestEnsureNetmapRules(t *testing.T) {
 	}
 	for _, bad := range []Netmap{
 		{Virtual: netip.MustParsePrefix("100.100.0.0/16"), Real: netip.MustParsePrefix("10.244.0.0/24")},
-		{Virtual: netip.MustParsePrefix("fd00::/64"), Real: netip.MustParsePrefix("fd01::/64")},
+		{Virtual: netip.MustParsePrefix("fd00::/64"), Real: netip.MustParsePrefix("fd01::/60")},
+		{Virtual: netip.MustParsePrefix("fd00::/64"), Real: netip.MustParsePrefix("10.0.0.0/24")},
 		{Virtual: netip.MustParsePrefix("0.0.0.0/0"), Real: netip.MustParsePrefix("0.0.0.0/0")},
 	} {
 		s.Netmap = []Netmap{bad}

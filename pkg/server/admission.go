@@ -180,12 +180,12 @@ func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.P
 		sess.Close()
 		return
 	}
-	ps := &peerSession{peer: p, name: name, addr: addr, sess: sess, endpoint: remote, transport: tname, since: time.Now()}
+	ps := &peerSession{peer: p, name: name, addr: addr, addr6: s.address6(addr), sess: sess, endpoint: remote, transport: tname, since: time.Now()}
 	if !s.register(key, ps) {
 		refuse("peer removed")
 		return
 	}
-	s.log.Info("peer connected", "peer", name, "address", addr, "endpoint", remote, "transport", tname)
+	s.log.Info("peer connected", "peer", name, "address", addr, "address6", ps.addr6, "endpoint", remote, "transport", tname)
 	err = sess.Run(ctx, session.Handlers{Packet: func(pkt []byte) { s.fromPeer(ps, pkt) }})
 	s.unregister(key, ps)
 	s.log.Info("peer disconnected", "peer", name, "address", addr, "err", err)

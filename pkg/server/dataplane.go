@@ -121,12 +121,12 @@ func (s *Server) checkFromPeer(ps *peerSession, frame []byte) (reason DropReason
 	case packet.FrameBadOffload:
 		return DropBadOffload, true
 	}
-	if src != ps.addr && !ps.peer.fromSubnet(src) {
+	if src != ps.addr && src != ps.addr6 && !ps.peer.fromSubnet(src) {
 		return DropSpoofed, true
 	}
 	if _, ok := ps.peer.allowed.Load().Lookup(dst); !ok {
 		switch {
-		case dst != s.cfg.Gateway:
+		case dst != s.cfg.Gateway && dst != s.cfg.Gateway6:
 			return DropACL, true
 		case !packet.EchoRequest(pkt):
 			return DropGatewayHost, true

@@ -37,7 +37,8 @@ func (s *Server) shared() reconcile.Shared {
 }
 
 // watchSystem puts back what an operator or another program undid: the
-// nftables table (deleted, a chain flushed), net.ipv4.ip_forward (turned
+// nftables table (deleted, a chain flushed), net.ipv4.ip_forward and with
+// pool6 net.ipv6.conf.all.forwarding (turned
 // off: forwarding stops silently without it), and the lease file (a write
 // that failed while state_dir was unwritable). Each is a reconcile.Loop:
 // repairs are logged, counted and bounded, failures retried.
@@ -49,13 +50,17 @@ func (s *Server) watchSystem(ctx context.Context) {
 	table := loop(HealNFTables, "nftables table "+NATTable(s.cfg.Tun), s.checkNAT, nftSettle)
 	forwarding := loop(HealIPForward, "net.ipv4.ip_forward", nat.KeepIPv4Forwarding(s.log, "gtund forwards client traffic"), 0)
 	leases := loop(HealLeases, "the leases in state_dir", s.retryLeases, 0)
+	loops := []*reconcile.Loop{table, forwarding, leases}
+	if s.cfg.Pool6.IsValid() {
+		loops = append(loops, loop(HealIPForward, "net.ipv6.conf.all.forwarding", nat.KeepIPv6Forwarding(s.log, "gtund forwards client traffic (pool6)"), 0))
+	}
 	// nftables deletions (by anyone) ask for a check of the table at
 	// once; the interval backs the subscription up.
 	deletions := nlwatch.NewTopic(nat.Deletions)
 	defer deletions.Listen(func(struct{}) { table.Kick() }, table.Kick)()
 	var wg sync.WaitGroup
 	wg.Go(func() { deletions.Run(ctx, s.log.With("watch", "nftables"), 5*time.Second) })
-	for _, l := range []*reconcile.Loop{table, forwarding, leases} {
+	for _, l := range loops {
 		wg.Go(func() { l.Run(ctx) })
 	}
 	wg.Wait()

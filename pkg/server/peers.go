@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/ipam"
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
@@ -58,6 +59,7 @@ type peerSession struct {
 	peer      *peer
 	name      string
 	addr      netip.Addr
+	addr6     netip.Addr // with server.pool6: addr's IPv6 twin (ipam.Address6); else zero
 	sess      *session.Session
 	endpoint  string
 	transport string
@@ -133,7 +135,7 @@ func (s *Server) configForLocked(p *peer, addr netip.Addr) *session.Msg {
 		// The gateway's own address in allowed opens the host; the client
 		// reaches it on the tunnel's subnet already, a route would only
 		// collide with another server's gateway of the same pool.
-		if r != netip.PrefixFrom(s.cfg.Gateway, 32) {
+		if !s.cfg.IsGatewayHost(r) {
 			routes = append(routes, r.String())
 		}
 	}
@@ -141,10 +143,24 @@ func (s *Server) configForLocked(p *peer, addr netip.Addr) *session.Msg {
 	for _, sn := range p.cfg.Subnets {
 		subnets = append(subnets, sn.String())
 	}
-	return &session.Msg{Type: session.TypeConfig, Version: secure.ProtocolVersion,
+	m := &session.Msg{Type: session.TypeConfig, Version: secure.ProtocolVersion,
 		Address: netip.PrefixFrom(addr, s.cfg.Pool.Bits()).String(), Gateway: s.cfg.Gateway.String(),
 		MTU: s.cfg.MTU, Routes: routes, KeepaliveMS: int(s.keepalive / time.Millisecond), DeadAfter: s.deadAfter,
 		RekeyIntervalMS: int64(s.rekey / time.Millisecond), Subnets: subnets, DNS: s.dnsForLocked(p)}
+	if s.cfg.Pool6.IsValid() {
+		m.Address6 = netip.PrefixFrom(s.address6(addr), s.cfg.Pool6.Bits()).String()
+		m.Gateway6 = s.cfg.Gateway6.String()
+	}
+	return m
+}
+
+// address6 is the IPv6 tunnel address of the client with IPv4 address a,
+// zero without server.pool6.
+func (s *Server) address6(a netip.Addr) netip.Addr {
+	if !s.cfg.Pool6.IsValid() {
+		return netip.Addr{}
+	}
+	return ipam.Address6(s.cfg.Pool, s.cfg.Pool6, a)
 }
 
 // dnsForLocked is the split DNS pushed to a peer: the configured servers
@@ -267,9 +283,16 @@ func (s *Server) slot(a netip.Addr) *atomic.Pointer[peerSession] {
 	return &s.byAddr[i]
 }
 
-// poolIndex is a's offset in the pool, and whether a is in the pool.
+// poolIndex is a's offset in the pool, and whether a is in the pool: an
+// IPv4 pool address, or the IPv6 address of one (its twin shares the slot).
 func (s *Server) poolIndex(a netip.Addr) (int, bool) {
-	if !a.Is4() || !s.cfg.Pool.Contains(a) {
+	if !a.Is4() {
+		if !s.cfg.Pool6.IsValid() {
+			return 0, false
+		}
+		return ipam.Offset6(s.cfg.Pool, s.cfg.Pool6, a)
+	}
+	if !s.cfg.Pool.Contains(a) {
 		return 0, false
 	}
 	x, base := a.As4(), s.cfg.Pool.Addr().As4()

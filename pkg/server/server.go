@@ -121,7 +121,11 @@ func (s *Server) natSpec(maps []config.Mapping) nat.Spec {
 	spec := nat.Spec{Table: NATTable(s.cfg.Tun), Tun: s.cfg.Tun, ClampMSS: true}
 	if s.cfg.NAT {
 		spec.Masquerade = []netip.Prefix{s.cfg.Pool}
+		if s.cfg.Pool6.IsValid() {
+			spec.Masquerade = append(spec.Masquerade, s.cfg.Pool6)
+		}
 	}
+	spec.IPv6 = s.cfg.Pool6.IsValid()
 	for _, m := range maps {
 		spec.Netmap = append(spec.Netmap, nat.Netmap{Virtual: m.Virtual, Real: m.Real})
 	}
@@ -156,7 +160,16 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	}
 	s.syncPoolPeers()
 
-	if err := s.dev.Set(s.cfg.MTU, []netip.Prefix{netip.PrefixFrom(s.cfg.Gateway, s.cfg.Pool.Bits())}); err != nil {
+	addrs := []netip.Prefix{netip.PrefixFrom(s.cfg.Gateway, s.cfg.Pool.Bits())}
+	if s.cfg.Pool6.IsValid() {
+		addrs = append(addrs, netip.PrefixFrom(s.cfg.Gateway6, s.cfg.Pool6.Bits()))
+		if changed, err := nat.EnableIPv6Forwarding(); err != nil {
+			return fmt.Errorf("enable IPv6 forwarding: %w", err)
+		} else if changed {
+			s.log.Info("enabled net.ipv6.conf.all.forwarding")
+		}
+	}
+	if err := s.dev.Set(s.cfg.MTU, addrs); err != nil {
 		return err
 	}
 	s.subnetRoutes = route.NewReconciler(route.Options{Link: s.cfg.Tun, Logger: s.log, Shared: s.shared()})
@@ -248,7 +261,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		}
 	})
 	s.goRun(func() { s.readDevice(ctx) })
-	s.log.Info("gtund ready", "listen", s.listenAddrs, "tun", s.cfg.Tun, "pool", s.cfg.Pool,
+	s.log.Info("gtund ready", "listen", s.listenAddrs, "tun", s.cfg.Tun, "pool", s.cfg.Pool, "pool6", s.cfg.Pool6,
 		"routes", s.cfg.Routes, "map", s.cfg.Map, "nat", s.cfg.NAT, "peers", len(s.cfg.Peers),
 		"aes", secure.AESImplementation())
 	if err := sdnotify.Ready(s.statusLine()); err != nil {

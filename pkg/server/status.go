@@ -12,6 +12,7 @@ import (
 
 	"github.com/gtun/gtun/pkg/dgram"
 	"github.com/gtun/gtun/pkg/guard"
+	"github.com/gtun/gtun/pkg/ipam"
 	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
@@ -24,6 +25,8 @@ type Status struct {
 	Tun               string            `json:"tun"`
 	Pool              string            `json:"pool"`
 	Gateway           string            `json:"gateway"`
+	Pool6             string            `json:"pool6,omitempty"`
+	Gateway6          string            `json:"gateway6,omitempty"`
 	Routes            []string          `json:"routes"`
 	Map               []string          `json:"map,omitempty"` // "REAL=VIRTUAL": clients are pushed VIRTUAL
 	DNS               *DNSStatus        `json:"dns,omitempty"`
@@ -73,6 +76,7 @@ type PeerStatus struct {
 	Name           string         `json:"name"`
 	Connected      bool           `json:"connected"`
 	Address        string         `json:"address,omitempty"`
+	Address6       string         `json:"address6,omitempty"` // with server.pool6
 	Endpoint       string         `json:"endpoint,omitempty"`
 	Transport      string         `json:"transport,omitempty"`
 	Cipher         string         `json:"cipher,omitempty"`
@@ -102,6 +106,9 @@ func (s *Server) Status() Status {
 	st := Status{Listen: s.listenAddrs, Tun: s.cfg.Tun, Pool: s.cfg.Pool.String(), Gateway: s.cfg.Gateway.String(),
 		NAT: s.cfg.NAT, Started: s.started, HandshakeFailures: s.hsFailures.Snapshot(), Drops: s.drops.Snapshot(),
 		Handshakes: HandshakeStatus{Stats: s.guard.Stats(), HandshakeCounts: s.responder.Counts()}, Heals: s.book.Heals(), Fights: s.book.Fights(), Fighting: s.book.Fighting()}
+	if s.cfg.Pool6.IsValid() {
+		st.Pool6, st.Gateway6 = s.cfg.Pool6.String(), s.cfg.Gateway6.String()
+	}
 	if s.kcp != nil {
 		ds := s.kcp.Stats()
 		st.Datagrams = &ds
@@ -159,6 +166,9 @@ func (s *Server) Status() Status {
 			}
 			ps.Subnets = append(ps.Subnets, ss)
 		}
+		if a, err := netip.ParseAddr(ps.Address); err == nil && s.cfg.Pool6.IsValid() {
+			ps.Address6 = ipam.Address6(s.cfg.Pool, s.cfg.Pool6, a).String()
+		}
 		if c, ok := s.sessions[k]; ok {
 			since := c.since
 			ps.Connected, ps.Address, ps.Endpoint, ps.Transport, ps.ConnectedSince = true, c.addr.String(), c.endpoint, c.transport, &since
@@ -195,8 +205,12 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	if !st.Offload {
 		mode = "plain"
 	}
-	fmt.Fprintf(w, "listen %s  tun %s (%s)  pool %s  gateway %s  nat %v\nroutes %s\n",
-		strings.Join(st.Listen, ","), st.Tun, mode, st.Pool, st.Gateway, st.NAT, strings.Join(st.Routes, ", "))
+	fmt.Fprintf(w, "listen %s  tun %s (%s)  pool %s  gateway %s  nat %v\n",
+		strings.Join(st.Listen, ","), st.Tun, mode, st.Pool, st.Gateway, st.NAT)
+	if st.Pool6 != "" {
+		fmt.Fprintf(w, "pool6 %s  gateway6 %s\n", st.Pool6, st.Gateway6)
+	}
+	fmt.Fprintf(w, "routes %s\n", strings.Join(st.Routes, ", "))
 	if len(st.Map) > 0 {
 		fmt.Fprintf(w, "map %s (real=virtual; clients see the virtual prefixes)\n", strings.Join(st.Map, ", "))
 	}
@@ -220,7 +234,11 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 			keyAge = p.KeyAge.Round(time.Second).String()
 		}
 		drops := dropsText(p.Drops)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d B\t%d B\t%s\t%s\t%d/%d\t%s\n", p.Name, orDash(p.Address), orDash(p.Endpoint),
+		addr := orDash(p.Address)
+		if p.Address6 != "" {
+			addr += "," + p.Address6
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d B\t%d B\t%s\t%s\t%d/%d\t%s\n", p.Name, addr, orDash(p.Endpoint),
 			orDash(p.Transport), since, p.RxBytes, p.TxBytes, ka, keyAge, p.Rekeys.Received, p.Rekeys.Sent, drops)
 	}
 	tw.Flush()

@@ -34,8 +34,12 @@ type Msg struct {
 	FECParity int    `json:"fec_parity,omitempty"`
 
 	// config
-	Address     string   `json:"address,omitempty"` // client tunnel address with pool length, e.g. 100.64.240.2/24
-	Gateway     string   `json:"gateway,omitempty"` // server tunnel address
+	Address string `json:"address,omitempty"` // client tunnel address with pool length, e.g. 100.64.240.2/24
+	Gateway string `json:"gateway,omitempty"` // server tunnel address
+	// Address6 and Gateway6 are their IPv6 counterparts (server.pool6),
+	// empty without one; a client that knows no IPv6 ignores them.
+	Address6    string   `json:"address6,omitempty"`
+	Gateway6    string   `json:"gateway6,omitempty"`
 	MTU         int      `json:"mtu,omitempty"`
 	Routes      []string `json:"routes,omitempty"`
 	KeepaliveMS int      `json:"keepalive_ms,omitempty"`

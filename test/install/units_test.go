@@ -220,8 +220,9 @@ func TestUnitsHardeningAndPaths(t *testing.T) {
 				"ConfigurationDirectoryMode": "0700",
 				"UMask":                      "0077",
 				// Both write net.ipv4.ip_forward (gtund at start, gtun in
-				// gateway mode); nothing else under /proc/sys.
-				"ReadWritePaths": "/proc/sys/net/ipv4",
+				// gateway mode) and with IPv6 net.ipv6.conf.all.forwarding;
+				// nothing else under /proc/sys.
+				"ReadWritePaths": "/proc/sys/net/ipv4 -/proc/sys/net/ipv6/conf/all",
 			} {
 				if got := u.one(t, key); got != want {
 					t.Errorf("%s=%q, want %q", key, got, want)
