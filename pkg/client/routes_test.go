@@ -203,3 +203,48 @@ func TestSelectRoutesSkipsOtherServersEndpoints(t *testing.T) {
 		t.Errorf("installed %v, want only 10.244.0.0/16 (the others cover an endpoint of c2 or c1)", got)
 	}
 }
+
+// Two dual-stack servers: the TUN carries both addresses of each, the
+// IPv6 gateways lead to their servers, and each route names its owner's
+// address of the route's own family as source.
+func TestPlanRoutesDualStack(t *testing.T) {
+	cs := []claimant{
+		{name: "c1", desired: pfx("10.244.0.0/16", "fd00:10:244::/56"),
+			address: netip.MustParsePrefix("100.64.240.2/24"), gateway: addr("100.64.240.1"),
+			address6: netip.MustParsePrefix("fd64:240::2/64"), gateway6: addr("fd64:240::1")},
+		{name: "c2", desired: pfx("10.20.0.0/16", "fd00:20::/48"),
+			address: netip.MustParsePrefix("100.64.241.2/24"), gateway: addr("100.64.241.1"),
+			address6: netip.MustParsePrefix("fd64:241::2/64"), gateway6: addr("fd64:241::1")},
+	}
+	p := planRoutes(cs, nil)
+	if want := pfx("100.64.240.2/24", "fd64:240::2/64", "100.64.241.2/24", "fd64:241::2/64"); !slices.Equal(p.addrs, want) {
+		t.Errorf("addrs %v, want %v", p.addrs, want)
+	}
+	sv := servers("c1", "c2")
+	for dst, want := range map[string]string{
+		"fd00:10:244:1::20": "c1", "fd00:20::5": "c2", "fd64:240::1": "c1", "fd64:241::1": "c2", "fd00:30::1": "",
+	} {
+		if got := lookup(t, p, sv, dst); got != want {
+			t.Errorf("%s goes to %q, want %q", dst, got, want)
+		}
+	}
+	src := map[netip.Prefix]netip.Addr{}
+	for _, r := range p.routes {
+		src[r.Prefix] = r.Src
+	}
+	for r, want := range map[string]string{
+		"10.244.0.0/16": "100.64.240.2", "fd00:10:244::/56": "fd64:240::2", "10.20.0.0/16": "100.64.241.2", "fd00:20::/48": "fd64:241::2",
+	} {
+		if got := src[netip.MustParsePrefix(r)]; got.String() != want {
+			t.Errorf("route %s source %s, want %s", r, got, want)
+		}
+	}
+	// One server with both families: one address of each, so no source
+	// is needed for either.
+	p = planRoutes(cs[:1], nil)
+	for _, r := range p.routes {
+		if r.Src.IsValid() {
+			t.Errorf("route %s has source %s with one address per family", r.Prefix, r.Src)
+		}
+	}
+}
