@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 type testCollector struct{ count, gauge, reasons *prometheus.Desc }
@@ -38,7 +39,9 @@ func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("GET %s: %s %s", Path, resp.Status, b)
 	}
-	var p expfmt.TextParser
+	// Legacy name validation: gtun's names must also scrape into a Prometheus
+	// older than UTF-8 names (a zero TextParser panics since common v0.6x).
+	p := expfmt.NewTextParser(model.LegacyValidation)
 	fams, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		t.Fatal(err)

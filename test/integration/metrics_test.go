@@ -11,6 +11,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/gtun/gtun/internal/testnet"
 	"github.com/gtun/gtun/pkg/packet"
@@ -24,7 +25,9 @@ func (e *env) scrape(host, addr string) (metricSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scrape %s in %s: %v %s", addr, host, err, out)
 	}
-	var p expfmt.TextParser
+	// Legacy name validation: gtun's names must also scrape into a Prometheus
+	// older than UTF-8 names (a zero TextParser panics since common v0.6x).
+	p := expfmt.NewTextParser(model.LegacyValidation)
 	fams, err := p.TextToMetricFamilies(strings.NewReader(out))
 	if err != nil {
 		return nil, fmt.Errorf("parse metrics of %s: %v", host, err)
