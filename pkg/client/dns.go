@@ -24,7 +24,8 @@ type RefusedDomain struct {
 // (or the default policy, see dnsname.Policy) allows, so that no server
 // captures public names; and only the DNS servers this client routes into
 // the tunnel toward that server (a query to one outside would leave by the
-// default route, in clear). The forwarder listens on the first server's
+// default route, in clear), or the server's own tunnel address (gtund's
+// DNS proxy, which a mapped cluster pushes). The forwarder listens on the first server's
 // tunnel address. Call with c.mu held.
 func (c *Client) applyDNSLocked() {
 	if c.dns == nil {
@@ -51,8 +52,9 @@ func (c *Client) applyDNSLocked() {
 			s.dnsApplied = append(s.dnsApplied, d)
 		}
 		r.Domains = s.dnsApplied
+		gw := s.tunnel.Load().gateway
 		for _, a := range s.dns.Servers {
-			if packet.Within(netip.PrefixFrom(a, 32), s.desired) {
+			if a == gw || packet.Within(netip.PrefixFrom(a, a.BitLen()), s.desired) {
 				r.Servers = append(r.Servers, a)
 			} else {
 				c.rate.Log(slog.LevelWarn, "dns-unrouted:"+s.name+a.String(), "pushed dns server is not within this server's installed routes; not used",

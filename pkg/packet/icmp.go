@@ -82,3 +82,18 @@ func ErrorAbout(p []byte) (netip.Addr, bool) {
 	}
 	return netip.Addr{}, false
 }
+
+// ToPort reports whether p is a UDP or TCP packet to port (its first
+// fragment, or an unfragmented one), IPv4 or IPv6 without extension
+// headers: what a peer may send to a service gtund itself offers on its
+// tunnel address (DNS). Later fragments carry no port and are not.
+func ToPort(p []byte, port uint16) bool {
+	hl, proto, err := ipHeader(p)
+	if err != nil || (proto != protoTCP && proto != protoUDP) {
+		return false
+	}
+	if p[0]>>4 == 4 && binary.BigEndian.Uint16(p[6:8])&0x1fff != 0 {
+		return false
+	}
+	return len(p) >= hl+4 && binary.BigEndian.Uint16(p[hl+2:hl+4]) == port
+}

@@ -124,3 +124,37 @@ func TestErrorAbout(t *testing.T) {
 		}
 	}
 }
+
+func TestToPort(t *testing.T) {
+	l4 := func(proto byte, dport uint16) []byte {
+		p := ipv4("100.64.240.2", "100.64.240.1")
+		p[9] = proto
+		p = append(p, make([]byte, 20)...)
+		binary.BigEndian.PutUint16(p[22:], dport)
+		return p
+	}
+	later := l4(protoUDP, 53)
+	binary.BigEndian.PutUint16(later[6:], 185)
+	v6 := make([]byte, 48)
+	v6[0], v6[6] = 0x60, protoUDP
+	binary.BigEndian.PutUint16(v6[42:], 53)
+	for _, c := range []struct {
+		name string
+		p    []byte
+		want bool
+	}{
+		{"udp 53", l4(protoUDP, 53), true},
+		{"tcp 53", l4(protoTCP, 53), true},
+		{"udp 5353", l4(protoUDP, 5353), false},
+		{"tcp 22", l4(protoTCP, 22), false},
+		{"icmp", l4(1, 53), false},
+		{"a later fragment", later, false},
+		{"cut short", l4(protoUDP, 53)[:22], false},
+		{"ipv6 udp 53", v6, true},
+		{"garbage", []byte{0x45}, false},
+	} {
+		if got := ToPort(c.p, 53); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -11,7 +11,8 @@ From a peer to the TUN (one goroutine per session: the session's reader):
     (bad_offload), the packet must parse (malformed), its source must be
     the peer's tunnel address or within its subnets (spoofed_source), and
     its destination within what the peer is allowed (acl). gtund's own
-    tunnel address answers pings and nothing else unless the peer's
+    tunnel address answers pings, and DNS when gtund's proxy is the peer's
+    DNS server (a mapped cluster), and nothing else unless the peer's
     allowed names it (gateway_host).
  3. The device's WriteFrame copies the frame into the kernel (tun_write
     when it fails). No queue, no hand-off.
@@ -128,7 +129,10 @@ func (s *Server) checkFromPeer(ps *peerSession, frame []byte) (reason DropReason
 		switch {
 		case dst != s.cfg.Gateway && dst != s.cfg.Gateway6:
 			return DropACL, true
-		case !packet.EchoRequest(pkt):
+		case packet.EchoRequest(pkt):
+		case ps.peer.dnsProxy.Load() && packet.ToPort(pkt, 53):
+			// its DNS server: gtund's proxy, while the routes are mapped
+		default:
 			return DropGatewayHost, true
 		}
 	}

@@ -209,6 +209,39 @@ func TestGatewayAddressRule(t *testing.T) {
 	}
 }
 
+// With a map and split DNS, a peer is pushed gtund's own DNS proxy (the
+// gateway address): it may send DNS there, UDP and TCP, and nothing else; a
+// peer whose allowed reaches no DNS server is pushed none and may not.
+func TestGatewayDNSProxyRule(t *testing.T) {
+	cfg := testConfig(t, config.Peer{Name: "vm"}, config.Peer{Name: "pods", Allowed: []netip.Prefix{pfx("10.244.0.0/16")}})
+	cfg.Routes = []netip.Prefix{pfx("10.244.0.0/16"), pfx("10.96.0.0/16")}
+	cfg.Map = []config.Mapping{{Real: pfx("10.96.0.0/16"), Virtual: pfx("100.110.0.0/16")}}
+	cfg.DNS = config.DNS{Servers: []netip.Addr{netip.MustParseAddr("10.96.0.10")}, Domains: []string{"cluster.local"}}
+	for i := range cfg.Peers {
+		if cfg.Peers[i].Name == "vm" {
+			cfg.Peers[i].Allowed = cfg.Routes
+		}
+	}
+	m := newMemServer(t, cfg)
+	clients := map[string]*memClient{"vm": m.connect("vm"), "pods": m.connect("pods")}
+	for name, p := range m.s.peers {
+		if want := p.cfg.Name == "vm"; p.dnsProxy.Load() != want {
+			t.Errorf("peer %v: dns proxy %v, want %v", name, p.dnsProxy.Load(), want)
+		}
+	}
+	tcp53 := slices.Clone(syn22)
+	tcp53[3] = 53
+	to := func(proto byte, l4 []byte) func(string) []byte {
+		return func(me string) []byte { return frame(me, gw, proto, l4...) }
+	}
+	runFromPeer(t, m, clients, []fromPeerCase{
+		{"dns over udp", "vm", to(17, udp53), ""},
+		{"dns over tcp", "vm", to(6, tcp53), ""},
+		{"ssh", "vm", to(6, syn22), "gateway_host"},
+		{"dns, no dns server allowed", "pods", to(17, udp53), "gateway_host"},
+	})
+}
+
 // The host's packets go to the session that owns their destination: a
 // pool address by its slot, a peer's subnets by longest prefix; no session
 // (an address no one holds, a peer gone, a destination no peer has):

@@ -40,9 +40,10 @@ func TestMapPushesAndChecksVirtualNames(t *testing.T) {
 	}
 }
 
-// A split DNS server inside a mapped prefix is pushed under its virtual
-// address: that is where the client's queries can go.
-func TestMapPushesDNSServerVirtual(t *testing.T) {
+// With a map, the split DNS server pushed is gtund's own proxy on the
+// gateway address, which answers with virtual addresses; a peer whose
+// allowed reaches no DNS server (under its virtual address) gets none.
+func TestMapPushesDNSProxy(t *testing.T) {
 	maps := []config.Mapping{{Real: netip.MustParsePrefix("10.96.0.0/16"), Virtual: netip.MustParsePrefix("100.110.0.0/16")}}
 	routes := []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")}
 	vm := config.Peer{Name: "vm", Allowed: routes}
@@ -55,7 +56,26 @@ func TestMapPushesDNSServerVirtual(t *testing.T) {
 		pi = p
 	}
 	m := s.configFor(pi, netip.MustParseAddr("100.64.240.2"))
-	if m.DNS == nil || !slices.Equal(m.DNS.Servers, []string{"100.110.0.10"}) {
-		t.Errorf("pushed dns %+v, want server 100.110.0.10", m.DNS)
+	if m.DNS == nil || !slices.Equal(m.DNS.Servers, []string{"100.64.240.1"}) || !pi.dnsProxy.Load() {
+		t.Errorf("pushed dns %+v (proxy allowed %v), want server 100.64.240.1", m.DNS, pi.dnsProxy.Load())
+	}
+	pi.allowed.Store(aclTable([]netip.Prefix{netip.MustParsePrefix("100.110.1.0/24")}))
+	if m := s.configFor(pi, netip.MustParseAddr("100.64.240.2")); m.DNS != nil || pi.dnsProxy.Load() {
+		t.Errorf("a peer not allowed the dns server was pushed %+v (proxy allowed %v)", m.DNS, pi.dnsProxy.Load())
+	}
+}
+
+// Without a map the cluster's DNS server is pushed as it is, and gtund
+// runs no proxy.
+func TestNoMapPushesDNSServer(t *testing.T) {
+	routes := []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")}
+	cfg := &config.Server{Pool: netip.MustParsePrefix("100.64.240.0/24"), Gateway: netip.MustParseAddr("100.64.240.1"), MTU: 1400,
+		Routes: routes, Peers: []config.Peer{{Name: "vm", Allowed: routes}},
+		DNS: config.DNS{Servers: []netip.Addr{netip.MustParseAddr("10.96.0.10")}, Domains: []string{"cluster.local"}}}
+	s := New(cfg, slog.New(slog.DiscardHandler))
+	for _, pi := range s.peers {
+		if m := s.configFor(pi, netip.MustParseAddr("100.64.240.2")); m.DNS == nil || !slices.Equal(m.DNS.Servers, []string{"10.96.0.10"}) || pi.dnsProxy.Load() {
+			t.Errorf("pushed dns %+v (proxy allowed %v), want 10.96.0.10", m.DNS, pi.dnsProxy.Load())
+		}
 	}
 }

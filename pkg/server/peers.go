@@ -31,6 +31,9 @@ type peer struct {
 	drops   drops                                  // of its packets, across its sessions
 	dropLog dropLog                                // holds back log lines of its drops
 	goneAt  time.Time                              // when its last session ended; Server.mu
+	// dnsProxy: the peer may send DNS queries to gtund's proxy on the
+	// gateway address (it was pushed that address as its DNS server).
+	dnsProxy atomic.Bool
 
 	// Counters across the peer's sessions, so that status and metrics
 	// never go backwards when a session ends or is replaced. Server.mu.
@@ -165,8 +168,11 @@ func (s *Server) address6(a netip.Addr) netip.Addr {
 
 // dnsForLocked is the split DNS pushed to a peer: the configured servers
 // its ACL lets it reach (none: no DNS for it, since its queries would be
-// dropped).
+// dropped). With a map, the peer is pushed gtund's own DNS proxy instead
+// (the gateway address), which answers with the virtual addresses, if its
+// ACL lets it reach one of the servers.
 func (s *Server) dnsForLocked(p *peer) *session.DNS {
+	p.dnsProxy.Store(false)
 	if s.dns.IsZero() {
 		return nil
 	}
@@ -181,6 +187,10 @@ func (s *Server) dnsForLocked(p *peer) *session.DNS {
 	if len(d.Servers) == 0 {
 		s.rate.Log(slog.LevelWarn, "dns-acl:"+p.cfg.Name, "no dns server within the peer's allowed prefixes; split DNS not pushed to it", "peer", p.cfg.Name)
 		return nil
+	}
+	if dnsProxied(s.dns, s.maps) {
+		d.Servers = []string{s.cfg.Gateway.String()}
+		p.dnsProxy.Store(true)
 	}
 	return d
 }

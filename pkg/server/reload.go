@@ -45,6 +45,7 @@ func (s *Server) reload() (restartOnly []string, err error) {
 	var added, removed, changed int
 	s.mu.Lock()
 	s.routes, s.maps, s.dns, s.keepalive, s.deadAfter, s.rekey = n.Routes, n.Map, n.DNS, n.Keepalive, n.DeadAfter, n.RekeyInterval
+	s.syncDNSProxyLocked()
 	s.guard.SetLimits(n.Handshake)
 	s.hsTimeout.Store(int64(handshakeTimeout(n)))
 	peers := make(map[secure.PublicKey]*peer, len(n.Peers))

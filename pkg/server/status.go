@@ -60,6 +60,19 @@ type HandshakeStatus struct {
 type DNSStatus struct {
 	Servers []string `json:"servers"`
 	Domains []string `json:"domains"`
+	// Proxy is gtund's DNS proxy on the gateway address (with a map): nil
+	// when it does not run.
+	Proxy *DNSProxyStatus `json:"proxy,omitempty"`
+}
+
+// DNSProxyStatus is what gtund's DNS proxy did: queries by outcome
+// (answered, failed, refused), answers with an address given under its
+// virtual prefix, and the addresses so rewritten.
+type DNSProxyStatus struct {
+	Listen    string            `json:"listen"`
+	Queries   map[string]uint64 `json:"queries"`
+	Rewritten uint64            `json:"rewritten_answers"`
+	Records   uint64            `json:"rewritten_records"`
 }
 
 // SubnetStatus is one of a peer's subnets (site-to-site) and whether gtund
@@ -127,6 +140,10 @@ func (s *Server) Status() Status {
 		st.DNS = &DNSStatus{Domains: s.dns.Domains}
 		for _, a := range s.dns.Servers {
 			st.DNS.Servers = append(st.DNS.Servers, a.String())
+		}
+		if p := s.dnsProxy; p != nil {
+			st.DNS.Proxy = &DNSProxyStatus{Listen: p.srv.Addr.String(), Queries: p.queries.Snapshot(),
+				Rewritten: p.rewritten.Load(), Records: p.records.Load()}
 		}
 	}
 	s.mu.Unlock()
@@ -216,6 +233,10 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	}
 	if st.DNS != nil {
 		fmt.Fprintf(w, "dns %s via %s\n", strings.Join(st.DNS.Domains, ", "), strings.Join(st.DNS.Servers, ", "))
+		if p := st.DNS.Proxy; p != nil {
+			fmt.Fprintf(w, "dns proxy on %s, answers follow the map: %d answered, %d with addresses mapped (%d records), %d failed, %d refused\n",
+				p.Listen, p.Queries["answered"], p.Rewritten, p.Records, p.Queries["failed"], p.Queries["refused"])
+		}
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -1,22 +1,19 @@
 package splitdns
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/sys/unix"
 
+	"github.com/gtun/gtun/pkg/dnsproxy"
+	"github.com/gtun/gtun/pkg/dnsrewrite"
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/stats"
 )
@@ -25,17 +22,25 @@ import (
 // resolver usually gives up after 5 s, so two servers can be tried.
 const upstreamTimeout = 2 * time.Second
 
+// target is where the names under one domain go: a server's DNS servers,
+// and with a dns_suffix the cluster domain they are asked under.
+type target struct {
+	server  string // the [[server]]'s name, for its counters
+	servers []netip.Addr
+	rename  *dnsrewrite.Rename // nil: asked as they are
+}
+
 // forwarder answers DNS on the tunnel address, sending each query to the
-// servers of the longest pushed domain that contains its name, or to the
-// system's resolvers.
+// servers of the longest domain that contains its name, or to the system's
+// resolvers.
 type forwarder struct {
 	addr       netip.AddrPort
 	resolvConf string
 	log        *slog.Logger
 	rate       *lograte.Limiter
-	udp, tcp   *dns.Server
+	srv        *dnsproxy.Server
 
-	routes atomic.Pointer[map[string][]netip.Addr] // domain -> servers
+	routes atomic.Pointer[map[string]target] // by domain
 	// testPort, when set, replaces port 53 of every upstream (tests).
 	testPort uint16
 
@@ -44,132 +49,87 @@ type forwarder struct {
 	sysMtime   time.Time
 
 	queries stats.Reasons
+	renamed stats.Reasons // answers given back under a dns_suffix, by server
 }
 
 func startForwarder(addr netip.AddrPort, resolvConf string, testPort uint16, log *slog.Logger) (*forwarder, error) {
 	f := &forwarder{addr: addr, resolvConf: resolvConf, log: log, rate: lograte.New(log, 10*time.Second), testPort: testPort}
-	empty := map[string][]netip.Addr{}
-	f.routes.Store(&empty)
-	// IP_FREEBIND: the tunnel address may be missing for a moment (the TUN
-	// device is being repaired); the sockets stay bound to it regardless.
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
-		})
-		return errors.Join(err, serr)
-	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp4", addr.String())
+	f.setRoutes(map[string]target{})
+	srv, err := dnsproxy.Listen(addr, dns.HandlerFunc(f.serve), func(err error) {
+		f.rate.Log(slog.LevelError, "serve", "dns forwarder stopped serving", "err", err)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("dns forwarder: listen udp %s: %w", addr, err)
+		return nil, fmt.Errorf("dns forwarder: %w", err)
 	}
-	ln, err := lc.Listen(context.Background(), "tcp4", addr.String())
-	if err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("dns forwarder: listen tcp %s: %w", addr, err)
-	}
-	h := dns.HandlerFunc(f.serve)
-	f.udp = &dns.Server{PacketConn: pc, Handler: h}
-	f.tcp = &dns.Server{Listener: ln, Handler: h, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
-	started := make(chan struct{}, 2)
-	f.udp.NotifyStartedFunc = func() { started <- struct{}{} }
-	f.tcp.NotifyStartedFunc = func() { started <- struct{}{} }
-	for _, s := range []*dns.Server{f.udp, f.tcp} {
-		go func() {
-			if err := s.ActivateAndServe(); err != nil {
-				f.rate.Log(slog.LevelError, "serve", "dns forwarder stopped serving", "err", err)
-			}
-		}()
-	}
-	<-started
-	<-started
+	f.srv = srv
 	return f, nil
 }
 
-func (f *forwarder) setRoutes(r map[string][]netip.Addr) { f.routes.Store(&r) }
+func (f *forwarder) setRoutes(r map[string]target) { f.routes.Store(&r) }
 
-// close stops both servers; their sockets are closed when it returns.
-func (f *forwarder) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	_ = f.udp.ShutdownContext(ctx)
-	_ = f.tcp.ShutdownContext(ctx)
-}
+// close stops the forwarder; its sockets are closed when it returns.
+func (f *forwarder) close() { f.srv.Close() }
 
-// serversFor returns the pushed servers for name (longest matching domain),
-// or nil when the name is not under any pushed domain.
-func (f *forwarder) serversFor(name string) []netip.Addr {
+// targetFor returns where name goes (longest matching domain), or false
+// when the name is under no routed domain.
+func (f *forwarder) targetFor(name string) (target, bool) {
 	routes := *f.routes.Load()
 	n := strings.ToLower(strings.TrimSuffix(name, "."))
 	for {
-		if s, ok := routes[n]; ok {
-			return s
+		if t, ok := routes[n]; ok {
+			return t, true
 		}
 		dot := strings.IndexByte(n, '.')
 		if dot < 0 {
-			return nil
+			return target{}, false
 		}
 		n = n[dot+1:]
 	}
 }
 
 func (f *forwarder) serve(w dns.ResponseWriter, req *dns.Msg) {
-	network := "udp"
-	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {
-		network = "tcp"
-	}
+	network := dnsproxy.Network(w)
 	if len(req.Question) != 1 {
 		f.queries.Inc("refused")
-		f.reply(w, new(dns.Msg).SetRcode(req, dns.RcodeFormatError))
+		f.reply(w, req, new(dns.Msg).SetRcode(req, dns.RcodeFormatError))
 		return
 	}
+	q := req.Question[0]
 	var upstreams []string
 	kind := "cluster"
-	if servers := f.serversFor(req.Question[0].Name); servers != nil {
-		for _, s := range servers {
+	t, ok := f.targetFor(q.Name)
+	if ok {
+		for _, s := range t.servers {
 			upstreams = append(upstreams, f.upstream(s, 53))
 		}
 	} else {
 		kind = "system"
 		upstreams = f.systemServers()
 	}
-	resp, err := f.exchange(req, network, upstreams)
+	ask := req
+	if t.rename != nil {
+		ask = req.Copy() // the client's question stays for the answer
+		t.rename.Request(ask)
+	}
+	resp, err := dnsproxy.Exchange(ask, network, upstreams, upstreamTimeout)
 	if err != nil {
 		f.queries.Inc(kind + "_failed")
-		f.rate.Log(slog.LevelWarn, "fail:"+kind, "dns query failed upstream", "name", req.Question[0].Name, "upstreams", upstreams, "err", err)
-		f.reply(w, new(dns.Msg).SetRcode(req, dns.RcodeServerFailure))
+		f.rate.Log(slog.LevelWarn, "fail:"+kind, "dns query failed upstream", "name", q.Name, "upstreams", upstreams, "err", err)
+		f.reply(w, req, new(dns.Msg).SetRcode(req, dns.RcodeServerFailure))
 		return
 	}
+	if t.rename != nil {
+		t.rename.Response(resp, q)
+		f.renamed.Inc(t.server)
+	}
 	f.queries.Inc(kind)
-	f.reply(w, resp)
+	f.reply(w, req, resp)
 }
 
-func (f *forwarder) reply(w dns.ResponseWriter, m *dns.Msg) {
-	if err := w.WriteMsg(m); err != nil {
+func (f *forwarder) reply(w dns.ResponseWriter, req, m *dns.Msg) {
+	if err := dnsproxy.Reply(w, req, m); err != nil {
 		f.rate.Log(slog.LevelDebug, "write", "dns reply not sent", "err", err)
 	}
-}
-
-// exchange asks each upstream in turn; a truncated UDP answer is asked
-// again over TCP.
-func (f *forwarder) exchange(req *dns.Msg, network string, upstreams []string) (*dns.Msg, error) {
-	if len(upstreams) == 0 {
-		return nil, errors.New("no upstream servers (none in " + f.resolvConf + ")")
-	}
-	var errs []error
-	for _, up := range upstreams {
-		c := &dns.Client{Net: network, Timeout: upstreamTimeout}
-		resp, _, err := c.Exchange(req, up)
-		if err == nil && resp.Truncated && network == "udp" {
-			c.Net = "tcp"
-			resp, _, err = c.Exchange(req, up)
-		}
-		if err == nil {
-			return resp, nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", up, err))
-	}
-	return nil, errors.Join(errs...)
 }
 
 // systemServers are resolv.conf's nameservers, re-read when the file

@@ -2,16 +2,21 @@
 // cluster's domains (e.g. cluster.local) are resolved by the cluster's DNS
 // servers through the tunnel, every other name by the host's own resolvers.
 //
-// Two ways, chosen once at start:
+// The split itself is made by a small forwarder (github.com/miekg/dns) on
+// the tunnel address, port 53, UDP and TCP: each name goes to the servers
+// of the longest domain that holds it, renamed when the client gave that
+// server's domain a suffix of its own (dns_suffix), or to the nameservers
+// of /etc/resolv.conf. It stops, and its sockets close, on stop. Hosts
+// reach it in one of two ways, chosen once at start:
 //
-//   - systemd-resolved, when it runs: per-link DNS servers and routing-only
-//     domains ("~cluster.local") on gtun's TUN device, set with resolvectl
-//     and reverted on stop. The host's resolver then does the split itself.
-//   - otherwise a small forwarder (github.com/miekg/dns) on the tunnel
-//     address, port 53, UDP and TCP: cluster names go to the pushed servers
-//     (routed into the TUN), the rest to the nameservers of /etc/resolv.conf.
-//     Hosts (this one, or the VPC's in gateway mode) point their resolver at
-//     it. It stops, and its sockets close, on stop.
+//   - systemd-resolved, when it runs: the forwarder is the per-link DNS
+//     server of gtun's TUN device, with routing-only domains
+//     ("~cluster.local"), set with resolvectl and reverted on stop. The
+//     host's resolver sends those names to the forwarder. resolved's link
+//     servers serve every domain of the link alike, so they cannot tell
+//     two clusters (or a renamed domain) apart: the forwarder does.
+//   - otherwise hosts (this one, or the VPC's in gateway mode) point their
+//     resolver at the forwarder.
 //
 // resolvectl is the interface systemd documents for per-link settings; the
 // alternative, its D-Bus API, would need a D-Bus library for four calls.
@@ -30,6 +35,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gtun/gtun/pkg/dnsrewrite"
 )
 
 // Mode is how split DNS is applied.
@@ -45,6 +52,9 @@ const (
 type Route struct {
 	Servers []netip.Addr
 	Domains []string // lower case, no trailing dot
+	// Renames are the domains of Domains that the servers know under
+	// another name (dns_suffix): a name under Local is asked under Cluster.
+	Renames []dnsrewrite.Rename
 }
 
 // Options configure a Manager.
@@ -73,6 +83,7 @@ type Manager struct {
 	listen  netip.Addr       // forwarder: the address it listens on
 	fwd     *forwarder
 	applied string // resolved: the last settings applied, to skip repeats
+	linkSet bool   // resolved: the link has our settings (revert them on stop)
 	lastErr string
 	closed  bool
 }
@@ -138,12 +149,9 @@ func (m *Manager) Reapply() {
 }
 
 func (m *Manager) applyLocked() {
-	var err error
-	switch m.mode {
-	case ModeResolved:
+	err := m.applyForwarderLocked()
+	if err == nil && m.mode == ModeResolved {
 		err = m.applyResolvedLocked()
-	default:
-		err = m.applyForwarderLocked()
 	}
 	if err != nil {
 		if err.Error() != m.lastErr {
@@ -155,9 +163,10 @@ func (m *Manager) applyLocked() {
 	m.lastErr = ""
 }
 
-// merged lists every domain with its servers, and all servers, sorted.
-func (m *Manager) merged() (byDomain map[string][]netip.Addr, servers []netip.Addr, domains []string) {
-	byDomain = map[string][]netip.Addr{}
+// merged lists every domain with where its names go, and all servers and
+// domains, sorted.
+func (m *Manager) merged() (byDomain map[string]target, servers []netip.Addr, domains []string) {
+	byDomain = map[string]target{}
 	names := make([]string, 0, len(m.routes))
 	for n := range m.routes {
 		names = append(names, n)
@@ -166,10 +175,17 @@ func (m *Manager) merged() (byDomain map[string][]netip.Addr, servers []netip.Ad
 	for _, n := range names {
 		r := m.routes[n]
 		for _, d := range r.Domains {
-			if _, ok := byDomain[d]; !ok {
-				byDomain[d] = r.Servers
-				domains = append(domains, d)
+			if _, ok := byDomain[d]; ok {
+				continue
 			}
+			t := target{server: n, servers: r.Servers}
+			for _, rn := range r.Renames {
+				if rn.Local == d {
+					t.rename = &rn
+				}
+			}
+			byDomain[d] = t
+			domains = append(domains, d)
 		}
 		for _, s := range r.Servers {
 			if !slices.Contains(servers, s) {
@@ -181,34 +197,43 @@ func (m *Manager) merged() (byDomain map[string][]netip.Addr, servers []netip.Ad
 	return byDomain, servers, domains
 }
 
+// applyResolvedLocked makes the forwarder the link's DNS server for the
+// routed domains (after applyForwarderLocked), or reverts the link when
+// there is none.
 func (m *Manager) applyResolvedLocked() error {
-	_, servers, domains := m.merged()
-	want := fmt.Sprint(servers, domains)
+	_, _, domains := m.merged()
+	var fwd string
+	if m.fwd != nil {
+		fwd = m.fwd.addr.Addr().String()
+		if m.fwd.addr.Port() != 53 {
+			fwd = m.fwd.addr.String()
+		}
+	}
+	want := fmt.Sprint(fwd, domains)
 	if want == m.applied {
 		return nil
 	}
-	if len(servers) == 0 {
-		if err := resolvectl("revert", m.o.Link); err != nil {
-			return err
+	if fwd == "" || len(domains) == 0 {
+		if m.linkSet {
+			if err := resolvectl("revert", m.o.Link); err != nil {
+				return err
+			}
+			m.linkSet = false
 		}
 		m.applied = want
 		return nil
-	}
-	dnsArgs := []string{"dns", m.o.Link}
-	for _, s := range servers {
-		dnsArgs = append(dnsArgs, s.String())
 	}
 	domArgs := []string{"domain", m.o.Link}
 	for _, d := range domains {
 		domArgs = append(domArgs, "~"+d) // routing-only: no search suffix
 	}
-	for _, args := range [][]string{dnsArgs, domArgs, {"default-route", m.o.Link, "false"}} {
+	for _, args := range [][]string{{"dns", m.o.Link, fwd}, domArgs, {"default-route", m.o.Link, "false"}} {
 		if err := resolvectl(args...); err != nil {
 			return err
 		}
 	}
-	m.applied = want
-	m.log.Info("split dns set in systemd-resolved", "link", m.o.Link, "servers", servers, "domains", domains)
+	m.applied, m.linkSet = want, true
+	m.log.Info("split dns set in systemd-resolved", "link", m.o.Link, "dns", fwd, "domains", domains)
 	return nil
 }
 
@@ -263,7 +288,7 @@ func (m *Manager) Close() error {
 		m.fwd = nil
 		m.log.Info("split dns forwarder stopped")
 	}
-	if m.mode == ModeResolved && m.applied != "" {
+	if m.mode == ModeResolved && m.linkSet {
 		// A deleted TUN device took its settings along.
 		if _, err := net.InterfaceByName(m.o.Link); err == nil {
 			if err := resolvectl("revert", m.o.Link); err != nil {
@@ -286,6 +311,17 @@ type Status struct {
 	// Queries the forwarder answered, by where they went ("cluster",
 	// "system") or how they failed.
 	Queries map[string]uint64 `json:"queries,omitempty"`
+}
+
+// Renamed is how many answers the forwarder gave back under server's
+// dns_suffix.
+func (m *Manager) Renamed(server string) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fwd == nil {
+		return 0
+	}
+	return m.fwd.renamed.Get(server)
 }
 
 // Status snapshots the manager.

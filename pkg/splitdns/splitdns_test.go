@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/gtun/gtun/pkg/dnsrewrite"
 )
 
 // fakeDNS answers every A question at ip:port (UDP and TCP) with addr,
@@ -144,10 +146,10 @@ func TestForwarderSkipsItself(t *testing.T) {
 	}
 }
 
-func TestServersForLongestDomain(t *testing.T) {
+func TestTargetForLongestDomain(t *testing.T) {
 	a, b := netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("10.96.0.11")
 	f := &forwarder{}
-	f.setRoutes(map[string][]netip.Addr{"cluster.local": {a}, "svc.cluster.local": {b}})
+	f.setRoutes(map[string]target{"cluster.local": {servers: []netip.Addr{a}}, "svc.cluster.local": {servers: []netip.Addr{b}}})
 	for name, want := range map[string][]netip.Addr{
 		"demo.default.svc.cluster.local.": {b},
 		"Pod.Cluster.Local.":              {a},
@@ -155,17 +157,130 @@ func TestServersForLongestDomain(t *testing.T) {
 		"notcluster.local.":               nil,
 		"example.org.":                    nil,
 	} {
-		got := f.serversFor(name)
-		if len(got) != len(want) || (len(want) > 0 && got[0] != want[0]) {
-			t.Errorf("%s: %v, want %v", name, got, want)
+		got, ok := f.targetFor(name)
+		if ok != (want != nil) || len(got.servers) != len(want) || (len(want) > 0 && got.servers[0] != want[0]) {
+			t.Errorf("%s: %v, want %v", name, got.servers, want)
 		}
 	}
 }
 
+// Two servers whose clusters both call themselves cluster.local, renamed
+// by the client to hk and sz: each name goes to its own cluster's DNS
+// under cluster.local and comes back under the client's name (question,
+// owner names, CNAME targets), over UDP and TCP; counted per server.
+func TestForwarderRenames(t *testing.T) {
+	up := freePort(t)
+	hk := cnameDNS(t, "127.0.0.2", up, "10.244.1.20", 1)
+	sz := cnameDNS(t, "127.0.0.3", up, "10.244.1.21", 1)
+	port := freePort(t)
+	m := New(Options{Link: "lo", ResolvConf: filepath.Join(t.TempDir(), "none"), Port: int(port), ForceForwarder: true, testPort: up})
+	defer m.Close()
+	lo := netip.MustParseAddr("127.0.0.1")
+	m.Set("hk", Route{Servers: []netip.Addr{netip.MustParseAddr("127.0.0.2")}, Domains: []string{"hk"},
+		Renames: []dnsrewrite.Rename{{Local: "hk", Cluster: "cluster.local"}}}, lo)
+	m.Set("sz", Route{Servers: []netip.Addr{netip.MustParseAddr("127.0.0.3")}, Domains: []string{"sz"},
+		Renames: []dnsrewrite.Rename{{Local: "sz", Cluster: "cluster.local"}}}, lo)
+	f := netip.AddrPortFrom(lo, port)
+	for _, network := range []string{"udp", "tcp"} {
+		for suffix, want := range map[string]string{"hk": "10.244.1.20", "sz": "10.244.1.21"} {
+			resp := ask(t, network, f, "Web.default.svc."+suffix)
+			if len(resp.Answer) != 2 || resp.Question[0].Name != "Web.default.svc."+suffix+"." {
+				t.Fatalf("%s %s: %v", network, suffix, resp)
+			}
+			if c := resp.Answer[0].(*dns.CNAME); c.Hdr.Name != "Web.default.svc."+suffix+"." || c.Target != "real.default.svc."+suffix+"." {
+				t.Errorf("%s %s: cname %v", network, suffix, c)
+			}
+			if a := resp.Answer[1].(*dns.A); a.Hdr.Name != "real.default.svc."+suffix+"." || a.A.String() != want || a.Hdr.Ttl != 30 {
+				t.Errorf("%s %s: a %v, want %s with its TTL", network, suffix, a, want)
+			}
+		}
+	}
+	if hk.Load() != 2 || sz.Load() != 2 {
+		t.Errorf("queries: hk %d sz %d, want 2 each", hk.Load(), sz.Load())
+	}
+	if m.Renamed("hk") != 2 || m.Renamed("sz") != 2 {
+		t.Errorf("renamed hk %d sz %d, want 2 each", m.Renamed("hk"), m.Renamed("sz"))
+	}
+	// cluster.local itself is routed nowhere: the system resolvers (none) get it.
+	if resp := ask(t, "udp", f, "web.default.svc.cluster.local"); resp.Rcode != dns.RcodeServerFailure {
+		t.Errorf("cluster.local with both servers renamed: %s, want SERVFAIL (no system resolver)", dns.RcodeToString[resp.Rcode])
+	}
+}
+
+// cnameDNS answers NAME.cluster.local with a CNAME to real.default.svc.cluster.local
+// and n A records of addr (then addr+1, ...) for it; it refuses names
+// outside cluster.local, and counts queries.
+func cnameDNS(t *testing.T, ip string, port uint16, addr string, n int) *atomic.Int32 {
+	t.Helper()
+	at := net.JoinHostPort(ip, strconv.Itoa(int(port)))
+	pc, err := net.ListenPacket("udp4", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp4", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := new(atomic.Int32)
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		count.Add(1)
+		m := new(dns.Msg).SetReply(r)
+		if !dns.IsSubDomain("cluster.local.", dns.CanonicalName(r.Question[0].Name)) {
+			m.Rcode = dns.RcodeRefused
+			w.WriteMsg(m)
+			return
+		}
+		cname, _ := dns.NewRR(r.Question[0].Name + " 30 IN CNAME real.default.svc.cluster.local.")
+		m.Answer = append(m.Answer, cname)
+		a := netip.MustParseAddr(addr)
+		for range n {
+			rr, _ := dns.NewRR("real.default.svc.cluster.local. 30 IN A " + a.String())
+			m.Answer = append(m.Answer, rr)
+			a = a.Next()
+		}
+		if w.RemoteAddr().Network() == "udp" {
+			m.Truncate(dns.MinMsgSize)
+		}
+		w.WriteMsg(m)
+	})
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
+		go srv.ActivateAndServe()
+		t.Cleanup(func() { srv.Shutdown() })
+	}
+	return count
+}
+
+// An answer larger than a UDP client takes: the cluster's server truncates
+// it, the forwarder asks again over TCP, and the client over UDP gets TC
+// (and a message that fits), then the whole answer over TCP.
+func TestForwarderTruncates(t *testing.T) {
+	up := freePort(t)
+	cnameDNS(t, "127.0.0.2", up, "10.244.1.1", 60)
+	port := freePort(t)
+	m := New(Options{Link: "lo", ResolvConf: filepath.Join(t.TempDir(), "none"), Port: int(port), ForceForwarder: true, testPort: up})
+	defer m.Close()
+	m.Set("hk", Route{Servers: []netip.Addr{netip.MustParseAddr("127.0.0.2")}, Domains: []string{"cluster.local"}}, netip.MustParseAddr("127.0.0.1"))
+	f := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+	req := new(dns.Msg).SetQuestion("big.default.svc.cluster.local.", dns.TypeA)
+	c := &dns.Client{Net: "udp", Timeout: 3 * time.Second}
+	resp, _, err := c.Exchange(req, f.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Compress = true // as it came
+	if !resp.Truncated || resp.Len() > dns.MinMsgSize || len(resp.Answer) >= 61 {
+		t.Errorf("udp: TC %v, %d bytes, %d records; want TC and at most 512 bytes", resp.Truncated, resp.Len(), len(resp.Answer))
+	}
+	c.Net = "tcp"
+	if resp, _, err = c.Exchange(req, f.String()); err != nil || resp.Truncated || len(resp.Answer) != 61 {
+		t.Fatalf("tcp: %v, TC %v, %d records; want all 61", err, resp != nil && resp.Truncated, len(resp.Answer))
+	}
+}
+
 // With systemd-resolved (here a stand-in resolvectl that records its
-// arguments), the split goes to the link: DNS servers, routing-only
-// domains, no default route; the same settings again run nothing; Close
-// reverts the link.
+// arguments), the link's DNS server is the forwarder, with routing-only
+// domains and no default route; the same settings again run nothing;
+// Close reverts the link.
 func TestResolvedMode(t *testing.T) {
 	dir := t.TempDir()
 	calls := filepath.Join(dir, "calls")
@@ -174,21 +289,23 @@ func TestResolvedMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	m := New(Options{Link: "lo"})
+	port := freePort(t)
+	m := New(Options{Link: "lo", Port: int(port)})
 	if m.mode != ModeResolved {
 		t.Fatalf("mode %s, want resolved when resolvectl answers", m.mode)
 	}
 	r := Route{Servers: []netip.Addr{netip.MustParseAddr("10.96.0.10")}, Domains: []string{"cluster.local", "svc.example"}}
-	m.Set("hk", r, netip.MustParseAddr("100.64.240.2"))
-	m.Set("hk", r, netip.MustParseAddr("100.64.240.2"))
-	if st := m.Status(); st.Mode != ModeResolved || st.Listen != "" || st.Error != "" {
+	m.Set("hk", r, netip.MustParseAddr("127.0.0.1"))
+	m.Set("hk", r, netip.MustParseAddr("127.0.0.1"))
+	fwd := "127.0.0.1:" + strconv.Itoa(int(port))
+	if st := m.Status(); st.Mode != ModeResolved || st.Listen != fwd || st.Error != "" {
 		t.Errorf("status %+v", st)
 	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(calls)
-	want := "--no-pager status\ndns lo 10.96.0.10\ndomain lo ~cluster.local ~svc.example\ndefault-route lo false\nrevert lo\n"
+	want := "--no-pager status\ndns lo " + fwd + "\ndomain lo ~cluster.local ~svc.example\ndefault-route lo false\nrevert lo\n"
 	if string(b) != want {
 		t.Errorf("resolvectl calls:\n%s\nwant:\n%s", b, want)
 	}

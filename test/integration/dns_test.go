@@ -224,3 +224,87 @@ func TestSplitDNSRefusesPublicDomains(t *testing.T) {
 		t.Errorf("www.example.com after dns_domains lists it: %v %q, want %s from the cluster", err, out, hijacked)
 	}
 }
+
+// A mapped cluster's DNS answers reach the client under the virtual
+// prefixes: gtund serves 10.244.0.0/16 as 100.100.0.0/16 and 10.96.0.0/12
+// as 100.112.0.0/12, and pushes its own DNS proxy (its tunnel address) as
+// the split DNS server. The cluster's DNS answers 10.244.1.20; the client
+// gets 100.100.1.20 (TTL kept), over UDP and TCP, through gtun's forwarder
+// and asking gtund's proxy directly, and reaches the pod by it.
+func TestDNSFollowsTheMap(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "dig", "ss")
+	const dnsName = "kube-dns.kube-system.svc.cluster.local"
+	poddns := testnet.GoBuild(t, "./tools/poddns")
+	kubeDNS := e.tp.Start(t, "pod", filepath.Join(e.dir, "kube-dns.log"), poddns, "-listen", ":53",
+		"-record", clusterName+"="+podIP, "-record", dnsName+"="+clusterIP)
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if out, err := e.dig("node", clusterIP, clusterName, "+short"); err != nil || out != podIP {
+			return fmt.Errorf("kube-dns not answering at the ClusterIP yet: %v %q", err, out)
+		}
+		return nil
+	})
+	ckey, cpub := e.key(t, "vm")
+	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	rewrite(t, scfg, "nat = true", "nat = true\nmap = [\"10.244.0.0/16=100.100.0.0/16\", \"10.96.0.0/12=100.112.0.0/12\"]\n"+
+		"dns = { servers = [\""+clusterIP+"\"], domains = [\"cluster.local\"] }")
+	srv := e.startServer(t, scfg)
+	cli := e.startClient(t, "vm", "vm", e.clientConfig(t, "vm", ckey, e.serverPub))
+	e.waitRoute(t, "vm", "100.100.0.0/16", cli)
+
+	const tunAddr, gwTun = "100.64.240.2", "100.64.240.1"
+	testnet.Eventually(t, 10*time.Second, func() error {
+		var cst client.Status
+		if err := tryStatus(bins.gtun, e.clientSocket("vm"), &cst); err != nil {
+			return err
+		}
+		if cst.DNS == nil || !slices.Equal(cst.DNS.Servers, []string{gwTun}) || cst.DNS.Listen != tunAddr+":53" {
+			return fmt.Errorf("dns status %+v, want gtund's proxy %s as the server", cst.DNS, gwTun)
+		}
+		return nil
+	})
+	for _, at := range []string{tunAddr, gwTun} {
+		for _, proto := range []string{"+notcp", "+tcp"} {
+			if out, err := e.dig("vm", at, clusterName, "+noall", "+answer", proto); err != nil || strings.Join(strings.Fields(out), " ") != clusterName+". 30 IN A 100.100.1.20" {
+				t.Errorf("dig @%s %s %s: %v %q, want 100.100.1.20 with its TTL of 30", at, proto, clusterName, err, out)
+			}
+			if out, err := e.dig("vm", at, dnsName, "+short", proto); err != nil || out != "100.112.0.10" {
+				t.Errorf("dig @%s %s %s: %v %q, want 100.112.0.10", at, proto, dnsName, err, out)
+			}
+		}
+	}
+	if out, _ := e.dig("vm", tunAddr, "nothere.default.svc.cluster.local"); !strings.Contains(out, "status: NXDOMAIN") {
+		t.Errorf("unknown cluster name: want NXDOMAIN from kube-dns:\n%s", out)
+	}
+	// The name's address works.
+	e.reach(t, "vm", "http://100.100.1.20:8080/", 10*time.Second)
+	// The cluster's DNS saw gtund's proxy ask (from gtund's VPC address).
+	if log := kubeDNS.Log(); !strings.Contains(log, "query "+clusterName+". A from "+gwVPCAddr+":") {
+		t.Errorf("kube-dns did not see the query from gtund's %s:\n%s", gwVPCAddr, log)
+	}
+	var sst server.Status
+	status(t, bins.gtund, e.serverSocket(), &sst)
+	if p := sst.DNS.Proxy; p == nil || p.Listen != gwTun+":53" || p.Rewritten < 8 || p.Queries["answered"] < 9 {
+		t.Errorf("gtund dns proxy status %+v, want 8 rewritten answers of 9", p)
+	}
+	out, err := exec.Command(bins.gtund, "status", "--socket", e.serverSocket()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "dns proxy on "+gwTun+":53, answers follow the map") {
+		t.Errorf("gtund status lacks the dns proxy line (%v):\n%s", err, out)
+	} else {
+		t.Logf("gtund status:\n%s", out)
+	}
+	// Nothing else on gtund's host is open to the peer: ssh to the gateway
+	// address stays dropped.
+	if out, err := e.tp.Exec("vm", "curl", "-sS", "--max-time", "1", "http://"+gwTun+":22/"); err == nil {
+		t.Errorf("reached port 22 of gtund's address: %q", out)
+	}
+
+	stop(t, "gtun", cli)
+	stop(t, "gtund", srv)
+	for _, flag := range []string{"-Hlnu", "-Hlnt"} {
+		if out := e.tp.MustExec(t, "gw", "ss", flag); strings.Contains(out, gwTun+":53") {
+			t.Errorf("something still listens on %s:53 after gtund stopped:\n%s", gwTun, out)
+		}
+	}
+	e.noLeftovers(t)
+}

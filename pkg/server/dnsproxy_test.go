@@ -1,0 +1,72 @@
+package server
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/gtun/gtun/pkg/dnsproxy"
+	"github.com/gtun/gtun/pkg/dnsrewrite"
+)
+
+// kubeDNS answers every A question with 10.96.5.5 and a signed-looking
+// record set (AD set), on a free port of 127.0.0.2.
+func kubeDNS(t *testing.T) string {
+	t.Helper()
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg).SetReply(r)
+		m.AuthenticatedData = true
+		a, _ := dns.NewRR(r.Question[0].Name + " 17 IN A 10.96.5.5")
+		m.Answer = append(m.Answer, a)
+		w.WriteMsg(m)
+	})
+	srv, err := dnsproxy.Listen(netip.MustParseAddrPort("127.0.0.2:0"), h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv.Addr.String()
+}
+
+// The proxy asks the cluster's DNS and answers with the virtual address,
+// TTL kept and AD cleared, over UDP and TCP; a source outside the pool
+// gets no answer at all.
+func TestDNSProxyAnswersFollowTheMap(t *testing.T) {
+	up := kubeDNS(t)
+	p := &dnsProxy{pool: netip.MustParsePrefix("127.0.0.0/8"), log: testLog()}
+	p.conf.Store(&dnsProxyConf{upstreams: []string{up},
+		maps: []dnsrewrite.Mapping{{Real: netip.MustParsePrefix("10.96.0.0/16"), Virtual: netip.MustParsePrefix("100.110.0.0/16")}}})
+	srv, err := dnsproxy.Listen(netip.MustParseAddrPort("127.0.0.1:0"), dns.HandlerFunc(p.serve), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for _, network := range []string{"udp", "tcp"} {
+		at := srv.Addr.String()
+		c := &dns.Client{Net: network, Timeout: 3 * time.Second}
+		resp, _, err := c.Exchange(new(dns.Msg).SetQuestion("web.default.svc.cluster.local.", dns.TypeA), at)
+		if err != nil {
+			t.Fatalf("%s: %v", network, err)
+		}
+		if len(resp.Answer) != 1 || resp.Answer[0].(*dns.A).A.String() != "100.110.5.5" || resp.Answer[0].Header().Ttl != 17 || resp.AuthenticatedData {
+			t.Errorf("%s: %v", network, resp)
+		}
+	}
+	if p.rewritten.Load() != 2 || p.records.Load() != 2 || p.queries.Get("answered") != 2 {
+		t.Errorf("counted rewritten %d, records %d, answered %d; want 2 each", p.rewritten.Load(), p.records.Load(), p.queries.Get("answered"))
+	}
+
+	p.pool = netip.MustParsePrefix("100.64.240.0/24")
+	c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
+	if resp, _, err := c.Exchange(new(dns.Msg).SetQuestion("web.default.svc.cluster.local.", dns.TypeA), srv.Addr.String()); err == nil {
+		t.Errorf("a source outside the pool was answered: %v", resp)
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Errorf("a source outside the pool: %v, want silence", err)
+	}
+	if p.queries.Get("refused") != 1 {
+		t.Errorf("refused %d, want 1", p.queries.Get("refused"))
+	}
+}
