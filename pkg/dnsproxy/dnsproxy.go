@@ -77,7 +77,6 @@ func Listen(addr netip.AddrPort, h dns.Handler, onErr func(error)) (*Server, err
 	return s, nil
 }
 
-
 // Close stops both servers; their sockets are closed when it returns.
 func (s *Server) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

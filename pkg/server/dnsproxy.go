@@ -72,7 +72,7 @@ func (s *Server) syncDNSProxyLocked() {
 	if s.dnsProxy == nil {
 		p := &dnsProxy{pool: s.cfg.Pool, log: s.log}
 		p.conf.Store(conf)
-		srv, err := dnsproxy.Listen(netip.AddrPortFrom(s.cfg.Gateway, s.dnsPort), dns.HandlerFunc(p.serve), func(err error) {
+		srv, err := dnsproxy.Listen(netip.AddrPortFrom(s.cfg.Gateway, 53), dns.HandlerFunc(p.serve), func(err error) {
 			s.rate.Log(slog.LevelError, "dns-serve", "dns proxy stopped serving", "err", err)
 		})
 		if err != nil {

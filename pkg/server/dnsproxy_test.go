@@ -59,14 +59,21 @@ func TestDNSProxyAnswersFollowTheMap(t *testing.T) {
 		t.Errorf("counted rewritten %d, records %d, answered %d; want 2 each", p.rewritten.Load(), p.records.Load(), p.queries.Get("answered"))
 	}
 
-	p.pool = netip.MustParsePrefix("100.64.240.0/24")
+	// A proxy whose pool the asking address is not in.
+	strict := &dnsProxy{pool: netip.MustParsePrefix("100.64.240.0/24"), log: testLog()}
+	strict.conf.Store(p.conf.Load())
+	ssrv, err := dnsproxy.Listen(netip.MustParseAddrPort("127.0.0.1:0"), dns.HandlerFunc(strict.serve), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ssrv.Close()
 	c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
-	if resp, _, err := c.Exchange(new(dns.Msg).SetQuestion("web.default.svc.cluster.local.", dns.TypeA), srv.Addr.String()); err == nil {
+	if resp, _, err := c.Exchange(new(dns.Msg).SetQuestion("web.default.svc.cluster.local.", dns.TypeA), ssrv.Addr.String()); err == nil {
 		t.Errorf("a source outside the pool was answered: %v", resp)
 	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
 		t.Errorf("a source outside the pool: %v, want silence", err)
 	}
-	if p.queries.Get("refused") != 1 {
-		t.Errorf("refused %d, want 1", p.queries.Get("refused"))
+	if strict.queries.Get("refused") != 1 {
+		t.Errorf("refused %d, want 1", strict.queries.Get("refused"))
 	}
 }

@@ -66,7 +66,6 @@ type Server struct {
 	maps      []config.Mapping // real prefixes served under virtual ones (server.map)
 	dns       config.DNS
 	dnsProxy  *dnsProxy // answers DNS on the gateway address while dns and map are set; nil otherwise
-	dnsPort   uint16    // the proxy's port: 53 (tests in memory use another)
 	keepalive time.Duration
 	deadAfter int
 	rekey     time.Duration // how long a session's send keys live, both sides
@@ -105,9 +104,8 @@ type Server struct {
 func New(cfg *config.Server, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, log: log, rate: lograte.New(log, 10*time.Second),
 		peers: map[secure.PublicKey]*peer{}, sessions: map[secure.PublicKey]*peerSession{},
-		guard:   guard.New(cfg.Handshake),
-		dnsPort: 53,
-		routes:  cfg.Routes, maps: cfg.Map, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter, rekey: cfg.RekeyInterval}
+		guard:  guard.New(cfg.Handshake),
+		routes: cfg.Routes, maps: cfg.Map, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter, rekey: cfg.RekeyInterval}
 	s.bySubnet.Store(packet.NewTable(map[netip.Prefix]*peerSession{}))
 	s.reloadReq = make(chan chan reloadResult)
 	for _, p := range cfg.Peers {
