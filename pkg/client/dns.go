@@ -2,11 +2,14 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/gtun/gtun/pkg/dnsname"
+	"github.com/gtun/gtun/pkg/dnsrewrite"
 	"github.com/gtun/gtun/pkg/nlwatch"
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/splitdns"
@@ -51,7 +54,10 @@ func (c *Client) applyDNSLocked() {
 			}
 			s.dnsApplied = append(s.dnsApplied, d)
 		}
-		r.Domains = s.dnsApplied
+		r.Domains, r.Renames, s.dnsSuffixNote = renamed(s.dnsApplied, s.entry.DNSSuffix, s.entry.DNSClusterDomain)
+		if s.dnsSuffixNote != "" {
+			c.rate.Log(slog.LevelWarn, "dns-suffix:"+s.name, "dns_suffix not applied", "server", s.name, "why", s.dnsSuffixNote)
+		}
 		gw := s.tunnel.Load().gateway
 		for _, a := range s.dns.Servers {
 			if a == gw || packet.Within(netip.PrefixFrom(a, a.BitLen()), s.desired) {
@@ -64,6 +70,29 @@ func (c *Client) applyDNSLocked() {
 		s.mu.Unlock()
 		c.dns.Set(s.name, r, listen)
 	}
+}
+
+// renamed gives the applied domains at or under cluster under suffix
+// instead (dns_suffix): svc.cluster.local becomes svc.hk, and names under
+// the new domains are asked under the old ones. Without a suffix the
+// domains stay. When the server pushes no domain at or under cluster (or
+// the client did not take it), nothing is renamed and note says why.
+func renamed(applied []string, suffix, cluster string) (domains []string, renames []dnsrewrite.Rename, note string) {
+	if suffix == "" {
+		return applied, nil, ""
+	}
+	for _, d := range applied {
+		if !dnsname.Under(d, cluster) {
+			domains = append(domains, d)
+			continue
+		}
+		domains = append(domains, strings.TrimSuffix(d, cluster)+suffix)
+		renames = []dnsrewrite.Rename{{Local: suffix, Cluster: cluster}}
+	}
+	if renames == nil {
+		note = fmt.Sprintf("the server's split dns has no domain %s (or under it) taken by this client; nothing is renamed %s", cluster, suffix)
+	}
+	return domains, renames, note
 }
 
 // keepDNS re-applies the split DNS when the TUN device was recreated

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gtun/gtun/pkg/config"
@@ -246,5 +247,24 @@ func TestPlanRoutesDualStack(t *testing.T) {
 		if r.Src.IsValid() {
 			t.Errorf("route %s has source %s with one address per family", r.Prefix, r.Src)
 		}
+	}
+}
+
+// dns_suffix renames the cluster domain and the pushed domains under it,
+// and leaves the others (a reverse zone); without the cluster domain among
+// the applied ones it renames nothing and says why.
+func TestRenamedDomains(t *testing.T) {
+	applied := []string{"cluster.local", "svc.cluster.local", "244.10.in-addr.arpa"}
+	d, r, note := renamed(applied, "hk", "cluster.local")
+	if !slices.Equal(d, []string{"hk", "svc.hk", "244.10.in-addr.arpa"}) || len(r) != 1 || r[0].Local != "hk" || r[0].Cluster != "cluster.local" || note != "" {
+		t.Errorf("renamed: %v %v %q", d, r, note)
+	}
+	d, r, note = renamed(applied, "", "")
+	if !slices.Equal(d, applied) || r != nil || note != "" {
+		t.Errorf("no suffix: %v %v %q", d, r, note)
+	}
+	d, r, note = renamed([]string{"corp.example"}, "hk", "cluster.local")
+	if !slices.Equal(d, []string{"corp.example"}) || r != nil || !strings.Contains(note, "no domain cluster.local") {
+		t.Errorf("cluster domain not pushed: %v %v %q", d, r, note)
 	}
 }

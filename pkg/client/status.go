@@ -86,6 +86,13 @@ type ServerStatus struct {
 	// client applies; DNSRefused those it refused (dns_domains).
 	DNSDomains []string        `json:"dns_domains,omitempty"`
 	DNSRefused []RefusedDomain `json:"dns_refused,omitempty"`
+	// DNSSuffix is the name this client gives the server's cluster domain
+	// (dns_suffix); DNSRenamed counts the answers given back under it, and
+	// DNSSuffixNote says why it renames nothing, when it does not.
+	DNSSuffix     string `json:"dns_suffix,omitempty"`
+	DNSCluster    string `json:"dns_cluster_domain,omitempty"`
+	DNSRenamed    uint64 `json:"dns_renamed_answers,omitempty"`
+	DNSSuffixNote string `json:"dns_suffix_note,omitempty"`
 	// Drops counts what the server sent that this client refused, by
 	// reason (e.g. spoofed_source: a source outside the server's routes).
 	Drops map[string]uint64 `json:"drops,omitempty"`
@@ -145,6 +152,7 @@ func (c *Client) Status() Status {
 			ss.Subnets = append(ss.Subnets, p.String())
 		}
 		ss.DNSDomains, ss.DNSRefused = slices.Clone(up.dnsApplied), slices.Clone(up.dnsRefused)
+		ss.DNSSuffix, ss.DNSCluster, ss.DNSSuffixNote = up.entry.DNSSuffix, up.entry.DNSClusterDomain, up.dnsSuffixNote
 		ss.Drops = up.drops.Snapshot()
 		for _, p := range up.desired {
 			r, ok := installed[p.String()]
@@ -156,6 +164,9 @@ func (c *Client) Status() Status {
 			ss.Routes = append(ss.Routes, r)
 		}
 		up.mu.Unlock()
+		if ss.DNSSuffix != "" && c.dns != nil {
+			ss.DNSRenamed = c.dns.Renamed(up.name)
+		}
 		if sess != nil {
 			ss.Cipher = sess.Cipher()
 			ss.RTT = sess.RTT()
@@ -273,6 +284,13 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 		}
 		for _, d := range s.DNSRefused {
 			fmt.Fprintf(w, "  split dns REFUSED: %s (%s)\n", d.Domain, d.Reason)
+		}
+		if s.DNSSuffix != "" {
+			if s.DNSSuffixNote != "" {
+				fmt.Fprintf(w, "  dns suffix %s NOT APPLIED: %s\n", s.DNSSuffix, s.DNSSuffixNote)
+			} else {
+				fmt.Fprintf(w, "  dns suffix: %s names are asked as %s (%d answers renamed)\n", s.DNSSuffix, s.DNSCluster, s.DNSRenamed)
+			}
 		}
 		if len(s.Drops) > 0 {
 			fmt.Fprintf(w, "  drops: %v\n", s.Drops)

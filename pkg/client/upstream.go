@@ -54,6 +54,7 @@ type upstream struct {
 	// took and refused, with why (for status).
 	dnsApplied    []string
 	dnsRefused    []RefusedDomain
+	dnsSuffixNote string  // why dns_suffix renames nothing (status); "" when it does or is not set
 	drops         drops   // of what the server sent, across sessions
 	dropLog       dropLog // holds back log lines of those drops
 	reconnects    uint64

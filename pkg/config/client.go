@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gtun/gtun/pkg/dnsname"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/transport"
 )
@@ -42,6 +43,9 @@ type ServerEntryTOML struct {
 	// DNSDomains: nil when the key is absent (the default policy), so that
 	// an empty list can mean "none".
 	DNSDomains *[]string `toml:"dns_domains"`
+	// DNSSuffix renames the server's cluster domain on this client.
+	DNSSuffix        string `toml:"dns_suffix"`
+	DNSClusterDomain string `toml:"dns_cluster_domain"`
 }
 
 // Client is a validated gtun config. Each field's reload tag says whether
@@ -62,9 +66,10 @@ type Client struct {
 	// about this VPC. Off: their own addresses cross, which needs the
 	// server's [[peer]] subnets (site-to-site).
 	Masquerade bool `reload:"client.masquerade,restart"`
-	// Servers reload one by one, matched by name: a server's routes apply
-	// live, its endpoints, transport or key make it reconnect; adding or
-	// removing a server needs a restart (the client's reload says so).
+	// Servers reload one by one, matched by name: a server's routes and
+	// DNS keys apply live, its endpoints, transport or key make it
+	// reconnect; adding or removing a server needs a restart (the
+	// client's reload says so).
 	Servers []ServerEntry `reload:"server,live"`
 	Log     Log           `reload:"log,restart"`
 }
@@ -86,6 +91,14 @@ type ServerEntry struct {
 	// with the names under it (normalized). nil: the default policy
 	// (dnsname.Policy); empty: none.
 	DNSDomains []string
+	// DNSSuffix, when set, is the name this client gives the server's
+	// DNSClusterDomain: names under the suffix are asked of the server's
+	// DNS under the cluster domain and answered back under the suffix
+	// ("web.default.svc.hk" is "web.default.svc.cluster.local" of this
+	// cluster), so that clusters with the same domain are told apart.
+	// Both normalized; DNSClusterDomain is "cluster.local" by default.
+	DNSSuffix        string
+	DNSClusterDomain string
 }
 
 // LoadClient reads and validates a gtun config.
@@ -125,6 +138,7 @@ func LoadClient(path string) (*Client, error) {
 		server string
 	}
 	var claimed []claim
+	suffixes := map[string]string{} // dns_suffix -> server
 	for i, s := range f.Server {
 		key := func(k string) string { return "server." + itoa(i) + "." + k }
 		e := ServerEntry{Name: s.Name, Transport: s.Transport}
@@ -157,6 +171,15 @@ func LoadClient(path string) (*Client, error) {
 		if s.DNSDomains != nil {
 			e.DNSDomains = l.domains(key("dns_domains"), *s.DNSDomains)
 		}
+		e.DNSSuffix, e.DNSClusterDomain = l.dnsSuffix(key, s.DNSSuffix, s.DNSClusterDomain)
+		for other, n := range suffixes {
+			if e.DNSSuffix != "" && (dnsname.Under(e.DNSSuffix, other) || dnsname.Under(other, e.DNSSuffix)) {
+				l.errf(key("dns_suffix"), "%q overlaps the dns_suffix %q of server %q (each name belongs to one server)", e.DNSSuffix, other, n)
+			}
+		}
+		if e.DNSSuffix != "" {
+			suffixes[e.DNSSuffix] = e.Name
+		}
 		for _, p := range e.Routes {
 			for _, c := range claimed {
 				if c.p.Overlaps(p) {
@@ -173,6 +196,31 @@ func LoadClient(path string) (*Client, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// dnsSuffix validates a [[server]]'s dns_suffix and dns_cluster_domain
+// (key makes their keys); it returns both normalized, the cluster domain
+// defaulted, or "", "" without a suffix.
+func (l *loader) dnsSuffix(key func(string) string, suffix, cluster string) (string, string) {
+	if suffix == "" {
+		if cluster != "" {
+			l.errf(key("dns_cluster_domain"), "applies only with dns_suffix (it names the domain the suffix stands for)")
+		}
+		return "", ""
+	}
+	s, c := dnsname.Normalize(suffix), dnsname.Normalize(cluster)
+	if c == "" {
+		c = "cluster.local"
+	}
+	switch {
+	case !dnsname.Valid(s):
+		l.errf(key("dns_suffix"), "bad domain %q (e.g. \"hk\" or \"hk.example\")", suffix)
+	case !dnsname.Valid(c):
+		l.errf(key("dns_cluster_domain"), "bad domain %q (e.g. \"cluster.local\")", cluster)
+	case dnsname.Under(s, c) || dnsname.Under(c, s):
+		l.errf(key("dns_suffix"), "%q and the cluster domain %q must not contain one another", s, c)
+	}
+	return s, c
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -413,6 +413,42 @@ dns_domains = ["Cluster.Local.", "corp.example"]
 	}
 }
 
+// dns_suffix: normalized, the cluster domain cluster.local unless named;
+// none without the key.
+func TestLoadClientDNSSuffix(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "gtun.toml", `[client]
+private_key_file = "KEY"
+
+[[server]]
+name = "hk"
+endpoints = ["203.0.113.10"]
+public_key = "PUB1"
+dns_suffix = "HK."
+
+[[server]]
+name = "sz"
+endpoints = ["203.0.113.11"]
+public_key = "PUB2"
+dns_suffix = "sz.corp"
+dns_cluster_domain = "K8s.Local"
+
+[[server]]
+name = "plain"
+endpoints = ["203.0.113.12"]
+public_key = "PUB2"
+`)
+	c, err := LoadClient(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][2]string{{"hk", "cluster.local"}, {"sz.corp", "k8s.local"}, {"", ""}} {
+		if got := [2]string{c.Servers[i].DNSSuffix, c.Servers[i].DNSClusterDomain}; got != want {
+			t.Errorf("server %d: suffix and cluster domain %q, want %q", i, got, want)
+		}
+	}
+}
+
 func TestLoadClientRoutesSubset(t *testing.T) {
 	f := newFixture(t)
 	path := f.write(t, "gtun.toml", `[client]
@@ -595,6 +631,11 @@ func TestLoadClientErrors(t *testing.T) {
 		{"routes with host bits", head + "routes = [\"10.96.0.1/12\"]\n", 8, "server.0.routes", "host bits"},
 		{"bad dns_domains entry", head + "dns_domains = [\"cluster.local\", \"corp..example\"]\n", 8, "server.0.dns_domains", `bad domain "corp..example"`},
 		{"dns_domains entry twice", head + "dns_domains = [\"cluster.local\", \"Cluster.Local.\"]\n", 8, "server.0.dns_domains", `"cluster.local" listed twice`},
+		{"bad dns_suffix", head + "dns_suffix = \"hk..x\"\n", 8, "server.0.dns_suffix", `bad domain "hk..x"`},
+		{"dns_cluster_domain without dns_suffix", head + "dns_cluster_domain = \"k8s.local\"\n", 8, "server.0.dns_cluster_domain", "only with dns_suffix"},
+		{"dns_suffix inside the cluster domain", head + "dns_suffix = \"hk.cluster.local\"\n", 8, "server.0.dns_suffix", "must not contain one another"},
+		{"dns_suffix of two servers nested", head + "dns_suffix = \"hk\"\n[[server]]\nname = \"sg\"\nendpoints = [\"203.0.113.20\"]\npublic_key = \"PUB2\"\ndns_suffix = \"a.HK.\"\n",
+			13, "server.1.dns_suffix", `"a.hk" overlaps the dns_suffix "hk" of server "hk"`},
 		{"duplicate server name", head + "\n[[server]]\nendpoints = [\"203.0.113.20\"]\npublic_key = \"PUB2\"\nname = \"hk\"\n",
 			12, "server.1.name", `server "hk" defined twice`},
 		{"same route in two servers", head + "routes = [\"10.244.0.0/16\"]\n[[server]]\nname = \"sg\"\nendpoints = [\"203.0.113.20\"]\npublic_key = \"PUB2\"\nroutes = [\"10.96.0.0/12\", \"10.244.0.0/16\"]\n",

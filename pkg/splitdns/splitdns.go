@@ -36,6 +36,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gtun/gtun/pkg/dnsname"
 	"github.com/gtun/gtun/pkg/dnsrewrite"
 )
 
@@ -180,7 +181,7 @@ func (m *Manager) merged() (byDomain map[string]target, servers []netip.Addr, do
 			}
 			t := target{server: n, servers: r.Servers}
 			for _, rn := range r.Renames {
-				if rn.Local == d {
+				if dnsname.Under(d, rn.Local) {
 					t.rename = &rn
 				}
 			}

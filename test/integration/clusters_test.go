@@ -431,3 +431,84 @@ func TestMapReload(t *testing.T) {
 	stop(t, "gtund", srv)
 	e.noLeftovers(t)
 }
+
+// Two clusters that both call themselves cluster.local, one VM: the client
+// names them c1 and c2 (dns_suffix). web.default.svc.c1 is asked of
+// cluster 1's DNS as web.default.svc.cluster.local and answered back under
+// c1, with cluster 1's virtual address (gtund's proxy follows its map);
+// web.default.svc.c2 the same of cluster 2, over UDP and TCP, both
+// configured at once; and each address reaches its own cluster's pod.
+func TestManyClustersSameDomainBySuffix(t *testing.T) {
+	t.Parallel()
+	testnet.Require(t, "dig")
+	c := newClusters(t)
+	poddns := testnet.GoBuild(t, "./tools/poddns")
+	const web = "web.default.svc.cluster.local"
+	kube := map[string]*testnet.Proc{}
+	for pod, node := range map[string]string{"pod": "node", "pod2": "node2"} {
+		kube[pod] = c.tp.Start(t, pod, filepath.Join(c.dir, pod+"-dns.log"), poddns, "-listen", ":53", "-record", web+"="+podIP)
+		testnet.Eventually(t, 10*time.Second, func() error {
+			if out, err := c.dig(node, clusterIP, web, "+short"); err != nil || out != podIP {
+				return fmt.Errorf("kube-dns of %s not answering yet: %v %q", pod, err, out)
+			}
+			return nil
+		})
+	}
+	ckey, cpub := c.key(t, "vm")
+	const dnsLine = `dns = { servers = ["10.96.0.10"], domains = ["cluster.local"] }`
+	const routes = `routes = ["10.244.0.0/16", "10.96.0.0/16"]`
+	g1 := c.gtund1(routes + "\n" + `map = ["10.244.0.0/16=100.100.0.0/16", "10.96.0.0/16=100.110.0.0/16"]` + "\n" + dnsLine)
+	g2 := c.gtund2("100.64.241.0/24", routes+"\n"+`map = ["10.244.0.0/16=100.101.0.0/16", "10.96.0.0/16=100.111.0.0/16"]`+"\n"+dnsLine)
+	c.startGtund(t, g1, c.writeServer(t, g1, cpub))
+	c.startGtund(t, g2, c.writeServer(t, g2, cpub))
+	c.startClient(t, "vm", "vm", c.writeClient(t, ckey,
+		serverBlock("cluster1", gwWAN, c.serverPub, `dns_suffix = "c1"`),
+		serverBlock("cluster2", testnet.GW2Wan, c.pub2, `dns_suffix = "c2"`)))
+	c.waitServers(t, 15*time.Second, "both connected with the suffixes applied", func(m map[string]client.ServerStatus) bool {
+		return connected("cluster1", "cluster2")(m) && slices.Equal(m["cluster1"].DNSDomains, []string{"cluster.local"}) &&
+			slices.Equal(m["cluster2"].DNSDomains, []string{"cluster.local"})
+	})
+	const fwd = "100.64.240.2" // the forwarder, on the first server's tunnel address
+	testnet.Eventually(t, 10*time.Second, func() error {
+		var st client.Status
+		if err := tryStatus(bins.gtun, c.clientSocket("vm"), &st); err != nil {
+			return err
+		}
+		if st.DNS == nil || st.DNS.Listen != fwd+":53" || !slices.Equal(st.DNS.Domains, []string{"c1", "c2"}) {
+			return fmt.Errorf("dns status %+v, want c1 and c2 routed by the forwarder on %s", st.DNS, fwd)
+		}
+		return nil
+	})
+	for _, proto := range []string{"+notcp", "+tcp"} {
+		for suffix, want := range map[string]string{"c1": "100.100.1.20", "c2": "100.101.1.20"} {
+			name := "web.default.svc." + suffix
+			out, err := c.dig("vm", fwd, name, "+noall", "+answer", proto)
+			if got := strings.Join(strings.Fields(out), " "); err != nil || got != name+". 30 IN A "+want {
+				t.Errorf("dig %s %s: %v %q, want %s under its own name", proto, name, err, out, want)
+			}
+		}
+	}
+	c.answer(t, "http://100.100.1.20:8080/name", "cluster1")
+	c.answer(t, "http://100.101.1.20:8080/name", "cluster2")
+	// Each cluster's DNS was asked the cluster.local name, by its gtund.
+	for pod, proc := range kube {
+		if n := strings.Count(proc.Log(), "query "+web+". A from "+gwVPCAddr+":"); n != 2 {
+			t.Errorf("kube-dns of %s got %d queries for %s from its gtund, want 2:\n%s", pod, n, web, proc.Log())
+		}
+		if strings.Contains(proc.Log(), ".c1.") || strings.Contains(proc.Log(), ".c2.") {
+			t.Errorf("kube-dns of %s saw a suffixed name:\n%s", pod, proc.Log())
+		}
+	}
+	st := c.clientStatus(t)
+	for name, suffix := range map[string]string{"cluster1": "c1", "cluster2": "c2"} {
+		if s := st[name]; s.DNSSuffix != suffix || s.DNSCluster != "cluster.local" || s.DNSRenamed != 2 || s.DNSSuffixNote != "" {
+			t.Errorf("%s: dns suffix %q of %q, %d renamed, note %q; want %s, 2 renamed", name, s.DNSSuffix, s.DNSCluster, s.DNSRenamed, s.DNSSuffixNote, suffix)
+		}
+	}
+	out, err := exec.Command(bins.gtun, "status", "--socket", c.clientSocket("vm")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "dns suffix: c2 names are asked as cluster.local (2 answers renamed)") {
+		t.Errorf("human status lacks the suffix line (%v):\n%s", err, out)
+	} else {
+		t.Logf("gtun status:\n%s", out)
+	}
+}
