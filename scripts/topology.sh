@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test topology for gtun (see shared DESIGN.md, "Test topology").
 #
-#   scripts/topology.sh up   [PREFIX] [--wanemu] [--cluster2]
+#   scripts/topology.sh up   [PREFIX] [--wanemu] [--cluster2] [--ipv6]
 #                                                 build it (idempotent: tears down an old one first)
 #   scripts/topology.sh down [PREFIX]             remove it (kills processes still inside its namespaces)
 #   scripts/topology.sh status [PREFIX]           list its namespaces and addresses
@@ -30,6 +30,18 @@
 #
 # gw2's wan link never goes through the WAN emulator.
 #
+# With --ipv6 (or IPV6=1) every link is dual-stack (otherwise IPv6 is off in
+# every namespace: no DAD, router solicitations or MLD noise), with DAD off
+# (addresses are usable at once) and no router advertisements:
+#
+#  vm2 fd00:172:16::2 --lan0-- vm fd00:172:16::1 | 2001:db8:100::1 --wan0--
+#      gw 2001:db8:100::2 | fd00:10::2 --vpc0-- node fd00:10::3 | fd00:10:244:1::1
+#      --pod0/eth0-- pod fd00:10:244:1::20
+#  gw routes fd00:10:244::/56 and fd00:10:96::/112 via the node; node:
+#  "table ip6 kubeproxy": [fd00:10:96::10]:80 -> [fd00:10:244:1::20]:8080,
+#  :53 (udp, tcp) -> the pod's :53. With --cluster2, cluster 2's inside is
+#  addressed the same (its wan link stays IPv4).
+#
 # With --wanemu (or WANEMU=1) the wan link goes through a sixth namespace,
 # PREFIX-wan, where tools/wanemu forwards frames between its interfaces "a"
 # (peer of vm's wan0) and "b" (peer of gw's wan0), adding delay and loss:
@@ -49,7 +61,7 @@
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 up [PREFIX] [--wanemu] [--cluster2] | down|status [PREFIX] | wanemu PREFIX DELAY_MS LOSS_PCT | wanemu-stats PREFIX | blackhole PREFIX on|off" >&2
+	echo "usage: $0 up [PREFIX] [--wanemu] [--cluster2] [--ipv6] | down|status [PREFIX] | wanemu PREFIX DELAY_MS LOSS_PCT | wanemu-stats PREFIX | blackhole PREFIX on|off" >&2
 	exit 2
 }
 
@@ -58,11 +70,13 @@ CMD=$1
 shift
 WANEMU=${WANEMU:-0}
 CLUSTER2=${CLUSTER2:-0}
+IPV6=${IPV6:-0}
 ARGS=()
 for a in "$@"; do
 	case $a in
 	--wanemu) WANEMU=1 ;;
 	--cluster2) CLUSTER2=1 ;;
+	--ipv6) IPV6=1 ;;
 	*) ARGS+=("$a") ;;
 	esac
 done
@@ -78,6 +92,11 @@ case $WANEMU in 0 | 1) ;; *)
 esac
 case $CLUSTER2 in 0 | 1) ;; *)
 	echo "topology.sh: CLUSTER2 must be 0 or 1" >&2
+	exit 2
+	;;
+esac
+case $IPV6 in 0 | 1) ;; *)
+	echo "topology.sh: IPV6 must be 0 or 1" >&2
 	exit 2
 	;;
 esac
@@ -156,9 +175,20 @@ up() {
 		sysctl_ns "$n" net.ipv4.conf.all.rp_filter=0
 		sysctl_ns "$n" net.ipv4.conf.default.rp_filter=0
 		sysctl_ns "$n" net.ipv4.conf.lo.rp_filter=0
-		# no IPv6 noise (DAD, router solicitations) on the test links
-		sysctl_ns "$n" net.ipv6.conf.all.disable_ipv6=1 2>/dev/null || true
-		sysctl_ns "$n" net.ipv6.conf.default.disable_ipv6=1 2>/dev/null || true
+		if [ "$IPV6" = 1 ]; then
+			# IPv6 without DAD (usable at once) or router advertisements
+			local c
+			for c in all default; do
+				sysctl_ns "$n" net.ipv6.conf.$c.disable_ipv6=0
+				sysctl_ns "$n" net.ipv6.conf.$c.accept_dad=0
+				sysctl_ns "$n" net.ipv6.conf.$c.accept_ra=0
+				sysctl_ns "$n" net.ipv6.conf.$c.router_solicitations=0
+			done
+		else
+			# no IPv6 noise (DAD, router solicitations) on the test links
+			sysctl_ns "$n" net.ipv6.conf.all.disable_ipv6=1 2>/dev/null || true
+			sysctl_ns "$n" net.ipv6.conf.default.disable_ipv6=1 2>/dev/null || true
+		fi
 	done
 
 	# veth pairs, created inside the namespaces: name in A, peer name in B
@@ -190,6 +220,13 @@ up() {
 	# gw: the gateway VM of VPC B, runs gtund
 	ip -n "$GW" addr add 198.51.100.2/24 dev wan0
 	ip -n "$GW" link set wan0 up
+	if [ "$IPV6" = 1 ]; then
+		ip -n "$VM" addr add 2001:db8:100::1/64 dev wan0 nodad
+		ip -n "$VM" addr add fd00:172:16::1/64 dev lan0 nodad
+		ip -n "$VM2" addr add fd00:172:16::2/64 dev lan0 nodad
+		ip -n "$VM2" route add default via fd00:172:16::1
+		ip -n "$GW" addr add 2001:db8:100::2/64 dev wan0 nodad
+	fi
 	cluster "$GW" "$NODE" "$POD"
 	# only for the direct-routing baseline in bench.sh; tunnel traffic is
 	# masqueraded by gtund, so no route to the tunnel pool here on purpose
@@ -267,6 +304,42 @@ NFT
 	ip -n "$pod" addr add 10.244.1.20/24 dev eth0
 	ip -n "$pod" link set eth0 up
 	ip -n "$pod" route add default via 10.244.1.1
+	if [ "$IPV6" = 1 ]; then
+		cluster6 "$gw" "$node" "$pod"
+	fi
+}
+
+# cluster6 GW NODE POD: the cluster's IPv6 side (dual-stack: pod CIDR
+# fd00:10:244::/56, Service CIDR fd00:10:96::/112, the same kube-proxy-like
+# DNAT as for IPv4).
+cluster6() {
+	local gw=$1 node=$2 pod=$3
+	ip -n "$gw" addr add fd00:10::2/64 dev vpc0 nodad
+	ip -n "$gw" route add fd00:10:244::/56 via fd00:10::3
+	ip -n "$gw" route add fd00:10:96::/112 via fd00:10::3
+	sysctl_ns "$gw" net.ipv6.conf.all.forwarding=1
+	ip -n "$node" addr add fd00:10::3/64 dev vpc0 nodad
+	ip -n "$node" addr add fd00:10:244:1::1/64 dev pod0 nodad
+	ip -n "$node" route add fd00:10:96::/112 dev pod0
+	sysctl_ns "$node" net.ipv6.conf.all.forwarding=1
+	ip netns exec "$node" nft -f - <<'NFT'
+table ip6 kubeproxy {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip6 daddr fd00:10:96::10 tcp dport 80 dnat to [fd00:10:244:1::20]:8080
+		ip6 daddr fd00:10:96::10 udp dport 53 dnat to [fd00:10:244:1::20]:53
+		ip6 daddr fd00:10:96::10 tcp dport 53 dnat to [fd00:10:244:1::20]:53
+	}
+	chain output {
+		type nat hook output priority -100; policy accept;
+		ip6 daddr fd00:10:96::10 tcp dport 80 dnat to [fd00:10:244:1::20]:8080
+		ip6 daddr fd00:10:96::10 udp dport 53 dnat to [fd00:10:244:1::20]:53
+		ip6 daddr fd00:10:96::10 tcp dport 53 dnat to [fd00:10:244:1::20]:53
+	}
+}
+NFT
+	ip -n "$pod" addr add fd00:10:244:1::20/64 dev eth0 nodad
+	ip -n "$pod" route add default via fd00:10:244:1::1
 }
 
 # Veths report carrier asynchronously; wait (up to 3 s) until every link is

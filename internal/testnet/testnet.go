@@ -77,6 +77,22 @@ const (
 	SvcCIDR   = "10.96.0.0/12"
 )
 
+// IPv6 addresses of the topology (Options.IPv6): every link dual-stack,
+// DAD off.
+const (
+	VMWan6     = "2001:db8:100::1"
+	GWWan6     = "2001:db8:100::2"
+	VMLan6     = "fd00:172:16::1"
+	VM2Lan6    = "fd00:172:16::2"
+	LanCIDR6   = "fd00:172:16::/64"
+	GWVpc6     = "fd00:10::2"
+	NodeVpc6   = "fd00:10::3"
+	PodIP6     = "fd00:10:244:1::20"
+	ClusterIP6 = "fd00:10:96::10" // DNAT on node: tcp/80 -> [PodIP6]:8080, udp+tcp/53 -> [PodIP6]:53
+	PodCIDR6   = "fd00:10:244::/56"
+	SvcCIDR6   = "fd00:10:96::/112"
+)
+
 // DefaultExecTimeout bounds Exec and MustExec, so a hung command fails the
 // test instead of eating the whole go test timeout.
 var DefaultExecTimeout = 2 * time.Minute
@@ -243,6 +259,9 @@ type Options struct {
 	WAN bool
 	// Cluster2 adds the second cluster (see UpWithCluster2).
 	Cluster2 bool
+	// IPv6 makes every link dual-stack (the *6 addresses; see
+	// scripts/topology.sh --ipv6). Without it IPv6 is off everywhere.
+	IPv6 bool
 }
 
 // Up builds a topology with a fresh prefix ("gt" + 4 hex digits) and
@@ -312,6 +331,9 @@ func UpWith(t testing.TB, o Options) *Topology {
 	}
 	if o.Cluster2 {
 		flags = append(flags, "--cluster2")
+	}
+	if o.IPv6 {
+		flags = append(flags, "--ipv6")
 	}
 	if out, err := tp.script("up", flags...); err != nil {
 		t.Fatalf("testnet: topology.sh up %s: %v\n%s", tp.Prefix, err, out)

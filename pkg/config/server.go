@@ -277,6 +277,9 @@ func loadServer(path string, peersSrc []byte, override bool) (*Server, error) {
 	}
 	out.Routes = l.prefixes("server.routes", s.Routes)
 	for _, r := range out.Routes {
+		if !r.Addr().Is4() && !out.Pool6.IsValid() && s.Pool6 == "" {
+			l.errf("server.routes", "IPv6 route %s needs server.pool6 (the clients' IPv6 tunnel addresses)", r)
+		}
 		for _, pool := range out.pools() {
 			if r.Overlaps(pool) {
 				l.errf("server.routes", "route %s overlaps pool %s", r, pool)

@@ -176,12 +176,21 @@ func (e *env) waitRoute(t *testing.T, host, prefix string, p *testnet.Proc) {
 		if p.Exited() {
 			t.Fatalf("gtun exited:\n%s", p.LogTail(30))
 		}
-		out, _ := e.tp.Exec(host, "ip", "route", "show", prefix)
+		out, _ := e.tp.Exec(host, ipRoute(prefix, "show", prefix)...)
 		if !strings.Contains(out, "dev gtun0") {
 			return fmt.Errorf("no route %s via gtun0 in %s: %q", prefix, host, out)
 		}
 		return nil
 	})
+}
+
+// ipRoute is the `ip route` command line with args for prefix's family
+// (`ip route` alone lists IPv4 routes only).
+func ipRoute(prefix string, args ...string) []string {
+	if strings.Contains(prefix, ":") {
+		return append([]string{"ip", "-6", "route"}, args...)
+	}
+	return append([]string{"ip", "route"}, args...)
 }
 
 // reach waits until host gets the pod's answer from url.

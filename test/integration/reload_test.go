@@ -23,7 +23,7 @@ func hup(t *testing.T, name string, p *testnet.Proc) {
 }
 
 func (e *env) routeState(host, prefix string) string {
-	out, _ := e.tp.Exec(host, "ip", "route", "show", prefix)
+	out, _ := e.tp.Exec(host, ipRoute(prefix, "show", prefix)...)
 	return strings.TrimSpace(out)
 }
 

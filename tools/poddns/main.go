@@ -1,10 +1,12 @@
 // Command poddns is the tiny DNS server that plays kube-dns in gtun's test
 // topology (and, in the tests, a VM's own upstream resolver).
 //
-//	poddns -listen :53 -record demo.default.svc.cluster.local=10.96.0.10
+//	poddns -listen :53 -record demo.default.svc.cluster.local=10.96.0.10 \
+//		-record demo.default.svc.cluster.local=fd00:10:96::10
 //
-// It answers A questions for the -record names (repeatable) and NXDOMAIN
-// for everything else, over UDP and TCP, and logs one line per query with
+// It answers A and AAAA questions for the -record names (repeatable: a
+// name's IPv4 addresses answer A, its IPv6 ones AAAA) and NXDOMAIN for
+// everything else, over UDP and TCP, and logs one line per query with
 // the client's address ("query demo.default.svc.cluster.local. A from
 // 10.0.0.2:41234"), so a test can see where a query came from. It stops
 // cleanly on SIGTERM or SIGINT.
@@ -24,24 +26,25 @@ import (
 	"github.com/miekg/dns"
 )
 
-type records map[string]netip.Addr
+type records map[string][]netip.Addr
 
-func (r records) String() string { return fmt.Sprint(map[string]netip.Addr(r)) }
+func (r records) String() string { return fmt.Sprint(map[string][]netip.Addr(r)) }
 
 func (r records) Set(s string) error {
 	name, addr, ok := strings.Cut(s, "=")
 	a, err := netip.ParseAddr(addr)
-	if !ok || err != nil || !a.Is4() {
-		return fmt.Errorf("want NAME=IPv4, not %q", s)
+	if !ok || err != nil || a.Zone() != "" {
+		return fmt.Errorf("want NAME=IPv4 or NAME=IPv6, not %q", s)
 	}
-	r[dns.CanonicalName(name)] = a
+	n := dns.CanonicalName(name)
+	r[n] = append(r[n], a.Unmap())
 	return nil
 }
 
 func main() {
 	listen := flag.String("listen", ":53", "address to listen on (UDP and TCP)")
 	recs := records{}
-	flag.Var(recs, "record", "NAME=IPv4 to answer (repeatable)")
+	flag.Var(recs, "record", "NAME=IPv4 or NAME=IPv6 to answer (repeatable)")
 	flag.Parse()
 
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
@@ -49,15 +52,21 @@ func main() {
 		m.Authoritative = true
 		for _, q := range req.Question {
 			log.Printf("query %s %s from %s", q.Name, dns.TypeToString[q.Qtype], w.RemoteAddr())
-			a, ok := recs[dns.CanonicalName(q.Name)]
-			switch {
-			case !ok:
+			addrs, ok := recs[dns.CanonicalName(q.Name)]
+			if !ok {
 				m.Rcode = dns.RcodeNameError
-			case q.Qtype == dns.TypeA:
-				m.Answer = append(m.Answer, &dns.A{
-					Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30},
-					A:   a.AsSlice(),
-				})
+				continue
+			}
+			for _, a := range addrs {
+				hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: 30}
+				switch {
+				case q.Qtype == dns.TypeA && a.Is4():
+					hdr.Rrtype = dns.TypeA
+					m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
+				case q.Qtype == dns.TypeAAAA && a.Is6():
+					hdr.Rrtype = dns.TypeAAAA
+					m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+				}
 			}
 		}
 		if err := w.WriteMsg(m); err != nil {
