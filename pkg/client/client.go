@@ -49,6 +49,9 @@ type Client struct {
 	events  *nlwatch.Hub   // netlink subscriptions of the TUN keeper and the route reconciler
 	book    reconcile.Book // heals and fights of every part kept in place
 
+	// upstreams are the [[server]]s, in config order; guarded by mu, and
+	// replaced (never changed in place) when a reload adds or removes one,
+	// so that servers() hands out a snapshot.
 	upstreams []*upstream
 	// byDst picks the server for a packet read from the TUN (longest prefix).
 	byDst atomic.Pointer[packet.Table[*upstream]]
@@ -171,8 +174,8 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 			c.log.Error("route reconciler stopped", "err", err)
 		}
 	})
-	for _, up := range c.upstreams {
-		c.goRun(func() { c.connectLoop(ctx, up) })
+	for _, up := range c.servers() {
+		c.startUpstream(ctx, up)
 	}
 	c.goRun(func() { c.readDevice(ctx) })
 	c.goRun(func() { c.readyLoop(ctx) })
@@ -189,15 +192,15 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 		case <-ctx.Done():
 			done = true
 		case <-reload:
-			_, _ = c.reload() // logged
+			_, _ = c.reload(ctx) // logged
 		case res := <-reloadReq:
-			keys, err := c.reload()
+			keys, err := c.reload(ctx)
 			res <- reloadResult{keys, err}
 		}
 	}
 	c.log.Info("shutting down")
 	_ = sdnotify.Stopping()
-	for _, up := range c.upstreams {
+	for _, up := range c.servers() {
 		if s := up.sess.Load(); s != nil {
 			s.Close()
 		}
@@ -205,6 +208,36 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 	c.dev.Close() // unblocks the TUN reader
 	c.wg.Wait()
 	return nil
+}
+
+// servers returns the [[server]]s as they are now (a snapshot: the slice
+// is replaced, not changed, when servers come or go).
+func (c *Client) servers() []*upstream {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.upstreams
+}
+
+// startUpstream runs up's connect loop until ctx ends or up is removed
+// (stopUpstream).
+func (c *Client) startUpstream(ctx context.Context, up *upstream) {
+	upCtx, stop := context.WithCancel(ctx)
+	up.stop, up.done = stop, make(chan struct{})
+	c.goRun(func() {
+		defer close(up.done)
+		c.connectLoop(upCtx, up)
+	})
+}
+
+// stopUpstream ends a removed server's connect loop and its session, and
+// waits for the loop to return: what it carried is then gone from the
+// data plane, and the server sees the session end.
+func (c *Client) stopUpstream(up *upstream) {
+	up.stop()
+	if s := up.sess.Load(); s != nil {
+		s.Close()
+	}
+	<-up.done
 }
 
 func (c *Client) goRun(f func()) {

@@ -211,7 +211,7 @@ func (c *Client) drop(up *upstream, r DropReason, frame []byte, err error) {
 // once their interval has passed: the count of a flood that stopped still
 // reaches the log.
 func (c *Client) flushDropLogs() {
-	for _, up := range c.upstreams {
+	for _, up := range c.servers() {
 		for r := range numDropReasons {
 			if held, ok := up.dropLog[r].Flush(dropLogInterval); ok {
 				c.log.Warn(dropLines[r], "server", up.name, "reason", r.String(), "server_total", up.drops.Get(r), "suppressed", held)

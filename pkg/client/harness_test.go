@@ -54,8 +54,9 @@ type memServer struct {
 	// hold, when set, is waited on by the session's reader before each
 	// frame it delivers: a server that stops reading (its socket buffers
 	// fill, then gtun's queue for it).
-	hold chan struct{}
-	down atomic.Bool // refuses connections
+	hold  chan struct{}
+	down  atomic.Bool  // refuses connections
+	ended atomic.Int32 // sessions that ended
 	// gate, when set, holds every connection before the handshake until
 	// it is closed: a server that answers late.
 	gate chan struct{}
@@ -120,6 +121,7 @@ func (s *memServer) serve(ctx context.Context, raw net.Conn) {
 		sess.Close()
 		return
 	}
+	defer s.ended.Add(1)
 	_ = sess.Run(ctx, session.Handlers{Packet: func(f []byte) {
 		if s.hold != nil {
 			select {
@@ -190,6 +192,30 @@ type memClient struct {
 	c       *Client
 	dev     *memdev.Device
 	servers []*memServer
+	ctx     context.Context // the client's run
+
+	mu         sync.Mutex
+	byEndpoint map[string]*memServer // what its dialer reaches: every server ever configured
+}
+
+// entry is s as a [[server]] of m.
+func (m *memClient) entry(s *memServer) config.ServerEntry {
+	return config.ServerEntry{Name: s.name, Endpoints: []string{s.endpoint}, Transport: transport.TCP, PublicKey: s.key.Public()}
+}
+
+// reconfigure makes servers the client's [[server]] list, as a reload of a
+// file listing them would.
+func (m *memClient) reconfigure(servers ...*memServer) {
+	m.t.Helper()
+	var entries []config.ServerEntry
+	m.mu.Lock()
+	for _, s := range servers {
+		s.clientKey = m.c.cfg.PrivateKey.Public()
+		m.byEndpoint[s.endpoint] = s
+		entries = append(entries, m.entry(s))
+	}
+	m.mu.Unlock()
+	m.c.applyServers(m.ctx, entries)
 }
 
 // newMemClient runs a gtun in memory with servers as its [[server]]s, in
@@ -202,18 +228,22 @@ func newMemClient(t testing.TB, gateway bool, servers ...*memServer) *memClient 
 		t.Fatal(err)
 	}
 	cfg := &config.Client{PrivateKey: key, Tun: "gtun0", Gateway: gateway}
-	byEndpoint := map[string]*memServer{}
+	m := &memClient{t: t, dev: memdev.New("gtun0", true), servers: servers, byEndpoint: map[string]*memServer{}}
+	byEndpoint := m.byEndpoint
 	for _, s := range servers {
 		s.clientKey = key.Public()
 		byEndpoint[s.endpoint] = s
 		cfg.Servers = append(cfg.Servers, config.ServerEntry{Name: s.name, Endpoints: []string{s.endpoint}, Transport: transport.TCP, PublicKey: s.key.Public()})
 	}
 	c := New(cfg, testLog())
-	dev := memdev.New(cfg.Tun, true)
+	dev := m.dev
 	c.dev = dev
 	ctx, cancel := context.WithCancel(context.Background())
+	m.c, m.ctx = c, ctx
 	c.dialTCP = func(_ context.Context, endpoint string) (net.Conn, error) {
+		m.mu.Lock()
 		s := byEndpoint[endpoint]
+		m.mu.Unlock()
 		if s == nil || s.down.Load() {
 			return nil, errors.New("connection refused")
 		}
@@ -226,18 +256,19 @@ func newMemClient(t testing.TB, gateway bool, servers ...*memServer) *memClient 
 		return a, nil
 	}
 	for _, up := range c.upstreams {
-		c.goRun(func() { c.connectLoop(ctx, up) })
+		c.startUpstream(ctx, up)
 	}
 	c.goRun(func() { c.readDevice(ctx) })
 	t.Cleanup(func() {
 		cancel()
 		dev.Close()
 		c.wg.Wait()
-		for _, s := range servers {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, s := range m.byEndpoint {
 			s.wg.Wait()
 		}
 	})
-	m := &memClient{t: t, c: c, dev: dev, servers: servers}
 	for _, s := range servers {
 		if s.gate == nil {
 			m.waitState(s.name, "connected")
@@ -265,7 +296,7 @@ func (m *memClient) waitState(name, state string) {
 
 // upstream is the client's upstream of the server called name.
 func (m *memClient) upstream(name string) *upstream {
-	for _, up := range m.c.upstreams {
+	for _, up := range m.c.servers() {
 		if up.name == name {
 			return up
 		}

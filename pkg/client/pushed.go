@@ -70,7 +70,6 @@ func (c *Client) applyConfig(up *upstream, m *session.Msg) error {
 			"server", up.name, "subnets", subnets)
 		subnets = nil
 	}
-	desired := c.selectRoutes(up.name, up.getEntry(), pushed)
 	var dns splitdns.Route
 	if m.DNS != nil {
 		for _, s := range m.DNS.Servers {
@@ -87,6 +86,7 @@ func (c *Client) applyConfig(up *upstream, m *session.Msg) error {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	desired := c.selectRoutes(up.name, up.getEntry(), pushed) // reads every server's endpoints: under c.mu
 	up.mu.Lock()
 	up.mtu, up.pushed, up.desired, up.subnetList, up.dns = m.MTU, pushed, desired, subnets, dns
 	up.mu.Unlock()
@@ -102,7 +102,7 @@ func (c *Client) applyConfig(up *upstream, m *session.Msg) error {
 // selectRoutes picks, from what a server pushes, the routes to install: the
 // configured subset (all when none is configured), never one that covers
 // the endpoint of this or any other server (that would send a tunnel into
-// itself or into another one).
+// itself or into another one). Call with c.mu held.
 func (c *Client) selectRoutes(name string, entry config.ServerEntry, pushed []netip.Prefix) []netip.Prefix {
 	endpoints := slices.Clone(entry.Endpoints)
 	for _, up := range c.upstreams {

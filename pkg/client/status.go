@@ -132,7 +132,7 @@ func (c *Client) Status() Status {
 			installed[r.Prefix.String()] = RouteStatus{Prefix: r.Prefix.String(), Installed: r.Installed, Note: note}
 		}
 	}
-	for _, up := range c.upstreams {
+	for _, up := range c.servers() {
 		sess := up.sess.Load()
 		up.mu.Lock()
 		ss := ServerStatus{Name: up.name, State: up.state, Since: up.since, Endpoint: up.endpoint,

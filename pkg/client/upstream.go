@@ -33,6 +33,10 @@ const (
 // reconnects.
 type upstream struct {
 	name string // never changes: reloads match servers by name
+	// stop ends the connect loop of a server a reload removed; done is
+	// closed when it has returned. Set by startUpstream before it runs.
+	stop context.CancelFunc
+	done chan struct{}
 	sess atomic.Pointer[session.Session]
 
 	mu         sync.Mutex

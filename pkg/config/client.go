@@ -66,10 +66,10 @@ type Client struct {
 	// about this VPC. Off: their own addresses cross, which needs the
 	// server's [[peer]] subnets (site-to-site).
 	Masquerade bool `reload:"client.masquerade,restart"`
-	// Servers reload one by one, matched by name: a server's routes and
-	// DNS keys apply live, its endpoints, transport or key make it
-	// reconnect; adding or removing a server needs a restart (the
-	// client's reload says so).
+	// Servers reload one by one, matched by name: a server added starts, a
+	// server removed stops, a server's routes and DNS keys apply live, its
+	// endpoints, transport or key make it reconnect; the others are not
+	// touched.
 	Servers []ServerEntry `reload:"server,live"`
 	Log     Log           `reload:"log,restart"`
 }

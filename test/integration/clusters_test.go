@@ -512,3 +512,114 @@ func TestManyClustersSameDomainBySuffix(t *testing.T) {
 		t.Logf("gtun status:\n%s", out)
 	}
 }
+
+// [[server]] blocks are live: while a download from cluster 1 runs, a
+// SIGHUP with cluster 2 added connects it (its routes, address and split
+// DNS under its suffix appear), and a SIGHUP with it removed takes all of
+// that away again and ends its session at its gtund; the download arrives
+// intact and cluster 1 never reconnects.
+func TestServerAddedAndRemovedLive(t *testing.T) {
+	t.Parallel()
+	testnet.Require(t, "dig", "sha256sum")
+	c := newClusters(t)
+	poddns := testnet.GoBuild(t, "./tools/poddns")
+	const web = "web.default.svc.cluster.local"
+	c.tp.Start(t, "pod2", filepath.Join(c.dir, "pod2-dns.log"), poddns, "-listen", ":53", "-record", web+"="+podIP)
+	ckey, cpub := c.key(t, "vm")
+	const routes = `routes = ["10.244.0.0/16", "10.96.0.0/16"]`
+	g1 := c.gtund1(routes + "\n" + `map = ["10.244.0.0/16=100.100.0.0/16", "10.96.0.0/16=100.110.0.0/16"]`)
+	g2 := c.gtund2("100.64.241.0/24", routes+"\n"+`map = ["10.244.0.0/16=100.101.0.0/16", "10.96.0.0/16=100.111.0.0/16"]`+"\n"+
+		`dns = { servers = ["10.96.0.10"], domains = ["cluster.local"] }`)
+	c.startGtund(t, g1, c.writeServer(t, g1, cpub))
+	c.startGtund(t, g2, c.writeServer(t, g2, cpub))
+	one := serverBlock("cluster1", gwWAN, c.serverPub, "")
+	two := serverBlock("cluster2", testnet.GW2Wan, c.pub2, `dns_suffix = "c2"`)
+	cli := c.startClient(t, "vm", "vm", c.writeClient(t, ckey, one))
+	c.waitServers(t, 15*time.Second, "cluster1 connected", connected("cluster1"))
+	c.answer(t, "http://100.100.1.20:8080/name", "cluster1")
+
+	// About 12 s at 1 MB/s: it runs across both reloads.
+	const size = 12_000_000
+	want := patternSHA256(size)
+	dl := make(chan error, 1)
+	go func() {
+		out, err := c.tp.Exec("vm", "sh", "-c", fmt.Sprintf("curl -fsS --max-time 60 --limit-rate 1M http://100.100.1.20:8080/bytes?n=%d | sha256sum", size))
+		if err == nil && !strings.HasPrefix(out, want) {
+			err = fmt.Errorf("sha256 %q, want %s", out, want)
+		}
+		dl <- err
+	}()
+	time.Sleep(time.Second)
+
+	c.writeClient(t, ckey, one, two)
+	hup(t, "gtun", cli)
+	took := c.waitServers(t, 15*time.Second, "cluster2 added and connected", connected("cluster1", "cluster2"))
+	t.Logf("LIVE cluster2 added: connected with its routes %v after the SIGHUP", took.Round(time.Millisecond))
+	c.answer(t, "http://100.101.1.20:8080/name", "cluster2")
+	const fwd = "100.64.240.2"
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if out, err := c.dig("vm", fwd, "web.default.svc.c2", "+short"); err != nil || out != "100.101.1.20" {
+			return fmt.Errorf("web.default.svc.c2: %v %q", err, out)
+		}
+		return nil
+	})
+	if out := c.tp.MustExec(t, "vm", "ip", "-4", "addr", "show", "gtun0"); !strings.Contains(out, "100.64.241.2/24") {
+		t.Errorf("gtun0 lacks cluster2's address:\n%s", out)
+	}
+
+	c.writeClient(t, ckey, one)
+	hup(t, "gtun", cli)
+	c.waitServers(t, 10*time.Second, "cluster2 removed", func(m map[string]client.ServerStatus) bool {
+		_, there := m["cluster2"]
+		return !there
+	})
+	select {
+	case err := <-dl:
+		t.Fatalf("the download ended before cluster2 was removed (the test proves nothing): %v", err)
+	default:
+	}
+	testnet.Eventually(t, 10*time.Second, func() error {
+		for _, p := range []string{"100.101.0.0/16", "100.111.0.0/16"} {
+			if out, _ := c.tp.Exec("vm", "ip", "route", "show", p); strings.TrimSpace(out) != "" {
+				return fmt.Errorf("route %s still there: %q", p, out)
+			}
+		}
+		if out := c.tp.MustExec(t, "vm", "ip", "-4", "addr", "show", "gtun0"); strings.Contains(out, "100.64.241.2") {
+			return fmt.Errorf("cluster2's address still on gtun0:\n%s", out)
+		}
+		var st client.Status
+		if err := tryStatus(bins.gtun, c.clientSocket("vm"), &st); err != nil {
+			return err
+		}
+		if st.DNS != nil && slices.Contains(st.DNS.Domains, "c2") {
+			return fmt.Errorf("split dns still routes c2: %+v", st.DNS)
+		}
+		var sst struct {
+			Peers []struct {
+				Name      string `json:"name"`
+				Connected bool   `json:"connected"`
+			} `json:"peers"`
+		}
+		if err := tryStatus(bins.gtund, c.socket(g2), &sst); err != nil {
+			return err
+		}
+		for _, p := range sst.Peers {
+			if p.Connected {
+				return fmt.Errorf("gtund2 still has a session of %s", p.Name)
+			}
+		}
+		return nil
+	})
+	if out, _ := c.dig("vm", fwd, "web.default.svc.c2", "+short"); out == "100.101.1.20" {
+		t.Errorf("web.default.svc.c2 still answered after cluster2 was removed")
+	}
+	if err := <-dl; err != nil {
+		t.Fatalf("download from cluster1 across the add and the removal of cluster2: %v", err)
+	}
+	if st := c.clientStatus(t)["cluster1"]; st.Reconnects != 0 || st.State != "connected" {
+		t.Errorf("cluster1: %s, %d reconnects; want connected throughout", st.State, st.Reconnects)
+	}
+	if !strings.Contains(cli.Log(), `msg="reload: server removed; closing its session, its routes and split dns are gone" server=cluster2`) {
+		t.Errorf("the removal was not logged")
+	}
+}
