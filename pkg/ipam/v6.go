@@ -24,17 +24,13 @@ func Address6(pool, pool6 netip.Prefix, a4 netip.Addr) netip.Addr {
 // Offset6 is the offset of a in pool6 when a is the IPv6 address of the
 // pool address with that offset (Address6), and whether it is.
 func Offset6(pool, pool6 netip.Prefix, a netip.Addr) (int, bool) {
-	if !a.Is6() || !pool6.Contains(a) {
+	// a must lie in the first 2^hostBits addresses of pool6: the bits of
+	// pool6's host part above the pool's host bits are zero.
+	hostBits := 32 - pool.Bits()
+	if !a.Is6() || !netip.PrefixFrom(pool6.Masked().Addr(), 128-hostBits).Contains(a) {
 		return 0, false
 	}
 	b := a.As16()
-	hostBits := 32 - pool.Bits()
-	// Bits of pool6's host part above the IPv4 host bits must be zero.
-	for i := pool6.Bits(); i < 128-hostBits; i++ {
-		if b[i/8]&(0x80>>(i%8)) != 0 {
-			return 0, false
-		}
-	}
 	off := be32([4]byte{b[12], b[13], b[14], b[15]}) & (1<<hostBits - 1)
 	return int(off), true
 }

@@ -138,3 +138,27 @@ func TestRoutingToPeers6(t *testing.T) {
 		})
 	}
 }
+
+// IPv6 frames cost no allocation either: checked, routed, dropped.
+func TestDataPlaneAllocs6(t *testing.T) {
+	m := newMemServer(t, testConfig6(t, config.Peer{Name: "vm", Allowed: []netip.Prefix{pfx("fd00:10:244::/56")}}))
+	m.dev.Discard()
+	vm := m.connect("vm")
+	me6 := ipam.Address6(m.s.cfg.Pool, m.s.cfg.Pool6, vm.addr)
+	ps := m.s.route(me6)
+	if ps == nil {
+		t.Fatalf("%s not routed to vm", me6)
+	}
+	pass, drop := frame6(me6.String(), "fd00:10:244:1::20", 6, syn22...), frame6(me6.String(), "fd00:10:96::10", 6, syn22...)
+	m.s.fromPeer(ps, drop) // its line logged: the next ones are held back
+	for name, f := range map[string]func(){
+		"pass":       func() { m.s.fromPeer(ps, pass) },
+		"drop":       func() { m.s.fromPeer(ps, drop) },
+		"route":      func() { m.s.route(me6) },
+		"route miss": func() { m.s.route(netip.MustParseAddr("fd00:172:16::1")) },
+	} {
+		if n := testing.AllocsPerRun(1000, f); n != 0 {
+			t.Errorf("%s: %v allocations per packet", name, n)
+		}
+	}
+}
