@@ -183,7 +183,8 @@ func TestIPv6ThroughTunnel(t *testing.T) {
 // Gateway mode over IPv6: vm2, whose IPv6 default route is vm, pings the
 // pod's IPv6 address, reaches it and the IPv6 ClusterIP over HTTP and asks
 // the cluster's DNS at the IPv6 ClusterIP for AAAA (UDP and TCP), through
-// vm's tunnel; vm's ip6
+// vm's tunnel, directly and through gtun's split DNS forwarder (gtund
+// pushes the IPv6 ClusterIP as the cluster's DNS server); vm's ip6
 // table rewrites vm2's source to vm's IPv6 tunnel address (and gtund's
 // masquerades it again into the cluster), and gtun turned IPv6 forwarding
 // on. A stop leaves no table of either family.
@@ -194,17 +195,33 @@ func TestIPv6GatewayMode(t *testing.T) {
 	e.tp.Start(t, "pod", filepath.Join(e.dir, "kube-dns.log"), poddns, "-listen", ":53", "-record", clusterName+"="+testnet.ClusterIP6)
 	e.tp.MustExec(t, "vm", "sysctl", "-qw", "net.ipv6.conf.all.forwarding=0")
 	ckey, cpub := e.key(t, "vm")
-	srv := e.startServer(t, e.serverConfig6(t, nil, peer{name: "vm", pub: cpub}))
+	srv := e.startServer(t, e.serverConfig6(t, []string{`keepalive = "1s"`,
+		`keepalive = "1s"` + "\n" + `dns = { servers = ["` + testnet.ClusterIP6 + `"], domains = ["cluster.local"] }`}, peer{name: "vm", pub: cpub}))
 	cli := e.startClient(t, "vm", "vm", e.gatewayClientConfig(t, "vm", ckey, "gateway = true\n"))
 	e.waitRoute(t, "vm", testnet.PodCIDR6, cli)
 	e.ping6(t, "vm2", testnet.PodIP6)
 	e.reach(t, "vm2", podURL6, 10*time.Second)
 	e.reach(t, "vm2", serviceURL, 10*time.Second)
 	e.reach(t, "vm2", "http://"+podIP+":8080/", 10*time.Second)
-	for _, proto := range []string{"+notcp", "+tcp"} {
-		out, err := e.tp.Exec("vm2", "dig", "@"+testnet.ClusterIP6, clusterName, "AAAA", "+short", "+time=3", "+tries=1", proto)
-		if err != nil || strings.TrimSpace(out) != testnet.ClusterIP6 {
-			t.Errorf("dig AAAA %s from vm2: %v %q, want %s", proto, err, out, testnet.ClusterIP6)
+	const forwarder = "100.64.240.2" // gtun's split DNS forwarder, on its tunnel address
+	testnet.Eventually(t, 10*time.Second, func() error {
+		var cst client.Status
+		if err := tryStatus(bins.gtun, e.clientSocket("vm"), &cst); err != nil {
+			return err
+		}
+		if cst.DNS == nil || cst.DNS.Listen != forwarder+":53" {
+			return fmt.Errorf("dns status %+v", cst.DNS)
+		}
+		return nil
+	})
+	for _, host := range []string{"vm", "vm2"} {
+		for _, server := range []string{testnet.ClusterIP6, forwarder} {
+			for _, proto := range []string{"+notcp", "+tcp"} {
+				out, err := e.tp.Exec(host, "dig", "@"+server, clusterName, "AAAA", "+short", "+time=3", "+tries=1", proto)
+				if err != nil || strings.TrimSpace(out) != testnet.ClusterIP6 {
+					t.Errorf("dig AAAA @%s %s from %s: %v %q, want %s", server, proto, host, err, out, testnet.ClusterIP6)
+				}
+			}
 		}
 	}
 	if got := strings.TrimSpace(e.tp.MustExec(t, "vm", "sysctl", "-n", "net.ipv6.conf.all.forwarding")); got != "1" {
