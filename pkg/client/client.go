@@ -64,8 +64,11 @@ type Client struct {
 	// SNAT rule per route)
 	natMu      sync.Mutex
 	natSpec    nat.Spec
-	natApplied bool        // natSpec is in the kernel
-	forward6   atomic.Bool // gateway mode turned net.ipv6.conf.all.forwarding on (a server gave an IPv6 address)
+	natApplied bool // natSpec is in the kernel
+	// noIPv6: the TUN device has IPv6 off (a kernel without IPv6, or
+	// disable_ipv6 set): servers' IPv6 addresses and routes are left out.
+	noIPv6   bool
+	forward6 atomic.Bool // gateway mode turned net.ipv6.conf.all.forwarding on (a server gave an IPv6 address)
 
 	dns *splitdns.Manager // split DNS pushed by the servers
 
@@ -102,6 +105,10 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 		c.dev.Close()
 		c.log.Info("removed tun device", "tun", c.cfg.Tun)
 	}()
+	if !tun.IPv6Enabled(c.cfg.Tun) {
+		c.noIPv6 = true
+		c.log.Info("IPv6 is off on the tun device; servers' IPv6 addresses and routes are not used", "tun", c.cfg.Tun)
+	}
 	c.routes = route.NewReconciler(route.Options{Link: c.cfg.Tun, Logger: c.log, Shared: shared})
 	// Routes of ours left by a killed predecessor on a device of this name.
 	if err := c.routes.RemoveAll(); err != nil {

@@ -65,6 +65,13 @@ func (c *Client) applyConfig(up *upstream, m *session.Msg) error {
 		}
 		subnets = append(subnets, p.Masked())
 	}
+	if c.noIPv6 && (addr6.IsValid() || slices.ContainsFunc(pushed, is6)) {
+		c.rate.Log(slog.LevelWarn, "noipv6:"+up.name, "the server gives IPv6 addresses or routes, but IPv6 is off on this host's tun device: IPv4 only",
+			"server", up.name, "address6", m.Address6)
+		addr6, gw6 = netip.Prefix{}, netip.Addr{}
+		pushed = slices.DeleteFunc(pushed, is6)
+		subnets = slices.DeleteFunc(subnets, is6)
+	}
 	if len(subnets) > 0 && !c.cfg.Gateway {
 		c.rate.Log(slog.LevelWarn, "subnets:"+up.name, "the server routes subnets to this client, but gateway mode is off: packets to them are dropped (set gateway = true)",
 			"server", up.name, "subnets", subnets)
@@ -177,3 +184,5 @@ func (c *Client) applyLocked() {
 	}
 	c.applyDNSLocked()
 }
+
+func is6(p netip.Prefix) bool { return !p.Addr().Is4() }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -218,4 +219,11 @@ func prefixToIPNet(p netip.Prefix) *net.IPNet {
 		bits = 128
 	}
 	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
+}
+
+// IPv6Enabled reports whether the device can carry IPv6: the kernel has
+// IPv6 and the device's disable_ipv6 is not set.
+func IPv6Enabled(name string) bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + name + "/disable_ipv6")
+	return err == nil && strings.TrimSpace(string(b)) == "0"
 }

@@ -344,3 +344,28 @@ func TestIPv6Map(t *testing.T) {
 	stop(t, "gtund", srv)
 	e.noLeftovers6(t)
 }
+
+// A client whose host has IPv6 off on its tun device (disable_ipv6) leaves
+// a dual-stack server's IPv6 address and routes out and carries IPv4 as
+// before, instead of failing to configure the device.
+func TestIPv6OffOnClient(t *testing.T) {
+	t.Parallel()
+	e := newEnv6(t)
+	e.tp.MustExec(t, "vm", "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
+	ckey, cpub := e.key(t, "vm")
+	srv := e.startServer(t, e.serverConfig6(t, nil, peer{name: "vm", pub: cpub}))
+	cli := e.startClient(t, "vm", "vm", e.clientConfig(t, "vm", ckey, e.serverPub))
+	e.waitRoute(t, "vm", "10.244.0.0/16", cli)
+	e.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
+	var cst client.Status
+	status(t, bins.gtun, e.clientSocket("vm"), &cst)
+	if s := cst.Servers[0]; s.Address6 != "" || len(s.Routes) != 2 {
+		t.Errorf("gtun status with IPv6 off: address6 %q, routes %+v", s.Address6, s.Routes)
+	}
+	if !strings.Contains(cli.Log(), "IPv6 is off on the tun device") {
+		t.Errorf("gtun did not say IPv6 is off:\n%s", cli.LogTail(20))
+	}
+	stop(t, "gtun", cli)
+	stop(t, "gtund", srv)
+	e.noLeftovers6(t)
+}
