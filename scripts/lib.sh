@@ -5,9 +5,9 @@
 #
 # Knobs (environment):
 #   PREFIX     namespace prefix (the sourcing script sets a default)
-#   TRANSPORT  tcp | kcp                       (default tcp)
+#   TRANSPORT  tcp | udp | kcp                 (default tcp)
 #   GTUND_TRANSPORTS  gtund's transports list, TOML (default ["tcp"], or
-#              ["tcp", "kcp"] with TRANSPORT=kcp)
+#              ["tcp", "udp", "kcp"] with TRANSPORT=udp or kcp)
 #   KEEP=1     keep the work directory (configs, keys, logs) after exit
 #   GTUN_BIN, GTUND_BIN, PODHTTP_BIN           binaries (default bin/...)
 
@@ -63,7 +63,7 @@ lib_init() {
 		note "building $PODHTTP_BIN"
 		(cd "$LIB_ROOT" && go build -o "$PODHTTP_BIN" ./tools/podhttp) || die "cannot build tools/podhttp"
 	fi
-	case $TRANSPORT in tcp | kcp) ;; *) die "TRANSPORT must be tcp or kcp, not '$TRANSPORT'" ;; esac
+	case $TRANSPORT in tcp | udp | kcp) ;; *) die "TRANSPORT must be tcp, udp or kcp, not '$TRANSPORT'" ;; esac
 	D=$(mktemp -d "/tmp/gtun-$PREFIX.XXXXXX")
 	chmod 700 "$D"
 	trap lib_cleanup EXIT
@@ -154,7 +154,7 @@ lib_write_configs() {
 		[[ $FEC =~ ^[0-9]+:[0-9]+$ ]] || die "FEC: want DATA:PARITY, e.g. 10:3 (got '$FEC')"
 		fec=$(printf 'fec_data = %s\nfec_parity = %s' "${FEC%%:*}" "${FEC##*:}")
 	fi
-	[ "$TRANSPORT" = kcp ] && transports='["tcp", "kcp"]'
+	[ "$TRANSPORT" = tcp ] || transports='["tcp", "udp", "kcp"]'
 	transports=${GTUND_TRANSPORTS:-$transports}
 	cat >"$D/gtund.toml" <<-TOML
 		[server]

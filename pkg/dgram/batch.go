@@ -154,6 +154,10 @@ type batchWriter struct {
 	kick     chan struct{}
 	closed   chan struct{}
 	done     chan struct{}
+
+	rc    syscall.RawConn
+	gso   gsoMsg // under sendMu
+	noGSO bool   // under sendMu: the socket refused UDP_SEGMENT once
 }
 
 type batch struct {
@@ -176,7 +180,7 @@ func newBatchWriter(c *net.UDPConn, connected bool, errs *drops, direct func(b [
 	if err != nil {
 		return nil, err
 	}
-	w := &batchWriter{connected: connected, errors: errs, direct: direct,
+	w := &batchWriter{connected: connected, errors: errs, direct: direct, rc: rc,
 		kick: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{})}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
@@ -332,4 +336,99 @@ func putSockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort, family int) uint3
 	*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: to.Addr().As16()}
 	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], to.Port())
 	return unix.SizeofSockaddrInet6
+}
+
+// UDP GSO (UDP_SEGMENT, Linux 4.18+): a run of datagrams of one size (the
+// last may be shorter) leaves in one sendmsg and crosses the kernel's
+// stack as one buffer, cut into datagrams at the device or by it. The
+// kernel takes at most gsoMaxSegments per call, in at most gsoMaxBytes.
+const (
+	gsoMaxSegments = 64
+	gsoMaxBytes    = 65000
+	solUDP         = 17  // SOL_UDP
+	udpSegment     = 103 // UDP_SEGMENT
+	udpGRO         = 104 // UDP_GRO
+)
+
+// gsoMsg is the sendmsg of a GSO run: its header, buffers and callback are
+// made once (nothing allocated per call); used under the writer's sendMu.
+type gsoMsg struct {
+	msg   unix.Msghdr
+	iov   unix.Iovec
+	name  unix.RawSockaddrInet6
+	oob   [24]byte // one cmsghdr (16 bytes) and its uint16, aligned
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+func (g *gsoMsg) sendmsg(fd uintptr) bool {
+	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&g.msg)), unix.MSG_DONTWAIT)
+	switch {
+	case errno == unix.EAGAIN || errno == unix.EINTR:
+		return false
+	default:
+		g.errno = errno
+	}
+	return true
+}
+
+// sendGSO sends buf, datagrams of seg bytes back to back (the last may be
+// shorter), to to: with one sendmsg when the socket takes UDP_SEGMENT,
+// else one by one. Datagrams given to send before it leave before it.
+// Like send, errors are counted, not returned: the datagrams are lost, as
+// on the wire.
+func (w *batchWriter) sendGSO(buf []byte, seg int, to netip.AddrPort) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.last = time.Since(writerEpoch)
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	if w.cur.n > 0 { // queued earlier: leaves first
+		w.cur.send(w.errors)
+	}
+	if !w.noGSO {
+		g := &w.gso
+		if g.fn == nil {
+			g.fn = g.sendmsg
+			g.msg.Iov = &g.iov
+			g.msg.SetIovlen(1)
+			g.msg.Control = &g.oob[0]
+			g.msg.SetControllen(len(g.oob))
+			h := (*unix.Cmsghdr)(unsafe.Pointer(&g.oob[0]))
+			h.Level, h.Type = solUDP, udpSegment
+			h.SetLen(unix.CmsgLen(2))
+		}
+		*(*uint16)(unsafe.Pointer(&g.oob[unix.CmsgLen(0)])) = uint16(seg)
+		g.iov.Base = &buf[0]
+		g.iov.SetLen(len(buf))
+		if w.connected {
+			g.msg.Name, g.msg.Namelen = nil, 0
+		} else {
+			g.msg.Name = (*byte)(unsafe.Pointer(&g.name))
+			g.msg.Namelen = putSockaddr(&g.name, to, w.family)
+		}
+		g.errno = 0
+		err := w.rc.Write(g.fn)
+		switch {
+		case err != nil:
+			w.errors.Inc(DropSendError) // the socket is closed
+			return
+		case g.errno == 0:
+			return
+		case g.errno == unix.EIO || g.errno == unix.EINVAL || g.errno == unix.ENOPROTOOPT || g.errno == unix.EOPNOTSUPP:
+			// No UDP GSO here (kernel, device or a size it refuses):
+			// one by one from now on.
+			w.noGSO = true
+		default:
+			w.errors.Inc(DropSendError)
+			return
+		}
+	}
+	for len(buf) > 0 {
+		d := buf[:min(seg, len(buf))]
+		buf = buf[len(d):]
+		if err := w.direct(d, to); err != nil {
+			w.errors.Inc(DropSendError)
+		}
+	}
 }

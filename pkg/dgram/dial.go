@@ -231,7 +231,7 @@ func clientSession(conn *net.UDPConn, keys secure.Keys, local, remote uint32) (*
 		return nil, err
 	}
 	s, err := sessionFromKeys(keys, sessionParams{local: local, remote: remote, endpoint: server, drops: counts,
-		xmit: func(b []byte, to netip.AddrPort) error { w.send(b, to); return nil }})
+		xmit: func(b []byte, to netip.AddrPort) error { w.send(b, to); return nil }, xmitGSO: w.sendGSO})
 	if err != nil {
 		w.close()
 		return nil, err

@@ -348,7 +348,7 @@ func (l *Listener) handshake(j *handshakeJob) {
 // newSession makes the session of a completed handshake and gives it its
 // index; closing it forgets the index.
 func (l *Listener) newSession(keys secure.Keys, client secure.PublicKey, remote uint32, from netip.AddrPort) (*Session, error) {
-	s, err := sessionFromKeys(keys, sessionParams{remote: remote, endpoint: from, roams: true, xmit: l.sendData, drops: &l.drops})
+	s, err := sessionFromKeys(keys, sessionParams{remote: remote, endpoint: from, roams: true, xmit: l.sendData, xmitGSO: l.writer.sendGSO, drops: &l.drops})
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,8 @@ var ErrClosed = errors.New("datagram session closed")
 type Session struct {
 	local, remote uint32 // our index (the peer writes it on what it sends us) and the peer's
 	xmit          func(b []byte, to netip.AddrPort) error
-	endpoint      atomic.Pointer[netip.AddrPort] // where datagrams for the peer go
+	xmitGSO       func(b []byte, seg int, to netip.AddrPort) // a run of datagrams of seg bytes; nil: one by one
+	endpoint      atomic.Pointer[netip.AddrPort]            // where datagrams for the peer go
 	roams         bool                           // the endpoint follows the newest authenticated datagram (server side)
 	drops         *drops                         // the listener's or dialer's counters
 	now           func() time.Time
@@ -62,6 +63,7 @@ type sessionParams struct {
 	endpoint      netip.AddrPort
 	roams         bool
 	xmit          func(b []byte, to netip.AddrPort) error
+	xmitGSO       func(b []byte, seg int, to netip.AddrPort)
 	drops         *drops
 }
 
@@ -75,7 +77,7 @@ func newSession(p sessionParams) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{local: p.local, remote: p.remote, xmit: p.xmit, roams: p.roams, drops: p.drops, now: now,
+	s := &Session{local: p.local, remote: p.remote, xmit: p.xmit, xmitGSO: p.xmitGSO, roams: p.roams, drops: p.drops, now: now,
 		sealer: sl, sbuf: make([]byte, 0, MaxDatagram), opener: op, closed: make(chan struct{}),
 		in: make(chan inbound, queueLen), wait: time.NewTimer(time.Hour)}
 	s.wait.Stop()
@@ -138,6 +140,53 @@ func (s *Session) send(kind byte, payload []byte) error {
 	s.txDatagrams.Add(1)
 	return nil
 }
+
+// SealPacket appends the packet datagram carrying pkt to dst (in dst's
+// spare capacity when it suffices: no allocation), for SendSealed.
+func (s *Session) SealPacket(dst, pkt []byte) ([]byte, error) {
+	if len(pkt) > MaxPayload {
+		return dst, errors.New("datagram payload too large")
+	}
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	return s.sealer.seal(dst, KindPacket, pkt, s.now())
+}
+
+// SendSealed sends datagrams SealPacket made, laid back to back in buf,
+// each seg bytes but the last (which may be shorter): with one system
+// call (UDP GSO) where the socket takes it.
+func (s *Session) SendSealed(buf []byte, seg int) error {
+	select {
+	case <-s.closed:
+		return ErrClosed
+	default:
+	}
+	if len(buf) == 0 {
+		return nil
+	}
+	n := (len(buf) + seg - 1) / seg
+	to := *s.endpoint.Load()
+	if n == 1 || s.xmitGSO == nil {
+		for len(buf) > 0 {
+			d := buf[:min(seg, len(buf))]
+			buf = buf[len(d):]
+			if err := s.xmit(d, to); err != nil {
+				return err
+			}
+		}
+	} else {
+		s.xmitGSO(buf, seg, to)
+	}
+	s.txDatagrams.Add(uint64(n))
+	return nil
+}
+
+// GSO limits a run given to SendSealed: at most GSOMaxSegments datagrams,
+// GSOMaxBytes in all.
+const (
+	GSOMaxSegments = gsoMaxSegments
+	GSOMaxBytes    = gsoMaxBytes
+)
 
 // SetRekeyInterval sets how long this side's send key lives (the other
 // direction is the peer's to decide).

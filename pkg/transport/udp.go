@@ -33,12 +33,16 @@ const UDP = "udp"
 type Datagrams struct {
 	s *dgram.Session
 
-	mu      sync.Mutex // SendFrame's: scratch and the error of the batch
+	mu      sync.Mutex // SendFrame's: what follows
 	scratch []byte     // where packet.Segment builds each segment
 	emit    func([]byte) error
+	run     []byte // sealed datagrams of one size back to back, for one GSO send
+	runSeg  int    // their size; 0: run is empty
+	runN    int
+	runEnd  bool // the last one is shorter: nothing may follow it in this run
 
 	deliver atomic.Pointer[func([]byte)]
-	gro     coalescer // the receiver's, on the session's reading goroutine
+	gro     *packet.Coalescer // the receiver's, on the session's reading goroutine
 }
 
 // ErrTooBig is a packet larger than a datagram carries (a tunnel MTU set
@@ -48,9 +52,9 @@ var ErrTooBig = errors.New("packet larger than a datagram carries")
 // NewDatagrams makes the data path of session s. Packets that arrive
 // before SetReceiver are dropped (and counted by the datagram layer).
 func NewDatagrams(s *dgram.Session) *Datagrams {
-	d := &Datagrams{s: s, scratch: make([]byte, packet.MaxIP)}
-	d.emit = d.sendPacket
-	d.gro.init(d.flushFrame)
+	d := &Datagrams{s: s}
+	d.emit = d.addToRun
+	d.gro = packet.NewCoalescer(d.flushFrame)
 	return d
 }
 
@@ -67,7 +71,15 @@ func (d *Datagrams) SendFrame(frame []byte) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return packet.Segment(h, pkt, d.scratch, d.emit)
+	if d.scratch == nil { // the first TSO frame: an idle session holds none
+		d.scratch = make([]byte, packet.MaxIP)
+		d.run = make([]byte, 0, dgram.GSOMaxBytes)
+	}
+	err := packet.Segment(h, pkt, d.scratch, d.emit)
+	if ferr := d.sendRun(); err == nil {
+		err = ferr
+	}
+	return err
 }
 
 func (d *Datagrams) sendPacket(pkt []byte) error {
@@ -75,6 +87,38 @@ func (d *Datagrams) sendPacket(pkt []byte) error {
 		return ErrTooBig
 	}
 	return d.s.SendPacket(pkt)
+}
+
+// addToRun seals a segment at the end of the run, sending the run first
+// if the segment cannot join it (another size, or no room).
+func (d *Datagrams) addToRun(seg []byte) error {
+	if len(seg) > dgram.MaxPayload {
+		return ErrTooBig
+	}
+	size := len(seg) + dgram.DataOverhead
+	if d.runSeg != 0 && (d.runEnd || size > d.runSeg || d.runN == dgram.GSOMaxSegments || len(d.run)+size > dgram.GSOMaxBytes) {
+		if err := d.sendRun(); err != nil {
+			return err
+		}
+	}
+	if d.runSeg == 0 {
+		d.runSeg = size
+	}
+	d.runEnd = size < d.runSeg
+	var err error
+	d.run, err = d.s.SealPacket(d.run, seg)
+	d.runN++
+	return err
+}
+
+// sendRun sends the run's datagrams (one system call with UDP GSO).
+func (d *Datagrams) sendRun() error {
+	if d.runN == 0 {
+		return nil
+	}
+	err := d.s.SendSealed(d.run, d.runSeg)
+	d.run, d.runSeg, d.runN, d.runEnd = d.run[:0], 0, 0, false
+	return err
 }
 
 // SetReceiver sets where arriving frames go (nil: dropped, counted by the
@@ -96,13 +140,13 @@ func (d *Datagrams) Rekeys() (sent, received uint64) {
 }
 
 // Packet is the datagram session's handler: buf[at:] is one packet, with
-// room for a virtio-net header before it.
-func (d *Datagrams) Packet(buf []byte, at int) {
-	d.gro.add(buf, at)
-}
+// room for a virtio-net header before it. Consecutive segments of a TCP
+// flow are joined into one frame (GRO in user space) until the end of the
+// reader's batch.
+func (d *Datagrams) Packet(buf []byte, at int) { d.gro.Add(buf, at) }
 
-// Flush ends the reader's batch: frames held back for coalescing go.
-func (d *Datagrams) Flush() { d.gro.flush() }
+// Flush ends the reader's batch: the frame being joined goes.
+func (d *Datagrams) Flush() { d.gro.Flush() }
 
 func (d *Datagrams) flushFrame(frame []byte) {
 	if f := d.deliver.Load(); f != nil {

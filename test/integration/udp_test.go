@@ -107,7 +107,7 @@ func TestUDPReplayedAndReorderedDatagramsDropped(t *testing.T) {
 	}
 	sn.close()
 	caps := sn.captured()
-	if len(caps) < 100 {
+	if len(caps) < 20 { // the download's ACKs (GRO on vm joins the data: an ACK per super-packet or two)
 		t.Fatalf("%d packet datagrams from vm captured", len(caps))
 	}
 	before := e.clientStatusOf(t)
@@ -125,10 +125,10 @@ func TestUDPReplayedAndReorderedDatagramsDropped(t *testing.T) {
 	}()
 	raw := openRawUDP(t, e, "vm")
 	var sent uint64
-	for round := range 3 {
+	for round := range 6 {
 		for i := range caps {
 			c := caps[i]
-			if round == 1 { // reordered: last first
+			if round%2 == 1 { // reordered: last first
 				c = caps[len(caps)-1-i]
 			}
 			if err := raw.send(c.src, c.dst, c.payload); err != nil {
@@ -144,7 +144,7 @@ func TestUDPReplayedAndReorderedDatagramsDropped(t *testing.T) {
 	var st server.Status
 	status(t, bins.gtund, e.serverSocket(), &st)
 	replays := st.Datagrams.Dropped[dgram.DropReplay.String()] - st0.Datagrams.Dropped[dgram.DropReplay.String()]
-	t.Logf("UDP replay: %d captured datagrams sent again (as captured, reversed, as captured): %d dropped as replays", sent, replays)
+	t.Logf("UDP replay: %d captured datagrams sent again (as captured and reversed, 3 times each): %d dropped as replays", sent, replays)
 	if replays < sent {
 		t.Errorf("dropped %d replays of %d sent (all: %v)", replays, sent, st.Datagrams.Dropped)
 	}

@@ -1,0 +1,175 @@
+package packet
+
+import "encoding/binary"
+
+// Coalescer is GRO in user space: consecutive TCP segments of one flow, as
+// they arrive one per datagram on the udp transport, are joined into one
+// super-packet with a virtio-net header (TSO), so that the TUN device
+// takes ~45 segments in one write and the kernel sees one large frame, as
+// it does on the tcp transport. Segments join when they continue the
+// pending packet exactly: same addresses, ports, IP fields, TCP options
+// and acknowledgement, the next sequence number, only ACK (and PSH) set,
+// and a payload of the first segment's size (a shorter one, or PSH, ends
+// the super-packet). Everything else goes out as it came, after the
+// pending packet, so the order of packets is kept.
+//
+// The joined frame asks the kernel to complete the TCP checksum
+// (VnetNeedsCsum): the segments' own checksums are not checked here. They
+// come authenticated from the peer, which could as well send a frame with
+// that header over the tcp transport.
+//
+// Not safe for concurrent use: one reader goroutine owns it.
+type Coalescer struct {
+	out func(frame []byte)
+	buf []byte // the pending frame: [virtio-net header][IP packet], at buf[:n]
+	n   int
+
+	segs    int // joined so far; 0: nothing pending
+	ipLen   int
+	hdrLen  int // IP and TCP headers
+	gsoSize int
+	nextSeq uint32
+	ended   bool // a short or PSH segment joined: nothing more may
+}
+
+// NewCoalescer returns a coalescer handing its frames to out, which must
+// not keep them.
+func NewCoalescer(out func(frame []byte)) *Coalescer {
+	return &Coalescer{out: out} // buf comes with the first TCP segment: an idle session holds none
+}
+
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpPSH = 0x08
+	tcpACK = 0x10
+)
+
+// Add takes buf[at:], one IP packet, with at least VnetHdrLen bytes before
+// it that Add may overwrite. The packet joins the pending super-packet, or
+// starts a new one, or (not a TCP data segment) goes to out at once, after
+// the pending one.
+func (c *Coalescer) Add(buf []byte, at int) {
+	pkt := buf[at:]
+	ipLen, hdrLen, plen, ok := tcpSegment(pkt)
+	if ok && c.segs > 0 && c.joins(pkt, ipLen, hdrLen, plen) {
+		copy(c.buf[c.n:], pkt[hdrLen:])
+		c.n += plen
+		c.segs++
+		c.nextSeq += uint32(plen)
+		flags := pkt[ipLen+13]
+		if flags&tcpPSH != 0 {
+			c.buf[VnetHdrLen+ipLen+13] |= tcpPSH
+		}
+		if plen < c.gsoSize || flags&tcpPSH != 0 {
+			c.ended = true
+		}
+		return
+	}
+	c.Flush()
+	if ok {
+		if c.buf == nil {
+			c.buf = make([]byte, VnetHdrLen+MaxIP)
+		}
+		c.n = VnetHdrLen + copy(c.buf[VnetHdrLen:], pkt)
+		c.segs, c.ipLen, c.hdrLen, c.gsoSize = 1, ipLen, hdrLen, plen
+		c.nextSeq = binary.BigEndian.Uint32(pkt[ipLen+4:]) + uint32(plen)
+		c.ended = pkt[ipLen+13]&tcpPSH != 0
+		return
+	}
+	f := buf[at-VnetHdrLen:]
+	clear(f[:VnetHdrLen]) // plain: no offload, the packet's checksums are its own
+	c.out(f)
+}
+
+// tcpSegment reports whether pkt is a TCP segment that may take part in
+// coalescing: IPv4 without options or fragmentation, or IPv6 with TCP
+// right after its header; only ACK, or ACK and PSH, set; some payload.
+func tcpSegment(pkt []byte) (ipLen, hdrLen, plen int, ok bool) {
+	if len(pkt) < 40 {
+		return 0, 0, 0, false
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		if pkt[0] != 0x45 || pkt[9] != protoTCP || binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 ||
+			int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) {
+			return 0, 0, 0, false
+		}
+		ipLen = 20
+	case 6:
+		if len(pkt) < 60 || pkt[6] != protoTCP || int(binary.BigEndian.Uint16(pkt[4:]))+40 != len(pkt) {
+			return 0, 0, 0, false
+		}
+		ipLen = 40
+	default:
+		return 0, 0, 0, false
+	}
+	tcpLen := int(pkt[ipLen+12]>>4) * 4
+	hdrLen = ipLen + tcpLen
+	if tcpLen < 20 || hdrLen >= len(pkt) {
+		return 0, 0, 0, false
+	}
+	if f := pkt[ipLen+13]; f&^tcpPSH != tcpACK {
+		return 0, 0, 0, false
+	}
+	return ipLen, hdrLen, len(pkt) - hdrLen, true
+}
+
+// joins reports whether the segment continues the pending packet.
+func (c *Coalescer) joins(pkt []byte, ipLen, hdrLen, plen int) bool {
+	if c.ended || ipLen != c.ipLen || hdrLen != c.hdrLen || plen > c.gsoSize || c.n+plen > len(c.buf) {
+		return false
+	}
+	p := c.buf[VnetHdrLen:c.n]
+	if ipLen == 20 {
+		// version/IHL and TOS, then (after length, ID, fragment field)
+		// TTL and protocol, then (after the checksum) the addresses
+		if pkt[1] != p[1] || pkt[8] != p[8] || string(pkt[6:7]) != string(p[6:7]) || string(pkt[12:20]) != string(p[12:20]) {
+			return false
+		}
+	} else if string(pkt[0:4]) != string(p[0:4]) || pkt[7] != p[7] || string(pkt[8:40]) != string(p[8:40]) {
+		return false
+	}
+	th, pth := pkt[ipLen:hdrLen], p[ipLen:hdrLen]
+	return string(th[0:4]) == string(pth[0:4]) && // ports
+		binary.BigEndian.Uint32(th[4:]) == c.nextSeq &&
+		string(th[8:12]) == string(pth[8:12]) && // acknowledgement
+		string(th[20:]) == string(pth[20:]) // options (timestamps)
+}
+
+// Flush hands the pending packet, if any, to out: a super-packet with a
+// TSO header when segments were joined, else the packet as it came.
+func (c *Coalescer) Flush() {
+	if c.segs == 0 {
+		return
+	}
+	f := c.buf[:c.n]
+	p := f[VnetHdrLen:]
+	if c.segs == 1 {
+		clear(f[:VnetHdrLen])
+		c.segs = 0
+		c.out(f)
+		return
+	}
+	h := VnetHdr{Flags: VnetNeedsCsum, HdrLen: uint16(c.hdrLen), GSOSize: uint16(c.gsoSize), CsumStart: uint16(c.ipLen), CsumOffset: 16}
+	l4 := len(p) - c.ipLen
+	var sum uint32
+	if c.ipLen == 20 {
+		h.GSOType = GSOTCPv4
+		binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+		p[10], p[11] = 0, 0
+		binary.BigEndian.PutUint16(p[10:], ^Fold(Sum(p[:20], 0)))
+		sum = Sum(p[12:20], 0)
+	} else {
+		h.GSOType = GSOTCPv6
+		binary.BigEndian.PutUint16(p[4:], uint16(l4))
+		sum = Sum(p[8:40], 0)
+	}
+	// The checksum field holds the pseudo-header's sum, not inverted: the
+	// kernel adds the segment's bytes and inverts (checksum offload).
+	binary.BigEndian.PutUint16(p[c.ipLen+16:], Fold(sum+protoTCP+uint32(l4)))
+	h.Encode(f)
+	c.segs = 0
+	c.out(f)
+}

@@ -1,0 +1,181 @@
+package packet
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+)
+
+// segments cuts a TSO packet of payload into MSS-sized segments, as the
+// sending side of the udp transport does.
+func segments(t *testing.T, v6 bool, payload []byte, seq uint32, mss int) [][]byte {
+	t.Helper()
+	pkt := tcpPacket(v6, payload, tcpPSH|tcpACK, seq)
+	ipLen, gso := 20, uint8(GSOTCPv4)
+	if v6 {
+		ipLen, gso = 40, GSOTCPv6
+	}
+	h := VnetHdr{Flags: VnetNeedsCsum, GSOType: gso, HdrLen: uint16(ipLen + 20), GSOSize: uint16(mss), CsumStart: uint16(ipLen), CsumOffset: 16}
+	var out [][]byte
+	if err := Segment(h, pkt, make([]byte, MaxIP), func(s []byte) error { out = append(out, bytes.Clone(s)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// withRoom is p after 16 bytes of headroom, as a datagram delivers it.
+func withRoom(p []byte) ([]byte, int) { return append(make([]byte, 16), p...), 16 }
+
+type frames [][]byte
+
+func (f *frames) out(fr []byte) { *f = append(*f, bytes.Clone(fr)) }
+
+// resegment turns a frame back into the packets it carries.
+func resegment(t *testing.T, fr []byte) [][]byte {
+	t.Helper()
+	h := DecodeVnetHdr(fr)
+	if err := h.Validate(fr[VnetHdrLen:]); err != nil {
+		t.Fatalf("coalesced frame: %v", err)
+	}
+	var out [][]byte
+	if err := Segment(h, fr[VnetHdrLen:], make([]byte, MaxIP), func(s []byte) error { out = append(out, bytes.Clone(s)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A TSO packet cut into segments and coalesced again is one frame whose
+// segments, cut by the kernel's rules (packet.Segment), are the segments
+// that arrived, byte for byte: headers, checksums, IDs and flags.
+func TestCoalescerJoinsWhatSegmentCut(t *testing.T) {
+	payload := make([]byte, 60000)
+	for i := range payload {
+		payload[i] = byte(i * 13)
+	}
+	for _, v6 := range []bool{false, true} {
+		segs := segments(t, v6, payload, 1<<31, 1360)
+		var got frames
+		c := NewCoalescer(got.out)
+		for _, s := range segs {
+			c.Add(withRoom(s))
+		}
+		if len(got) != 0 {
+			t.Fatalf("v6=%v: %d frames before the flush", v6, len(got))
+		}
+		c.Flush()
+		if len(got) != 1 {
+			t.Fatalf("v6=%v: %d frames for one flow's %d segments", v6, len(got), len(segs))
+		}
+		h := DecodeVnetHdr(got[0])
+		if h.GSOSize != 1360 || h.Flags != VnetNeedsCsum {
+			t.Fatalf("v6=%v: header %+v", v6, h)
+		}
+		again := resegment(t, got[0])
+		if len(again) != len(segs) {
+			t.Fatalf("v6=%v: %d segments again, %d arrived", v6, len(again), len(segs))
+		}
+		for i := range segs {
+			validTCP(t, again[i])
+			if !bytes.Equal(again[i], segs[i]) {
+				t.Fatalf("v6=%v: segment %d differs after coalescing", v6, i)
+			}
+		}
+	}
+}
+
+// What does not continue the pending packet ends it, and order is kept:
+// another flow, a gap in the sequence, a non-TCP packet, a short segment
+// (nothing joins after it), PSH.
+func TestCoalescerKeepsOrderAndFlows(t *testing.T) {
+	payload := make([]byte, 1000*6)
+	a := segments(t, false, payload, 1000, 1000) // 6 segments, PSH on the last
+	b := segments(t, false, payload[:3000], 900000, 1000)
+	for _, s := range b { // another flow: other source port
+		binary.BigEndian.PutUint16(s[20:], 40001)
+		fixTCPChecksum(s)
+	}
+	icmp := bytes.Clone(a[0][:28])
+	icmp[9] = protoICMP
+	binary.BigEndian.PutUint16(icmp[2:], 28)
+
+	var got frames
+	c := NewCoalescer(got.out)
+	in := [][]byte{a[0], a[1], b[0], b[1], icmp, a[3], a[4], a[5], a[2]}
+	for _, s := range in {
+		c.Add(withRoom(s))
+	}
+	c.Flush()
+	// a0+a1 | b0+b1 | icmp | a3+a4+a5 (PSH ends it) | a2 (out of order: alone)
+	want := [][][]byte{{a[0], a[1]}, {b[0], b[1]}, {icmp}, {a[3], a[4], a[5]}, {a[2]}}
+	if len(got) != len(want) {
+		t.Fatalf("%d frames, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		var segs [][]byte
+		if DecodeVnetHdr(got[i]).Plain() {
+			segs = [][]byte{got[i][VnetHdrLen:]}
+		} else {
+			segs = resegment(t, got[i])
+		}
+		if len(segs) != len(w) {
+			t.Fatalf("frame %d carries %d packets, want %d", i, len(segs), len(w))
+		}
+		for j := range w {
+			if !bytes.Equal(segs[j], w[j]) {
+				t.Fatalf("frame %d packet %d differs", i, j)
+			}
+		}
+	}
+
+	// A short segment ends the super-packet: the next one starts anew.
+	got = nil
+	short := segments(t, false, payload[:2500], 5000, 1000) // 1000, 1000, 500
+	next := segments(t, false, payload[:1000], 7500, 1000)
+	for _, s := range append(short, next...) {
+		c.Add(withRoom(s))
+	}
+	c.Flush()
+	if len(got) != 2 || len(resegment(t, got[0])) != 3 || !DecodeVnetHdr(got[1]).Plain() {
+		t.Fatalf("short segment: %d frames", len(got))
+	}
+}
+
+func fixTCPChecksum(p []byte) {
+	p[36], p[37] = 0, 0
+	binary.BigEndian.PutUint16(p[36:], ^Fold(Sum(p[20:], pseudoHeader(p, true, protoTCP, len(p)-20))))
+}
+
+// Coalescing allocates nothing once its buffer exists.
+func TestCoalescerDoesNotAllocate(t *testing.T) {
+	segs := segments(t, false, make([]byte, 64000), 1, 1400)
+	bufs := make([][]byte, len(segs))
+	for i, s := range segs {
+		bufs[i], _ = withRoom(s)
+	}
+	c := NewCoalescer(func([]byte) {})
+	allocs := testing.AllocsPerRun(100, func() {
+		for _, b := range bufs {
+			c.Add(b, 16)
+		}
+		c.Flush()
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per batch", allocs)
+	}
+}
+
+func BenchmarkCoalescer64K(b *testing.B) {
+	var segs [][]byte
+	pkt := tcpPacket(false, make([]byte, 64000), tcpACK, 1)
+	h := VnetHdr{Flags: VnetNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1400, CsumStart: 20, CsumOffset: 16}
+	_ = Segment(h, pkt, make([]byte, MaxIP), func(s []byte) error { segs = append(segs, append(make([]byte, 16), s...)); return nil })
+	c := NewCoalescer(func([]byte) {})
+	b.SetBytes(64000)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, s := range segs {
+			c.Add(s, 16)
+		}
+		c.Flush()
+	}
+}
