@@ -24,9 +24,9 @@ type Session struct {
 	local, remote uint32 // our index (the peer writes it on what it sends us) and the peer's
 	xmit          func(b []byte, to netip.AddrPort) error
 	xmitGSO       func(b []byte, seg int, to netip.AddrPort) // a run of datagrams of seg bytes; nil: one by one
-	endpoint      atomic.Pointer[netip.AddrPort]            // where datagrams for the peer go
-	roams         bool                           // the endpoint follows the newest authenticated datagram (server side)
-	drops         *drops                         // the listener's or dialer's counters
+	endpoint      atomic.Pointer[netip.AddrPort]             // where datagrams for the peer go
+	roams         bool                                       // the endpoint follows the newest authenticated datagram (server side)
+	drops         *drops                                     // the listener's or dialer's counters
 	now           func() time.Time
 
 	smu    sync.Mutex
