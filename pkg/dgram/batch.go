@@ -34,7 +34,9 @@ type batchReader struct {
 	msgs   [readBatch]mmsghdr
 	iovs   [readBatch]unix.Iovec
 	names  [readBatch]unix.RawSockaddrInet6 // large enough for either family
+	oobs   [readBatch][24]byte              // a UDP_GRO cmsg: the size of the datagrams joined in a message
 	bufs   [readBatch][]byte
+	gro    bool
 	n      int
 	errno  syscall.Errno
 	readFn func(fd uintptr) bool // r.recv, made once (a method value allocates)
@@ -58,6 +60,35 @@ func newBatchReader(c *net.UDPConn, size int) (*batchReader, error) {
 	return r, nil
 }
 
+// groReadBatch is how many messages one recvmmsg takes with UDP GRO on:
+// each may hold a run of datagrams (up to 64 KiB), so fewer buffers hold
+// as much as readBatch datagrams would, many times over.
+const groReadBatch = 16
+
+// newGROReader is newBatchReader for a socket that takes UDP_GRO (Linux
+// 5.0+): the kernel joins a run of datagrams of one size from one source
+// into one message, and message(i) says their size. Where the socket
+// refuses it, every message is one datagram of at most size bytes.
+func newGROReader(c *net.UDPConn, size int) (*batchReader, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), solUDP, udpGRO, 1) }); err != nil || serr != nil {
+		return newBatchReader(c, size)
+	}
+	r, err := newBatchReader(c, 1<<16)
+	if err != nil {
+		return nil, err
+	}
+	r.gro = true
+	for i := range r.msgs {
+		r.msgs[i].hdr.Control = &r.oobs[i][0]
+	}
+	return r, nil
+}
+
 // read waits for datagrams and returns how many it read (at least one).
 // Datagram i is then r.datagram(i). A closed socket returns net.ErrClosed.
 func (r *batchReader) read() (int, error) {
@@ -65,6 +96,9 @@ func (r *batchReader) read() (int, error) {
 		r.msgs[i].hdr.Namelen = uint32(unsafe.Sizeof(r.names[i]))
 		r.msgs[i].hdr.Flags = 0
 		r.msgs[i].len = 0
+		if r.gro {
+			r.msgs[i].hdr.SetControllen(len(r.oobs[i]))
+		}
 	}
 	r.n, r.errno = 0, 0
 	if err := r.rc.Read(r.readFn); err != nil {
@@ -79,7 +113,11 @@ func (r *batchReader) read() (int, error) {
 // recv is the RawConn callback: false asks the runtime to wait until the
 // socket is readable.
 func (r *batchReader) recv(fd uintptr) bool {
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), readBatch, unix.MSG_DONTWAIT, 0, 0)
+	batch := readBatch
+	if r.gro {
+		batch = groReadBatch
+	}
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(batch), unix.MSG_DONTWAIT, 0, 0)
 	switch {
 	case errno == unix.EAGAIN:
 		return false
@@ -103,6 +141,30 @@ func (r *batchReader) datagram(i int) ([]byte, netip.AddrPort) {
 		b = r.bufs[i][:len(r.bufs[i])] // the full buffer: one byte too many for MaxDatagram
 	}
 	return b, sockaddrAddrPort(&r.names[i])
+}
+
+// message is the i-th message of the last read, the size of the datagrams
+// it holds back to back (the last may be shorter; without GRO the one
+// datagram's length), and their source. Cut it with nextDatagram.
+func (r *batchReader) message(i int) ([]byte, int, netip.AddrPort) {
+	b, from := r.datagram(i)
+	seg := len(b)
+	if r.gro && r.msgs[i].hdr.Controllen >= uint64(unix.CmsgLen(2)) {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&r.oobs[i][0]))
+		if h.Level == solUDP && h.Type == udpGRO {
+			if v := int(*(*uint16)(unsafe.Pointer(&r.oobs[i][unix.CmsgLen(0)]))); v > 0 {
+				seg = v
+			}
+		}
+	}
+	return b, max(seg, 1), from
+}
+
+// nextDatagram cuts the first datagram of seg bytes (or what is left) off
+// a message.
+func nextDatagram(msg []byte, seg int) (d, rest []byte) {
+	n := min(seg, len(msg))
+	return msg[:n], msg[n:]
 }
 
 // sockaddrAddrPort reads a struct sockaddr_in or sockaddr_in6; an IPv4

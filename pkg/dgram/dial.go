@@ -246,7 +246,7 @@ func clientSession(conn *net.UDPConn, keys secure.Keys, local, remote uint32) (*
 // index is opened, everything else (a late response or cookie reply, a
 // forgery) is dropped and counted.
 func clientReceive(conn *net.UDPConn, s *Session, server netip.AddrPort) {
-	br, err := newBatchReader(conn, MaxDatagram+1)
+	br, err := newGROReader(conn, MaxDatagram+1)
 	if err != nil {
 		s.Close()
 		return
@@ -275,19 +275,30 @@ func clientReceive(conn *net.UDPConn, s *Session, server netip.AddrPort) {
 			continue
 		}
 		for i := range n {
-			d, _ := br.datagram(i) // from the server: the socket is connected
-			typ, ok := header(d)
-			switch {
-			case !ok || len(d) > MaxDatagram || (typ == TypeData && len(d) < DataOverhead):
-				s.drops.Inc(DropMalformed)
-			case typ != TypeData:
-				s.drops.Inc(DropUnsolicited)
-			case index(d[headerLen:]) != s.local:
-				s.drops.Inc(DropUnknownIndex)
-			default:
-				s.receive(d, server)
+			msg, seg, _ := br.message(i) // from the server: the socket is connected
+			for len(msg) > 0 {
+				var d []byte
+				d, msg = nextDatagram(msg, seg)
+				s.route(d, server)
 			}
 		}
 		s.flush()
+	}
+}
+
+// route handles one datagram from the client's socket: data for its index
+// is opened, everything else (a late response or cookie reply, a forgery)
+// is dropped and counted.
+func (s *Session) route(d []byte, server netip.AddrPort) {
+	typ, ok := header(d)
+	switch {
+	case !ok || len(d) > MaxDatagram || (typ == TypeData && len(d) < DataOverhead):
+		s.drops.Inc(DropMalformed)
+	case typ != TypeData:
+		s.drops.Inc(DropUnsolicited)
+	case index(d[headerLen:]) != s.local:
+		s.drops.Inc(DropUnknownIndex)
+	default:
+		s.receive(d, server)
 	}
 }

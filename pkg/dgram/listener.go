@@ -164,7 +164,7 @@ func (l *Listener) Close() error {
 // Anything else is dropped and counted; nothing here keeps state for a
 // datagram that has not been authenticated.
 func (l *Listener) demux() {
-	br, err := newBatchReader(l.conn, MaxDatagram+1) // one more: a larger datagram is seen as too large
+	br, err := newGROReader(l.conn, MaxDatagram+1) // one more: a larger datagram is seen as too large
 	if err != nil {
 		l.log.Error("datagram listener cannot read its socket", "err", err)
 		return
@@ -180,8 +180,13 @@ func (l *Listener) demux() {
 			continue
 		}
 		for i := range n {
-			if s := l.route(br.datagram(i)); s != nil && !slices.Contains(batch, s) {
-				batch = append(batch, s)
+			msg, seg, from := br.message(i)
+			for len(msg) > 0 {
+				var d []byte
+				d, msg = nextDatagram(msg, seg)
+				if s := l.route(d, from); s != nil && !slices.Contains(batch, s) {
+					batch = append(batch, s)
+				}
 			}
 		}
 		// The batch is in: packets a session's handler held back to
