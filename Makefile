@@ -51,7 +51,7 @@ INTEGRATION_PKGS := ./test/integration/ ./test/install/
 # release tarballs for minutes, runs in make test only).
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/test/')
 # Integration tests that can share the machine run in parallel, each in its
-# own topology; this bounds how many at once (see README, Tests). The
+# own topology; this bounds how many at once (see docs/testing.md). The
 # timeout is the whole package's: generous, for a loaded machine.
 INTEGRATION_PARALLEL ?= 4
 TEST_TIMEOUT ?= 30m

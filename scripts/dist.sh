@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Release tarballs: dist/gtun-VERSION-linux-ARCH.tar.gz for each ARCH, each
-# holding gtun-VERSION-linux-ARCH/{bin/gtun, bin/gtund, docs/man/ (the
-# rendered man pages), etc/, systemd/, scripts/install.sh,
+# holding gtun-VERSION-linux-ARCH/{bin/gtun, bin/gtund, docs/*.md (the
+# manual), docs/man/ (the rendered man pages), etc/, systemd/, scripts/install.sh,
 # scripts/uninstall.sh, README.md, LICENSE}, and
 # dist/SHA256SUMS over them.
 #
@@ -81,6 +81,7 @@ for arch in $ARCHES; do
 		CGO_ENABLED=0 GOOS=linux GOARCH="$arch" "$GO" build -trimpath -buildvcs=false \
 			-ldflags "$ldflags" -o "$dir/bin/$b" "./$b"
 	done
+	cp docs/*.md "$dir/docs/"
 	cp docs/man/gtun.8 docs/man/gtund.8 docs/man/gtun.toml.5 docs/man/gtund.toml.5 "$dir/docs/man/"
 	cp etc/gtun.toml etc/gtund.toml "$dir/etc/"
 	cp systemd/gtun.service systemd/gtun@.service systemd/gtund.service "$dir/systemd/"

@@ -13,11 +13,12 @@ import (
 	"github.com/gtun/gtun/internal/testnet"
 )
 
-// The README's deployment, end to end: scripts/install.sh --server into the
-// gateway's root and --client into the VM's, the installed example configs
-// edited only where the README says (the peer's key, the endpoint and the
-// server's key; plus paths into the temporary roots), and the installed
-// binaries, keys and configs carry HTTP to a pod and a ClusterIP.
+// The deployment of docs/install.md ("Deploying on two VMs"), end to end:
+// scripts/install.sh --server into the gateway's root and --client into the
+// VM's, the installed example configs edited only where that page says (the
+// peer's key, the endpoint and the server's key; plus paths into the
+// temporary roots), and the installed binaries, keys and configs carry HTTP
+// to a pod and a ClusterIP.
 func TestInstalledDeployment(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -98,7 +99,7 @@ func installGatewayAndVM(t *testing.T) installed {
 	return in
 }
 
-// configure edits the installed example configs only where the README's
+// configure edits the installed example configs only where docs/install.md's
 // deployment says: gtund gets one [[peer]] with the client's key instead of
 // the examples, gtun the gateway's endpoint and key. more may change other
 // keys of the two decoded files. It returns the two configs' paths.

@@ -170,7 +170,7 @@ func TestDaemonsRunInTheirUnitSandbox(t *testing.T) {
 
 	stop(t, "gtun", cli)
 
-	// gtun@hk as the README's "Several clients on one VM" says: its own
+	// gtun@hk as docs/install.md's "Several clients on one VM" says: its own
 	// /etc/gtun/hk.toml with its own tun and control_socket.
 	hk := filepath.Join(in.vm, "etc/gtun/hk.toml")
 	conf := readTOML(t, filepath.Join(in.vm, "etc/gtun/gtun.toml"))

@@ -213,6 +213,14 @@ func TestDistTarball(t *testing.T) {
 		name + "/systemd/gtun@.service": 0o644,
 		name + "/systemd/gtund.service": 0o644,
 	}
+	// The manual, which README.md links into: every page of docs/.
+	manual, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil || len(manual) == 0 {
+		t.Fatalf("no manual pages in %s/docs: %v", root, err)
+	}
+	for _, page := range manual {
+		want[name+"/docs/"+filepath.Base(page)] = 0o644
+	}
 	for p, mode := range want {
 		f, ok := files[p]
 		if !ok {
