@@ -15,6 +15,13 @@ lib_init
 
 hdr "1. dependencies and topology (prefix $PREFIX)"
 lib_topology_up
+# What each namespace stands for, for a first-time reader of the output.
+note "each namespace stands for a machine (scripts/topology.sh):"
+note "  $PREFIX-vm   198.51.100.1   the VM that reaches the cluster: runs gtun"
+note "  $PREFIX-vm2  172.16.0.2     another host of that VM's VPC (gateway mode; idle here)"
+note "  $PREFIX-gw   198.51.100.2   the cluster VPC's gateway VM: runs gtund, 10.0.0.2 inside the VPC"
+note "  $PREFIX-node 10.0.0.3       a cluster node: routes the pod network, DNATs ClusterIP 10.96.0.10:80"
+note "  $PREFIX-pod  10.244.1.20    a pod: an HTTP server on :8080"
 
 hdr "2. keys and configs in $D"
 lib_keys
@@ -88,3 +95,4 @@ fi
 note "no gtun0, gtund0, routes or nftables tables left behind"
 
 ok "demo OK"
+note "The same on two real VMs: README.md, \"Quick start on two VMs\"; the manual is in docs/."
