@@ -131,6 +131,15 @@ func TestIPv6ThroughTunnel(t *testing.T) {
 		!strings.Contains(out, "maxseg size set rt mtu") {
 		t.Errorf("ip6 table of gtund:\n%s", out)
 	}
+	// Someone deletes the ip6 table: gtund puts it back, as the ip one.
+	e.tp.MustExec(t, "gw", "nft", "delete", "table", "ip6", "gtund")
+	testnet.Eventually(t, 5*time.Second, func() error {
+		out, _ := e.tp.Exec("gw", "nft", "list", "table", "ip6", "gtund")
+		if !strings.Contains(out, "masquerade") {
+			return fmt.Errorf("ip6 table not restored: %q", out)
+		}
+		return nil
+	})
 
 	for _, tr := range []string{"tcp", "udp", "kcp"} {
 		t.Run(tr, func(t *testing.T) {
