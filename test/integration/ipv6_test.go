@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -181,6 +182,15 @@ func TestIPv6ThroughTunnel(t *testing.T) {
 			}
 			if len(cst.Drops) != 0 {
 				t.Errorf("gtun drops %v", cst.Drops)
+			}
+			// The human status shows both addresses too.
+			if out, err := exec.Command(bins.gtun, "status", "--socket", e.clientSocket("vm")).CombinedOutput(); err != nil ||
+				!strings.Contains(string(out), "100.64.240.2/24,"+vmTunnel6+"/64") {
+				t.Errorf("gtun status (%v):\n%s", err, out)
+			}
+			if out, err := exec.Command(bins.gtund, "status", "--socket", e.serverSocket()).CombinedOutput(); err != nil ||
+				!strings.Contains(string(out), "pool6 "+pool6+"  gateway6 "+gateway6) || !strings.Contains(string(out), "100.64.240.2,"+vmTunnel6) {
+				t.Errorf("gtund status (%v):\n%s", err, out)
 			}
 			stop(t, "gtun", cli)
 		})
