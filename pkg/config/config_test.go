@@ -586,6 +586,7 @@ func TestLoadServerErrors(t *testing.T) {
 		{"pool6 too long for the pool's host bits", serverHead + "pool6 = \"fd64::/124\"\n", 5, "server.pool6", "must be /16 to /120"},
 		{"pool6 host bits", serverHead + "pool6 = \"fd64::1/64\"\n", 5, "server.pool6", "host bits set"},
 		{"IPv6 route without pool6", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\nroutes = [\"fd00:10:244::/56\"]\n", 4, "server.routes", "needs server.pool6"},
+		{"IPv6 subnet without pool6", serverHead + twoPeers + "subnets = [\"fd00:172:16::/64\"]\n", 11, "peer.1.subnets", "needs server.pool6"},
 		{"route overlaps pool6", "[server]\nprivate_key_file = \"KEY\"\npool = \"100.64.240.0/24\"\npool6 = \"fd64::/64\"\nroutes = [\"fd64::/48\"]\n", 5, "server.routes", "overlaps pool fd64::/64"},
 		{"mtu below IPv6's minimum with pool6", serverHead + "pool6 = \"fd64::/64\"\nmtu = 1200\n", 6, "server.mtu", "at least 1280"},
 		{"map IPv6 virtual overlaps pool6", serverHead + "pool6 = \"fd64::/64\"\nmap = [\"fd00:10:244::/64=fd64::/64\"]\n", 6, "server.map", "overlaps pool fd64::/64"},

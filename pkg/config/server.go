@@ -489,6 +489,10 @@ type peerSubnet struct {
 // it must not overlap the tunnel pool, what the server serves, or another
 // peer's subnets (a destination would then have two owners).
 func (l *loader) subnet(key string, sn netip.Prefix, s *Server, others []peerSubnet) {
+	if !sn.Addr().Is4() && !s.Pool6.IsValid() {
+		// gtund forwards IPv6 (and has its ip6 table) only with pool6.
+		l.errf(key, "IPv6 subnet %s needs server.pool6", sn)
+	}
 	for _, pool := range s.pools() {
 		if sn.Overlaps(pool) {
 			l.errf(key, "subnet %s overlaps pool %s", sn, pool)
