@@ -308,3 +308,52 @@ func TestDNSFollowsTheMap(t *testing.T) {
 	}
 	e.noLeftovers(t)
 }
+
+// The same for AAAA on the dual-stack topology: gtund maps the pod's IPv6
+// CIDR to fd00:100:244::/56 (and its IPv4 one as before); the cluster's DNS
+// answers the pod's name with its real IPv6 and IPv4 addresses, the client
+// gets both virtual ones, over UDP and TCP, and reaches the pod over IPv6
+// by the AAAA answer.
+func TestDNSFollowsTheMapIPv6(t *testing.T) {
+	t.Parallel()
+	e := newEnv6(t, "dig")
+	const (
+		virt6 = "fd00:100:244::/56"
+		podV6 = "fd00:100:244:1::20"
+	)
+	poddns := testnet.GoBuild(t, "./tools/poddns")
+	e.tp.Start(t, "pod", filepath.Join(e.dir, "kube-dns.log"), poddns, "-listen", ":53",
+		"-record", clusterName+"="+podIP, "-record", clusterName+"="+testnet.PodIP6)
+	ckey, cpub := e.key(t, "vm")
+	mapKey := `map = ["10.244.0.0/16=100.100.0.0/16", "` + testnet.PodCIDR6 + `=` + virt6 + `"]` + "\n" +
+		`dns = { servers = ["` + clusterIP + `"], domains = ["cluster.local"] }`
+	scfg := e.serverConfig6(t, []string{routesV6, routesV6 + "\n" + mapKey}, peer{name: "vm", pub: cpub})
+	srv := e.startServer(t, scfg)
+	cli := e.startClient(t, "vm", "vm", e.clientConfig(t, "vm", ckey, e.serverPub))
+	e.waitRoute(t, "vm", virt6, cli)
+	const tunAddr = "100.64.240.2"
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if out, err := e.dig("vm", tunAddr, clusterName, "+short"); err != nil || out != "100.100.1.20" {
+			return fmt.Errorf("forwarder not answering with the virtual address yet: %v %q", err, out)
+		}
+		return nil
+	})
+	for _, proto := range []string{"+notcp", "+tcp"} {
+		out, err := e.tp.Exec("vm", "dig", "@"+tunAddr, clusterName, "AAAA", "+noall", "+answer", "+time=3", "+tries=1", proto)
+		if got := strings.Join(strings.Fields(out), " "); err != nil || got != clusterName+". 30 IN AAAA "+podV6 {
+			t.Errorf("dig AAAA %s: %v %q, want %s with its TTL", proto, err, out, podV6)
+		}
+		if out, err := e.dig("vm", tunAddr, clusterName, "+short", proto); err != nil || out != "100.100.1.20" {
+			t.Errorf("dig A %s: %v %q, want 100.100.1.20", proto, err, out)
+		}
+	}
+	e.reach(t, "vm", "http://["+podV6+"]:8080/", 10*time.Second)
+	var sst server.Status
+	status(t, bins.gtund, e.serverSocket(), &sst)
+	if p := sst.DNS.Proxy; p == nil || p.Records < 4 {
+		t.Errorf("gtund dns proxy status %+v, want at least 4 records rewritten", p)
+	}
+	stop(t, "gtun", cli)
+	stop(t, "gtund", srv)
+	e.noLeftovers6(t)
+}
