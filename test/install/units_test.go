@@ -196,8 +196,8 @@ func TestUnitsHardeningAndPaths(t *testing.T) {
 			// CAP_NET_BIND_SERVICE: the split-DNS forwarder on port 53.
 			[]string{"CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"}},
 		{"gtund.service", "gtund", "/etc/gtund/gtund.toml", filepath.Dir(server.Server.PrivateKeyFile), filepath.Dir(server.Server.ControlSocket), server.Server.StateDir,
-			// The default port 9623 needs no CAP_NET_BIND_SERVICE.
-			[]string{"CAP_NET_ADMIN"}},
+			// CAP_NET_BIND_SERVICE: the DNS proxy on port 53 (map and dns).
+			[]string{"CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"}},
 	} {
 		t.Run(c.file, func(t *testing.T) {
 			u := parseUnit(t, filepath.Join(root, "systemd", c.file))
