@@ -28,6 +28,7 @@ type Collector struct {
 	routesDesired, routesInstalled         *prometheus.Desc
 	heals, fights, drops, offload          *prometheus.Desc
 	rekeys, keyAge                         *prometheus.Desc
+	dnsRenamed                             *prometheus.Desc
 }
 
 // NewCollector builds the collector over a status source (Client.Status).
@@ -52,6 +53,7 @@ func NewCollector(status func() Status) *Collector {
 		heals:           d("heals_total", "Repairs gtun made: kind=route (a deleted or replaced route put back), kind=tun (the TUN device, its address or link state restored), kind=gateway_table (gateway mode's nftables table restored), kind=ip_forward (gateway mode's net.ipv4.ip_forward turned back on).", "kind"),
 		fights:          d("fights_total", "Times something kept undoing what gtun puts back (by kind, as heals_total) until its repairs hit their rate bound (a burst of 10, then 1 a second).", "kind"),
 		drops:           d("drops_total", "Packets gtun dropped, by reason (no_session while reconnecting, queue_full, ...).", "reason"),
+		dnsRenamed:      d("dns_renamed_answers_total", "Answers gtun's forwarder gave back under the server's dns_suffix (servers with a dns_suffix only).", server...),
 		offload:         d("tun_offload", "1 when the TUN device runs with offloads (TSO super-packets), 0 on the plain path."),
 	}
 }
@@ -59,7 +61,7 @@ func NewCollector(status func() Status) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	metrics.Descs(ch, c.rxBytes, c.txBytes, c.rxPackets, c.txPackets, c.connected, c.rtt, c.reconnects,
-		c.routesDesired, c.routesInstalled, c.heals, c.fights, c.drops, c.offload, c.rekeys, c.keyAge)
+		c.routesDesired, c.routesInstalled, c.heals, c.fights, c.drops, c.offload, c.rekeys, c.keyAge, c.dnsRenamed)
 }
 
 // Collect implements prometheus.Collector.
@@ -78,6 +80,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		b.Counter(c.rekeys, s.Rekeys.Received, s.Name, "received")
 		if s.State == "connected" {
 			b.Gauge(c.keyAge, s.KeyAge.Seconds(), s.Name)
+		}
+		if s.DNSSuffix != "" {
+			b.Counter(c.dnsRenamed, s.DNSRenamed, s.Name)
 		}
 		installed := 0
 		for _, r := range s.Routes {

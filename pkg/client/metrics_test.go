@@ -16,7 +16,8 @@ func TestCollector(t *testing.T) {
 	st := Status{Offload: false, Gateway: &GatewayStatus{TableHeals: 1}, Heals: Heals{Routes: 5, Tun: 2}, Fights: map[string]uint64{"route": 1}, Drops: map[string]uint64{"no_session": 9},
 		Servers: []ServerStatus{
 			{Name: "hk", State: "connected", RxBytes: 100, TxBytes: 200, RxPackets: 1, TxPackets: 2, RTT: 2 * time.Millisecond,
-				Reconnects: 4, Rekeys: session.Rekeys{Sent: 3, Received: 2}, KeyAge: 1500 * time.Millisecond, Routes: []RouteStatus{{Prefix: "10.244.0.0/16", Installed: true}, {Prefix: "10.96.0.0/12", Note: "pending"}}},
+				Reconnects: 4, Rekeys: session.Rekeys{Sent: 3, Received: 2}, KeyAge: 1500 * time.Millisecond, Routes: []RouteStatus{{Prefix: "10.244.0.0/16", Installed: true}, {Prefix: "10.96.0.0/12", Note: "pending"}},
+				DNSSuffix: "hk", DNSRenamed: 6},
 			{Name: "sz", State: "reconnecting"},
 		}}
 	c := NewCollector(func() Status { return st })
@@ -58,6 +59,7 @@ func TestCollector(t *testing.T) {
 		"gtun_server_rekeys_total,direction=received,server=hk": 2,
 		"gtun_server_rekeys_total,direction=sent,server=sz":     0,
 		"gtun_server_key_age_seconds,server=hk":                 1.5,
+		"gtun_dns_renamed_answers_total,server=hk":              6,
 		"gtun_routes_desired,server=hk":                         2,
 		"gtun_routes_installed,server=hk":                       1,
 		"gtun_routes_desired,server=sz":                         0,

@@ -40,7 +40,11 @@ type Collector struct {
 	heals, fights, handshakeDH, handshakeDHStrangers, knownSources *prometheus.Desc
 	peerRekeys, peerKeyAge                                         *prometheus.Desc
 	dgramDropped, dgramCookies, dgramSessions, dgramLoad           *prometheus.Desc
+	dnsQueries, dnsRewritten                                       *prometheus.Desc
 }
+
+// dnsOutcomes are the outcomes of a query to gtund's DNS proxy.
+var dnsOutcomes = []string{"answered", "failed", "refused"}
 
 // healKinds are what gtund puts back when someone undoes it.
 var healKinds = []string{HealNFTables, HealIPForward, HealLeases, HealTun, HealRoute}
@@ -86,6 +90,9 @@ func NewCollector(status func() Status) *Collector {
 		dgramCookies:  d("datagram_cookies_sent_total", "Initiations answered under load with a cookie (proof of the source address asked for) instead of any Curve25519 work."),
 		dgramSessions: d("datagram_sessions", "Authenticated datagram sessions (udp and kcp ride in them)."),
 		dgramLoad:     d("datagram_under_load", "1 while the datagram listener asks initiations for a cookie first, else 0."),
+		dnsQueries: d("dns_proxy_queries_total",
+			"Queries to gtund's DNS proxy (map and dns set), by outcome: answered, failed (no cluster DNS server answered), refused (not from the pool, or not one question).", "outcome"),
+		dnsRewritten: d("dns_proxy_rewritten_answers_total", "Answers of gtund's DNS proxy with an address given under its virtual prefix (map)."),
 	}
 }
 
@@ -94,7 +101,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	metrics.Descs(ch, c.peerRxBytes, c.peerTxBytes, c.peerRxPackets, c.peerTxPackets, c.peerConnected, c.peerRTT,
 		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources, c.heals, c.fights, c.handshakeDH, c.handshakeDHStrangers, c.knownSources,
 		c.peerRekeys, c.peerKeyAge,
-		c.dgramDropped, c.dgramCookies, c.dgramSessions, c.dgramLoad)
+		c.dgramDropped, c.dgramCookies, c.dgramSessions, c.dgramLoad, c.dnsQueries, c.dnsRewritten)
 }
 
 // Collect implements prometheus.Collector.
@@ -132,6 +139,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	b.Reasons(c.heals, healKinds, st.Heals)
 	b.Reasons(c.fights, healKinds, st.Fights)
 	b.Bool(c.offload, st.Offload)
+	if st.DNS != nil && st.DNS.Proxy != nil {
+		b.Reasons(c.dnsQueries, dnsOutcomes, st.DNS.Proxy.Queries)
+		b.Counter(c.dnsRewritten, st.DNS.Proxy.Rewritten)
+	}
 	if d := st.Datagrams; d != nil {
 		b.Reasons(c.dgramDropped, dgram.DropReasons, d.Dropped)
 		b.Counter(c.dgramCookies, d.CookiesSent)

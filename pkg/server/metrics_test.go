@@ -49,6 +49,7 @@ func TestCollector(t *testing.T) {
 		Drops:             map[string]uint64{DropNoRoute.String(): 7, DropACL.String(): 1},
 		Heals:             map[string]uint64{HealNFTables: 2, HealRoute: 1},
 		Fights:            map[string]uint64{HealRoute: 1},
+		DNS:               &DNSStatus{Proxy: &DNSProxyStatus{Queries: map[string]uint64{"answered": 9, "refused": 1}, Rewritten: 8}},
 		Peers: []PeerStatus{
 			{Name: "vm1", Connected: true, RxBytes: 1000, TxBytes: 2000, RxPackets: 10, TxPackets: 20,
 				RTT: 1500 * time.Microsecond, Sessions: 3, Drops: map[string]uint64{DropACL.String(): 1},
@@ -76,16 +77,18 @@ func TestCollector(t *testing.T) {
 		"gtund_routes":                {"": 2},
 		"gtund_drops_total":           {"reason=no_route": 7, "reason=acl": 1, "reason=tun_write": 0},
 		// known reasons from the start, and reasons added later (by other code) as they come
-		"gtund_handshake_failures_total":     {"reason=unknown_peer": 4, "reason=rate_limited": 2, "reason=new_reason": 1, "reason=too_many_pending_source": 0},
-		"gtund_leases_persist_failing":       {"": 0},
-		"gtund_tun_offload":                  {"": 1},
-		"gtund_handshakes_in_progress":       {"": 3},
-		"gtund_handshake_sources":            {"": 5},
-		"gtund_handshake_dh_total":           {"outcome=authenticated": 6, "outcome=unknown_peer": 2, "outcome=replay": 0},
-		"gtund_handshake_dh_strangers_total": {"": 2},
-		"gtund_handshake_known_sources":      {"": 4},
-		"gtund_heals_total":                  {"kind=nftables_table": 2, "kind=ip_forward": 0, "kind=leases_written": 0, "kind=tun": 0, "kind=route": 1},
-		"gtund_fights_total":                 {"kind=nftables_table": 0, "kind=route": 1},
+		"gtund_handshake_failures_total":          {"reason=unknown_peer": 4, "reason=rate_limited": 2, "reason=new_reason": 1, "reason=too_many_pending_source": 0},
+		"gtund_leases_persist_failing":            {"": 0},
+		"gtund_tun_offload":                       {"": 1},
+		"gtund_handshakes_in_progress":            {"": 3},
+		"gtund_handshake_sources":                 {"": 5},
+		"gtund_handshake_dh_total":                {"outcome=authenticated": 6, "outcome=unknown_peer": 2, "outcome=replay": 0},
+		"gtund_handshake_dh_strangers_total":      {"": 2},
+		"gtund_handshake_known_sources":           {"": 4},
+		"gtund_heals_total":                       {"kind=nftables_table": 2, "kind=ip_forward": 0, "kind=leases_written": 0, "kind=tun": 0, "kind=route": 1},
+		"gtund_fights_total":                      {"kind=nftables_table": 0, "kind=route": 1},
+		"gtund_dns_proxy_queries_total":           {"outcome=answered": 9, "outcome=failed": 0, "outcome=refused": 1},
+		"gtund_dns_proxy_rewritten_answers_total": {"": 8},
 	}
 	for name, series := range want {
 		for labels, v := range series {
