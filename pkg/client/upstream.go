@@ -130,8 +130,11 @@ func (c *Client) connectLoop(ctx context.Context, up *upstream) {
 		up.state, up.since, up.endpoint, up.transport, up.lastHandshake, up.lastError = "connected", time.Now(), d.at.endpoint, d.at.transport, time.Now(), ""
 		up.mu.Unlock()
 		up.sess.Store(d.sess)
-		c.log.Info("connected", "server", up.name, "endpoint", d.at.endpoint, "transport", d.at.transport,
-			"address", d.cfg.Address, "routes", d.cfg.Routes)
+		args := []any{"server", up.name, "endpoint", d.at.endpoint, "transport", d.at.transport, "address", d.cfg.Address}
+		if d.cfg.Address6 != "" {
+			args = append(args, "address6", d.cfg.Address6)
+		}
+		c.log.Info("connected", append(args, "routes", d.cfg.Routes)...)
 		_ = sdnotify.Status(c.statusLine())
 
 		// Not on the preferred endpoint and transport: keep trying those in

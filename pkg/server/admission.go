@@ -185,7 +185,11 @@ func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.P
 		refuse("peer removed")
 		return
 	}
-	s.log.Info("peer connected", "peer", name, "address", addr, "address6", ps.addr6, "endpoint", remote, "transport", tname)
+	args := []any{"peer", name, "address", addr}
+	if ps.addr6.IsValid() {
+		args = append(args, "address6", ps.addr6)
+	}
+	s.log.Info("peer connected", append(args, "endpoint", remote, "transport", tname)...)
 	err = sess.Run(ctx, session.Handlers{Packet: func(pkt []byte) { s.fromPeer(ps, pkt) }})
 	s.unregister(key, ps)
 	s.log.Info("peer disconnected", "peer", name, "address", addr, "err", err)
