@@ -324,10 +324,15 @@ func TestIPv6SiteToSite(t *testing.T) {
 // map with IPv6 prefixes: gtund serves the cluster's IPv6 pod CIDR under a
 // virtual prefix of the same length (NPTv6-style, dnat ip6 prefix to);
 // vm routes and reaches the virtual address, the pod answers, and the real
-// prefix is not pushed. A reload changes the mapping live.
+// prefix is not pushed. The cluster's DNS answers the pod's real IPv6
+// address; gtund's DNS proxy gives the AAAA under the virtual prefix (UDP
+// and TCP, through gtun's forwarder too). A reload changes the mapping
+// live.
 func TestIPv6Map(t *testing.T) {
 	t.Parallel()
-	e := newEnv6(t)
+	e := newEnv6(t, "dig")
+	poddns := testnet.GoBuild(t, "./tools/poddns")
+	e.tp.Start(t, "pod", filepath.Join(e.dir, "kube-dns.log"), poddns, "-listen", ":53", "-record", clusterName+"="+testnet.PodIP6)
 	const (
 		virt   = "fd00:100:244::/56"
 		virt2  = "fd00:200:244::/56"
@@ -336,7 +341,8 @@ func TestIPv6Map(t *testing.T) {
 		mapKey = `map = ["` + testnet.PodCIDR6 + `=` + virt + `"]`
 	)
 	ckey, cpub := e.key(t, "vm")
-	scfg := e.serverConfig6(t, []string{routesV6, routesV6 + "\n" + mapKey}, peer{name: "vm", pub: cpub})
+	scfg := e.serverConfig6(t, []string{routesV6, routesV6 + "\n" + mapKey + "\n" +
+		`dns = { servers = ["` + testnet.ClusterIP6 + `"], domains = ["cluster.local"] }`}, peer{name: "vm", pub: cpub})
 	srv := e.startServer(t, scfg)
 	cli := e.startClient(t, "vm", "vm", e.clientConfig(t, "vm", ckey, e.serverPub))
 	e.waitRoute(t, "vm", virt, cli)
@@ -350,6 +356,25 @@ func TestIPv6Map(t *testing.T) {
 	}
 	// The service's IPv6 CIDR is not mapped: reached under its own name.
 	e.reach(t, "vm", serviceURL, 10*time.Second)
+	const forwarder, proxy = "100.64.240.2", "100.64.240.1" // gtun's forwarder, gtund's DNS proxy
+	testnet.Eventually(t, 10*time.Second, func() error {
+		var cst client.Status
+		if err := tryStatus(bins.gtun, e.clientSocket("vm"), &cst); err != nil {
+			return err
+		}
+		if cst.DNS == nil || cst.DNS.Listen != forwarder+":53" {
+			return fmt.Errorf("dns status %+v", cst.DNS)
+		}
+		return nil
+	})
+	for _, at := range []string{forwarder, proxy} {
+		for _, proto := range []string{"+notcp", "+tcp"} {
+			out, err := e.tp.Exec("vm", "dig", "@"+at, clusterName, "AAAA", "+short", "+time=3", "+tries=1", proto)
+			if err != nil || strings.TrimSpace(out) != podV {
+				t.Errorf("dig AAAA @%s %s: %v %q, want the virtual %s", at, proto, err, out, podV)
+			}
+		}
+	}
 
 	editFile(t, scfg, virt, virt2)
 	hup(t, "gtund", srv)
