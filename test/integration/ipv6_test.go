@@ -413,3 +413,37 @@ func TestIPv6OffOnClient(t *testing.T) {
 	stop(t, "gtund", srv)
 	e.noLeftovers6(t)
 }
+
+// The IPv6 side is kept in place like the IPv4 one: the kernel drops a
+// link's IPv6 addresses and routes when it goes down, and someone may
+// delete them; gtun puts its IPv6 tunnel address and routes back.
+func TestIPv6HealsAfterLinkFlap(t *testing.T) {
+	t.Parallel()
+	e := newEnv6(t)
+	ckey, cpub := e.key(t, "vm")
+	srv := e.startServer(t, e.serverConfig6(t, nil, peer{name: "vm", pub: cpub}))
+	cli := e.startClient(t, "vm", "vm", e.clientConfig(t, "vm", ckey, e.serverPub))
+	e.waitRoute(t, "vm", testnet.PodCIDR6, cli)
+	e.reach(t, "vm", podURL6, 10*time.Second)
+	healed := func(what string) {
+		t.Helper()
+		testnet.Eventually(t, 10*time.Second, func() error {
+			addrs, _ := e.tp.Exec("vm", "ip", "-6", "addr", "show", "dev", "gtun0")
+			routes, _ := e.tp.Exec("vm", "ip", "-6", "route", "show", testnet.PodCIDR6)
+			if !strings.Contains(addrs, vmTunnel6+"/64") || !strings.Contains(routes, "dev gtun0") {
+				return fmt.Errorf("after %s: addresses %q routes %q", what, addrs, routes)
+			}
+			return nil
+		})
+		e.reach(t, "vm", podURL6, 10*time.Second)
+	}
+	e.tp.MustExec(t, "vm", "ip", "-6", "addr", "del", vmTunnel6+"/64", "dev", "gtun0")
+	healed("the address deleted")
+	e.tp.MustExec(t, "vm", "ip", "-6", "route", "del", testnet.PodCIDR6, "dev", "gtun0")
+	healed("the route deleted")
+	e.tp.MustExec(t, "vm", "ip", "link", "set", "gtun0", "down")
+	healed("the link flapped")
+	stop(t, "gtun", cli)
+	stop(t, "gtund", srv)
+	e.noLeftovers6(t)
+}
