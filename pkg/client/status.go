@@ -232,7 +232,7 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 				fmt.Fprintf(w, " (queries %v)", d.Queries)
 			}
 		default:
-			fmt.Fprintf(w, "set in systemd-resolved on %s", st.Tun)
+			fmt.Fprintf(w, "set in systemd-resolved on %s, to the forwarder on %s", st.Tun, dash(d.Listen))
 		}
 		if d.Error != "" {
 			fmt.Fprintf(w, "; ERROR: %s", d.Error)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -235,9 +236,14 @@ func TestDNSFollowsTheMap(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "dig", "ss")
 	const dnsName = "kube-dns.kube-system.svc.cluster.local"
+	// A headless Service with 40 pods: an answer larger than 512 bytes.
+	const bigName, bigN = "big.default.svc.cluster.local", 40
 	poddns := testnet.GoBuild(t, "./tools/poddns")
-	kubeDNS := e.tp.Start(t, "pod", filepath.Join(e.dir, "kube-dns.log"), poddns, "-listen", ":53",
-		"-record", clusterName+"="+podIP, "-record", dnsName+"="+clusterIP)
+	args := []string{poddns, "-listen", ":53", "-record", clusterName + "=" + podIP, "-record", dnsName + "=" + clusterIP}
+	for i := 1; i <= bigN; i++ {
+		args = append(args, "-record", fmt.Sprintf("%s=10.244.2.%d", bigName, i))
+	}
+	kubeDNS := e.tp.Start(t, "pod", filepath.Join(e.dir, "kube-dns.log"), args...)
 	testnet.Eventually(t, 10*time.Second, func() error {
 		if out, err := e.dig("node", clusterIP, clusterName, "+short"); err != nil || out != podIP {
 			return fmt.Errorf("kube-dns not answering at the ClusterIP yet: %v %q", err, out)
@@ -276,6 +282,24 @@ func TestDNSFollowsTheMap(t *testing.T) {
 	if out, _ := e.dig("vm", tunAddr, "nothere.default.svc.cluster.local"); !strings.Contains(out, "status: NXDOMAIN") {
 		t.Errorf("unknown cluster name: want NXDOMAIN from kube-dns:\n%s", out)
 	}
+	// A large answer: over UDP (512 bytes) it comes truncated with TC;
+	// dig then asks again over TCP and gets all 40, every one mapped.
+	for _, at := range []string{tunAddr, gwTun} {
+		out, _ := e.dig("vm", at, bigName, "+bufsize=512", "+notcp", "+ignore")
+		if !regexp.MustCompile(`flags:[a-z ]* tc[ ;]`).MatchString(out) {
+			t.Errorf("dig @%s %s over UDP with 512 bytes: want TC\n%s", at, bigName, out)
+		}
+		out, err := e.dig("vm", at, bigName, "+bufsize=512", "+short")
+		addrs := strings.Fields(out)
+		if err != nil || len(addrs) != bigN {
+			t.Errorf("dig @%s %s with its retry over TCP: %v, %d addresses, want %d:\n%s", at, bigName, err, len(addrs), bigN, out)
+		}
+		for _, a := range addrs {
+			if !strings.HasPrefix(a, "100.100.2.") {
+				t.Errorf("dig @%s %s: %s is not mapped", at, bigName, a)
+			}
+		}
+	}
 	// The name's address works.
 	e.reach(t, "vm", "http://100.100.1.20:8080/", 10*time.Second)
 	// The cluster's DNS saw gtund's proxy ask (from gtund's VPC address).
@@ -284,8 +308,8 @@ func TestDNSFollowsTheMap(t *testing.T) {
 	}
 	var sst server.Status
 	status(t, bins.gtund, e.serverSocket(), &sst)
-	if p := sst.DNS.Proxy; p == nil || p.Listen != gwTun+":53" || p.Rewritten < 8 || p.Queries["answered"] < 9 {
-		t.Errorf("gtund dns proxy status %+v, want 8 rewritten answers of 9", p)
+	if p := sst.DNS.Proxy; p == nil || p.Listen != gwTun+":53" || p.Rewritten < 12 || p.Records < 8+4*bigN || p.Queries["answered"] < 13 {
+		t.Errorf("gtund dns proxy status %+v, want at least 12 rewritten answers of 13, %d records", p, 8+4*bigN)
 	}
 	out, err := exec.Command(bins.gtund, "status", "--socket", e.serverSocket()).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "dns proxy on "+gwTun+":53, answers follow the map") {

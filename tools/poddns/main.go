@@ -69,6 +69,16 @@ func main() {
 				}
 			}
 		}
+		// Over UDP an answer is cut to what the client takes (512 bytes or
+		// its EDNS0 size) with TC set, as a real DNS server does; the
+		// client asks again over TCP.
+		if w.RemoteAddr().Network() == "udp" {
+			size := dns.MinMsgSize
+			if o := req.IsEdns0(); o != nil {
+				size = max(int(o.UDPSize()), dns.MinMsgSize)
+			}
+			m.Truncate(size)
+		}
 		if err := w.WriteMsg(m); err != nil {
 			log.Printf("reply: %v", err)
 		}
