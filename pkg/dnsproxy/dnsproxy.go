@@ -85,6 +85,31 @@ func (s *Server) Close() {
 	_ = s.tcp.ShutdownContext(ctx)
 }
 
+// MaxInFlight bounds the queries a server passes upstream at once: each
+// waits up to a few seconds for an answer, and a client that floods
+// queries must not pile up goroutines and sockets without end. Beyond it
+// a query is answered SERVFAIL at once (and counted by the caller).
+const MaxInFlight = 256
+
+// Slots bounds the queries in flight (MaxInFlight).
+type Slots chan struct{}
+
+// NewSlots makes the bound.
+func NewSlots() Slots { return make(Slots, MaxInFlight) }
+
+// Take takes a slot if one is free; the caller gives it back with Give.
+func (s Slots) Take() bool {
+	select {
+	case s <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// Give returns a slot taken.
+func (s Slots) Give() { <-s }
+
 // Network is "tcp" when w's client came over TCP, else "udp".
 func Network(w dns.ResponseWriter) string {
 	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {

@@ -34,8 +34,9 @@ type dnsProxy struct {
 	pool netip.Prefix
 	log  *slog.Logger
 	conf atomic.Pointer[dnsProxyConf]
+	busy dnsproxy.Slots // queries in flight upstream, bounded
 
-	queries   stats.Reasons // answered, failed, refused
+	queries   stats.Reasons // answered, failed, refused, busy
 	rewritten atomic.Uint64 // answers with an address rewritten
 	records   atomic.Uint64 // addresses rewritten
 }
@@ -70,7 +71,7 @@ func (s *Server) syncDNSProxyLocked() {
 		conf.maps = append(conf.maps, dnsrewrite.Mapping{Real: m.Real, Virtual: m.Virtual})
 	}
 	if s.dnsProxy == nil {
-		p := &dnsProxy{pool: s.cfg.Pool, log: s.log}
+		p := &dnsProxy{pool: s.cfg.Pool, log: s.log, busy: dnsproxy.NewSlots()}
 		p.conf.Store(conf)
 		srv, err := dnsproxy.Listen(netip.AddrPortFrom(s.cfg.Gateway, 53), dns.HandlerFunc(p.serve), func(err error) {
 			s.rate.Log(slog.LevelError, "dns-serve", "dns proxy stopped serving", "err", err)
@@ -99,6 +100,12 @@ func (p *dnsProxy) serve(w dns.ResponseWriter, req *dns.Msg) {
 		_ = dnsproxy.Reply(w, req, new(dns.Msg).SetRcode(req, dns.RcodeFormatError))
 		return
 	}
+	if !p.busy.Take() {
+		p.queries.Inc("busy")
+		_ = dnsproxy.Reply(w, req, new(dns.Msg).SetRcode(req, dns.RcodeServerFailure))
+		return
+	}
+	defer p.busy.Give()
 	conf := p.conf.Load()
 	resp, err := dnsproxy.Exchange(req, dnsproxy.Network(w), conf.upstreams, dnsUpstreamTimeout)
 	if err != nil {

@@ -36,7 +36,7 @@ func kubeDNS(t *testing.T) string {
 // gets no answer at all.
 func TestDNSProxyAnswersFollowTheMap(t *testing.T) {
 	up := kubeDNS(t)
-	p := &dnsProxy{pool: netip.MustParsePrefix("127.0.0.0/8"), log: testLog()}
+	p := &dnsProxy{pool: netip.MustParsePrefix("127.0.0.0/8"), log: testLog(), busy: dnsproxy.NewSlots()}
 	p.conf.Store(&dnsProxyConf{upstreams: []string{up},
 		maps: []dnsrewrite.Mapping{{Real: netip.MustParsePrefix("10.96.0.0/16"), Virtual: netip.MustParsePrefix("100.110.0.0/16")}}})
 	srv, err := dnsproxy.Listen(netip.MustParseAddrPort("127.0.0.1:0"), dns.HandlerFunc(p.serve), nil)
@@ -59,15 +59,32 @@ func TestDNSProxyAnswersFollowTheMap(t *testing.T) {
 		t.Errorf("counted rewritten %d, records %d, answered %d; want 2 each", p.rewritten.Load(), p.records.Load(), p.queries.Get("answered"))
 	}
 
+	// With every slot taken (queries in flight upstream), a query gets
+	// SERVFAIL at once, counted busy; a slot given back serves again.
+	for range dnsproxy.MaxInFlight {
+		if !p.busy.Take() {
+			t.Fatal("a slot missing")
+		}
+	}
+	c := &dns.Client{Net: "udp", Timeout: 3 * time.Second}
+	q := new(dns.Msg).SetQuestion("web.default.svc.cluster.local.", dns.TypeA)
+	if resp, _, err := c.Exchange(q, srv.Addr.String()); err != nil || resp.Rcode != dns.RcodeServerFailure || p.queries.Get("busy") != 1 {
+		t.Errorf("all slots taken: %v %v, busy %d; want SERVFAIL, busy 1", err, resp, p.queries.Get("busy"))
+	}
+	p.busy.Give()
+	if resp, _, err := c.Exchange(q, srv.Addr.String()); err != nil || len(resp.Answer) != 1 {
+		t.Errorf("a slot free again: %v %v", err, resp)
+	}
+
 	// A proxy whose pool the asking address is not in.
-	strict := &dnsProxy{pool: netip.MustParsePrefix("100.64.240.0/24"), log: testLog()}
+	strict := &dnsProxy{pool: netip.MustParsePrefix("100.64.240.0/24"), log: testLog(), busy: dnsproxy.NewSlots()}
 	strict.conf.Store(p.conf.Load())
 	ssrv, err := dnsproxy.Listen(netip.MustParseAddrPort("127.0.0.1:0"), dns.HandlerFunc(strict.serve), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ssrv.Close()
-	c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
+	c = &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
 	if resp, _, err := c.Exchange(new(dns.Msg).SetQuestion("web.default.svc.cluster.local.", dns.TypeA), ssrv.Addr.String()); err == nil {
 		t.Errorf("a source outside the pool was answered: %v", resp)
 	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {

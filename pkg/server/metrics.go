@@ -44,7 +44,7 @@ type Collector struct {
 }
 
 // dnsOutcomes are the outcomes of a query to gtund's DNS proxy.
-var dnsOutcomes = []string{"answered", "failed", "refused"}
+var dnsOutcomes = []string{"answered", "failed", "refused", "busy"}
 
 // healKinds are what gtund puts back when someone undoes it.
 var healKinds = []string{HealNFTables, HealIPForward, HealLeases, HealTun, HealRoute}
@@ -91,7 +91,7 @@ func NewCollector(status func() Status) *Collector {
 		dgramSessions: d("datagram_sessions", "Authenticated datagram sessions (udp and kcp ride in them)."),
 		dgramLoad:     d("datagram_under_load", "1 while the datagram listener asks initiations for a cookie first, else 0."),
 		dnsQueries: d("dns_proxy_queries_total",
-			"Queries to gtund's DNS proxy (map and dns set), by outcome: answered, failed (no cluster DNS server answered), refused (not from the pool, or not one question).", "outcome"),
+			"Queries to gtund's DNS proxy (map and dns set), by outcome: answered, failed (no cluster DNS server answered), refused (not from the pool, or not one question), busy (too many queries in flight: SERVFAIL at once).", "outcome"),
 		dnsRewritten: d("dns_proxy_rewritten_answers_total", "Answers of gtund's DNS proxy with an address given under its virtual prefix (map)."),
 	}
 }

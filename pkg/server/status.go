@@ -66,7 +66,7 @@ type DNSStatus struct {
 }
 
 // DNSProxyStatus is what gtund's DNS proxy did: queries by outcome
-// (answered, failed, refused), answers with an address given under its
+// (answered, failed, refused, busy), answers with an address given under its
 // virtual prefix, and the addresses so rewritten.
 type DNSProxyStatus struct {
 	Listen    string            `json:"listen"`
@@ -234,8 +234,8 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	if st.DNS != nil {
 		fmt.Fprintf(w, "dns %s via %s\n", strings.Join(st.DNS.Domains, ", "), strings.Join(st.DNS.Servers, ", "))
 		if p := st.DNS.Proxy; p != nil {
-			fmt.Fprintf(w, "dns proxy on %s, answers follow the map: %d answered, %d with addresses mapped (%d records), %d failed, %d refused\n",
-				p.Listen, p.Queries["answered"], p.Rewritten, p.Records, p.Queries["failed"], p.Queries["refused"])
+			fmt.Fprintf(w, "dns proxy on %s, answers follow the map: %d answered, %d with addresses mapped (%d records), %d failed, %d refused, %d busy\n",
+				p.Listen, p.Queries["answered"], p.Rewritten, p.Records, p.Queries["failed"], p.Queries["refused"], p.Queries["busy"])
 		}
 	}
 	fmt.Fprintln(w)

@@ -39,6 +39,7 @@ type forwarder struct {
 	log        *slog.Logger
 	rate       *lograte.Limiter
 	srv        *dnsproxy.Server
+	busy       dnsproxy.Slots // queries in flight upstream, bounded
 
 	routes atomic.Pointer[map[string]target] // by domain
 	// testPort, when set, replaces port 53 of every upstream (tests).
@@ -53,7 +54,7 @@ type forwarder struct {
 }
 
 func startForwarder(addr netip.AddrPort, resolvConf string, testPort uint16, log *slog.Logger) (*forwarder, error) {
-	f := &forwarder{addr: addr, resolvConf: resolvConf, log: log, rate: lograte.New(log, 10*time.Second), testPort: testPort}
+	f := &forwarder{addr: addr, resolvConf: resolvConf, log: log, rate: lograte.New(log, 10*time.Second), testPort: testPort, busy: dnsproxy.NewSlots()}
 	f.setRoutes(map[string]target{})
 	srv, err := dnsproxy.Listen(addr, dns.HandlerFunc(f.serve), func(err error) {
 		f.rate.Log(slog.LevelError, "serve", "dns forwarder stopped serving", "err", err)
@@ -94,6 +95,12 @@ func (f *forwarder) serve(w dns.ResponseWriter, req *dns.Msg) {
 		f.reply(w, req, new(dns.Msg).SetRcode(req, dns.RcodeFormatError))
 		return
 	}
+	if !f.busy.Take() {
+		f.queries.Inc("busy")
+		f.reply(w, req, new(dns.Msg).SetRcode(req, dns.RcodeServerFailure))
+		return
+	}
+	defer f.busy.Give()
 	q := req.Question[0]
 	var upstreams []string
 	kind := "cluster"
