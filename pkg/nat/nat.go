@@ -320,16 +320,16 @@ const (
 // EnableIPv4Forwarding sets net.ipv4.ip_forward to 1 in the caller's network
 // namespace (sysctls under /proc/sys/net are per namespace, chosen by the
 // thread that opens the file). It reports whether the value changed.
-func EnableIPv4Forwarding() (changed bool, err error) { return enableSysctl(ipForward) }
+func EnableIPv4Forwarding() (changed bool, err error) { return enableSysctl(ipForward, "IPv4") }
 
 // EnableIPv6Forwarding sets net.ipv6.conf.all.forwarding to 1 in the
 // caller's network namespace, and reports whether the value changed. A
 // host that forwards IPv6 no longer takes router advertisements on
 // interfaces with accept_ra 1 (the docs say to set 2 where a host learns
 // its IPv6 route that way).
-func EnableIPv6Forwarding() (changed bool, err error) { return enableSysctl(ip6Forward) }
+func EnableIPv6Forwarding() (changed bool, err error) { return enableSysctl(ip6Forward, "IPv6") }
 
-func enableSysctl(path string) (changed bool, err error) {
+func enableSysctl(path, family string) (changed bool, err error) {
 	cur, err := os.ReadFile(path)
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", path, err)
@@ -338,7 +338,7 @@ func enableSysctl(path string) (changed bool, err error) {
 		return false, nil
 	}
 	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
-		return false, fmt.Errorf("enable forwarding: write %s: %w", path, err)
+		return false, fmt.Errorf("enable %s forwarding: write %s: %w", family, path, err)
 	}
 	return true, nil
 }
