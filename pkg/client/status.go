@@ -89,7 +89,10 @@ type ServerStatus struct {
 	// DNSSuffix is the name this client gives the server's cluster domain
 	// (dns_suffix); DNSRenamed counts the answers given back under it, and
 	// DNSSuffixNote says why it renames nothing, when it does not.
-	DNSSuffix     string `json:"dns_suffix,omitempty"`
+	DNSSuffix string `json:"dns_suffix,omitempty"`
+	// DNSMapped: the server pushed its own tunnel address as DNS server,
+	// its proxy that gives the answers under its map's virtual prefixes.
+	DNSMapped     bool   `json:"dns_mapped,omitempty"`
 	DNSCluster    string `json:"dns_cluster_domain,omitempty"`
 	DNSRenamed    uint64 `json:"dns_renamed_answers,omitempty"`
 	DNSSuffixNote string `json:"dns_suffix_note,omitempty"`
@@ -153,6 +156,9 @@ func (c *Client) Status() Status {
 		}
 		ss.DNSDomains, ss.DNSRefused = slices.Clone(up.dnsApplied), slices.Clone(up.dnsRefused)
 		ss.DNSSuffix, ss.DNSCluster, ss.DNSSuffixNote = up.entry.DNSSuffix, up.entry.DNSClusterDomain, up.dnsSuffixNote
+		if gw := up.tunnel.Load().gateway; gw.IsValid() && slices.Contains(up.dns.Servers, gw) {
+			ss.DNSMapped = true
+		}
 		ss.Drops = up.drops.Snapshot()
 		for _, p := range up.desired {
 			r, ok := installed[p.String()]
@@ -280,7 +286,11 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 			fmt.Fprintf(w, "  %-20s %s\n", r.Prefix, state)
 		}
 		if len(s.DNSDomains) > 0 {
-			fmt.Fprintf(w, "  split dns applied: %s\n", strings.Join(s.DNSDomains, ", "))
+			fmt.Fprintf(w, "  split dns applied: %s", strings.Join(s.DNSDomains, ", "))
+			if s.DNSMapped {
+				fmt.Fprintf(w, " (via %s, the server's proxy: answers follow its map)", s.Gateway)
+			}
+			fmt.Fprintln(w)
 		}
 		for _, d := range s.DNSRefused {
 			fmt.Fprintf(w, "  split dns REFUSED: %s (%s)\n", d.Domain, d.Reason)

@@ -311,6 +311,15 @@ func TestDNSFollowsTheMap(t *testing.T) {
 	if p := sst.DNS.Proxy; p == nil || p.Listen != gwTun+":53" || p.Rewritten < 12 || p.Records < 8+4*bigN || p.Queries["answered"] < 13 {
 		t.Errorf("gtund dns proxy status %+v, want at least 12 rewritten answers of 13, %d records", p, 8+4*bigN)
 	}
+	var cst client.Status
+	status(t, bins.gtun, e.clientSocket("vm"), &cst)
+	if !cst.Servers[0].DNSMapped {
+		t.Errorf("gtun status does not say the server's DNS follows its map: %+v", cst.Servers[0])
+	}
+	if out, err := exec.Command(bins.gtun, "status", "--socket", e.clientSocket("vm")).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "split dns applied: cluster.local (via "+gwTun+", the server's proxy: answers follow its map)") {
+		t.Errorf("gtun status (human) does not say the answers follow the map (%v):\n%s", err, out)
+	}
 	out, err := exec.Command(bins.gtund, "status", "--socket", e.serverSocket()).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "dns proxy on "+gwTun+":53, answers follow the map") {
 		t.Errorf("gtund status lacks the dns proxy line (%v):\n%s", err, out)
