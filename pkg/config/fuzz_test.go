@@ -22,6 +22,7 @@ func fuzzConfig(f *testing.F, example string, load func(path string) error) {
 	f.Add(keyFileLine.ReplaceAllLiteralString(string(b), `private_key_file = "@KEY@"`))
 	f.Add("[server]\nlisten = \"[::1]:0\"\npool = \"100.64.0.0/16\"\nprivate_key_file = \"@KEY@\"\n[[peer]]\nname = \"a\"\npublic_key = \"x\"\n")
 	f.Add("[[server]]\nendpoints = [\"a:1\", 1]\n[client]\nprivate_key_file = \"@KEY@\"\n")
+	f.Add("[server]\nlisten = \"[::]:9623\"\npool = \"100.64.0.0/30\"\npool6 = \"fd00::/126\"\nprivate_key_file = \"@KEY@\"\nroutes = [\"fd00:1::/33\", \"::/0\"]\nmap = [\"fd00:1::/33=fd00:3:8000::/33\", \"::ffff:10.0.0.0/104=10.0.0.0/8\"]\n[[peer]]\nname = \"a\"\npublic_key = \"x\"\naddress = \"fd00::2\"\nsubnets = [\"fe80::/10\"]\n")
 	f.Add("[log]\nlevel = \"loud\"\nformat = 3\n[x.y]\nz = 1\n")
 	f.Add("a = \"\\u0000\"\n[server\n")
 	f.Add("[server]\nroutes = [\"10.0.0.0/8\", \"10.0.0.0/8\"]\nmtu = -1\nkeepalive = \"-5s\"\ndead_after = 1e9\n")
