@@ -291,6 +291,7 @@ format = "json"
 	want := Server{File: path, Listen: "127.0.0.1:9623", Transports: []string{"tcp"}, PrivateKey: f.priv,
 		PrivateKeyFile: f.key, Tun: "gw0", MTU: 9000, Pool: netip.MustParsePrefix("100.64.0.0/30"),
 		Gateway: netip.MustParseAddr("100.64.0.1"), NAT: false, StateDir: "/srv/state", ControlSocket: "/tmp/x.sock", MetricsListen: "127.0.0.1:9624", PeersFile: "/srv/state/peers.toml",
+		Store:     Store{Backend: StoreFile, DialTimeout: 5 * time.Second, Replica: hostname(t)},
 		Keepalive: 250 * time.Millisecond, DeadAfter: 7, RekeyInterval: time.Second, Offload: false, Log: Log{Level: "debug", Format: "json"},
 		HandshakeTimeout: 2 * time.Second, Handshake: guard.Limits{Rate: 5, Burst: 10, MaxPending: 100, MaxPendingPerSource: 4, MaxPendingKnown: 16, KnownSourceTTL: 24 * time.Hour}}
 	if !reflect.DeepEqual(*s, want) {
@@ -863,4 +864,12 @@ subnets = ["172.17.0.0/24"]
 	if !slices.Equal(s.DNS.Servers, []netip.Addr{netip.MustParseAddr("10.96.0.10")}) || !slices.Equal(s.DNS.Domains, []string{"cluster.local", "svc.example"}) {
 		t.Errorf("dns = %+v", s.DNS)
 	}
+}
+
+func hostname(t *testing.T) string {
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

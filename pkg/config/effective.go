@@ -75,6 +75,12 @@ func (s *Server) Effective() ServerFile {
 		MaxHandshakesKnown:     s.Handshake.MaxPendingKnown,
 		KnownSourceTTL:         durationString(s.Handshake.KnownSourceTTL),
 	}}
+	f.Store = StoreSection{Backend: s.Store.Backend, Replica: s.Store.Replica}
+	if s.Store.Shared() {
+		f.Store.Endpoints, f.Store.Prefix, f.Store.CAFile, f.Store.CertFile, f.Store.KeyFile =
+			s.Store.Endpoints, s.Store.Prefix, s.Store.CAFile, s.Store.CertFile, s.Store.KeyFile
+		f.Store.DialTimeout = durationString(s.Store.DialTimeout)
+	}
 	for _, m := range s.Map {
 		f.Server.Map = append(f.Server.Map, m.String())
 	}

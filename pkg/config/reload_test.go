@@ -142,6 +142,7 @@ level = "info"
 		{"control_socket", [2]string{`"/run/gtund/gtund.sock"`, `"/run/gtund/other.sock"`}, []string{"server.control_socket"}},
 		{"metrics_listen", [2]string{`metrics_listen = ""`, `metrics_listen = "127.0.0.1:9624"`}, []string{"server.metrics_listen"}},
 		{"log", [2]string{`level = "info"`, `level = "debug"`}, []string{"log"}},
+		{"store", [2]string{"[log]", "[store]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n\n[log]"}, []string{"store"}},
 		{"two at once, in field order", [2]string{"tun = \"gtund0\"\nmtu = 1400", "mtu = 1380\ntun = \"gtund1\""}, []string{"server.tun", "server.mtu"}},
 		// Live keys: a reload applies them, so they are not named.
 		{"routes (live)", [2]string{`["10.244.0.0/16", "10.96.0.0/12"]`, `["10.244.0.0/16"]`}, nil},

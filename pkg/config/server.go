@@ -19,6 +19,7 @@ import (
 // ServerFile is gtund.toml as written.
 type ServerFile struct {
 	Server ServerSection `toml:"server"`
+	Store  StoreSection  `toml:"store"`
 	Peer   []PeerSection `toml:"peer"`
 	Log    Log           `toml:"log"`
 }
@@ -93,7 +94,8 @@ type Server struct {
 	StateDir      string         `reload:"server.state_dir,restart"`
 	ControlSocket string         `reload:"server.control_socket,restart"`
 	MetricsListen string         `reload:"server.metrics_listen,restart"` // Prometheus endpoint host:port; empty: off
-	PeersFile     string         `reload:"server.state_dir,restart"`      // state_dir/peers.toml, read when it exists
+	PeersFile     string         `reload:"-"`                             // follows state_dir and store: state_dir/peers.toml (file store) or the etcd cache's, read when it exists
+	Store         Store          `reload:"store,restart"`
 	Keepalive     time.Duration  `reload:"server.keepalive,live"`
 	DeadAfter     int            `reload:"server.dead_after,live"`
 	RekeyInterval time.Duration  `reload:"server.rekey_interval,live"` // how long each side's send key lives; pushed to clients
@@ -350,7 +352,8 @@ func loadServer(path string, peersSrc []byte, override bool) (*Server, error) {
 	for i, ps := range f.Peer {
 		entries = append(entries, peerEntry{l, i, ps})
 	}
-	out.PeersFile = filepath.Join(out.StateDir, PeersFileName)
+	out.Store = l.store(f.Store)
+	out.PeersFile = filepath.Join(CacheDir(out.StateDir, out.Store), PeersFileName)
 	if !override {
 		switch peersSrc, err = os.ReadFile(out.PeersFile); {
 		case errors.Is(err, os.ErrNotExist):
