@@ -37,6 +37,6 @@ func daemon() cli.Daemon {
 		},
 		Load:        cli.Loader(config.LoadServer),
 		PrintStatus: server.WriteStatus,
-		Commands:    []*cli.Command{peers.Command()},
+		Commands:    []*cli.Command{peers.Command(), peers.StoreCommand()},
 	}
 }

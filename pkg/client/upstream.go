@@ -1,7 +1,10 @@
 package client
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,10 +200,15 @@ type dialed struct {
 }
 
 // plan lists the attempts in order of preference: endpoints in the order
-// configured, and with transport auto udp before tcp on each.
+// configured (or this client's spread order), and with transport auto udp
+// before tcp on each.
 func (c *Client) plan(e config.ServerEntry) []attempt {
 	var out []attempt
-	for _, ep := range e.Endpoints {
+	endpoints := e.Endpoints
+	if e.EndpointOrder == config.EndpointsSpread {
+		endpoints = SpreadOrder(c.cfg.PrivateKey.Public(), endpoints)
+	}
+	for _, ep := range endpoints {
 		if e.Transport == transport.Auto {
 			out = append(out, attempt{len(out), ep, transport.UDP}, attempt{len(out) + 1, ep, transport.TCP})
 		} else {
@@ -318,4 +327,29 @@ func (up *upstream) addClosed(s *session.Session) {
 	up.closedRxPkts += s.Stats.RxPackets.Load()
 	up.closedRekeys = up.closedRekeys.Add(s.Rekeys())
 	up.closedTxPkts += s.Stats.TxPackets.Load()
+}
+
+// SpreadOrder orders endpoints for the client with key by rendezvous
+// hashing: each endpoint's weight is a hash of the key and the endpoint,
+// highest first. Over many clients each endpoint comes first equally
+// often; a client's order never changes while the list does not, and
+// removing an endpoint moves only the clients that preferred it.
+func SpreadOrder(key secure.PublicKey, endpoints []string) []string {
+	type weighted struct {
+		ep string
+		w  uint64
+	}
+	ws := make([]weighted, len(endpoints))
+	for i, ep := range endpoints {
+		h := sha256.New()
+		h.Write(key[:])
+		h.Write([]byte(ep))
+		ws[i] = weighted{ep, binary.BigEndian.Uint64(h.Sum(nil))}
+	}
+	slices.SortStableFunc(ws, func(a, b weighted) int { return cmp.Compare(b.w, a.w) })
+	out := make([]string, len(ws))
+	for i, w := range ws {
+		out[i] = w.ep
+	}
+	return out
 }

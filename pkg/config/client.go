@@ -40,6 +40,7 @@ type ServerEntryTOML struct {
 	Failback  *bool    `toml:"failback"`
 	// FailbackInterval is how often the preferred endpoint/transport is tried.
 	FailbackInterval string `toml:"failback_interval"`
+	EndpointOrder    string `toml:"endpoint_order"`
 	// DNSDomains: nil when the key is absent (the default policy), so that
 	// an empty list can mean "none".
 	DNSDomains *[]string `toml:"dns_domains"`
@@ -87,6 +88,12 @@ type ServerEntry struct {
 	// auto, over tcp), keep trying the preferred one and move back to it.
 	Failback         bool
 	FailbackInterval time.Duration
+	// EndpointOrder is how endpoints are preferred: EndpointsListed (in
+	// the order written) or EndpointsSpread (an order of this client's
+	// own, by its key: the clients of a gateway's replicas spread evenly
+	// over them, each keeps its replica across restarts, and when one
+	// replica fails only its clients move).
+	EndpointOrder string
 	// DNSDomains are the split DNS domains taken from this server, each
 	// with the names under it (normalized). nil: the default policy
 	// (dnsname.Policy); empty: none.
@@ -100,6 +107,12 @@ type ServerEntry struct {
 	DNSSuffix        string
 	DNSClusterDomain string
 }
+
+// Endpoint orders of a [[server]].
+const (
+	EndpointsListed = "listed"
+	EndpointsSpread = "spread"
+)
 
 // LoadClient reads and validates a gtun config.
 func LoadClient(path string) (*Client, error) {
@@ -166,6 +179,14 @@ func LoadClient(path string) (*Client, error) {
 		l.fec("server."+itoa(i), s.FECData, s.FECParity)
 		e.Failback = s.Failback == nil || *s.Failback
 		e.FailbackInterval = l.duration(key("failback_interval"), s.FailbackInterval, 30*time.Second)
+		e.EndpointOrder = s.EndpointOrder
+		switch e.EndpointOrder {
+		case "":
+			e.EndpointOrder = EndpointsListed
+		case EndpointsListed, EndpointsSpread:
+		default:
+			l.errf(key("endpoint_order"), "must be %q or %q, not %q", EndpointsListed, EndpointsSpread, e.EndpointOrder)
+		}
 		e.PublicKey = l.publicKey(key("public_key"), s.PublicKey)
 		e.Routes = l.prefixes(key("routes"), s.Routes)
 		if s.DNSDomains != nil {

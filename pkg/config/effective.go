@@ -116,7 +116,8 @@ func (c *Client) Effective() ClientFile {
 	for _, s := range c.Servers {
 		e := ServerEntryTOML{Name: s.Name, Endpoints: s.Endpoints, Transport: s.Transport, PublicKey: s.PublicKey.String(),
 			Routes: prefixStrings(s.Routes), FECData: s.FECData, FECParity: s.FECParity, Failback: &s.Failback,
-			FailbackInterval: durationString(s.FailbackInterval), DNSSuffix: s.DNSSuffix, DNSClusterDomain: s.DNSClusterDomain}
+			FailbackInterval: durationString(s.FailbackInterval), DNSSuffix: s.DNSSuffix, DNSClusterDomain: s.DNSClusterDomain,
+			EndpointOrder: s.EndpointOrder}
 		if s.DNSDomains != nil { // nil: the default policy, which the key's absence means
 			e.DNSDomains = &s.DNSDomains
 		}

@@ -1,13 +1,17 @@
 package config
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/BurntSushi/toml"
 
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/ipam"
@@ -193,6 +197,28 @@ const PeersFileName = "peers.toml"
 // PeersFile is the [[peer]] list of the peers file.
 type PeersFile struct {
 	Peer []PeerSection `toml:"peer"`
+}
+
+// EncodePeers renders a peers file: header (comment lines), then one
+// [[peer]] table per entry, keys left empty left out.
+func EncodePeers(header string, list []PeerSection) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteString(header)
+	for _, p := range list {
+		var one bytes.Buffer
+		if err := toml.NewEncoder(&one).Encode(PeersFile{Peer: []PeerSection{p}}); err != nil {
+			return nil, fmt.Errorf("encode peer %q: %w", p.Name, err)
+		}
+		buf.WriteString("\n")
+		for _, line := range strings.Split(strings.TrimSpace(one.String()), "\n") {
+			line = strings.TrimSpace(line)
+			if strings.HasSuffix(line, ` = ""`) || strings.HasSuffix(line, " = []") {
+				continue
+			}
+			buf.WriteString(line + "\n")
+		}
+	}
+	return buf.Bytes(), nil
 }
 
 // LoadServer reads and validates a gtund config, with the peers file in its

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -24,6 +25,23 @@ import (
 var ErrExhausted = errors.New("address pool exhausted")
 
 const leaseFile = "leases.json"
+
+// Claimer reserves addresses in a store shared with other gtunds (the
+// replicas of one gateway), so that two of them never give one address to
+// two keys and a key gets the same address from each.
+type Claimer interface {
+	// Claim gives a to key unless a is taken or key already holds an
+	// address. It returns the address key holds now (a, or its earlier
+	// one); a *TakenError when a is another key's.
+	Claim(key secure.PublicKey, name string, a netip.Addr) (netip.Addr, error)
+}
+
+// TakenError is a Claim of an address another key holds.
+type TakenError struct{ Owner Lease }
+
+func (e *TakenError) Error() string {
+	return fmt.Sprintf("address %s is leased to %s", e.Owner.Address, e.Owner.Name)
+}
 
 // Lease is one persisted assignment.
 type Lease struct {
@@ -41,10 +59,15 @@ type Pool struct {
 	dir    string
 	log    *slog.Logger
 
-	fixed   map[secure.PublicKey]netip.Addr // from [[peer]] address
-	leases  map[secure.PublicKey]Lease
-	taken   map[netip.Addr]secure.PublicKey
-	dirty   bool // leases changed but could not be written yet
+	fixed  map[secure.PublicKey]netip.Addr // from [[peer]] address
+	leases map[secure.PublicKey]Lease
+	taken  map[netip.Addr]secure.PublicKey
+	dirty  bool // leases changed but could not be written yet
+
+	// claimer, when set, owns the leases (shared by replicas): new ones
+	// are claimed there first, and the file in dir is a cache of them.
+	claimer Claimer
+	pending map[netip.Addr]bool // claims in flight
 	lastErr error
 
 	// Group commit: changes are numbered; one caller at a time writes the
@@ -114,6 +137,41 @@ func (p *Pool) usable(a netip.Addr) bool {
 	return p.prefix.Contains(a) && a != p.prefix.Addr() && a != p.server && a != Broadcast(p.prefix)
 }
 
+// SetClaimer makes the pool's leases those of a shared store: Acquire
+// claims a new key's address there before using it, leases of keys this
+// gtund does not know stay (another replica may know them), and Replace
+// brings in the store's state. Call before the first Acquire.
+func (p *Pool) SetClaimer(c Claimer) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.claimer = c
+	p.pending = map[netip.Addr]bool{}
+}
+
+// Replace sets the leases to those of the shared store (all of them, as of
+// one revision) and writes them to the cache file.
+func (p *Pool) Replace(ls []Lease) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	leases := make(map[secure.PublicKey]Lease, len(ls))
+	taken := make(map[netip.Addr]secure.PublicKey, len(ls))
+	for _, l := range ls {
+		k, err1 := secure.ParsePublicKey(l.PublicKey)
+		a, err2 := netip.ParseAddr(l.Address)
+		if err1 != nil || err2 != nil || !p.usable(a) {
+			p.log.Warn("ignoring a lease of the store that does not fit this pool", "name", l.Name, "address", l.Address, "pool", p.prefix)
+			continue
+		}
+		leases[k] = l
+		taken[a] = k
+	}
+	if maps.Equal(leases, p.leases) {
+		return
+	}
+	p.leases, p.taken, p.dirty = leases, taken, true
+	p.persistLocked()
+}
+
 // SetPeers tells the pool which keys may hold addresses and which have fixed
 // ones. Leases of keys that are gone, or that sit on a now-fixed address,
 // are released.
@@ -127,6 +185,14 @@ func (p *Pool) SetPeers(fixed map[secure.PublicKey]netip.Addr, allowed map[secur
 	}
 	for k, l := range p.leases {
 		a, _ := netip.ParseAddr(l.Address)
+		if p.claimer != nil {
+			// The store's leases are the store's to release (gtund peer
+			// remove): another replica may serve keys this one does not.
+			if fixedAddrs[a] && fixed[k] != a {
+				p.log.Warn("a fixed address of this gtund's config is leased in the store to another key; give fixed addresses with gtund peer add --address", "address", a, "leased_to", l.Name)
+			}
+			continue
+		}
 		if !allowed[k] || fixedAddrs[a] {
 			delete(p.leases, k)
 			delete(p.taken, a)
@@ -154,24 +220,79 @@ func (p *Pool) Acquire(key secure.PublicKey, name string) (netip.Addr, error) {
 		}
 		return a, nil
 	}
+	if p.claimer != nil {
+		return p.claimLocked(key, name)
+	}
+	a, ok := p.freeLocked()
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("%w: %s has no free address", ErrExhausted, p.prefix)
+	}
+	p.leases[key] = Lease{PublicKey: key.String(), Name: name, Address: a.String(), Updated: time.Now().UTC()}
+	p.taken[a] = key
+	p.dirty = true
+	p.persistLocked()
+	return a, nil
+}
+
+// freeLocked is the lowest address nobody holds, has fixed or is claiming.
+func (p *Pool) freeLocked() (netip.Addr, bool) {
 	fixedAddrs := map[netip.Addr]bool{}
 	for _, a := range p.fixed {
 		fixedAddrs[a] = true
 	}
 	for a := p.server.Next(); p.prefix.Contains(a); a = a.Next() {
-		if !p.usable(a) || fixedAddrs[a] {
+		if !p.usable(a) || fixedAddrs[a] || p.pending[a] {
 			continue
 		}
 		if _, taken := p.taken[a]; taken {
 			continue
 		}
-		p.leases[key] = Lease{PublicKey: key.String(), Name: name, Address: a.String(), Updated: time.Now().UTC()}
-		p.taken[a] = key
+		return a, true
+	}
+	return netip.Addr{}, false
+}
+
+// claimLocked gets key an address from the shared store: the lowest free
+// one as far as this replica knows, claimed there (the store refuses it if
+// another replica was faster, and then this one learns the owner and
+// tries the next). p.mu is released while the store answers, so that
+// other keys' claims (and known keys) do not wait for it.
+func (p *Pool) claimLocked(key secure.PublicKey, name string) (netip.Addr, error) {
+	for {
+		a, ok := p.freeLocked()
+		if !ok {
+			return netip.Addr{}, fmt.Errorf("%w: %s has no free address", ErrExhausted, p.prefix)
+		}
+		p.pending[a] = true
+		p.mu.Unlock()
+		got, err := p.claimer.Claim(key, name, a)
+		p.mu.Lock()
+		delete(p.pending, a)
+		var taken *TakenError
+		switch {
+		case errors.As(err, &taken):
+			if k, err := secure.ParsePublicKey(taken.Owner.PublicKey); err == nil {
+				p.leases[k] = taken.Owner
+				p.taken[a] = k
+				p.dirty = true
+			}
+			continue
+		case err != nil:
+			return netip.Addr{}, fmt.Errorf("claim an address for a new key: %w", err)
+		case !p.usable(got):
+			return netip.Addr{}, fmt.Errorf("the store leases %s to this key, outside pool %s", got, p.prefix)
+		}
+		if l, ok := p.leases[key]; ok { // meanwhile from the store's watch
+			if old, _ := netip.ParseAddr(l.Address); old != got {
+				delete(p.taken, old)
+			}
+		}
+		p.leases[key] = Lease{PublicKey: key.String(), Name: name, Address: got.String(), Updated: time.Now().UTC()}
+		p.taken[got] = key
 		p.dirty = true
 		p.persistLocked()
-		return a, nil
+		return got, nil
 	}
-	return netip.Addr{}, fmt.Errorf("%w: %s has no free address", ErrExhausted, p.prefix)
 }
 
 // Leases returns the current leases, sorted by address.

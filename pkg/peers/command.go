@@ -1,6 +1,7 @@
 package peers
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/control"
 	"github.com/gtun/gtun/pkg/secure"
+	"github.com/gtun/gtun/pkg/store"
 	"github.com/gtun/gtun/pkg/transport"
 )
 
@@ -80,7 +82,7 @@ type addFlags struct {
 func setupAdd(fs *flag.FlagSet) func(*cli.Env) int {
 	var f addFlags
 	fs.StringVar(&f.cfgPath, "c", defaultConfig, "the gtund config `FILE`")
-	fs.StringVar(&f.endpoint, "endpoint", "", "`HOST:PORT` the new client dials (default: gtund's listen address, unless it is a wildcard)")
+	fs.StringVar(&f.endpoint, "endpoint", "", "`HOST:PORT` the new client dials (default: gtund's listen address, unless it is a wildcard); the replicas of a gateway comma-separated")
 	fs.StringVar(&f.address, "address", "", "fixed tunnel `ADDRESS` inside the pool (default: a sticky address from the pool)")
 	fs.Var(&f.allowed, "allowed", "`CIDR` the client may reach, within the served routes (or the gateway's own address as /32, which opens the gtund host to it); repeat or separate with commas (default: all served routes)")
 	fs.StringVar(&f.keyOut, "key-out", "", "write the new client's private key to `FILE`, mode 0600 (default NAME.key in the current directory)")
@@ -97,9 +99,14 @@ func add(e *cli.Env, name string, f addFlags) int {
 	if err != nil {
 		return fail(stderr, "add", err)
 	}
-	ep, err := clientEndpoint(cfg, f.endpoint)
-	if err != nil {
-		return fail(stderr, "add", err)
+	// Replicas of one gateway: each client gets all of them, comma-separated.
+	var eps []string
+	for _, one := range strings.Split(f.endpoint, ",") {
+		ep, err := clientEndpoint(cfg, strings.TrimSpace(one))
+		if err != nil {
+			return fail(stderr, "add", err)
+		}
+		eps = append(eps, ep)
 	}
 	tr, err := clientTransport(cfg, f.transport)
 	if err != nil {
@@ -163,11 +170,17 @@ func add(e *cli.Env, name string, f addFlags) int {
 		}
 		return fail(stderr, "add", err)
 	}
-	fmt.Fprint(stdout, ClientConfig(ClientParams{Peer: name, ServerName: serverName, Endpoint: ep, Transport: tr,
+	fmt.Fprint(stdout, ClientConfig(ClientParams{Peer: name, ServerName: serverName, Endpoints: eps, Transport: tr,
 		ServerKey: cfg.PrivateKey.Public().String(), KeyPath: f.keyPath, FECData: cfg.FECData, FECParity: cfg.FECParity}))
 
-	fmt.Fprintf(stderr, "gtund peer add: peer %q added to %s\n", name, cfg.PeersFile)
-	code := reload(cfg, stderr, "it can connect now")
+	code := cli.ExitOK
+	if cfg.Store.Shared() {
+		fmt.Fprintf(stderr, "gtund peer add: peer %q added to etcd (%s, prefix %s): every replica serves it within a second; other sessions stay up.\n",
+			name, strings.Join(cfg.Store.Endpoints, ","), cfg.Store.Prefix)
+	} else {
+		fmt.Fprintf(stderr, "gtund peer add: peer %q added to %s\n", name, cfg.PeersFile)
+		code = reload(cfg, stderr, "it can connect now")
+	}
 	if keyFile != "" {
 		fmt.Fprintf(stderr, "The client's private key is in %s: copy it to the VM as %s (mode 0600, e.g. install -m 0600), then delete it here.\n", keyFile, f.keyPath)
 	} else {
@@ -245,8 +258,9 @@ func clientTransport(cfg *config.Server, flagValue string) (string, error) {
 
 // ClientParams are what the printed gtun.toml says.
 type ClientParams struct {
-	Peer, ServerName, Endpoint, Transport, ServerKey, KeyPath string
-	FECData, FECParity                                        int
+	Peer, ServerName, Transport, ServerKey, KeyPath string
+	Endpoints                                       []string // the gateway's replicas, or its one address
+	FECData, FECParity                              int
 }
 
 // ClientConfig renders a complete gtun.toml for a new peer.
@@ -263,15 +277,26 @@ control_socket = "/run/gtun/gtun.sock"
 
 [[server]]
 name = %q
-endpoints = [%q]
+endpoints = [%s]
 transport = %q
 public_key = %q
-`, p.Peer, time.Now().UTC().Format(time.RFC3339), p.KeyPath, p.ServerName, p.Endpoint, p.Transport, p.ServerKey)
+`, p.Peer, time.Now().UTC().Format(time.RFC3339), p.KeyPath, p.ServerName, quoted(p.Endpoints), p.Transport, p.ServerKey)
+	if len(p.Endpoints) > 1 { // replicas of one gateway: spread the clients over them
+		b.WriteString("endpoint_order = \"spread\"\n")
+	}
 	if p.Transport != transport.TCP && (p.FECData != 0 || p.FECParity != 0) {
 		fmt.Fprintf(&b, "fec_data = %d\nfec_parity = %d\n", p.FECData, p.FECParity)
 	}
 	b.WriteString("\n[log]\nlevel = \"info\"\n")
 	return b.String()
+}
+
+func quoted(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
 }
 
 func setupList(fs *flag.FlagSet) func(*cli.Env) int {
@@ -293,6 +318,13 @@ func list(cfgPath string, stdout, stderr io.Writer) int {
 		} `json:"peers"`
 	}
 	running := control.FetchStatus(cfg.ControlSocket, &st) == nil
+	// With etcd: its peers as they are now, and where each is connected,
+	// from what every running replica publishes.
+	var replicas []store.Replica
+	var storeErr error
+	if cfg.Store.Shared() {
+		cfg, replicas, storeErr = fromEtcd(cfgPath, cfg)
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tPUBLIC KEY\tADDRESS\tALLOWED\tDEFINED IN\tCONNECTED")
 	for _, p := range cfg.Peers {
@@ -308,10 +340,30 @@ func list(cfgPath string, stdout, stderr io.Writer) int {
 			if s.Name == p.Name {
 				if s.Connected {
 					connected = "yes"
+					if cfg.Store.Shared() {
+						connected = "yes (" + cfg.Store.Replica + ")"
+					}
 				}
 				if !p.Address.IsValid() && s.Address != "" {
 					addr = s.Address
 				}
+			}
+		}
+		if cfg.Store.Shared() && storeErr == nil {
+			var on []string
+			for _, r := range replicas {
+				for _, rs := range r.Sessions {
+					if rs.Peer == p.Name {
+						on = append(on, r.Name+" from "+rs.Endpoint)
+						if !p.Address.IsValid() {
+							addr = rs.Address
+						}
+					}
+				}
+			}
+			connected = "no"
+			if len(on) > 0 {
+				connected = "yes (" + strings.Join(on, "; ") + ")"
 			}
 		}
 		var allowed []string
@@ -319,17 +371,65 @@ func list(cfgPath string, stdout, stderr io.Writer) int {
 			allowed = append(allowed, a.String())
 		}
 		where := "peers file"
-		if p.Source == cfg.File {
+		switch {
+		case p.Source == cfg.File:
 			where = "config"
+		case cfg.Store.Shared():
+			where = "etcd"
 		}
 		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\n", p.Name, p.PublicKey.String()[:8], addr, strings.Join(allowed, ","), where, connected)
 	}
 	tw.Flush()
-	fmt.Fprintf(stdout, "\nconfig: %s\npeers file: %s\n", cfg.File, cfg.PeersFile)
+	if cfg.Store.Shared() {
+		fmt.Fprintf(stdout, "\nconfig: %s\nstore: etcd %s prefix %s\n", cfg.File, strings.Join(cfg.Store.Endpoints, ","), cfg.Store.Prefix)
+		if storeErr != nil {
+			fmt.Fprintf(stdout, "etcd is unreachable (%v): peers from this replica's cache %s, CONNECTED from this replica only\n", storeErr, cfg.PeersFile)
+		} else {
+			var names []string
+			for _, r := range replicas {
+				names = append(names, fmt.Sprintf("%s (%d sessions)", r.Name, len(r.Sessions)))
+			}
+			fmt.Fprintf(stdout, "replicas running: %s\n", orNone(names))
+		}
+	} else {
+		fmt.Fprintf(stdout, "\nconfig: %s\npeers file: %s\n", cfg.File, cfg.PeersFile)
+	}
 	if !running {
 		fmt.Fprintf(stdout, "gtund is not running (nothing answers on %s): CONNECTED unknown\n", cfg.ControlSocket)
 	}
 	return cli.ExitOK
+}
+
+// fromEtcd is the config with etcd's peers as they are now, and the
+// replicas running; on an error, the config as loaded (from the cache).
+func fromEtcd(cfgPath string, cfg *config.Server) (*config.Server, []store.Replica, error) {
+	e, err := store.Dial(cfg.Store)
+	if err != nil {
+		return cfg, nil, err
+	}
+	defer e.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Store.DialTimeout)
+	defer cancel()
+	snap, err := e.Load(ctx)
+	if err != nil {
+		return cfg, nil, err
+	}
+	src, err := Encode(snap.Peers)
+	if err != nil {
+		return cfg, nil, err
+	}
+	if c, err := config.LoadServerWithPeers(cfgPath, src); err == nil {
+		cfg = c
+	}
+	reps, err := e.Replicas()
+	return cfg, reps, err
+}
+
+func orNone(ss []string) string {
+	if len(ss) == 0 {
+		return "none"
+	}
+	return strings.Join(ss, ", ")
 }
 
 func setupRemove(fs *flag.FlagSet) func(*cli.Env) int {
@@ -341,6 +441,11 @@ func remove(cfgPath, name string, stderr io.Writer) int {
 	cfg, err := Remove(cfgPath, name)
 	if err != nil {
 		return fail(stderr, "remove", err)
+	}
+	if cfg.Store.Shared() {
+		fmt.Fprintf(stderr, "gtund peer remove: peer %q removed from etcd (%s, prefix %s): every replica disconnects it within a second.\n",
+			name, strings.Join(cfg.Store.Endpoints, ","), cfg.Store.Prefix)
+		return cli.ExitOK
 	}
 	fmt.Fprintf(stderr, "gtund peer remove: peer %q removed from %s\n", name, cfg.PeersFile)
 	return reload(cfg, stderr, "the peer is disconnected and refused from now on")

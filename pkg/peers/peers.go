@@ -8,16 +8,13 @@
 package peers
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 
-	"github.com/BurntSushi/toml"
 	"golang.org/x/sys/unix"
 
 	"github.com/gtun/gtun/pkg/atomicfile"
@@ -25,6 +22,7 @@ import (
 	"github.com/gtun/gtun/pkg/ipam"
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/secure"
+	"github.com/gtun/gtun/pkg/store"
 )
 
 // UsageError is a request that cannot be done as asked (a name taken, an
@@ -39,7 +37,8 @@ func usagef(format string, args ...any) error { return &UsageError{fmt.Sprintf(f
 // bad config) rather than a failure.
 func IsUsage(err error) bool {
 	var u *UsageError
-	return errors.As(err, &u) || config.IsConfigError(err)
+	var c *store.ConflictError
+	return errors.As(err, &u) || errors.As(err, &c) || config.IsConfigError(err)
 }
 
 // nameRe is what `peer add` accepts as a name: it ends up in logs, metrics
@@ -60,6 +59,13 @@ func Add(cfgPath string, peer config.PeerSection) (*config.Server, error) {
 	if !nameRe.MatchString(peer.Name) {
 		return nil, usagef("bad peer name %q: use letters, digits, '.', '_' and '-' (up to 63, starting with a letter or digit)", peer.Name)
 	}
+	cfg, err := config.LoadServer(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Store.Shared() {
+		return addShared(cfgPath, cfg, peer)
+	}
 	return locked(cfgPath, func(cfg *config.Server) (*config.Server, error) {
 		for _, p := range cfg.Peers {
 			if p.Name == peer.Name {
@@ -75,6 +81,55 @@ func Add(cfgPath string, peer config.PeerSection) (*config.Server, error) {
 		}
 		return write(cfgPath, cfg.PeersFile, append(list, peer))
 	})
+}
+
+// addShared adds peer to etcd, checked as gtund would load it: this
+// replica's config with etcd's peers and the new one as its peers file.
+// The check runs inside etcd's transaction loop, so it sees every peer
+// another replica added meanwhile.
+func addShared(cfgPath string, cfg *config.Server, peer config.PeerSection) (*config.Server, error) {
+	if err := checkPeer(cfg, peer); err != nil {
+		return nil, err
+	}
+	e, err := store.Dial(cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	defer e.Close()
+	var out *config.Server
+	err = e.AddPeer(peer, func(list []config.PeerSection) error {
+		src, err := Encode(list)
+		if err != nil {
+			return err
+		}
+		out, err = config.LoadServerWithPeers(cfgPath, src)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// removeShared removes the peer called name from etcd.
+func removeShared(cfgPath string, cfg *config.Server, name string) (*config.Server, error) {
+	e, err := store.Dial(cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	defer e.Close()
+	if _, err := e.RemovePeer(name); err != nil {
+		var c *store.ConflictError
+		if errors.As(err, &c) {
+			for _, p := range cfg.Peers {
+				if p.Name == name && p.Source == cfg.File {
+					return nil, usagef("peer %q is defined in %s, not in etcd: remove it there and reload gtund", name, p.Source)
+				}
+			}
+		}
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // locked runs edit with the peers file locked and the config at cfgPath
@@ -99,6 +154,18 @@ func locked(cfgPath string, edit func(cfg *config.Server) (*config.Server, error
 // check validates a new peer against the config, with messages about the
 // request (the whole config is validated again before it is written).
 func check(cfg *config.Server, peer config.PeerSection) error {
+	if err := checkPeer(cfg, peer); err != nil {
+		return err
+	}
+	if peer.Address != "" {
+		return addressFree(cfg, peer)
+	}
+	return nil
+}
+
+// checkPeer is check without the leases (which etcd checks itself in the
+// transaction that adds the peer).
+func checkPeer(cfg *config.Server, peer config.PeerSection) error {
 	k, err := secure.ParsePublicKey(peer.PublicKey)
 	if err != nil {
 		return usagef("bad public key: %v", err)
@@ -120,7 +187,18 @@ func check(cfg *config.Server, peer config.PeerSection) error {
 		}
 	}
 	if peer.Address != "" {
-		return addressFree(cfg, peer)
+		a, err := netip.ParseAddr(peer.Address)
+		if err != nil {
+			return usagef("bad address %q", peer.Address)
+		}
+		if !cfg.Pool.Contains(a) || a == cfg.Pool.Addr() || a == cfg.Gateway || a == ipam.Broadcast(cfg.Pool) {
+			return usagef("address %s is not a client address of pool %s (the network, broadcast and %s, gtund's own, are not)", a, cfg.Pool, cfg.Gateway)
+		}
+		for _, p := range cfg.Peers {
+			if p.Address == a {
+				return usagef("address %s is the fixed address of peer %q", a, p.Name)
+			}
+		}
 	}
 	return nil
 }
@@ -129,18 +207,7 @@ func check(cfg *config.Server, peer config.PeerSection) error {
 // or that another peer holds: gtund would take a lease away from a
 // connected client otherwise.
 func addressFree(cfg *config.Server, peer config.PeerSection) error {
-	a, err := netip.ParseAddr(peer.Address)
-	if err != nil {
-		return usagef("bad address %q", peer.Address)
-	}
-	if !cfg.Pool.Contains(a) || a == cfg.Pool.Addr() || a == cfg.Gateway || a == ipam.Broadcast(cfg.Pool) {
-		return usagef("address %s is not a client address of pool %s (the network, broadcast and %s, gtund's own, are not)", a, cfg.Pool, cfg.Gateway)
-	}
-	for _, p := range cfg.Peers {
-		if p.Address == a {
-			return usagef("address %s is the fixed address of peer %q", a, p.Name)
-		}
-	}
+	a, _ := netip.ParseAddr(peer.Address) // checkPeer parsed it
 	leases, err := ipam.ReadLeases(cfg.StateDir)
 	if err != nil {
 		return err
@@ -156,6 +223,13 @@ func addressFree(cfg *config.Server, peer config.PeerSection) error {
 // Remove deletes the peer called name from the peers file; peers defined in
 // the config itself are the operator's to edit.
 func Remove(cfgPath, name string) (*config.Server, error) {
+	cfg, err := config.LoadServer(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Store.Shared() {
+		return removeShared(cfgPath, cfg, name)
+	}
 	return locked(cfgPath, func(cfg *config.Server) (*config.Server, error) {
 		list, err := read(cfg.PeersFile)
 		if err != nil {
@@ -204,25 +278,7 @@ func write(cfgPath, path string, list []config.PeerSection) (*config.Server, err
 }
 
 // Encode renders a peers file. Keys left empty are left out.
-func Encode(list []config.PeerSection) ([]byte, error) {
-	var buf bytes.Buffer
-	buf.WriteString(header)
-	for _, p := range list {
-		var one bytes.Buffer
-		if err := toml.NewEncoder(&one).Encode(config.PeersFile{Peer: []config.PeerSection{p}}); err != nil {
-			return nil, fmt.Errorf("encode peer %q: %w", p.Name, err)
-		}
-		buf.WriteString("\n")
-		for _, line := range strings.Split(strings.TrimSpace(one.String()), "\n") {
-			line = strings.TrimSpace(line)
-			if strings.HasSuffix(line, ` = ""`) || strings.HasSuffix(line, " = []") {
-				continue
-			}
-			buf.WriteString(line + "\n")
-		}
-	}
-	return buf.Bytes(), nil
-}
+func Encode(list []config.PeerSection) ([]byte, error) { return config.EncodePeers(header, list) }
 
 // lock takes an exclusive lock next to the peers file (created with its
 // directory if needed); the returned func releases it.

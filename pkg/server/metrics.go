@@ -41,6 +41,7 @@ type Collector struct {
 	peerRekeys, peerKeyAge                                         *prometheus.Desc
 	dgramDropped, dgramCookies, dgramSessions, dgramLoad           *prometheus.Desc
 	dnsQueries, dnsRewritten                                       *prometheus.Desc
+	storeConnected, storeRevision, storeErrors                     *prometheus.Desc
 }
 
 // dnsOutcomes are the outcomes of a query to gtund's DNS proxy.
@@ -92,7 +93,10 @@ func NewCollector(status func() Status) *Collector {
 		dgramLoad:     d("datagram_under_load", "1 while the datagram listener asks initiations for a cookie first, else 0."),
 		dnsQueries: d("dns_proxy_queries_total",
 			"Queries to gtund's DNS proxy (map and dns set), by outcome: answered, failed (no cluster DNS server answered), refused (not from the pool, or not one question), busy (too many queries in flight: SERVFAIL at once).", "outcome"),
-		dnsRewritten: d("dns_proxy_rewritten_answers_total", "Answers of gtund's DNS proxy with an address given under its virtual prefix (map)."),
+		dnsRewritten:   d("dns_proxy_rewritten_answers_total", "Answers of gtund's DNS proxy with an address given under its virtual prefix (map)."),
+		storeConnected: d("store_connected", "1 while the store answers (always with backend file), 0 while etcd is unreachable and the cache in state_dir serves.", "backend"),
+		storeRevision:  d("store_revision", "The etcd revision the replica has seen last (0 with backend file)."),
+		storeErrors:    d("store_errors_total", "Failed requests to etcd (loads, watches, health checks)."),
 	}
 }
 
@@ -101,7 +105,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	metrics.Descs(ch, c.peerRxBytes, c.peerTxBytes, c.peerRxPackets, c.peerTxPackets, c.peerConnected, c.peerRTT,
 		c.peerSessions, c.peerDrops, c.peers, c.sessions, c.routes, c.drops, c.handshakeFailures, c.leasesFailing, c.offload, c.handshakesPending, c.hsSources, c.heals, c.fights, c.handshakeDH, c.handshakeDHStrangers, c.knownSources,
 		c.peerRekeys, c.peerKeyAge,
-		c.dgramDropped, c.dgramCookies, c.dgramSessions, c.dgramLoad, c.dnsQueries, c.dnsRewritten)
+		c.dgramDropped, c.dgramCookies, c.dgramSessions, c.dgramLoad, c.dnsQueries, c.dnsRewritten,
+		c.storeConnected, c.storeRevision, c.storeErrors)
 }
 
 // Collect implements prometheus.Collector.
@@ -143,6 +148,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		b.Reasons(c.dnsQueries, dnsOutcomes, st.DNS.Proxy.Queries)
 		b.Counter(c.dnsRewritten, st.DNS.Proxy.Rewritten)
 	}
+	b.Bool(c.storeConnected, st.Store.Connected, st.Store.Backend)
+	b.Gauge(c.storeRevision, float64(st.Store.Revision))
+	b.Counter(c.storeErrors, st.Store.Errors)
 	if d := st.Datagrams; d != nil {
 		b.Reasons(c.dgramDropped, dgram.DropReasons, d.Dropped)
 		b.Counter(c.dgramCookies, d.CookiesSent)

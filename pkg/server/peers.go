@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
+	"github.com/gtun/gtun/pkg/store"
 )
 
 // subnetLinger is how long a disconnected peer's subnets stay routed into
@@ -312,4 +315,17 @@ func (s *Server) poolIndex(a netip.Addr) (int, bool) {
 func (p *peer) fromSubnet(a netip.Addr) bool {
 	_, ok := p.subnets.Load().Lookup(a)
 	return ok
+}
+
+// replicaRecord is what this replica publishes in etcd: its sessions, for
+// `gtund peer list` on any replica.
+func (s *Server) replicaRecord() store.Replica {
+	r := store.Replica{Name: s.cfg.Store.Replica, Listen: s.listenAddrs, Since: s.started}
+	s.mu.Lock()
+	for _, ps := range s.sessions {
+		r.Sessions = append(r.Sessions, store.ReplicaSession{Peer: ps.name, Address: ps.addr.String(), Endpoint: ps.endpoint, Since: ps.since})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(r.Sessions, func(a, b store.ReplicaSession) int { return strings.Compare(a.Peer, b.Peer) })
+	return r
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
 	"github.com/gtun/gtun/pkg/stats"
+	"github.com/gtun/gtun/pkg/store"
 	"github.com/gtun/gtun/pkg/transport"
 	"github.com/gtun/gtun/pkg/tun"
 )
@@ -96,6 +97,8 @@ type Server struct {
 	natMu       sync.Mutex     // serializes building the nftables table: setup, reload, repair
 	natApplied  nat.Spec       // the table as last built; natMu
 	drops       drops          // by the data plane: every peer's, and what came from the TUN
+	mirror      *store.Mirror  // follows etcd (backend etcd); nil with the file store
+	storeReload chan struct{}  // the mirror wrote new peers to the cache: reload (cap 1)
 	wg          sync.WaitGroup
 	listenAddrs []string
 }
@@ -108,6 +111,7 @@ func New(cfg *config.Server, log *slog.Logger) *Server {
 		routes: cfg.Routes, maps: cfg.Map, dns: cfg.DNS, keepalive: cfg.Keepalive, deadAfter: cfg.DeadAfter, rekey: cfg.RekeyInterval}
 	s.bySubnet.Store(packet.NewTable(map[netip.Prefix]*peerSession{}))
 	s.reloadReq = make(chan chan reloadResult)
+	s.storeReload = make(chan struct{}, 1)
 	for _, p := range cfg.Peers {
 		s.peers[p.PublicKey] = newPeerInfo(p, cfg.Map)
 	}
@@ -156,8 +160,24 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	} else if changed {
 		s.log.Info("enabled net.ipv4.ip_forward")
 	}
-	if s.pool, err = ipam.Open(s.cfg.Pool, s.cfg.Gateway, s.cfg.StateDir, s.log); err != nil {
+	if s.pool, err = ipam.Open(s.cfg.Pool, s.cfg.Gateway, config.CacheDir(s.cfg.StateDir, s.cfg.Store), s.log); err != nil {
 		return err
+	}
+	if s.cfg.Store.Shared() {
+		e, err := store.Dial(s.cfg.Store)
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		s.pool.SetClaimer(e)
+		s.mirror = store.NewMirror(e, config.CacheDir(s.cfg.StateDir, s.cfg.Store), s.cfg.Store.Replica, s.log,
+			func() {
+				select {
+				case s.storeReload <- struct{}{}:
+				default: // one pending reload reads the newest cache
+				}
+			}, s.pool.Replace)
+		s.mirror.SetPublish(s.replicaRecord)
 	}
 	s.syncPoolPeers()
 
@@ -251,6 +271,9 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	for _, f := range serve {
 		s.goRun(f)
 	}
+	if s.mirror != nil {
+		s.goRun(func() { s.mirror.Run(ctx) })
+	}
 	s.goRun(func() { s.events.Run(ctx) })
 	s.goRun(func() { s.dev.Run(ctx) })
 	s.goRun(func() { s.watchSystem(ctx) })
@@ -278,6 +301,8 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		case <-ctx.Done():
 			done = true
 		case <-reload:
+			_, _ = s.reload() // logged
+		case <-s.storeReload:
 			_, _ = s.reload() // logged
 		case res := <-s.reloadReq:
 			keys, err := s.reload()

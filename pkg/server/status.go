@@ -10,12 +10,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/dgram"
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/ipam"
 	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
+	"github.com/gtun/gtun/pkg/store"
 	"github.com/gtun/gtun/pkg/transport"
 )
 
@@ -45,7 +47,10 @@ type Status struct {
 	Fighting   []string          `json:"fighting,omitempty"`
 	Drops      map[string]uint64 `json:"drops,omitempty"`
 	LeaseError string            `json:"lease_error,omitempty"`
-	Peers      []PeerStatus      `json:"peers"`
+	// Store is where peers and leases live: file, or etcd and whether it
+	// answers.
+	Store store.Status `json:"store"`
+	Peers []PeerStatus `json:"peers"`
 }
 
 // HandshakeStatus is the front door: handshakes in progress and the
@@ -121,6 +126,10 @@ func (s *Server) Status() Status {
 		Handshakes: HandshakeStatus{Stats: s.guard.Stats(), HandshakeCounts: s.responder.Counts()}, Heals: s.book.Heals(), Fights: s.book.Fights(), Fighting: s.book.Fighting()}
 	if s.cfg.Pool6.IsValid() {
 		st.Pool6, st.Gateway6 = s.cfg.Pool6.String(), s.cfg.Gateway6.String()
+	}
+	st.Store = store.Status{Backend: config.StoreFile, Connected: true, Since: s.started, CacheDir: s.cfg.StateDir}
+	if s.mirror != nil {
+		st.Store = s.mirror.Status()
 	}
 	if s.kcp != nil {
 		ds := s.kcp.Stats()
@@ -308,6 +317,7 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	if st.LeaseError != "" {
 		fmt.Fprintf(w, "LEASES NOT PERSISTED: %s\n", st.LeaseError)
 	}
+	writeStore(w, st.Store)
 	return nil
 }
 
@@ -333,4 +343,21 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// writeStore is the store's line of the status.
+func writeStore(w io.Writer, st store.Status) {
+	if st.Backend != config.StoreEtcd {
+		fmt.Fprintf(w, "store: file (%s)\n", st.CacheDir)
+		return
+	}
+	state := "connected since " + st.Since.Format(time.RFC3339)
+	if !st.Connected {
+		state = "UNREACHABLE since " + st.Since.Format(time.RFC3339) + " (serving the cache in " + st.CacheDir + ")"
+		if st.LastError != "" {
+			state += ": " + st.LastError
+		}
+	}
+	fmt.Fprintf(w, "store: etcd %s prefix %s as replica %s, %s, revision %d, errors %d\n",
+		strings.Join(st.Endpoints, ","), st.Prefix, st.Replica, state, st.Revision, st.Errors)
 }

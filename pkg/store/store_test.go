@@ -1,0 +1,273 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gtun/gtun/internal/etcdtest"
+	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/ipam"
+	"github.com/gtun/gtun/pkg/secure"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func dial(t *testing.T, endpoints []string, prefix string) *Etcd {
+	t.Helper()
+	e, err := Dial(config.Store{Backend: config.StoreEtcd, Endpoints: endpoints, Prefix: prefix, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func newKey(t *testing.T) secure.PublicKey {
+	t.Helper()
+	k, err := secure.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.Public()
+}
+
+func accept([]config.PeerSection) error { return nil }
+
+// Peers added on two replicas at once are all kept; a name or a key added
+// twice is refused the second time, whoever is second.
+func TestAddPeerConcurrently(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	a, b := dial(t, c.Endpoints(), "/t"), dial(t, c.Endpoints(), "/t")
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 20 {
+		for j, e := range []*Etcd{a, b} {
+			wg.Go(func() {
+				if err := e.AddPeer(config.PeerSection{Name: fmt.Sprintf("r%d-%d", j, i), PublicKey: newKey(t).String()}, accept); err != nil {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	snap, err := a.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Peers) != 40 {
+		t.Fatalf("%d peers stored, want 40", len(snap.Peers))
+	}
+	// The same name from both at once: exactly one wins.
+	var wins, conflicts int
+	var mu sync.Mutex
+	for _, e := range []*Etcd{a, b} {
+		wg.Go(func() {
+			err := e.AddPeer(config.PeerSection{Name: "same", PublicKey: newKey(t).String()}, accept)
+			var ce *ConflictError
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				wins++
+			case errors.As(err, &ce):
+				conflicts++
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins != 1 || conflicts != 1 {
+		t.Errorf("same name twice at once: %d added, %d refused; want 1 and 1", wins, conflicts)
+	}
+	// A check that refuses stops the change.
+	if err := a.AddPeer(config.PeerSection{Name: "bad", PublicKey: newKey(t).String()}, func([]config.PeerSection) error { return errors.New("no") }); err == nil {
+		t.Error("a refused check stored the peer")
+	}
+}
+
+// A fixed address is held like a lease: no replica leases it to another
+// key, and removing the peer frees it.
+func TestFixedAddressAndRemove(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	e := dial(t, c.Endpoints(), "/t")
+	k1, k2 := newKey(t), newKey(t)
+	if err := e.AddPeer(config.PeerSection{Name: "fixed", PublicKey: k1.String(), Address: "100.64.240.2"}, accept); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.Claim(k2, "other", netip.MustParseAddr("100.64.240.2"))
+	var taken *ipam.TakenError
+	if !errors.As(err, &taken) || taken.Owner.Name != "fixed" {
+		t.Fatalf("claim of a fixed address: %v, want taken by fixed", err)
+	}
+	if _, err := e.RemovePeer("fixed"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.Claim(k2, "other", netip.MustParseAddr("100.64.240.2")); err != nil || got != netip.MustParseAddr("100.64.240.2") {
+		t.Fatalf("claim after remove: %v %v", got, err)
+	}
+	if _, err := e.RemovePeer("fixed"); err == nil {
+		t.Error("removing a removed peer succeeded")
+	}
+}
+
+// Two replicas' pools allocating at once, for distinct keys and for the
+// same keys: no address is ever held by two keys, and a key has the same
+// address on both. Reports allocations per second under this contention.
+func TestClaimsUnderContention(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	prefix := netip.MustParsePrefix("100.64.0.0/20")
+	pools := make([]*ipam.Pool, 2)
+	for i := range pools {
+		p, err := ipam.Open(prefix, netip.MustParseAddr("100.64.0.1"), t.TempDir(), quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.SetClaimer(dial(t, c.Endpoints(), "/t"))
+		pools[i] = p
+	}
+	const n = 600
+	keys := make([]secure.PublicKey, n)
+	for i := range keys {
+		keys[i] = newKey(t)
+	}
+	got := make([][]netip.Addr, 2)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, p := range pools {
+		got[i] = make([]netip.Addr, n)
+		for w := range 8 { // 8 connecting clients at a time on each replica
+			wg.Go(func() {
+				for j := w; j < n; j += 8 {
+					// Replica 0 goes up the key list, replica 1 down it:
+					// they meet in the middle and contend for every address.
+					k := j
+					if i == 1 {
+						k = n - 1 - j
+					}
+					a, err := p.Acquire(keys[k], fmt.Sprint("k", k))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					got[i][k] = a
+				}
+			})
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	t.Logf("%d acquisitions (%d keys, each on both replicas) in %v: %.0f/s", 2*n, n, elapsed, float64(2*n)/elapsed.Seconds())
+	owner := map[netip.Addr]int{}
+	for k := range n {
+		if got[0][k] != got[1][k] {
+			t.Errorf("key %d has %v on one replica and %v on the other", k, got[0][k], got[1][k])
+		}
+		if o, dup := owner[got[0][k]]; dup {
+			t.Errorf("address %v given to keys %d and %d", got[0][k], o, k)
+		}
+		owner[got[0][k]] = k
+	}
+}
+
+// The mirror brings a peer added elsewhere to the server within a second,
+// writes it to the cache peers file, and follows leases; with etcd gone it
+// reports the outage and keeps the cache; back, it converges.
+func TestMirror(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	e, writer := dial(t, c.Endpoints(), "/t"), dial(t, c.Endpoints(), "/t")
+	dir := t.TempDir()
+	peersCh := make(chan struct{}, 16)
+	var mu sync.Mutex
+	var leases []ipam.Lease
+	m := NewMirror(e, dir, "r1", quiet, func() { peersCh <- struct{}{} }, func(ls []ipam.Lease) {
+		mu.Lock()
+		leases = ls
+		mu.Unlock()
+	})
+	ctx := t.Context()
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	t.Cleanup(func() { <-done })
+	waitPeers := func(what string) time.Duration {
+		start := time.Now()
+		select {
+		case <-peersCh:
+			return time.Since(start)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no peers change", what)
+		}
+		return 0
+	}
+	waitPeers("first load")
+	start := time.Now()
+	if err := writer.AddPeer(config.PeerSection{Name: "vm1", PublicKey: newKey(t).String()}, accept); err != nil {
+		t.Fatal(err)
+	}
+	waitPeers("add")
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("a peer added took %v to reach the mirror, want < 1s", took)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, config.PeersFileName))
+	if err != nil || !strings.Contains(string(b), `name = "vm1"`) {
+		t.Fatalf("cache peers file: %v\n%s", err, b)
+	}
+	if _, err := writer.Claim(newKey(t), "x", netip.MustParseAddr("100.64.240.9")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(leases) == 1 && leases[0].Address == "100.64.240.9"
+	})
+	if st := m.Status(); !st.Connected || st.Revision == 0 {
+		t.Errorf("status while up: %+v", st)
+	}
+
+	c.StopAll()
+	eventually(t, 5*time.Second, func() bool { return !m.Status().Connected })
+	if err := writer.AddPeer(config.PeerSection{Name: "vm2", PublicKey: newKey(t).String()}, accept); err == nil {
+		t.Fatal("add with etcd stopped succeeded")
+	} else if ue := (*UnavailableError)(nil); !errors.As(err, &ue) || !strings.Contains(err.Error(), c.Endpoints()[0]) {
+		t.Errorf("add with etcd stopped: %v, want an UnavailableError naming the endpoint", err)
+	}
+	if b2, _ := os.ReadFile(filepath.Join(dir, config.PeersFileName)); string(b2) != string(b) {
+		t.Error("the cache changed while etcd was away")
+	}
+
+	c.RestartAll(t)
+	eventually(t, 10*time.Second, func() bool { return m.Status().Connected })
+	if err := writer.AddPeer(config.PeerSection{Name: "vm2", PublicKey: newKey(t).String()}, accept); err != nil {
+		t.Fatal(err)
+	}
+	waitPeers("add after the outage")
+	b, _ = os.ReadFile(filepath.Join(dir, config.PeersFileName))
+	if !strings.Contains(string(b), `name = "vm2"`) {
+		t.Errorf("cache after the outage:\n%s", b)
+	}
+}
+
+func eventually(t *testing.T, limit time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if ok() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("not within %v", limit)
+}
