@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test topology for gtun (see shared DESIGN.md, "Test topology").
 #
-#   scripts/topology.sh up   [PREFIX] [--wanemu] [--cluster2] [--ipv6]
+#   scripts/topology.sh up   [PREFIX] [--wanemu] [--cluster2] [--ipv6] [--replicas]
 #                                                 build it (idempotent: tears down an old one first)
 #   scripts/topology.sh down [PREFIX]             remove it (kills processes still inside its namespaces)
 #   scripts/topology.sh status [PREFIX]           list its namespaces and addresses
@@ -41,6 +41,15 @@
 #  "table ip6 kubeproxy": [fd00:10:96::10]:80 -> [fd00:10:244:1::20]:8080,
 #  :53 (udp, tcp) -> the pod's :53. With --cluster2, cluster 2's inside is
 #  addressed the same (its wan link stays IPv4).
+# With --replicas (or REPLICAS=1) the first cluster gets two more gateways,
+# gwb and gwc, for gtund replicas sharing one etcd store: each on its own
+# wan link from vm (unnumbered on vm's side, like gw2's) and its own vpc
+# link to node, and etcd's addresses on node's loopback:
+#
+#  vm --wanb/wan0-- gwb 198.51.100.4 | 10.0.1.2 --vpcb/vpc0-- node 10.0.1.3
+#  vm --wanc/wan0-- gwc 198.51.100.5 | 10.0.2.2 --vpcc/vpc0-- node 10.0.2.3
+#  node: 10.0.9.1, 10.0.9.2, 10.0.9.3 on lo (etcd members); gw, gwb and gwc
+#        route 10.0.9.0/24 to node
 #
 # With --wanemu (or WANEMU=1) the wan link goes through a sixth namespace,
 # PREFIX-wan, where tools/wanemu forwards frames between its interfaces "a"
@@ -61,7 +70,7 @@
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 up [PREFIX] [--wanemu] [--cluster2] [--ipv6] | down|status [PREFIX] | wanemu PREFIX DELAY_MS LOSS_PCT | wanemu-stats PREFIX | blackhole PREFIX on|off" >&2
+	echo "usage: $0 up [PREFIX] [--wanemu] [--cluster2] [--ipv6] [--replicas] | down|status [PREFIX] | wanemu PREFIX DELAY_MS LOSS_PCT | wanemu-stats PREFIX | blackhole PREFIX on|off" >&2
 	exit 2
 }
 
@@ -71,12 +80,14 @@ shift
 WANEMU=${WANEMU:-0}
 CLUSTER2=${CLUSTER2:-0}
 IPV6=${IPV6:-0}
+REPLICAS=${REPLICAS:-0}
 ARGS=()
 for a in "$@"; do
 	case $a in
 	--wanemu) WANEMU=1 ;;
 	--cluster2) CLUSTER2=1 ;;
 	--ipv6) IPV6=1 ;;
+	--replicas) REPLICAS=1 ;;
 	*) ARGS+=("$a") ;;
 	esac
 done
@@ -87,6 +98,11 @@ if ! [[ $PREFIX =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$ ]]; then
 fi
 case $WANEMU in 0 | 1) ;; *)
 	echo "topology.sh: WANEMU must be 0 or 1" >&2
+	exit 2
+	;;
+esac
+case $REPLICAS in 0 | 1) ;; *)
+	echo "topology.sh: REPLICAS must be 0 or 1" >&2
 	exit 2
 	;;
 esac
@@ -107,7 +123,8 @@ TOPO_RUN_DIR=${TOPO_RUN_DIR:-/run/gtun-topology}
 HOSTS=(vm vm2 gw node pod)
 [ "$WANEMU" = 1 ] && HOSTS+=(wan)
 [ "$CLUSTER2" = 1 ] && HOSTS+=(gw2 node2 pod2)
-ALL_HOSTS=(vm vm2 gw node pod wan gw2 node2 pod2) # down and status: whatever exists
+[ "$REPLICAS" = 1 ] && HOSTS+=(gwb gwc)
+ALL_HOSTS=(vm vm2 gw node pod wan gw2 node2 pod2 gwb gwc) # down and status: whatever exists
 ns() { echo "$PREFIX-$1"; }
 VM=$(ns vm) VM2=$(ns vm2) GW=$(ns gw) NODE=$(ns node) POD=$(ns pod) WAN=$(ns wan)
 GW2=$(ns gw2) NODE2=$(ns node2) POD2=$(ns pod2)
@@ -235,6 +252,9 @@ up() {
 	if [ "$CLUSTER2" = 1 ]; then
 		cluster2
 	fi
+	if [ "$REPLICAS" = 1 ]; then
+		replicas
+	fi
 
 	wait_links_up
 	if [ "$WANEMU" = 1 ]; then
@@ -257,6 +277,33 @@ cluster2() {
 	ip -n "$GW2" addr add 198.51.100.3/24 dev wan0
 	ip -n "$GW2" link set wan0 up
 	cluster "$GW2" "$NODE2" "$POD2"
+}
+
+# replicas: gwb and gwc, two more gateways of the first cluster (see the
+# header), and the etcd members' addresses on node.
+replicas() {
+	local h i wan vpc
+	for i in 1 2 3; do ip -n "$NODE" addr add "10.0.9.$i/32" dev lo; done
+	ip -n "$GW" route add 10.0.9.0/24 via 10.0.0.3
+	for h in b c; do
+		case $h in b) wan=4 vpc=1 ;; c) wan=5 vpc=2 ;; esac
+		local g
+		g=$(ns "gw$h")
+		ip -n "$VM" link add "wan$h" mtu 1500 type veth peer name wan0 mtu 1500 netns "$g"
+		ip -n "$VM" link set "wan$h" up
+		ip -n "$VM" route add "198.51.100.$wan/32" dev "wan$h" src 198.51.100.1
+		ip -n "$g" addr add "198.51.100.$wan/24" dev wan0
+		ip -n "$g" link set wan0 up
+		ip -n "$g" link add vpc0 mtu 1500 type veth peer name "vpc$h" mtu 1500 netns "$NODE"
+		ip -n "$g" addr add "10.0.$vpc.2/24" dev vpc0
+		ip -n "$g" link set vpc0 up
+		ip -n "$NODE" addr add "10.0.$vpc.3/24" dev "vpc$h"
+		ip -n "$NODE" link set "vpc$h" up
+		ip -n "$g" route add 10.244.0.0/16 via "10.0.$vpc.3"
+		ip -n "$g" route add 10.96.0.0/12 via "10.0.$vpc.3"
+		ip -n "$g" route add 10.0.9.0/24 via "10.0.$vpc.3"
+		sysctl_ns "$g" net.ipv4.ip_forward=1
+	done
 }
 
 # cluster GW NODE POD: a cluster's side of the topology, the same addresses

@@ -262,7 +262,22 @@ type Options struct {
 	// IPv6 makes every link dual-stack (the *6 addresses; see
 	// scripts/topology.sh --ipv6). Without it IPv6 is off everywhere.
 	IPv6 bool
+	// Replicas adds gwb and gwc, two more gateways of the first cluster
+	// (wan ReplicaWans[1], [2]; vpc 10.0.1.2, 10.0.2.2), and the etcd
+	// member addresses EtcdHosts on node's loopback, routed from every
+	// gateway (see scripts/topology.sh --replicas).
+	Replicas bool
 }
+
+// ReplicaHosts are the namespaces Options.Replicas adds.
+var ReplicaHosts = []string{"gwb", "gwc"}
+
+// ReplicaWans are the wan addresses of gw, gwb and gwc (Options.Replicas).
+var ReplicaWans = []string{"198.51.100.2", "198.51.100.4", "198.51.100.5"}
+
+// EtcdHosts are the addresses etcd members listen on in node
+// (Options.Replicas).
+var EtcdHosts = []string{"10.0.9.1", "10.0.9.2", "10.0.9.3"}
 
 // Up builds a topology with a fresh prefix ("gt" + 4 hex digits) and
 // registers its teardown with t.Cleanup. It calls Require first.
@@ -335,6 +350,9 @@ func UpWith(t testing.TB, o Options) *Topology {
 	if o.IPv6 {
 		flags = append(flags, "--ipv6")
 	}
+	if o.Replicas {
+		flags = append(flags, "--replicas")
+	}
 	if out, err := tp.script("up", flags...); err != nil {
 		t.Fatalf("testnet: topology.sh up %s: %v\n%s", tp.Prefix, err, out)
 	}
@@ -354,7 +372,7 @@ func (tp *Topology) Down() error {
 		tp.claim = nil
 	}
 	var left []string
-	for _, h := range append(append(Hosts[:len(Hosts):len(Hosts)], "wan"), Cluster2Hosts...) {
+	for _, h := range append(append(append(Hosts[:len(Hosts):len(Hosts)], "wan"), Cluster2Hosts...), ReplicaHosts...) {
 		if _, err := os.Stat("/run/netns/" + tp.NS(h)); err == nil {
 			left = append(left, tp.NS(h))
 		}

@@ -28,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -119,6 +120,13 @@ func (e *Etcd) wrap(err error) error {
 		return &UnavailableError{Endpoints: e.endpoints, Timeout: e.timeout, Err: err}
 	}
 	return fmt.Errorf("etcd: %w", err)
+}
+
+// transient is an error of an election in progress (a member lost): the
+// request may be tried again at once.
+func transient(err error) bool {
+	return err != nil && (errors.Is(err, rpctypes.ErrLeaderChanged) || errors.Is(err, rpctypes.ErrNoLeader) ||
+		strings.Contains(err.Error(), "leader changed") || strings.Contains(err.Error(), "no leader"))
 }
 
 // Snapshot is the store's state at one revision.
@@ -240,6 +248,10 @@ func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string
 			clientv3.OpGet(e.peersRevKey()),
 		).Commit()
 		cancel()
+		if transient(err) && attempt < 19 {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			return e.wrap(err)
 		}
@@ -268,6 +280,10 @@ func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string
 		ctx, cancel = e.request()
 		tr, err := e.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		cancel()
+		if transient(err) && attempt < 19 {
+			time.Sleep(100 * time.Millisecond) // an election: the next leader answers
+			continue
+		}
 		if err != nil {
 			return e.wrap(err)
 		}
@@ -286,11 +302,19 @@ func (e *Etcd) Claim(key secure.PublicKey, name string, a netip.Addr) (netip.Add
 	l, _ := json.Marshal(ipam.Lease{PublicKey: k, Name: name, Address: as, Updated: time.Now().UTC()})
 	ctx, cancel := e.request()
 	defer cancel()
-	resp, err := e.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(e.leaseKey(k)), "=", 0), clientv3.Compare(clientv3.CreateRevision(e.addrKey(as)), "=", 0)).
-		Then(clientv3.OpPut(e.leaseKey(k), string(l)), clientv3.OpPut(e.addrKey(as), k)).
-		Else(clientv3.OpGet(e.leaseKey(k)), clientv3.OpGet(e.addrKey(as))).
-		Commit()
+	var resp *clientv3.TxnResponse
+	var err error
+	for try := 0; try < 10; try++ {
+		resp, err = e.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(e.leaseKey(k)), "=", 0), clientv3.Compare(clientv3.CreateRevision(e.addrKey(as)), "=", 0)).
+			Then(clientv3.OpPut(e.leaseKey(k), string(l)), clientv3.OpPut(e.addrKey(as), k)).
+			Else(clientv3.OpGet(e.leaseKey(k)), clientv3.OpGet(e.addrKey(as))).
+			Commit()
+		if !transient(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // an election: the next leader answers
+	}
 	if err != nil {
 		return netip.Addr{}, e.wrap(err)
 	}

@@ -1,0 +1,445 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gtun/gtun/internal/etcdtest"
+	"github.com/gtun/gtun/internal/testnet"
+	"github.com/gtun/gtun/pkg/client"
+	"github.com/gtun/gtun/pkg/server"
+)
+
+// ha is a gateway of three replicas (gtund on gw, gwb and gwc, one key)
+// sharing a 3-member etcd on node, as docs/ha.md deploys it.
+type ha struct {
+	*env
+	etcd  *etcdtest.Cluster
+	hosts []string // gw, gwb, gwc
+	procs map[string]*testnet.Proc
+}
+
+func newHA(t *testing.T) *ha {
+	t.Helper()
+	testnet.Require(t, "ping", "curl", "/dev/net/tun", "etcd", "etcdctl")
+	h := &ha{env: &env{tp: testnet.UpWith(t, testnet.Options{Replicas: true}), dir: t.TempDir()},
+		hosts: []string{"gw", "gwb", "gwc"}, procs: map[string]*testnet.Proc{}}
+	h.serverKey, h.serverPub = h.key(t, "server")
+	h.etcd = etcdtest.Start(t, etcdtest.Options{Members: 3, Netns: h.tp.NS("node"), Hosts: testnet.EtcdHosts})
+	h.tp.Start(t, "pod", "", bins.podhttp, "-listen", ":8080")
+	testnet.Eventually(t, 10*time.Second, func() error {
+		_, err := h.tp.Exec("node", "curl", "-fsS", "--max-time", "1", "http://"+podIP+":8080/healthz")
+		return err
+	})
+	for i, host := range h.hosts {
+		h.writeConfig(t, host, testnet.ReplicaWans[i])
+	}
+	return h
+}
+
+func (h *ha) cfg(host string) string    { return filepath.Join(h.dir, host+".toml") }
+func (h *ha) socket(host string) string { return filepath.Join(h.dir, host+".sock") }
+func (h *ha) endpoint(i int) string     { return testnet.ReplicaWans[i] + ":" + port }
+
+func (h *ha) writeConfig(t *testing.T, host, wan string) {
+	t.Helper()
+	var eps []string
+	for _, e := range h.etcd.Endpoints() {
+		eps = append(eps, fmt.Sprintf("%q", e))
+	}
+	cfg := fmt.Sprintf(`[server]
+listen = "%s:%s"
+private_key_file = %q
+pool = "100.64.240.0/24"
+routes = ["10.244.0.0/16", "10.96.0.0/12"]
+state_dir = %q
+control_socket = %q
+keepalive = "500ms"
+
+[store]
+backend = "etcd"
+endpoints = [%s]
+prefix = "/gtun/test"
+dial_timeout = "1s"
+replica = %q
+
+[log]
+level = "debug"
+`, wan, port, h.serverKey, filepath.Join(h.dir, host+"-state"), h.socket(host), strings.Join(eps, ", "), host)
+	if err := os.WriteFile(h.cfg(host), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *ha) start(t *testing.T, host string) *testnet.Proc {
+	t.Helper()
+	p := h.tp.Start(t, host, filepath.Join(h.dir, host+"-gtund.log"), bins.gtund, "-c", h.cfg(host))
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if p.Exited() {
+			t.Fatalf("gtund on %s exited:\n%s", host, p.LogTail(30))
+		}
+		var st map[string]any
+		return tryStatus(bins.gtund, h.socket(host), &st)
+	})
+	h.procs[host] = p
+	return p
+}
+
+func (h *ha) status(t *testing.T, host string) server.Status {
+	t.Helper()
+	var st server.Status
+	status(t, bins.gtund, h.socket(host), &st)
+	return st
+}
+
+// peerAdd runs gtund peer add on host (in its namespace, as on that
+// machine) and returns its output.
+func (h *ha) peerAdd(host, name, pub string, extra ...string) (string, error) {
+	args := append([]string{bins.gtund, "peer", "add", name, "-c", h.cfg(host), "--public-key", pub,
+		"--endpoint", h.endpoint(0) + "," + h.endpoint(1) + "," + h.endpoint(2)}, extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := h.tp.Command(ctx, host, args...).CombinedOutput() // err keeps its exit code
+	return string(out), err
+}
+
+// knows reports whether host's gtund serves peer name.
+func (h *ha) knows(t *testing.T, host, name string) bool {
+	var st server.Status
+	if tryStatus(bins.gtund, h.socket(host), &st) != nil {
+		return false
+	}
+	for _, p := range st.Peers {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// clientConfig is gtun's config with the replicas as endpoints, listed.
+func (h *ha) clientConfig(t *testing.T, keyPath string, hosts ...int) string {
+	t.Helper()
+	var eps []string
+	for _, i := range hosts {
+		eps = append(eps, fmt.Sprintf("%q", h.endpoint(i)))
+	}
+	cfg := fmt.Sprintf(`[client]
+private_key_file = %q
+control_socket = %q
+
+[[server]]
+name = "cluster"
+endpoints = [%s]
+public_key = %q
+failback = false
+
+[log]
+level = "debug"
+`, keyPath, h.clientSocket("vm"), strings.Join(eps, ", "), h.serverPub)
+	path := filepath.Join(h.dir, "gtun.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func (h *ha) clientServer(t *testing.T) client.ServerStatus {
+	t.Helper()
+	var st client.Status
+	if tryStatus(bins.gtun, h.clientSocket("vm"), &st) != nil || len(st.Servers) == 0 {
+		return client.ServerStatus{}
+	}
+	return st.Servers[0]
+}
+
+// A peer added on one replica is served by the others within a second,
+// with no reload and no other session touched; peer list on any replica
+// shows where each peer is connected.
+func TestHAPeerAddPropagates(t *testing.T) {
+	h := newHA(t)
+	for _, host := range h.hosts {
+		h.start(t, host)
+	}
+	keyPath, pub := h.key(t, "vm")
+	out, err := h.peerAdd("gw", "vm", pub)
+	if err != nil {
+		t.Fatalf("peer add: %v\n%s", err, out)
+	}
+	start := time.Now()
+	var took [3]time.Duration
+	for time.Since(start) < 3*time.Second {
+		done := true
+		for i, host := range h.hosts {
+			if took[i] == 0 && h.knows(t, host, "vm") {
+				took[i] = time.Since(start)
+			}
+			done = done && took[i] != 0
+		}
+		if done {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("peer add on gw: served by gw, gwb, gwc after %v (from the end of the command)", took)
+	for i, d := range took {
+		if d == 0 || d > time.Second {
+			t.Errorf("%s served the new peer after %v, want within 1s", h.hosts[i], d)
+		}
+	}
+	if !strings.Contains(out, `endpoint_order = "spread"`) {
+		t.Errorf("peer add with several endpoints did not spread:\n%s", out)
+	}
+	// The client reaches the cluster through gwb alone.
+	p := h.startClient(t, "vm", "vm", h.clientConfig(t, keyPath, 1))
+	h.waitRoute(t, "vm", "10.244.0.0/16", p)
+	h.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
+	testnet.Eventually(t, 5*time.Second, func() error {
+		out, err := h.tp.Exec("gwc", bins.gtund, "peer", "list", "-c", h.cfg("gwc"))
+		if err != nil || !strings.Contains(out, "yes (gwb from 198.51.100.1") {
+			return fmt.Errorf("peer list on gwc: %v\n%s", err, out)
+		}
+		return nil
+	})
+	for _, host := range h.hosts {
+		if st := h.status(t, host).Store; !st.Connected || st.Backend != "etcd" || st.Revision == 0 {
+			t.Errorf("%s store status %+v", host, st)
+		}
+	}
+	// Removed on gwc: gwb disconnects the client within a second.
+	if out, err := h.tp.Exec("gwc", bins.gtund, "peer", "remove", "vm", "-c", h.cfg("gwc")); err != nil {
+		t.Fatalf("peer remove: %v\n%s", err, out)
+	}
+	testnet.Eventually(t, time.Second, func() error {
+		if h.knows(t, "gwb", "vm") {
+			return fmt.Errorf("gwb still serves vm")
+		}
+		return nil
+	})
+}
+
+// Peer adds on two replicas at once never collide: all distinct names are
+// kept, one name added on both is refused on one, a fixed address asked
+// for twice goes to one peer.
+func TestHAConcurrentPeerAdd(t *testing.T) {
+	h := newHA(t)
+	h.start(t, "gw")
+	h.start(t, "gwb")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []string
+	for i := range 8 {
+		for _, host := range []string{"gw", "gwb"} {
+			wg.Go(func() {
+				_, pub := h.key(t, fmt.Sprintf("%s-%d", host, i))
+				if out, err := h.peerAdd(host, fmt.Sprintf("%s-%d", host, i), pub); err != nil {
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("%s: %v\n%s", host, err, out))
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for _, f := range failures {
+		t.Error(f)
+	}
+	ok := func(name, address string) func(string) (string, error) {
+		return func(host string) (string, error) {
+			_, pub := h.key(t, name+"-"+host)
+			return h.peerAdd(host, name, pub, "--address", address)
+		}
+	}
+	for _, c := range []struct {
+		what string
+		add  [2]func(string) (string, error)
+	}{
+		{"one name on both", [2]func(string) (string, error){ok("same", "100.64.240.200"), ok("same", "100.64.240.201")}},
+		{"one fixed address on both", [2]func(string) (string, error){ok("fixed-a", "100.64.240.210"), ok("fixed-b", "100.64.240.210")}},
+	} {
+		var wins int
+		var outs []string
+		for j, host := range []string{"gw", "gwb"} {
+			wg.Go(func() {
+				out, err := c.add[j](host)
+				mu.Lock()
+				defer mu.Unlock()
+				outs = append(outs, out)
+				if err == nil {
+					wins++
+				} else if ee, isExit := err.(*exec.ExitError); !isExit || ee.ExitCode() != 2 {
+					t.Errorf("%s: %v, want exit 2 for the loser\n%s", c.what, err, out)
+				}
+			})
+		}
+		wg.Wait()
+		if wins != 1 {
+			t.Errorf("%s at once: %d succeeded, want 1\n%s", c.what, wins, strings.Join(outs, "\n"))
+		}
+	}
+	testnet.Eventually(t, 2*time.Second, func() error {
+		for _, host := range []string{"gw", "gwb"} {
+			if n := len(h.status(t, host).Peers); n != 18 {
+				return fmt.Errorf("%s serves %d peers, want 18", host, n)
+			}
+		}
+		return nil
+	})
+}
+
+// kill -9 of the replica a client uses, under traffic: the client is on
+// another replica within 2 s with the same address.
+func TestHAFailover(t *testing.T) {
+	h := newHA(t)
+	h.start(t, "gw")
+	h.start(t, "gwb")
+	keyPath, pub := h.key(t, "vm")
+	if out, err := h.peerAdd("gw", "vm", pub); err != nil {
+		t.Fatalf("peer add: %v\n%s", err, out)
+	}
+	p := h.startClient(t, "vm", "vm", h.clientConfig(t, keyPath, 0, 1))
+	h.waitRoute(t, "vm", "10.244.0.0/16", p)
+	h.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
+	before := h.clientServer(t)
+	if before.Endpoint != h.endpoint(0) {
+		t.Fatalf("client on %s, want gw (listed first)", before.Endpoint)
+	}
+	// Traffic: a ping every 10 ms through the tunnel while gw dies.
+	ping := h.tp.Start(t, "vm", filepath.Join(h.dir, "ping.log"), "ping", "-i", "0.01", "-W", "1", podIP)
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	h.procs["gw"].Kill9()
+	var after client.ServerStatus
+	for time.Since(start) < 5*time.Second {
+		after = h.clientServer(t)
+		if after.State == "connected" && after.Endpoint == h.endpoint(1) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	took := time.Since(start)
+	t.Logf("failover gw -> gwb after kill -9: connected to gwb %v later, address %s (was %s)", took, after.Address, before.Address)
+	if after.Endpoint != h.endpoint(1) || took > 2*time.Second {
+		t.Fatalf("not on gwb within 2s (took %v): %+v", took, after)
+	}
+	if after.Address != before.Address {
+		t.Errorf("address changed on failover: %s -> %s", before.Address, after.Address)
+	}
+	h.reach(t, "vm", "http://"+podIP+":8080/", 5*time.Second)
+	time.Sleep(time.Second) // the ping's statistics: the outage among a second of traffic after it
+	_ = ping.Signal(os.Interrupt)
+	_, _ = ping.Wait(5 * time.Second)
+	t.Logf("ping every 10 ms through the failover: %s", lastLine(ping.Log(), "packet loss"))
+}
+
+func lastLine(s, containing string) string {
+	lines := strings.Split(s, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], containing) {
+			return lines[i]
+		}
+	}
+	return ""
+}
+
+// etcd outages: one member killed keeps everything working; all stopped,
+// sessions stay, peer add fails clearly, and a replica restarted meanwhile
+// serves the peers it knew with their addresses; etcd back, everything
+// converges.
+func TestHAEtcdOutage(t *testing.T) {
+	h := newHA(t)
+	h.start(t, "gw")
+	h.start(t, "gwb")
+	keyPath, pub := h.key(t, "vm")
+	if out, err := h.peerAdd("gw", "vm", pub); err != nil {
+		t.Fatalf("peer add: %v\n%s", err, out)
+	}
+	p := h.startClient(t, "vm", "vm", h.clientConfig(t, keyPath, 0, 1))
+	h.waitRoute(t, "vm", "10.244.0.0/16", p)
+	h.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
+	addr := h.clientServer(t).Address
+
+	// One member of three killed: quorum stays, so does everything.
+	h.etcd.Kill9(0)
+	_, pub2 := h.key(t, "vm2")
+	if out, err := h.peerAdd("gwb", "vm2", pub2); err != nil {
+		t.Fatalf("peer add with one etcd member down: %v\n%s", err, out)
+	}
+	testnet.Eventually(t, 2*time.Second, func() error {
+		if !h.knows(t, "gw", "vm2") {
+			return fmt.Errorf("gw does not serve vm2")
+		}
+		return nil
+	})
+
+	// All members stopped.
+	h.etcd.StopAll()
+	testnet.Eventually(t, 5*time.Second, func() error {
+		for _, host := range []string{"gw", "gwb"} {
+			if h.status(t, host).Store.Connected {
+				return fmt.Errorf("%s still reports etcd connected", host)
+			}
+		}
+		return nil
+	})
+	h.reach(t, "vm", "http://"+podIP+":8080/", 2*time.Second)
+	if st := h.clientServer(t); st.Reconnects != 0 || st.State != "connected" {
+		t.Errorf("the session did not stay through the etcd outage: %+v", st)
+	}
+	_, pub3 := h.key(t, "vm3")
+	out, err := h.peerAdd("gw", "vm3", pub3)
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(out, testnet.EtcdHosts[1]) || !strings.Contains(out, "did not answer within 1s") {
+		t.Errorf("peer add with etcd away: %v, want exit 1 naming the endpoints and the timeout:\n%s", err, out)
+	}
+	// gwb restarted during the outage, then gw killed: the client moves
+	// to gwb, which serves it from its cache, same address.
+	stop(t, "gtund on gwb", h.procs["gwb"])
+	h.start(t, "gwb")
+	if st := h.status(t, "gwb").Store; st.Connected {
+		t.Errorf("gwb restarted during the outage reports etcd connected: %+v", st)
+	}
+	h.procs["gw"].Kill9()
+	testnet.Eventually(t, 5*time.Second, func() error {
+		if st := h.clientServer(t); st.State != "connected" || st.Endpoint != h.endpoint(1) {
+			return fmt.Errorf("client: %+v", st)
+		}
+		return nil
+	})
+	if got := h.clientServer(t).Address; got != addr {
+		t.Errorf("address from the restarted replica's cache: %s, want %s", got, addr)
+	}
+	h.reach(t, "vm", "http://"+podIP+":8080/", 5*time.Second)
+
+	// etcd back: converged (peer add works and reaches gwb; revisions).
+	h.etcd.RestartAll(t)
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if !h.status(t, "gwb").Store.Connected {
+			return fmt.Errorf("gwb not reconnected to etcd")
+		}
+		return nil
+	})
+	if out, err := h.peerAdd("gwb", "vm3", pub3); err != nil {
+		t.Fatalf("peer add after the outage: %v\n%s", err, out)
+	}
+	testnet.Eventually(t, 2*time.Second, func() error {
+		if !h.knows(t, "gwb", "vm3") {
+			return fmt.Errorf("gwb does not serve vm3")
+		}
+		return nil
+	})
+	h.start(t, "gw")
+	testnet.Eventually(t, 5*time.Second, func() error {
+		a, b := h.status(t, "gw").Store, h.status(t, "gwb").Store
+		if !a.Connected || a.Revision != b.Revision || !h.knows(t, "gw", "vm3") {
+			return fmt.Errorf("not converged: gw %+v, gwb %+v", a, b)
+		}
+		return nil
+	})
+}
