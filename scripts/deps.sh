@@ -8,7 +8,9 @@ set -euo pipefail
 # dnsutils: dig, for the split DNS tests.
 # man-db, groff-base: man --warnings on the man pages (docs/man).
 # lintian: checks the Debian packages of make deb (test/release).
-PKGS=(iproute2 nftables iperf3 iputils-ping curl tcpdump procps systemd dnsutils man-db groff-base lintian)
+# etcd-server, etcd-client: etcd and etcdctl (3.4 in Debian 12), a real
+# etcd for the store's tests (pkg/store, test/integration/ha_test.go).
+PKGS=(iproute2 nftables iperf3 iputils-ping curl tcpdump procps systemd dnsutils man-db groff-base lintian etcd-server etcd-client)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -39,4 +41,8 @@ echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/
 if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
 	echo "deps.sh: apt-get install ${missing[*]} failed" >&2
 	exit 1
+fi
+# etcd-server enables and starts a system etcd; the tests run their own.
+if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+	systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
