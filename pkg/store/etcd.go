@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -240,7 +241,12 @@ func (e *Etcd) RemovePeer(name string) (config.PeerSection, error) {
 // addresses) at a revision, let plan decide, commit if no peer changed
 // since; otherwise read again and re-plan.
 func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string]string) ([]clientv3.Cmp, []clientv3.Op, error)) error {
-	for attempt := 0; attempt < 20; attempt++ {
+	// Changes at once are serialized by their transactions: a loser reads
+	// again and retries after a random pause (so that many at once do not
+	// keep colliding), for as long as a few dial timeouts.
+	deadline := time.Now().Add(4 * e.timeout)
+	var lastErr error
+	for attempt := 0; time.Now().Before(deadline); attempt++ {
 		ctx, cancel := e.request()
 		resp, err := e.cli.Txn(ctx).Then(
 			clientv3.OpGet(e.under("peers"), clientv3.WithPrefix()),
@@ -248,7 +254,8 @@ func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string
 			clientv3.OpGet(e.peersRevKey()),
 		).Commit()
 		cancel()
-		if transient(err) && attempt < 19 {
+		if transient(err) {
+			lastErr = err
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
@@ -280,7 +287,8 @@ func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string
 		ctx, cancel = e.request()
 		tr, err := e.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		cancel()
-		if transient(err) && attempt < 19 {
+		if transient(err) {
+			lastErr = err
 			time.Sleep(100 * time.Millisecond) // an election: the next leader answers
 			continue
 		}
@@ -290,7 +298,10 @@ func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string
 		if tr.Succeeded {
 			return nil
 		}
-		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond) // another change won: read it and try again
+		time.Sleep(time.Duration(1+rand.IntN(10*min(attempt+1, 10))) * time.Millisecond) // another change won: read it and try again
+	}
+	if lastErr != nil {
+		return &UnavailableError{Endpoints: e.endpoints, Timeout: 4 * e.timeout, Err: lastErr}
 	}
 	return errors.New("etcd: the peers kept changing under this change; try again")
 }
