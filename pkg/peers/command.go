@@ -390,6 +390,18 @@ func list(cfgPath string, stdout, stderr io.Writer) int {
 				names = append(names, fmt.Sprintf("%s (%d sessions)", r.Name, len(r.Sessions)))
 			}
 			fmt.Fprintf(stdout, "replicas running: %s\n", orNone(names))
+			served := map[string][]string{}
+			for _, r := range replicas {
+				served[r.Served] = append(served[r.Served], r.Name)
+			}
+			if len(served) > 1 {
+				var groups []string
+				for d, ns := range served {
+					groups = append(groups, strings.Join(ns, "+")+" ("+d+")")
+				}
+				slices.Sort(groups)
+				fmt.Fprintf(stdout, "WARNING: the replicas serve different configs (pool, routes, map, dns, nat, mtu, keepalive or key differ): %s\n", strings.Join(groups, ", "))
+			}
 		}
 	} else {
 		fmt.Fprintf(stdout, "\nconfig: %s\npeers file: %s\n", cfg.File, cfg.PeersFile)

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -322,6 +325,10 @@ func (p *peer) fromSubnet(a netip.Addr) bool {
 func (s *Server) replicaRecord() store.Replica {
 	r := store.Replica{Name: s.cfg.Store.Replica, Listen: s.listenAddrs, Since: s.started}
 	s.mu.Lock()
+	h := sha256.New()
+	fmt.Fprintln(h, s.cfg.Pool, s.cfg.Pool6, s.cfg.NAT, s.cfg.MTU, s.cfg.Transports, s.routes, s.maps, s.dns.Servers, s.dns.Domains,
+		s.keepalive, s.deadAfter, s.rekey, s.cfg.PrivateKey.Public())
+	r.Served = hex.EncodeToString(h.Sum(nil))[:12]
 	for _, ps := range s.sessions {
 		r.Sessions = append(r.Sessions, store.ReplicaSession{Peer: ps.name, Address: ps.addr.String(), Endpoint: ps.endpoint, Since: ps.since})
 	}

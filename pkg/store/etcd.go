@@ -394,6 +394,10 @@ type Replica struct {
 	Listen   []string         `json:"listen"`
 	Since    time.Time        `json:"since"`
 	Sessions []ReplicaSession `json:"sessions"`
+	// Served is a digest of what the replica serves (pool, routes, map,
+	// dns, nat, mtu...) from its own gtund.toml: replicas that show
+	// different digests have drifted apart.
+	Served string `json:"served"`
 }
 
 // ReplicaSession is a peer connected to a replica.

@@ -203,8 +203,26 @@ func TestHAPeerAddPropagates(t *testing.T) {
 	h.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
 	testnet.Eventually(t, 5*time.Second, func() error {
 		out, err := h.tp.Exec("gwc", bins.gtund, "peer", "list", "-c", h.cfg("gwc"))
-		if err != nil || !strings.Contains(out, "yes (gwb from 198.51.100.1") {
+		if err != nil || !strings.Contains(out, "yes (gwb from 198.51.100.1") || strings.Contains(out, "WARNING") {
 			return fmt.Errorf("peer list on gwc: %v\n%s", err, out)
+		}
+		return nil
+	})
+	// A replica whose served config drifts is named by peer list.
+	b, err := os.ReadFile(h.cfg("gwc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.cfg("gwc"), []byte(strings.Replace(string(b), `routes = ["10.244.0.0/16", "10.96.0.0/12"]`, `routes = ["10.244.0.0/16"]`, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := h.tp.Exec("gwc", bins.gtund, "reload", "-c", h.cfg("gwc")); err != nil {
+		t.Fatalf("reload: %v\n%s", err, out)
+	}
+	testnet.Eventually(t, 5*time.Second, func() error {
+		out, err := h.tp.Exec("gw", bins.gtund, "peer", "list", "-c", h.cfg("gw"))
+		if err != nil || !strings.Contains(out, "WARNING: the replicas serve different configs") || !strings.Contains(out, "gw+gwb (") {
+			return fmt.Errorf("peer list on gw after gwc drifted: %v\n%s", err, out)
 		}
 		return nil
 	})
