@@ -33,6 +33,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/ipam"
@@ -71,7 +73,13 @@ func (e *ConflictError) Error() string { return e.Msg }
 // to the dial timeout), so a gtund starts while etcd is away.
 func Dial(st config.Store) (*Etcd, error) {
 	cfg := clientv3.Config{Endpoints: st.Endpoints, DialTimeout: st.DialTimeout, Logger: zap.NewNop(),
-		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 2 * time.Second}
+		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 2 * time.Second,
+		// gRPC's reconnect backoff grows to 2 minutes by default: after a
+		// long outage a replica would find etcd back that late. Retry
+		// every 2 s at most.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: st.DialTimeout})}}
 	if st.CAFile != "" || st.CertFile != "" {
 		info := transport.TLSInfo{CertFile: st.CertFile, KeyFile: st.KeyFile, TrustedCAFile: st.CAFile}
 		tc, err := info.ClientConfig()

@@ -250,9 +250,12 @@ func TestMirror(t *testing.T) {
 
 	c.RestartAll(t)
 	eventually(t, 10*time.Second, func() bool { return m.Status().Connected })
-	if err := writer.AddPeer(config.PeerSection{Name: "vm2", PublicKey: newKey(t).String()}, accept); err != nil {
-		t.Fatal(err)
-	}
+	vm2 := config.PeerSection{Name: "vm2", PublicKey: newKey(t).String()}
+	eventually(t, 10*time.Second, func() bool { // its connection may still be in backoff
+		err := writer.AddPeer(vm2, accept)
+		var ce *ConflictError // a try that timed out after etcd committed it
+		return err == nil || errors.As(err, &ce)
+	})
 	waitPeers("add after the outage")
 	b, _ = os.ReadFile(filepath.Join(dir, config.PeersFileName))
 	if !strings.Contains(string(b), `name = "vm2"`) {
