@@ -78,7 +78,7 @@ func Dial(st config.Store) (*Etcd, error) {
 		// long outage a replica would find etcd back that late. Retry
 		// every 2 s at most.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 			MinConnectTimeout: st.DialTimeout})}}
 	if st.CAFile != "" || st.CertFile != "" {
 		info := transport.TLSInfo{CertFile: st.CertFile, KeyFile: st.KeyFile, TrustedCAFile: st.CAFile}
