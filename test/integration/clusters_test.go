@@ -514,10 +514,11 @@ func TestManyClustersSameDomainBySuffix(t *testing.T) {
 }
 
 // [[server]] blocks are live: while a download from cluster 1 runs, a
-// SIGHUP with cluster 2 added connects it (its routes, address and split
-// DNS under its suffix appear), and a SIGHUP with it removed takes all of
-// that away again and ends its session at its gtund; the download arrives
-// intact and cluster 1 never reconnects.
+// SIGHUP with cluster 2 added connects it (its routes, address, split DNS
+// under its suffix and, in gateway mode, its SNAT rules appear), and a
+// SIGHUP with it removed takes all of that away again and ends its session
+// at its gtund; the download arrives intact and cluster 1 never
+// reconnects.
 func TestServerAddedAndRemovedLive(t *testing.T) {
 	t.Parallel()
 	testnet.Require(t, "dig", "sha256sum")
@@ -534,7 +535,16 @@ func TestServerAddedAndRemovedLive(t *testing.T) {
 	c.startGtund(t, g2, c.writeServer(t, g2, cpub))
 	one := serverBlock("cluster1", gwWAN, c.serverPub, "")
 	two := serverBlock("cluster2", testnet.GW2Wan, c.pub2, `dns_suffix = "c2"`)
-	cli := c.startClient(t, "vm", "vm", c.writeClient(t, ckey, one))
+	writeClient := func(servers ...string) string { // in gateway mode, with masquerade
+		p := c.writeClient(t, ckey, servers...)
+		rewrite(t, p, "tun = \"gtun0\"\n", "tun = \"gtun0\"\ngateway = true\n")
+		return p
+	}
+	postrouting := func() string {
+		return c.tp.MustExec(t, "vm", "nft", "list", "chain", "ip", "gtun-gtun0", "postrouting")
+	}
+	const snat1, snat2 = "ip daddr 100.100.0.0/16 snat to 100.64.240.2", "ip daddr 100.101.0.0/16 snat to 100.64.241.2"
+	cli := c.startClient(t, "vm", "vm", writeClient(one))
 	c.waitServers(t, 15*time.Second, "cluster1 connected", connected("cluster1"))
 	c.answer(t, "http://100.100.1.20:8080/name", "cluster1")
 
@@ -551,7 +561,7 @@ func TestServerAddedAndRemovedLive(t *testing.T) {
 	}()
 	time.Sleep(time.Second)
 
-	c.writeClient(t, ckey, one, two)
+	writeClient(one, two)
 	hup(t, "gtun", cli)
 	took := c.waitServers(t, 15*time.Second, "cluster2 added and connected", connected("cluster1", "cluster2"))
 	t.Logf("LIVE cluster2 added: connected with its routes %v after the SIGHUP", took.Round(time.Millisecond))
@@ -566,8 +576,14 @@ func TestServerAddedAndRemovedLive(t *testing.T) {
 	if out := c.tp.MustExec(t, "vm", "ip", "-4", "addr", "show", "gtun0"); !strings.Contains(out, "100.64.241.2/24") {
 		t.Errorf("gtun0 lacks cluster2's address:\n%s", out)
 	}
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if out := postrouting(); !strings.Contains(out, snat1) || !strings.Contains(out, snat2) {
+			return fmt.Errorf("gateway SNAT rules of both servers missing:\n%s", out)
+		}
+		return nil
+	})
 
-	c.writeClient(t, ckey, one)
+	writeClient(one)
 	hup(t, "gtun", cli)
 	c.waitServers(t, 10*time.Second, "cluster2 removed", func(m map[string]client.ServerStatus) bool {
 		_, there := m["cluster2"]
@@ -586,6 +602,9 @@ func TestServerAddedAndRemovedLive(t *testing.T) {
 		}
 		if out := c.tp.MustExec(t, "vm", "ip", "-4", "addr", "show", "gtun0"); strings.Contains(out, "100.64.241.2") {
 			return fmt.Errorf("cluster2's address still on gtun0:\n%s", out)
+		}
+		if out := postrouting(); strings.Contains(out, snat2) || !strings.Contains(out, snat1) {
+			return fmt.Errorf("gateway SNAT rules after cluster2's removal, want cluster1's alone:\n%s", out)
 		}
 		var st client.Status
 		if err := tryStatus(bins.gtun, c.clientSocket("vm"), &st); err != nil {
