@@ -134,3 +134,30 @@ func (p Policy) Check(d string) error {
 	return errors.New("could capture public names: the default takes names under local (e.g. cluster.local) and home.arpa " +
 		"and reverse zones of the server's routes; dns_domains takes others")
 }
+
+// ReverseZoneName is the reverse-lookup zone of p, the inverse of
+// ReverseZone: 10.244.0.0/16 is "244.10.in-addr.arpa". ok is false when p
+// is not on a whole octet (IPv4) or nibble (IPv6).
+func ReverseZoneName(p netip.Prefix) (string, bool) {
+	p = p.Masked()
+	if p.Addr().Is4() {
+		if p.Bits()%8 != 0 {
+			return "", false
+		}
+		a := p.Addr().As4()
+		var labels []string
+		for i := p.Bits()/8 - 1; i >= 0; i-- {
+			labels = append(labels, strconv.Itoa(int(a[i])))
+		}
+		return strings.Join(append(labels, "in-addr", "arpa"), "."), true
+	}
+	if p.Bits()%4 != 0 {
+		return "", false
+	}
+	a := p.Addr().As16()
+	var labels []string
+	for i := p.Bits()/4 - 1; i >= 0; i-- {
+		labels = append(labels, strconv.FormatUint(uint64(a[i/2]>>(4*(1-i%2))&0xf), 16))
+	}
+	return strings.Join(append(labels, "ip6", "arpa"), "."), true
+}

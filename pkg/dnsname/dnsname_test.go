@@ -85,3 +85,25 @@ func TestPolicy(t *testing.T) {
 		}
 	}
 }
+
+func TestReverseZoneName(t *testing.T) {
+	for p, want := range map[string]string{
+		"10.244.0.0/16":    "244.10.in-addr.arpa",
+		"100.100.1.0/24":   "1.100.100.in-addr.arpa",
+		"10.0.0.0/8":       "10.in-addr.arpa",
+		"2001:db8::/32":    "8.b.d.0.1.0.0.2.ip6.arpa",
+		"fd00:10:244::/56": "0.0.4.4.2.0.0.1.0.0.0.0.d.f.ip6.arpa",
+		"10.96.0.0/12":     "",
+		"2001:db8::/30":    "",
+	} {
+		got, ok := ReverseZoneName(netip.MustParsePrefix(p))
+		if ok != (want != "") || got != want {
+			t.Errorf("ReverseZoneName(%s) = %q, %v; want %q", p, got, ok, want)
+		}
+		if ok {
+			if back, ok := ReverseZone(got); !ok || back != netip.MustParsePrefix(p) {
+				t.Errorf("ReverseZone(%q) = %v, %v; want %s", got, back, ok, p)
+			}
+		}
+	}
+}

@@ -206,3 +206,65 @@ func (r Rename) Response(m *dns.Msg, q dns.Question) int {
 	}
 	return n
 }
+
+// Reverse returns the Rename that asks a reverse lookup of a virtual
+// address as that of its real one: for "20.1.100.100.in-addr.arpa." with
+// 10.244.0.0/16=100.100.0.0/16 it is {Local: "20.1.100.100.in-addr.arpa",
+// Cluster: "20.1.244.10.in-addr.arpa"}; Request and Response then swap the
+// names. ok is false when name is not the reverse name of one address
+// inside a virtual prefix of maps.
+func Reverse(name string, maps []Mapping) (r Rename, ok bool) {
+	n := strings.ToLower(strings.TrimSuffix(name, "."))
+	a, ok := reverseAddr(n)
+	if !ok {
+		return Rename{}, false
+	}
+	for _, m := range maps {
+		if m.Virtual.Contains(a) && m.Real.Addr().BitLen() == m.Virtual.Addr().BitLen() {
+			real, _ := Mapping{Real: m.Virtual, Virtual: m.Real}.mapAddr(a)
+			rev, err := dns.ReverseAddr(real.String())
+			if err != nil {
+				return Rename{}, false
+			}
+			return Rename{Local: n, Cluster: strings.TrimSuffix(rev, ".")}, true
+		}
+	}
+	return Rename{}, false
+}
+
+// reverseAddr parses a whole reverse name (4 labels under in-addr.arpa,
+// 32 under ip6.arpa; lower case, no trailing dot).
+func reverseAddr(n string) (netip.Addr, bool) {
+	var labels []string
+	var v6 bool
+	switch {
+	case strings.HasSuffix(n, ".in-addr.arpa"):
+		labels = strings.Split(strings.TrimSuffix(n, ".in-addr.arpa"), ".")
+		if len(labels) != 4 {
+			return netip.Addr{}, false
+		}
+	case strings.HasSuffix(n, ".ip6.arpa"):
+		labels = strings.Split(strings.TrimSuffix(n, ".ip6.arpa"), ".")
+		if len(labels) != 32 {
+			return netip.Addr{}, false
+		}
+		v6 = true
+	default:
+		return netip.Addr{}, false
+	}
+	var s strings.Builder
+	for i := len(labels) - 1; i >= 0; i-- {
+		s.WriteString(labels[i])
+		switch {
+		case !v6 && i > 0:
+			s.WriteByte('.')
+		case v6 && i > 0 && i%4 == 0:
+			s.WriteByte(':')
+		}
+	}
+	a, err := netip.ParseAddr(s.String())
+	if err != nil || a.Is4() == v6 {
+		return netip.Addr{}, false
+	}
+	return a, true
+}

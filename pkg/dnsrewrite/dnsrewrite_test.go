@@ -130,3 +130,38 @@ func TestRenameOnlyWholeLabels(t *testing.T) {
 		t.Errorf("a name outside the suffix was renamed: %q", req.Question[0].Name)
 	}
 }
+
+// A reverse lookup of a virtual address is asked as that of the real one
+// and answered under the name asked; other names are not touched.
+func TestReverse(t *testing.T) {
+	for name, want := range map[string]string{
+		"20.1.100.100.in-addr.arpa.":     "20.1.244.10.in-addr.arpa",
+		"7.255.127.100.in-addr.arpa":     "7.255.111.10.in-addr.arpa", // across a /12: 100.127.255.7 is 10.111.255.7
+		"20.1.244.10.in-addr.arpa.":      "",                          // a real address: no virtual prefix holds it
+		"1.100.100.in-addr.arpa.":        "",                          // a zone, not one address
+		"web.default.svc.cluster.local.": "",
+		"x.1.100.100.in-addr.arpa.":      "",
+	} {
+		r, ok := Reverse(name, maps)
+		if ok != (want != "") || (ok && r.Cluster != want) {
+			t.Errorf("Reverse(%q) = %+v, %v; want %q", name, r, ok, want)
+		}
+	}
+	v6, _ := dns.ReverseAddr("fd64:100:244:ab::20")
+	real6, _ := dns.ReverseAddr("fd00:10:244:ab::20")
+	if r, ok := Reverse(v6, maps); !ok || r.Cluster+"." != real6 {
+		t.Errorf("Reverse(%q) = %+v, %v; want %q", v6, r, ok, real6)
+	}
+	r, _ := Reverse("20.1.100.100.in-addr.arpa.", maps)
+	req := new(dns.Msg).SetQuestion("20.1.100.100.in-addr.arpa.", dns.TypePTR)
+	q := req.Question[0]
+	if !r.Request(req) || req.Question[0].Name != "20.1.244.10.in-addr.arpa." {
+		t.Fatalf("asked %q", req.Question[0].Name)
+	}
+	resp := new(dns.Msg).SetReply(req)
+	resp.Answer = []dns.RR{rr(t, "20.1.244.10.in-addr.arpa. 30 IN PTR web.default.svc.cluster.local.")}
+	r.Response(resp, q)
+	if got := resp.Answer[0].String(); got != "20.1.100.100.in-addr.arpa.\t30\tIN\tPTR\tweb.default.svc.cluster.local." || resp.Question[0] != q {
+		t.Errorf("answer %q, question %v", got, resp.Question[0])
+	}
+}

@@ -24,7 +24,9 @@ const dnsUpstreamTimeout = 2 * time.Second
 // cluster's DNS answers with real addresses, which a client of a mapped
 // cluster cannot reach, so each query goes to the cluster's servers and
 // the answer comes back with every address inside a real prefix given
-// under its virtual one (dnsrewrite.Addresses). Clients are pushed this
+// under its virtual one (dnsrewrite.Addresses); a reverse lookup of a
+// virtual address is asked for the real one and answered under the name
+// asked (dnsrewrite.Reverse). Clients are pushed this
 // address as their DNS server instead of the cluster's, so the rewrite
 // holds whichever resolver they use (systemd-resolved or gtun's
 // forwarder). Only the peers whose allowed lets them reach a DNS server
@@ -39,6 +41,7 @@ type dnsProxy struct {
 	queries   stats.Reasons // answered, failed, refused, busy
 	rewritten atomic.Uint64 // answers with an address rewritten
 	records   atomic.Uint64 // addresses rewritten
+	reversed  atomic.Uint64 // reverse lookups of virtual addresses, asked for the real ones
 }
 
 type dnsProxyConf struct {
@@ -107,14 +110,27 @@ func (p *dnsProxy) serve(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	defer p.busy.Give()
 	conf := p.conf.Load()
-	resp, err := dnsproxy.Exchange(req, dnsproxy.Network(w), conf.upstreams, dnsUpstreamTimeout)
+	ask := req
+	// A reverse lookup of a virtual address is asked of the cluster for
+	// the real one.
+	rev, reverse := dnsrewrite.Reverse(req.Question[0].Name, conf.maps)
+	if reverse {
+		ask = req.Copy()
+		rev.Request(ask)
+	}
+	resp, err := dnsproxy.Exchange(ask, dnsproxy.Network(w), conf.upstreams, dnsUpstreamTimeout)
 	if err != nil {
 		p.queries.Inc("failed")
 		p.log.Debug("dns proxy: query failed upstream", "name", req.Question[0].Name, "err", err)
 		_ = dnsproxy.Reply(w, req, new(dns.Msg).SetRcode(req, dns.RcodeServerFailure))
 		return
 	}
-	if n := dnsrewrite.Addresses(resp, conf.maps); n > 0 {
+	n := dnsrewrite.Addresses(resp, conf.maps)
+	if reverse {
+		rev.Response(resp, req.Question[0])
+		p.reversed.Add(1)
+	}
+	if n > 0 {
 		p.rewritten.Add(1)
 		p.records.Add(uint64(n))
 	}

@@ -19,7 +19,16 @@ func kubeDNS(t *testing.T) string {
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg).SetReply(r)
 		m.AuthenticatedData = true
-		a, _ := dns.NewRR(r.Question[0].Name + " 17 IN A 10.96.5.5")
+		rr := r.Question[0].Name + " 17 IN A 10.96.5.5"
+		if r.Question[0].Qtype == dns.TypePTR {
+			if r.Question[0].Name != "5.5.96.10.in-addr.arpa." {
+				m.Rcode = dns.RcodeNameError
+				w.WriteMsg(m)
+				return
+			}
+			rr = r.Question[0].Name + " 17 IN PTR web.default.svc.cluster.local."
+		}
+		a, _ := dns.NewRR(rr)
 		m.Answer = append(m.Answer, a)
 		w.WriteMsg(m)
 	})
@@ -58,6 +67,14 @@ func TestDNSProxyAnswersFollowTheMap(t *testing.T) {
 	if p.rewritten.Load() != 2 || p.records.Load() != 2 || p.queries.Get("answered") != 2 {
 		t.Errorf("counted rewritten %d, records %d, answered %d; want 2 each", p.rewritten.Load(), p.records.Load(), p.queries.Get("answered"))
 	}
+	// The reverse lookup of the virtual address is asked for the real one
+	// and answered under the name asked.
+	c := &dns.Client{Net: "udp", Timeout: 3 * time.Second}
+	resp, _, err := c.Exchange(new(dns.Msg).SetQuestion("5.5.110.100.in-addr.arpa.", dns.TypePTR), srv.Addr.String())
+	if err != nil || len(resp.Answer) != 1 || resp.Answer[0].String() != "5.5.110.100.in-addr.arpa.\t17\tIN\tPTR\tweb.default.svc.cluster.local." ||
+		resp.Question[0].Name != "5.5.110.100.in-addr.arpa." || p.reversed.Load() != 1 {
+		t.Errorf("reverse lookup of the virtual address: %v %v (reversed %d)", err, resp, p.reversed.Load())
+	}
 
 	// With every slot taken (queries in flight upstream), a query gets
 	// SERVFAIL at once, counted busy; a slot given back serves again.
@@ -66,7 +83,6 @@ func TestDNSProxyAnswersFollowTheMap(t *testing.T) {
 			t.Fatal("a slot missing")
 		}
 	}
-	c := &dns.Client{Net: "udp", Timeout: 3 * time.Second}
 	q := new(dns.Msg).SetQuestion("web.default.svc.cluster.local.", dns.TypeA)
 	if resp, _, err := c.Exchange(q, srv.Addr.String()); err != nil || resp.Rcode != dns.RcodeServerFailure || p.queries.Get("busy") != 1 {
 		t.Errorf("all slots taken: %v %v, busy %d; want SERVFAIL, busy 1", err, resp, p.queries.Get("busy"))

@@ -79,3 +79,19 @@ func TestNoMapPushesDNSServer(t *testing.T) {
 		}
 	}
 }
+
+// Reverse zones inside a mapped real prefix are pushed under the virtual
+// prefix; others, and forward domains, as they are.
+func TestVirtualZones(t *testing.T) {
+	maps := []config.Mapping{
+		{Real: netip.MustParsePrefix("10.244.0.0/16"), Virtual: netip.MustParsePrefix("100.100.0.0/16")},
+		{Real: netip.MustParsePrefix("fd00:10:244::/56"), Virtual: netip.MustParsePrefix("fd00:100:244::/56")},
+	}
+	in := []string{"cluster.local", "244.10.in-addr.arpa", "1.244.10.in-addr.arpa", "96.10.in-addr.arpa", "10.in-addr.arpa",
+		"1.0.0.0.4.4.2.0.0.1.0.0.0.0.d.f.ip6.arpa"}
+	want := []string{"cluster.local", "100.100.in-addr.arpa", "1.100.100.in-addr.arpa", "96.10.in-addr.arpa", "10.in-addr.arpa",
+		"1.0.0.0.4.4.2.0.0.0.1.0.0.0.d.f.ip6.arpa"}
+	if got := virtualZones(in, maps); !slices.Equal(got, want) {
+		t.Errorf("virtualZones:\n got %q\nwant %q", got, want)
+	}
+}

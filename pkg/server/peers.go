@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gtun/gtun/pkg/config"
+	"github.com/gtun/gtun/pkg/dnsname"
 	"github.com/gtun/gtun/pkg/ipam"
 	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/sdnotify"
@@ -196,9 +197,30 @@ func (s *Server) dnsForLocked(p *peer) *session.DNS {
 	}
 	if dnsProxied(s.dns, s.maps) {
 		d.Servers = []string{s.cfg.Gateway.String()}
+		d.Domains = virtualZones(s.dns.Domains, s.maps)
 		p.dnsProxy.Store(true)
 	}
 	return d
+}
+
+// virtualZones gives each reverse-lookup zone of domains that lies inside
+// a mapped real prefix under its virtual prefix (244.10.in-addr.arpa is
+// 100.100.in-addr.arpa with 10.244.0.0/16=100.100.0.0/16): clients look up
+// the virtual addresses, and gtund's proxy asks the cluster for the real
+// ones. Other domains stay.
+func virtualZones(domains []string, maps []config.Mapping) []string {
+	out := make([]string, 0, len(domains))
+	for _, d := range domains {
+		if zone, ok := dnsname.ReverseZone(d); ok {
+			if v := config.Virtual(maps, zone); v != zone {
+				if name, ok := dnsname.ReverseZoneName(v); ok {
+					d = name
+				}
+			}
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 // syncSubnetsLocked rebuilds the subnet routing table from the connected

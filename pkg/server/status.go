@@ -78,6 +78,7 @@ type DNSProxyStatus struct {
 	Queries   map[string]uint64 `json:"queries"`
 	Rewritten uint64            `json:"rewritten_answers"`
 	Records   uint64            `json:"rewritten_records"`
+	Reversed  uint64            `json:"reverse_lookups"` // of virtual addresses, asked for the real ones
 }
 
 // SubnetStatus is one of a peer's subnets (site-to-site) and whether gtund
@@ -152,7 +153,7 @@ func (s *Server) Status() Status {
 		}
 		if p := s.dnsProxy; p != nil {
 			st.DNS.Proxy = &DNSProxyStatus{Listen: p.srv.Addr.String(), Queries: p.queries.Snapshot(),
-				Rewritten: p.rewritten.Load(), Records: p.records.Load()}
+				Rewritten: p.rewritten.Load(), Records: p.records.Load(), Reversed: p.reversed.Load()}
 		}
 	}
 	s.mu.Unlock()
@@ -243,8 +244,8 @@ func WriteStatus(w io.Writer, raw json.RawMessage) error {
 	if st.DNS != nil {
 		fmt.Fprintf(w, "dns %s via %s\n", strings.Join(st.DNS.Domains, ", "), strings.Join(st.DNS.Servers, ", "))
 		if p := st.DNS.Proxy; p != nil {
-			fmt.Fprintf(w, "dns proxy on %s, answers follow the map: %d answered, %d with addresses mapped (%d records), %d failed, %d refused, %d busy\n",
-				p.Listen, p.Queries["answered"], p.Rewritten, p.Records, p.Queries["failed"], p.Queries["refused"], p.Queries["busy"])
+			fmt.Fprintf(w, "dns proxy on %s, answers follow the map: %d answered, %d with addresses mapped (%d records), %d reverse lookups mapped, %d failed, %d refused, %d busy\n",
+				p.Listen, p.Queries["answered"], p.Rewritten, p.Records, p.Reversed, p.Queries["failed"], p.Queries["refused"], p.Queries["busy"])
 		}
 	}
 	fmt.Fprintln(w)

@@ -253,7 +253,7 @@ func TestDNSFollowsTheMap(t *testing.T) {
 	ckey, cpub := e.key(t, "vm")
 	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
 	rewrite(t, scfg, "nat = true", "nat = true\nmap = [\"10.244.0.0/16=100.100.0.0/16\", \"10.96.0.0/12=100.112.0.0/12\"]\n"+
-		"dns = { servers = [\""+clusterIP+"\"], domains = [\"cluster.local\"] }")
+		"dns = { servers = [\""+clusterIP+"\"], domains = [\"cluster.local\", \"244.10.in-addr.arpa\"] }")
 	srv := e.startServer(t, scfg)
 	cli := e.startClient(t, "vm", "vm", e.clientConfig(t, "vm", ckey, e.serverPub))
 	e.waitRoute(t, "vm", "100.100.0.0/16", cli)
@@ -264,8 +264,9 @@ func TestDNSFollowsTheMap(t *testing.T) {
 		if err := tryStatus(bins.gtun, e.clientSocket("vm"), &cst); err != nil {
 			return err
 		}
-		if cst.DNS == nil || !slices.Equal(cst.DNS.Servers, []string{gwTun}) || cst.DNS.Listen != tunAddr+":53" {
-			return fmt.Errorf("dns status %+v, want gtund's proxy %s as the server", cst.DNS, gwTun)
+		if cst.DNS == nil || !slices.Equal(cst.DNS.Servers, []string{gwTun}) || cst.DNS.Listen != tunAddr+":53" ||
+			!slices.Equal(cst.DNS.Domains, []string{"100.100.in-addr.arpa", "cluster.local"}) {
+			return fmt.Errorf("dns status %+v, want gtund's proxy %s as the server, the virtual reverse zone", cst.DNS, gwTun)
 		}
 		return nil
 	})
@@ -300,6 +301,17 @@ func TestDNSFollowsTheMap(t *testing.T) {
 			}
 		}
 	}
+	// A reverse lookup of the virtual address: the pushed reverse zone is
+	// the virtual one, and the cluster is asked for the real address.
+	for _, proto := range []string{"+notcp", "+tcp"} {
+		out, err := e.tp.Exec("vm", "dig", "@"+tunAddr, "-x", "100.100.1.20", "+noall", "+answer", "+time=3", "+tries=1", proto)
+		if got := strings.Join(strings.Fields(out), " "); err != nil || got != "20.1.100.100.in-addr.arpa. 30 IN PTR "+clusterName+"." {
+			t.Errorf("dig -x 100.100.1.20 %s: %v %q, want %s", proto, err, out, clusterName)
+		}
+	}
+	if log := kubeDNS.Log(); !strings.Contains(log, "query 20.1.244.10.in-addr.arpa. PTR from "+gwVPCAddr+":") {
+		t.Errorf("kube-dns was not asked the real reverse name:\n%s", log)
+	}
 	// The name's address works.
 	e.reach(t, "vm", "http://100.100.1.20:8080/", 10*time.Second)
 	// The cluster's DNS saw gtund's proxy ask (from gtund's VPC address).
@@ -308,8 +320,8 @@ func TestDNSFollowsTheMap(t *testing.T) {
 	}
 	var sst server.Status
 	status(t, bins.gtund, e.serverSocket(), &sst)
-	if p := sst.DNS.Proxy; p == nil || p.Listen != gwTun+":53" || p.Rewritten < 12 || p.Records < 8+4*bigN || p.Queries["answered"] < 13 {
-		t.Errorf("gtund dns proxy status %+v, want at least 12 rewritten answers of 13, %d records", p, 8+4*bigN)
+	if p := sst.DNS.Proxy; p == nil || p.Listen != gwTun+":53" || p.Rewritten < 12 || p.Records < 8+4*bigN || p.Reversed != 2 || p.Queries["answered"] < 13 {
+		t.Errorf("gtund dns proxy status %+v, want at least 12 rewritten answers of 13, %d records, 2 reverse lookups", p, 8+4*bigN)
 	}
 	var cst client.Status
 	status(t, bins.gtun, e.clientSocket("vm"), &cst)
@@ -317,7 +329,7 @@ func TestDNSFollowsTheMap(t *testing.T) {
 		t.Errorf("gtun status does not say the server's DNS follows its map: %+v", cst.Servers[0])
 	}
 	if out, err := exec.Command(bins.gtun, "status", "--socket", e.clientSocket("vm")).CombinedOutput(); err != nil ||
-		!strings.Contains(string(out), "split dns applied: cluster.local (via "+gwTun+", the server's proxy: answers follow its map)") {
+		!strings.Contains(string(out), "split dns applied: cluster.local, 100.100.in-addr.arpa (via "+gwTun+", the server's proxy: answers follow its map)") {
 		t.Errorf("gtun status (human) does not say the answers follow the map (%v):\n%s", err, out)
 	}
 	out, err := exec.Command(bins.gtund, "status", "--socket", e.serverSocket()).CombinedOutput()

@@ -5,7 +5,8 @@
 //		-record demo.default.svc.cluster.local=fd00:10:96::10
 //
 // It answers A and AAAA questions for the -record names (repeatable: a
-// name's IPv4 addresses answer A, its IPv6 ones AAAA) and NXDOMAIN for
+// name's IPv4 addresses answer A, its IPv6 ones AAAA), PTR questions for
+// their addresses' reverse names, and NXDOMAIN for
 // everything else, over UDP and TCP, and logs one line per query with
 // the client's address ("query demo.default.svc.cluster.local. A from
 // 10.0.0.2:41234"), so a test can see where a query came from. It stops
@@ -46,12 +47,29 @@ func main() {
 	recs := records{}
 	flag.Var(recs, "record", "NAME=IPv4 or NAME=IPv6 to answer (repeatable)")
 	flag.Parse()
+	// Reverse lookups: each address's reverse name points at its names.
+	ptr := map[string][]string{}
+	for name, addrs := range recs {
+		for _, a := range addrs {
+			if rev, err := dns.ReverseAddr(a.String()); err == nil {
+				ptr[rev] = append(ptr[rev], name)
+			}
+		}
+	}
 
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
 		m := new(dns.Msg).SetReply(req)
 		m.Authoritative = true
 		for _, q := range req.Question {
 			log.Printf("query %s %s from %s", q.Name, dns.TypeToString[q.Qtype], w.RemoteAddr())
+			if names, ok := ptr[dns.CanonicalName(q.Name)]; ok {
+				for _, n := range names {
+					if q.Qtype == dns.TypePTR {
+						m.Answer = append(m.Answer, &dns.PTR{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: 30}, Ptr: n})
+					}
+				}
+				continue
+			}
 			addrs, ok := recs[dns.CanonicalName(q.Name)]
 			if !ok {
 				m.Rcode = dns.RcodeNameError
