@@ -182,6 +182,9 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	s.syncPoolPeers()
 
 	addrs := []netip.Prefix{netip.PrefixFrom(s.cfg.Gateway, s.cfg.Pool.Bits())}
+	if s.cfg.Pool6.IsValid() && !tun.IPv6Enabled(s.cfg.Tun) {
+		return fmt.Errorf("server.pool6 is set but IPv6 is off on %s (a kernel without IPv6, or net.ipv6.conf.default.disable_ipv6 = 1)", s.cfg.Tun)
+	}
 	if s.cfg.Pool6.IsValid() {
 		addrs = append(addrs, netip.PrefixFrom(s.cfg.Gateway6, s.cfg.Pool6.Bits()))
 		if changed, err := nat.EnableIPv6Forwarding(); err != nil {

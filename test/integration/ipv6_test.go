@@ -447,3 +447,22 @@ func TestIPv6HealsAfterLinkFlap(t *testing.T) {
 	stop(t, "gtund", srv)
 	e.noLeftovers6(t)
 }
+
+// gtund with pool6 on a host whose IPv6 is off (the plain topology turns
+// it off everywhere) stops at start with a message that says so (exit 1),
+// leaving no device or table behind.
+func TestIPv6PoolOnHostWithoutIPv6(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	_, cpub := e.key(t, "vm")
+	cfg := e.serverConfig6(t, nil, peer{name: "vm", pub: cpub})
+	p := e.tp.Start(t, "gw", filepath.Join(e.dir, "gtund.log"), bins.gtund, "-c", cfg)
+	code, err := p.Wait(10 * time.Second)
+	if err != nil || code != 1 {
+		t.Fatalf("gtund exit %d (%v), want 1:\n%s", code, err, p.LogTail(20))
+	}
+	if !strings.Contains(p.Log(), "server.pool6 is set but IPv6 is off on gtund0") {
+		t.Errorf("gtund's message does not say why:\n%s", p.LogTail(20))
+	}
+	e.noLeftovers(t)
+}
