@@ -311,7 +311,11 @@ func (c *Client) statusLine() string {
 					n++
 				}
 			}
-			parts = append(parts, fmt.Sprintf("%s: connected as %s via %s, %d/%d routes installed", s.Name, s.Address, s.Endpoint, n, len(s.Routes)))
+			as := s.Address
+			if s.Address6 != "" {
+				as += " and " + s.Address6
+			}
+			parts = append(parts, fmt.Sprintf("%s: connected as %s via %s, %d/%d routes installed", s.Name, as, s.Endpoint, n, len(s.Routes)))
 		default:
 			p := fmt.Sprintf("%s: %s since %s", s.Name, s.State, s.Since.Format(time.TimeOnly))
 			if s.LastError != "" {
