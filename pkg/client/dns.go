@@ -28,8 +28,9 @@ type RefusedDomain struct {
 // captures public names; and only the DNS servers this client routes into
 // the tunnel toward that server (a query to one outside would leave by the
 // default route, in clear), or the server's own tunnel address (gtund's
-// DNS proxy, which a mapped cluster pushes). The forwarder listens on the first server's
-// tunnel address. Call with c.mu held.
+// DNS proxy, which a mapped cluster pushes). A dns_suffix renames the
+// server's cluster domain (see renamed). The forwarder listens on the
+// first server's tunnel address. Call with c.mu held.
 func (c *Client) applyDNSLocked() {
 	if c.dns == nil {
 		return
