@@ -142,10 +142,19 @@ func TestIPv6ThroughTunnel(t *testing.T) {
 		return nil
 	})
 
-	for _, tr := range []string{"tcp", "udp", "kcp"} {
-		t.Run(tr, func(t *testing.T) {
+	// Over IPv6 with each transport; and over IPv4 to the same [::]
+	// sockets (a dual-stack listener sees IPv4-mapped sources).
+	for _, c := range []struct{ tr, server, client string }{
+		{"tcp", "[" + testnet.GWWan6 + "]", testnet.VMWan6},
+		{"udp", "[" + testnet.GWWan6 + "]", testnet.VMWan6},
+		{"kcp", "[" + testnet.GWWan6 + "]", testnet.VMWan6},
+		{"udp", gwWAN, testnet.VMWan},
+		{"tcp", gwWAN, testnet.VMWan},
+	} {
+		tr := c.tr
+		t.Run(tr+" to "+c.server, func(t *testing.T) {
 			ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
-			editFile(t, ccfg, `endpoints = ["`+gwWAN+`:`+port+`"]`, `endpoints = ["[`+testnet.GWWan6+`]:`+port+`"]`)
+			editFile(t, ccfg, `endpoints = ["`+gwWAN+`:`+port+`"]`, `endpoints = ["`+c.server+`:`+port+`"]`)
 			editFile(t, ccfg, `transport = "tcp"`, `transport = "`+tr+`"`)
 			cli := e.startClient(t, "vm", "vm", ccfg)
 			e.waitRoute(t, "vm", testnet.PodCIDR6, cli)
@@ -168,11 +177,11 @@ func TestIPv6ThroughTunnel(t *testing.T) {
 					t.Errorf("dig AAAA %s over the tunnel: %v %q, want %s", proto, err, out, testnet.ClusterIP6)
 				}
 			}
-			// The outer path is IPv6: gtund sees vm's IPv6 wan address.
+			// gtund sees vm's wan address of the outer path's family.
 			var sst server.Status
 			status(t, bins.gtund, e.serverSocket(), &sst)
 			if len(sst.Peers) != 1 || !sst.Peers[0].Connected || sst.Peers[0].Address6 != vmTunnel6 ||
-				!strings.Contains(sst.Peers[0].Endpoint, testnet.VMWan6) || sst.Pool6 != pool6 || sst.Gateway6 != gateway6 {
+				!strings.Contains(sst.Peers[0].Endpoint, c.client) || sst.Pool6 != pool6 || sst.Gateway6 != gateway6 {
 				t.Errorf("gtund status: pool6 %q gateway6 %q peers %+v", sst.Pool6, sst.Gateway6, sst.Peers)
 			}
 			var cst client.Status
