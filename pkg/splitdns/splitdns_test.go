@@ -297,6 +297,9 @@ func TestResolvedMode(t *testing.T) {
 	r := Route{Servers: []netip.Addr{netip.MustParseAddr("10.96.0.10")}, Domains: []string{"cluster.local", "svc.example"}}
 	m.Set("hk", r, netip.MustParseAddr("127.0.0.1"))
 	m.Set("hk", r, netip.MustParseAddr("127.0.0.1"))
+	// A second cluster renamed to sz: its routing domain joins the link's.
+	m.Set("sz", Route{Servers: []netip.Addr{netip.MustParseAddr("10.96.0.11")}, Domains: []string{"sz"},
+		Renames: []dnsrewrite.Rename{{Local: "sz", Cluster: "cluster.local"}}}, netip.MustParseAddr("127.0.0.1"))
 	fwd := "127.0.0.1:" + strconv.Itoa(int(port))
 	if st := m.Status(); st.Mode != ModeResolved || st.Listen != fwd || st.Error != "" {
 		t.Errorf("status %+v", st)
@@ -305,7 +308,8 @@ func TestResolvedMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(calls)
-	want := "--no-pager status\ndns lo " + fwd + "\ndomain lo ~cluster.local ~svc.example\ndefault-route lo false\nrevert lo\n"
+	want := "--no-pager status\ndns lo " + fwd + "\ndomain lo ~cluster.local ~svc.example\ndefault-route lo false\n" +
+		"dns lo " + fwd + "\ndomain lo ~cluster.local ~svc.example ~sz\ndefault-route lo false\nrevert lo\n"
 	if string(b) != want {
 		t.Errorf("resolvectl calls:\n%s\nwant:\n%s", b, want)
 	}
