@@ -516,9 +516,10 @@ func TestManyClustersSameDomainBySuffix(t *testing.T) {
 // [[server]] blocks are live: while a download from cluster 1 runs, a
 // SIGHUP with cluster 2 added connects it (its routes, address, split DNS
 // under its suffix and, in gateway mode, its SNAT rules appear), and a
-// SIGHUP with it removed takes all of that away again and ends its session
-// at its gtund; the download arrives intact and cluster 1 never
-// reconnects.
+// SIGHUP with its dns_suffix and transport changed reconnects it alone
+// (the new suffix applies, the old one goes), and a SIGHUP with it removed
+// takes all of that away again and ends its session at its gtund; the
+// download arrives intact and cluster 1 never reconnects.
 func TestServerAddedAndRemovedLive(t *testing.T) {
 	t.Parallel()
 	testnet.Require(t, "dig", "sha256sum")
@@ -530,7 +531,7 @@ func TestServerAddedAndRemovedLive(t *testing.T) {
 	const routes = `routes = ["10.244.0.0/16", "10.96.0.0/16"]`
 	g1 := c.gtund1(routes + "\n" + `map = ["10.244.0.0/16=100.100.0.0/16", "10.96.0.0/16=100.110.0.0/16"]`)
 	g2 := c.gtund2("100.64.241.0/24", routes+"\n"+`map = ["10.244.0.0/16=100.101.0.0/16", "10.96.0.0/16=100.111.0.0/16"]`+"\n"+
-		`dns = { servers = ["10.96.0.10"], domains = ["cluster.local"] }`)
+		`dns = { servers = ["10.96.0.10"], domains = ["cluster.local"] }`+"\n"+`transports = ["tcp", "udp"]`)
 	c.startGtund(t, g1, c.writeServer(t, g1, cpub))
 	c.startGtund(t, g2, c.writeServer(t, g2, cpub))
 	one := serverBlock("cluster1", gwWAN, c.serverPub, "")
@@ -548,8 +549,8 @@ func TestServerAddedAndRemovedLive(t *testing.T) {
 	c.waitServers(t, 15*time.Second, "cluster1 connected", connected("cluster1"))
 	c.answer(t, "http://100.100.1.20:8080/name", "cluster1")
 
-	// About 12 s at 1 MB/s: it runs across both reloads.
-	const size = 12_000_000
+	// About 20 s at 1 MB/s: it runs across the three reloads.
+	const size = 20_000_000
 	want := patternSHA256(size)
 	dl := make(chan error, 1)
 	go func() {
@@ -583,6 +584,26 @@ func TestServerAddedAndRemovedLive(t *testing.T) {
 		return nil
 	})
 
+	// cluster2 changed: another suffix, another transport. It alone
+	// reconnects; its new suffix resolves, the old one no longer does.
+	writeClient(one, serverBlock("cluster2", testnet.GW2Wan, c.pub2, "dns_suffix = \"k2\"\ntransport = \"udp\""))
+	hup(t, "gtun", cli)
+	c.waitServers(t, 15*time.Second, "cluster2 reconnected over udp", func(m map[string]client.ServerStatus) bool {
+		return connected("cluster2")(m) && m["cluster2"].Transport == "udp" && m["cluster2"].Reconnects == 1
+	})
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if out, err := c.dig("vm", fwd, "web.default.svc.k2", "+short"); err != nil || out != "100.101.1.20" {
+			return fmt.Errorf("web.default.svc.k2: %v %q", err, out)
+		}
+		return nil
+	})
+	if out, _ := c.dig("vm", fwd, "web.default.svc.c2", "+short"); out == "100.101.1.20" {
+		t.Errorf("the old suffix c2 still answers after the reload")
+	}
+	if s := c.clientStatus(t)["cluster1"]; s.Reconnects != 0 {
+		t.Errorf("cluster1 reconnected (%d) when cluster2 changed", s.Reconnects)
+	}
+
 	writeClient(one)
 	hup(t, "gtun", cli)
 	c.waitServers(t, 10*time.Second, "cluster2 removed", func(m map[string]client.ServerStatus) bool {
@@ -610,7 +631,7 @@ func TestServerAddedAndRemovedLive(t *testing.T) {
 		if err := tryStatus(bins.gtun, c.clientSocket("vm"), &st); err != nil {
 			return err
 		}
-		if st.DNS != nil && slices.Contains(st.DNS.Domains, "c2") {
+		if st.DNS != nil && slices.Contains(st.DNS.Domains, "k2") {
 			return fmt.Errorf("split dns still routes c2: %+v", st.DNS)
 		}
 		var sst struct {
@@ -629,8 +650,8 @@ func TestServerAddedAndRemovedLive(t *testing.T) {
 		}
 		return nil
 	})
-	if out, _ := c.dig("vm", fwd, "web.default.svc.c2", "+short"); out == "100.101.1.20" {
-		t.Errorf("web.default.svc.c2 still answered after cluster2 was removed")
+	if out, _ := c.dig("vm", fwd, "web.default.svc.k2", "+short"); out == "100.101.1.20" {
+		t.Errorf("web.default.svc.k2 still answered after cluster2 was removed")
 	}
 	if err := <-dl; err != nil {
 		t.Fatalf("download from cluster1 across the add and the removal of cluster2: %v", err)
