@@ -255,7 +255,8 @@ func TestDNSFollowsTheMap(t *testing.T) {
 	rewrite(t, scfg, "nat = true", "nat = true\nmap = [\"10.244.0.0/16=100.100.0.0/16\", \"10.96.0.0/12=100.112.0.0/12\"]\n"+
 		"dns = { servers = [\""+clusterIP+"\"], domains = [\"cluster.local\", \"244.10.in-addr.arpa\"] }")
 	srv := e.startServer(t, scfg)
-	cli := e.startClient(t, "vm", "vm", e.clientConfig(t, "vm", ckey, e.serverPub))
+	// Gateway mode, so that vm2 (VPC A) can use the forwarder too.
+	cli := e.startClient(t, "vm", "vm", e.gatewayClientConfig(t, "vm", ckey, "gateway = true\n"))
 	e.waitRoute(t, "vm", "100.100.0.0/16", cli)
 
 	const tunAddr, gwTun = "100.64.240.2", "100.64.240.1"
@@ -312,8 +313,13 @@ func TestDNSFollowsTheMap(t *testing.T) {
 	if log := kubeDNS.Log(); !strings.Contains(log, "query 20.1.244.10.in-addr.arpa. PTR from "+gwVPCAddr+":") {
 		t.Errorf("kube-dns was not asked the real reverse name:\n%s", log)
 	}
-	// The name's address works.
+	// The name's address works, from vm and from its neighbour vm2, which
+	// asks vm's forwarder.
 	e.reach(t, "vm", "http://100.100.1.20:8080/", 10*time.Second)
+	if out, err := e.dig("vm2", tunAddr, clusterName, "+short"); err != nil || out != "100.100.1.20" {
+		t.Errorf("dig from vm2 %s: %v %q, want 100.100.1.20", clusterName, err, out)
+	}
+	e.reach(t, "vm2", "http://100.100.1.20:8080/", 10*time.Second)
 	// The cluster's DNS saw gtund's proxy ask (from gtund's VPC address).
 	if log := kubeDNS.Log(); !strings.Contains(log, "query "+clusterName+". A from "+gwVPCAddr+":") {
 		t.Errorf("kube-dns did not see the query from gtund's %s:\n%s", gwVPCAddr, log)
