@@ -231,7 +231,10 @@ func TestSplitDNSRefusesPublicDomains(t *testing.T) {
 // as 100.112.0.0/12, and pushes its own DNS proxy (its tunnel address) as
 // the split DNS server. The cluster's DNS answers 10.244.1.20; the client
 // gets 100.100.1.20 (TTL kept), over UDP and TCP, through gtun's forwarder
-// and asking gtund's proxy directly, and reaches the pod by it.
+// and asking gtund's proxy directly, and reaches the pod by it; so does
+// vm2 behind vm in gateway mode, through vm's forwarder. A large answer
+// comes with TC over UDP and whole over TCP; a reverse lookup of the
+// virtual address is answered from the real one's.
 func TestDNSFollowsTheMap(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "dig", "ss")
