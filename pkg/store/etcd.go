@@ -360,11 +360,15 @@ func (e *Etcd) Claim(key secure.PublicKey, name string, a netip.Addr) (netip.Add
 	return netip.Addr{}, &ipam.TakenError{Owner: owner}
 }
 
-// Import writes peers and leases of a file store into etcd, in one
-// transaction, refusing any name, key or address already there.
+// importBatch bounds the operations of one transaction: etcd refuses more
+// than --max-txn-ops (default 128).
+const importBatch = 100
+
+// Import writes peers and leases of a file store into etcd. It first
+// checks that no name, key or address is there yet (then it writes
+// nothing), then writes in transactions of up to importBatch operations,
+// each guarded by the same checks for its keys.
 func (e *Etcd) Import(peers []config.PeerSection, leases []ipam.Lease) error {
-	var cmps []clientv3.Cmp
-	var ops []clientv3.Op
 	leased := map[string]bool{}
 	for _, l := range leases {
 		leased[l.PublicKey] = true
@@ -373,25 +377,63 @@ func (e *Etcd) Import(peers []config.PeerSection, leases []ipam.Lease) error {
 		if p.Address != "" && !leased[p.PublicKey] { // fixed addresses are held like leases
 			leases = append(leases, ipam.Lease{PublicKey: p.PublicKey, Name: p.Name, Address: p.Address, Updated: time.Now().UTC()})
 		}
+	}
+	type put struct{ key, value string }
+	var puts []put
+	for _, p := range peers {
 		v, _ := json.Marshal(p)
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(e.peerKey(p.Name)), "=", 0))
-		ops = append(ops, clientv3.OpPut(e.peerKey(p.Name), string(v)))
+		puts = append(puts, put{e.peerKey(p.Name), string(v)})
 	}
 	for _, l := range leases {
 		v, _ := json.Marshal(l)
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(e.leaseKey(l.PublicKey)), "=", 0),
-			clientv3.Compare(clientv3.CreateRevision(e.addrKey(l.Address)), "=", 0))
-		ops = append(ops, clientv3.OpPut(e.leaseKey(l.PublicKey), string(v)), clientv3.OpPut(e.addrKey(l.Address), l.PublicKey))
+		puts = append(puts, put{e.leaseKey(l.PublicKey), string(v)}, put{e.addrKey(l.Address), l.PublicKey})
 	}
-	ops = append(ops, clientv3.OpPut(e.peersRevKey(), time.Now().UTC().Format(time.RFC3339Nano)))
 	ctx, cancel := e.request()
 	defer cancel()
-	resp, err := e.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := e.cli.Txn(ctx).Then(
+		clientv3.OpGet(e.under("peers"), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(e.under("leases"), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(e.under("addrs"), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
 	if err != nil {
 		return e.wrap(err)
 	}
-	if !resp.Succeeded {
-		return &ConflictError{"etcd already holds one of these peers, keys or addresses under " + e.prefix + ": nothing imported (gtund store export shows what is there)"}
+	there := map[string]bool{}
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			there[string(kv.Key)] = true
+		}
+	}
+	var clash []string
+	for _, p := range puts {
+		if there[p.key] {
+			clash = append(clash, strings.TrimPrefix(p.key, e.prefix+"/"))
+		}
+	}
+	if len(clash) > 0 {
+		if len(clash) > 5 {
+			clash = append(clash[:5], fmt.Sprintf("and %d more", len(clash)-5))
+		}
+		return &ConflictError{"etcd already holds under " + e.prefix + ": " + strings.Join(clash, ", ") + "; nothing imported (gtund store export shows what is there)"}
+	}
+	for i := 0; i < len(puts); i += importBatch {
+		batch := puts[i:min(i+importBatch, len(puts))]
+		var cmps []clientv3.Cmp
+		var ops []clientv3.Op
+		for _, p := range batch {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(p.key), "=", 0))
+			ops = append(ops, clientv3.OpPut(p.key, p.value))
+		}
+		ops = append(ops, clientv3.OpPut(e.peersRevKey(), time.Now().UTC().Format(time.RFC3339Nano)))
+		ctx, cancel := e.request()
+		resp, err := e.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("imported %d of %d keys, then: %w", i, len(puts), e.wrap(err))
+		}
+		if !resp.Succeeded {
+			return &ConflictError{fmt.Sprintf("imported %d of %d keys, then one of the next was written meanwhile by someone else under %s: check with gtund store export", i, len(puts), e.prefix)}
+		}
 	}
 	return nil
 }

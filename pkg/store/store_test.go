@@ -274,3 +274,28 @@ func eventually(t *testing.T, limit time.Duration, ok func() bool) {
 	}
 	t.Fatalf("not within %v", limit)
 }
+
+// An import larger than one transaction may hold (etcd's max-txn-ops,
+// 128 by default) goes in batches; importing it again changes nothing.
+func TestImportInBatches(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	e := dial(t, c.Endpoints(), "/t")
+	var peers []config.PeerSection
+	var leases []ipam.Lease
+	for i := range 1000 {
+		k := newKey(t).String()
+		peers = append(peers, config.PeerSection{Name: fmt.Sprint("p", i), PublicKey: k})
+		leases = append(leases, ipam.Lease{PublicKey: k, Name: fmt.Sprint("p", i), Address: fmt.Sprintf("100.64.%d.%d", 4+i/250, 1+i%250)})
+	}
+	if err := e.Import(peers, leases); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := e.Load(t.Context())
+	if err != nil || len(snap.Peers) != 1000 || len(snap.Leases) != 1000 {
+		t.Fatalf("after import: %v, %d peers, %d leases", err, len(snap.Peers), len(snap.Leases))
+	}
+	var ce *ConflictError
+	if err := e.Import(peers[:1], nil); !errors.As(err, &ce) {
+		t.Errorf("import of a peer that is there: %v", err)
+	}
+}
