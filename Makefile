@@ -98,9 +98,13 @@ fuzz:
 		done; \
 	done
 
-.PHONY: scale
+.PHONY: scale scale-ha
 scale: deps build
 	./scripts/scale.sh
+
+# 5,000 sessions over two gtund replicas sharing etcd (docs/ha.md).
+scale-ha: deps build
+	./scripts/scale-ha.sh
 
 # scripts/install.sh: binaries, units, example configs and keys (DESTDIR,
 # PREFIX honoured; ARGS="--client --enable" etc.).
