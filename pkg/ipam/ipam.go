@@ -5,6 +5,7 @@
 package ipam
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,6 +69,8 @@ type Pool struct {
 	// are claimed there first, and the file in dir is a cache of them.
 	claimer Claimer
 	pending map[netip.Addr]bool // claims in flight
+	start   uint32              // where this replica starts looking for a free address: replicas spread their claims
+	kick    chan struct{}       // the cache file is behind (RunCacheWriter writes it)
 	lastErr error
 
 	// Group commit: changes are numbered; one caller at a time writes the
@@ -140,12 +143,107 @@ func (p *Pool) usable(a netip.Addr) bool {
 // SetClaimer makes the pool's leases those of a shared store: Acquire
 // claims a new key's address there before using it, leases of keys this
 // gtund does not know stay (another replica may know them), and Replace
-// brings in the store's state. Call before the first Acquire.
-func (p *Pool) SetClaimer(c Claimer) {
+// and Apply bring in the store's state. The lease file becomes a cache of
+// it, written by RunCacheWriter. Replicas pass different spread values
+// (a hash of their name): each starts looking for free addresses at its
+// own place in the pool, so that replicas allocating at once seldom race
+// for the same address. Call before the first Acquire.
+func (p *Pool) SetClaimer(c Claimer, spread uint32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.claimer = c
 	p.pending = map[netip.Addr]bool{}
+	p.start = spread % (uint32(1) << (32 - p.prefix.Bits()))
+	p.kick = make(chan struct{}, 1)
+}
+
+// RunCacheWriter writes the lease cache when it is behind, at most every
+// 200 ms (a lease file holds every lease: written per claim, thousands of
+// clients connecting at once would rewrite it thousands of times), and
+// once more when ctx ends. The store, not this file, is what keeps a key's
+// address; the file serves a restart while the store is away.
+func (p *Pool) RunCacheWriter(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			p.mu.Lock()
+			if p.dirty {
+				p.persistLocked()
+			}
+			p.mu.Unlock()
+			return
+		case <-p.kick:
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		p.mu.Lock()
+		if p.dirty {
+			p.persistLocked()
+		}
+		p.mu.Unlock()
+	}
+}
+
+// saveLocked makes a change of the leases durable: written now (file
+// store), or soon by RunCacheWriter (shared store).
+func (p *Pool) saveLocked() {
+	p.dirty = true
+	if p.claimer == nil {
+		p.persistLocked()
+		return
+	}
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Apply brings in leases the store changed (put) and released (the public
+// keys in released), as its watch reports them.
+func (p *Pool) Apply(put []Lease, released []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	changed := false
+	for _, ks := range released {
+		k, err := secure.ParsePublicKey(ks)
+		if err != nil {
+			continue
+		}
+		if l, ok := p.leases[k]; ok {
+			a, _ := netip.ParseAddr(l.Address)
+			delete(p.leases, k)
+			if p.taken[a] == k {
+				delete(p.taken, a)
+			}
+			changed = true
+		}
+	}
+	for _, l := range put {
+		k, err1 := secure.ParsePublicKey(l.PublicKey)
+		a, err2 := netip.ParseAddr(l.Address)
+		if err1 != nil || err2 != nil || !p.usable(a) {
+			p.log.Warn("ignoring a lease of the store that does not fit this pool", "name", l.Name, "address", l.Address, "pool", p.prefix)
+			continue
+		}
+		if old, ok := p.leases[k]; ok {
+			if old == l {
+				continue
+			}
+			if oa, _ := netip.ParseAddr(old.Address); p.taken[oa] == k {
+				delete(p.taken, oa)
+			}
+		}
+		p.leases[k] = l
+		p.taken[a] = k
+		changed = true
+	}
+	if changed {
+		p.saveLocked()
+	}
 }
 
 // Replace sets the leases to those of the shared store (all of them, as of
@@ -168,8 +266,8 @@ func (p *Pool) Replace(ls []Lease) {
 	if maps.Equal(leases, p.leases) {
 		return
 	}
-	p.leases, p.taken, p.dirty = leases, taken, true
-	p.persistLocked()
+	p.leases, p.taken = leases, taken
+	p.saveLocked()
 }
 
 // SetPeers tells the pool which keys may hold addresses and which have fixed
@@ -215,7 +313,7 @@ func (p *Pool) Acquire(key secure.PublicKey, name string) (netip.Addr, error) {
 	}
 	if l, ok := p.leases[key]; ok {
 		a, _ := netip.ParseAddr(l.Address)
-		if p.dirty {
+		if p.dirty && p.claimer == nil {
 			p.persistLocked()
 		}
 		return a, nil
@@ -240,7 +338,12 @@ func (p *Pool) freeLocked() (netip.Addr, bool) {
 	for _, a := range p.fixed {
 		fixedAddrs[a] = true
 	}
-	for a := p.server.Next(); p.prefix.Contains(a); a = a.Next() {
+	base := p.prefix.Addr().As4()
+	b := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+	size := uint32(1) << (32 - p.prefix.Bits())
+	for i := range size {
+		v := b + (p.start+i)%size
+		a := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 		if !p.usable(a) || fixedAddrs[a] || p.pending[a] {
 			continue
 		}
@@ -274,7 +377,7 @@ func (p *Pool) claimLocked(key secure.PublicKey, name string) (netip.Addr, error
 			if k, err := secure.ParsePublicKey(taken.Owner.PublicKey); err == nil {
 				p.leases[k] = taken.Owner
 				p.taken[a] = k
-				p.dirty = true
+				p.saveLocked()
 			}
 			continue
 		case err != nil:
@@ -289,8 +392,7 @@ func (p *Pool) claimLocked(key secure.PublicKey, name string) (netip.Addr, error
 		}
 		p.leases[key] = Lease{PublicKey: key.String(), Name: name, Address: got.String(), Updated: time.Now().UTC()}
 		p.taken[got] = key
-		p.dirty = true
-		p.persistLocked()
+		p.saveLocked()
 		return got, nil
 	}
 }

@@ -10,6 +10,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"net"
@@ -169,14 +170,14 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 			return err
 		}
 		defer e.Close()
-		s.pool.SetClaimer(e)
+		s.pool.SetClaimer(e, crc32.ChecksumIEEE([]byte(s.cfg.Store.Replica)))
 		s.mirror = store.NewMirror(e, config.CacheDir(s.cfg.StateDir, s.cfg.Store), s.cfg.Store.Replica, s.log,
 			func() {
 				select {
 				case s.storeReload <- struct{}{}:
 				default: // one pending reload reads the newest cache
 				}
-			}, s.pool.Replace)
+			}, s.pool)
 		s.mirror.SetPublish(s.replicaRecord)
 	}
 	s.syncPoolPeers()
@@ -276,6 +277,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	}
 	if s.mirror != nil {
 		s.goRun(func() { s.mirror.Run(ctx) })
+		s.goRun(func() { s.pool.RunCacheWriter(ctx) })
 	}
 	s.goRun(func() { s.events.Run(ctx) })
 	s.goRun(func() { s.dev.Run(ctx) })

@@ -48,12 +48,12 @@ const PeersCacheHeader = `# gtund's copy of the peers in etcd, written by gtund 
 // and leases to the server. etcd being away changes nothing but status:
 // the server keeps what it has.
 type Mirror struct {
-	e        *Etcd
-	dir      string // the cache: peers.toml here, leases.json by ipam.Pool
-	replica  string
-	log      *slog.Logger
-	onPeers  func() // the cache peers file changed: reload
-	onLeases func([]ipam.Lease)
+	e       *Etcd
+	dir     string // the cache: peers.toml here, leases.json by ipam.Pool
+	replica string
+	log     *slog.Logger
+	onPeers func() // the cache peers file changed: reload
+	leases  LeaseSink
 
 	mu        sync.Mutex
 	connected bool
@@ -62,14 +62,21 @@ type Mirror struct {
 	errors    uint64
 	lastErr   string
 	peers     map[string]config.PeerSection
-	leases    map[string]ipam.Lease
-	publish   func() Replica // what this replica publishes; nil: nothing
+	known     map[string]ipam.Lease // the store's leases by public key, as last loaded or watched
+	publish   func() Replica        // what this replica publishes; nil: nothing
 	published []byte
 }
 
+// LeaseSink takes the store's leases: all of them after a load, the
+// changes as the watch reports them (ipam.Pool).
+type LeaseSink interface {
+	Replace(all []ipam.Lease)
+	Apply(put []ipam.Lease, released []string)
+}
+
 // NewMirror follows e for a server whose cache is dir.
-func NewMirror(e *Etcd, dir, replica string, log *slog.Logger, onPeers func(), onLeases func([]ipam.Lease)) *Mirror {
-	return &Mirror{e: e, dir: dir, replica: replica, log: log, onPeers: onPeers, onLeases: onLeases, since: time.Now()}
+func NewMirror(e *Etcd, dir, replica string, log *slog.Logger, onPeers func(), leases LeaseSink) *Mirror {
+	return &Mirror{e: e, dir: dir, replica: replica, log: log, onPeers: onPeers, leases: leases, since: time.Now()}
 }
 
 // SetPublish sets what the replica publishes under P/replicas/NAME.
@@ -245,19 +252,21 @@ func (m *Mirror) apply(snap Snapshot) {
 	}
 	m.mu.Lock()
 	peersChanged := m.peers == nil || !equalPeers(m.peers, peers)
-	leasesChanged := m.leases == nil || !mapsEqual(m.leases, leases)
-	m.peers, m.leases = peers, leases
+	leasesChanged := m.known == nil || !mapsEqual(m.known, leases)
+	m.peers, m.known = peers, leases
 	m.mu.Unlock()
 	if peersChanged {
 		m.peersChanged()
 	}
 	if leasesChanged {
-		m.onLeases(snap.Leases)
+		m.leases.Replace(snap.Leases)
 	}
 }
 
 func (m *Mirror) applyEvents(evs []*clientv3.Event) {
-	var peersChanged, leasesChanged bool
+	var peersChanged bool
+	var put []ipam.Lease
+	var released []string
 	m.mu.Lock()
 	for _, ev := range evs {
 		k := string(ev.Kv.Key)
@@ -278,30 +287,25 @@ func (m *Mirror) applyEvents(evs []*clientv3.Event) {
 		case strings.HasPrefix(k, m.e.under("leases")):
 			key := strings.TrimPrefix(k, m.e.under("leases"))
 			if ev.Type == clientv3.EventTypeDelete {
-				delete(m.leases, key)
+				delete(m.known, key)
+				released = append(released, key)
 			} else {
 				var l ipam.Lease
 				if err := json.Unmarshal(ev.Kv.Value, &l); err != nil {
 					m.log.Error("store: bad lease in etcd; ignored", "key", k, "err", err)
 					continue
 				}
-				m.leases[key] = l
+				m.known[key] = l
+				put = append(put, l)
 			}
-			leasesChanged = true
-		}
-	}
-	var leases []ipam.Lease
-	if leasesChanged {
-		for _, l := range m.leases {
-			leases = append(leases, l)
 		}
 	}
 	m.mu.Unlock()
 	if peersChanged {
 		m.peersChanged()
 	}
-	if leasesChanged {
-		m.onLeases(leases)
+	if len(put) > 0 || len(released) > 0 {
+		m.leases.Apply(put, released)
 	}
 }
 

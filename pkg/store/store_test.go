@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -136,7 +137,7 @@ func TestClaimsUnderContention(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.SetClaimer(dial(t, c.Endpoints(), "/t"))
+		p.SetClaimer(dial(t, c.Endpoints(), "/t"), uint32(i*1000))
 		pools[i] = p
 	}
 	const n = 600
@@ -191,13 +192,8 @@ func TestMirror(t *testing.T) {
 	e, writer := dial(t, c.Endpoints(), "/t"), dial(t, c.Endpoints(), "/t")
 	dir := t.TempDir()
 	peersCh := make(chan struct{}, 16)
-	var mu sync.Mutex
-	var leases []ipam.Lease
-	m := NewMirror(e, dir, "r1", quiet, func() { peersCh <- struct{}{} }, func(ls []ipam.Lease) {
-		mu.Lock()
-		leases = ls
-		mu.Unlock()
-	})
+	sink := &leaseSink{}
+	m := NewMirror(e, dir, "r1", quiet, func() { peersCh <- struct{}{} }, sink)
 	ctx := t.Context()
 	done := make(chan struct{})
 	go func() { m.Run(ctx); close(done) }()
@@ -229,9 +225,9 @@ func TestMirror(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 2*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(leases) == 1 && leases[0].Address == "100.64.240.9"
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		return len(sink.leases) == 1 && sink.leases[0].Address == "100.64.240.9"
 	})
 	if st := m.Status(); !st.Connected || st.Revision == 0 {
 		t.Errorf("status while up: %+v", st)
@@ -298,4 +294,30 @@ func TestImportInBatches(t *testing.T) {
 	if err := e.Import(peers[:1], nil); !errors.As(err, &ce) {
 		t.Errorf("import of a peer that is there: %v", err)
 	}
+}
+
+// leaseSink records what a Mirror hands to the pool.
+type leaseSink struct {
+	mu     sync.Mutex
+	leases []ipam.Lease
+}
+
+func (s *leaseSink) Replace(all []ipam.Lease) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.leases = all
+}
+
+func (s *leaseSink) Apply(put []ipam.Lease, released []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range put {
+		i := slices.IndexFunc(s.leases, func(o ipam.Lease) bool { return o.PublicKey == l.PublicKey })
+		if i < 0 {
+			s.leases = append(s.leases, l)
+		} else {
+			s.leases[i] = l
+		}
+	}
+	s.leases = slices.DeleteFunc(s.leases, func(o ipam.Lease) bool { return slices.Contains(released, o.PublicKey) })
 }
