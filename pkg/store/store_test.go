@@ -127,8 +127,16 @@ func TestFixedAddressAndRemove(t *testing.T) {
 
 // Two replicas' pools allocating at once, for distinct keys and for the
 // same keys: no address is ever held by two keys, and a key has the same
-// address on both. Reports allocations per second under this contention.
+// address on both. Reports allocations per second under this contention,
+// with both replicas starting at the same place in the pool (every address
+// raced for) and with their own starting places, as gtund gives them.
 func TestClaimsUnderContention(t *testing.T) {
+	for _, spread := range [][2]uint32{{0, 0}, {0, 2048}} {
+		t.Run(fmt.Sprintf("start %d and %d", spread[0], spread[1]), func(t *testing.T) { claimRace(t, spread) })
+	}
+}
+
+func claimRace(t *testing.T, spread [2]uint32) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	prefix := netip.MustParsePrefix("100.64.0.0/20")
 	pools := make([]*ipam.Pool, 2)
@@ -137,7 +145,7 @@ func TestClaimsUnderContention(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.SetClaimer(dial(t, c.Endpoints(), "/t"), uint32(i*1000))
+		p.SetClaimer(dial(t, c.Endpoints(), "/t"), spread[i])
 		pools[i] = p
 	}
 	const n = 600
@@ -154,7 +162,7 @@ func TestClaimsUnderContention(t *testing.T) {
 			wg.Go(func() {
 				for j := w; j < n; j += 8 {
 					// Replica 0 goes up the key list, replica 1 down it:
-					// they meet in the middle and contend for every address.
+					// each key is asked for on both, at different times.
 					k := j
 					if i == 1 {
 						k = n - 1 - j
