@@ -10,7 +10,12 @@
 # received packet rate both ways; CPU seconds per GB and peak RSS of gtun and
 # gtund. Prints a table and writes bench/results/<timestamp>.json.
 # Direct and tunnel take turns ROUNDS times (default 3); the report gives
-# medians and each ratio's range over the rounds.
+# medians and each ratio's range over the rounds. The tunnel runs once per
+# transport of TRANSPORTS (default "tcp udp"; TRANSPORT=X alone means
+# TRANSPORTS=X) in every round, right after the direct runs, and the report
+# sets the transports side by side (Mbit/s and CPU per GB of each test).
+# The first transport's files are in the raw directory itself, the others'
+# in clean-TRANSPORT/ (with a copy of the direct runs).
 # It only reports: there are no thresholds. Exits non-zero only when the
 # setup or a measurement failed outright.
 #
@@ -23,8 +28,8 @@
 # of LOSSY_CONDITIONS (one-way delay ms : loss % each way; default
 # 0 ms 0%, 25 ms 1%, 25 ms 5%: RTT +0, +50, +50 ms), measures single-stream
 # TCP vm->pod for LOSSY_DURATION s (default 10) and the idle ping RTT:
-# direct (no tunnel), through the tunnel with transport tcp, and with kcp.
-# gtund listens with both transports; gtun is restarted for each. If gtund
+# direct (no tunnel), through the tunnel with transport tcp, udp, and kcp.
+# gtund listens with all three; gtun is restarted for each. If gtund
 # refuses kcp, the kcp column says n/a. The TCP congestion control of the
 # namespaces (the outer TCP of transport tcp, and the measured TCP itself) is
 # set per pass: LOSSY_CCS (default "cubic bbr") runs the whole section once
@@ -39,10 +44,12 @@
 # with the same setting for it.
 #
 #   scripts/bench.sh                 (root; bin/gtun, bin/gtund from make build)
-#   DURATION=10 TRANSPORT=kcp scripts/bench.sh
+#   DURATION=10 TRANSPORTS="tcp udp kcp" scripts/bench.sh
 #   LOSSY=0 scripts/bench.sh         (no lossy-link section)
 #   ROUNDS=1 DURATION=2 LOSSY=0 scripts/bench.sh   (a quick look)
 set -euo pipefail
+TRANSPORTS=${TRANSPORTS:-${TRANSPORT:-tcp udp}}
+TRANSPORT=${TRANSPORTS%% *}
 PREFIX=${PREFIX:-bench}
 DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
@@ -56,11 +63,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 lib_init
 RAW=$D/raw
+RAWT=$RAW # where the tunnel runs of the transport being measured go
 mkdir -p "$RAW"
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${OUT:-$LIB_ROOT/bench/results/$TS.json}
 META=$RAW/meta.env
 FAILED=0
+for tr in $TRANSPORTS; do
+	case $tr in tcp | udp | kcp) ;; *) die "TRANSPORTS: unknown transport '$tr' (tcp, udp, kcp)" ;; esac
+done
 
 meta() { echo "$1=$2" >>"$META"; }
 fail_step() {
@@ -80,6 +91,10 @@ fail_step() {
 	echo "cpus=$(nproc)"
 	echo "topology=plain (no WAN emulator in the path)"
 } >"$META"
+for tr in ${TRANSPORTS#"$TRANSPORT"}; do
+	mkdir -p "$RAW/clean-$tr"
+	sed "s/^transport=.*/transport=$tr/" "$META" >"$RAW/clean-$tr/meta.env"
+done
 case $LOSSY in 0 | 1) ;; *) die "LOSSY must be 0 or 1" ;; esac
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number (got '$ROUNDS')"
 for c in $LOSSY_CONDITIONS; do
@@ -117,7 +132,7 @@ cpu_snapshot() {
 iperf() {
 	local test=$1 before after rc=0 err
 	shift
-	local f="$RAW/$MODE-$test$SUFFIX.json" t=${IPERF_DURATION:-$DURATION}
+	local f="$RAWT/$MODE-$test$SUFFIX.json" t=${IPERF_DURATION:-$DURATION}
 	printf '  %-12s %-7s iperf3 %s ... ' "$test" "$MODE" "$*"
 	before=$(cpu_snapshot)
 	timeout $((t + 30)) ip netns exec "$PREFIX-vm" \
@@ -145,7 +160,7 @@ iperf() {
 # ping_step NAME [WRAPPER...]: 20 pings vm->pod at 20/s, run under WRAPPER
 # (e.g. taskset), to $RAW/$MODE-NAME$SUFFIX.txt; every reply is expected.
 ping_step() {
-	local name=$1 f="$RAW/$MODE-$1$SUFFIX.txt"
+	local name=$1 f="$RAWT/$MODE-$1$SUFFIX.txt"
 	shift
 	printf '  %-12s %-7s %s ... ' "$name" "$MODE" "${*:+$* }ping -c 20 -i 0.05 -q"
 	if ip netns exec "$PREFIX-vm" "$@" ping -c 20 -i 0.05 -q -W 2 "$POD_IP" >"$f" 2>&1; then
@@ -203,28 +218,43 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	measure
 	ip -n "$PREFIX-vm" route del 10.244.0.0/16 via "$GW_WAN"
 
-	hdr "round $round/$ROUNDS: tunnel (plain topology): gtund in $PREFIX-gw, gtun in $PREFIX-vm, transport $TRANSPORT"
-	MODE=tunnel
-	lib_start_daemons
-	lib_wait_route 15
-	ip -n "$PREFIX-vm" route get "$POD_IP" | grep -q 'dev gtun0' || die "traffic to $POD_IP would not use gtun0"
-	for name in gtun gtund; do
-		note "$name pid ${PIDS[$name]} comm $(cat "/proc/${PIDS[$name]}/comm")"
-	done
-	measure
-	for name in gtun gtund; do
-		if lib_alive "${PIDS[$name]}"; then
-			meta "rss$SUFFIX.${name}_kb" "$(lib_hwm_kb "${PIDS[$name]}")"
-		else
-			fail_step "$name$SUFFIX" "exited during the measurements"
+	for TRANSPORT in $TRANSPORTS; do
+		hdr "round $round/$ROUNDS: tunnel (plain topology): gtund in $PREFIX-gw, gtun in $PREFIX-vm, transport $TRANSPORT"
+		MODE=tunnel
+		RAWT=$RAW META=$RAW/meta.env
+		if [ "$TRANSPORT" != "${TRANSPORTS%% *}" ]; then
+			RAWT=$RAW/clean-$TRANSPORT META=$RAW/clean-$TRANSPORT/meta.env
 		fi
+		lib_write_configs >/dev/null
+		lib_start_daemons
+		lib_wait_route 15
+		ip -n "$PREFIX-vm" route get "$POD_IP" | grep -q 'dev gtun0' || die "traffic to $POD_IP would not use gtun0"
+		for name in gtun gtund; do
+			note "$name pid ${PIDS[$name]} comm $(cat "/proc/${PIDS[$name]}/comm")"
+		done
+		measure
+		for name in gtun gtund; do
+			if lib_alive "${PIDS[$name]}"; then
+				meta "rss$SUFFIX.${name}_kb" "$(lib_hwm_kb "${PIDS[$name]}")"
+			else
+				fail_step "$name$SUFFIX" "exited during the measurements"
+			fi
+		done
+		for name in gtun gtund; do
+			lib_stop "$name" 10
+			[ "$STOP_RC" -eq 0 ] || fail_step "$name-stop$SUFFIX" "exit status $STOP_RC after SIGTERM (want 0)"
+		done
+		RAWT=$RAW META=$RAW/meta.env
 	done
-	for name in gtun gtund; do
-		lib_stop "$name" 10
-		[ "$STOP_RC" -eq 0 ] || fail_step "$name-stop$SUFFIX" "exit status $STOP_RC after SIGTERM (want 0)"
-	done
+	TRANSPORT=${TRANSPORTS%% *}
 done
 SUFFIX=""
+# every transport's report compares with the same direct runs
+ALSO=()
+for tr in ${TRANSPORTS#"$TRANSPORT"}; do
+	cp "$RAW"/direct-* "$RAW/clean-$tr/"
+	ALSO+=(-also "$RAW/clean-$tr")
+done
 
 # ping_rtt: idle ping vm->pod to $RAW/$MODE-ping.txt; some lost replies are
 # fine on a lossy link, no reply at all is a failure.
@@ -264,7 +294,7 @@ on_cleanup() {
 # lossy_pass CC: the lossy-link conditions with TCP congestion control CC,
 # gtund started afresh so its listener and sessions use CC too.
 lossy_pass() {
-	local cc=$1 c h delay loss tag tr fec gtund_fec="" transports='["tcp", "kcp"]'
+	local cc=$1 c h delay loss tag tr fec gtund_fec="" transports='["tcp", "udp", "kcp"]'
 	allow_cc "$cc"
 	for h in vm vm2 gw node pod; do
 		inns "$h" sysctl -q -w net.ipv4.tcp_congestion_control="$cc" >/dev/null ||
@@ -273,9 +303,9 @@ lossy_pass() {
 	printf '\n  %sTCP congestion control: %s%s\n' "$B" "$(inns vm sysctl -n net.ipv4.tcp_congestion_control)" "$N"
 	# gtund listens with both transports; kcp is n/a if it refuses that
 	KCP_NA=""
-	TRANSPORT=tcp GTUND_TRANSPORTS='["tcp", "kcp"]' lib_write_configs
+	TRANSPORT=tcp GTUND_TRANSPORTS=$transports lib_write_configs
 	if ! lib_try_start_gtund; then
-		KCP_NA="gtund does not start with transports = [\"tcp\", \"kcp\"]: $LIB_ERR: $(tail -n 1 "$D/gtund.log" | sed "s/^ *//" | cut -c1-200)"
+		KCP_NA="gtund does not start with transports = [\"tcp\", \"udp\", \"kcp\"]: $LIB_ERR: $(tail -n 1 "$D/gtund.log" | sed "s/^ *//" | cut -c1-200)"
 		mv "$D/gtund.log" "$RAW/gtund-kcp-refused.txt"
 		note "kcp: n/a ($KCP_NA); gtund with tcp only"
 		transports='["tcp"]'
@@ -300,7 +330,7 @@ lossy_pass() {
 		ping_rtt
 		IPERF_DURATION=$LOSSY_DURATION iperf tcp-up-1
 		ip -n "$PREFIX-vm" route del 10.244.0.0/16 via "$GW_WAN"
-		for tr in tcp kcp ${LOSSY_FEC:+kcp-fec}; do
+		for tr in tcp udp kcp ${LOSSY_FEC:+kcp-fec}; do
 			MODE=lossy-$tag-$tr
 			if [ "$tr" != tcp ] && [ -n "$KCP_NA" ]; then
 				note "$MODE: n/a"
@@ -346,6 +376,7 @@ lossy() {
 	meta lossy.duration_s "$LOSSY_DURATION"
 	meta lossy.ccs "$LOSSY_CCS"
 	meta lossy.fec "$LOSSY_FEC"
+	meta lossy.transports "tcp udp kcp"
 	lib_stop iperf3 3
 	lib_topology_up_wanemu
 	start_iperf_server
@@ -356,6 +387,6 @@ lossy() {
 if [ "$LOSSY" = 1 ]; then lossy; fi
 
 hdr "report"
-"$D/benchreport" -dir "$RAW" -out "$OUT"
+"$D/benchreport" -dir "$RAW" "${ALSO[@]}" -out "$OUT"
 if [ "$KEEP" = 1 ]; then note "raw measurements: $RAW"; fi
 [ $FAILED = 0 ] || die "some measurements failed (see above; logs in $D)"

@@ -104,16 +104,37 @@ func pseudoHeader(ip []byte, is4 bool, proto uint8, l4len int) uint32 {
 }
 
 // Sum adds b as big-endian 16-bit words to s: the one's-complement sum of
-// the Internet checksum, not yet folded.
+// the Internet checksum, folded to at most 17 bits (so that sums can be
+// added without overflow), not yet folded to 16. It adds 32-bit words
+// into a 64-bit accumulator, eight at a time, which comes to the same
+// one's-complement sum (2^16 is 1 modulo 2^16-1) at several times the
+// speed of a loop over 16-bit words: every segment the udp transport
+// cuts from a TSO frame needs its TCP checksum.
 func Sum(b []byte, s uint32) uint32 {
-	for len(b) >= 2 {
-		s += uint32(binary.BigEndian.Uint16(b))
+	acc := uint64(s)
+	for len(b) >= 32 {
+		acc += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:])) +
+			uint64(binary.BigEndian.Uint32(b[8:])) + uint64(binary.BigEndian.Uint32(b[12:])) +
+			uint64(binary.BigEndian.Uint32(b[16:])) + uint64(binary.BigEndian.Uint32(b[20:])) +
+			uint64(binary.BigEndian.Uint32(b[24:])) + uint64(binary.BigEndian.Uint32(b[28:]))
+		b = b[32:]
+	}
+	for len(b) >= 4 {
+		acc += uint64(binary.BigEndian.Uint32(b))
+		b = b[4:]
+	}
+	if len(b) >= 2 {
+		acc += uint64(binary.BigEndian.Uint16(b))
 		b = b[2:]
 	}
 	if len(b) == 1 {
-		s += uint32(b[0]) << 8
+		acc += uint64(b[0]) << 8
 	}
-	return s
+	// 64 -> 32 -> 17 bits, end-around carries kept
+	acc = (acc >> 32) + (acc & 0xffffffff)
+	acc = (acc >> 32) + (acc & 0xffffffff)
+	acc = (acc >> 16) + (acc & 0xffff)
+	return uint32(acc)
 }
 
 // Fold folds a Sum to 16 bits; the checksum field takes its complement.

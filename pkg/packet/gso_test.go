@@ -164,3 +164,43 @@ func BenchmarkSegment64K(b *testing.B) {
 		}
 	}
 }
+
+// Sum adds 32-bit words; the sum folded to 16 bits is the 16-bit word
+// sum's, for every length and start value.
+func TestSumMatchesWordSum(t *testing.T) {
+	b := make([]byte, 2000)
+	for i := range b {
+		b[i] = byte(i*131 + i>>3)
+	}
+	for _, s0 := range []uint32{0, 1, 0xffff, 0x1fffe} {
+		for n := 0; n <= len(b); n += 1 + n/7 {
+			want := uint64(s0)
+			p := b[:n]
+			for len(p) >= 2 {
+				want += uint64(binary.BigEndian.Uint16(p))
+				p = p[2:]
+			}
+			if len(p) == 1 {
+				want += uint64(p[0]) << 8
+			}
+			for want > 0xffff {
+				want = want>>16 + want&0xffff
+			}
+			if got := Fold(Sum(b[:n], s0)); uint64(got) != want {
+				t.Fatalf("len %d start %#x: %#x, want %#x", n, s0, got, want)
+			}
+		}
+	}
+	all := bytes.Repeat([]byte{0xff}, 65534) // a nonzero multiple of 0xffff folds to 0xffff, never 0
+	if got := Fold(Sum(all, 0xffff)); got != 0xffff {
+		t.Fatalf("all ones: %#x", got)
+	}
+}
+
+func BenchmarkSum1400(b *testing.B) {
+	p := make([]byte, 1400)
+	b.SetBytes(1400)
+	for b.Loop() {
+		Sum(p, 0)
+	}
+}

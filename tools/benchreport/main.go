@@ -94,7 +94,38 @@ type Report struct {
 	PeakRSSKB map[string]*float64 `json:"peak_rss_kb"`
 	Topology  string              `json:"topology,omitempty"` // of the direct and tunnel tests
 	Lossy     []*Lossy            `json:"lossy,omitempty"`    // one per TCP congestion control
-	Errors    []string            `json:"errors"`
+	// Others are the same tests through the tunnel with other transports,
+	// in the same rounds (bench.sh TRANSPORTS), each against the same
+	// direct runs; Compare sets each of them beside this report's.
+	Others  []*Report    `json:"other_transports,omitempty"`
+	Compare []Comparison `json:"compare,omitempty"`
+	Errors  []string     `json:"errors"`
+}
+
+// Comparison is one TCP test through two transports of the same run.
+type Comparison struct {
+	Test     string              `json:"test"`
+	Base     string              `json:"base"` // transport
+	Other    string              `json:"other"`
+	BaseMbps *float64            `json:"base_mbps"`
+	Mbps     *float64            `json:"other_mbps"`
+	Ratio    *float64            `json:"other_over_base"`
+	BaseCPU  map[string]*float64 `json:"base_cpu_s_per_gb"`
+	CPU      map[string]*float64 `json:"other_cpu_s_per_gb"`
+}
+
+// compare sets each other transport's TCP tests beside r's.
+func compare(r *Report) {
+	for _, o := range r.Others {
+		for i, c := range r.TCP {
+			if i >= len(o.TCP) {
+				break
+			}
+			oc := o.TCP[i]
+			r.Compare = append(r.Compare, Comparison{Test: c.Desc, Base: r.Transport, Other: o.Transport, BaseMbps: c.TunnelMbps,
+				Mbps: oc.TunnelMbps, Ratio: div(oc.TunnelMbps, c.TunnelMbps), BaseCPU: c.CPUPerGB, CPU: oc.CPUPerGB})
+		}
+	}
 }
 
 // Lossy is the lossy-link section: TCP goodput through the tunnel with each
@@ -107,6 +138,9 @@ type Lossy struct {
 	CC string `json:"tcp_congestion_control,omitempty"`
 	// FEC of the kcp-fec column (DATA:PARITY); empty: not measured.
 	FEC string `json:"kcp_fec,omitempty"`
+	// UDP: the udp transport's column was measured (meta
+	// lossy.transports names it).
+	UDP bool `json:"udp,omitempty"`
 	// Direct TCP vm->pod through the emulator at 0 ms 0% against the
 	// same test on the plain topology (the emulator's own cost).
 	EmulatorDirectMbps *float64   `json:"emulator_0_0_direct_mbps"`
@@ -121,6 +155,10 @@ type LossyRow struct {
 	RTTAddedMs float64  `json:"rtt_added_ms"`
 	LossPct    float64  `json:"loss_pct_each_way"`
 	TCPMbps    *float64 `json:"tcp_mbps"`
+	// the udp transport, and its goodput against no tunnel on the same link
+	UDPMbps    *float64 `json:"udp_mbps,omitempty"`
+	UDPOverDir *float64 `json:"udp_over_direct,omitempty"`
+	UDPRTTMs   *float64 `json:"udp_rtt_ms,omitempty"`
 	KCPMbps    *float64 `json:"kcp_mbps"`
 	KCPOverTCP *float64 `json:"kcp_over_tcp"`
 	// kcp with forward error correction (Lossy.FEC)
@@ -178,12 +216,21 @@ type RTT struct {
 func main() {
 	dir := flag.String("dir", "", "directory with the raw measurements")
 	out := flag.String("out", "", "write the JSON report here (optional)")
+	var also []string
+	flag.Func("also", "a directory with the tunnel measurements of another transport in the same rounds (repeatable)", func(d string) error {
+		also = append(also, d)
+		return nil
+	})
 	flag.Parse()
 	if *dir == "" || flag.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: benchreport -dir RAWDIR [-out FILE.json]")
+		fmt.Fprintln(os.Stderr, "usage: benchreport -dir RAWDIR [-also RAWDIR2]... [-out FILE.json]")
 		os.Exit(2)
 	}
 	r := Build(*dir)
+	for _, d := range also {
+		r.Others = append(r.Others, Build(d))
+	}
+	compare(r)
 	PrintTable(os.Stdout, r)
 	if *out != "" {
 		var b strings.Builder
@@ -437,7 +484,8 @@ func sum(a, b *float64) *float64 {
 func LossyTag(cc, delayMs, lossPct string) string { return cc + "-d" + delayMs + "-l" + lossPct }
 
 func buildLossy(dir string, meta map[string]string, cc string, conds []string, fail func(error)) *Lossy {
-	l := &Lossy{KCPNA: meta["lossy."+cc+".kcp_na"], CC: cc, FEC: meta["lossy.fec"], Rows: []LossyRow{}}
+	l := &Lossy{KCPNA: meta["lossy."+cc+".kcp_na"], CC: cc, FEC: meta["lossy.fec"], Rows: []LossyRow{},
+		UDP: slices.Contains(strings.Fields(meta["lossy.transports"]), "udp")}
 	l.DurationS, _ = strconv.ParseFloat(meta["lossy.duration_s"], 64)
 	for _, c := range conds {
 		ds, ls, ok := strings.Cut(c, ":")
@@ -464,6 +512,10 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 		}
 		row.DirectMbps, row.DirectRTTMs = measure("direct")
 		row.TCPMbps, row.TCPRTTMs = measure("tcp")
+		if l.UDP {
+			row.UDPMbps, row.UDPRTTMs = measure("udp")
+			row.UDPOverDir = div(row.UDPMbps, row.DirectMbps)
+		}
 		row.KCPMbps, row.KCPRTTMs = measure("kcp")
 		row.KCPOverTCP = div(row.KCPMbps, row.TCPMbps)
 		if l.FEC != "" {
@@ -689,6 +741,19 @@ func PrintTable(w io.Writer, r *Report) {
 	if r.Topology != "" {
 		fmt.Fprintf(w, "topology of the tests above: %s\n", r.Topology)
 	}
+	for _, o := range r.Others {
+		fmt.Fprintf(w, "\n---- the same rounds, transport %s ----\n", o.Transport)
+		PrintTable(w, o)
+	}
+	if len(r.Compare) > 0 {
+		fmt.Fprintln(w, "\ntransports side by side (same run, rounds interleaved; CPU s/GB gtun + gtund):")
+		t := newTable("test", "transport", "Mbit/s", "transport", "Mbit/s", "ratio", "CPU s/GB", "CPU s/GB")
+		for _, c := range r.Compare {
+			t.row(c.Test, c.Base, f(c.BaseMbps, "%.0f"), c.Other, f(c.Mbps, "%.0f"), pct(c.Ratio),
+				f(sum(c.BaseCPU["gtun"], c.BaseCPU["gtund"]), "%.2f"), f(sum(c.CPU["gtun"], c.CPU["gtund"]), "%.2f"))
+		}
+		t.print(w)
+	}
 	for _, l := range r.Lossy {
 		printLossy(w, l)
 	}
@@ -706,11 +771,19 @@ func printLossy(w io.Writer, l *Lossy) {
 		cc = ", TCP congestion control " + l.CC
 	}
 	fmt.Fprintf(w, "\nlossy link: WAN emulator (tools/wanemu) between vm and gw; iperf3 TCP vm->pod, 1 stream, %gs%s; RTT: idle ping vm->pod\n", l.DurationS, cc)
-	head := []string{"RTT added", "loss each way", "tcp Mbit/s", "kcp Mbit/s", "kcp/tcp"}
+	head := []string{"RTT added", "loss each way", "tcp Mbit/s"}
+	if l.UDP {
+		head = append(head, "udp Mbit/s", "udp/direct")
+	}
+	head = append(head, "kcp Mbit/s", "kcp/tcp")
 	if l.FEC != "" {
 		head = append(head, "kcp+fec Mbit/s", "kcp+fec/tcp")
 	}
-	head = append(head, "tcp RTT ms", "kcp RTT ms")
+	head = append(head, "tcp RTT ms")
+	if l.UDP {
+		head = append(head, "udp RTT ms")
+	}
+	head = append(head, "kcp RTT ms")
 	if l.FEC != "" {
 		head = append(head, "kcp+fec RTT ms")
 	}
@@ -732,12 +805,19 @@ func printLossy(w io.Writer, l *Lossy) {
 		if r.EmulatorDrops != nil && *r.EmulatorDrops > 0 {
 			emu += fmt.Sprintf(" (+%.0f overflow)", *r.EmulatorDrops)
 		}
-		cells := []string{fmt.Sprintf("%g ms", r.RTTAddedMs), fmt.Sprintf("%g%%", r.LossPct), f(r.TCPMbps, "%.1f"),
-			f(r.KCPMbps, "%.1f"), ratio(r.KCPOverTCP)}
+		cells := []string{fmt.Sprintf("%g ms", r.RTTAddedMs), fmt.Sprintf("%g%%", r.LossPct), f(r.TCPMbps, "%.1f")}
+		if l.UDP {
+			cells = append(cells, f(r.UDPMbps, "%.1f"), ratio(r.UDPOverDir))
+		}
+		cells = append(cells, f(r.KCPMbps, "%.1f"), ratio(r.KCPOverTCP))
 		if l.FEC != "" {
 			cells = append(cells, f(r.KCPFECMbps, "%.1f"), ratio(r.KCPFECOverTCP))
 		}
-		cells = append(cells, f(r.TCPRTTMs, "%.1f"), f(r.KCPRTTMs, "%.1f"))
+		cells = append(cells, f(r.TCPRTTMs, "%.1f"))
+		if l.UDP {
+			cells = append(cells, f(r.UDPRTTMs, "%.1f"))
+		}
+		cells = append(cells, f(r.KCPRTTMs, "%.1f"))
 		if l.FEC != "" {
 			cells = append(cells, f(r.KCPFECRTTMs, "%.1f"))
 		}
