@@ -8,11 +8,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/gtun/gtun/pkg/dgram"
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/ipam"
 	"github.com/gtun/gtun/pkg/packet"
@@ -286,6 +288,8 @@ func loadServer(path string, peersSrc []byte, override bool) (*Server, error) {
 	}
 	if out.MTU < 576 || out.MTU > 65535 {
 		l.errf("server.mtu", "must be 576..65535, not %d", out.MTU)
+	} else if slices.Contains(out.Transports, transport.UDP) && out.MTU > dgram.MaxPayload {
+		l.errf("server.mtu", "must be at most %d with udp in transports (the largest packet a datagram carries), not %d", dgram.MaxPayload, out.MTU)
 	}
 	if s.Pool == "" {
 		l.errf("server.pool", "required (e.g. \"100.64.240.0/24\")")
