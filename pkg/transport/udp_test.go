@@ -1,0 +1,162 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gtun/gtun/pkg/dgram"
+	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/secure"
+)
+
+// tsoFrame is [virtio-net header][IPv4 TCP packet] as a TUN hands over a
+// TSO super-packet: payload to be cut into mss-sized segments, the TCP
+// checksum field holding the pseudo-header's sum.
+func tsoFrame(payload []byte, mss int, seq uint32) []byte {
+	f := make([]byte, packet.VnetHdrLen+40+len(payload))
+	h := packet.VnetHdr{Flags: packet.VnetNeedsCsum, GSOType: packet.GSOTCPv4, HdrLen: 40, GSOSize: uint16(mss), CsumStart: 20, CsumOffset: 16}
+	h.Encode(f)
+	p := f[packet.VnetHdrLen:]
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[6] = 0x40 // DF
+	p[8], p[9] = 64, 6
+	copy(p[12:], []byte{100, 64, 240, 2, 10, 244, 1, 20})
+	binary.BigEndian.PutUint16(p[10:], ^packet.Fold(packet.Sum(p[:20], 0)))
+	th := p[20:]
+	binary.BigEndian.PutUint16(th, 40000)
+	binary.BigEndian.PutUint16(th[2:], 8080)
+	binary.BigEndian.PutUint32(th[4:], seq)
+	binary.BigEndian.PutUint32(th[8:], 77)
+	th[12], th[13] = 5<<4, 0x18 // ACK|PSH
+	binary.BigEndian.PutUint16(th[14:], 65535)
+	copy(th[20:], payload)
+	binary.BigEndian.PutUint16(th[16:], packet.Fold(packet.Sum(p[12:20], 6+uint32(len(th)))))
+	return f
+}
+
+// udpPair is a client and a server Datagrams over loopback: a real
+// handshake, real sockets (UDP GSO and GRO where the kernel has them).
+func udpPair(t *testing.T) (cli, srv *Datagrams, l *KCPListener) {
+	t.Helper()
+	srvKey, _ := secure.GeneratePrivateKey()
+	cliKey, _ := secure.GeneratePrivateKey()
+	r := secure.NewResponder(secure.ServerConfig{Private: srvKey, Authorize: func(secure.PublicKey, uint64) error { return nil }})
+	l, err := ListenKCP("127.0.0.1:0", Options{}, dgram.ListenConfig{Responder: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	accepted := make(chan *Accepted, 1)
+	go func() {
+		if a, err := l.Accept(); err == nil {
+			accepted <- a
+		}
+	}()
+	sc, c, err := DialUDP(context.Background(), l.Addr().String(), Options{}, secure.ClientConfig{Private: cliKey, ServerKey: srvKey.Public()}, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	select {
+	case a := <-accepted:
+		t.Cleanup(func() { a.Conn.Close() })
+		return c, NewDatagrams(a.Session), l
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing accepted")
+	}
+	return nil, nil, nil
+}
+
+// A TSO frame sent through the udp transport arrives as frames the TUN
+// takes (each valid, plain or a TSO frame again) that carry the same bytes
+// in order; packets before the receiver is set are dropped and counted.
+func TestDatagramsCarryTSOFrames(t *testing.T) {
+	cli, srv, l := udpPair(t)
+
+	early := tsoFrame(make([]byte, 100), 1360, 1)
+	if err := cli.SendFrame(early); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Stats().Dropped[dgram.DropNotReady.String()] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a packet before the receiver was set is not counted: %v", l.Stats().Dropped)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	var mu sync.Mutex
+	var got []byte
+	var frames, segs int
+	srv.SetReceiver(func(f []byte) {
+		h := packet.DecodeVnetHdr(f)
+		if err := h.Validate(f[packet.VnetHdrLen:]); err != nil && !h.Plain() {
+			t.Errorf("frame with a bad offload header: %v", err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		frames++
+		err := packet.Segment(h, f[packet.VnetHdrLen:], make([]byte, packet.MaxIP), func(p []byte) error {
+			segs++
+			got = append(got, p[40:]...)
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	payload := make([]byte, 200_000)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	seq := uint32(1000)
+	for off := 0; off < len(payload); off += 60_000 {
+		chunk := payload[off:min(off+60_000, len(payload))]
+		if err := cli.SendFrame(tsoFrame(chunk, 1360, seq)); err != nil {
+			t.Fatal(err)
+		}
+		seq += uint32(len(chunk))
+	}
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= len(payload) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("received %d bytes, want %d, equal %v (datagrams dropped: %v)", len(got), len(payload), bytes.Equal(got, payload), l.Stats().Dropped)
+	}
+	t.Logf("%d segments arrived in %d frames", segs, frames)
+	if sent := cli.Session().Stats().TxDatagrams; sent < uint64(segs) {
+		t.Fatalf("client counts %d datagrams sent for %d segments", sent, segs)
+	}
+}
+
+// Sending a TSO frame (segmenting, sealing, one GSO send) allocates
+// nothing once the session's buffers exist.
+func TestSendFrameDoesNotAllocate(t *testing.T) {
+	cli, _, _ := udpPair(t)
+	f := tsoFrame(make([]byte, 60_000), 1360, 1)
+	if err := cli.SendFrame(f); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(50, func() {
+		if err := cli.SendFrame(f); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per 60 KB frame", allocs)
+	}
+}
