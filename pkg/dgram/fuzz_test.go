@@ -47,8 +47,8 @@ func FuzzRoute(f *testing.F) {
 func FuzzOpen(f *testing.F) {
 	key := [32]byte{5}
 	s, _ := newSealer(key, 9, testStep, testAEAD, t0)
-	real1, _ := s.seal(nil, KindStream, []byte("one"), t0)
-	real2, _ := s.seal(nil, KindStream, []byte("two"), t0)
+	real1, _ := s.seal(nil, KindStream, 0, []byte("one"), t0)
+	real2, _ := s.seal(nil, KindStream, 0, []byte("two"), t0)
 	f.Add(real1)
 	f.Add(real2)
 	f.Add(make([]byte, DataOverhead))

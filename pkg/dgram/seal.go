@@ -84,9 +84,9 @@ func newSealer(key [32]byte, receiver uint32, step keyStep, newAEAD epochCipher,
 		key: key, aead: a, mask: mask, born: now}, nil
 }
 
-// seal appends the data datagram carrying payload of kind to dst (dst's
-// spare capacity is used when it suffices: no allocation).
-func (s *sealer) seal(dst []byte, kind byte, payload []byte, now time.Time) ([]byte, error) {
+// seal appends the data datagram carrying payload of kind, with flags, to
+// dst (dst's spare capacity is used when it suffices: no allocation).
+func (s *sealer) seal(dst []byte, kind, flags byte, payload []byte, now time.Time) ([]byte, error) {
 	if s.counter >= s.after || now.Sub(s.born) >= s.interval {
 		if err := s.update(now); err != nil {
 			return dst, err
@@ -95,7 +95,7 @@ func (s *sealer) seal(dst []byte, kind byte, payload []byte, now time.Time) ([]b
 	at := len(dst)
 	dst = append(dst, make([]byte, DataHeaderLen)...)
 	hdr := dst[at:]
-	hdr[0], hdr[1], hdr[2], hdr[3] = TypeData, byte(s.epoch), kind, 0
+	hdr[0], hdr[1], hdr[2], hdr[3] = TypeData, byte(s.epoch), kind, flags
 	putIndex(hdr[headerLen:], s.receiver)
 	binary.LittleEndian.PutUint64(hdr[headerLen+indexLen:], s.counter)
 	putNonce(&s.nonce, &s.mask, s.counter)

@@ -41,7 +41,7 @@ func sealPair(t *testing.T) (*sealer, *opener) {
 
 func mustSeal(t *testing.T, s *sealer, payload string, now time.Time) []byte {
 	t.Helper()
-	d, err := s.seal(nil, KindStream, []byte(payload), now)
+	d, err := s.seal(nil, KindStream, 0, []byte(payload), now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestSealDoesNotAllocate(t *testing.T) {
 	payload := make([]byte, 1350)
 	in := make([]byte, 0, MaxDatagram)
 	allocs := testing.AllocsPerRun(1000, func() {
-		d, err := s.seal(buf[:0], KindStream, payload, t0)
+		d, err := s.seal(buf[:0], KindStream, 0, payload, t0)
 		if err != nil {
 			t.Fatal(err)
 		}

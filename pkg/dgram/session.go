@@ -93,7 +93,8 @@ type PacketHandler interface {
 	// (the datagram's header, at least DataHeaderLen) are the handler's
 	// to overwrite, e.g. with a header of its own. buf is the reader's:
 	// the handler must not keep it past its return.
-	Packet(buf []byte, at int)
+	// flags are the datagram's (FlagCsumPartial).
+	Packet(buf []byte, at int, flags byte)
 	// Flush follows the last Packet of a batch the reader took from the
 	// socket in one system call: what the handler held back to join with
 	// the next packet must go now.
@@ -113,13 +114,14 @@ func (s *Session) SetPacketHandler(h PacketHandler) {
 }
 
 // Send seals payload into one stream datagram and sends it to the peer.
-func (s *Session) Send(payload []byte) error { return s.send(KindStream, payload) }
+func (s *Session) Send(payload []byte) error { return s.send(KindStream, 0, payload) }
 
-// SendPacket seals an IP packet into one packet datagram and sends it to
-// the peer (batched with others on a busy path: see batchWriter).
-func (s *Session) SendPacket(pkt []byte) error { return s.send(KindPacket, pkt) }
+// SendPacket seals an IP packet into one packet datagram with flags and
+// sends it to the peer (batched with others on a busy path: see
+// batchWriter).
+func (s *Session) SendPacket(pkt []byte, flags byte) error { return s.send(KindPacket, flags, pkt) }
 
-func (s *Session) send(kind byte, payload []byte) error {
+func (s *Session) send(kind, flags byte, payload []byte) error {
 	if len(payload) > MaxPayload {
 		return errors.New("datagram payload too large")
 	}
@@ -130,7 +132,7 @@ func (s *Session) send(kind byte, payload []byte) error {
 		return ErrClosed
 	default:
 	}
-	d, err := s.sealer.seal(s.sbuf[:0], kind, payload, s.now())
+	d, err := s.sealer.seal(s.sbuf[:0], kind, flags, payload, s.now())
 	if err != nil {
 		return err
 	}
@@ -143,13 +145,13 @@ func (s *Session) send(kind byte, payload []byte) error {
 
 // SealPacket appends the packet datagram carrying pkt to dst (in dst's
 // spare capacity when it suffices: no allocation), for SendSealed.
-func (s *Session) SealPacket(dst, pkt []byte) ([]byte, error) {
+func (s *Session) SealPacket(dst, pkt []byte, flags byte) ([]byte, error) {
 	if len(pkt) > MaxPayload {
 		return dst, errors.New("datagram payload too large")
 	}
 	s.smu.Lock()
 	defer s.smu.Unlock()
-	return s.sealer.seal(dst, KindPacket, pkt, s.now())
+	return s.sealer.seal(dst, KindPacket, flags, pkt, s.now())
 }
 
 // SendSealed sends datagrams SealPacket made, laid back to back in buf,
@@ -205,7 +207,7 @@ func (s *Session) SetRekeyInterval(d time.Duration) {
 func (s *Session) receive(d []byte, from netip.AddrPort) {
 	s.omu.Lock() // held through deliver too, which uses the one wait timer
 	defer s.omu.Unlock()
-	kind := d[2] // authenticated once open succeeds
+	kind, flags := d[2], d[3] // authenticated once open succeeds
 	payload, newest, reason, ok := s.opener.open(d, s.now())
 	if !ok {
 		s.drops.Inc(reason)
@@ -226,7 +228,7 @@ func (s *Session) receive(d []byte, from netip.AddrPort) {
 			return
 		}
 		s.touched = true
-		sink.h.Packet(d[:DataHeaderLen+len(payload)], DataHeaderLen)
+		sink.h.Packet(d[:DataHeaderLen+len(payload)], DataHeaderLen, flags)
 		return
 	}
 	s.deliver(payload)

@@ -46,12 +46,20 @@ const (
 	KindPacket byte = 1
 )
 
+// Flags of a packet datagram: its fourth header byte (authenticated).
+// FlagCsumPartial: the packet's TCP or UDP checksum field holds only the
+// pseudo-header's sum, as a TUN device with checksum offload hands it
+// over; the receiver's kernel completes it (or never needs to: a packet
+// forwarded on keeps the offload), so neither side spends a pass over
+// the payload on it.
+const FlagCsumPartial byte = 1
+
 // Layouts (little-endian indexes and counters, as WireGuard's):
 //
 //	initiation:   [1 0 0 0][sender index 4][first message: Noise + mac1][mac2 16]
 //	response:     [2 0 0 0][sender index 4][receiver index 4][Noise reply]
 //	cookie reply: [3 0 0 0][receiver index 4][nonce 24][cookie 16 + tag 16]
-//	data:         [4 epoch kind 0][receiver index 4][counter 8][sealed payload + tag 16]
+//	data:         [4 epoch kind flags][receiver index 4][counter 8][sealed payload + tag 16]
 //
 // The initiation's mac2 covers everything before it; its mac1 is inside the
 // first message (pkg/secure puts it there, so TCP and UDP share it) and the
@@ -88,14 +96,15 @@ const (
 )
 
 // header reads a datagram's type and checks the bytes that must be zero.
-// A data datagram's second byte is its epoch, its third its payload kind.
+// A data datagram's second byte is its epoch, its third its payload kind,
+// its fourth (packets only) its flags.
 func header(b []byte) (typ byte, ok bool) {
 	if len(b) < headerLen {
 		return 0, false
 	}
 	typ = b[0]
 	if typ == TypeData {
-		return typ, b[2] <= KindPacket && b[3] == 0
+		return typ, (b[2] == KindStream && b[3] == 0) || (b[2] == KindPacket && b[3]&^FlagCsumPartial == 0)
 	}
 	return typ, b[1] == 0 && b[2] == 0 && b[3] == 0
 }

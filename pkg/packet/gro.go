@@ -30,6 +30,7 @@ type Coalescer struct {
 	gsoSize int
 	nextSeq uint32
 	ended   bool // a short or PSH segment joined: nothing more may
+	partial bool // the first segment's checksum is partial (alone, it goes with VnetNeedsCsum)
 }
 
 // NewCoalescer returns a coalescer handing its frames to out, which must
@@ -49,8 +50,9 @@ const (
 // Add takes buf[at:], one IP packet, with at least VnetHdrLen bytes before
 // it that Add may overwrite. The packet joins the pending super-packet, or
 // starts a new one, or (not a TCP data segment) goes to out at once, after
-// the pending one.
-func (c *Coalescer) Add(buf []byte, at int) {
+// the pending one. partial says the packet's TCP checksum is partial (see
+// SegmentPartial): it goes out with VnetNeedsCsum.
+func (c *Coalescer) Add(buf []byte, at int, partial bool) {
 	pkt := buf[at:]
 	ipLen, hdrLen, plen, ok := tcpSegment(pkt)
 	if ok && c.segs > 0 && c.joins(pkt, ipLen, hdrLen, plen) {
@@ -76,10 +78,16 @@ func (c *Coalescer) Add(buf []byte, at int) {
 		c.segs, c.ipLen, c.hdrLen, c.gsoSize = 1, ipLen, hdrLen, plen
 		c.nextSeq = binary.BigEndian.Uint32(pkt[ipLen+4:]) + uint32(plen)
 		c.ended = pkt[ipLen+13]&tcpPSH != 0
+		c.partial = partial
 		return
 	}
 	f := buf[at-VnetHdrLen:]
 	clear(f[:VnetHdrLen]) // plain: no offload, the packet's checksums are its own
+	if partial {
+		if ipLen, proto, err := ipHeader(pkt); err == nil && proto == protoTCP && len(pkt) >= ipLen+20 {
+			VnetHdr{Flags: VnetNeedsCsum, CsumStart: uint16(ipLen), CsumOffset: 16}.Encode(f)
+		}
+	}
 	c.out(f)
 }
 
@@ -148,6 +156,9 @@ func (c *Coalescer) Flush() {
 	p := f[VnetHdrLen:]
 	if c.segs == 1 {
 		clear(f[:VnetHdrLen])
+		if c.partial {
+			VnetHdr{Flags: VnetNeedsCsum, CsumStart: uint16(c.ipLen), CsumOffset: 16}.Encode(f)
+		}
 		c.segs = 0
 		c.out(f)
 		return

@@ -23,8 +23,9 @@ func segments(t *testing.T, v6 bool, payload []byte, seq uint32, mss int) [][]by
 	return out
 }
 
-// withRoom is p after 16 bytes of headroom, as a datagram delivers it.
-func withRoom(p []byte) ([]byte, int) { return append(make([]byte, 16), p...), 16 }
+// withRoomFull is p after 16 bytes of headroom, as a datagram delivers
+// it, with a full checksum.
+func withRoomFull(p []byte) ([]byte, int, bool) { return append(make([]byte, 16), p...), 16, false }
 
 type frames [][]byte
 
@@ -57,7 +58,7 @@ func TestCoalescerJoinsWhatSegmentCut(t *testing.T) {
 		var got frames
 		c := NewCoalescer(got.out)
 		for _, s := range segs {
-			c.Add(withRoom(s))
+			c.Add(withRoomFull(s))
 		}
 		if len(got) != 0 {
 			t.Fatalf("v6=%v: %d frames before the flush", v6, len(got))
@@ -102,7 +103,7 @@ func TestCoalescerKeepsOrderAndFlows(t *testing.T) {
 	c := NewCoalescer(got.out)
 	in := [][]byte{a[0], a[1], b[0], b[1], icmp, a[3], a[4], a[5], a[2]}
 	for _, s := range in {
-		c.Add(withRoom(s))
+		c.Add(withRoomFull(s))
 	}
 	c.Flush()
 	// a0+a1 | b0+b1 | icmp | a3+a4+a5 (PSH ends it) | a2 (out of order: alone)
@@ -132,7 +133,7 @@ func TestCoalescerKeepsOrderAndFlows(t *testing.T) {
 	short := segments(t, false, payload[:2500], 5000, 1000) // 1000, 1000, 500
 	next := segments(t, false, payload[:1000], 7500, 1000)
 	for _, s := range append(short, next...) {
-		c.Add(withRoom(s))
+		c.Add(withRoomFull(s))
 	}
 	c.Flush()
 	if len(got) != 2 || len(resegment(t, got[0])) != 3 || !DecodeVnetHdr(got[1]).Plain() {
@@ -150,12 +151,12 @@ func TestCoalescerDoesNotAllocate(t *testing.T) {
 	segs := segments(t, false, make([]byte, 64000), 1, 1400)
 	bufs := make([][]byte, len(segs))
 	for i, s := range segs {
-		bufs[i], _ = withRoom(s)
+		bufs[i], _, _ = withRoomFull(s)
 	}
 	c := NewCoalescer(func([]byte) {})
 	allocs := testing.AllocsPerRun(100, func() {
 		for _, b := range bufs {
-			c.Add(b, 16)
+			c.Add(b, 16, false)
 		}
 		c.Flush()
 	})
@@ -174,8 +175,62 @@ func BenchmarkCoalescer64K(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		for _, s := range segs {
-			c.Add(s, 16)
+			c.Add(s, 16, false)
 		}
 		c.Flush()
+	}
+}
+
+// Segments cut with partial checksums and coalesced again carry the same
+// packets as a complete cut: the joined frame, and a lone segment, go out
+// with VnetNeedsCsum, and the kernel's (Segment's) completion of them
+// gives the segments of the complete cut byte for byte.
+func TestPartialChecksumsThroughCoalescer(t *testing.T) {
+	payload := make([]byte, 20000)
+	for i := range payload {
+		payload[i] = byte(i * 29)
+	}
+	for _, v6 := range []bool{false, true} {
+		full := segments(t, v6, payload, 5, 1200)
+		pkt := tcpPacket(v6, payload, tcpPSH|tcpACK, 5)
+		ipLen, gso := 20, uint8(GSOTCPv4)
+		if v6 {
+			ipLen, gso = 40, GSOTCPv6
+		}
+		h := VnetHdr{Flags: VnetNeedsCsum, GSOType: gso, HdrLen: uint16(ipLen + 20), GSOSize: 1200, CsumStart: uint16(ipLen), CsumOffset: 16}
+		var partial [][]byte
+		err := SegmentPartial(h, pkt, make([]byte, MaxIP), func(s []byte, p bool) error {
+			if !p {
+				t.Fatal("a TCP segment cut with a complete checksum")
+			}
+			partial = append(partial, bytes.Clone(s))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got frames
+		c := NewCoalescer(got.out)
+		for _, s := range partial {
+			c.Add(append(make([]byte, 16), s...), 16, true)
+		}
+		c.Flush()
+		c.Add(append(make([]byte, 16), partial[0]...), 16, true) // alone
+		c.Flush()
+		if len(got) != 2 {
+			t.Fatalf("v6=%v: %d frames", v6, len(got))
+		}
+		again := resegment(t, got[0])
+		for i := range full {
+			if !bytes.Equal(again[i], full[i]) {
+				t.Fatalf("v6=%v: segment %d differs from the complete cut", v6, i)
+			}
+		}
+		if h := DecodeVnetHdr(got[1]); h.Flags != VnetNeedsCsum || h.GSOType != GSONone {
+			t.Fatalf("v6=%v: a lone partial segment's header %+v", v6, h)
+		}
+		if alone := resegment(t, got[1]); len(alone) != 1 || !bytes.Equal(alone[0], full[0]) {
+			t.Fatalf("v6=%v: a lone partial segment, completed, differs", v6)
+		}
 	}
 }

@@ -13,12 +13,31 @@ import (
 // has. Each packet is built in scratch (at least 65535 bytes) and handed to
 // emit, which must not keep it.
 func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
+	return segment(h, pkt, scratch, false, func(p []byte, _ bool) error { return emit(p) })
+}
+
+// SegmentPartial is Segment for a path that carries the checksum offload
+// to a TUN device on the far side (the udp transport): TCP packets keep a
+// partial checksum, the pseudo-header's sum in the field as the kernel
+// hands it over (VnetNeedsCsum, from the end of the IP header, field at
+// 16), and emit is told so (partial true); it saves a pass over every
+// payload byte. UDP packets are completed as by Segment.
+func SegmentPartial(h VnetHdr, pkt, scratch []byte, emit func(p []byte, partial bool) error) error {
+	return segment(h, pkt, scratch, true, emit)
+}
+
+func segment(h VnetHdr, pkt, scratch []byte, keepPartial bool, emit func([]byte, bool) error) error {
 	if err := h.Validate(pkt); err != nil {
 		return err
 	}
 	if h.GSOType&^GSOECN == GSONone {
 		if h.Flags&VnetNeedsCsum == 0 {
-			return emit(pkt)
+			return emit(pkt, false)
+		}
+		if keepPartial {
+			if ipLen, proto, _ := ipHeader(pkt); proto == protoTCP && int(h.CsumStart) == ipLen && h.CsumOffset == 16 {
+				return emit(pkt, true)
+			}
 		}
 		out := scratch[:len(pkt)]
 		copy(out, pkt)
@@ -26,7 +45,7 @@ func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
 		// The kernel left the pseudo-header sum in the field: folding the
 		// rest in and inverting completes the checksum.
 		binary.BigEndian.PutUint16(out[at:], ^Fold(Sum(out[h.CsumStart:], 0)))
-		return emit(out)
+		return emit(out, false)
 	}
 	ipLen, proto, _ := ipHeader(pkt)
 	is4 := pkt[0]>>4 == 4
@@ -80,13 +99,16 @@ func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
 		} else {
 			binary.BigEndian.PutUint16(th[4:], uint16(n-ipLen))
 		}
+		partial := keepPartial && proto == protoTCP
 		th[csumAt], th[csumAt+1] = 0, 0
-		c := ^Fold(Sum(th, pseudoHeader(seg, is4, proto, n-ipLen)))
-		if c == 0 && proto == protoUDP {
+		var c uint16
+		if partial {
+			c = Fold(pseudoHeader(seg, is4, proto, n-ipLen))
+		} else if c = ^Fold(Sum(th, pseudoHeader(seg, is4, proto, n-ipLen))); c == 0 && proto == protoUDP {
 			c = 0xffff
 		}
 		binary.BigEndian.PutUint16(th[csumAt:], c)
-		if err := emit(seg); err != nil {
+		if err := emit(seg, partial); err != nil {
 			return err
 		}
 	}

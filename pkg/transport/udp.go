@@ -34,8 +34,8 @@ type Datagrams struct {
 	s *dgram.Session
 
 	mu      sync.Mutex // SendFrame's: what follows
-	scratch []byte     // where packet.Segment builds each segment
-	emit    func([]byte) error
+	scratch []byte     // where packet.SegmentPartial builds each segment
+	emit    func(seg []byte, partial bool) error
 	run     []byte // sealed datagrams of one size back to back, for one GSO send
 	runSeg  int    // their size; 0: run is empty
 	runN    int
@@ -67,7 +67,7 @@ func (d *Datagrams) SendFrame(frame []byte) error {
 	h := packet.DecodeVnetHdr(frame)
 	pkt := frame[packet.VnetHdrLen:]
 	if h.Plain() {
-		return d.sendPacket(pkt)
+		return d.sendPacket(pkt, 0)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -75,23 +75,25 @@ func (d *Datagrams) SendFrame(frame []byte) error {
 		d.scratch = make([]byte, packet.MaxIP)
 		d.run = make([]byte, 0, dgram.GSOMaxBytes)
 	}
-	err := packet.Segment(h, pkt, d.scratch, d.emit)
+	// TCP segments keep their partial checksum (the far side's TUN takes
+	// them with the offload): no pass over the payload for it here.
+	err := packet.SegmentPartial(h, pkt, d.scratch, d.emit)
 	if ferr := d.sendRun(); err == nil {
 		err = ferr
 	}
 	return err
 }
 
-func (d *Datagrams) sendPacket(pkt []byte) error {
+func (d *Datagrams) sendPacket(pkt []byte, flags byte) error {
 	if len(pkt) > dgram.MaxPayload {
 		return ErrTooBig
 	}
-	return d.s.SendPacket(pkt)
+	return d.s.SendPacket(pkt, flags)
 }
 
 // addToRun seals a segment at the end of the run, sending the run first
 // if the segment cannot join it (another size, or no room).
-func (d *Datagrams) addToRun(seg []byte) error {
+func (d *Datagrams) addToRun(seg []byte, partial bool) error {
 	if len(seg) > dgram.MaxPayload {
 		return ErrTooBig
 	}
@@ -105,8 +107,12 @@ func (d *Datagrams) addToRun(seg []byte) error {
 		d.runSeg = size
 	}
 	d.runEnd = size < d.runSeg
+	var flags byte
+	if partial {
+		flags = dgram.FlagCsumPartial
+	}
 	var err error
-	d.run, err = d.s.SealPacket(d.run, seg)
+	d.run, err = d.s.SealPacket(d.run, seg, flags)
 	d.runN++
 	return err
 }
@@ -143,7 +149,9 @@ func (d *Datagrams) Rekeys() (sent, received uint64) {
 // room for a virtio-net header before it. Consecutive segments of a TCP
 // flow are joined into one frame (GRO in user space) until the end of the
 // reader's batch.
-func (d *Datagrams) Packet(buf []byte, at int) { d.gro.Add(buf, at) }
+func (d *Datagrams) Packet(buf []byte, at int, flags byte) {
+	d.gro.Add(buf, at, flags&dgram.FlagCsumPartial != 0)
+}
 
 // Flush ends the reader's batch: the frame being joined goes.
 func (d *Datagrams) Flush() { d.gro.Flush() }

@@ -61,6 +61,23 @@ func TestUDPTransport(t *testing.T) {
 	if out, err := e.dig("vm", podIP, "demo.default.svc.cluster.local"); err != nil || !strings.Contains(out, clusterIP) {
 		t.Fatalf("DNS (UDP) to the pod over udp: %v %q", err, out)
 	}
+	// Too large for the tunnel with DF: the sender is told (an ICMP error,
+	// here from its own kernel at gtun0 / gtund0), never a silent loss.
+	// 1400 bytes of ping and 28 of ICMP and IP headers exceed the MTU.
+	if out, err := e.tp.Exec("vm", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", podIP); err == nil || !strings.Contains(out, "mtu=1400") {
+		t.Errorf("vm: an oversize DF ping: %v %q", err, out)
+	}
+	var ss0 server.Status
+	status(t, bins.gtund, e.serverSocket(), &ss0)
+	vmTunnel, _, _ := strings.Cut(ss0.Peers[0].Address, "/")
+	if out, err := e.tp.Exec("gw", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", vmTunnel); err == nil || !strings.Contains(out, "mtu=1400") {
+		t.Errorf("gw: an oversize DF ping to vm's tunnel address: %v %q", err, out)
+	}
+	// Exactly the tunnel MTU with DF crosses, both ways: its datagram
+	// (1,460 bytes) fits the wan's 1500.
+	if out, err := e.tp.Exec("vm", "ping", "-c", "2", "-i", "0.2", "-W", "2", "-M", "do", "-s", "1372", podIP); err != nil {
+		t.Errorf("vm: a DF ping of exactly the tunnel MTU to the pod: %v %q", err, out)
+	}
 	sn.close()
 	for _, c := range sn.captured() {
 		if packetDatagram(c.payload) {
