@@ -328,3 +328,54 @@ func TestDatagramPathDoesNotAllocate(t *testing.T) {
 		t.Fatalf("%.2f allocations per datagram", allocs)
 	}
 }
+
+type countingHandler struct{ packets, flushes int }
+
+func (h *countingHandler) Packet(buf []byte, at int, flags byte) { h.packets++ }
+func (h *countingHandler) Flush()                                { h.flushes++ }
+
+// A packet datagram's whole way costs no allocation either: sealed by
+// SendPacket, opened in place and handed to the packet handler at once
+// (no queue); one that arrives with no handler set is counted not_ready.
+func TestPacketPathDoesNotAllocate(t *testing.T) {
+	var k1, k2 [32]byte
+	crand.Read(k1[:])
+	crand.Read(k2[:])
+	at := netip.MustParseAddrPort("198.51.100.1:40000")
+	var srv *Session
+	wireBuf := make([]byte, 0, MaxDatagram)
+	srvDrops := new(drops)
+	cli, err := newSession(sessionParams{local: 1, remote: 2, send: k1, recv: k2, step: testStep, newAEAD: testAEAD, endpoint: at, drops: new(drops),
+		xmit: func(b []byte, _ netip.AddrPort) error { srv.receive(append(wireBuf[:0], b...), at); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err = newSession(sessionParams{local: 2, remote: 1, send: k2, recv: k1, step: testStep, newAEAD: testAEAD, endpoint: at, roams: true, drops: srvDrops,
+		xmit: func([]byte, netip.AddrPort) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	defer srv.Close()
+	pkt := make([]byte, 1400)
+	if err := cli.SendPacket(pkt, 0); err != nil {
+		t.Fatal(err)
+	}
+	if srvDrops.Get(DropNotReady) != 1 {
+		t.Fatalf("a packet without a handler: not_ready %d", srvDrops.Get(DropNotReady))
+	}
+	h := &countingHandler{}
+	srv.SetPacketHandler(h)
+	allocs := testing.AllocsPerRun(2000, func() {
+		if err := cli.SendPacket(pkt, FlagCsumPartial); err != nil {
+			t.Fatal(err)
+		}
+		srv.flush()
+	})
+	if allocs != 0 {
+		t.Fatalf("%.2f allocations per packet datagram", allocs)
+	}
+	if h.packets < 2000 || h.flushes < 2000 {
+		t.Fatalf("handler saw %d packets and %d flushes", h.packets, h.flushes)
+	}
+}
