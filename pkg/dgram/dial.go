@@ -274,12 +274,13 @@ func clientReceive(conn *net.UDPConn, s *Session, server netip.AddrPort) {
 			}
 			continue
 		}
+		now := time.Now()
 		for i := range n {
 			msg, seg, _ := br.message(i) // from the server: the socket is connected
 			for len(msg) > 0 {
 				var d []byte
 				d, msg = nextDatagram(msg, seg)
-				s.route(d, server)
+				s.route(d, server, now)
 			}
 		}
 		s.flush()
@@ -289,7 +290,7 @@ func clientReceive(conn *net.UDPConn, s *Session, server netip.AddrPort) {
 // route handles one datagram from the client's socket: data for its index
 // is opened, everything else (a late response or cookie reply, a forgery)
 // is dropped and counted.
-func (s *Session) route(d []byte, server netip.AddrPort) {
+func (s *Session) route(d []byte, server netip.AddrPort, now time.Time) {
 	typ, ok := header(d)
 	switch {
 	case !ok || len(d) > MaxDatagram || (typ == TypeData && len(d) < DataOverhead):
@@ -299,6 +300,6 @@ func (s *Session) route(d []byte, server netip.AddrPort) {
 	case index(d[headerLen:]) != s.local:
 		s.drops.Inc(DropUnknownIndex)
 	default:
-		s.receive(d, server)
+		s.receiveAt(d, server, now)
 	}
 }

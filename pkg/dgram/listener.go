@@ -179,12 +179,13 @@ func (l *Listener) demux() {
 			l.rate.Log(slog.LevelWarn, "dgram-read", "udp read failed", "err", err)
 			continue
 		}
+		now := time.Now() // once per batch: the sessions' clock for key epochs
 		for i := range n {
 			msg, seg, from := br.message(i)
 			for len(msg) > 0 {
 				var d []byte
 				d, msg = nextDatagram(msg, seg)
-				if s := l.route(d, from); s != nil && !slices.Contains(batch, s) {
+				if s := l.routeAt(d, from, now); s != nil && !slices.Contains(batch, s) {
 					batch = append(batch, s)
 				}
 			}
@@ -202,6 +203,11 @@ func (l *Listener) demux() {
 // route handles one datagram the demux read; it returns the session of a
 // data datagram.
 func (l *Listener) route(d []byte, from netip.AddrPort) *Session {
+	return l.routeAt(d, from, time.Now())
+}
+
+// routeAt is route at the time the demux read the datagram's batch.
+func (l *Listener) routeAt(d []byte, from netip.AddrPort, now time.Time) *Session {
 	typ, ok := header(d)
 	if !ok || len(d) > MaxDatagram {
 		l.drop(DropMalformed, from)
@@ -218,7 +224,7 @@ func (l *Listener) route(d []byte, from netip.AddrPort) *Session {
 			l.drop(DropUnknownIndex, from)
 			return nil
 		}
-		s.receive(d, from)
+		s.receiveAt(d, from, now)
 		return s
 	case TypeInitiation:
 		l.initiation(d, from)

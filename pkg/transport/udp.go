@@ -39,7 +39,8 @@ type Datagrams struct {
 	run     []byte // sealed datagrams of one size back to back, for one GSO send
 	runSeg  int    // their size; 0: run is empty
 	runN    int
-	runEnd  bool // the last one is shorter: nothing may follow it in this run
+	runEnd  bool      // the last one is shorter: nothing may follow it in this run
+	now     time.Time // read once per frame, for the key epochs of its packets
 
 	deliver atomic.Pointer[func([]byte)]
 	gro     *packet.Coalescer // the receiver's, on the session's reading goroutine
@@ -77,6 +78,7 @@ func (d *Datagrams) SendFrame(frame []byte) error {
 	}
 	// TCP segments keep their partial checksum (the far side's TUN takes
 	// them with the offload): no pass over the payload for it here.
+	d.now = time.Now()
 	err := packet.SegmentPartial(h, pkt, d.scratch, d.emit)
 	if ferr := d.sendRun(); err == nil {
 		err = ferr
@@ -112,7 +114,7 @@ func (d *Datagrams) addToRun(seg []byte, partial bool) error {
 		flags = dgram.FlagCsumPartial
 	}
 	var err error
-	d.run, err = d.s.SealPacket(d.run, seg, flags)
+	d.run, err = d.s.SealPacketAt(d.run, seg, flags, d.now)
 	d.runN++
 	return err
 }
