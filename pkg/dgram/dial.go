@@ -68,8 +68,7 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	_ = conn.SetReadBuffer(socketBuffer)
-	_ = conn.SetWriteBuffer(socketBuffer)
+	sizeBuffers(conn)
 	s, err := dialOn(ctx, conn, cfg)
 	if err != nil {
 		conn.Close()
