@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/xtaci/kcp-go/v5"
@@ -257,7 +258,12 @@ func TestPacketConnClose(t *testing.T) {
 
 // A queue that stays full drops and counts after a short wait instead of
 // blocking the demux; a reader that catches up gets every payload queued.
-func TestPacketConnQueueFull(t *testing.T) {
+// Time is the bubble's (testing/synctest): the producer's wait and the
+// reader's pause are measured on the fake clock, so a loaded machine that
+// runs the reader late cannot turn "frees a slot in time" into a drop.
+func TestPacketConnQueueFull(t *testing.T) { synctest.Test(t, testPacketConnQueueFull) }
+
+func testPacketConnQueueFull(t *testing.T) {
 	cli, srv, _, srvDrops := linkedSessions(t, &wire{direct: true})
 	pc := srv.PacketConn()
 	start := time.Now()
@@ -269,19 +275,26 @@ func TestPacketConnQueueFull(t *testing.T) {
 	if pc.Dropped() != 6 || srvDrops.Get(DropQueueFull) != 6 {
 		t.Fatalf("dropped %d (counted %d), want 6", pc.Dropped(), srvDrops.Get(DropQueueFull))
 	}
-	if d := time.Since(start); d < 6*maxWait {
-		t.Fatalf("6 drops in %v: the producer did not wait for room", d)
+	// Each drop waited maxWait for room, no more: the producer neither
+	// drops at once nor blocks the demux for longer.
+	if d := time.Since(start); d != 6*maxWait {
+		t.Fatalf("6 drops in %v, want %v: the producer did not wait for room exactly maxWait each", d, 6*maxWait)
 	}
-	// A reader that frees a slot in time: the payload waits instead of dropping.
+	// A reader that frees a slot in time: the payload waits instead of
+	// dropping, and only as long as the reader took.
 	go func() {
 		time.Sleep(maxWait / 5)
 		pc.ReadFrom(make([]byte, 100))
 	}()
+	start = time.Now()
 	if err := cli.Send([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
 	if pc.Dropped() != 6 {
 		t.Fatalf("dropped %d with a reader catching up, want still 6", pc.Dropped())
+	}
+	if d := time.Since(start); d != maxWait/5 {
+		t.Fatalf("the payload waited %v for a reader that read after %v", d, maxWait/5)
 	}
 	buf := make([]byte, 100)
 	for range queueLen {
