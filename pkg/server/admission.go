@@ -180,7 +180,7 @@ func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.P
 		sess.Close()
 		return
 	}
-	ps := &peerSession{peer: p, name: name, addr: addr, addr6: s.address6(addr), sess: sess, endpoint: remote, transport: tname, since: time.Now()}
+	ps := &peerSession{peer: p, name: name, addr: addr, addr6: s.address6(addr), sess: sess, endpoint: remote, transport: tname, since: time.Now(), push: newPusher()}
 	if !s.register(key, ps) {
 		refuse("peer removed")
 		return
@@ -190,7 +190,14 @@ func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.P
 		args = append(args, "address6", ps.addr6)
 	}
 	s.log.Info("peer connected", append(args, "endpoint", remote, "transport", tname)...)
+	pushDone, pushed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(pushed)
+		ps.push.run(sess, pushDone, s.log, name)
+	}()
 	err = sess.Run(ctx, session.Handlers{Packet: func(pkt []byte) { s.fromPeer(ps, pkt) }})
+	close(pushDone) // the session is closed: a push still writing has returned or soon does
+	<-pushed
 	s.unregister(key, ps)
 	s.log.Info("peer disconnected", "peer", name, "address", addr, "err", err)
 }

@@ -116,8 +116,12 @@ type memClient struct {
 	// hold, when set, is waited on by the session's reader before each
 	// frame it delivers: a client that stops reading (its socket buffers
 	// fill, then gtund's queue for it).
-	hold chan struct{}
-	done chan struct{} // closed when its session has ended
+	hold    chan struct{}
+	pushed  chan *session.Msg // configs gtund pushed after the first (a reload's)
+	done    chan struct{}     // closed when its session has ended
+	endedBy chan string       // the error notice gtund closed the session with
+	// lastPushed is the routes of the last config nextPush returned.
+	lastPushed []string
 }
 
 // connect sets up a session of the peer called name over a socketpair and
@@ -157,7 +161,8 @@ func (m *memServer) dial(name string, hold chan struct{}) *memClient {
 	if err != nil {
 		t.Fatalf("session of %s: %v", name, err)
 	}
-	c := &memClient{t: t, sess: sess, cfg: cfg, got: make(chan []byte, 4096), hold: hold, done: make(chan struct{})}
+	c := &memClient{t: t, sess: sess, cfg: cfg, got: make(chan []byte, 4096), hold: hold, pushed: make(chan *session.Msg, 16),
+		done: make(chan struct{}), endedBy: make(chan string, 1)}
 	pfx, err := netip.ParsePrefix(cfg.Address)
 	if err != nil {
 		t.Fatalf("pushed address %q", cfg.Address)
@@ -166,7 +171,7 @@ func (m *memServer) dial(name string, hold chan struct{}) *memClient {
 	ctx, cancel := context.WithCancel(m.ctx)
 	go func() {
 		defer close(c.done)
-		_ = sess.Run(ctx, session.Handlers{Packet: func(f []byte) {
+		err := sess.Run(ctx, session.Handlers{Packet: func(f []byte) {
 			if c.hold != nil {
 				<-c.hold
 			}
@@ -175,7 +180,19 @@ func (m *memServer) dial(name string, hold chan struct{}) *memClient {
 			default:
 				t.Errorf("%s: more frames than the test takes", name)
 			}
+		}, Control: func(m *session.Msg) {
+			if m.Type != session.TypeConfig {
+				return
+			}
+			select {
+			case c.pushed <- m:
+			default:
+				t.Errorf("%s: more pushed configs than the test takes", name)
+			}
 		}})
+		if err != nil {
+			c.endedBy <- err.Error()
+		}
 	}()
 	t.Cleanup(func() {
 		cancel()

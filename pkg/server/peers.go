@@ -74,6 +74,7 @@ type peerSession struct {
 	endpoint  string
 	transport string
 	since     time.Time
+	push      *pusher // configs a reload sends it
 }
 
 func newPeerInfo(p config.Peer, maps []config.Mapping) *peer {

@@ -80,7 +80,14 @@ func (s *Server) reload() (restartOnly []string, err error) {
 	for k, ps := range s.sessions {
 		if !newKeys[k] {
 			drop = append(drop, ps)
+			// Its access ends now, not when its session has closed
+			// (which waits for the notice to a client that may not read).
+			ps.peer.allowed.Store(aclTable(nil))
+			ps.peer.subnets.Store(aclTable(nil))
 		}
+	}
+	for _, ps := range drop {
+		s.slot(ps.addr).CompareAndSwap(ps, nil) // nothing more is routed to it
 	}
 	s.peers = peers
 	s.syncSubnetsLocked()
@@ -90,15 +97,14 @@ func (s *Server) reload() (restartOnly []string, err error) {
 	}
 	s.mu.Unlock()
 	s.syncPoolPeers()
+	// Neither waits for a client: one whose writes stall (blackholed)
+	// must not hold up the reload, nor the config of everyone after it.
 	for _, ps := range drop {
-		_ = ps.sess.SendControl(&session.Msg{Type: session.TypeError, Error: "peer removed or its address changed by a config reload"})
-		ps.sess.Close()
+		s.disconnect(ps, "peer removed or its address changed by a config reload")
 	}
 	for i, ps := range push {
 		ps.sess.SetRekeyInterval(n.RekeyInterval) // gtund's side; the config carries it to the client's
-		if err := ps.sess.SendControl(msgs[i]); err != nil {
-			s.log.Warn("reload: cannot push the new config", "peer", ps.name, "err", err)
-		}
+		ps.push.push(msgs[i])
 	}
 	s.log.Info("config reloaded", "routes", n.Routes, "peers", len(n.Peers), "added", added, "removed", removed,
 		"changed", changed, "pushed", len(push), "disconnected", len(drop), "rekey_interval", n.RekeyInterval)

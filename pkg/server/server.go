@@ -35,7 +35,6 @@ import (
 	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/sdnotify"
 	"github.com/gtun/gtun/pkg/secure"
-	"github.com/gtun/gtun/pkg/session"
 	"github.com/gtun/gtun/pkg/stats"
 	"github.com/gtun/gtun/pkg/store"
 	"github.com/gtun/gtun/pkg/transport"
@@ -319,8 +318,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	closeAll(listeners)
 	s.mu.Lock()
 	for _, ps := range s.sessions {
-		_ = ps.sess.SendControl(&session.Msg{Type: session.TypeError, Error: "server shutting down"})
-		ps.sess.Close()
+		s.disconnect(ps, "server shutting down") // bounded: a blackholed client does not hold up the stop
 	}
 	s.mu.Unlock()
 	s.dev.Close() // unblocks the TUN reader
