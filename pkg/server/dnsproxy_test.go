@@ -76,6 +76,13 @@ func TestDNSProxyAnswersFollowTheMap(t *testing.T) {
 		t.Errorf("reverse lookup of the virtual address: %v %v (reversed %d)", err, resp, p.reversed.Load())
 	}
 
+	// Every query gives its slot back, though after its answer is on its
+	// way: the client can have it before the handler has returned.
+	for deadline := time.Now().Add(5 * time.Second); len(p.busy) != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still taken after every query was answered", len(p.busy))
+		}
+	}
 	// With every slot taken (queries in flight upstream), a query gets
 	// SERVFAIL at once, counted busy; a slot given back serves again.
 	for range dnsproxy.MaxInFlight {
