@@ -195,3 +195,26 @@ func TestAnchors(t *testing.T) {
 		t.Error("a comment in a code block made an anchor")
 	}
 }
+
+// Every page of the manual is linked from the front page's list, so that a
+// new page cannot land where no reader finds it.
+func TestFrontPageLinksEveryPage(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := map[string]bool{}
+	for _, m := range mdLink.FindAllStringSubmatch(prose(string(b)), -1) {
+		path, _, _ := strings.Cut(m[1], "#")
+		linked[filepath.Clean(path)] = true
+	}
+	pages, err := filepath.Glob("*.md")
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("no pages in docs/: %v", err)
+	}
+	for _, p := range pages {
+		if !linked[filepath.Join("docs", p)] {
+			t.Errorf("docs/%s is not linked from README.md: add it to the Documentation list", p)
+		}
+	}
+}
