@@ -316,17 +316,19 @@ func TestCookieUnderLoad(t *testing.T) {
 		t.Fatalf("an initiation without mac2 reached the responder under load: %+v", c)
 	}
 
+	// No retry within the dial's timeout: it connects only if it answers
+	// the cookie reply at once (a clock would not say so on a loaded
+	// machine, nor with a retry that comes soon after).
+	cfg := ts.dialConfig(ts.client)
+	cfg.Retry, cfg.Timeout = time.Hour, 30*time.Second
 	start := time.Now()
-	cli, err := Dial(context.Background(), ts.l.Addr().String(), ts.dialConfig(ts.client))
+	cli, err := Dial(context.Background(), ts.l.Addr().String(), cfg)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("dial under load with no retry: %v (the cookie reply was not answered at once)", err)
 	}
 	defer cli.Close()
 	ts.accept(t)
 	t.Logf("dialed under load in %v (cookie round trip included)", time.Since(start).Round(time.Millisecond))
-	if time.Since(start) > time.Second {
-		t.Errorf("dial under load took %v: the cookie should be answered at once", time.Since(start))
-	}
 	if got := ts.l.Stats().CookiesSent; got != 2 {
 		t.Errorf("%d cookies sent, want 2", got)
 	}
@@ -340,7 +342,7 @@ func TestCookieUnderLoad(t *testing.T) {
 func TestDialUnknownKeyGetsSilence(t *testing.T) {
 	ts := listen(t)
 	cfg := ts.dialConfig(mustKey(t))
-	cfg.Timeout = time.Second
+	cfg.Timeout = 2 * time.Second
 	start := time.Now()
 	_, err := Dial(context.Background(), ts.l.Addr().String(), cfg)
 	var na *NoAnswerError
@@ -351,11 +353,14 @@ func TestDialUnknownKeyGetsSilence(t *testing.T) {
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("not a timeout: %v", err)
 	}
-	if d := time.Since(start); d < 900*time.Millisecond || d > 2*time.Second {
-		t.Fatalf("gave up after %v, timeout 1s", d)
+	// It gives up at the timeout, not before; the upper bound only says
+	// it does not go on (a loaded machine can run it late).
+	if d := time.Since(start); d < cfg.Timeout || d > cfg.Timeout+5*time.Second {
+		t.Fatalf("gave up after %v, timeout %v", d, cfg.Timeout)
 	}
+	// Ten at the retry's pace; four even if every retry runs 250 ms late.
 	if na.Attempts < 4 {
-		t.Errorf("%d initiations in 1 s with retry 200 ms", na.Attempts)
+		t.Errorf("%d initiations in %v with retry %v", na.Attempts, cfg.Timeout, cfg.Retry)
 	}
 	if c := ts.r.Counts(); c.DH["unknown_peer"] != uint64(na.Attempts) {
 		t.Errorf("responder counts %+v, want %d unknown_peer", c, na.Attempts)
