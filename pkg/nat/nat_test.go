@@ -620,7 +620,24 @@ func TestWatchDeletions(t *testing.T) {
 		done <- WatchDeletions(ctx, func() { events <- struct{}{} })
 	}()
 	<-ready
-	time.Sleep(200 * time.Millisecond) // subscribed
+	// Subscribed once a deletion is reported: a table of no one's, added
+	// and deleted until one is (a fixed pause could end before the
+	// subscription on a loaded machine, and the first tamper went unseen).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		ns.nft("add", "table", "ip", "gtun-probe")
+		ns.nft("delete", "table", "ip", "gtun-probe")
+		select {
+		case <-events:
+		case err := <-done:
+			t.Fatalf("watch ended: %v", err)
+		case <-time.After(time.Second):
+			if time.Now().After(deadline) {
+				t.Fatal("no deletion reported 10 s into the watch")
+			}
+			continue
+		}
+		break
+	}
 	for _, tamper := range [][]string{
 		{"flush", "chain", "ip", "gtund", "forward"},
 		{"delete", "table", "ip", "gtund"},
