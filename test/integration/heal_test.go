@@ -321,14 +321,13 @@ func TestRouteDeletedByHandHeals(t *testing.T) {
 			}
 			return ok, desc
 		})
-		if d >= time.Second {
-			t.Errorf("round %d: route back after %v, want < 1s", i+1, d)
-		}
 		polled = append(polled, d)
 		// The same heal seen as kernel notifications: our delete, then
-		// gtun's add on gtun0.
+		// gtun's add on gtun0. The bound is on these: the polled time also
+		// counts the exec of ip, which a loaded machine can make last
+		// longer than the heal.
 		var kd time.Duration
-		testnet.Eventually(t, 2*time.Second, func() error {
+		testnet.Eventually(t, 10*time.Second, func() error {
 			evs := events()[seen:]
 			var del *routeEvent
 			for i, ev := range evs {
@@ -342,6 +341,9 @@ func TestRouteDeletedByHandHeals(t *testing.T) {
 			return fmt.Errorf("no delete+add notification pair yet: %+v", evs)
 		})
 		kernel = append(kernel, kd)
+		if kd >= time.Second {
+			t.Errorf("round %d: gtun re-added the route %v after the kernel reported it deleted, want < 1s", i+1, kd)
+		}
 		t.Logf("round %d: ip route del -> back on gtun0: %v by 5 ms polling (incl. exec of ip), %v between kernel notifications", i+1, d.Round(time.Microsecond), kd.Round(time.Microsecond))
 		time.Sleep(100 * time.Millisecond)
 	}
