@@ -30,7 +30,13 @@ type Options struct {
 	// Hosts are the members' addresses (one each); default 127.0.0.1 with
 	// a free port pair each.
 	Hosts []string
+	// TLS serves clients over https with this certificate and key, and
+	// asks them for a certificate signed by CA (etcd's --client-cert-auth).
+	TLS *TLS
 }
+
+// TLS are the PEM files of an etcd serving clients over TLS.
+type TLS struct{ CA, Cert, Key string }
 
 // Cluster is a running etcd cluster.
 type Cluster struct {
@@ -69,11 +75,15 @@ func Start(t testing.TB, o Options) *Cluster {
 	var initial []string
 	for i := range o.Members {
 		m := &Member{Name: fmt.Sprintf("m%d", i+1)}
+		scheme := "http://"
+		if o.TLS != nil {
+			scheme = "https://"
+		}
 		if len(o.Hosts) > i {
-			m.ClientURL = "http://" + net.JoinHostPort(o.Hosts[i], "2379")
+			m.ClientURL = scheme + net.JoinHostPort(o.Hosts[i], "2379")
 			m.peerURL = "http://" + net.JoinHostPort(o.Hosts[i], "2380")
 		} else {
-			m.ClientURL = "http://127.0.0.1:" + freePort(t)
+			m.ClientURL = scheme + "127.0.0.1:" + freePort(t)
 			m.peerURL = "http://127.0.0.1:" + freePort(t)
 		}
 		initial = append(initial, m.Name+"="+m.peerURL)
@@ -89,6 +99,9 @@ func Start(t testing.TB, o Options) *Cluster {
 			// Tests share a loaded 2-core machine: beats often enough for
 			// a quick election, timeouts long enough not to flap.
 			"--heartbeat-interval", "100", "--election-timeout", "1000"}
+		if o.TLS != nil {
+			m.args = append(m.args, "--cert-file", o.TLS.Cert, "--key-file", o.TLS.Key, "--trusted-ca-file", o.TLS.CA, "--client-cert-auth")
+		}
 		if o.Netns != "" {
 			m.args = append([]string{"ip", "netns", "exec", o.Netns}, m.args...)
 		}
@@ -274,7 +287,11 @@ func (c *Cluster) Ctl(args ...string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	full := append([]string{"etcdctl", "--endpoints", strings.Join(eps, ","), "--command-timeout", "2s"}, args...)
+	full := []string{"etcdctl", "--endpoints", strings.Join(eps, ","), "--command-timeout", "2s"}
+	if c.opts.TLS != nil {
+		full = append(full, "--cacert", c.opts.TLS.CA, "--cert", c.opts.TLS.Cert, "--key", c.opts.TLS.Key)
+	}
+	full = append(full, args...)
 	if c.opts.Netns != "" {
 		full = append([]string{"ip", "netns", "exec", c.opts.Netns}, full...)
 	}
