@@ -387,7 +387,11 @@ func list(cfgPath string, stdout, stderr io.Writer) int {
 		} else {
 			var names []string
 			for _, r := range replicas {
-				names = append(names, fmt.Sprintf("%s (%d sessions)", r.Name, len(r.Sessions)))
+				n := fmt.Sprintf("%s (%d sessions", r.Name, r.SessionsTotal)
+				if len(r.Sessions) < r.SessionsTotal {
+					n += fmt.Sprintf(", the first %d listed: CONNECTED says no for the others", len(r.Sessions))
+				}
+				names = append(names, n+")")
 			}
 			fmt.Fprintf(stdout, "replicas running: %s\n", orNone(names))
 			served := map[string][]string{}

@@ -352,10 +352,14 @@ func (s *Server) replicaRecord() store.Replica {
 	fmt.Fprintln(h, s.cfg.Pool, s.cfg.Pool6, s.cfg.NAT, s.cfg.MTU, s.cfg.Transports, s.routes, s.maps, s.dns.Servers, s.dns.Domains,
 		s.keepalive, s.deadAfter, s.rekey, s.cfg.PrivateKey.Public())
 	r.Served = hex.EncodeToString(h.Sum(nil))[:12]
+	r.SessionsTotal = len(s.sessions)
 	for _, ps := range s.sessions {
 		r.Sessions = append(r.Sessions, store.ReplicaSession{Peer: ps.name, Address: ps.addr.String(), Endpoint: ps.endpoint, Since: ps.since})
 	}
 	s.mu.Unlock()
 	slices.SortFunc(r.Sessions, func(a, b store.ReplicaSession) int { return strings.Compare(a.Peer, b.Peer) })
+	if len(r.Sessions) > store.MaxPublishedSessions {
+		r.Sessions = r.Sessions[:store.MaxPublishedSessions]
+	}
 	return r
 }

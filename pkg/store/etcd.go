@@ -443,12 +443,19 @@ type Replica struct {
 	Name     string           `json:"name"`
 	Listen   []string         `json:"listen"`
 	Since    time.Time        `json:"since"`
-	Sessions []ReplicaSession `json:"sessions"`
+	Sessions []ReplicaSession `json:"sessions"` // at most MaxPublishedSessions
+	// SessionsTotal counts the replica's sessions, listed or not.
+	SessionsTotal int `json:"sessions_total"`
 	// Served is a digest of what the replica serves (pool, routes, map,
 	// dns, nat, mtu...) from its own gtund.toml: replicas that show
 	// different digests have drifted apart.
 	Served string `json:"served"`
 }
+
+// MaxPublishedSessions bounds the sessions a replica lists in its record:
+// etcd refuses a value over 1.5 MiB (--max-request-bytes), about 13,000
+// sessions' worth.
+const MaxPublishedSessions = 8000
 
 // ReplicaSession is a peer connected to a replica.
 type ReplicaSession struct {
