@@ -1,6 +1,7 @@
 package client
 
 import (
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -15,6 +16,12 @@ func TestSpreadOrder(t *testing.T) {
 	const n = 9000
 	first := map[string]int{}
 	moved := 0
+	// The alternative, a random order drawn at each start: as even, but a
+	// restarted client changes replica 2 times in 3 (its old session's
+	// state, the replica's subnet routes and its peer list entry move
+	// with it for nothing), and a failed replica's return rebalances
+	// nobody.
+	randomMoves := 0
 	for range n {
 		k, err := secure.GeneratePrivateKey()
 		if err != nil {
@@ -28,6 +35,9 @@ func TestSpreadOrder(t *testing.T) {
 			t.Fatalf("order %v lost endpoints", order)
 		}
 		first[order[0]]++
+		if eps[rand.IntN(len(eps))] != eps[rand.IntN(len(eps))] {
+			randomMoves++
+		}
 		without := SpreadOrder(k.Public(), eps[1:]) // the first replica is gone
 		if order[0] != eps[0] && without[0] != order[0] {
 			moved++
@@ -41,4 +51,6 @@ func TestSpreadOrder(t *testing.T) {
 	if moved != 0 {
 		t.Errorf("%d clients of the remaining replicas moved when another replica went", moved)
 	}
+	t.Logf("first replica per endpoint of %d clients: %v; a restart moves 0 clients (a random order per start: %d, %.0f%%)",
+		n, first, randomMoves, 100*float64(randomMoves)/n)
 }
