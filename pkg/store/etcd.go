@@ -35,6 +35,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/ipam"
@@ -131,12 +133,31 @@ func (e *Etcd) wrap(err error) error {
 	return fmt.Errorf("etcd: %w", err)
 }
 
-// transient is an error of an election in progress (a member lost): the
-// request may be tried again at once.
+// transient is an error of an election in progress, or of a member that
+// is gone (the client's connection to it failed; it moves to another): the
+// request may be tried again. Every write here is safe to repeat: a
+// change is guarded by compares, and a repeat that finds its own earlier
+// success says so (errDone).
 func transient(err error) bool {
-	return err != nil && (errors.Is(err, rpctypes.ErrLeaderChanged) || errors.Is(err, rpctypes.ErrNoLeader) ||
-		strings.Contains(err.Error(), "leader changed") || strings.Contains(err.Error(), "no leader"))
+	if err == nil {
+		return false
+	}
+	for _, e := range []error{rpctypes.ErrLeaderChanged, rpctypes.ErrNoLeader, rpctypes.ErrTimeout,
+		rpctypes.ErrTimeoutDueToLeaderFail, rpctypes.ErrTimeoutDueToConnectionLost} {
+		if errors.Is(err, e) || strings.Contains(err.Error(), rpctypes.ErrorDesc(e)) {
+			return true
+		}
+	}
+	// A member whose proposal timed out while the leader was lost answers
+	// "context deadline exceeded" with code Unknown (our own deadline
+	// comes as DeadlineExceeded).
+	return status.Code(err) == codes.Unavailable ||
+		(status.Code(err) == codes.Unknown && strings.Contains(err.Error(), "deadline exceeded"))
 }
+
+// errDone is a plan's answer when the change is there already: an earlier
+// try committed although its answer was lost.
+var errDone = errors.New("already done")
 
 // Snapshot is the store's state at one revision.
 type Snapshot struct {
@@ -183,6 +204,9 @@ func (e *Etcd) Load(ctx context.Context) (Snapshot, error) {
 func (e *Etcd) AddPeer(p config.PeerSection, check func([]config.PeerSection) error) error {
 	return e.changePeers(func(list []config.PeerSection, addrs map[string]string) ([]clientv3.Cmp, []clientv3.Op, error) {
 		for _, o := range list {
+			if o.Name == p.Name && o.PublicKey == p.PublicKey {
+				return nil, nil, fmt.Errorf("peer %q already exists (in etcd) with this key: %w", p.Name, errDone)
+			}
 			if o.Name == p.Name {
 				return nil, nil, &ConflictError{fmt.Sprintf("peer %q already exists (in etcd)", p.Name)}
 			}
@@ -218,6 +242,9 @@ func (e *Etcd) RemovePeer(name string) (config.PeerSection, error) {
 	var removed config.PeerSection
 	err := e.changePeers(func(list []config.PeerSection, _ map[string]string) ([]clientv3.Cmp, []clientv3.Op, error) {
 		i := slices.IndexFunc(list, func(p config.PeerSection) bool { return p.Name == name })
+		if i < 0 && removed.Name == name {
+			return nil, nil, errDone // an earlier try removed it
+		}
 		if i < 0 {
 			return nil, nil, &ConflictError{fmt.Sprintf("no peer %q in etcd", name)}
 		}
@@ -252,8 +279,9 @@ func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string
 	// Changes at once are serialized by their transactions: a loser reads
 	// again and retries after a random pause (so that many at once do not
 	// keep colliding), for as long as a few dial timeouts.
-	deadline := time.Now().Add(4 * e.timeout)
-	var lastErr error
+	start := time.Now()
+	deadline := start.Add(4 * e.timeout)
+	var lastErr error // of a try that may have committed
 	for attempt := 0; time.Now().Before(deadline); attempt++ {
 		ctx, cancel := e.request()
 		resp, err := e.cli.Txn(ctx).Then(
@@ -263,8 +291,10 @@ func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string
 		).Commit()
 		cancel()
 		if transient(err) {
-			lastErr = err
-			time.Sleep(100 * time.Millisecond)
+			if lastErr = err; time.Since(start) > e.timeout {
+				return &UnavailableError{Endpoints: e.endpoints, Timeout: e.timeout, Err: err}
+			}
+			time.Sleep(100 * time.Millisecond) // another member answers
 			continue
 		}
 		if err != nil {
@@ -287,6 +317,12 @@ func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string
 			seen = kvs[0].ModRevision
 		}
 		cmps, ops, err := plan(list, addrs)
+		if errors.Is(err, errDone) {
+			if lastErr != nil || attempt > 0 {
+				return nil
+			}
+			return &ConflictError{strings.TrimSuffix(err.Error(), ": "+errDone.Error())}
+		}
 		if err != nil {
 			return err
 		}
@@ -296,7 +332,9 @@ func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string
 		tr, err := e.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		cancel()
 		if transient(err) {
-			lastErr = err
+			if lastErr = err; time.Since(start) > e.timeout {
+				return &UnavailableError{Endpoints: e.endpoints, Timeout: e.timeout, Err: err}
+			}
 			time.Sleep(100 * time.Millisecond) // an election: the next leader answers
 			continue
 		}
@@ -307,9 +345,6 @@ func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string
 			return nil
 		}
 		time.Sleep(time.Duration(1+rand.IntN(10*min(attempt+1, 10))) * time.Millisecond) // another change won: read it and try again
-	}
-	if lastErr != nil {
-		return &UnavailableError{Endpoints: e.endpoints, Timeout: 4 * e.timeout, Err: lastErr}
 	}
 	return errors.New("etcd: the peers kept changing under this change; try again")
 }

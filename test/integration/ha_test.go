@@ -384,8 +384,14 @@ func TestHAEtcdOutage(t *testing.T) {
 	h.reach(t, "vm", "http://"+podIP+":8080/", 10*time.Second)
 	addr := h.clientServer(t).Address
 
-	// One member of three killed: quorum stays, so does everything.
+	// One member of three killed: quorum stays, so does everything (once
+	// the others have elected a leader, if it was the leader: about a
+	// second, more than this test's dial_timeout, which each request of
+	// a command may take).
 	h.etcd.Kill9(0)
+	killed := time.Now()
+	h.etcd.WaitHealthy(t, 10*time.Second)
+	t.Logf("etcd answers writes %v after one of its 3 members was killed", time.Since(killed).Round(time.Millisecond))
 	_, pub2 := h.key(t, "vm2")
 	if out, err := h.peerAdd("gwb", "vm2", pub2); err != nil {
 		t.Fatalf("peer add with one etcd member down: %v\n%s", err, out)
