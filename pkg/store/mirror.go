@@ -139,7 +139,7 @@ func (m *Mirror) Run(ctx context.Context) {
 		backoff = 200 * time.Millisecond
 		m.apply(snap)
 		m.up(snap.Revision)
-		m.publishNow(ctx)
+		m.forgetPublished() // a new etcd lease: the record is written again at the first tick
 		if err := m.follow(ctx, snap.Revision+1); err != nil && ctx.Err() == nil {
 			m.down(err)
 		}
@@ -190,8 +190,9 @@ func (m *Mirror) follow(ctx context.Context, rev int64) error {
 	}
 }
 
-// publishNow publishes at once (after a load), not at the next tick.
-func (m *Mirror) publishNow(ctx context.Context) {
+// forgetPublished makes the next tick write the replica's record even if
+// it did not change.
+func (m *Mirror) forgetPublished() {
 	m.mu.Lock()
 	m.published = nil
 	m.mu.Unlock()
@@ -252,7 +253,7 @@ func (m *Mirror) apply(snap Snapshot) {
 	}
 	m.mu.Lock()
 	peersChanged := m.peers == nil || !equalPeers(m.peers, peers)
-	leasesChanged := m.known == nil || !mapsEqual(m.known, leases)
+	leasesChanged := m.known == nil || !equalLeases(m.known, leases)
 	m.peers, m.known = peers, leases
 	m.mu.Unlock()
 	if peersChanged {
@@ -355,7 +356,7 @@ func equalPeers(a, b map[string]config.PeerSection) bool {
 	return true
 }
 
-func mapsEqual(a, b map[string]ipam.Lease) bool {
+func equalLeases(a, b map[string]ipam.Lease) bool {
 	if len(a) != len(b) {
 		return false
 	}
