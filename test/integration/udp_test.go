@@ -15,11 +15,11 @@ import (
 
 // udpClient starts gtund with tcp and udp and a gtun over udp, and waits
 // for its routes.
-func (e *env) udpClient(t *testing.T) *testnet.Proc {
+func (e *env) udpClient(t *testing.T, serverKeys ...string) *testnet.Proc {
 	t.Helper()
 	ckey, cpub := e.key(t, "vm")
 	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
-	rewrite(t, scfg, `transports = ["tcp"]`, `transports = ["tcp", "udp"]`)
+	rewrite(t, scfg, `transports = ["tcp"]`, strings.Join(append([]string{`transports = ["tcp", "udp"]`}, serverKeys...), "\n"))
 	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
 	rewrite(t, ccfg, `transport = "tcp"`, `transport = "udp"`)
 	srv := e.startServer(t, scfg)
@@ -184,11 +184,13 @@ func (e *env) clientStatusOf(t *testing.T) client.ServerStatus {
 // NAT rebinding: mid-download the client's source port changes on the wan
 // (stateless nftables rewrites in vm, as a NAT that lost its mapping
 // would do); gtund follows the first authenticated datagram from the new
-// port, the download completes and the session is the same one.
+// port, the download completes and the session is the same one. Keys
+// rotate every second meanwhile (the datagrams' epochs and the control
+// stream's records), counted in both daemons' status.
 func TestUDPNATRebindingKeepsSessionAndFlow(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.udpClient(t)
+	e.udpClient(t, `rekey_interval = "1s"`)
 	var ss server.Status
 	status(t, bins.gtund, e.serverSocket(), &ss)
 	old := ss.Peers[0].Endpoint
@@ -233,5 +235,18 @@ func TestUDPNATRebindingKeepsSessionAndFlow(t *testing.T) {
 		t.Errorf("the session did not survive the rebinding: before %+v, after %+v", before, after)
 	}
 	e.reach(t, "vm", "http://"+clusterIP+"/", 5*time.Second)
+	// Keepalives (1 s) keep records and datagrams flowing both ways: with
+	// rekey_interval 1s every few seconds bring key updates each way.
+	testnet.Eventually(t, 6*time.Second, func() error {
+		var rs server.Status
+		if err := tryStatus(bins.gtund, e.serverSocket(), &rs); err != nil {
+			return err
+		}
+		c := e.clientStatusOf(t).Rekeys
+		if r := rs.Peers[0].Rekeys; c.Sent < 2 || c.Received < 2 || r.Sent < 2 || r.Received < 2 {
+			return fmt.Errorf("key updates with rekey_interval 1s: gtun %+v, gtund %+v", c, r)
+		}
+		return nil
+	})
 	t.Logf("NAT rebinding: gtund followed %s -> %s:%s, the 100 MB download completed on the same session", old, testnet.VMWan, newPort)
 }
