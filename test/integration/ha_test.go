@@ -14,6 +14,7 @@ import (
 	"github.com/gtun/gtun/internal/etcdtest"
 	"github.com/gtun/gtun/internal/testnet"
 	"github.com/gtun/gtun/pkg/client"
+	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/server"
 )
 
@@ -127,6 +128,12 @@ func (h *ha) knows(t *testing.T, host, name string) bool {
 // clientConfig is gtun's config with the replicas as endpoints, listed.
 func (h *ha) clientConfig(t *testing.T, keyPath string, hosts ...int) string {
 	t.Helper()
+	return h.clientConfigWith(t, keyPath, "failback = false", hosts...)
+}
+
+// clientConfigWith is clientConfig with other [[server]] lines.
+func (h *ha) clientConfigWith(t *testing.T, keyPath, extra string, hosts ...int) string {
+	t.Helper()
 	var eps []string
 	for _, i := range hosts {
 		eps = append(eps, fmt.Sprintf("%q", h.endpoint(i)))
@@ -139,11 +146,11 @@ control_socket = %q
 name = "cluster"
 endpoints = [%s]
 public_key = %q
-failback = false
+%s
 
 [log]
 level = "debug"
-`, keyPath, h.clientSocket("vm"), strings.Join(eps, ", "), h.serverPub)
+`, keyPath, h.clientSocket("vm"), strings.Join(eps, ", "), h.serverPub, extra)
 	path := filepath.Join(h.dir, "gtun.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -493,4 +500,51 @@ func TestHAEtcdOutage(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A client with endpoint_order = "spread" goes to the replica its key
+// ranks first (not the first listed), fails over to the other when that
+// one dies, and comes back to it (failback) when it is back, its address
+// kept all along.
+func TestHASpreadFailoverAndBack(t *testing.T) {
+	h := newHA(t)
+	h.start(t, "gw")
+	h.start(t, "gwb")
+	keyPath, pub := h.key(t, "vm")
+	if out, err := h.peerAdd("gw", "vm", pub); err != nil {
+		t.Fatalf("peer add: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := secure.ParsePrivateKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := client.SpreadOrder(k.Public(), []string{h.endpoint(0), h.endpoint(1)})
+	host := map[string]string{h.endpoint(0): "gw", h.endpoint(1): "gwb"}
+	p := h.startClient(t, "vm", "vm", h.clientConfigWith(t, keyPath, "endpoint_order = \"spread\"\nfailback_interval = \"1s\"", 0, 1))
+	h.waitRoute(t, "vm", "10.244.0.0/16", p)
+	on := func(ep string) func() error {
+		return func() error {
+			if st := h.clientServer(t); st.State != "connected" || st.Endpoint != ep {
+				return fmt.Errorf("client on %q (%s), want %s", st.Endpoint, st.State, ep)
+			}
+			return nil
+		}
+	}
+	testnet.Eventually(t, 5*time.Second, on(order[0]))
+	addr := h.clientServer(t).Address
+	t.Logf("the key ranks %s first: the client is there", host[order[0]])
+	first := host[order[0]]
+	h.procs[first].Kill9()
+	testnet.Eventually(t, 5*time.Second, on(order[1]))
+	h.reach(t, "vm", "http://"+podIP+":8080/", 5*time.Second)
+	h.start(t, first)
+	testnet.Eventually(t, 10*time.Second, on(order[0]))
+	if got := h.clientServer(t).Address; got != addr {
+		t.Errorf("address %s after failover and back, want %s", got, addr)
+	}
+	h.reach(t, "vm", "http://"+podIP+":8080/", 5*time.Second)
 }
