@@ -548,3 +548,65 @@ func TestHASpreadFailoverAndBack(t *testing.T) {
 	}
 	h.reach(t, "vm", "http://"+podIP+":8080/", 5*time.Second)
 }
+
+// A single gateway on the file store, its client connected, moved to etcd
+// with gtund store import: the client reconnects with its address, to the
+// gateway and then to a second replica, re-onboarded by nobody.
+func TestHAImportFileStore(t *testing.T) {
+	h := newHA(t)
+	// gw on the file store first: its config without [store].
+	b, err := os.ReadFile(h.cfg("gw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcdCfg := string(b)
+	fileCfg := etcdCfg[:strings.Index(etcdCfg, "[store]")] + etcdCfg[strings.Index(etcdCfg, "[log]"):]
+	if err := os.WriteFile(h.cfg("gw"), []byte(fileCfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.start(t, "gw")
+	// Another peer first, so that vm's lease is not the pool's first address.
+	_, other := h.key(t, "other")
+	keyPath, pub := h.key(t, "vm")
+	for _, p := range [][2]string{{"other", other}, {"vm", pub}} {
+		if out, err := h.tp.Exec("gw", bins.gtund, "peer", "add", p[0], "-c", h.cfg("gw"), "--public-key", p[1], "--endpoint", h.endpoint(0)); err != nil {
+			t.Fatalf("peer add on the file store: %v\n%s", err, out)
+		}
+	}
+	cl := h.startClient(t, "vm", "vm", h.clientConfig(t, keyPath, 0, 1))
+	h.waitRoute(t, "vm", "10.244.0.0/16", cl)
+
+	stop(t, "gtund on gw", h.procs["gw"])
+	// The lease moved by hand to an address no replica would pick by
+	// itself, so that keeping it proves it came from the import.
+	addr := "100.64.240.77/24"
+	leases := fmt.Sprintf(`[{"public_key": %q, "name": "vm", "address": "100.64.240.77", "updated": "2026-12-01T00:00:00Z"}]`, pub)
+	if err := os.WriteFile(filepath.Join(h.dir, "gw-state", "leases.json"), []byte(leases), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.cfg("gw"), []byte(etcdCfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// state_dir's file store is what import reads by default.
+	if out, err := h.tp.Exec("gw", bins.gtund, "store", "import", "-c", h.cfg("gw"), "--from", filepath.Join(h.dir, "gw-state")); err != nil || !strings.Contains(out, "imported 2 peers") || !strings.Contains(out, "1 leases") {
+		t.Fatalf("store import: %v\n%s", err, out)
+	}
+	h.start(t, "gw")
+	testnet.Eventually(t, 10*time.Second, func() error {
+		if st := h.clientServer(t); st.State != "connected" || st.Endpoint != h.endpoint(0) || st.Address != addr {
+			return fmt.Errorf("client after the move to etcd: %+v, want on gw as %s", st, addr)
+		}
+		return nil
+	})
+	h.reach(t, "vm", "http://"+podIP+":8080/", 5*time.Second)
+	// A second replica that never saw the file store serves it the same.
+	h.start(t, "gwb")
+	h.procs["gw"].Kill9()
+	testnet.Eventually(t, 5*time.Second, func() error {
+		if st := h.clientServer(t); st.State != "connected" || st.Endpoint != h.endpoint(1) || st.Address != addr {
+			return fmt.Errorf("client on the second replica: %+v, want on gwb as %s", st, addr)
+		}
+		return nil
+	})
+	h.reach(t, "vm", "http://"+podIP+":8080/", 5*time.Second)
+}
