@@ -268,7 +268,14 @@ func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, at attem
 	if at.transport == transport.KCP || at.transport == transport.UDP {
 		// The handshake is the datagram layer's; kcp runs inside its
 		// session (on udp, for the control messages alone).
-		kc, ds, err := transport.DialKCP(ctx, at.endpoint, transport.Options{FECData: entry.FECData, FECParity: entry.FECParity}, hcfg, kcpHandshakeTimeout)
+		o := transport.Options{FECData: entry.FECData, FECParity: entry.FECParity}
+		var kc *secure.Conn
+		var err error
+		if at.transport == transport.UDP {
+			kc, dg, err = transport.DialUDP(ctx, at.endpoint, o, hcfg, kcpHandshakeTimeout)
+		} else {
+			kc, _, err = transport.DialKCP(ctx, at.endpoint, o, hcfg, kcpHandshakeTimeout)
+		}
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -277,9 +284,6 @@ func (c *Client) dialOne(ctx context.Context, entry config.ServerEntry, at attem
 			return nil, nil, err
 		}
 		sconn = kc
-		if at.transport == transport.UDP {
-			dg = transport.NewDatagrams(ds)
-		}
 	} else {
 		raw, err := c.dialTCP(ctx, at.endpoint)
 		if err != nil {

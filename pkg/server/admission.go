@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gtun/gtun/pkg/config"
-	"github.com/gtun/gtun/pkg/dgram"
 	"github.com/gtun/gtun/pkg/guard"
 	"github.com/gtun/gtun/pkg/secure"
 	"github.com/gtun/gtun/pkg/session"
@@ -90,7 +89,7 @@ func (s *Server) kcpAcceptLoop(ctx context.Context, l *transport.KCPListener) {
 			stop := context.AfterFunc(ctx, func() { a.Conn.Close() })
 			defer stop()
 			deadline := time.Now().Add(time.Duration(s.hsTimeout.Load()))
-			s.serveSession(ctx, a.Conn, a.Peer, a.Session.Endpoint().String(), transport.KCP, deadline, func() {}, a.Session)
+			s.serveSession(ctx, a.Conn, a.Peer, a.Session.Endpoint().String(), transport.KCP, deadline, func() {}, a)
 		})
 	}
 }
@@ -108,9 +107,9 @@ func (s *Server) datagramRefused(err error, from netip.AddrPort) {
 // from the client's hello on: the hello must arrive before deadline; then
 // admitted() is called (the connection is no longer a handshake in
 // progress), the client gets its config and the session runs until it
-// ends. ds is the datagram session under a kcp stream (nil over TCP): a
+// ends. dg is the datagram session with its kcp stream (nil over TCP): a
 // hello for the udp transport moves the data frames to its datagrams.
-func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.PublicKey, remote, tname string, deadline time.Time, admitted func(), ds *dgram.Session) {
+func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.PublicKey, remote, tname string, deadline time.Time, admitted func(), dg *transport.Accepted) {
 	_ = sc.SetReadDeadline(deadline) // for the hello; cleared once it is in
 	sess, hello, err := session.Accept(sc, 0, s.log)
 	if err != nil {
@@ -124,7 +123,7 @@ func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.P
 		_ = sess.SendControl(&session.Msg{Type: session.TypeError, Error: reason})
 		sess.Close()
 	}
-	if ds != nil {
+	if dg != nil {
 		// One datagram listener serves both: the hello names the
 		// transport, which must be one this server offers.
 		want := hello.Transport
@@ -139,7 +138,7 @@ func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.P
 		}
 		tname = want
 	}
-	if ds != nil && (hello.FECData != s.cfg.FECData || hello.FECParity != s.cfg.FECParity) {
+	if dg != nil && (hello.FECData != s.cfg.FECData || hello.FECParity != s.cfg.FECParity) {
 		s.hsFailures.Inc("fec_mismatch")
 		s.log.Warn("client's kcp FEC differs from the server's", "remote", remote,
 			"client", fmt.Sprintf("%d/%d", hello.FECData, hello.FECParity), "server", fmt.Sprintf("%d/%d", s.cfg.FECData, s.cfg.FECParity))
@@ -171,7 +170,8 @@ func (s *Server) serveSession(ctx context.Context, sc *secure.Conn, key secure.P
 		return
 	}
 	if tname == transport.UDP {
-		sess.UseDatagrams(transport.NewDatagrams(ds))
+		dg.ControlOnly()
+		sess.UseDatagrams(transport.NewDatagrams(dg.Session))
 	}
 	sess.SetKeepalive(keepalive, deadAfter)
 	sess.SetRekeyInterval(rekey) // the client gets it with its config

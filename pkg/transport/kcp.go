@@ -30,7 +30,13 @@ type Accepted struct {
 	Peer secure.PublicKey // the client's authenticated key
 	// Session is the datagram session carrying the kcp segments.
 	Session *dgram.Session
+	ks      *kcp.UDPSession
 }
+
+// ControlOnly retunes the kcp stream for a session whose records are the
+// control messages alone (the udp transport's, which the hello names):
+// see controlInterval.
+func (a *Accepted) ControlOnly() { tuneControl(a.ks) }
 
 // KCPListener accepts kcp connections inside datagram sessions.
 type KCPListener struct {
@@ -55,12 +61,12 @@ func (l *KCPListener) Accept() (*Accepted, error) {
 		if err != nil {
 			return nil, err
 		}
-		sc, err := kcpOver(s, l.o)
+		sc, ks, err := kcpOver(s, l.o)
 		if err != nil {
 			s.Close()
 			continue // only a cipher that cannot be made: this session is lost, the next may not be
 		}
-		return &Accepted{Conn: sc, Peer: s.Peer(), Session: s}, nil
+		return &Accepted{Conn: sc, Peer: s.Peer(), Session: s, ks: ks}, nil
 	}
 }
 
@@ -77,36 +83,41 @@ func (l *KCPListener) Stats() dgram.ListenerStats { return l.dl.Stats() }
 // (retrying, answering a cookie) within timeout, then kcp inside the
 // session; it returns the records and the datagram session under them.
 func DialKCP(ctx context.Context, addr string, o Options, hs secure.ClientConfig, timeout time.Duration) (*secure.Conn, *dgram.Session, error) {
+	sc, s, _, err := dialKCP(ctx, addr, o, hs, timeout)
+	return sc, s, err
+}
+
+func dialKCP(ctx context.Context, addr string, o Options, hs secure.ClientConfig, timeout time.Duration) (*secure.Conn, *dgram.Session, *kcp.UDPSession, error) {
 	s, err := dgram.Dial(ctx, addr, dgram.DialConfig{Handshake: hs, Timeout: timeout})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	sc, err := kcpOver(s, o)
+	sc, ks, err := kcpOver(s, o)
 	if err != nil {
 		s.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return sc, s, nil
+	return sc, s, ks, nil
 }
 
 // kcpOver starts kcp-go over the session and the records over kcp. The
 // conversation id is both sides' indexes combined: the same on both ends,
 // different for every session.
-func kcpOver(s *dgram.Session, o Options) (*secure.Conn, error) {
+func kcpOver(s *dgram.Session, o Options) (*secure.Conn, *kcp.UDPSession, error) {
 	pc := s.PacketConn()
 	local, remote := s.Indexes()
 	ks, err := kcp.NewConn3(local^remote, pc.RemoteAddr(), nil, o.FECData, o.FECParity, pc)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tuneKCP(ks)
 	sc, err := secure.NewConn(&kcpStream{UDPSession: ks, s: s}, s.StreamKeys())
 	if err != nil {
 		ks.Close()
 		s.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return sc, nil
+	return sc, ks, nil
 }
 
 // kcpStream is kcp-go's session over a datagram session; closing it
