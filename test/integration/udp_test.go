@@ -111,8 +111,10 @@ func TestUDPTransport(t *testing.T) {
 // own address and port, as they were and in reverse order, are dropped
 // and counted as replays; the session and a download running meanwhile
 // carry on.
+//
+// Serial: an attack beside a 50 MB download, and every replay must be
+// counted (a socket overflowing under other tests' load would drop some).
 func TestUDPReplayedAndReorderedDatagramsDropped(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.udpClient(t)
 	sn := startSniffer(t, e, "vm", "wan0", func(c capturedUDP) bool {
@@ -187,8 +189,9 @@ func (e *env) clientStatusOf(t *testing.T) client.ServerStatus {
 // port, the download completes and the session is the same one. Keys
 // rotate every second meanwhile (the datagrams' epochs and the control
 // stream's records), counted in both daemons' status.
+//
+// Serial: a 100 MB download, and key updates counted within a bound.
 func TestUDPNATRebindingKeepsSessionAndFlow(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.udpClient(t, `rekey_interval = "1s"`)
 	var ss server.Status
