@@ -27,6 +27,7 @@ import (
 	"github.com/gtun/gtun/pkg/nat"
 	"github.com/gtun/gtun/pkg/nlwatch"
 	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/pause"
 	"github.com/gtun/gtun/pkg/reconcile"
 	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/sdnotify"
@@ -187,7 +188,7 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 	c.goRun(func() { c.readDevice(ctx) })
 	c.goRun(func() { c.readyLoop(ctx) })
 	c.goRun(func() { // counts of a stopped flood reach the log
-		for nlwatch.Sleep(ctx, 2*time.Second) {
+		for pause.For(ctx, 2*time.Second) {
 			c.rate.Flush()
 			c.flushDropLogs()
 		}

@@ -10,8 +10,8 @@ import (
 
 	"github.com/gtun/gtun/pkg/dnsname"
 	"github.com/gtun/gtun/pkg/dnsrewrite"
-	"github.com/gtun/gtun/pkg/nlwatch"
 	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/pause"
 	"github.com/gtun/gtun/pkg/splitdns"
 	"github.com/gtun/gtun/pkg/tun"
 )
@@ -100,7 +100,7 @@ func renamed(applied []string, suffix, cluster string) (domains []string, rename
 // (systemd-resolved forgets a deleted link's settings).
 func (c *Client) keepDNS(ctx context.Context) {
 	last, _ := c.book.Heal(tun.HealKind)
-	for nlwatch.Sleep(ctx, time.Second) {
+	for pause.For(ctx, time.Second) {
 		if n, _ := c.book.Heal(tun.HealKind); n != last {
 			last = n
 			c.dns.Reapply()

@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/gtun/gtun/pkg/pause"
 )
 
 // ReceiveBuffer is the kernel receive buffer asked for each subscription: a
@@ -36,7 +38,7 @@ func Run[T any](ctx context.Context, log *slog.Logger, maxBackoff time.Duration,
 		if err := subscribe(ch, done, cb); err != nil {
 			close(done)
 			log.Warn("netlink subscribe failed; retrying", "err", err, "in", backoff)
-			if !Sleep(ctx, backoff) {
+			if !pause.For(ctx, backoff) {
 				return
 			}
 			backoff = min(backoff*2, maxBackoff)
@@ -66,7 +68,7 @@ func Run[T any](ctx context.Context, log *slog.Logger, maxBackoff time.Duration,
 			return
 		}
 		log.Warn("netlink subscription lost; resubscribing")
-		if !Sleep(ctx, backoff) {
+		if !pause.For(ctx, backoff) {
 			return
 		}
 		backoff = min(backoff*2, maxBackoff)
@@ -95,17 +97,5 @@ func Addrs(ns *netns.NsHandle) func(chan netlink.AddrUpdate, chan struct{}, func
 	return func(ch chan netlink.AddrUpdate, done chan struct{}, cb func(error)) error {
 		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{
 			Namespace: ns, ErrorCallback: cb, ReceiveBufferSize: ReceiveBuffer})
-	}
-}
-
-// Sleep waits d or until ctx ends; it reports whether the full time passed.
-func Sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/gtun/gtun/pkg/lograte"
+	"github.com/gtun/gtun/pkg/pause"
 )
 
 // Defaults of the repair bound: ten repairs back to back, then one a
@@ -153,7 +154,7 @@ func (l *Loop) Run(ctx context.Context) {
 			}
 			l.logs.Log(slog.LevelWarn, "fight", "something keeps undoing "+l.o.What+"; repairing at a bounded rate",
 				"kind", l.o.Kind, "repairs_in_fight", fought, "next_in", wait.Round(time.Millisecond), "max_per_second", float64(l.o.Rate))
-			if !sleep(ctx, wait) {
+			if !pause.For(ctx, wait) {
 				return
 			}
 		}
@@ -197,15 +198,4 @@ func (l *Loop) untilRepairAllowed() time.Duration {
 		return 0
 	}
 	return time.Duration((1 - tokens) / float64(l.o.Rate) * float64(time.Second))
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

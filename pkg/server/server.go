@@ -31,6 +31,7 @@ import (
 	"github.com/gtun/gtun/pkg/nat"
 	"github.com/gtun/gtun/pkg/nlwatch"
 	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/pause"
 	"github.com/gtun/gtun/pkg/reconcile"
 	"github.com/gtun/gtun/pkg/route"
 	"github.com/gtun/gtun/pkg/sdnotify"
@@ -282,7 +283,7 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	s.goRun(func() { s.dev.Run(ctx) })
 	s.goRun(func() { s.watchSystem(ctx) })
 	s.goRun(func() { // counts of a stopped flood reach the log
-		for nlwatch.Sleep(ctx, systemCheckInterval) {
+		for pause.For(ctx, systemCheckInterval) {
 			s.rate.Flush()
 			s.flushDropLogs()
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/gtun/gtun/pkg/atomicfile"
 	"github.com/gtun/gtun/pkg/config"
 	"github.com/gtun/gtun/pkg/ipam"
+	"github.com/gtun/gtun/pkg/pause"
 )
 
 // Status is the store as `gtund status` shows it.
@@ -130,7 +131,7 @@ func (m *Mirror) Run(ctx context.Context) {
 				return
 			}
 			m.down(err)
-			if !sleep(ctx, backoff) {
+			if !pause.For(ctx, backoff) {
 				return
 			}
 			backoff = min(backoff*2, 2*time.Second)
@@ -366,15 +367,4 @@ func equalLeases(a, b map[string]ipam.Lease) bool {
 		}
 	}
 	return true
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
