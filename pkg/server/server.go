@@ -122,6 +122,30 @@ func New(cfg *config.Server, log *slog.Logger) *Server {
 	return s
 }
 
+// takeStorePeers takes the peers that the store's first load wrote to the
+// cache, before anything is served (Run's loop would otherwise reload them
+// a moment after the listeners open). A config that no longer loads keeps
+// the peers read at start, and the reload that follows says why.
+func (s *Server) takeStorePeers() {
+	select {
+	case <-s.storeReload:
+	default:
+		return // nothing new
+	}
+	n, err := config.LoadServer(s.cfg.File)
+	if err != nil {
+		s.storeReload <- struct{}{} // Run's loop reloads, and says why it fails
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.Peers = n.Peers
+	s.peers = make(map[secure.PublicKey]*peer, len(n.Peers))
+	for _, p := range n.Peers {
+		s.peers[p.PublicKey] = newPeerInfo(p, s.cfg.Map)
+	}
+}
+
 // natSpec is gtund's nftables table for a map.
 func (s *Server) natSpec(maps []config.Mapping) nat.Spec {
 	spec := nat.Spec{Table: NATTable(s.cfg.Tun), Tun: s.cfg.Tun, ClampMSS: true}
@@ -179,6 +203,9 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 				}
 			}, s.pool)
 		s.mirror.SetPublish(s.replicaRecord)
+		if err := s.mirror.Prime(ctx); err == nil {
+			s.takeStorePeers()
+		}
 	}
 	s.syncPoolPeers()
 

@@ -118,6 +118,23 @@ func (m *Mirror) down(err error) {
 	}
 }
 
+// Prime loads etcd once (within the store's request timeout) and applies
+// what it holds, as Run's first load does: gtund calls it before it
+// serves, so that a replica started with an empty or stale cache does not
+// refuse known peers for the moment until Run's first load (and hold each
+// refused handshake to its deadline, as it does for strangers). When etcd
+// does not answer, the cache serves and Run keeps trying.
+func (m *Mirror) Prime(ctx context.Context) error {
+	snap, err := m.e.Load(ctx)
+	if err != nil {
+		m.down(err)
+		return err
+	}
+	m.apply(snap)
+	m.up(snap.Revision)
+	return nil
+}
+
 // Run follows etcd until ctx ends: load everything, then watch from that
 // revision; when etcd stops answering (the health check or the watch
 // fails), wait and load again. A load after an outage brings in whatever
