@@ -58,9 +58,13 @@ TEST_TIMEOUT ?= 30m
 
 # Everything, as root: fmt, vet, build, every test (a missing prerequisite
 # fails loudly when CI is set), then the race detector on the concurrent
-# packages.
+# packages. The suites under test/ run one package at a time (-p 1): the
+# release suite builds tarballs for minutes, and beside it the integration
+# suite's serial tests (iperf3 flows, floods, failover times) ran on a
+# machine loaded by someone else.
 test: deps fmt-check vet build tools
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -parallel $(INTEGRATION_PARALLEL) ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(UNIT_PKGS)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 1 -parallel $(INTEGRATION_PARALLEL) ./test/...
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
 # The tests that need no root, run as an unprivileged user: as root,
