@@ -41,17 +41,22 @@ Drops are counted for gtun and, for what a server sent, for that server
 too, in fixed arrays of atomic counters (stats.Counts), and logged at most
 once per interval per server and reason (lograte.Gate) with the count the
 interval held back: neither takes a lock or allocates. What readDevice
-drops is counted, not logged (no_session is every packet of a reconnect).
+drops is counted, not logged (no_session is every packet of a reconnect),
+but for send_error (the transport refused a frame: something is wrong),
+logged at a bounded rate (lograte.Limiter).
 */
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net/netip"
 	"time"
 
 	"github.com/gtun/gtun/pkg/device"
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/session"
 	"github.com/gtun/gtun/pkg/stats"
 )
 
@@ -69,10 +74,11 @@ const (
 	DropWrongDestination                   // from a server, to neither this client's address from it nor the subnets it routes here
 	DropSpoofed                            // from a server, with a source outside its routes (and not its own address)
 	DropTunWrite                           // the kernel refused the frame
+	DropSendError                          // the transport refused the frame (udp: a packet larger than a datagram carries, a closed session)
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"no_route", "no_session", "queue_full", "malformed", "bad_offload", "wrong_destination", "spoofed_source", "tun_write"}
+var dropNames = [numDropReasons]string{"no_route", "no_session", "queue_full", "malformed", "bad_offload", "wrong_destination", "spoofed_source", "tun_write", "send_error"}
 
 // String is the reason's name in status and metrics.
 func (r DropReason) String() string { return dropNames[r] }
@@ -124,10 +130,27 @@ func (c *Client) readDevice(ctx context.Context) {
 			c.drops.Inc(DropNoSession) // reconnecting: the route stays, the packet cannot
 			return
 		}
-		if !sess.Send(b) {
-			c.drops.Inc(DropQueueFull)
+		if err := sess.Send(b); err != nil {
+			r := sendDrop(err)
+			c.drops.Inc(r)
+			if r == DropSendError {
+				c.rate.Log(slog.LevelWarn, "send-error", "send to server failed", "err", err)
+			}
 		}
 	}, func() { c.drops.Inc(DropMalformed) })
+}
+
+// sendDrop is the drop reason of a frame a session did not send.
+func sendDrop(err error) DropReason {
+	switch {
+	case errors.Is(err, session.ErrQueueFull):
+		return DropQueueFull
+	case errors.Is(err, packet.ErrBadVnetHdr):
+		return DropBadOffload
+	case errors.Is(err, packet.ErrMalformed):
+		return DropMalformed
+	}
+	return DropSendError
 }
 
 // fromServer writes a frame from a server to the TUN if checkFromServer

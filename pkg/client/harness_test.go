@@ -149,8 +149,8 @@ func (s *memServer) session() *session.Session {
 func (s *memServer) send(frame []byte) {
 	b := packet.Get()
 	b.N = copy(b.B, frame)
-	if !s.session().Enqueue(b) {
-		s.t.Fatalf("%s: send queue full", s.name)
+	if err := s.session().Enqueue(b); err != nil {
+		s.t.Fatalf("%s: send: %v", s.name, err)
 	}
 }
 

@@ -42,12 +42,14 @@ left, IPv6 router solicitations).
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"time"
 
 	"github.com/gtun/gtun/pkg/device"
 	"github.com/gtun/gtun/pkg/lograte"
 	"github.com/gtun/gtun/pkg/packet"
+	"github.com/gtun/gtun/pkg/session"
 	"github.com/gtun/gtun/pkg/stats"
 )
 
@@ -65,10 +67,11 @@ const (
 	DropTunWrite                      // the kernel refused the frame
 	DropQueueFull                     // the peer's send queue was full
 	DropNoRoute                       // from the TUN to an address no session has
+	DropSendError                     // the transport refused the frame (udp: a packet larger than a datagram carries, a closed session)
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"spoofed_source", "acl", "gateway_host", "malformed", "bad_offload", "tun_write", "queue_full", "no_route"}
+var dropNames = [numDropReasons]string{"spoofed_source", "acl", "gateway_host", "malformed", "bad_offload", "tun_write", "queue_full", "no_route", "send_error"}
 
 // String is the reason's name in status and metrics.
 func (r DropReason) String() string { return dropNames[r] }
@@ -82,6 +85,7 @@ var dropLines = [numDropReasons]string{
 	DropBadOffload:  "bad offload header from peer",
 	DropTunWrite:    "tun write failed",
 	DropQueueFull:   "send queue to peer full",
+	DropSendError:   "send to peer failed",
 }
 
 // dropLogInterval is how often a peer's drops of one reason are logged at
@@ -196,10 +200,23 @@ func (s *Server) readDevice(ctx context.Context) {
 			s.drops.Inc(DropNoRoute)
 			return
 		}
-		if !ps.sess.Enqueue(b) {
-			s.drop(ps, DropQueueFull, nil, nil)
+		if err := ps.sess.Enqueue(b); err != nil {
+			s.drop(ps, sendDrop(err), nil, err)
 		}
 	}, func() { s.drops.Inc(DropMalformed) })
+}
+
+// sendDrop is the drop reason of a frame a session did not send.
+func sendDrop(err error) DropReason {
+	switch {
+	case errors.Is(err, session.ErrQueueFull):
+		return DropQueueFull
+	case errors.Is(err, packet.ErrBadVnetHdr):
+		return DropBadOffload
+	case errors.Is(err, packet.ErrMalformed):
+		return DropMalformed
+	}
+	return DropSendError
 }
 
 // route is the session packets to dst go to: the one holding dst's slot

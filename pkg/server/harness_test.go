@@ -217,8 +217,8 @@ func (m *memServer) waitRouted(addr netip.Addr, routed bool) {
 func (c *memClient) send(frame []byte) {
 	b := packet.Get()
 	b.N = copy(b.B, frame)
-	if !c.sess.Send(b) {
-		c.t.Fatal("client's send queue full")
+	if err := c.sess.Send(b); err != nil {
+		c.t.Fatal("client send:", err)
 	}
 }
 

@@ -37,6 +37,7 @@ type Stats struct {
 	TxBytes, TxPackets atomic.Uint64
 	RxBytes, RxPackets atomic.Uint64
 	QueueDrops         atomic.Uint64 // packets dropped because the send queue was full
+	SendErrors         atomic.Uint64 // frames the datagram path refused (see Send's errors)
 }
 
 // Session is one authenticated connection between gtun and gtund. Control
@@ -256,22 +257,29 @@ func (s *Session) queueControl(m *Msg) {
 	}
 }
 
+// ErrQueueFull is Enqueue's and Send's: the session's send queue was full
+// and the packet is dropped.
+var ErrQueueFull = errors.New("send queue full")
+
 // Enqueue hands a packet to the session's writer. The queue is bounded: when
 // it is full the packet is dropped and counted rather than blocking the TUN
-// reader that serves every session. The session owns b either way.
-func (s *Session) Enqueue(b *packet.Buf) bool {
+// reader that serves every session (ErrQueueFull). On the datagram path the
+// frame is sent at once, and an error is the path's own refusal of the
+// frame (an offload header that does not describe it, a packet larger than
+// a datagram carries, a closed session). The session owns b either way.
+func (s *Session) Enqueue(b *packet.Buf) error {
 	if s.dg != nil {
 		return s.sendDatagrams(b)
 	}
 	s.inflight.Add(1)
 	select {
 	case s.queue <- b:
-		return true
+		return nil
 	default:
 		s.inflight.Add(-1)
 		s.Stats.QueueDrops.Add(1)
 		packet.Put(b)
-		return false
+		return ErrQueueFull
 	}
 }
 
@@ -286,7 +294,7 @@ func (s *Session) Enqueue(b *packet.Buf) bool {
 // connection that cannot be written without waiting (not a socket) every
 // packet queues. Order is kept: with nothing in flight no older packet can
 // still be on its way.
-func (s *Session) Send(b *packet.Buf) bool {
+func (s *Session) Send(b *packet.Buf) error {
 	if s.dg != nil {
 		return s.sendDatagrams(b)
 	}
@@ -300,7 +308,7 @@ func (s *Session) Send(b *packet.Buf) bool {
 	}
 	packet.Put(b)
 	if err != nil { // the reader sees the broken connection and ends the session
-		return true
+		return nil
 	}
 	s.Stats.TxBytes.Add(uint64(n))
 	s.Stats.TxPackets.Add(1)
@@ -314,24 +322,24 @@ func (s *Session) Send(b *packet.Buf) bool {
 		default:
 		}
 	}
-	return true
+	return nil
 }
 
 // sendDatagrams sends a frame as datagrams, on the caller's goroutine:
 // sealing and handing datagrams to the socket never waits on the peer (a
 // datagram the socket cannot take is lost and counted, as on the wire),
 // so no queue and no writer goroutine stand between the TUN and the path.
-func (s *Session) sendDatagrams(b *packet.Buf) bool {
+func (s *Session) sendDatagrams(b *packet.Buf) error {
 	n := b.N
 	err := s.dg.SendFrame(b.Bytes())
 	packet.Put(b)
 	if err != nil {
-		s.Stats.QueueDrops.Add(1)
-		return false
+		s.Stats.SendErrors.Add(1)
+		return err
 	}
 	s.Stats.TxBytes.Add(uint64(n))
 	s.Stats.TxPackets.Add(1)
-	return true
+	return nil
 }
 
 // datagramIn takes a frame from the datagram path (its reader's

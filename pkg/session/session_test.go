@@ -326,13 +326,13 @@ func TestPacketsBothWays(t *testing.T) {
 	for i := range n {
 		wantBytes += uint64(size(i))
 	}
-	send := func(push func(*packet.Buf) bool) {
+	send := func(push func(*packet.Buf) error) {
 		for i := range n {
 			b := packet.Get()
 			b.N = size(i)
 			fill(b.Bytes(), i)
-			if !push(b) {
-				t.Errorf("packet %d dropped", i)
+			if err := push(b); err != nil {
+				t.Errorf("packet %d dropped: %v", i, err)
 			}
 		}
 	}
@@ -380,9 +380,9 @@ func TestEnqueueFullQueueDrops(t *testing.T) {
 	for i := range 5 {
 		b := packet.Get()
 		b.N = 100 + i
-		ok := s.Enqueue(b)
-		if want := i < 2; ok != want {
-			t.Errorf("Enqueue #%d = %v, want %v", i, ok, want)
+		err := s.Enqueue(b)
+		if want := i < 2; (err == nil) != want || (err != nil && !errors.Is(err, ErrQueueFull)) {
+			t.Errorf("Enqueue #%d = %v, want accepted %v (else ErrQueueFull)", i, err, want)
 		}
 	}
 	if d := s.Stats.QueueDrops.Load(); d != 3 {
@@ -669,7 +669,7 @@ func TestSendNeverWaitsOnAStalledPath(t *testing.T) {
 			b.N = size
 			b.B[0], b.B[1], b.B[2] = byte(i>>16), byte(i>>8), byte(i)
 			start := time.Now()
-			if p.c.Send(b) {
+			if p.c.Send(b) == nil {
 				accepted = append(accepted, i)
 			}
 			slowest = max(slowest, time.Since(start))
@@ -733,5 +733,31 @@ func TestSendAllocs(t *testing.T) {
 	}
 	if tx := p.c.Stats.TxPackets.Load(); tx != 2101 {
 		t.Errorf("%d packets sent, want 2101", tx)
+	}
+}
+
+// refusingDatagrams is a datagram path that refuses every frame.
+type refusingDatagrams struct{ err error }
+
+func (r refusingDatagrams) SendFrame([]byte) error        { return r.err }
+func (refusingDatagrams) SetReceiver(func(frame []byte))  {}
+func (refusingDatagrams) Rekeys() (sent, received uint64) { return 0, 0 }
+
+func TestDatagramsRefusedIsNotQueueFull(t *testing.T) {
+	// A frame the datagram path refuses (a packet larger than a datagram
+	// carries) comes back with the path's error, counted as a send error:
+	// there is no queue to be full on that path.
+	tooBig := errors.New("packet larger than a datagram carries")
+	s := &Session{}
+	s.UseDatagrams(refusingDatagrams{tooBig})
+	for _, send := range []func(*packet.Buf) error{s.Send, s.Enqueue} {
+		b := packet.Get()
+		b.N = 100
+		if err := send(b); !errors.Is(err, tooBig) || errors.Is(err, ErrQueueFull) {
+			t.Errorf("send = %v, want the path's error", err)
+		}
+	}
+	if n, q := s.Stats.SendErrors.Load(), s.Stats.QueueDrops.Load(); n != 2 || q != 0 {
+		t.Errorf("SendErrors = %d, QueueDrops = %d; want 2, 0", n, q)
 	}
 }

@@ -564,7 +564,7 @@ feed:
 				b := packet.Get()
 				payload = fmt.Appendf(payload[:0], "gtun loadgen %d %d", c.idx, sent)
 				b.N = buildUDPFrame(b.B, c.addr, o.trafficDst, uint16(40000+c.idx%20000), trafficPort, payload)
-				if c.sess.Enqueue(b) {
+				if c.sess.Enqueue(b) == nil {
 					sent++
 				} else {
 					dropped++
