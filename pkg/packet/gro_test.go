@@ -190,14 +190,21 @@ func TestPartialChecksumsThroughCoalescer(t *testing.T) {
 	for i := range payload {
 		payload[i] = byte(i * 29)
 	}
-	for _, v6 := range []bool{false, true} {
-		full := segments(t, v6, payload, 5, 1200)
+	// SegmentPartial builds the segments in the frame itself, each one's
+	// headers over the end of the payload before it: an MSS below the
+	// headers' length overwrites more than one segment back.
+	for _, c := range []struct {
+		v6  bool
+		mss int
+	}{{false, 1200}, {true, 1200}, {false, 24}, {true, 24}} {
+		v6, mss := c.v6, c.mss
+		full := segments(t, v6, payload, 5, mss)
 		pkt := tcpPacket(v6, payload, tcpPSH|tcpACK, 5)
 		ipLen, gso := 20, uint8(GSOTCPv4)
 		if v6 {
 			ipLen, gso = 40, GSOTCPv6
 		}
-		h := VnetHdr{Flags: VnetNeedsCsum, GSOType: gso, HdrLen: uint16(ipLen + 20), GSOSize: 1200, CsumStart: uint16(ipLen), CsumOffset: 16}
+		h := VnetHdr{Flags: VnetNeedsCsum, GSOType: gso, HdrLen: uint16(ipLen + 20), GSOSize: uint16(mss), CsumStart: uint16(ipLen), CsumOffset: 16}
 		var partial [][]byte
 		err := SegmentPartial(h, pkt, make([]byte, MaxIP), func(s []byte, p bool) error {
 			if !p {

@@ -13,7 +13,7 @@ import (
 // has. Each packet is built in scratch (at least 65535 bytes) and handed to
 // emit, which must not keep it.
 func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
-	return segment(h, pkt, scratch, false, func(p []byte, _ bool) error { return emit(p) })
+	return segment(h, pkt, scratch, false, false, func(p []byte, _ bool) error { return emit(p) })
 }
 
 // SegmentPartial is Segment for a path that carries the checksum offload
@@ -22,11 +22,18 @@ func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
 // hands it over (VnetNeedsCsum, from the end of the IP header, field at
 // 16), and emit is told so (partial true); it saves a pass over every
 // payload byte. UDP packets are completed as by Segment.
+//
+// The segments of a GSO super-packet are built in pkt itself, not copied
+// out: each one's headers are written just before its payload, over the
+// end of the payload emit has had already (scratch keeps the original
+// headers). So pkt is overwritten, and emit must be done with a segment
+// when it returns; the sealer reads each payload byte once, where the TUN
+// put it.
 func SegmentPartial(h VnetHdr, pkt, scratch []byte, emit func(p []byte, partial bool) error) error {
-	return segment(h, pkt, scratch, true, emit)
+	return segment(h, pkt, scratch, true, true, emit)
 }
 
-func segment(h VnetHdr, pkt, scratch []byte, keepPartial bool, emit func([]byte, bool) error) error {
+func segment(h VnetHdr, pkt, scratch []byte, keepPartial, inPlace bool, emit func([]byte, bool) error) error {
 	if err := h.Validate(pkt); err != nil {
 		return err
 	}
@@ -69,12 +76,24 @@ func segment(h VnetHdr, pkt, scratch []byte, keepPartial bool, emit func([]byte,
 	if is4 {
 		id = binary.BigEndian.Uint16(pkt[4:])
 	}
+	hdr := pkt[:hdrLen]
+	if inPlace {
+		hdr = scratch[:copy(scratch, hdr)] // pkt's are overwritten from the second segment on
+	}
 	for i, off := 0, 0; off < len(payload); i, off = i+1, off+mss {
 		end := min(off+mss, len(payload))
 		n := hdrLen + end - off
-		seg := scratch[:n]
-		copy(seg, pkt[:hdrLen])
-		copy(seg[hdrLen:], payload[off:end])
+		var seg []byte
+		if inPlace {
+			// Over the end of what was emitted already (the first
+			// segment's headers are where they were).
+			seg = pkt[off : off+n]
+			copy(seg, hdr)
+		} else {
+			seg = scratch[:n]
+			copy(seg, hdr)
+			copy(seg[hdrLen:], payload[off:end])
+		}
 		last := end == len(payload)
 		if is4 {
 			binary.BigEndian.PutUint16(seg[2:], uint16(n))

@@ -106,7 +106,8 @@ func start(sc *secure.Conn, isClient bool, log *slog.Logger, queueLen int) *Sess
 type Datagrams interface {
 	// SendFrame sends a frame ([virtio-net header][IP packet], a TSO
 	// super-packet too) as datagrams of at most the path's size; the
-	// frame is the caller's again on return.
+	// frame is the caller's again on return, its bytes overwritten (a
+	// super-packet is cut in place).
 	SendFrame(frame []byte) error
 	// SetReceiver routes the frames that arrive to deliver, on the
 	// goroutine that read them; nil drops them (counted by the path).

@@ -36,7 +36,7 @@ type Datagrams struct {
 	s *dgram.Session
 
 	mu      sync.Mutex // SendFrame's: what follows
-	scratch []byte     // where packet.SegmentPartial builds each segment
+	scratch []byte     // packet.SegmentPartial's: the frame's headers, or a packet whose checksum it completes
 	emit    func(seg []byte, partial bool) error
 	run     []byte // sealed datagrams of one size back to back, for one GSO send
 	runSeg  int    // their size; 0: run is empty
@@ -62,7 +62,8 @@ func NewDatagrams(s *dgram.Session) *Datagrams {
 }
 
 // SendFrame sends frame ([virtio-net header][IP packet]) as one datagram
-// per packet of the tunnel MTU.
+// per packet of the tunnel MTU. A TSO frame is cut in place (see
+// packet.SegmentPartial): the frame is overwritten.
 func (d *Datagrams) SendFrame(frame []byte) error {
 	if len(frame) <= packet.VnetHdrLen {
 		return packet.ErrMalformed
