@@ -245,6 +245,7 @@ func clientSession(conn *net.UDPConn, keys secure.Keys, local, remote uint32) (*
 // index is opened, everything else (a late response or cookie reply, a
 // forgery) is dropped and counted.
 func clientReceive(conn *net.UDPConn, s *Session, server netip.AddrPort) {
+	var rx receiver // holds the session's receive lock across a message's datagrams
 	br, err := newGROReader(conn, MaxDatagram+1)
 	if err != nil {
 		s.Close()
@@ -279,8 +280,9 @@ func clientReceive(conn *net.UDPConn, s *Session, server netip.AddrPort) {
 			for len(msg) > 0 {
 				var d []byte
 				d, msg = nextDatagram(msg, seg)
-				s.route(d, server, now)
+				s.route(&rx, d, server, now)
 			}
+			rx.release()
 		}
 		s.flush()
 	}
@@ -289,7 +291,7 @@ func clientReceive(conn *net.UDPConn, s *Session, server netip.AddrPort) {
 // route handles one datagram from the client's socket: data for its index
 // is opened, everything else (a late response or cookie reply, a forgery)
 // is dropped and counted.
-func (s *Session) route(d []byte, server netip.AddrPort, now time.Time) {
+func (s *Session) route(rx *receiver, d []byte, server netip.AddrPort, now time.Time) {
 	typ, ok := header(d)
 	switch {
 	case !ok || len(d) > MaxDatagram || (typ == TypeData && len(d) < DataOverhead):
@@ -299,6 +301,6 @@ func (s *Session) route(d []byte, server netip.AddrPort, now time.Time) {
 	case index(d[headerLen:]) != s.local:
 		s.drops.Inc(DropUnknownIndex)
 	default:
-		s.receiveAt(d, server, now)
+		rx.receive(s, d, server, now)
 	}
 }

@@ -193,6 +193,7 @@ func (l *Listener) demux() {
 		return
 	}
 	batch := make([]*Session, 0, readBatch) // the sessions the last read had data for
+	var rx receiver
 	for {
 		n, err := br.read()
 		if err != nil {
@@ -203,15 +204,20 @@ func (l *Listener) demux() {
 			continue
 		}
 		now := time.Now() // once per batch: the sessions' clock for key epochs
+		var last *Session // the session of the last data datagram: a run's are one session's
 		for i := range n {
 			msg, seg, from := br.message(i)
 			for len(msg) > 0 {
 				var d []byte
 				d, msg = nextDatagram(msg, seg)
-				if s := l.routeAt(d, from, now); s != nil && !slices.Contains(batch, s) {
-					batch = append(batch, s)
+				if s := l.routeAt(&rx, d, from, now); s != nil && s != last {
+					if !slices.Contains(batch, s) {
+						batch = append(batch, s)
+					}
+					last = s
 				}
 			}
+			rx.release()
 		}
 		// The batch is in: packets a session's handler held back to
 		// join with the next one go now.
@@ -226,11 +232,14 @@ func (l *Listener) demux() {
 // route handles one datagram the demux read; it returns the session of a
 // data datagram.
 func (l *Listener) route(d []byte, from netip.AddrPort) *Session {
-	return l.routeAt(d, from, time.Now())
+	var rx receiver
+	defer rx.release()
+	return l.routeAt(&rx, d, from, time.Now())
 }
 
-// routeAt is route at the time the demux read the datagram's batch.
-func (l *Listener) routeAt(d []byte, from netip.AddrPort, now time.Time) *Session {
+// routeAt is route at the time the demux read the datagram's batch; rx
+// opens data datagrams (and may hold their session's lock on return).
+func (l *Listener) routeAt(rx *receiver, d []byte, from netip.AddrPort, now time.Time) *Session {
 	typ, ok := header(d)
 	if !ok || len(d) > MaxDatagram {
 		l.drop(DropMalformed, from)
@@ -247,9 +256,10 @@ func (l *Listener) routeAt(d []byte, from netip.AddrPort, now time.Time) *Sessio
 			l.drop(DropUnknownIndex, from)
 			return nil
 		}
-		s.receiveAt(d, from, now)
+		rx.receive(s, d, from, now)
 		return s
 	case TypeInitiation:
+		rx.release() // nothing else runs under a session's lock
 		l.initiation(d, from)
 	case TypeResponse, TypeCookieReply:
 		l.drop(DropUnsolicited, from) // a server sends these, never takes them

@@ -215,15 +215,53 @@ func (s *Session) receive(d []byte, from netip.AddrPort) { s.receiveAt(d, from, 
 
 // receiveAt is receive at a time the reader took once for its batch.
 func (s *Session) receiveAt(d []byte, from netip.AddrPort, now time.Time) {
-	s.omu.Lock() // held through deliver too, which uses the one wait timer
-	defer s.omu.Unlock()
+	var r receiver
+	r.receive(s, d, from, now)
+	r.release()
+}
+
+// receiver opens the data datagrams a reader took in one system call, and
+// holds a session's receive lock across the consecutive ones that are that
+// session's (a UDP GRO message is a run of ~45 datagrams of one peer), so
+// that a run pays for one lock and one update of the session's counter,
+// not one per datagram. The reader releases it before anything else that
+// may take a session's lock (flush), and at the end of each message.
+type receiver struct {
+	s      *Session // whose omu is held; nil: none
+	opened uint64   // datagrams of s opened under this hold
+}
+
+// receive opens data datagram d of session s.
+func (r *receiver) receive(s *Session, d []byte, from netip.AddrPort, now time.Time) {
+	if r.s != s {
+		r.release()
+		s.omu.Lock() // held through deliver too, which uses the one wait timer
+		r.s = s
+	}
+	if s.openLocked(d, from, now) {
+		r.opened++
+	}
+}
+
+// release lets the held session's lock go.
+func (r *receiver) release() {
+	if r.s == nil {
+		return
+	}
+	r.s.rxDatagrams.Add(r.opened)
+	r.s.omu.Unlock()
+	r.s, r.opened = nil, 0
+}
+
+// openLocked opens d, under omu, and hands what it carries on; it reports
+// whether d opened.
+func (s *Session) openLocked(d []byte, from netip.AddrPort, now time.Time) bool {
 	kind, flags := d[2], d[3] // authenticated once open succeeds
 	payload, newest, reason, ok := s.opener.open(d, now)
 	if !ok {
 		s.drops.Inc(reason)
-		return
+		return false
 	}
-	s.rxDatagrams.Add(1)
 	if s.roams && newest && *s.endpoint.Load() != from {
 		// Authenticated and the newest: the peer is at from now (NAT
 		// rebinding, a new address). A replayed or forged datagram never
@@ -235,13 +273,14 @@ func (s *Session) receiveAt(d []byte, from netip.AddrPort, now time.Time) {
 		sink := s.packets.Load()
 		if sink == nil {
 			s.drops.Inc(DropNotReady)
-			return
+			return true
 		}
 		s.touched = true
 		sink.h.Packet(d[:DataHeaderLen+len(payload)], DataHeaderLen, flags)
-		return
+		return true
 	}
 	s.deliver(payload)
+	return true
 }
 
 // flush ends a batch of the reader's: the packet handler's Flush, if it
