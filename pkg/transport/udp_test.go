@@ -148,6 +148,11 @@ func TestDatagramsCarryTSOFrames(t *testing.T) {
 // here: AllocsPerRun counts the whole process's allocations, and kcp-go's
 // timers would count too.
 func TestSendFrameDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		// Under -race, 1 allocation a frame shows up now and then
+		// while earlier tests' sessions wind down: not the send path's.
+		t.Skip("allocations are counted without -race")
+	}
 	srvKey, _ := secure.GeneratePrivateKey()
 	cliKey, _ := secure.GeneratePrivateKey()
 	r := secure.NewResponder(secure.ServerConfig{Private: srvKey, Authorize: func(secure.PublicKey, uint64) error { return nil }})
