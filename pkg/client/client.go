@@ -208,10 +208,12 @@ func (c *Client) Run(ctx context.Context, reload <-chan struct{}) error {
 	}
 	c.log.Info("shutting down")
 	_ = sdnotify.Stopping()
+	// Each connect loop says goodbye on its session and closes it (ctx
+	// ended); closing the sessions here first would cut the goodbye off.
+	// The device stays until they are done: their last packets still go
+	// to it.
 	for _, up := range c.servers() {
-		if s := up.sess.Load(); s != nil {
-			s.Close()
-		}
+		<-up.done
 	}
 	c.dev.Close() // unblocks the TUN reader
 	c.wg.Wait()

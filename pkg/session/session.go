@@ -402,6 +402,31 @@ func (s *Session) cause() error {
 	return s.err
 }
 
+// goodbyeWait bounds a client's goodbye: a server that does not read must
+// not hold up a stop.
+const goodbyeWait = 250 * time.Millisecond
+
+// goodbye tells the server that the client ends this session (gtun stops,
+// the server left its config, or it moves to a preferred endpoint). Over
+// tcp the closed connection says it anyway; over udp and kcp nothing
+// would, and gtund would keep the session, and count the peer connected,
+// until dead_after keepalives had gone missing. The write's goroutine ends
+// at the latest when Run closes the session, which unblocks it.
+func (s *Session) goodbye() {
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		_ = s.SendControl(&Msg{Type: TypeError, Error: "gtun stopped, or moved to another endpoint"})
+	}()
+	t := time.NewTimer(goodbyeWait)
+	defer t.Stop()
+	select {
+	case <-sent:
+	case <-s.closed:
+	case <-t.C:
+	}
+}
+
 // Handlers are called by Run.
 type Handlers struct {
 	// Packet gets every frame from the peer, on the reader goroutine; it
@@ -433,6 +458,9 @@ loop:
 	for {
 		select {
 		case <-ctx.Done():
+			if s.isClient {
+				s.goodbye()
+			}
 			break loop
 		case <-s.closed:
 			err = s.cause()

@@ -206,6 +206,11 @@ func setUp(t testing.TB, cc, sc *secure.Conn, config *Msg, clientQueue, serverQu
 
 // run runs s.Run in the background. wait(d) waits up to d for it to return
 // and reports its result; wait(0) only looks.
+//
+// In a synctest bubble, pass a context the test does not end: a client's
+// Run says goodbye when its context ends, and the test's own context ends
+// as the bubble's main goroutine returns, when the write (delayed by a
+// slowConn) would outlive the bubble. The cleanup's Close ends Run.
 func run(t testing.TB, ctx context.Context, s *Session, h Handlers) (wait func(time.Duration) (error, bool)) {
 	t.Helper()
 	done := make(chan struct{})
@@ -428,8 +433,8 @@ func TestKeepaliveRTT(t *testing.T) {
 		if p.c.RTT() != 0 || !p.s.LastKeepalive().IsZero() {
 			t.Fatal("RTT or keepalive before any ping")
 		}
-		run(t, t.Context(), p.s, Handlers{})
-		run(t, t.Context(), p.c, Handlers{})
+		run(t, context.Background(), p.s, Handlers{})
+		run(t, context.Background(), p.c, Handlers{})
 		time.Sleep(keepalive + 2*oneWay + time.Millisecond) // the first ping and its pong
 		synctest.Wait()
 		if rtt := p.c.RTT(); rtt != 2*oneWay {
@@ -453,8 +458,8 @@ func TestKeepaliveKeepsSessionAlive(t *testing.T) {
 		cc, sc := sealedPipe(t, nil, nil)
 		p := setUp(t, cc, sc, testConfig(), 0, 0)
 		p.s.SetKeepalive(keepalive, deadAfter)
-		ws := run(t, t.Context(), p.s, Handlers{})
-		wc := run(t, t.Context(), p.c, Handlers{})
+		ws := run(t, context.Background(), p.s, Handlers{})
+		wc := run(t, context.Background(), p.c, Handlers{})
 		time.Sleep(time.Minute) // 1,200 intervals
 		synctest.Wait()
 		if err, done := ws(0); done {
@@ -478,7 +483,7 @@ func TestServerDeadWhenClientNeverPings(t *testing.T) {
 		p := setUp(t, cc, sc, testConfig(), 0, 0)
 		p.s.SetKeepalive(keepalive, deadAfter)
 		heard := p.s.LastRecv()
-		wait := run(t, t.Context(), p.s, Handlers{})
+		wait := run(t, context.Background(), p.s, Handlers{})
 		time.Sleep(deadAfter * keepalive)
 		synctest.Wait()
 		if err, done := wait(0); done {
@@ -513,8 +518,8 @@ func TestDeadAfterBlackhole(t *testing.T) {
 		}, nil)
 		p := setUp(t, cc, sc, cfg, 0, 0)
 		p.s.SetKeepalive(keepalive, deadAfter)
-		ws := run(t, t.Context(), p.s, Handlers{})
-		wc := run(t, t.Context(), p.c, Handlers{})
+		ws := run(t, context.Background(), p.s, Handlers{})
+		wc := run(t, context.Background(), p.c, Handlers{})
 		time.Sleep(5*keepalive + keepalive/2)
 		synctest.Wait()
 		if err, done := ws(0); done {
@@ -535,6 +540,24 @@ func TestDeadAfterBlackhole(t *testing.T) {
 			t.Errorf("client session: ended %v, Run = %v; want it ended with an error", done, err)
 		}
 	})
+}
+
+// A client whose Run ends by its context (gtun stops) says goodbye: the
+// server's Run ends at once with why, not dead_after keepalives later.
+func TestClientSaysGoodbye(t *testing.T) {
+	p := newPair(t, testConfig(), 0, 0)
+	p.s.SetKeepalive(time.Hour, deadAfter)
+	ctx, cancel := context.WithCancel(t.Context())
+	wc := run(t, ctx, p.c, Handlers{})
+	ws := run(t, t.Context(), p.s, Handlers{})
+	cancel()
+	if err, done := wc(5 * time.Second); !done || err != nil {
+		t.Errorf("client Run after cancel = %v (returned %v), want nil", err, done)
+	}
+	err, done := ws(5 * time.Second)
+	if !done || err == nil || !strings.Contains(err.Error(), "gtun stopped") {
+		t.Errorf("server Run after the client's goodbye = %v (returned %v), want the goodbye", err, done)
+	}
 }
 
 func TestCancelEndsRunCleanly(t *testing.T) {
@@ -598,8 +621,8 @@ func TestRekeyIntervalPushed(t *testing.T) {
 			t.Fatalf("client's interval %v after the config, want 1s", got)
 		}
 		got := make(chan *Msg, 1)
-		run(t, t.Context(), p.c, Handlers{Control: func(m *Msg) { got <- m }})
-		run(t, t.Context(), p.s, Handlers{})
+		run(t, context.Background(), p.c, Handlers{Control: func(m *Msg) { got <- m }})
+		run(t, context.Background(), p.s, Handlers{})
 		check := func(when string, clientMin, clientMax, serverMin, serverMax uint64) {
 			t.Helper()
 			synctest.Wait() // every record written is read
