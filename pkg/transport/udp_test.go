@@ -143,74 +143,11 @@ func TestDatagramsCarryTSOFrames(t *testing.T) {
 	}
 }
 
-// Sending a TSO frame (segmenting, sealing, one GSO send) allocates
-// nothing once the session's buffers exist. The sessions run without kcp
-// here: AllocsPerRun counts the whole process's allocations, and kcp-go's
-// timers would count too.
-func TestSendFrameDoesNotAllocate(t *testing.T) {
-	if raceEnabled {
-		// Under -race, 1 allocation a frame shows up now and then
-		// while earlier tests' sessions wind down: not the send path's.
-		t.Skip("allocations are counted without -race")
-	}
-	srvKey, _ := secure.GeneratePrivateKey()
-	cliKey, _ := secure.GeneratePrivateKey()
-	r := secure.NewResponder(secure.ServerConfig{Private: srvKey, Authorize: func(secure.PublicKey, uint64) error { return nil }})
-	l, err := dgram.Listen("127.0.0.1:0", dgram.ListenConfig{Responder: r})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	s, err := dgram.Dial(context.Background(), l.Addr().String(), dgram.DialConfig{Handshake: secure.ClientConfig{Private: cliKey, ServerKey: srvKey.Public()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	// The server's half of the handshake done (its allocations are not
-	// the send path's: AllocsPerRun counts the whole process's).
-	a, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	cli := NewDatagrams(s)
-	frame := tsoFrame(make([]byte, 60_000), 1360, 1)
-	f := bytes.Clone(frame)
-	if err := cli.SendFrame(f); err != nil {
-		t.Fatal(err)
-	}
-	hdrs := [packet.VnetHdrLen + 40]byte(frame)
-	allocs := testing.AllocsPerRun(50, func() {
-		// SendFrame cuts the frame in place: its headers are the first
-		// segment's now (the payload it overwrote does not matter here).
-		*(*[packet.VnetHdrLen + 40]byte)(f) = hdrs
-		if err := cli.SendFrame(f); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
-		t.Fatalf("%.1f allocations per 60 KB frame", allocs)
-	}
-}
-
 // BenchmarkSendFrame64K is the udp transport's send path for one TSO
 // frame from the TUN: cut, sealed and sent over loopback with UDP GSO
 // (the receiving side reads and drops what is not yet routed).
 func BenchmarkSendFrame64K(b *testing.B) {
-	srvKey, _ := secure.GeneratePrivateKey()
-	cliKey, _ := secure.GeneratePrivateKey()
-	r := secure.NewResponder(secure.ServerConfig{Private: srvKey, Authorize: func(secure.PublicKey, uint64) error { return nil }})
-	l, err := dgram.Listen("127.0.0.1:0", dgram.ListenConfig{Responder: r})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	s, err := dgram.Dial(context.Background(), l.Addr().String(), dgram.DialConfig{Handshake: secure.ClientConfig{Private: cliKey, ServerKey: srvKey.Public()}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	cli := NewDatagrams(s)
+	cli := NewDatagrams(loopbackSession(b))
 	frame := tsoFrame(make([]byte, 63_000), 1360, 1)
 	f := bytes.Clone(frame)
 	b.SetBytes(int64(len(frame)))
@@ -221,4 +158,31 @@ func BenchmarkSendFrame64K(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// loopbackSession is a client's datagram session (without kcp) to a
+// listener on loopback, the server's half of the handshake done too (its
+// allocations are not the send path's: AllocsPerRun counts the whole
+// process's). Both end with the test.
+func loopbackSession(tb testing.TB) *dgram.Session {
+	tb.Helper()
+	srvKey, _ := secure.GeneratePrivateKey()
+	cliKey, _ := secure.GeneratePrivateKey()
+	r := secure.NewResponder(secure.ServerConfig{Private: srvKey, Authorize: func(secure.PublicKey, uint64) error { return nil }})
+	l, err := dgram.Listen("127.0.0.1:0", dgram.ListenConfig{Responder: r})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	s, err := dgram.Dial(context.Background(), l.Addr().String(), dgram.DialConfig{Handshake: secure.ClientConfig{Private: cliKey, ServerKey: srvKey.Public()}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	a, err := l.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { a.Close() })
+	return s
 }
