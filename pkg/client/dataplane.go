@@ -48,7 +48,6 @@ logged at a bounded rate (lograte.Limiter).
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -131,7 +130,7 @@ func (c *Client) readDevice(ctx context.Context) {
 			return
 		}
 		if err := sess.Send(b); err != nil {
-			r := sendDrop(err)
+			r := sendDrops.For(err)
 			c.drops.Inc(r)
 			if r == DropSendError {
 				c.rate.Log(slog.LevelWarn, "send-error", "send to server failed", "err", err)
@@ -140,18 +139,8 @@ func (c *Client) readDevice(ctx context.Context) {
 	}, func() { c.drops.Inc(DropMalformed) })
 }
 
-// sendDrop is the drop reason of a frame a session did not send.
-func sendDrop(err error) DropReason {
-	switch {
-	case errors.Is(err, session.ErrQueueFull):
-		return DropQueueFull
-	case errors.Is(err, packet.ErrBadVnetHdr):
-		return DropBadOffload
-	case errors.Is(err, packet.ErrMalformed):
-		return DropMalformed
-	}
-	return DropSendError
-}
+// sendDrops are the drop reasons of a frame a session did not send.
+var sendDrops = session.SendDrops[DropReason]{QueueFull: DropQueueFull, BadOffload: DropBadOffload, Malformed: DropMalformed, Other: DropSendError}
 
 // fromServer writes a frame from a server to the TUN if checkFromServer
 // lets it through.

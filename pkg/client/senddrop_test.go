@@ -9,7 +9,7 @@ import (
 	"github.com/gtun/gtun/pkg/session"
 )
 
-func TestSendDrop(t *testing.T) {
+func TestSendDrops(t *testing.T) {
 	for _, c := range []struct {
 		err  error
 		want DropReason
@@ -19,8 +19,8 @@ func TestSendDrop(t *testing.T) {
 		{packet.ErrMalformed, DropMalformed},
 		{errors.New("packet larger than a datagram carries"), DropSendError},
 	} {
-		if got := sendDrop(c.err); got != c.want {
-			t.Errorf("sendDrop(%v) = %s, want %s", c.err, got, c.want)
+		if got := sendDrops.For(c.err); got != c.want {
+			t.Errorf("sendDrops.For(%v) = %s, want %s", c.err, got, c.want)
 		}
 	}
 }

@@ -42,7 +42,6 @@ left, IPv6 router solicitations).
 
 import (
 	"context"
-	"errors"
 	"net/netip"
 	"time"
 
@@ -201,23 +200,13 @@ func (s *Server) readDevice(ctx context.Context) {
 			return
 		}
 		if err := ps.sess.Enqueue(b); err != nil {
-			s.drop(ps, sendDrop(err), nil, err)
+			s.drop(ps, sendDrops.For(err), nil, err)
 		}
 	}, func() { s.drops.Inc(DropMalformed) })
 }
 
-// sendDrop is the drop reason of a frame a session did not send.
-func sendDrop(err error) DropReason {
-	switch {
-	case errors.Is(err, session.ErrQueueFull):
-		return DropQueueFull
-	case errors.Is(err, packet.ErrBadVnetHdr):
-		return DropBadOffload
-	case errors.Is(err, packet.ErrMalformed):
-		return DropMalformed
-	}
-	return DropSendError
-}
+// sendDrops are the drop reasons of a frame a session did not send.
+var sendDrops = session.SendDrops[DropReason]{QueueFull: DropQueueFull, BadOffload: DropBadOffload, Malformed: DropMalformed, Other: DropSendError}
 
 // route is the session packets to dst go to: the one holding dst's slot
 // when dst is a pool address, else the one of the peer whose subnets

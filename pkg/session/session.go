@@ -258,6 +258,29 @@ func (s *Session) queueControl(m *Msg) {
 	}
 }
 
+// SendDrops names a daemon's drop reasons (R: gtun's or gtund's) for the
+// ways Send and Enqueue refuse a frame, so that both daemons count a
+// refusal alike.
+type SendDrops[R any] struct {
+	QueueFull  R // ErrQueueFull
+	BadOffload R // a virtio-net header that does not describe its packet (packet.ErrBadVnetHdr)
+	Malformed  R // not an IP packet, or cut short (packet.ErrMalformed)
+	Other      R // the transport refused it (the udp path's send failed)
+}
+
+// For is the reason of the error Send or Enqueue returned.
+func (d SendDrops[R]) For(err error) R {
+	switch {
+	case errors.Is(err, ErrQueueFull):
+		return d.QueueFull
+	case errors.Is(err, packet.ErrBadVnetHdr):
+		return d.BadOffload
+	case errors.Is(err, packet.ErrMalformed):
+		return d.Malformed
+	}
+	return d.Other
+}
+
 // ErrQueueFull is Enqueue's and Send's: the session's send queue was full
 // and the packet is dropped.
 var ErrQueueFull = errors.New("send queue full")

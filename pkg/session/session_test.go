@@ -784,3 +784,22 @@ func TestDatagramsRefusedIsNotQueueFull(t *testing.T) {
 		t.Errorf("SendErrors = %d, QueueDrops = %d; want 2, 0", n, q)
 	}
 }
+
+// Each way Send and Enqueue refuse a frame has its reason, wrapped or not;
+// anything else is the transport's refusal.
+func TestSendDropsFor(t *testing.T) {
+	d := SendDrops[string]{QueueFull: "queue_full", BadOffload: "bad_offload", Malformed: "malformed", Other: "send_error"}
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{ErrQueueFull, "queue_full"},
+		{fmt.Errorf("segment: %w", packet.ErrBadVnetHdr), "bad_offload"},
+		{packet.ErrMalformed, "malformed"},
+		{errors.New("packet larger than a datagram carries"), "send_error"},
+	} {
+		if got := d.For(c.err); got != c.want {
+			t.Errorf("For(%v) = %s, want %s", c.err, got, c.want)
+		}
+	}
+}
