@@ -261,20 +261,7 @@ func TestRoutingToPeers(t *testing.T) {
 		{"100.64.240.200", nil}, {gw, nil}, {"10.244.1.20", nil}, {"172.17.0.1", nil},
 	} {
 		t.Run(tc.dst, func(t *testing.T) {
-			noRoute := m.s.drops.Get(DropNoRoute)
-			f := frame("10.244.1.20", tc.dst, 17, udp53...)
-			m.dev.Inject(f)
-			if tc.want == nil {
-				deadline := time.Now().Add(wait)
-				for m.s.drops.Get(DropNoRoute) != noRoute+1 {
-					if time.Now().After(deadline) {
-						t.Fatalf("no_route %d, want %d", m.s.drops.Get(DropNoRoute), noRoute+1)
-					}
-					time.Sleep(time.Millisecond)
-				}
-			} else if got := tc.want.next(); !bytes.Equal(got, f) {
-				t.Fatalf("got % x", got)
-			}
+			m.inject(t, frame("10.244.1.20", tc.dst, 17, udp53...), tc.want)
 			for _, cl := range []*memClient{a, b, c} {
 				cl.quiet()
 			}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"log/slog"
@@ -242,6 +243,27 @@ func (c *memClient) quiet() bool {
 		return false
 	default:
 		return true
+	}
+}
+
+// inject puts f on gtund's TUN as the kernel would and checks where it
+// goes: to want, or, with want nil, nowhere, counted as no_route.
+func (m *memServer) inject(t *testing.T, f []byte, want *memClient) {
+	t.Helper()
+	noRoute := m.s.drops.Get(DropNoRoute)
+	m.dev.Inject(f)
+	if want != nil {
+		if got := want.next(); !bytes.Equal(got, f) {
+			t.Fatalf("got % x", got)
+		}
+		return
+	}
+	deadline := time.Now().Add(wait)
+	for m.s.drops.Get(DropNoRoute) != noRoute+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no_route %d, want %d", m.s.drops.Get(DropNoRoute), noRoute+1)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
