@@ -12,23 +12,20 @@ import "golang.org/x/sys/cpu"
 // AVX-512 features only when it saves the ZMM state (XCR0): so this is
 // also the OS check.
 var hasVAES = cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ &&
-	cpu.X86.HasAVX && cpu.X86.HasAVX2 &&
+	cpu.X86.HasAVX && cpu.X86.HasAVX2 && cpu.X86.HasBMI2 &&
 	cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL &&
 	cpu.X86.HasAVX512VAES && cpu.X86.HasAVX512VPCLMULQDQ
 
 // Implemented in gcm_amd64.s.
 
 //go:noescape
-func sealBlocks(ks *[176]byte, htab *[16][16]byte, ctr *[16]byte, y *[16]byte, dst, src *byte, n int)
+func sealGCM(ks *[176]byte, htab *[32][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int)
 
 //go:noescape
-func openBlocks(ks *[176]byte, htab *[16][16]byte, ctr *[16]byte, y *[16]byte, dst, src *byte, n int)
+func openGCM(ks *[176]byte, htab *[32][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int) bool
 
 //go:noescape
 func keystream(ks *[176]byte, ctr *[16]byte, out *[256]byte)
-
-//go:noescape
-func ghashBlocks(htab *[16][16]byte, y *[16]byte, src *byte, n int)
 
 //go:noescape
 func encryptBlock(ks *[176]byte, dst, src *[16]byte)

@@ -35,10 +35,16 @@ DATA inc4<>+0x00(SB)/8, $4
 DATA inc4<>+0x08(SB)/8, $0
 GLOBL inc4<>(SB), RODATA|NOPTR, $16
 
-// One block further (XMM).
-DATA inc1<>+0x00(SB)/8, $1
-DATA inc1<>+0x08(SB)/8, $0
-GLOBL inc1<>(SB), RODATA|NOPTR, $16
+// Counter offsets 1, 2, 3, 4: the first data block is J0+1.
+DATA laneInc1<>+0x00(SB)/8, $1
+DATA laneInc1<>+0x08(SB)/8, $0
+DATA laneInc1<>+0x10(SB)/8, $2
+DATA laneInc1<>+0x18(SB)/8, $0
+DATA laneInc1<>+0x20(SB)/8, $3
+DATA laneInc1<>+0x28(SB)/8, $0
+DATA laneInc1<>+0x30(SB)/8, $4
+DATA laneInc1<>+0x38(SB)/8, $0
+GLOBL laneInc1<>(SB), RODATA|NOPTR, $64
 
 // Reduction constant: x^-128 folding for the reflected polynomial.
 DATA poly<>+0x00(SB)/8, $0xC200000000000000
@@ -207,32 +213,205 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	ADDQ $256, DI; \
 	SUBQ $256, R8
 
-#define LOAD_STATE(HTAB, Y) \
-	VMOVDQU64 0(HTAB), Z28; \
-	VMOVDQU64 64(HTAB), Z29; \
-	VMOVDQU64 128(HTAB), Z30; \
-	VMOVDQU64 192(HTAB), Z31; \
-	VMOVDQU 0(Y), X14
+// Registers of sealGCM and openGCM besides those of the bulk loops:
+//   AX round keys, BX the power table (H^17 at 0 .. H^1 at 256, zeros
+//   after), CX nonce, DX additional data, DI dst, SI src, R8 bytes of text
+//   left, R9 bytes of additional data left, R10-R13 temporaries.
+//   K1-K4 byte masks of the four registers of a tail (< 256 bytes).
+//   In the tail: Z0 and Z1 carry two more products (the running hash and
+//   the lengths block, with their powers), Z12 then Z13 E(K, J0).
 
-// func sealBlocks(ks *[176]byte, htab *[16][16]byte, ctr *[16]byte, y *[16]byte, dst, src *byte, n int)
-// Encrypts n bytes (a multiple of 256, at least 256) with counters from
-// *ctr on and hashes the ciphertext into *y. dst may equal src. The loop
-// is pipelined: it hashes the previous sixteen blocks of ciphertext (kept
-// byte-reversed in Z4-Z7) while it encrypts the next sixteen, so that the
-// hash chain does not wait for the AES rounds.
-TEXT ·sealBlocks(SB), NOSPLIT, $0-56
-	MOVQ ks+0(FP), AX
-	MOVQ htab+8(FP), BX
-	MOVQ ctr+16(FP), CX
-	MOVQ y+24(FP), DX
-	MOVQ dst+32(FP), DI
-	MOVQ src+40(FP), SI
-	MOVQ n+48(FP), R8
-	LOAD_KEYS(AX)
-	SETUP_CTR(CX)
-	LOAD_STATE(BX, DX)
+// J0 = nonce || 1 into X12 (the byte order of the block).
+#define LOAD_J0 \
+	VMOVQ 0(CX), X12; \
+	VPINSRD $2, 8(CX), X12, X12; \
+	MOVL $0x01000000, R10; \
+	VPINSRD $3, R10, X12, X12
+
+// K1-K4 = masks of the first LEN bytes (0..255) of 256, 64 bits per
+// register: BZHI keeps all 64 bits for any count of 64 or more, and a
+// count below zero is clamped to zero.
+#define TAIL_MASKS(LEN) \
+	MOVQ $-1, R11; \
+	XORL R13, R13; \
+	MOVQ LEN, R10; \
+	BZHIQ R10, R11, R12; \
+	KMOVQ R12, K1; \
+	SUBQ $64, R10; \
+	CMOVQLT R13, R10; \
+	BZHIQ R10, R11, R12; \
+	KMOVQ R12, K2; \
+	SUBQ $64, R10; \
+	CMOVQLT R13, R10; \
+	BZHIQ R10, R11, R12; \
+	KMOVQ R12, K3; \
+	SUBQ $64, R10; \
+	CMOVQLT R13, R10; \
+	BZHIQ R10, R11, R12; \
+	KMOVQ R12, K4
+
+// Up to 255 bytes at PTR, zero-padded, into Z4-Z7 (masks K1-K4). The
+// masked-off bytes are neither read nor able to fault.
+#define LOAD_TAIL(PTR) \
+	VMOVDQU8.Z 0(PTR), K1, Z4; \
+	VMOVDQU8.Z 64(PTR), K2, Z5; \
+	VMOVDQU8.Z 128(PTR), K3, Z6; \
+	VMOVDQU8.Z 192(PTR), K4, Z7
+
+// Z0-Z3 to the first bytes at PTR (masks K1-K4).
+#define STORE_TAIL(PTR) \
+	VMOVDQU8 Z0, K1, 0(PTR); \
+	VMOVDQU8 Z1, K2, 64(PTR); \
+	VMOVDQU8 Z2, K3, 128(PTR); \
+	VMOVDQU8 Z3, K4, 192(PTR)
+
+#define BSWAP_Z4_Z7 \
+	VPSHUFB Z27, Z4, Z4; \
+	VPSHUFB Z27, Z5, Z5; \
+	VPSHUFB Z27, Z6, Z6; \
+	VPSHUFB Z27, Z7, Z7
+
+// The tail's sixteen blocks of keystream into Z0-Z3 and E(K, J0) into
+// Z13, in one pass over the round keys.
+#define TAIL_KEYSTREAM \
+	LOAD_J0; \
+	VPSHUFB Z27, Z13, Z0; \
+	VPADDD Z15, Z13, Z13; \
+	VPSHUFB Z27, Z13, Z1; \
+	VPADDD Z15, Z13, Z13; \
+	VPSHUFB Z27, Z13, Z2; \
+	VPADDD Z15, Z13, Z13; \
+	VPSHUFB Z27, Z13, Z3; \
+	VPXORQ Z16, Z0, Z0; \
+	VPXORQ Z16, Z1, Z1; \
+	VPXORQ Z16, Z2, Z2; \
+	VPXORQ Z16, Z3, Z3; \
+	VPXORQ Z16, Z12, Z12; \
+	AESROUND5(Z17); \
+	AESROUND5(Z18); \
+	AESROUND5(Z19); \
+	AESROUND5(Z20); \
+	AESROUND5(Z21); \
+	AESROUND5(Z22); \
+	AESROUND5(Z23); \
+	AESROUND5(Z24); \
+	AESROUND5(Z25); \
+	AESLAST; \
+	VAESENCLAST Z26, Z12, Z13
+
+#define AESROUND5(K) \
+	AESROUND(K); \
+	VAESENC K, Z12, Z12
+
+// Hashes Z4-Z7 (byte-reversed, zero-padded) with the powers from P on,
+// and Z0 with the powers in Z1, into X14. Reads 256 bytes at P.
+#define GHASH_TAIL(P) \
+	VMOVDQU64 0(P), Z28; \
+	VMOVDQU64 64(P), Z29; \
+	VMOVDQU64 128(P), Z30; \
+	VMOVDQU64 192(P), Z31; \
+	GHASH_MUL16; \
+	GHASH_ACC(Z0, Z1); \
+	GHASH_REDUCE
+
+// Sets up a message: counters from J0+1 on (Z13, Z15), the byte reversal
+// (Z27), the round keys (Z16-Z26), and the hash of the additional data
+// (X14), then the bulk loop's powers H^16..H^1 (Z28-Z31).
+#define BEGIN \
+	LOAD_KEYS(AX); \
+	VBROADCASTI32X4 bswapMask<>(SB), Z27; \
+	LOAD_J0; \
+	VPSHUFB X27, X12, X13; \
+	VSHUFI64X2 $0, Z13, Z13, Z13; \
+	VPADDD laneInc1<>(SB), Z13, Z13; \
+	VBROADCASTI32X4 inc4<>(SB), Z15; \
+	VPXOR X14, X14, X14; \
+	HASH_AD; \
+	VMOVDQU64 16(BX), Z28; \
+	VMOVDQU64 80(BX), Z29; \
+	VMOVDQU64 144(BX), Z30; \
+	VMOVDQU64 208(BX), Z31
+
+// The additional data: sixteen blocks per reduction, then what is left
+// (zero-padded) with the running hash as a seventeenth product: block j
+// of k times H^(k-j), the hash times H^k.
+#define HASH_AD \
+adLoop: \
+	CMPQ R9, $256; \
+	JB   adTail; \
+	VMOVDQU64 0(DX), Z4; \
+	VMOVDQU64 64(DX), Z5; \
+	VMOVDQU64 128(DX), Z6; \
+	VMOVDQU64 192(DX), Z7; \
+	BSWAP_Z4_Z7; \
+	VPXORQ Z14, Z4, Z4; \
+	VMOVDQU64 16(BX), Z28; \
+	VMOVDQU64 80(BX), Z29; \
+	VMOVDQU64 144(BX), Z30; \
+	VMOVDQU64 208(BX), Z31; \
+	GHASH_MUL16; \
+	GHASH_REDUCE; \
+	ADDQ $256, DX; \
+	SUBQ $256, R9; \
+	JMP  adLoop; \
+adTail: \
+	TESTQ R9, R9; \
+	JZ    adDone; \
+	TAIL_MASKS(R9); \
+	LOAD_TAIL(DX); \
+	BSWAP_Z4_Z7; \
+	LEAQ 15(R9), R10; \
+	ANDQ $-16, R10; \
+	LEAQ 272(BX), R11; \
+	SUBQ R10, R11; \
+	VMOVDQA64 Z14, Z0; \
+	VMOVDQU 0(R11), X1; \
+	GHASH_TAIL(R11); \
+adDone:
+
+// The text's tail hash: its m blocks (Z4-Z7) times H^(m+1)..H^2, the
+// running hash times H^(m+1) and the lengths block times H^1, into X14;
+// then the tag, byte order restored and E(K, J0) (Z13) xored in, into X14.
+#define HASH_TAIL_AND_TAG \
+	LEAQ 15(R8), R10; \
+	ANDQ $-16, R10; \
+	LEAQ 256(BX), R11; \
+	SUBQ R10, R11; \
+	MOVQ n+32(FP), R10; \
+	SHLQ $3, R10; \
+	VMOVQ R10, X0; \
+	MOVQ adLen+56(FP), R10; \
+	SHLQ $3, R10; \
+	VPINSRQ $1, R10, X0, X0; \
+	VINSERTI32X4 $1, X0, Z14, Z0; \
+	VMOVDQU 0(R11), X1; \
+	VINSERTI32X4 $1, 256(BX), Z1, Z1; \
+	GHASH_TAIL(R11); \
+	VPSHUFB X27, X14, X14; \
+	VPXOR X13, X14, X14
+
+#define LOAD_ARGS \
+	MOVQ ks+0(FP), AX; \
+	MOVQ htab+8(FP), BX; \
+	MOVQ dst+16(FP), DI; \
+	MOVQ src+24(FP), SI; \
+	MOVQ n+32(FP), R8; \
+	MOVQ nonce+40(FP), CX; \
+	MOVQ ad+48(FP), DX; \
+	MOVQ adLen+56(FP), R9
+
+// func sealGCM(ks *[176]byte, htab *[32][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int)
+// Seals n bytes at src into dst, the tag after them, all of GCM in one
+// call: the additional data's hash, the bulk loop, the tail with masked
+// loads and stores, the lengths block and the tag. dst may equal src. The
+// bulk loop is pipelined: it hashes the previous sixteen blocks of
+// ciphertext (kept byte-reversed in Z4-Z7) while it encrypts the next
+// sixteen, so that the hash chain does not wait for the AES rounds.
+TEXT ·sealGCM(SB), NOSPLIT, $0-64
+	LOAD_ARGS
+	BEGIN
 	CMPQ R8, $256
-	JB   sealDone
+	JB   sealTail
 	CTR16
 	SEAL_STORE
 
@@ -249,37 +428,45 @@ sealLast:
 	GHASH_MUL16
 	GHASH_REDUCE
 
-sealDone:
-	VMOVDQU X14, 0(DX)
+sealTail:
+	TAIL_MASKS(R8)
+	TAIL_KEYSTREAM
+	LOAD_TAIL(SI)
+	VMOVDQU8.Z Z0, K1, Z0
+	VMOVDQU8.Z Z1, K2, Z1
+	VMOVDQU8.Z Z2, K3, Z2
+	VMOVDQU8.Z Z3, K4, Z3
+	VPXORQ Z4, Z0, Z0
+	VPXORQ Z5, Z1, Z1
+	VPXORQ Z6, Z2, Z2
+	VPXORQ Z7, Z3, Z3
+	STORE_TAIL(DI)
+	VPSHUFB Z27, Z0, Z4
+	VPSHUFB Z27, Z1, Z5
+	VPSHUFB Z27, Z2, Z6
+	VPSHUFB Z27, Z3, Z7
+	HASH_TAIL_AND_TAG
+	VMOVDQU X14, 0(DI)(R8*1)
 	VZEROUPPER
 	RET
 
-// func openBlocks(ks *[176]byte, htab *[16][16]byte, ctr *[16]byte, y *[16]byte, dst, src *byte, n int)
-// Hashes n bytes (a multiple of 256) of ciphertext into *y and decrypts
-// them. dst may equal src.
-TEXT ·openBlocks(SB), NOSPLIT, $0-56
-	MOVQ ks+0(FP), AX
-	MOVQ htab+8(FP), BX
-	MOVQ ctr+16(FP), CX
-	MOVQ y+24(FP), DX
-	MOVQ dst+32(FP), DI
-	MOVQ src+40(FP), SI
-	MOVQ n+48(FP), R8
-	LOAD_KEYS(AX)
-	SETUP_CTR(CX)
-	LOAD_STATE(BX, DX)
+// func openGCM(ks *[176]byte, htab *[32][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int) bool
+// Hashes and decrypts n bytes at src into dst and reports whether the tag
+// after them at src matches, in constant time. dst may equal src. The
+// plaintext is written whatever the outcome: the caller wipes it when the
+// tag does not match.
+TEXT ·openGCM(SB), NOSPLIT, $0-65
+	LOAD_ARGS
+	BEGIN
 
 openLoop:
 	CMPQ R8, $256
-	JB   openDone
+	JB   openTail
 	VMOVDQU64 0(SI), Z4
 	VMOVDQU64 64(SI), Z5
 	VMOVDQU64 128(SI), Z6
 	VMOVDQU64 192(SI), Z7
-	VPSHUFB Z27, Z4, Z4
-	VPSHUFB Z27, Z5, Z5
-	VPSHUFB Z27, Z6, Z6
-	VPSHUFB Z27, Z7, Z7
+	BSWAP_Z4_Z7
 	VPXORQ Z14, Z4, Z4
 	STITCHED
 	VPXORQ 0(SI), Z0, Z0
@@ -295,8 +482,20 @@ openLoop:
 	SUBQ $256, R8
 	JMP  openLoop
 
-openDone:
-	VMOVDQU X14, 0(DX)
+openTail:
+	TAIL_MASKS(R8)
+	TAIL_KEYSTREAM
+	LOAD_TAIL(SI)
+	VPXORQ Z4, Z0, Z0
+	VPXORQ Z5, Z1, Z1
+	VPXORQ Z6, Z2, Z2
+	VPXORQ Z7, Z3, Z3
+	STORE_TAIL(DI)
+	BSWAP_Z4_Z7
+	HASH_TAIL_AND_TAG
+	VPXOR 0(SI)(R8*1), X14, X14
+	VPTEST X14, X14
+	SETEQ ret+64(FP)
 	VZEROUPPER
 	RET
 
@@ -313,77 +512,6 @@ TEXT ·keystream(SB), NOSPLIT, $0-24
 	VMOVDQU64 Z1, 64(DI)
 	VMOVDQU64 Z2, 128(DI)
 	VMOVDQU64 Z3, 192(DI)
-	VZEROUPPER
-	RET
-
-// func ghashBlocks(htab *[16][16]byte, y *[16]byte, src *byte, n int)
-// Hashes n bytes (a multiple of 16) into *y, for the AAD and the tail: up
-// to sixteen blocks per reduction, block j of m multiplied by H^(m-j)
-// (table entry 16-m+j).
-TEXT ·ghashBlocks(SB), NOSPLIT, $0-32
-	MOVQ htab+0(FP), BX
-	MOVQ y+8(FP), DX
-	MOVQ src+16(FP), SI
-	MOVQ n+24(FP), R8
-	VMOVDQU bswapMask<>(SB), X7
-	VMOVDQU 0(DX), X14
-
-ghashGroup:
-	CMPQ R8, $16
-	JB   ghashDone
-	// R9: bytes in this group, at most 256; R10: the power for its first block.
-	MOVQ R8, R9
-	CMPQ R9, $256
-	JBE  ghashGroupSize
-	MOVQ $256, R9
-
-ghashGroupSize:
-	LEAQ 256(BX), R10
-	SUBQ R9, R10
-	VMOVDQU 0(SI), X4
-	VPSHUFB X7, X4, X4
-	VPXOR X14, X4, X4
-	VMOVDQU 0(R10), X6
-	VPCLMULQDQ $0x00, X6, X4, X8
-	VPCLMULQDQ $0x11, X6, X4, X9
-	VPCLMULQDQ $0x01, X6, X4, X10
-	VPCLMULQDQ $0x10, X6, X4, X11
-	VPXOR X11, X10, X10
-	ADDQ $16, SI
-	ADDQ $16, R10
-	SUBQ $16, R8
-	SUBQ $16, R9
-
-ghashBlock:
-	TESTQ R9, R9
-	JZ    ghashReduce
-	VMOVDQU 0(SI), X4
-	VPSHUFB X7, X4, X4
-	VMOVDQU 0(R10), X6
-	VPCLMULQDQ $0x00, X6, X4, X11
-	VPCLMULQDQ $0x11, X6, X4, X12
-	VPCLMULQDQ $0x01, X6, X4, X13
-	VPCLMULQDQ $0x10, X6, X4, X5
-	VPXOR X11, X8, X8
-	VPXOR X12, X9, X9
-	VPXOR X13, X10, X10
-	VPXOR X5, X10, X10
-	ADDQ $16, SI
-	ADDQ $16, R10
-	SUBQ $16, R8
-	SUBQ $16, R9
-	JMP  ghashBlock
-
-ghashReduce:
-	VPSLLDQ $8, X10, X11
-	VPSRLDQ $8, X10, X12
-	VPXOR X11, X8, X8
-	VPXOR X12, X9, X9
-	REDUCE(X8, X9, X14, X11)
-	JMP  ghashGroup
-
-ghashDone:
-	VMOVDQU X14, 0(DX)
 	VZEROUPPER
 	RET
 

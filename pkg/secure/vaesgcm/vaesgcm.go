@@ -18,7 +18,6 @@ package vaesgcm
 import (
 	"crypto/cipher"
 	"crypto/fips140"
-	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -72,10 +71,14 @@ func unavailable(st *selfTest) string {
 type gcm struct {
 	// ks is the AES-128 key schedule, 11 round keys in FIPS 197 byte order.
 	ks [176]byte
-	// htab holds H^16 .. H^1 (entry i is H^(16-i)), each multiplied by
+	// htab holds H^17 .. H^1 (entry i is H^(17-i)), each multiplied by
 	// x^-1 and stored as the bit-reflected 128-bit value (low quadword
-	// first), the form the assembly multiplies with.
-	htab [16][16]byte
+	// first), the form the assembly multiplies with, then zeros. The bulk
+	// loop uses H^16..H^1; a tail of m < 17 blocks is hashed with the
+	// powers H^(m+1).. from entry 16-m on, four registers of them, so the
+	// table runs on far enough for the loads past the last power to stay
+	// inside it (their products are with zero blocks).
+	htab [32][16]byte
 }
 
 // New returns AES-128-GCM with a 12-byte nonce and a 16-byte tag. It fails
@@ -101,11 +104,11 @@ func newAsm(key []byte) cipher.AEAD {
 	return g
 }
 
-// initTable fills htab with H^16..H^1 in the assembly's form.
+// initTable fills htab with H^17..H^1 in the assembly's form.
 func (g *gcm) initTable(h [16]byte) {
 	hh := fieldElem{binary.BigEndian.Uint64(h[:8]), binary.BigEndian.Uint64(h[8:])}
 	p := hh
-	for i := 15; i >= 0; i-- {
+	for i := 16; i >= 0; i-- {
 		// The integer whose bit 127 is x^0 is (hi, lo) as read big-endian;
 		// times x^-1 it is shifted left by one, folding x^-1 = x^127 + x^6
 		// + x + 1 (0xC2000...01) in when the x^0 coefficient falls out.
@@ -138,20 +141,8 @@ func (g *gcm) Seal(dst, nonce, plaintext, ad []byte) []byte {
 		panic("crypto/cipher: invalid buffer overlap of output and additional data")
 	}
 
-	var j0, ctr, y [16]byte
-	g.begin(&j0, &ctr, &y, nonce, ad)
-
-	n := len(plaintext) &^ (chunk - 1)
-	if n > 0 {
-		sealBlocks(&g.ks, &g.htab, &ctr, &y, &out[0], &plaintext[0], n)
-		advance(&ctr, n/blockSize)
-	}
-	if rest := len(plaintext) - n; rest > 0 {
-		var ks [chunk]byte
-		keystream(&g.ks, &ctr, &ks)
-		subtle.XORBytes(out[n:], plaintext[n:], ks[:rest])
-	}
-	g.tag((*[16]byte)(out[len(plaintext):]), &y, &j0, out[n:len(plaintext)], len(ad), len(plaintext))
+	sealGCM(&g.ks, &g.htab, &out[0], unsafe.SliceData(plaintext), len(plaintext),
+		&nonce[0], unsafe.SliceData(ad), len(ad))
 	return ret
 }
 
@@ -176,81 +167,14 @@ func (g *gcm) Open(dst, nonce, ciphertext, ad []byte) ([]byte, error) {
 	if anyOverlap(out, ad) {
 		panic("crypto/cipher: invalid buffer overlap of output and additional data")
 	}
-	var want [16]byte
-	copy(want[:], ciphertext[len(ciphertext)-tagSize:])
-	ciphertext = ciphertext[:len(ciphertext)-tagSize]
-
-	var j0, ctr, y [16]byte
-	g.begin(&j0, &ctr, &y, nonce, ad)
-
-	n := len(ciphertext) &^ (chunk - 1)
-	if n > 0 {
-		openBlocks(&g.ks, &g.htab, &ctr, &y, &out[0], &ciphertext[0], n)
-		advance(&ctr, n/blockSize)
-	}
-	// Hash the tail before decrypting it: out may be ciphertext itself.
-	var got [16]byte
-	g.tag(&got, &y, &j0, ciphertext[n:], len(ad), len(ciphertext))
-	if rest := len(ciphertext) - n; rest > 0 {
-		var ks [chunk]byte
-		keystream(&g.ks, &ctr, &ks)
-		subtle.XORBytes(out[n:], ciphertext[n:], ks[:rest])
-	}
-	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+	n := len(ciphertext) - tagSize
+	if !openGCM(&g.ks, &g.htab, unsafe.SliceData(out), &ciphertext[0], n,
+		&nonce[0], unsafe.SliceData(ad), len(ad)) {
 		// Decryption ran before the check: release nothing of it.
 		clear(out)
 		return nil, errOpen
 	}
 	return ret, nil
-}
-
-// begin sets up a message: J0 = nonce || 1 (it encrypts the tag), the
-// first data counter J0+1, and the hash of the additional data.
-func (g *gcm) begin(j0, ctr, y *[16]byte, nonce, ad []byte) {
-	copy(j0[:], nonce)
-	j0[15] = 1
-	*ctr = *j0
-	ctr[15] = 2
-	g.hash(y, ad)
-}
-
-// hash folds data into y, the last partial block padded with zeros.
-func (g *gcm) hash(y *[16]byte, data []byte) {
-	full := len(data) &^ (blockSize - 1)
-	if full > 0 {
-		ghashBlocks(&g.htab, y, &data[0], full)
-	}
-	if full < len(data) {
-		var last [16]byte
-		copy(last[:], data[full:])
-		ghashBlocks(&g.htab, y, &last[0], blockSize)
-	}
-}
-
-// tag hashes the tail of the ciphertext (less than a chunk, zero-padded to
-// a block) and the lengths block in one call, and encrypts the result with
-// E(K, J0).
-func (g *gcm) tag(out, y, j0 *[16]byte, tail []byte, adLen, textLen int) {
-	var buf [chunk + blockSize]byte
-	m := (copy(buf[:chunk], tail) + blockSize - 1) &^ (blockSize - 1)
-	binary.BigEndian.PutUint64(buf[m:], uint64(adLen)*8)
-	binary.BigEndian.PutUint64(buf[m+8:], uint64(textLen)*8)
-	ghashBlocks(&g.htab, y, &buf[0], m+blockSize)
-	var s [16]byte
-	// y holds the reflected value low quadword first; the block is its
-	// big-endian form.
-	binary.BigEndian.PutUint64(s[:8], binary.LittleEndian.Uint64(y[8:]))
-	binary.BigEndian.PutUint64(s[8:], binary.LittleEndian.Uint64(y[:8]))
-	var mask [16]byte
-	encryptBlock(&g.ks, &mask, j0)
-	subtle.XORBytes(out[:], s[:], mask[:])
-}
-
-// advance adds n to the 32-bit big-endian counter, modulo 2^32 as GCM
-// increments it.
-func advance(ctr *[16]byte, n int) {
-	c := binary.BigEndian.Uint32(ctr[12:])
-	binary.BigEndian.PutUint32(ctr[12:], c+uint32(n))
 }
 
 // sliceForAppend extends in by n bytes, reallocating only when its capacity
