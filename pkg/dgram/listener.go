@@ -251,7 +251,14 @@ func (l *Listener) routeAt(rx *receiver, d []byte, from netip.AddrPort, now time
 			l.drop(DropMalformed, from)
 			return nil
 		}
-		s := l.index.lookup(index(d[headerLen:]))
+		// A GRO message is a run of one peer's datagrams: the session
+		// the receiver holds is the one its index names, without a
+		// lookup (a read lock) per datagram.
+		i := index(d[headerLen:])
+		s := rx.s
+		if s == nil || s.local != i {
+			s = l.index.lookup(i)
+		}
 		if s == nil {
 			l.drop(DropUnknownIndex, from)
 			return nil
