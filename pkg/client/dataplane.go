@@ -114,8 +114,18 @@ type tunnelAddrs struct {
 }
 
 // readDevice sends every frame read from the TUN to the session of the
-// server whose routes cover its destination, until ctx ends.
+// server whose routes cover its destination, until ctx ends. The last
+// session it sent to may hold the end of a frame back for the next
+// (session.SendMore): it sends it before the reader turns to another
+// session or waits for the TUN.
 func (c *Client) readDevice(ctx context.Context) {
+	var held *session.Session
+	sendHeld := func() {
+		if held != nil {
+			held.SendHeld()
+			held = nil
+		}
+	}
 	device.Frames(ctx, c.dev, c.rate, func(b *packet.Buf, dst netip.Addr) {
 		up, ok := c.byDst.Load().Lookup(dst)
 		if !ok {
@@ -129,14 +139,19 @@ func (c *Client) readDevice(ctx context.Context) {
 			c.drops.Inc(DropNoSession) // reconnecting: the route stays, the packet cannot
 			return
 		}
-		if err := sess.Send(b); err != nil {
+		if sess != held {
+			sendHeld()
+		}
+		held = sess
+		if err := sess.SendMore(b); err != nil {
 			r := sendDrops.For(err)
 			c.drops.Inc(r)
 			if r == DropSendError {
 				c.rate.Log(slog.LevelWarn, "send-error", "send to server failed", "err", err)
 			}
 		}
-	}, func() { c.drops.Inc(DropMalformed) })
+	}, func() { c.drops.Inc(DropMalformed) }, sendHeld)
+	sendHeld() // ctx ended: nothing stays held
 }
 
 // sendDrops are the drop reasons of a frame a session did not send.

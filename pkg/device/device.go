@@ -20,9 +20,12 @@ type Device interface {
 	// Name is the device's name on the host (gtun0, gtund0).
 	Name() string
 	// ReadFrame reads the next frame the host routes into the device,
-	// waiting for one. An error means the device was closed, or deleted
-	// and replaced (the keeper recreates it; the caller retries).
-	ReadFrame(b *packet.Buf) error
+	// waiting for one. When none is ready it calls idle (if not nil)
+	// before it waits: the caller's chance to send what it held back for
+	// the frames that might have followed. An error means the device was
+	// closed, or deleted and replaced (the keeper recreates it; the caller
+	// retries).
+	ReadFrame(b *packet.Buf, idle func()) error
 	// WriteFrame hands a frame to the host. It does not keep frame.
 	WriteFrame(frame []byte) error
 	// Set gives the device its MTU and addresses, replacing earlier ones.
@@ -41,12 +44,19 @@ type Device interface {
 // whose packet has no readable destination goes to malformed (counted by
 // the caller, not logged: IPv6 router solicitations and the like). A read
 // error means the device was deleted or replaced: Frames logs it (at a
-// bounded rate) and reads again once the keeper has repaired it.
-func Frames(ctx context.Context, d Device, rate *lograte.Limiter, handle func(b *packet.Buf, dst netip.Addr), malformed func()) {
+// bounded rate) and reads again once the keeper has repaired it. idle (may
+// be nil) runs whenever no frame is ready, before Frames waits for one: a
+// handler that holds the end of a frame back to send it with the next
+// (the udp transport fills its GSO sends that way) sends it then, so
+// nothing is held while the reader sleeps.
+func Frames(ctx context.Context, d Device, rate *lograte.Limiter, handle func(b *packet.Buf, dst netip.Addr), malformed, idle func()) {
 	for {
 		b := packet.Get()
-		if err := d.ReadFrame(b); err != nil {
+		if err := d.ReadFrame(b, idle); err != nil {
 			packet.Put(b)
+			if idle != nil {
+				idle()
+			}
 			if ctx.Err() != nil {
 				return
 			}

@@ -53,7 +53,7 @@ func TestFramesDestinations(t *testing.T) {
 			device.Frames(ctx, d, lograte.New(slog.New(slog.DiscardHandler), time.Second), func(b *packet.Buf, dst netip.Addr) {
 				got = append(got, seen{dst, bytes.Clone(b.Bytes())})
 				packet.Put(b)
-			}, func() { malformed.Add(1) })
+			}, func() { malformed.Add(1) }, nil)
 		}()
 		d.InjectIP(ipv4("10.244.1.20"))
 		d.InjectIP([]byte{0x10, 0, 0}) // not IP
@@ -81,6 +81,41 @@ func TestFramesDestinations(t *testing.T) {
 	})
 }
 
+// idle runs when no frame is ready, before Frames waits: after a burst
+// (so that what a handler held back for the next frame goes), not between
+// the frames of one.
+func TestFramesIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := memdev.New("gtun0", false)
+		for range 3 {
+			d.InjectIP(ipv4("10.244.1.20"))
+		}
+		var events []string // appended on Frames' goroutine only
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			device.Frames(ctx, d, lograte.New(slog.New(slog.DiscardHandler), time.Second), func(b *packet.Buf, dst netip.Addr) {
+				events = append(events, "frame")
+				packet.Put(b)
+			}, func() {}, func() { events = append(events, "idle") })
+		}()
+		synctest.Wait()
+		if got, want := strings.Join(events, " "), "frame frame frame idle"; got != want {
+			t.Errorf("a burst of three: %s, want %s", got, want)
+		}
+		events = nil
+		d.InjectIP(ipv4("10.244.1.20"))
+		synctest.Wait()
+		if got, want := strings.Join(events, " "), "frame idle"; got != want {
+			t.Errorf("one more: %s, want %s", got, want)
+		}
+		cancel()
+		d.Close()
+		<-done
+	})
+}
+
 // flaky fails its first reads as a deleted TUN device does until the
 // keeper has recreated it.
 type flaky struct {
@@ -88,11 +123,11 @@ type flaky struct {
 	failures atomic.Int64
 }
 
-func (f *flaky) ReadFrame(b *packet.Buf) error {
+func (f *flaky) ReadFrame(b *packet.Buf, idle func()) error {
 	if f.failures.Add(-1) >= 0 {
 		return errors.New("read /dev/net/tun: file already closed")
 	}
-	return f.Device.ReadFrame(b)
+	return f.Device.ReadFrame(b, idle)
 }
 
 // A read error is logged at a bounded rate and the read retried: frames
@@ -111,7 +146,7 @@ func TestFramesRetriesAfterReadErrors(t *testing.T) {
 			device.Frames(ctx, f, lograte.New(slog.New(slog.NewTextHandler(&logged, nil)), time.Minute), func(b *packet.Buf, dst netip.Addr) {
 				packet.Put(b)
 				got <- dst
-			}, func() { t.Error("malformed") })
+			}, func() { t.Error("malformed") }, nil)
 		}()
 		f.InjectIP(ipv4("10.244.1.20"))
 		start := time.Now()
@@ -139,7 +174,7 @@ func TestFramesEndsWithContext(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			device.Frames(ctx, f, lograte.New(slog.New(slog.DiscardHandler), time.Minute), func(b *packet.Buf, _ netip.Addr) { packet.Put(b) }, func() {})
+			device.Frames(ctx, f, lograte.New(slog.New(slog.DiscardHandler), time.Minute), func(b *packet.Buf, _ netip.Addr) { packet.Put(b) }, func() {}, nil)
 		}()
 		time.Sleep(time.Second)
 		cancel()

@@ -191,7 +191,18 @@ func (s *Server) flushDropLogs() {
 
 // readDevice sends every frame read from the TUN to the session of the
 // peer that owns its destination, until ctx ends.
+//
+// A udp session may hold the end of a frame back for the next frame's
+// datagrams to join its GSO send (session.EnqueueMore); the reader sends
+// it before it turns to another session or waits for the TUN.
 func (s *Server) readDevice(ctx context.Context) {
+	var held *session.Session
+	sendHeld := func() {
+		if held != nil {
+			held.SendHeld()
+			held = nil
+		}
+	}
 	device.Frames(ctx, s.dev, s.rate, func(b *packet.Buf, dst netip.Addr) {
 		ps := s.route(dst)
 		if ps == nil {
@@ -199,10 +210,15 @@ func (s *Server) readDevice(ctx context.Context) {
 			s.drops.Inc(DropNoRoute)
 			return
 		}
-		if err := ps.sess.Enqueue(b); err != nil {
+		if ps.sess != held {
+			sendHeld()
+		}
+		held = ps.sess
+		if err := ps.sess.EnqueueMore(b); err != nil {
 			s.drop(ps, sendDrops.For(err), nil, err)
 		}
-	}, func() { s.drops.Inc(DropMalformed) })
+	}, func() { s.drops.Inc(DropMalformed) }, sendHeld)
+	sendHeld()
 }
 
 // sendDrops are the drop reasons of a frame a session did not send.

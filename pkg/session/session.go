@@ -109,6 +109,12 @@ type Datagrams interface {
 	// frame is the caller's again on return, its bytes overwritten (a
 	// super-packet is cut in place).
 	SendFrame(frame []byte) error
+	// SendFrameMore is SendFrame when more frames follow at once: the
+	// frame's last datagrams may wait for the next frame's, to fill a
+	// GSO send, until SendHeld.
+	SendFrameMore(frame []byte) error
+	// SendHeld sends what SendFrameMore held back.
+	SendHeld() error
 	// SetReceiver routes the frames that arrive to deliver, on the
 	// goroutine that read them; nil drops them (counted by the path).
 	SetReceiver(deliver func(frame []byte))
@@ -293,7 +299,7 @@ var ErrQueueFull = errors.New("send queue full")
 // a datagram carries, a closed session). The session owns b either way.
 func (s *Session) Enqueue(b *packet.Buf) error {
 	if s.dg != nil {
-		return s.sendDatagrams(b)
+		return s.sendDatagrams(b, false)
 	}
 	s.inflight.Add(1)
 	select {
@@ -320,7 +326,7 @@ func (s *Session) Enqueue(b *packet.Buf) error {
 // still be on its way.
 func (s *Session) Send(b *packet.Buf) error {
 	if s.dg != nil {
-		return s.sendDatagrams(b)
+		return s.sendDatagrams(b, false)
 	}
 	if s.inflight.Load() != 0 {
 		return s.Enqueue(b)
@@ -349,13 +355,48 @@ func (s *Session) Send(b *packet.Buf) error {
 	return nil
 }
 
+// SendMore is Send for a TUN reader with more frames ready: on the
+// datagram path the frame's last datagrams may wait for the next frame's,
+// to fill one GSO send, until SendHeld, which the reader calls before it
+// sends to another session or waits for the TUN. On a stream path it is
+// Send.
+func (s *Session) SendMore(b *packet.Buf) error {
+	if s.dg != nil {
+		return s.sendDatagrams(b, true)
+	}
+	return s.Send(b)
+}
+
+// EnqueueMore is SendMore with Enqueue on a stream path.
+func (s *Session) EnqueueMore(b *packet.Buf) error {
+	if s.dg != nil {
+		return s.sendDatagrams(b, true)
+	}
+	return s.Enqueue(b)
+}
+
+// SendHeld sends what SendMore and EnqueueMore held back (nothing on a stream path).
+func (s *Session) SendHeld() {
+	if s.dg == nil {
+		return
+	}
+	if err := s.dg.SendHeld(); err != nil {
+		s.Stats.SendErrors.Add(1)
+	}
+}
+
 // sendDatagrams sends a frame as datagrams, on the caller's goroutine:
 // sealing and handing datagrams to the socket never waits on the peer (a
 // datagram the socket cannot take is lost and counted, as on the wire),
 // so no queue and no writer goroutine stand between the TUN and the path.
-func (s *Session) sendDatagrams(b *packet.Buf) error {
+func (s *Session) sendDatagrams(b *packet.Buf, more bool) error {
 	n := b.N
-	err := s.dg.SendFrame(b.Bytes())
+	var err error
+	if more {
+		err = s.dg.SendFrameMore(b.Bytes())
+	} else {
+		err = s.dg.SendFrame(b.Bytes())
+	}
 	packet.Put(b)
 	if err != nil {
 		s.Stats.SendErrors.Add(1)

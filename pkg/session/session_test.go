@@ -763,6 +763,8 @@ func TestSendAllocs(t *testing.T) {
 type refusingDatagrams struct{ err error }
 
 func (r refusingDatagrams) SendFrame([]byte) error        { return r.err }
+func (r refusingDatagrams) SendFrameMore([]byte) error    { return r.err }
+func (r refusingDatagrams) SendHeld() error               { return nil }
 func (refusingDatagrams) SetReceiver(func(frame []byte))  {}
 func (refusingDatagrams) Rekeys() (sent, received uint64) { return 0, 0 }
 

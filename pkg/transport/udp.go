@@ -41,8 +41,9 @@ type Datagrams struct {
 	run     []byte // sealed datagrams of one size back to back, for one GSO send
 	runSeg  int    // their size; 0: run is empty
 	runN    int
-	runEnd  bool      // the last one is shorter: nothing may follow it in this run
-	now     time.Time // read once per frame, for the key epochs of its packets
+	runEnd  bool        // the last one is shorter: nothing may follow it in this run
+	held    atomic.Bool // SendFrameMore left the run unsent
+	now     time.Time   // read once per frame, for the key epochs of its packets
 
 	deliver atomic.Pointer[func([]byte)]
 	gro     *packet.Coalescer // the receiver's, on the session's reading goroutine
@@ -64,13 +65,39 @@ func NewDatagrams(s *dgram.Session) *Datagrams {
 // SendFrame sends frame ([virtio-net header][IP packet]) as one datagram
 // per packet of the tunnel MTU. A TSO frame is cut in place (see
 // packet.SegmentPartial): the frame is overwritten.
-func (d *Datagrams) SendFrame(frame []byte) error {
+func (d *Datagrams) SendFrame(frame []byte) error { return d.sendFrame(frame, false) }
+
+// SendFrameMore is SendFrame for a caller with more frames coming (the TUN
+// reader while the TUN has frames ready): the last datagrams of a TSO
+// frame may wait, unsent, for the next frame's to fill the GSO send they
+// start, until SendHeld. A 64 KiB frame is ~47 datagrams of ~1.4 KB, more
+// than one GSO send takes (64 KB): sent frame by frame, every frame costs
+// a second, short send (and a second skb through both kernels); carried
+// over, the sends stay full. Anything sent on the session meanwhile goes
+// after them, in order.
+func (d *Datagrams) SendFrameMore(frame []byte) error { return d.sendFrame(frame, true) }
+
+// SendHeld sends what SendFrameMore held back.
+func (d *Datagrams) SendHeld() error {
+	if !d.held.Load() {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.held.Store(false)
+	return d.sendRun()
+}
+
+func (d *Datagrams) sendFrame(frame []byte, more bool) error {
 	if len(frame) <= packet.VnetHdrLen {
 		return packet.ErrMalformed
 	}
 	h := packet.DecodeVnetHdr(frame)
 	pkt := frame[packet.VnetHdrLen:]
 	if h.Plain() {
+		if err := d.SendHeld(); err != nil { // the held datagrams go first: order is kept
+			return err
+		}
 		return d.sendPacket(pkt, 0)
 	}
 	d.mu.Lock()
@@ -83,6 +110,11 @@ func (d *Datagrams) SendFrame(frame []byte) error {
 	// them with the offload): no pass over the payload for it here.
 	d.now = time.Now()
 	err := packet.SegmentPartial(h, pkt, d.scratch, d.emit)
+	if more && err == nil && d.runN > 0 && !d.runEnd {
+		d.held.Store(true) // the next frame's datagrams may join the run
+		return nil
+	}
+	d.held.Store(false)
 	if ferr := d.sendRun(); err == nil {
 		err = ferr
 	}

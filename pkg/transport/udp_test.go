@@ -143,6 +143,84 @@ func TestDatagramsCarryTSOFrames(t *testing.T) {
 	}
 }
 
+// SendFrameMore holds a frame's datagrams back while its GSO send has room
+// for the next frame's; they go with it, or with SendHeld, or ahead of a
+// plain packet, in order.
+func TestSendFrameMoreFillsGSOSends(t *testing.T) {
+	cli, srv, _ := udpPair(t)
+	var mu sync.Mutex
+	var got []byte
+	srv.SetReceiver(func(f []byte) {
+		h := packet.DecodeVnetHdr(f)
+		mu.Lock()
+		defer mu.Unlock()
+		err := packet.Segment(h, f[packet.VnetHdrLen:], make([]byte, packet.MaxIP), func(p []byte) error {
+			got = append(got, p[40:]...)
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	const mss = 1360
+	payload := make([]byte, 80*mss+100)
+	for i := range payload {
+		payload[i] = byte(i * 13)
+	}
+	sent := func() uint64 { return cli.Session().Stats().TxDatagrams }
+	per := dgram.GSOMaxBytes / (40 + mss + dgram.DataOverhead) // datagrams one GSO send takes
+
+	// 40 full segments fit one GSO send: all held.
+	if err := cli.SendFrameMore(tsoFrame(payload[:40*mss], mss, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if n := sent(); n != 0 {
+		t.Fatalf("%d datagrams sent, want all 40 held", n)
+	}
+	// 40 more: the send fills up and goes, the rest is held.
+	if err := cli.SendFrameMore(tsoFrame(payload[40*mss:80*mss], mss, 1000+40*mss)); err != nil {
+		t.Fatal(err)
+	}
+	if n := sent(); n != uint64(per) {
+		t.Fatalf("%d datagrams sent, want one full GSO send of %d", n, per)
+	}
+	// A plain packet: the held datagrams go ahead of it.
+	plain := tsoFrame(payload[80*mss:], mss, 1000+80*mss)
+	clear(plain[:packet.VnetHdrLen])
+	if err := cli.SendFrameMore(plain); err != nil {
+		t.Fatal(err)
+	}
+	if n := sent(); n != 81 {
+		t.Fatalf("%d datagrams sent, want 81", n)
+	}
+	if err := cli.SendHeld(); err != nil {
+		t.Fatal(err)
+	}
+	// A frame whose last segment is short ends its send: nothing held.
+	if err := cli.SendFrameMore(tsoFrame(payload[:3*mss+7], mss, 5000)); err != nil {
+		t.Fatal(err)
+	}
+	if n := sent(); n != 85 {
+		t.Fatalf("%d datagrams sent, want 85 (a short last segment is never held)", n)
+	}
+	want := append(bytes.Clone(payload), payload[:3*mss+7]...)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= len(want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !bytes.Equal(got, want) {
+		t.Fatalf("received %d bytes, want %d in order", len(got), len(want))
+	}
+}
+
 // BenchmarkSendFrame64K is the udp transport's send path for one TSO
 // frame from the TUN: cut, sealed and sent over loopback with UDP GSO
 // (the receiving side reads and drops what is not yet routed).

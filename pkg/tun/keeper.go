@@ -121,9 +121,9 @@ func (k *Keeper) Offload() bool { return k.offload }
 
 // ReadFrame reads one frame from the current device. After an error it
 // tells the Keeper to check the device; the caller retries.
-func (k *Keeper) ReadFrame(b *packet.Buf) error {
+func (k *Keeper) ReadFrame(b *packet.Buf, idle func()) error {
 	d := k.dev.Load()
-	err := d.ReadFrame(b)
+	err := d.ReadFrame(b, idle)
 	if err != nil && d == k.dev.Load() {
 		k.Kick()
 	}

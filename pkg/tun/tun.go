@@ -6,12 +6,14 @@ package tun
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -23,6 +25,7 @@ import (
 // closed (it is not persistent), so even a killed daemon leaves none behind.
 type Device struct {
 	f          *os.File
+	rc         syscall.RawConn // f's, for reads that run idle before they wait
 	name       string
 	offload    bool  // IFF_VNET_HDR with checksum and TSO offloads
 	offloadErr error // why offloads were refused, when they were asked for
@@ -102,7 +105,13 @@ func open(name string, offload bool) (*Device, error) {
 	}
 	// A non-blocking fd handed to os.NewFile goes through the runtime poller,
 	// so Close unblocks a pending Read instead of leaving a goroutine stuck.
-	return &Device{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: ifr.Name(), offload: offload}, nil
+	f := os.NewFile(uintptr(fd), "/dev/net/tun")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tun %s: %w", name, err)
+	}
+	return &Device{f: f, rc: rc, name: ifr.Name(), offload: offload}, nil
 }
 
 // Offload reports whether the device hands over and takes offloaded
@@ -110,10 +119,11 @@ func open(name string, offload bool) (*Device, error) {
 func (d *Device) Offload() bool { return d.offload }
 
 // ReadFrame reads one packet into b as a frame: virtio-net header and IP
-// packet. In plain mode the header is all zeros (a complete packet).
-func (d *Device) ReadFrame(b *packet.Buf) error {
+// packet. In plain mode the header is all zeros (a complete packet). idle
+// (if not nil) runs when no packet is ready, before it waits for one.
+func (d *Device) ReadFrame(b *packet.Buf, idle func()) error {
 	if d.offload {
-		n, err := d.f.Read(b.B[:])
+		n, err := d.read(b.B[:], idle)
 		if err != nil {
 			return err
 		}
@@ -123,13 +133,52 @@ func (d *Device) ReadFrame(b *packet.Buf) error {
 		b.N = n
 		return nil
 	}
-	n, err := d.f.Read(b.B[packet.VnetHdrLen:])
+	n, err := d.read(b.B[packet.VnetHdrLen:], idle)
 	if err != nil {
 		return err
 	}
 	clear(b.B[:packet.VnetHdrLen])
 	b.N = packet.VnetHdrLen + n
 	return nil
+}
+
+// read is f.Read, calling idle once when the device has nothing to read,
+// before the runtime poller parks the goroutine. A frame that comes while
+// idle runs is not missed: the poller's readiness is armed before the
+// first attempt, so the wait that follows returns at once.
+func (d *Device) read(p []byte, idle func()) (int, error) {
+	if idle == nil {
+		return d.f.Read(p)
+	}
+	var n int
+	var err error
+	idled := false
+	rerr := d.rc.Read(func(fd uintptr) bool {
+		for {
+			n, err = unix.Read(int(fd), p)
+			if err != unix.EINTR {
+				break
+			}
+		}
+		if err == unix.EAGAIN {
+			if !idled {
+				idled = true
+				idle()
+			}
+			return false
+		}
+		return true
+	})
+	if rerr != nil {
+		return 0, fmt.Errorf("read %s: %w", d.name, rerr)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", d.name, err)
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // WriteFrame writes a frame (virtio-net header and IP packet, as ReadFrame

@@ -78,9 +78,18 @@ func (d *Device) InjectIP(pkt []byte) bool {
 }
 
 // ReadFrame implements device.Device.
-func (d *Device) ReadFrame(b *packet.Buf) error {
+func (d *Device) ReadFrame(b *packet.Buf, idle func()) error {
 	if d.isClosed() {
 		return ErrClosed
+	}
+	select {
+	case f := <-d.in:
+		b.N = copy(b.B, f)
+		return nil
+	default:
+	}
+	if idle != nil {
+		idle()
 	}
 	select {
 	case f := <-d.in:

@@ -18,7 +18,7 @@ func TestInjectReadWriteTake(t *testing.T) {
 	frame[packet.VnetHdrLen] = 0 // Inject copied it
 	b := packet.Get()
 	defer packet.Put(b)
-	if err := d.ReadFrame(b); err != nil {
+	if err := d.ReadFrame(b, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(b.Bytes(), append(make([]byte, packet.VnetHdrLen), 0x45, 1, 2, 3)) {
@@ -68,7 +68,7 @@ func TestOverflowDiscardFailClose(t *testing.T) {
 	if d.Inject(f) {
 		t.Error("Inject into a closed device")
 	}
-	if err := d.ReadFrame(packet.Get()); !errors.Is(err, ErrClosed) {
+	if err := d.ReadFrame(packet.Get(), nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("read after close = %v", err)
 	}
 	if err := d.WriteFrame(f); !errors.Is(err, ErrClosed) {
