@@ -38,19 +38,22 @@ func Listen(addr netip.AddrPort, h dns.Handler, onErr func(error)) (*Server, err
 		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, 1) })
 		return errors.Join(err, serr)
 	}}
-	pc, err := lc.ListenPacket(context.Background(), udpNet, addr.String())
+	var pc net.PacketConn
+	var ln net.Listener
+	var err error
+	// Port 0: TCP on the port the kernel chose for UDP, which a TCP socket
+	// may hold already; then another port, a few times.
+	for try := 0; ; try++ {
+		pc, ln, err = listenBoth(lc, udpNet, tcpNet, addr)
+		if err == nil || addr.Port() != 0 || !errors.Is(err, unix.EADDRINUSE) || try == 8 {
+			break
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("dns: listen udp %s: %w", addr, err)
+		return nil, err
 	}
-	if addr.Port() == 0 { // TCP on the port the kernel chose for UDP
-		addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
-		addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-	}
-	ln, err := lc.Listen(context.Background(), tcpNet, addr.String())
-	if err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("dns: listen tcp %s: %w", addr, err)
-	}
+	addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	s := &Server{Addr: addr, done: make(chan error, 2),
 		udp: &dns.Server{PacketConn: pc, Handler: h},
 		tcp: &dns.Server{Listener: ln, Handler: h, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second},
@@ -75,6 +78,24 @@ func Listen(addr netip.AddrPort, h dns.Handler, onErr func(error)) (*Server, err
 		}
 	}
 	return s, nil
+}
+
+// listenBoth binds UDP on addr, then TCP on the same address and port.
+func listenBoth(lc net.ListenConfig, udpNet, tcpNet string, addr netip.AddrPort) (net.PacketConn, net.Listener, error) {
+	pc, err := lc.ListenPacket(context.Background(), udpNet, addr.String())
+	if err != nil {
+		return nil, nil, fmt.Errorf("dns: listen udp %s: %w", addr, err)
+	}
+	if addr.Port() == 0 {
+		addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
+		addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	}
+	ln, err := lc.Listen(context.Background(), tcpNet, addr.String())
+	if err != nil {
+		pc.Close()
+		return nil, nil, fmt.Errorf("dns: listen tcp %s: %w", addr, err)
+	}
+	return pc, ln, nil
 }
 
 // Close stops both servers; their sockets are closed when it returns.
