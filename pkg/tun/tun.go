@@ -26,6 +26,7 @@ import (
 type Device struct {
 	f          *os.File
 	rc         syscall.RawConn // f's, for reads that run idle before they wait
+	rd         idleRead
 	name       string
 	offload    bool  // IFF_VNET_HDR with checksum and TSO offloads
 	offloadErr error // why offloads were refused, when they were asked for
@@ -111,7 +112,9 @@ func open(name string, offload bool) (*Device, error) {
 		f.Close()
 		return nil, fmt.Errorf("tun %s: %w", name, err)
 	}
-	return &Device{f: f, rc: rc, name: ifr.Name(), offload: offload}, nil
+	d := &Device{f: f, rc: rc, name: ifr.Name(), offload: offload}
+	d.rd.fn = d.rd.attempt
+	return d, nil
 }
 
 // Offload reports whether the device hands over and takes offloaded
@@ -150,25 +153,13 @@ func (d *Device) read(p []byte, idle func()) (int, error) {
 	if idle == nil {
 		return d.f.Read(p)
 	}
-	var n int
-	var err error
-	idled := false
-	rerr := d.rc.Read(func(fd uintptr) bool {
-		for {
-			n, err = unix.Read(int(fd), p)
-			if err != unix.EINTR {
-				break
-			}
-		}
-		if err == unix.EAGAIN {
-			if !idled {
-				idled = true
-				idle()
-			}
-			return false
-		}
-		return true
-	})
+	r := &d.rd
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.p, r.idle, r.n, r.err, r.idled = p, idle, 0, nil, false
+	rerr := d.rc.Read(r.fn)
+	n, err := r.n, r.err
+	r.p, r.idle, r.err = nil, nil, nil
 	if rerr != nil {
 		return 0, fmt.Errorf("read %s: %w", d.name, rerr)
 	}
@@ -179,6 +170,39 @@ func (d *Device) read(p []byte, idle func()) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// idleRead is the state of one read with an idle call, kept in the device
+// with its attempt bound once: a closure per read would be four
+// allocations per frame.
+type idleRead struct {
+	mu    sync.Mutex // one read at a time
+	fn    func(fd uintptr) bool
+	p     []byte
+	idle  func()
+	n     int
+	err   error
+	idled bool
+}
+
+// attempt is one read attempt for RawConn.Read: done unless the device
+// had nothing (EAGAIN), in which case idle runs (once per read) and the
+// poller waits.
+func (r *idleRead) attempt(fd uintptr) bool {
+	for {
+		r.n, r.err = unix.Read(int(fd), r.p)
+		if r.err != unix.EINTR {
+			break
+		}
+	}
+	if r.err == unix.EAGAIN {
+		if !r.idled {
+			r.idled = true
+			r.idle()
+		}
+		return false
+	}
+	return true
 }
 
 // WriteFrame writes a frame (virtio-net header and IP packet, as ReadFrame

@@ -3,6 +3,7 @@ package tun
 import (
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -13,8 +14,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/gtun/gtun/internal/testnet"
+	"github.com/gtun/gtun/pkg/packet"
 	"github.com/gtun/gtun/pkg/reconcile"
 )
 
@@ -173,6 +176,93 @@ func TestKeeperSetIsNotAHeal(t *testing.T) {
 		}
 		if n := healed.Load(); n != 0 {
 			t.Errorf("%d heals reported for the daemon's own changes", n)
+		}
+	})
+}
+
+// ReadFrame with an idle func reads what is ready without calling it, calls
+// it once when the device runs dry, before it waits, and returns the next
+// frame that comes; it allocates nothing per frame.
+func TestReadFrameIdle(t *testing.T) {
+	inNewNetns(t, func() {
+		d, err := Create("gtuntest0", true)
+		if err != nil {
+			t.Errorf("create: %v", err)
+			return
+		}
+		defer d.Close()
+		// No IPv6 on it: no router solicitations among the frames.
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/gtuntest0/disable_ipv6", []byte("1"), 0); err != nil {
+			t.Logf("disable IPv6 on the test device: %v", err)
+		}
+		link, err := netlink.LinkByName("gtuntest0")
+		if err == nil {
+			err = netlink.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(10, 77, 0, 1).To4(), Mask: net.CIDRMask(24, 32)}})
+		}
+		if err == nil {
+			err = netlink.LinkSetUp(link)
+		}
+		if err != nil {
+			t.Errorf("set up the device: %v", err)
+			return
+		}
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer unix.Close(fd)
+		send := func(n int) {
+			for range n {
+				// Its own sockaddr each time: Sendto writes into it.
+				if err := unix.Sendto(fd, []byte("ping"), 0, &unix.SockaddrInet4{Port: 9, Addr: [4]byte{10, 77, 0, 2}}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+
+		var idles int
+		waiting := make(chan struct{}, 1)
+		idle := func() {
+			idles++
+			select {
+			case waiting <- struct{}{}:
+			default:
+			}
+		}
+		b := packet.Get()
+		defer packet.Put(b)
+		send(3)
+		for i := range 3 {
+			if err := d.ReadFrame(b, idle); err != nil {
+				t.Fatal(err)
+			}
+			if dst, _ := packet.Dst(b.IP()); dst != netip.MustParseAddr("10.77.0.2") {
+				t.Fatalf("frame %d to %v", i, dst)
+			}
+		}
+		if idles != 0 {
+			t.Errorf("idle ran %d times with frames ready", idles)
+		}
+		go func() {
+			<-waiting // ReadFrame found nothing and is about to wait
+			send(1)
+		}()
+		if err := d.ReadFrame(b, idle); err != nil {
+			t.Fatal(err)
+		}
+		if idles != 1 {
+			t.Errorf("idle ran %d times for one wait, want 1", idles)
+		}
+
+		send(101)
+		if a := testing.AllocsPerRun(100, func() {
+			if err := d.ReadFrame(b, idle); err != nil {
+				t.Fatal(err)
+			}
+		}); a != 0 {
+			t.Errorf("%.1f allocations per frame read", a)
 		}
 	})
 }
