@@ -41,9 +41,10 @@ type Datagrams struct {
 	run     []byte // sealed datagrams of one size back to back, for one GSO send
 	runSeg  int    // their size; 0: run is empty
 	runN    int
-	runEnd  bool        // the last one is shorter: nothing may follow it in this run
-	held    atomic.Bool // SendFrameMore left the run unsent
-	now     time.Time   // read once per frame, for the key epochs of its packets
+	runEnd  bool                            // the last one is shorter: nothing may follow it in this run
+	held    atomic.Bool                     // SendFrameMore left the run unsent
+	now     time.Time                       // read once per frame, for the key epochs of its packets
+	send    func(run []byte, seg int) error // the session's SendSealed; a benchmark's stand-in
 
 	deliver atomic.Pointer[func([]byte)]
 	gro     *packet.Coalescer // the receiver's, on the session's reading goroutine
@@ -56,7 +57,7 @@ var ErrTooBig = errors.New("packet larger than a datagram carries")
 // NewDatagrams makes the data path of session s. Packets that arrive
 // before SetReceiver are dropped (and counted by the datagram layer).
 func NewDatagrams(s *dgram.Session) *Datagrams {
-	d := &Datagrams{s: s}
+	d := &Datagrams{s: s, send: s.SendSealed}
 	d.emit = d.addToRun
 	d.gro = packet.NewCoalescer(d.flushFrame)
 	return d
@@ -159,7 +160,7 @@ func (d *Datagrams) sendRun() error {
 	if d.runN == 0 {
 		return nil
 	}
-	err := d.s.SendSealed(d.run, d.runSeg)
+	err := d.send(d.run, d.runSeg)
 	d.run, d.runSeg, d.runN, d.runEnd = d.run[:0], 0, 0, false
 	return err
 }
