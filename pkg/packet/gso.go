@@ -13,7 +13,16 @@ import (
 // has. Each packet is built in scratch (at least 65535 bytes) and handed to
 // emit, which must not keep it.
 func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
-	return segment(h, pkt, scratch, false, false, func(p []byte, _ bool) error { return emit(p) })
+	var g Segmenter
+	if err := g.start(h, pkt, scratch, false, false); err != nil {
+		return err
+	}
+	for p, _, ok := g.Next(); ok; p, _, ok = g.Next() {
+		if err := emit(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SegmentPartial is Segment for a path that carries the checksum offload
@@ -25,25 +34,80 @@ func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
 //
 // The segments of a GSO super-packet are built in pkt itself, not copied
 // out: each one's headers are written just before its payload, over the
-// end of the payload emit has had already (scratch keeps the original
-// headers). So pkt is overwritten, and emit must be done with a segment
-// when it returns; the sealer reads each payload byte once, where the TUN
-// put it.
+// end of the payload emit has had already. So pkt is overwritten, and emit
+// must be done with a segment when it returns; the sealer reads each
+// payload byte once, where the TUN put it.
 func SegmentPartial(h VnetHdr, pkt, scratch []byte, emit func(p []byte, partial bool) error) error {
-	return segment(h, pkt, scratch, true, true, emit)
+	var g Segmenter
+	if err := g.StartPartial(h, pkt, scratch); err != nil {
+		return err
+	}
+	for p, partial, ok := g.Next(); ok; p, partial, ok = g.Next() {
+		if err := emit(p, partial); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func segment(h VnetHdr, pkt, scratch []byte, keepPartial, inPlace bool, emit func([]byte, bool) error) error {
+// maxHeaders is the longest IP and TCP headers together (IPv4 with
+// options, TCP with options).
+const maxHeaders = 60 + 60
+
+// Segmenter is SegmentPartial as an iterator: Next gives the packets one
+// by one, so that a caller that seals each (the udp transport) runs its own
+// loop, without a call through a func value per packet, and knows how many
+// there are before the first (Len). What is the same in every segment of
+// a super-packet is done once in StartPartial: the headers are kept, and
+// the IPv4 header's and the pseudo-header's sums are taken without the
+// fields that change (lengths, id), which each segment adds to them (the
+// one's-complement sum is a sum: RFC 1071 2(B)); no segment sums its
+// headers again. The zero value is ready for StartPartial; nothing in it
+// is allocated.
+type Segmenter struct {
+	pkt, scratch []byte
+	single       []byte // a packet that is not cut (Next gives it once); nil: a super-packet
+	partial      bool   // the packets' TCP checksums are left partial
+	inPlace      bool
+	is4, tcp     bool
+	ipLen        int
+	hdrLen       int
+	mss          int
+	payLen       int    // bytes of payload after the headers
+	off          int    // of the next segment's payload
+	left         int    // segments Next has still to give
+	first        bool   // the next segment is the first
+	seq          uint32 // the first segment's
+	id           uint16 // the first segment's (IPv4)
+	ipSum        uint32 // the IPv4 header's sum without total length, id and checksum
+	pseudoSum    uint32 // the pseudo-header's sum without the transport length
+	hdr          [maxHeaders]byte
+}
+
+// StartPartial readies g to cut pkt as SegmentPartial does: in place, TCP
+// checksums left partial. g keeps pkt and scratch until the last Next.
+func (g *Segmenter) StartPartial(h VnetHdr, pkt, scratch []byte) error {
+	return g.start(h, pkt, scratch, true, true)
+}
+
+// Len is how many packets the Next calls still to come give.
+func (g *Segmenter) Len() int { return g.left }
+
+func (g *Segmenter) start(h VnetHdr, pkt, scratch []byte, keepPartial, inPlace bool) error {
+	g.left, g.single = 0, nil
 	if err := h.Validate(pkt); err != nil {
 		return err
 	}
+	g.pkt, g.scratch, g.inPlace, g.left = pkt, scratch, inPlace, 1
 	if h.GSOType&^GSOECN == GSONone {
+		g.single, g.partial = pkt, false
 		if h.Flags&VnetNeedsCsum == 0 {
-			return emit(pkt, false)
+			return nil
 		}
 		if keepPartial {
 			if ipLen, proto, _ := ipHeader(pkt); proto == protoTCP && int(h.CsumStart) == ipLen && h.CsumOffset == 16 {
-				return emit(pkt, true)
+				g.partial = true
+				return nil
 			}
 		}
 		out := scratch[:len(pkt)]
@@ -52,86 +116,102 @@ func segment(h VnetHdr, pkt, scratch []byte, keepPartial, inPlace bool, emit fun
 		// The kernel left the pseudo-header sum in the field: folding the
 		// rest in and inverting completes the checksum.
 		binary.BigEndian.PutUint16(out[at:], ^Fold(Sum(out[h.CsumStart:], 0)))
-		return emit(out, false)
+		g.single = out
+		return nil
 	}
 	ipLen, proto, _ := ipHeader(pkt)
-	is4 := pkt[0]>>4 == 4
-	var thLen int
-	if proto == protoTCP {
+	g.is4, g.tcp = pkt[0]>>4 == 4, proto == protoTCP
+	thLen := 8
+	if g.tcp {
 		thLen = int(pkt[ipLen+12]>>4) * 4
 		if thLen < 20 || ipLen+thLen > len(pkt) {
+			g.left = 0
 			return fmt.Errorf("%w: TCP header length %d", ErrBadVnetHdr, thLen)
 		}
+		g.seq = binary.BigEndian.Uint32(pkt[ipLen+4:])
+	}
+	g.ipLen, g.hdrLen, g.mss = ipLen, ipLen+thLen, int(h.GSOSize)
+	g.partial = keepPartial && g.tcp
+	g.payLen = len(pkt) - g.hdrLen
+	g.off, g.first = 0, true
+	g.left = (g.payLen + g.mss - 1) / g.mss
+	// Kept apart: in place, pkt's are overwritten from the second
+	// segment on.
+	hdr := g.hdr[:copy(g.hdr[:], pkt[:g.hdrLen])]
+	if g.is4 {
+		g.id = binary.BigEndian.Uint16(hdr[4:])
+		clear(hdr[2:6]) // total length, id
+		clear(hdr[10:12])
+		g.ipSum = Sum(hdr[:ipLen], 0)
+		g.pseudoSum = Sum(hdr[12:20], 0) + uint32(proto)
 	} else {
-		thLen = 8
-	}
-	hdrLen := ipLen + thLen
-	payload := pkt[hdrLen:]
-	mss := int(h.GSOSize)
-	var seq uint32
-	if proto == protoTCP {
-		seq = binary.BigEndian.Uint32(pkt[ipLen+4:])
-	}
-	var id uint16
-	if is4 {
-		id = binary.BigEndian.Uint16(pkt[4:])
-	}
-	hdr := pkt[:hdrLen]
-	if inPlace {
-		hdr = scratch[:copy(scratch, hdr)] // pkt's are overwritten from the second segment on
-	}
-	for i, off := 0, 0; off < len(payload); i, off = i+1, off+mss {
-		end := min(off+mss, len(payload))
-		n := hdrLen + end - off
-		var seg []byte
-		if inPlace {
-			// Over the end of what was emitted already (the first
-			// segment's headers are where they were).
-			seg = pkt[off : off+n]
-			copy(seg, hdr)
-		} else {
-			seg = scratch[:n]
-			copy(seg, hdr)
-			copy(seg[hdrLen:], payload[off:end])
-		}
-		last := end == len(payload)
-		if is4 {
-			binary.BigEndian.PutUint16(seg[2:], uint16(n))
-			binary.BigEndian.PutUint16(seg[4:], id+uint16(i))
-			seg[10], seg[11] = 0, 0
-			binary.BigEndian.PutUint16(seg[10:], ^Fold(Sum(seg[:ipLen], 0)))
-		} else {
-			binary.BigEndian.PutUint16(seg[4:], uint16(n-40))
-		}
-		th := seg[ipLen:]
-		csumAt := 6 // UDP
-		if proto == protoTCP {
-			binary.BigEndian.PutUint32(th[4:], seq+uint32(off))
-			const fin, psh, cwr = 0x01, 0x08, 0x80
-			if !last {
-				th[13] &^= fin | psh
-			}
-			if i > 0 {
-				th[13] &^= cwr
-			}
-			csumAt = 16
-		} else {
-			binary.BigEndian.PutUint16(th[4:], uint16(n-ipLen))
-		}
-		partial := keepPartial && proto == protoTCP
-		th[csumAt], th[csumAt+1] = 0, 0
-		var c uint16
-		if partial {
-			c = Fold(pseudoHeader(seg, is4, proto, n-ipLen))
-		} else if c = ^Fold(Sum(th, pseudoHeader(seg, is4, proto, n-ipLen))); c == 0 && proto == protoUDP {
-			c = 0xffff
-		}
-		binary.BigEndian.PutUint16(th[csumAt:], c)
-		if err := emit(seg, partial); err != nil {
-			return err
-		}
+		g.pseudoSum = Sum(hdr[8:40], 0) + uint32(proto)
 	}
 	return nil
+}
+
+// Next gives the next packet and whether its TCP checksum is left partial;
+// ok is false after the last. The packet is in pkt or scratch, and the
+// next call overwrites it.
+func (g *Segmenter) Next() (p []byte, partial, ok bool) {
+	if g.left == 0 {
+		return nil, false, false
+	}
+	g.left--
+	if g.single != nil {
+		p, g.single = g.single, nil
+		return p, g.partial, true
+	}
+	hdrLen, ipLen, off := g.hdrLen, g.ipLen, g.off
+	end := min(off+g.mss, g.payLen)
+	n := hdrLen + end - off
+	var seg []byte
+	if g.inPlace {
+		// Over the end of what was given already (the first segment's
+		// headers are where they were).
+		seg = g.pkt[off : off+n]
+		copy(seg, g.hdr[:hdrLen])
+	} else {
+		seg = g.scratch[:n]
+		copy(seg, g.hdr[:hdrLen])
+		copy(seg[hdrLen:], g.pkt[hdrLen+off:hdrLen+end])
+	}
+	l4 := uint32(n - ipLen)
+	if g.is4 {
+		id := g.id + uint16(off/g.mss)
+		binary.BigEndian.PutUint16(seg[2:], uint16(n))
+		binary.BigEndian.PutUint16(seg[4:], id)
+		binary.BigEndian.PutUint16(seg[10:], ^Fold(g.ipSum+uint32(n)+uint32(id)))
+	} else {
+		binary.BigEndian.PutUint16(seg[4:], uint16(l4))
+	}
+	th := seg[ipLen:hdrLen]
+	if g.tcp {
+		binary.BigEndian.PutUint32(th[4:], g.seq+uint32(off))
+		const fin, psh, cwr = 0x01, 0x08, 0x80
+		if g.left > 0 {
+			th[13] &^= fin | psh
+		}
+		if !g.first {
+			th[13] &^= cwr
+		}
+		if g.partial {
+			binary.BigEndian.PutUint16(th[16:], Fold(g.pseudoSum+l4))
+		} else {
+			th[16], th[17] = 0, 0
+			binary.BigEndian.PutUint16(th[16:], ^Fold(Sum(seg[ipLen:], g.pseudoSum+l4)))
+		}
+	} else {
+		binary.BigEndian.PutUint16(th[4:], uint16(l4))
+		th[6], th[7] = 0, 0
+		c := ^Fold(Sum(seg[ipLen:], g.pseudoSum+l4))
+		if c == 0 {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(th[6:], c)
+	}
+	g.off, g.first = end, false
+	return seg, g.partial, true
 }
 
 func pseudoHeader(ip []byte, is4 bool, proto uint8, l4len int) uint32 {

@@ -226,3 +226,183 @@ func BenchmarkSum1400(b *testing.B) {
 		Sum(p, 0)
 	}
 }
+
+// refSegment is the cut by the book, each segment's headers and checksums
+// computed whole: what Segment and SegmentPartial must give, byte for
+// byte (SegmentPartial's once its partial TCP checksums are completed).
+func refSegment(h VnetHdr, pkt []byte) [][]byte {
+	ipLen, proto, _ := ipHeader(pkt)
+	is4 := pkt[0]>>4 == 4
+	thLen := 8
+	if proto == protoTCP {
+		thLen = int(pkt[ipLen+12]>>4) * 4
+	}
+	hdrLen, mss := ipLen+thLen, int(h.GSOSize)
+	var out [][]byte
+	for i, off := 0, hdrLen; off < len(pkt); i, off = i+1, off+mss {
+		end := min(off+mss, len(pkt))
+		seg := append(bytes.Clone(pkt[:hdrLen]), pkt[off:end]...)
+		n := len(seg)
+		if is4 {
+			binary.BigEndian.PutUint16(seg[2:], uint16(n))
+			binary.BigEndian.PutUint16(seg[4:], binary.BigEndian.Uint16(pkt[4:])+uint16(i))
+			seg[10], seg[11] = 0, 0
+			binary.BigEndian.PutUint16(seg[10:], ^Fold(Sum(seg[:ipLen], 0)))
+		} else {
+			binary.BigEndian.PutUint16(seg[4:], uint16(n-40))
+		}
+		th := seg[ipLen:]
+		at := 6
+		if proto == protoTCP {
+			binary.BigEndian.PutUint32(th[4:], binary.BigEndian.Uint32(pkt[ipLen+4:])+uint32(off-hdrLen))
+			if end != len(pkt) {
+				th[13] &^= 0x01 | 0x08
+			}
+			if i > 0 {
+				th[13] &^= 0x80
+			}
+			at = 16
+		} else {
+			binary.BigEndian.PutUint16(th[4:], uint16(n-ipLen))
+		}
+		th[at], th[at+1] = 0, 0
+		c := ^Fold(Sum(th, pseudoHeader(seg, is4, proto, n-ipLen)))
+		if c == 0 && proto == protoUDP {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(th[at:], c)
+		out = append(out, seg)
+	}
+	return out
+}
+
+// offloaded builds a GSO super-packet as a TUN hands it over: IPv4 (with
+// ipOpts bytes of options) or IPv6, TCP (with tcpOpts bytes of options)
+// or UDP, and in the checksum field the pseudo-header's sum alone.
+func offloaded(v6, udp bool, ipOpts, tcpOpts int, payload []byte, mss int, id uint16, seq uint32, flags byte) (VnetHdr, []byte) {
+	ipLen := 20 + ipOpts
+	if v6 {
+		ipLen = 40
+	}
+	thLen, proto := 20+tcpOpts, byte(protoTCP)
+	if udp {
+		thLen, proto = 8, protoUDP
+	}
+	p := make([]byte, ipLen+thLen+len(payload))
+	if v6 {
+		p[0] = 0x60
+		binary.BigEndian.PutUint16(p[4:], uint16(len(p)-40))
+		p[6], p[7] = proto, 64
+		copy(p[8:], netip.MustParseAddr("fd00::2").AsSlice())
+		copy(p[24:], netip.MustParseAddr("fd00::ffff:1:20").AsSlice())
+	} else {
+		p[0] = 0x40 | byte(ipLen/4)
+		binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+		binary.BigEndian.PutUint16(p[4:], id)
+		p[6] = 0x40
+		p[8], p[9] = 64, proto
+		copy(p[12:], netip.MustParseAddr("100.64.240.2").AsSlice())
+		copy(p[16:], netip.MustParseAddr("10.244.255.254").AsSlice())
+		for i := 20; i < ipLen; i++ {
+			p[i] = 1 // NOP options
+		}
+		binary.BigEndian.PutUint16(p[10:], ^Fold(Sum(p[:ipLen], 0)))
+	}
+	th := p[ipLen:]
+	binary.BigEndian.PutUint16(th, 40000)
+	binary.BigEndian.PutUint16(th[2:], 8080)
+	h := VnetHdr{Flags: VnetNeedsCsum, GSOSize: uint16(mss), CsumStart: uint16(ipLen)}
+	if udp {
+		binary.BigEndian.PutUint16(th[4:], uint16(len(th)))
+		h.GSOType, h.CsumOffset = GSOUDPL4, 6
+	} else {
+		binary.BigEndian.PutUint32(th[4:], seq)
+		th[12], th[13] = byte(thLen/4)<<4, flags
+		binary.BigEndian.PutUint16(th[14:], 65535)
+		for i := 20; i < thLen; i++ {
+			th[i] = 1
+		}
+		h.GSOType, h.CsumOffset = GSOTCPv4, 16
+		if v6 {
+			h.GSOType = GSOTCPv6
+		}
+	}
+	h.HdrLen = uint16(ipLen + thLen)
+	copy(p[ipLen+thLen:], payload)
+	binary.BigEndian.PutUint16(th[h.CsumOffset:], Fold(pseudoHeader(p, !v6, proto, len(th))))
+	return h, p
+}
+
+// Segment, and SegmentPartial (in place, sums of the headers taken once
+// and added to per segment) cut as the book does, byte for byte, whatever
+// the headers' options, the IP ID's and sequence number's wrap, the flags
+// and the last segment's length; Segmenter.Len says how many come.
+func TestSegmentersMatchTheBook(t *testing.T) {
+	payload := make([]byte, 9001)
+	for i := range payload {
+		payload[i] = byte(i*31 + i>>8)
+	}
+	const fin, psh, ack, cwr, ece = 0x01, 0x08, 0x10, 0x80, 0x40
+	for _, c := range []struct {
+		v6, udp         bool
+		ipOpts, tcpOpts int
+		mss, n          int
+		id              uint16
+		seq             uint32
+		flags           byte
+	}{
+		{false, false, 0, 0, 1360, 9001, 1000, 1, ack | psh},
+		{false, false, 0, 12, 1348, 9001, 0xfffe, 0xffff_f000, ack | psh | fin | cwr | ece},
+		{false, false, 40, 40, 1000, 5000, 0xffff, 0, ack},
+		{true, false, 0, 12, 1328, 9001, 0, 0xffff_ffff, ack | psh | fin | cwr},
+		{true, false, 0, 0, 7, 100, 0, 5, ack | psh},
+		{false, false, 0, 0, 1360, 1360, 7, 9, ack | psh | fin},
+		{false, false, 0, 0, 1360, 1, 7, 9, ack | psh},
+		{false, true, 0, 0, 1200, 9001, 0x8000, 0, 0},
+		{false, true, 8, 0, 1, 33, 0xffff, 0, 0},
+	} {
+		h, orig := offloaded(c.v6, c.udp, c.ipOpts, c.tcpOpts, payload[:c.n], c.mss, c.id, c.seq, c.flags)
+		want := refSegment(h, orig)
+		var got [][]byte
+		if err := Segment(h, bytes.Clone(orig), make([]byte, MaxIP), func(p []byte) error { got = append(got, bytes.Clone(p)); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%+v: Segment gave %d packets, want %d", c, len(got), len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("%+v: Segment's packet %d\n got %x\nwant %x", c, i, got[i][:h.HdrLen], want[i][:h.HdrLen])
+			}
+		}
+		var g Segmenter
+		pkt := bytes.Clone(orig)
+		if err := g.StartPartial(h, pkt, make([]byte, MaxIP)); err != nil {
+			t.Fatal(err)
+		}
+		if g.Len() != len(want) {
+			t.Fatalf("%+v: Len %d, want %d", c, g.Len(), len(want))
+		}
+		i := 0
+		for p, partial, ok := g.Next(); ok; p, partial, ok = g.Next() {
+			if partial == c.udp {
+				t.Fatalf("%+v: packet %d partial %v", c, i, partial)
+			}
+			p = bytes.Clone(p)
+			if partial {
+				at := int(h.CsumStart) + 16
+				binary.BigEndian.PutUint16(p[at:], ^Fold(Sum(p[h.CsumStart:], 0)))
+			}
+			if !bytes.Equal(p, want[i]) {
+				t.Fatalf("%+v: SegmentPartial's packet %d\n got %x\nwant %x", c, i, p[:h.HdrLen], want[i][:h.HdrLen])
+			}
+			i++
+			if g.Len() != len(want)-i {
+				t.Fatalf("%+v: Len %d after %d packets of %d", c, g.Len(), i, len(want))
+			}
+		}
+		if i != len(want) {
+			t.Fatalf("%+v: SegmentPartial gave %d packets, want %d", c, i, len(want))
+		}
+	}
+}
