@@ -87,7 +87,25 @@ func newSealer(key [32]byte, receiver uint32, step keyStep, newAEAD epochCipher,
 // seal appends the data datagram carrying payload of kind, with flags, to
 // dst (dst's spare capacity is used when it suffices: no allocation).
 func (s *sealer) seal(dst []byte, kind, flags byte, payload []byte, now time.Time) ([]byte, error) {
-	if s.counter >= s.after || now.Sub(s.born) >= s.interval {
+	if err := s.checkAge(now); err != nil {
+		return dst, err
+	}
+	return s.sealCounted(dst, kind, flags, payload, now)
+}
+
+// checkAge updates the key if it has lived its interval at now.
+func (s *sealer) checkAge(now time.Time) error {
+	if now.Sub(s.born) >= s.interval {
+		return s.update(now)
+	}
+	return nil
+}
+
+// sealCounted is seal after checkAge: only the count of datagrams under
+// the key is checked, so that a run of datagrams sealed at one time (see
+// PacketSealer) pays for the clock's check once.
+func (s *sealer) sealCounted(dst []byte, kind, flags byte, payload []byte, now time.Time) ([]byte, error) {
+	if s.counter >= s.after {
 		if err := s.update(now); err != nil {
 			return dst, err
 		}

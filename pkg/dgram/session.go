@@ -143,25 +143,7 @@ func (s *Session) send(kind, flags byte, payload []byte) error {
 	return nil
 }
 
-// SealPacket appends the packet datagram carrying pkt to dst (in dst's
-// spare capacity when it suffices: no allocation), for SendSealed.
-func (s *Session) SealPacket(dst, pkt []byte, flags byte) ([]byte, error) {
-	return s.SealPacketAt(dst, pkt, flags, s.now())
-}
-
-// SealPacketAt is SealPacket at a time the caller read once for a run of
-// packets (the clock decides key updates only, and reading it costs as
-// much as sealing a short packet on some virtual machines).
-func (s *Session) SealPacketAt(dst, pkt []byte, flags byte, now time.Time) ([]byte, error) {
-	if len(pkt) > MaxPayload {
-		return dst, errors.New("datagram payload too large")
-	}
-	s.smu.Lock()
-	defer s.smu.Unlock()
-	return s.sealer.seal(dst, KindPacket, flags, pkt, now)
-}
-
-// SendSealed sends datagrams SealPacket made, laid back to back in buf,
+// SendSealed sends datagrams a PacketSealer made, laid back to back in buf,
 // each seg bytes but the last (which may be shorter): with one system
 // call (UDP GSO) where the socket takes it.
 func (s *Session) SendSealed(buf []byte, seg int) error {

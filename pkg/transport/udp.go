@@ -35,15 +35,15 @@ const UDP = "udp"
 type Datagrams struct {
 	s *dgram.Session
 
-	mu      sync.Mutex // SendFrame's: what follows
-	scratch []byte     // packet.SegmentPartial's: the frame's headers, or a packet whose checksum it completes
-	emit    func(seg []byte, partial bool) error
-	run     []byte // sealed datagrams of one size back to back, for one GSO send
-	runSeg  int    // their size; 0: run is empty
-	runN    int
+	mu      sync.Mutex                      // SendFrame's: what follows
+	scratch []byte                          // the cut's: a packet whose checksum it completes
+	cut     packet.Segmenter                // the frame being sent
+	sealer  dgram.PacketSealer              // holds the session's seal lock while a run is sealed
+	run     []byte                          // sealed datagrams of one size back to back, for one GSO send
+	runSeg  int                             // their size; 0: run is empty
+	runN    int                             // how many
 	runEnd  bool                            // the last one is shorter: nothing may follow it in this run
 	held    atomic.Bool                     // SendFrameMore left the run unsent
-	now     time.Time                       // read once per frame, for the key epochs of its packets
 	send    func(run []byte, seg int) error // the session's SendSealed; a benchmark's stand-in
 
 	deliver atomic.Pointer[func([]byte)]
@@ -57,8 +57,7 @@ var ErrTooBig = errors.New("packet larger than a datagram carries")
 // NewDatagrams makes the data path of session s. Packets that arrive
 // before SetReceiver are dropped (and counted by the datagram layer).
 func NewDatagrams(s *dgram.Session) *Datagrams {
-	d := &Datagrams{s: s, send: s.SendSealed}
-	d.emit = d.addToRun
+	d := &Datagrams{s: s, sealer: s.PacketSealer(), send: s.SendSealed}
 	d.gro = packet.NewCoalescer(d.flushFrame)
 	return d
 }
@@ -109,9 +108,18 @@ func (d *Datagrams) sendFrame(frame []byte, more bool) error {
 	}
 	// TCP segments keep their partial checksum (the far side's TUN takes
 	// them with the offload): no pass over the payload for it here.
-	d.now = time.Now()
-	err := packet.SegmentPartial(h, pkt, d.scratch, d.emit)
+	var err error
+	if err = d.cut.StartPartial(h, pkt, d.scratch); err == nil {
+		// The clock is read once for the frame: it decides key updates only.
+		d.sealer.Begin(time.Now())
+		for seg, partial, ok := d.cut.Next(); ok; seg, partial, ok = d.cut.Next() {
+			if err = d.addToRun(seg, partial); err != nil {
+				break
+			}
+		}
+	}
 	if more && err == nil && d.runN > 0 && !d.runEnd {
+		d.sealer.Release() // never held between frames
 		d.held.Store(true) // the next frame's datagrams may join the run
 		return nil
 	}
@@ -150,13 +158,15 @@ func (d *Datagrams) addToRun(seg []byte, partial bool) error {
 		flags = dgram.FlagCsumPartial
 	}
 	var err error
-	d.run, err = d.s.SealPacketAt(d.run, seg, flags, d.now)
+	d.run, err = d.sealer.Seal(d.run, seg, flags)
 	d.runN++
 	return err
 }
 
-// sendRun sends the run's datagrams (one system call with UDP GSO).
+// sendRun sends the run's datagrams (one system call with UDP GSO). The
+// session's seal lock is let go first, whether the run is sent or not.
 func (d *Datagrams) sendRun() error {
+	d.sealer.Release()
 	if d.runN == 0 {
 		return nil
 	}

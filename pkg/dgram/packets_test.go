@@ -1,0 +1,183 @@
+package dgram
+
+import (
+	"bytes"
+	crand "crypto/rand"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+)
+
+// packetSession is a session whose datagrams go nowhere: what a test
+// seals with it, it opens itself with an opener of the same keys.
+func packetSession(t *testing.T) (*Session, *opener) {
+	t.Helper()
+	var k [32]byte
+	crand.Read(k[:])
+	s, err := newSession(sessionParams{local: 1, remote: 2, send: k, recv: k, step: testStep, newAEAD: testAEAD,
+		endpoint: netip.MustParseAddrPort("198.51.100.1:9623"), drops: new(drops),
+		xmit: func([]byte, netip.AddrPort) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	o, err := newOpener(k, testStep, testAEAD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, o
+}
+
+// A run sealed under one hold of the lock is datagrams as SendPacket's
+// were: each opens, with its payload and flags, under a counter of its
+// own; the key steps inside the run when its count is reached, and at the
+// run's first datagram when it has lived its interval.
+func TestPacketSealerRun(t *testing.T) {
+	s, o := packetSession(t)
+	s.sealer.after = 5
+	p := s.PacketSealer()
+	now := s.sealer.born
+	p.Begin(now)
+	var run []byte
+	const n = 12
+	for i := range n {
+		var err error
+		if run, err = p.Seal(run, fmt.Appendf(nil, "packet %d", i), byte(i&1)*FlagCsumPartial); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Release()
+	if s.sealer.updates != 2 {
+		t.Fatalf("%d key updates for %d datagrams at 5 a key", s.sealer.updates, n)
+	}
+	for i := range n {
+		d := bytes.Clone(run[:DataHeaderLen+len(fmt.Sprint("packet ", i))+tagLen])
+		run = run[len(d):]
+		if d[1] != byte(i/5) || d[2] != KindPacket || d[3] != byte(i&1)*FlagCsumPartial {
+			t.Fatalf("datagram %d: epoch %d kind %d flags %d", i, d[1], d[2], d[3])
+		}
+		got, _, reason, ok := o.open(d, now)
+		if !ok || string(got) != fmt.Sprint("packet ", i) {
+			t.Fatalf("datagram %d: %q %v", i, got, reason)
+		}
+	}
+
+	// The interval is checked when the lock is taken: at the run's first
+	// datagram, once.
+	s.sealer.after = rekeyAfter
+	p.Begin(now.Add(DefaultRekeyInterval))
+	d, err := p.Seal(nil, []byte("late"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.sealer.updates != 3 || d[1] != 3 {
+		t.Fatalf("after the interval: %d updates, epoch %d", s.sealer.updates, d[1])
+	}
+	if _, err := p.Seal(nil, make([]byte, MaxPayload+1), 0); err == nil {
+		t.Fatal("a payload larger than a datagram sealed")
+	}
+	p.Release()
+	// A second Release does nothing, and the lock is free.
+	p.Release()
+	if err := s.Send([]byte("stream")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Runs sealed while other goroutines send stream and packet datagrams on
+// the same session: every datagram gets a counter of its own (the
+// receiver opens them all, none is a replay). Run it with -race.
+func TestPacketSealerWithOtherSenders(t *testing.T) {
+	var mu sync.Mutex
+	var sent [][]byte
+	keep := func(b []byte, _ netip.AddrPort) error {
+		mu.Lock()
+		sent = append(sent, bytes.Clone(b))
+		mu.Unlock()
+		return nil
+	}
+	var k [32]byte
+	crand.Read(k[:])
+	s, err := newSession(sessionParams{local: 1, remote: 2, send: k, recv: k, step: testStep, newAEAD: testAEAD,
+		endpoint: netip.MustParseAddrPort("198.51.100.1:9623"), drops: new(drops), xmit: keep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.sealer.after = 100 // key updates inside runs too
+	o, _ := newOpener(k, testStep, testAEAD)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for i := range 300 {
+				var err error
+				if i%2 == 0 {
+					err = s.Send([]byte("stream"))
+				} else {
+					err = s.SendPacket([]byte("packet"), 0)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	const runs, perRun = 40, 20
+	p := s.PacketSealer()
+	var all [][]byte
+	for range runs {
+		p.Begin(s.now())
+		var run []byte
+		for range perRun {
+			var err error
+			if run, err = p.Seal(run, []byte("run"), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.Release()
+		for len(run) > 0 {
+			all = append(all, run[:DataOverhead+3])
+			run = run[DataOverhead+3:]
+		}
+	}
+	wg.Wait()
+	all = append(all, sent...)
+	if len(all) != runs*perRun+600 {
+		t.Fatalf("%d datagrams", len(all))
+	}
+	// In epoch order (a receiver holds the previous epoch's key, not older).
+	for epoch := range s.sealer.epoch + 1 {
+		for _, d := range all {
+			if d[1] != byte(epoch) {
+				continue
+			}
+			if _, _, reason, ok := o.open(d, s.now()); !ok {
+				t.Fatalf("epoch %d counter %d: %v", epoch, d[DataHeaderLen-8], reason)
+			}
+		}
+	}
+}
+
+// A run costs no allocation.
+func TestPacketSealerDoesNotAllocate(t *testing.T) {
+	s, _ := packetSession(t)
+	p := s.PacketSealer()
+	run := make([]byte, 0, GSOMaxBytes)
+	pkt := make([]byte, 1400)
+	allocs := testing.AllocsPerRun(100, func() {
+		p.Begin(s.now())
+		run = run[:0]
+		for range 40 {
+			var err error
+			if run, err = p.Seal(run, pkt, FlagCsumPartial); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.Release()
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per run of 40", allocs)
+	}
+}
