@@ -218,15 +218,17 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 //   after), CX nonce, DX additional data, DI dst, SI src, R8 bytes of text
 //   left, R9 bytes of additional data left, R10-R13 temporaries.
 //   K1-K4 byte masks of the four registers of a tail (< 256 bytes).
-//   In the tail: Z0 and Z1 carry two more products (the running hash and
-//   the lengths block, with their powers), Z12 then Z13 E(K, J0).
+//   In the tail: Z13 J0, then E(K, J0); Z15 and Z16 (free once the tail's
+//   counters are made and xored with round key 0) carry two more products,
+//   the running hash and the lengths block, with their powers. In the
+//   additional data's hash Z0 and Z1 carry the running hash and its power.
 
-// J0 = nonce || 1 into X12 (the byte order of the block).
-#define LOAD_J0 \
-	VMOVQ 0(CX), X12; \
-	VPINSRD $2, 8(CX), X12, X12; \
+// J0 = nonce || 1 into R (the byte order of the block).
+#define LOAD_J0(R) \
+	VMOVQ 0(CX), R; \
+	VPINSRD $2, 8(CX), R, R; \
 	MOVL $0x01000000, R10; \
-	VPINSRD $3, R10, X12, X12
+	VPINSRD $3, R10, R, R
 
 // K1-K4 = masks of the first LEN bytes (0..255) of 256, 64 bits per
 // register: BZHI keeps all 64 bits for any count of 64 or more, and a
@@ -250,20 +252,47 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	BZHIQ R10, R11, R12; \
 	KMOVQ R12, K4
 
-// Up to 255 bytes at PTR, zero-padded, into Z4-Z7 (masks K1-K4). The
-// masked-off bytes are neither read nor able to fault.
-#define LOAD_TAIL(PTR) \
-	VMOVDQU8.Z 0(PTR), K1, Z4; \
-	VMOVDQU8.Z 64(PTR), K2, Z5; \
-	VMOVDQU8.Z 128(PTR), K3, Z6; \
-	VMOVDQU8.Z 192(PTR), K4, Z7
+// Up to 255 bytes (LEN) at PTR, zero-padded, into A-D (masks K1-K4). The
+// masked-off bytes are not read. Only the registers that hold some of
+// the bytes are loaded: a masked-off byte cannot fault, but one in a page
+// that is not present costs a microcode assist (hundreds of cycles) on
+// every access, so no access reaches further than the register the data
+// ends in.
+#define LOAD_TAIL(PTR, LEN, A, B, C, D, DONE) \
+	VPXORQ A, A, A; \
+	VPXORQ B, B, B; \
+	VPXORQ C, C, C; \
+	VPXORQ D, D, D; \
+	TESTQ LEN, LEN; \
+	JZ    DONE; \
+	VMOVDQU8.Z 0(PTR), K1, A; \
+	CMPQ LEN, $64; \
+	JBE  DONE; \
+	VMOVDQU8.Z 64(PTR), K2, B; \
+	CMPQ LEN, $128; \
+	JBE  DONE; \
+	VMOVDQU8.Z 128(PTR), K3, C; \
+	CMPQ LEN, $192; \
+	JBE  DONE; \
+	VMOVDQU8.Z 192(PTR), K4, D; \
+DONE:
 
-// Z0-Z3 to the first bytes at PTR (masks K1-K4).
-#define STORE_TAIL(PTR) \
+// Z0-Z3 to the first LEN bytes at PTR (masks K1-K4), touching only the
+// registers' worth of memory that holds some of them, as LOAD_TAIL.
+#define STORE_TAIL(PTR, LEN, DONE) \
+	TESTQ LEN, LEN; \
+	JZ    DONE; \
 	VMOVDQU8 Z0, K1, 0(PTR); \
+	CMPQ LEN, $64; \
+	JBE  DONE; \
 	VMOVDQU8 Z1, K2, 64(PTR); \
+	CMPQ LEN, $128; \
+	JBE  DONE; \
 	VMOVDQU8 Z2, K3, 128(PTR); \
-	VMOVDQU8 Z3, K4, 192(PTR)
+	CMPQ LEN, $192; \
+	JBE  DONE; \
+	VMOVDQU8 Z3, K4, 192(PTR); \
+DONE:
 
 #define BSWAP_Z4_Z7 \
 	VPSHUFB Z27, Z4, Z4; \
@@ -271,10 +300,9 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	VPSHUFB Z27, Z6, Z6; \
 	VPSHUFB Z27, Z7, Z7
 
-// The tail's sixteen blocks of keystream into Z0-Z3 and E(K, J0) into
-// Z13, in one pass over the round keys.
-#define TAIL_KEYSTREAM \
-	LOAD_J0; \
+// The tail's sixteen counter blocks into Z0-Z3 and J0 into Z13, xored
+// with round key 0.
+#define TAIL_CTR \
 	VPSHUFB Z27, Z13, Z0; \
 	VPADDD Z15, Z13, Z13; \
 	VPSHUFB Z27, Z13, Z1; \
@@ -282,11 +310,25 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	VPSHUFB Z27, Z13, Z2; \
 	VPADDD Z15, Z13, Z13; \
 	VPSHUFB Z27, Z13, Z3; \
+	LOAD_J0(X13); \
 	VPXORQ Z16, Z0, Z0; \
 	VPXORQ Z16, Z1, Z1; \
 	VPXORQ Z16, Z2, Z2; \
 	VPXORQ Z16, Z3, Z3; \
-	VPXORQ Z16, Z12, Z12; \
+	VPXORQ Z16, Z13, Z13
+
+#define AESROUND5(K) \
+	AESROUND(K); \
+	VAESENC K, Z13, Z13
+
+#define AESLAST5 \
+	AESLAST; \
+	VAESENCLAST Z26, Z13, Z13
+
+// The tail's keystream into Z0-Z3 and E(K, J0) into Z13, in one pass
+// over the round keys.
+#define TAIL_KEYSTREAM \
+	TAIL_CTR; \
 	AESROUND5(Z17); \
 	AESROUND5(Z18); \
 	AESROUND5(Z19); \
@@ -296,23 +338,45 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	AESROUND5(Z23); \
 	AESROUND5(Z24); \
 	AESROUND5(Z25); \
-	AESLAST; \
-	VAESENCLAST Z26, Z12, Z13
+	AESLAST5
 
-#define AESROUND5(K) \
-	AESROUND(K); \
-	VAESENC K, Z12, Z12
+// The tail's keystream and E(K, J0) as in TAIL_KEYSTREAM, with the hash
+// of Z4-Z7 (powers in Z28-Z31) and, when EXTRA, of Z15 (powers in Z16)
+// interleaved between the rounds, reduced into X14.
+#define TAIL_STITCHED(EXTRA) \
+	AESROUND5(Z17); \
+	GHASH_FIRST; \
+	AESROUND5(Z18); \
+	GHASH_ACC(Z5, Z29); \
+	AESROUND5(Z19); \
+	GHASH_ACC(Z6, Z30); \
+	AESROUND5(Z20); \
+	GHASH_ACC(Z7, Z31); \
+	AESROUND5(Z21); \
+	EXTRA; \
+	AESROUND5(Z22); \
+	GHASH_REDUCE; \
+	AESROUND5(Z23); \
+	AESROUND5(Z24); \
+	AESROUND5(Z25); \
+	AESLAST5
 
-// Hashes Z4-Z7 (byte-reversed, zero-padded) with the powers from P on,
-// and Z0 with the powers in Z1, into X14. Reads 256 bytes at P.
-#define GHASH_TAIL(P) \
+#define NO_EXTRA
+#define EXTRA_Z15 GHASH_ACC(Z15, Z16)
+
+// Powers H^16..H^1 into Z28-Z31 for the bulk loop.
+#define LOAD_BULK_POWERS \
+	VMOVDQU64 16(BX), Z28; \
+	VMOVDQU64 80(BX), Z29; \
+	VMOVDQU64 144(BX), Z30; \
+	VMOVDQU64 208(BX), Z31
+
+// Four registers of powers from P on into Z28-Z31 (256 bytes at P).
+#define LOAD_POWERS(P) \
 	VMOVDQU64 0(P), Z28; \
 	VMOVDQU64 64(P), Z29; \
 	VMOVDQU64 128(P), Z30; \
-	VMOVDQU64 192(P), Z31; \
-	GHASH_MUL16; \
-	GHASH_ACC(Z0, Z1); \
-	GHASH_REDUCE
+	VMOVDQU64 192(P), Z31
 
 // Sets up a message: counters from J0+1 on (Z13, Z15), the byte reversal
 // (Z27), the round keys (Z16-Z26), and the hash of the additional data
@@ -320,17 +384,14 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 #define BEGIN \
 	LOAD_KEYS(AX); \
 	VBROADCASTI32X4 bswapMask<>(SB), Z27; \
-	LOAD_J0; \
+	LOAD_J0(X12); \
 	VPSHUFB X27, X12, X13; \
 	VSHUFI64X2 $0, Z13, Z13, Z13; \
 	VPADDD laneInc1<>(SB), Z13, Z13; \
 	VBROADCASTI32X4 inc4<>(SB), Z15; \
 	VPXOR X14, X14, X14; \
 	HASH_AD; \
-	VMOVDQU64 16(BX), Z28; \
-	VMOVDQU64 80(BX), Z29; \
-	VMOVDQU64 144(BX), Z30; \
-	VMOVDQU64 208(BX), Z31
+	LOAD_BULK_POWERS
 
 // The additional data: sixteen blocks per reduction, then what is left
 // (zero-padded) with the running hash as a seventeenth product: block j
@@ -345,10 +406,7 @@ adLoop: \
 	VMOVDQU64 192(DX), Z7; \
 	BSWAP_Z4_Z7; \
 	VPXORQ Z14, Z4, Z4; \
-	VMOVDQU64 16(BX), Z28; \
-	VMOVDQU64 80(BX), Z29; \
-	VMOVDQU64 144(BX), Z30; \
-	VMOVDQU64 208(BX), Z31; \
+	LOAD_BULK_POWERS; \
 	GHASH_MUL16; \
 	GHASH_REDUCE; \
 	ADDQ $256, DX; \
@@ -358,7 +416,7 @@ adTail: \
 	TESTQ R9, R9; \
 	JZ    adDone; \
 	TAIL_MASKS(R9); \
-	LOAD_TAIL(DX); \
+	LOAD_TAIL(DX, R9, Z4, Z5, Z6, Z7, adLoaded); \
 	BSWAP_Z4_Z7; \
 	LEAQ 15(R9), R10; \
 	ANDQ $-16, R10; \
@@ -366,27 +424,34 @@ adTail: \
 	SUBQ R10, R11; \
 	VMOVDQA64 Z14, Z0; \
 	VMOVDQU 0(R11), X1; \
-	GHASH_TAIL(R11); \
+	LOAD_POWERS(R11); \
+	GHASH_MUL16; \
+	GHASH_ACC(Z0, Z1); \
+	GHASH_REDUCE; \
 adDone:
 
-// The text's tail hash: its m blocks (Z4-Z7) times H^(m+1)..H^2, the
-// running hash times H^(m+1) and the lengths block times H^1, into X14;
-// then the tag, byte order restored and E(K, J0) (Z13) xored in, into X14.
-#define HASH_TAIL_AND_TAG \
+// For the text's tail of m blocks (Z4-Z7, byte-reversed): the powers
+// H^(m+1)..H^2 of its blocks into Z28-Z31, and the running hash and the
+// lengths block into Z15 with their powers H^(m+1) and H^1 into Z16.
+#define TAIL_HASH_SETUP \
 	LEAQ 15(R8), R10; \
 	ANDQ $-16, R10; \
 	LEAQ 256(BX), R11; \
 	SUBQ R10, R11; \
+	LOAD_POWERS(R11); \
 	MOVQ n+32(FP), R10; \
 	SHLQ $3, R10; \
-	VMOVQ R10, X0; \
+	VMOVQ R10, X15; \
 	MOVQ adLen+56(FP), R10; \
 	SHLQ $3, R10; \
-	VPINSRQ $1, R10, X0, X0; \
-	VINSERTI32X4 $1, X0, Z14, Z0; \
-	VMOVDQU 0(R11), X1; \
-	VINSERTI32X4 $1, 256(BX), Z1, Z1; \
-	GHASH_TAIL(R11); \
+	VPINSRQ $1, R10, X15, X15; \
+	VINSERTI32X4 $1, X15, Z14, Z15; \
+	VMOVDQU64 0(R11), X16; \
+	VINSERTI32X4 $1, 256(BX), Z16, Z16
+
+// The tag from the hash in X14: byte order restored, E(K, J0) (Z13)
+// xored in.
+#define TAG \
 	VPSHUFB X27, X14, X14; \
 	VPXOR X13, X14, X14
 
@@ -406,14 +471,17 @@ adDone:
 // loads and stores, the lengths block and the tag. dst may equal src. The
 // bulk loop is pipelined: it hashes the previous sixteen blocks of
 // ciphertext (kept byte-reversed in Z4-Z7) while it encrypts the next
-// sixteen, so that the hash chain does not wait for the AES rounds.
+// sixteen, so that the hash chain does not wait for the AES rounds; the
+// last sixteen are hashed while the tail's keystream is made.
 TEXT ·sealGCM(SB), NOSPLIT, $0-64
 	LOAD_ARGS
 	BEGIN
 	CMPQ R8, $256
-	JB   sealTail
+	JB   sealShort
 	CTR16
 	SEAL_STORE
+
+	PCALIGN $64
 
 sealLoop:
 	CMPQ R8, $256
@@ -424,14 +492,18 @@ sealLoop:
 	JMP  sealLoop
 
 sealLast:
+	TAIL_MASKS(R8)
 	VPXORQ Z14, Z4, Z4
-	GHASH_MUL16
-	GHASH_REDUCE
+	TAIL_CTR
+	TAIL_STITCHED(NO_EXTRA)
+	JMP  sealTail
 
-sealTail:
+sealShort:
 	TAIL_MASKS(R8)
 	TAIL_KEYSTREAM
-	LOAD_TAIL(SI)
+
+sealTail:
+	LOAD_TAIL(SI, R8, Z4, Z5, Z6, Z7, sealLoaded)
 	VMOVDQU8.Z Z0, K1, Z0
 	VMOVDQU8.Z Z1, K2, Z1
 	VMOVDQU8.Z Z2, K3, Z2
@@ -440,12 +512,16 @@ sealTail:
 	VPXORQ Z5, Z1, Z1
 	VPXORQ Z6, Z2, Z2
 	VPXORQ Z7, Z3, Z3
-	STORE_TAIL(DI)
+	STORE_TAIL(DI, R8, sealStored)
 	VPSHUFB Z27, Z0, Z4
 	VPSHUFB Z27, Z1, Z5
 	VPSHUFB Z27, Z2, Z6
 	VPSHUFB Z27, Z3, Z7
-	HASH_TAIL_AND_TAG
+	TAIL_HASH_SETUP
+	GHASH_MUL16
+	EXTRA_Z15
+	GHASH_REDUCE
+	TAG
 	VMOVDQU X14, 0(DI)(R8*1)
 	VZEROUPPER
 	RET
@@ -454,10 +530,12 @@ sealTail:
 // Hashes and decrypts n bytes at src into dst and reports whether the tag
 // after them at src matches, in constant time. dst may equal src. The
 // plaintext is written whatever the outcome: the caller wipes it when the
-// tag does not match.
+// tag does not match. The tail is hashed while its keystream is made.
 TEXT ·openGCM(SB), NOSPLIT, $0-65
 	LOAD_ARGS
 	BEGIN
+
+	PCALIGN $64
 
 openLoop:
 	CMPQ R8, $256
@@ -484,15 +562,18 @@ openLoop:
 
 openTail:
 	TAIL_MASKS(R8)
-	TAIL_KEYSTREAM
-	LOAD_TAIL(SI)
-	VPXORQ Z4, Z0, Z0
-	VPXORQ Z5, Z1, Z1
-	VPXORQ Z6, Z2, Z2
-	VPXORQ Z7, Z3, Z3
-	STORE_TAIL(DI)
+	LOAD_TAIL(SI, R8, Z4, Z5, Z6, Z7, openLoaded)
 	BSWAP_Z4_Z7
-	HASH_TAIL_AND_TAG
+	TAIL_CTR
+	TAIL_HASH_SETUP
+	TAIL_STITCHED(EXTRA_Z15)
+	LOAD_TAIL(SI, R8, Z8, Z9, Z10, Z11, openReloaded)
+	VPXORQ Z8, Z0, Z0
+	VPXORQ Z9, Z1, Z1
+	VPXORQ Z10, Z2, Z2
+	VPXORQ Z11, Z3, Z3
+	STORE_TAIL(DI, R8, openStored)
+	TAG
 	VPXOR 0(SI)(R8*1), X14, X14
 	VPTEST X14, X14
 	SETEQ ret+64(FP)
