@@ -2,7 +2,7 @@
 
 // AES-128-GCM kernels with VAES and VPCLMULQDQ on ZMM registers (AVX-512).
 //
-// Representation (see gcm.go): a GHASH block is byte-reversed when loaded,
+// Representation (see vaesgcm.go): a GHASH block is byte-reversed when loaded,
 // so the 128-bit lane holds the field element with x^0 at bit 127. The
 // hash key powers in the table are pre-multiplied by x^-1, which absorbs
 // the one-bit offset of a carry-less product of two such values; the
@@ -151,11 +151,14 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	GHASH_ACC(Z6, Z30); \
 	GHASH_ACC(Z7, Z31)
 
-#define GHASH_FIRST \
-	VPCLMULQDQ $0x00, Z28, Z4, Z8; \
-	VPCLMULQDQ $0x11, Z28, Z4, Z9; \
-	VPCLMULQDQ $0x01, Z28, Z4, Z10; \
-	VPCLMULQDQ $0x10, Z28, Z4, Z11; \
+#define GHASH_FIRST GHASH_FIRST_OF(Z4, Z28)
+
+// The products of X and H start the sums in Z8, Z9, Z10.
+#define GHASH_FIRST_OF(X, H) \
+	VPCLMULQDQ $0x00, H, X, Z8; \
+	VPCLMULQDQ $0x11, H, X, Z9; \
+	VPCLMULQDQ $0x01, H, X, Z10; \
+	VPCLMULQDQ $0x10, H, X, Z11; \
 	VPXORQ Z11, Z10, Z10
 
 #define GHASH_ACC(X, H) \
@@ -300,9 +303,43 @@ DONE:
 	VPSHUFB Z27, Z6, Z6; \
 	VPSHUFB Z27, Z7, Z7
 
-// The tail's sixteen counter blocks into Z0-Z3 and J0 into Z13, xored
-// with round key 0.
-#define TAIL_CTR \
+// The tail's work is sized to it: R registers of keystream (R = 0..4,
+// the registers that hold some of its bytes) and as many of products, so
+// that a short tail does not pay for sixteen blocks of AES and GHASH. The
+// macros below come in one variant per R, named by it; the ones that
+// drive them take the variant's macros as arguments.
+
+// The tail's counter blocks into Z0.., and J0 into Z13, xored with round
+// key 0.
+#define CTR_T0 \
+	LOAD_J0(X13); \
+	VPXORQ Z16, Z13, Z13
+
+#define CTR_T1 \
+	VPSHUFB Z27, Z13, Z0; \
+	VPXORQ Z16, Z0, Z0; \
+	CTR_T0
+
+#define CTR_T2 \
+	VPSHUFB Z27, Z13, Z0; \
+	VPADDD Z15, Z13, Z13; \
+	VPSHUFB Z27, Z13, Z1; \
+	VPXORQ Z16, Z0, Z0; \
+	VPXORQ Z16, Z1, Z1; \
+	CTR_T0
+
+#define CTR_T3 \
+	VPSHUFB Z27, Z13, Z0; \
+	VPADDD Z15, Z13, Z13; \
+	VPSHUFB Z27, Z13, Z1; \
+	VPADDD Z15, Z13, Z13; \
+	VPSHUFB Z27, Z13, Z2; \
+	VPXORQ Z16, Z0, Z0; \
+	VPXORQ Z16, Z1, Z1; \
+	VPXORQ Z16, Z2, Z2; \
+	CTR_T0
+
+#define CTR_T4 \
 	VPSHUFB Z27, Z13, Z0; \
 	VPADDD Z15, Z13, Z13; \
 	VPSHUFB Z27, Z13, Z1; \
@@ -310,59 +347,83 @@ DONE:
 	VPSHUFB Z27, Z13, Z2; \
 	VPADDD Z15, Z13, Z13; \
 	VPSHUFB Z27, Z13, Z3; \
-	LOAD_J0(X13); \
 	VPXORQ Z16, Z0, Z0; \
 	VPXORQ Z16, Z1, Z1; \
 	VPXORQ Z16, Z2, Z2; \
 	VPXORQ Z16, Z3, Z3; \
-	VPXORQ Z16, Z13, Z13
+	CTR_T0
 
-#define AESROUND5(K) \
-	AESROUND(K); \
-	VAESENC K, Z13, Z13
+// One AES round (K) on the tail's counters and J0.
+#define AES_T0(K) VAESENC K, Z13, Z13
+#define AES_T1(K) VAESENC K, Z0, Z0; AES_T0(K)
+#define AES_T2(K) VAESENC K, Z1, Z1; AES_T1(K)
+#define AES_T3(K) VAESENC K, Z2, Z2; AES_T2(K)
+#define AES_T4(K) VAESENC K, Z3, Z3; AES_T3(K)
 
-#define AESLAST5 \
-	AESLAST; \
-	VAESENCLAST Z26, Z13, Z13
+#define LAST_T0 VAESENCLAST Z26, Z13, Z13
+#define LAST_T1 VAESENCLAST Z26, Z0, Z0; LAST_T0
+#define LAST_T2 VAESENCLAST Z26, Z1, Z1; LAST_T1
+#define LAST_T3 VAESENCLAST Z26, Z2, Z2; LAST_T2
+#define LAST_T4 VAESENCLAST Z26, Z3, Z3; LAST_T3
 
-// The tail's keystream into Z0-Z3 and E(K, J0) into Z13, in one pass
-// over the round keys.
-#define TAIL_KEYSTREAM \
-	TAIL_CTR; \
-	AESROUND5(Z17); \
-	AESROUND5(Z18); \
-	AESROUND5(Z19); \
-	AESROUND5(Z20); \
-	AESROUND5(Z21); \
-	AESROUND5(Z22); \
-	AESROUND5(Z23); \
-	AESROUND5(Z24); \
-	AESROUND5(Z25); \
-	AESLAST5
+// Steps of a hash, for the drivers: the products of one register with its
+// powers. The tail's and the additional data's extra products (Z15 with
+// Z16) come first, so that every variant has one to start the sums.
+#define G_FIRST4 GHASH_FIRST
+#define G_FIRSTX GHASH_FIRST_OF(Z15, Z16)
+#define G_ACC4 GHASH_ACC(Z4, Z28)
+#define G_ACC5 GHASH_ACC(Z5, Z29)
+#define G_ACC6 GHASH_ACC(Z6, Z30)
+#define G_ACC7 GHASH_ACC(Z7, Z31)
+#define G_NONE
 
-// The tail's keystream and E(K, J0) as in TAIL_KEYSTREAM, with the hash
-// of Z4-Z7 (powers in Z28-Z31) and, when EXTRA, of Z15 (powers in Z16)
-// interleaved between the rounds, reduced into X14.
-#define TAIL_STITCHED(EXTRA) \
-	AESROUND5(Z17); \
-	GHASH_FIRST; \
-	AESROUND5(Z18); \
-	GHASH_ACC(Z5, Z29); \
-	AESROUND5(Z19); \
-	GHASH_ACC(Z6, Z30); \
-	AESROUND5(Z20); \
-	GHASH_ACC(Z7, Z31); \
-	AESROUND5(Z21); \
-	EXTRA; \
-	AESROUND5(Z22); \
+// The rest of the rounds after CTR_T*: the keystream into Z0.. and E(K, J0)
+// into Z13.
+#define TAIL_ROUNDS(ROUND, LAST) \
+	ROUND(Z17); \
+	ROUND(Z18); \
+	ROUND(Z19); \
+	ROUND(Z20); \
+	ROUND(Z21); \
+	ROUND(Z22); \
+	ROUND(Z23); \
+	ROUND(Z24); \
+	ROUND(Z25); \
+	LAST
+
+// TAIL_ROUNDS with a hash of five steps (G1-G5) interleaved between the
+// rounds and reduced into X14: independent work for the AES and the
+// carry-less multiplication units.
+#define TAIL_STITCHED(ROUND, LAST, G1, G2, G3, G4, G5) \
+	ROUND(Z17); \
+	G1; \
+	ROUND(Z18); \
+	G2; \
+	ROUND(Z19); \
+	G3; \
+	ROUND(Z20); \
+	G4; \
+	ROUND(Z21); \
+	G5; \
+	ROUND(Z22); \
 	GHASH_REDUCE; \
-	AESROUND5(Z23); \
-	AESROUND5(Z24); \
-	AESROUND5(Z25); \
-	AESLAST5
+	ROUND(Z23); \
+	ROUND(Z24); \
+	ROUND(Z25); \
+	LAST
 
-#define NO_EXTRA
-#define EXTRA_Z15 GHASH_ACC(Z15, Z16)
+// Jumps to L0..L4 by the number of 64-byte registers that LEN bytes
+// (0..255) occupy.
+#define BY_REGISTERS(LEN, L0, L1, L2, L3, L4) \
+	TESTQ LEN, LEN; \
+	JZ    L0; \
+	CMPQ  LEN, $64; \
+	JBE   L1; \
+	CMPQ  LEN, $128; \
+	JBE   L2; \
+	CMPQ  LEN, $192; \
+	JBE   L3; \
+	JMP   L4
 
 // Powers H^16..H^1 into Z28-Z31 for the bulk loop.
 #define LOAD_BULK_POWERS \
@@ -378,24 +439,24 @@ DONE:
 	VMOVDQU64 128(P), Z30; \
 	VMOVDQU64 192(P), Z31
 
-// Sets up a message: counters from J0+1 on (Z13, Z15), the byte reversal
-// (Z27), the round keys (Z16-Z26), and the hash of the additional data
-// (X14), then the bulk loop's powers H^16..H^1 (Z28-Z31).
+// Sets up a message: the byte reversal (Z27), the hash of the additional
+// data (X14), the round keys (Z16-Z26), counters from J0+1 on (Z13, Z15),
+// and the bulk loop's powers H^16..H^1 (Z28-Z31).
 #define BEGIN \
-	LOAD_KEYS(AX); \
 	VBROADCASTI32X4 bswapMask<>(SB), Z27; \
+	VPXOR X14, X14, X14; \
+	HASH_AD; \
+	LOAD_KEYS(AX); \
 	LOAD_J0(X12); \
 	VPSHUFB X27, X12, X13; \
 	VSHUFI64X2 $0, Z13, Z13, Z13; \
 	VPADDD laneInc1<>(SB), Z13, Z13; \
 	VBROADCASTI32X4 inc4<>(SB), Z15; \
-	VPXOR X14, X14, X14; \
-	HASH_AD; \
 	LOAD_BULK_POWERS
 
 // The additional data: sixteen blocks per reduction, then what is left
-// (zero-padded) with the running hash as a seventeenth product: block j
-// of k times H^(k-j), the hash times H^k.
+// (zero-padded, k blocks) with the running hash as one more product:
+// block j times H^(k-j), the hash (Z15) times H^k (Z16).
 #define HASH_AD \
 adLoop: \
 	CMPQ R9, $256; \
@@ -422,13 +483,28 @@ adTail: \
 	ANDQ $-16, R10; \
 	LEAQ 272(BX), R11; \
 	SUBQ R10, R11; \
-	VMOVDQA64 Z14, Z0; \
-	VMOVDQU 0(R11), X1; \
+	VMOVDQA64 Z14, Z15; \
+	VMOVDQU64 0(R11), X16; \
 	LOAD_POWERS(R11); \
-	GHASH_MUL16; \
-	GHASH_ACC(Z0, Z1); \
-	GHASH_REDUCE; \
+	BY_REGISTERS(R9, adDone, ad1, ad2, ad3, ad4); \
+ad1: \
+	AD_HASH(G_NONE, G_NONE, G_NONE); \
+ad2: \
+	AD_HASH(G_ACC5, G_NONE, G_NONE); \
+ad3: \
+	AD_HASH(G_ACC5, G_ACC6, G_NONE); \
+ad4: \
+	AD_HASH(G_ACC5, G_ACC6, G_ACC7); \
 adDone:
+
+#define AD_HASH(G2, G3, G4) \
+	G_FIRSTX; \
+	G_ACC4; \
+	G2; \
+	G3; \
+	G4; \
+	GHASH_REDUCE; \
+	JMP adDone
 
 // For the text's tail of m blocks (Z4-Z7, byte-reversed): the powers
 // H^(m+1)..H^2 of its blocks into Z28-Z31, and the running hash and the
@@ -465,6 +541,53 @@ adDone:
 	MOVQ ad+48(FP), DX; \
 	MOVQ adLen+56(FP), R9
 
+// The end of sealGCM for a tail in R registers (CTR, ROUND, LAST of
+// variant R; H1-H4 hash its registers): LASTL after the bulk loop, with
+// the last chunk hashed between the rounds; SHORTL when there was none.
+#define SEAL_TAIL(CTR, ROUND, LAST, H1, H2, H3, H4, LASTL, SHORTL, TAILL, LOADED, STORED) \
+LASTL: \
+	CTR; \
+	TAIL_STITCHED(ROUND, LAST, G_FIRST4, G_ACC5, G_ACC6, G_ACC7, G_NONE); \
+	JMP TAILL; \
+SHORTL: \
+	CTR; \
+	TAIL_ROUNDS(ROUND, LAST); \
+TAILL: \
+	LOAD_TAIL(SI, R8, Z4, Z5, Z6, Z7, LOADED); \
+	VMOVDQU8.Z Z0, K1, Z0; \
+	VMOVDQU8.Z Z1, K2, Z1; \
+	VMOVDQU8.Z Z2, K3, Z2; \
+	VMOVDQU8.Z Z3, K4, Z3; \
+	VPXORQ Z4, Z0, Z0; \
+	VPXORQ Z5, Z1, Z1; \
+	VPXORQ Z6, Z2, Z2; \
+	VPXORQ Z7, Z3, Z3; \
+	STORE_TAIL(DI, R8, STORED); \
+	VPSHUFB Z27, Z0, Z4; \
+	VPSHUFB Z27, Z1, Z5; \
+	VPSHUFB Z27, Z2, Z6; \
+	VPSHUFB Z27, Z3, Z7; \
+	TAIL_HASH_SETUP; \
+	G_FIRSTX; \
+	H1; \
+	H2; \
+	H3; \
+	H4; \
+	GHASH_REDUCE; \
+	TAG; \
+	VMOVDQU X14, 0(DI)(R8*1); \
+	VZEROUPPER; \
+	RET
+
+// The tail of openGCM in R registers: its keystream with its hash (H1-H4,
+// and the extra products) between the rounds.
+#define OPEN_TAIL(CTR, ROUND, LAST, H1, H2, H3, H4, L) \
+L: \
+	CTR; \
+	TAIL_HASH_SETUP; \
+	TAIL_STITCHED(ROUND, LAST, G_FIRSTX, H1, H2, H3, H4); \
+	JMP openFinish
+
 // func sealGCM(ks *[176]byte, htab *[32][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int)
 // Seals n bytes at src into dst, the tag after them, all of GCM in one
 // call: the additional data's hash, the bulk loop, the tail with masked
@@ -476,11 +599,11 @@ adDone:
 TEXT ·sealGCM(SB), NOSPLIT, $0-64
 	LOAD_ARGS
 	BEGIN
+	TAIL_MASKS(R8)
 	CMPQ R8, $256
 	JB   sealShort
 	CTR16
 	SEAL_STORE
-
 	PCALIGN $64
 
 sealLoop:
@@ -494,37 +617,15 @@ sealLoop:
 sealLast:
 	TAIL_MASKS(R8)
 	VPXORQ Z14, Z4, Z4
-	TAIL_CTR
-	TAIL_STITCHED(NO_EXTRA)
-	JMP  sealTail
+	BY_REGISTERS(R8, sealLast0, sealLast1, sealLast2, sealLast3, sealLast4)
 
 sealShort:
-	TAIL_MASKS(R8)
-	TAIL_KEYSTREAM
-
-sealTail:
-	LOAD_TAIL(SI, R8, Z4, Z5, Z6, Z7, sealLoaded)
-	VMOVDQU8.Z Z0, K1, Z0
-	VMOVDQU8.Z Z1, K2, Z1
-	VMOVDQU8.Z Z2, K3, Z2
-	VMOVDQU8.Z Z3, K4, Z3
-	VPXORQ Z4, Z0, Z0
-	VPXORQ Z5, Z1, Z1
-	VPXORQ Z6, Z2, Z2
-	VPXORQ Z7, Z3, Z3
-	STORE_TAIL(DI, R8, sealStored)
-	VPSHUFB Z27, Z0, Z4
-	VPSHUFB Z27, Z1, Z5
-	VPSHUFB Z27, Z2, Z6
-	VPSHUFB Z27, Z3, Z7
-	TAIL_HASH_SETUP
-	GHASH_MUL16
-	EXTRA_Z15
-	GHASH_REDUCE
-	TAG
-	VMOVDQU X14, 0(DI)(R8*1)
-	VZEROUPPER
-	RET
+	BY_REGISTERS(R8, sealShort0, sealShort1, sealShort2, sealShort3, sealShort4)
+	SEAL_TAIL(CTR_T0, AES_T0, LAST_T0, G_NONE, G_NONE, G_NONE, G_NONE, sealLast0, sealShort0, sealTail0, sealLoaded0, sealStored0)
+	SEAL_TAIL(CTR_T1, AES_T1, LAST_T1, G_ACC4, G_NONE, G_NONE, G_NONE, sealLast1, sealShort1, sealTail1, sealLoaded1, sealStored1)
+	SEAL_TAIL(CTR_T2, AES_T2, LAST_T2, G_ACC4, G_ACC5, G_NONE, G_NONE, sealLast2, sealShort2, sealTail2, sealLoaded2, sealStored2)
+	SEAL_TAIL(CTR_T3, AES_T3, LAST_T3, G_ACC4, G_ACC5, G_ACC6, G_NONE, sealLast3, sealShort3, sealTail3, sealLoaded3, sealStored3)
+	SEAL_TAIL(CTR_T4, AES_T4, LAST_T4, G_ACC4, G_ACC5, G_ACC6, G_ACC7, sealLast4, sealShort4, sealTail4, sealLoaded4, sealStored4)
 
 // func openGCM(ks *[176]byte, htab *[32][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int) bool
 // Hashes and decrypts n bytes at src into dst and reports whether the tag
@@ -534,7 +635,6 @@ sealTail:
 TEXT ·openGCM(SB), NOSPLIT, $0-65
 	LOAD_ARGS
 	BEGIN
-
 	PCALIGN $64
 
 openLoop:
@@ -564,9 +664,14 @@ openTail:
 	TAIL_MASKS(R8)
 	LOAD_TAIL(SI, R8, Z4, Z5, Z6, Z7, openLoaded)
 	BSWAP_Z4_Z7
-	TAIL_CTR
-	TAIL_HASH_SETUP
-	TAIL_STITCHED(EXTRA_Z15)
+	BY_REGISTERS(R8, openTail0, openTail1, openTail2, openTail3, openTail4)
+	OPEN_TAIL(CTR_T0, AES_T0, LAST_T0, G_NONE, G_NONE, G_NONE, G_NONE, openTail0)
+	OPEN_TAIL(CTR_T1, AES_T1, LAST_T1, G_ACC4, G_NONE, G_NONE, G_NONE, openTail1)
+	OPEN_TAIL(CTR_T2, AES_T2, LAST_T2, G_ACC4, G_ACC5, G_NONE, G_NONE, openTail2)
+	OPEN_TAIL(CTR_T3, AES_T3, LAST_T3, G_ACC4, G_ACC5, G_ACC6, G_NONE, openTail3)
+	OPEN_TAIL(CTR_T4, AES_T4, LAST_T4, G_ACC4, G_ACC5, G_ACC6, G_ACC7, openTail4)
+
+openFinish:
 	LOAD_TAIL(SI, R8, Z8, Z9, Z10, Z11, openReloaded)
 	VPXORQ Z8, Z0, Z0
 	VPXORQ Z9, Z1, Z1

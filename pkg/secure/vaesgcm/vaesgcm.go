@@ -8,9 +8,16 @@
 //
 // Go's own AES-GCM uses AES-NI and PCLMULQDQ on 128-bit registers; on the
 // machines gtun runs on that is the largest user-space cost of a tunnel
-// under load, and this more than doubles its throughput on large records
-// (1.5x on 1420-byte packets). Use it only when Supported reports true;
-// otherwise use crypto/cipher. Supported is false on CPUs without the
+// under load, and this more than doubles its throughput: 2.3x on large
+// records, 2.1x on 1420-byte packets, 2.5-3x on 64-byte ones. A whole
+// Seal or Open is one assembly call (additional data, bulk loop, tail,
+// tag), and the tail (what is left after the 256-byte chunks) is done with
+// masked loads and stores and only as many registers of keystream and
+// hash as it fills, so that a packet costs little more than its bytes at
+// the bulk rate: on a Xeon (Emerald Rapids, KVM) 1420 bytes take 125-140
+// ns where the bulk rate (12-13 GB/s) gives about 115.
+//
+// Use it only when Supported reports true; otherwise use crypto/cipher. Supported is false on CPUs without the
 // instructions, with GTUN_NO_VAES set, in FIPS 140 mode, and when the
 // self-test against crypto/cipher that the first call runs fails.
 package vaesgcm
