@@ -197,6 +197,12 @@ func (o *opener) fillAhead() error {
 // On failure it returns the drop reason and false; nothing has changed
 // then.
 func (o *opener) open(d []byte, now time.Time) (payload []byte, newest bool, reason DropReason, ok bool) {
+	return o.openTo(nil, d, now)
+}
+
+// openTo is open with the payload decrypted into dst (len(dst) is the
+// payload's length, dst apart from d) instead of in place; nil: in place.
+func (o *opener) openTo(dst, d []byte, now time.Time) (payload []byte, newest bool, reason DropReason, ok bool) {
 	if len(d) < DataOverhead {
 		return nil, false, DropMalformed, false
 	}
@@ -231,7 +237,11 @@ func (o *opener) open(d []byte, now time.Time) (payload []byte, newest bool, rea
 	}
 	putNonce(&o.nonce, &k.mask, counter)
 	hdr, sealed := d[:DataHeaderLen], d[DataHeaderLen:]
-	plain, err := k.aead.Open(sealed[:0], o.nonce[:], sealed, hdr)
+	out := sealed[:0]
+	if dst != nil {
+		out = dst[:0]
+	}
+	plain, err := k.aead.Open(out, o.nonce[:], sealed, hdr)
 	if err != nil {
 		return nil, false, DropBadTag, false
 	}

@@ -101,7 +101,25 @@ type PacketHandler interface {
 	Flush()
 }
 
-type packetSink struct{ h PacketHandler }
+// A PacketPlacer is a PacketHandler that says where a packet is to be
+// opened before it is: the session decrypts the datagram straight into the
+// buffer Place returns instead of in place, and the handler need not copy
+// it afterwards (the udp transport's coalescer joins segments where they
+// were opened).
+type PacketPlacer interface {
+	PacketHandler
+	// Place returns where to open a packet of n bytes (n bytes long), or
+	// nil for in place (then Packet follows if it opens).
+	Place(n int) []byte
+	// Placed follows every place given: the packet in dst opened (ok),
+	// with the datagram's flags, or not (dst holds nothing then).
+	Placed(dst []byte, ok bool, flags byte)
+}
+
+type packetSink struct {
+	h PacketHandler
+	p PacketPlacer // h, if it places packets
+}
 
 // SetPacketHandler routes the session's packet datagrams to h from now on;
 // nil drops them (counted as not_ready).
@@ -110,7 +128,8 @@ func (s *Session) SetPacketHandler(h PacketHandler) {
 		s.packets.Store(nil)
 		return
 	}
-	s.packets.Store(&packetSink{h})
+	p, _ := h.(PacketPlacer)
+	s.packets.Store(&packetSink{h, p})
 }
 
 // Send seals payload into one stream datagram and sends it to the peer.
@@ -239,7 +258,17 @@ func (r *receiver) release() {
 // whether d opened.
 func (s *Session) openLocked(d []byte, from netip.AddrPort, now time.Time) bool {
 	kind, flags := d[2], d[3] // authenticated once open succeeds
-	payload, newest, reason, ok := s.opener.open(d, now)
+	var sink *packetSink
+	var dst []byte // where the handler wants the packet; nil: in place
+	if kind == KindPacket {
+		if sink = s.packets.Load(); sink != nil && sink.p != nil {
+			dst = sink.p.Place(len(d) - DataOverhead)
+		}
+	}
+	payload, newest, reason, ok := s.opener.openTo(dst, d, now)
+	if dst != nil {
+		sink.p.Placed(dst, ok, flags)
+	}
 	if !ok {
 		s.drops.Inc(reason)
 		return false
@@ -252,13 +281,14 @@ func (s *Session) openLocked(d []byte, from netip.AddrPort, now time.Time) bool 
 		s.endpoint.Store(&ep)
 	}
 	if kind == KindPacket {
-		sink := s.packets.Load()
 		if sink == nil {
 			s.drops.Inc(DropNotReady)
 			return true
 		}
 		s.touched = true
-		sink.h.Packet(d[:DataHeaderLen+len(payload)], DataHeaderLen, flags)
+		if dst == nil {
+			sink.h.Packet(d[:DataHeaderLen+len(payload)], DataHeaderLen, flags)
+		}
 		return true
 	}
 	s.deliver(payload)

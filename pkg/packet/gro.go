@@ -31,6 +31,9 @@ type Coalescer struct {
 	nextSeq uint32
 	ended   bool // a short or PSH segment joined: nothing more may
 	partial bool // the first segment's checksum is partial (alone, it goes with VnetNeedsCsum)
+
+	placed int          // where Place put the packet being opened (placedNone: nowhere)
+	saved  [hdrMax]byte // placedJoin: the pending payload's last bytes, under the new packet's headers
 }
 
 // NewCoalescer returns a coalescer handing its frames to out, which must
@@ -57,16 +60,7 @@ func (c *Coalescer) Add(buf []byte, at int, partial bool) {
 	ipLen, hdrLen, plen, ok := tcpSegment(pkt)
 	if ok && c.segs > 0 && c.joins(pkt, ipLen, hdrLen, plen) {
 		copy(c.buf[c.n:], pkt[hdrLen:])
-		c.n += plen
-		c.segs++
-		c.nextSeq += uint32(plen)
-		flags := pkt[ipLen+13]
-		if flags&tcpPSH != 0 {
-			c.buf[VnetHdrLen+ipLen+13] |= tcpPSH
-		}
-		if plen < c.gsoSize || flags&tcpPSH != 0 {
-			c.ended = true
-		}
+		c.join(pkt[ipLen+13], plen)
 		return
 	}
 	c.Flush()
@@ -74,14 +68,41 @@ func (c *Coalescer) Add(buf []byte, at int, partial bool) {
 		if c.buf == nil {
 			c.buf = make([]byte, VnetHdrLen+MaxIP)
 		}
-		c.n = VnetHdrLen + copy(c.buf[VnetHdrLen:], pkt)
-		c.segs, c.ipLen, c.hdrLen, c.gsoSize = 1, ipLen, hdrLen, plen
-		c.nextSeq = binary.BigEndian.Uint32(pkt[ipLen+4:]) + uint32(plen)
-		c.ended = pkt[ipLen+13]&tcpPSH != 0
-		c.partial = partial
+		copy(c.buf[VnetHdrLen:], pkt)
+		c.start(len(pkt), ipLen, hdrLen, plen, partial)
 		return
 	}
-	f := buf[at-VnetHdrLen:]
+	c.single(buf[at-VnetHdrLen:], pkt, partial)
+}
+
+// join takes a segment whose payload (plen bytes) is in place at c.n, with
+// its TCP flags.
+func (c *Coalescer) join(flags byte, plen int) {
+	c.n += plen
+	c.segs++
+	c.nextSeq += uint32(plen)
+	if flags&tcpPSH != 0 {
+		c.buf[VnetHdrLen+c.ipLen+13] |= tcpPSH
+	}
+	if plen < c.gsoSize || flags&tcpPSH != 0 {
+		c.ended = true
+	}
+}
+
+// start makes the TCP segment at c.buf[VnetHdrLen:], n bytes, the pending
+// packet.
+func (c *Coalescer) start(n, ipLen, hdrLen, plen int, partial bool) {
+	pkt := c.buf[VnetHdrLen : VnetHdrLen+n]
+	c.n = VnetHdrLen + n
+	c.segs, c.ipLen, c.hdrLen, c.gsoSize = 1, ipLen, hdrLen, plen
+	c.nextSeq = binary.BigEndian.Uint32(pkt[ipLen+4:]) + uint32(plen)
+	c.ended = pkt[ipLen+13]&tcpPSH != 0
+	c.partial = partial
+}
+
+// single hands out a packet that joins nothing: pkt, with f its frame
+// (VnetHdrLen bytes of room, then pkt).
+func (c *Coalescer) single(f, pkt []byte, partial bool) {
 	clear(f[:VnetHdrLen]) // plain: no offload, the packet's checksums are its own
 	if partial {
 		if ipLen, proto, err := ipHeader(pkt); err == nil && proto == protoTCP && len(pkt) >= ipLen+20 {
@@ -89,6 +110,93 @@ func (c *Coalescer) Add(buf []byte, at int, partial bool) {
 		}
 	}
 	c.out(f)
+}
+
+// hdrMax is the most headers a segment may have: IPv6's 40 bytes and TCP's
+// 60 with options.
+const hdrMax = 100
+
+// Where Place put the packet being opened.
+const (
+	placedNone  = iota
+	placedStart // at the start of the buffer: nothing was pending
+	placedJoin  // over the end of the pending payload, kept aside in saved
+)
+
+// Place returns where the next packet, n bytes, is to be opened (decrypted
+// by the datagram layer), so that no copy follows when it continues the
+// pending packet: its headers go over the last bytes of the pending
+// payload, which Place keeps aside and Placed puts back, and its payload
+// lands where it joins. With nothing pending (or a pending packet that
+// nothing may join) it is the start of the buffer. Placed must follow a
+// place given, whether the packet opened or not. nil: open it where it is
+// and Add it (no buffer yet, as an idle session holds none until its first
+// TCP segment; or a packet that cannot join).
+func (c *Coalescer) Place(n int) []byte {
+	if c.buf == nil || n > MaxIP {
+		return nil
+	}
+	if c.segs > 0 && !c.ended {
+		h := c.hdrLen
+		if n <= h || c.n-h+n > len(c.buf) {
+			// It cannot join, but whether the pending packet goes now
+			// depends on whether it opens: Add decides.
+			return nil
+		}
+		copy(c.saved[:h], c.buf[c.n-h:c.n])
+		c.placed = placedJoin
+		return c.buf[c.n-h : c.n-h+n]
+	}
+	c.Flush() // nothing pending, or nothing may join it: it goes either way
+	c.placed = placedStart
+	return c.buf[VnetHdrLen : VnetHdrLen+n]
+}
+
+// Placed takes the packet Place placed, dst, once it is open: ok false
+// means it did not open (forged, replayed) and is gone; partial is as for
+// Add. The result is what Add would have done with it.
+func (c *Coalescer) Placed(dst []byte, ok, partial bool) {
+	placed := c.placed
+	c.placed = placedNone
+	switch placed {
+	case placedStart:
+		if !ok {
+			return
+		}
+		if ipLen, hdrLen, plen, seg := tcpSegment(dst); seg {
+			c.start(len(dst), ipLen, hdrLen, plen, partial)
+			return
+		}
+		c.single(c.buf[:VnetHdrLen+len(dst)], dst, partial)
+	case placedJoin:
+		h := c.hdrLen
+		at := c.n - h
+		if !ok {
+			copy(c.buf[at:c.n], c.saved[:h])
+			return
+		}
+		if ipLen, hdrLen, plen, seg := tcpSegment(dst); seg && c.joins(dst, ipLen, hdrLen, plen) {
+			flags := dst[ipLen+13]
+			copy(c.buf[at:c.n], c.saved[:h]) // the pending payload whole again; this one's follows it
+			c.join(flags, plen)
+			return
+		}
+		// It does not continue the pending packet: that goes out, and this
+		// one moves to the start of the buffer (what Add would copy).
+		var head [hdrMax]byte
+		copy(head[:h], dst[:h])
+		copy(c.buf[at:c.n], c.saved[:h])
+		end, n := c.n, len(dst)
+		c.Flush()
+		copy(c.buf[VnetHdrLen+h:], c.buf[end:at+n])
+		copy(c.buf[VnetHdrLen:], head[:h])
+		pkt := c.buf[VnetHdrLen : VnetHdrLen+n]
+		if ipLen, hdrLen, plen, seg := tcpSegment(pkt); seg {
+			c.start(n, ipLen, hdrLen, plen, partial)
+			return
+		}
+		c.single(c.buf[:VnetHdrLen+n], pkt, partial)
+	}
 }
 
 // tcpSegment reports whether pkt is a TCP segment that may take part in

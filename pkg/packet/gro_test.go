@@ -10,17 +10,7 @@ import (
 // sending side of the udp transport does.
 func segments(t *testing.T, v6 bool, payload []byte, seq uint32, mss int) [][]byte {
 	t.Helper()
-	pkt := tcpPacket(v6, payload, tcpPSH|tcpACK, seq)
-	ipLen, gso := 20, uint8(GSOTCPv4)
-	if v6 {
-		ipLen, gso = 40, GSOTCPv6
-	}
-	h := VnetHdr{Flags: VnetNeedsCsum, GSOType: gso, HdrLen: uint16(ipLen + 20), GSOSize: uint16(mss), CsumStart: uint16(ipLen), CsumOffset: 16}
-	var out [][]byte
-	if err := Segment(h, pkt, make([]byte, MaxIP), func(s []byte) error { out = append(out, bytes.Clone(s)); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return segmentsF(v6, payload, seq, mss)
 }
 
 // withRoomFull is p after 16 bytes of headroom, as a datagram delivers
@@ -240,4 +230,172 @@ func TestPartialChecksumsThroughCoalescer(t *testing.T) {
 			t.Fatalf("v6=%v: a lone partial segment, completed, differs", v6)
 		}
 	}
+}
+
+// Opening packets into the places Place gives (Placed after) hands out
+// exactly the frames Add does with the same packets, whatever comes: runs
+// of one flow, another flow, gaps, PSH and short segments, non-TCP
+// packets, IPv6, batch ends, and packets that fail to open (Add never sees
+// those).
+func TestCoalescerPlaceIsAdd(t *testing.T) {
+	payload := make([]byte, 40*1000)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	var pool [][]byte
+	for _, v6 := range []bool{false, true} {
+		a := segments(t, v6, payload, 1000, 1000)
+		b := segments(t, v6, payload[:12*1000+300], 900000, 1000) // ends short
+		for _, s := range b {
+			p := 20
+			if v6 {
+				p = 40
+			}
+			binary.BigEndian.PutUint16(s[p:], 40001)
+		}
+		pool = append(pool, a...)
+		pool = append(pool, b...)
+	}
+	icmp := bytes.Clone(pool[0][:28])
+	icmp[9] = protoICMP
+	binary.BigEndian.PutUint16(icmp[2:], 28)
+
+	rng := uint64(1)
+	next := func(n int) int { // xorshift: the same sequences every run
+		rng ^= rng << 13
+		rng ^= rng >> 7
+		rng ^= rng << 17
+		return int(rng % uint64(n))
+	}
+	for round := range 300 {
+		var viaAdd, viaPlace frames
+		add, place := NewCoalescer(viaAdd.out), NewCoalescer(viaPlace.out)
+		i := next(len(pool))
+		for range 200 {
+			switch r := next(100); {
+			case r < 70: // mostly the next segment of what came before
+				i = (i + 1) % len(pool)
+			case r < 80:
+				i = next(len(pool))
+			}
+			pkt := pool[i]
+			if next(20) == 0 {
+				pkt = icmp
+			}
+			partial := next(2) == 0
+			failed := next(15) == 0
+			if !failed {
+				add.Add(append(make([]byte, 16), pkt...), 16, partial)
+			}
+			if dst := place.Place(len(pkt)); dst == nil {
+				if !failed {
+					place.Add(append(make([]byte, 16), pkt...), 16, partial)
+				}
+			} else {
+				copy(dst, pkt)
+				if failed {
+					for j := range dst { // what a failed open leaves
+						dst[j] = 0xee
+					}
+				}
+				place.Placed(dst, !failed, partial)
+			}
+			if next(10) == 0 {
+				add.Flush()
+				place.Flush()
+			}
+		}
+		add.Flush()
+		place.Flush()
+		if len(viaAdd) != len(viaPlace) {
+			t.Fatalf("round %d: %d frames through Add, %d through Place", round, len(viaAdd), len(viaPlace))
+		}
+		for j := range viaAdd {
+			if !bytes.Equal(viaAdd[j], viaPlace[j]) {
+				t.Fatalf("round %d: frame %d differs", round, j)
+			}
+		}
+	}
+}
+
+// FuzzCoalescerPlace feeds a coalescer packets through Add and another
+// through Place and Placed: the same frames must come out, nothing may
+// panic. The input is a script: each step takes a control byte (bit 0:
+// the packet fails to open, bit 1: partial checksum, bit 2: a batch ends
+// after it, bits 3-7: which packet) and, for packet 31, raw bytes (a
+// length byte, then that many) instead of one of the well-formed segments.
+func FuzzCoalescerPlace(f *testing.F) {
+	payload := make([]byte, 8*500)
+	var pool [][]byte
+	for _, v6 := range []bool{false, true} {
+		segs := segmentsF(v6, payload, 77, 500)
+		pool = append(pool, segs...)
+		other := segmentsF(v6, payload[:2*500+9], 5000, 500)
+		pool = append(pool, other...)
+	}
+	f.Add([]byte{0, 8, 16, 24, 32, 40, 48, 56})
+	f.Add([]byte{0, 8, 9, 16, 24, 4, 32, 255, 20, 0x45, 0, 0, 20})
+	f.Fuzz(func(t *testing.T, script []byte) {
+		var viaAdd, viaPlace frames
+		add, place := NewCoalescer(viaAdd.out), NewCoalescer(viaPlace.out)
+		for len(script) > 0 {
+			ctl := script[0]
+			script = script[1:]
+			var pkt []byte
+			if k := int(ctl >> 3); k < 31 {
+				pkt = pool[k%len(pool)]
+			} else {
+				if len(script) == 0 {
+					return
+				}
+				n := min(int(script[0]), len(script)-1)
+				pkt, script = script[1:1+n], script[1+n:]
+			}
+			failed, partial := ctl&1 != 0, ctl&2 != 0
+			if !failed {
+				add.Add(append(make([]byte, 16), pkt...), 16, partial)
+			}
+			if dst := place.Place(len(pkt)); dst == nil {
+				if !failed {
+					place.Add(append(make([]byte, 16), pkt...), 16, partial)
+				}
+			} else {
+				copy(dst, pkt)
+				if failed {
+					clear(dst)
+				}
+				place.Placed(dst, !failed, partial)
+			}
+			if ctl&4 != 0 {
+				add.Flush()
+				place.Flush()
+			}
+		}
+		add.Flush()
+		place.Flush()
+		if len(viaAdd) != len(viaPlace) {
+			t.Fatalf("%d frames through Add, %d through Place", len(viaAdd), len(viaPlace))
+		}
+		for j := range viaAdd {
+			if !bytes.Equal(viaAdd[j], viaPlace[j]) {
+				t.Fatalf("frame %d differs", j)
+			}
+		}
+	})
+}
+
+// segmentsF is segments without a test (a fuzz target's setup): it
+// panics if Segment fails.
+func segmentsF(v6 bool, payload []byte, seq uint32, mss int) [][]byte {
+	pkt := tcpPacket(v6, payload, tcpPSH|tcpACK, seq)
+	ipLen, gso := 20, uint8(GSOTCPv4)
+	if v6 {
+		ipLen, gso = 40, GSOTCPv6
+	}
+	h := VnetHdr{Flags: VnetNeedsCsum, GSOType: gso, HdrLen: uint16(ipLen + 20), GSOSize: uint16(mss), CsumStart: uint16(ipLen), CsumOffset: 16}
+	var out [][]byte
+	if err := Segment(h, pkt, make([]byte, MaxIP), func(s []byte) error { out = append(out, bytes.Clone(s)); return nil }); err != nil {
+		panic(err)
+	}
+	return out
 }

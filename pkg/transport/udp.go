@@ -201,6 +201,16 @@ func (d *Datagrams) Packet(buf []byte, at int, flags byte) {
 	d.gro.Add(buf, at, flags&dgram.FlagCsumPartial != 0)
 }
 
+// Place is where the datagram session opens the next packet, n bytes: in
+// the coalescer's buffer, where it joins the frame being built without a
+// copy (see packet.Coalescer.Place).
+func (d *Datagrams) Place(n int) []byte { return d.gro.Place(n) }
+
+// Placed takes the packet Place placed, opened or not.
+func (d *Datagrams) Placed(dst []byte, ok bool, flags byte) {
+	d.gro.Placed(dst, ok, flags&dgram.FlagCsumPartial != 0)
+}
+
 // Flush ends the reader's batch: the frame being joined goes.
 func (d *Datagrams) Flush() { d.gro.Flush() }
 
