@@ -78,7 +78,7 @@ type Segmenter struct {
 	left         int    // segments Next has still to give
 	first        bool   // the next segment is the first
 	seq          uint32 // the first segment's
-	id           uint16 // the first segment's (IPv4)
+	id           uint16 // the next segment's (IPv4)
 	ipSum        uint32 // the IPv4 header's sum without total length, id and checksum
 	pseudoSum    uint32 // the pseudo-header's sum without the transport length
 	hdr          [maxHeaders]byte
@@ -178,7 +178,8 @@ func (g *Segmenter) Next() (p []byte, partial, ok bool) {
 	}
 	l4 := uint32(n - ipLen)
 	if g.is4 {
-		id := g.id + uint16(off/g.mss)
+		id := g.id
+		g.id++ // the next segment's
 		binary.BigEndian.PutUint16(seg[2:], uint16(n))
 		binary.BigEndian.PutUint16(seg[4:], id)
 		binary.BigEndian.PutUint16(seg[10:], ^Fold(g.ipSum+uint32(n)+uint32(id)))
