@@ -203,7 +203,7 @@ func (nullAEAD) Open(dst, _, sealed, _ []byte) ([]byte, error) {
 func BenchmarkPacketSealerRun45(b *testing.B) {
 	var k [32]byte
 	s, err := newSession(sessionParams{local: 1, remote: 2, send: k, recv: k, step: testStep,
-		newAEAD: func([32]byte) (cipher.AEAD, [12]byte, error) { return nullAEAD{}, [12]byte{1}, nil },
+		newAEAD:  func([32]byte) (cipher.AEAD, [12]byte, error) { return nullAEAD{}, [12]byte{1}, nil },
 		endpoint: netip.MustParseAddrPort("198.51.100.1:9623"), drops: new(drops),
 		xmit: func([]byte, netip.AddrPort) error { return nil }})
 	if err != nil {
