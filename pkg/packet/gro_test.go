@@ -282,24 +282,7 @@ func TestCoalescerPlaceIsAdd(t *testing.T) {
 			if next(20) == 0 {
 				pkt = icmp
 			}
-			partial := next(2) == 0
-			failed := next(15) == 0
-			if !failed {
-				add.Add(append(make([]byte, 16), pkt...), 16, partial)
-			}
-			if dst := place.Place(len(pkt)); dst == nil {
-				if !failed {
-					place.Add(append(make([]byte, 16), pkt...), 16, partial)
-				}
-			} else {
-				copy(dst, pkt)
-				if failed {
-					for j := range dst { // what a failed open leaves
-						dst[j] = 0xee
-					}
-				}
-				place.Placed(dst, !failed, partial)
-			}
+			feedBoth(add, place, pkt, next(15) == 0, next(2) == 0)
 			if next(10) == 0 {
 				add.Flush()
 				place.Flush()
@@ -316,6 +299,29 @@ func TestCoalescerPlaceIsAdd(t *testing.T) {
 			}
 		}
 	}
+}
+
+// feedBoth gives pkt to add through Add and to place through Place and
+// Placed, as the datagram layer would: a packet that failed to open never
+// reaches Add, and leaves junk where it was placed.
+func feedBoth(add, place *Coalescer, pkt []byte, failed, partial bool) {
+	if !failed {
+		add.Add(append(make([]byte, 16), pkt...), 16, partial)
+	}
+	dst := place.Place(len(pkt))
+	if dst == nil {
+		if !failed {
+			place.Add(append(make([]byte, 16), pkt...), 16, partial)
+		}
+		return
+	}
+	copy(dst, pkt)
+	if failed {
+		for j := range dst {
+			dst[j] = 0xee
+		}
+	}
+	place.Placed(dst, !failed, partial)
 }
 
 // FuzzCoalescerPlace feeds a coalescer packets through Add and another
@@ -351,21 +357,7 @@ func FuzzCoalescerPlace(f *testing.F) {
 				n := min(int(script[0]), len(script)-1)
 				pkt, script = script[1:1+n], script[1+n:]
 			}
-			failed, partial := ctl&1 != 0, ctl&2 != 0
-			if !failed {
-				add.Add(append(make([]byte, 16), pkt...), 16, partial)
-			}
-			if dst := place.Place(len(pkt)); dst == nil {
-				if !failed {
-					place.Add(append(make([]byte, 16), pkt...), 16, partial)
-				}
-			} else {
-				copy(dst, pkt)
-				if failed {
-					clear(dst)
-				}
-				place.Placed(dst, !failed, partial)
-			}
+			feedBoth(add, place, pkt, ctl&1 != 0, ctl&2 != 0)
 			if ctl&4 != 0 {
 				add.Flush()
 				place.Flush()

@@ -123,15 +123,7 @@ func TestDatagramsCarryTSOFrames(t *testing.T) {
 		}
 		seq += uint32(len(chunk))
 	}
-	for {
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n >= len(payload) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLen(&mu, &got, len(payload), deadline)
 	mu.Lock()
 	defer mu.Unlock()
 	if !bytes.Equal(got, payload) {
@@ -140,6 +132,19 @@ func TestDatagramsCarryTSOFrames(t *testing.T) {
 	t.Logf("%d segments arrived in %d frames", segs, frames)
 	if sent := cli.Session().Stats().TxDatagrams; sent < uint64(segs) {
 		t.Fatalf("client counts %d datagrams sent for %d segments", sent, segs)
+	}
+}
+
+// waitLen waits until *got (under mu) holds n bytes, or until deadline.
+func waitLen(mu *sync.Mutex, got *[]byte, n int, deadline time.Time) {
+	for {
+		mu.Lock()
+		have := len(*got)
+		mu.Unlock()
+		if have >= n || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -204,16 +209,7 @@ func TestSendFrameMoreFillsGSOSends(t *testing.T) {
 		t.Fatalf("%d datagrams sent, want 85 (a short last segment is never held)", n)
 	}
 	want := append(bytes.Clone(payload), payload[:3*mss+7]...)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n >= len(want) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLen(&mu, &got, len(want), time.Now().Add(5*time.Second))
 	mu.Lock()
 	defer mu.Unlock()
 	if !bytes.Equal(got, want) {
