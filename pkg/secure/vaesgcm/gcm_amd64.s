@@ -144,23 +144,19 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	VAESENC K, Z3, Z3
 
 // Products of Z4..Z7 (already byte-reversed, accumulator xored into Z4)
-// with the powers in Z28..Z31, summed into Z8 (low), Z9 (high), Z10 (middle).
+// with the powers in Z28..Z31, added to the sums in Z8 (low), Z9 (high),
+// Z10 (middle). The sums are zero after each reduction, except that a
+// short additional data block's products wait in them for the first
+// group of the text (see HASH_AD).
 #define GHASH_MUL16 \
 	GHASH_FIRST; \
 	GHASH_ACC(Z5, Z29); \
 	GHASH_ACC(Z6, Z30); \
 	GHASH_ACC(Z7, Z31)
 
-#define GHASH_FIRST GHASH_FIRST_OF(Z4, Z28)
+#define GHASH_FIRST GHASH_ACC(Z4, Z28)
 
-// The products of X and H start the sums in Z8, Z9, Z10.
-#define GHASH_FIRST_OF(X, H) \
-	VPCLMULQDQ $0x00, H, X, Z8; \
-	VPCLMULQDQ $0x11, H, X, Z9; \
-	VPCLMULQDQ $0x01, H, X, Z10; \
-	VPCLMULQDQ $0x10, H, X, Z11; \
-	VPXORQ Z11, Z10, Z10
-
+// The products of X and H added to the sums in Z8, Z9, Z10.
 #define GHASH_ACC(X, H) \
 	VPCLMULQDQ $0x00, H, X, Z11; \
 	VPCLMULQDQ $0x11, H, X, Z12; \
@@ -171,7 +167,8 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	VPTERNLOGQ $0x96, Z12, Z11, Z10
 
 // Sum the lanes of the 256-bit products and reduce into X14 (which zeroes
-// the upper lanes of Z14, so it xors into lane 0 only of the next input).
+// the upper lanes of Z14, so it xors into lane 0 only of the next input);
+// the sums start again from zero.
 #define GHASH_REDUCE \
 	VPSLLDQ $8, Z10, Z11; \
 	VPSRLDQ $8, Z10, Z12; \
@@ -185,7 +182,10 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	VEXTRACTI128 $1, Y9, X12; \
 	VPXOR X11, X8, X8; \
 	VPXOR X12, X9, X9; \
-	REDUCE(X8, X9, X14, X11)
+	REDUCE(X8, X9, X14, X11); \
+	VPXOR X8, X8, X8; \
+	VPXOR X9, X9, X9; \
+	VPXOR X10, X10, X10
 
 // R = (HI:LO) * x^-128 mod P, with T a temporary.
 #define REDUCE(LO, HI, R, T) \
@@ -217,7 +217,7 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	SUBQ $256, R8
 
 // Registers of sealGCM and openGCM besides those of the bulk loops:
-//   AX round keys, BX the power table (H^17 at 0 .. H^1 at 256, zeros
+//   AX round keys, BX the power table (H^18 at 0 .. H^1 at 272, zeros
 //   after), CX nonce, DX additional data, DI dst, SI src, R8 bytes of text
 //   left, R9 bytes of additional data left, R10-R13 temporaries.
 //   K1-K4 byte masks of the four registers of a tail (< 256 bytes).
@@ -369,8 +369,7 @@ DONE:
 // Steps of a hash, for the drivers: the products of one register with its
 // powers. The tail's and the additional data's extra products (Z15 with
 // Z16) come first, so that every variant has one to start the sums.
-#define G_FIRST4 GHASH_FIRST
-#define G_FIRSTX GHASH_FIRST_OF(Z15, Z16)
+#define G_ACCX GHASH_ACC(Z15, Z16)
 #define G_ACC4 GHASH_ACC(Z4, Z28)
 #define G_ACC5 GHASH_ACC(Z5, Z29)
 #define G_ACC6 GHASH_ACC(Z6, Z30)
@@ -427,10 +426,10 @@ DONE:
 
 // Powers H^16..H^1 into Z28-Z31 for the bulk loop.
 #define LOAD_BULK_POWERS \
-	VMOVDQU64 16(BX), Z28; \
-	VMOVDQU64 80(BX), Z29; \
-	VMOVDQU64 144(BX), Z30; \
-	VMOVDQU64 208(BX), Z31
+	VMOVDQU64 32(BX), Z28; \
+	VMOVDQU64 96(BX), Z29; \
+	VMOVDQU64 160(BX), Z30; \
+	VMOVDQU64 224(BX), Z31
 
 // Four registers of powers from P on into Z28-Z31 (256 bytes at P).
 #define LOAD_POWERS(P) \
@@ -454,10 +453,42 @@ DONE:
 	VBROADCASTI32X4 inc4<>(SB), Z15; \
 	LOAD_BULK_POWERS
 
-// The additional data: sixteen blocks per reduction, then what is left
-// (zero-padded, k blocks) with the running hash as one more product:
-// block j times H^(k-j), the hash (Z15) times H^k (Z16).
+// The additional data. Up to 16 bytes (one block, A; pkg/dgram's header
+// is 16) it is not reduced on its own: the products of A with the power
+// that the text's first group (the bulk loop's first sixteen blocks, or
+// the tail of m blocks and the lengths block) will give it, H^17 or
+// H^(m+2), wait in the sums for that group's reduction, so that the
+// text's hash does not wait for this one. Longer, it is hashed sixteen
+// blocks per reduction, then what is left (zero-padded, k blocks) with
+// the running hash as one more product: block j times H^(k-j), the hash
+// (Z15) times H^k (Z16).
 #define HASH_AD \
+	VPXOR X8, X8, X8; \
+	VPXOR X9, X9, X9; \
+	VPXOR X10, X10, X10; \
+	CMPQ R9, $16; \
+	JA   adLoop; \
+	TESTQ R9, R9; \
+	JZ    adDone; \
+	MOVQ $-1, R11; \
+	BZHIQ R9, R11, R12; \
+	KMOVQ R12, K1; \
+	VMOVDQU8.Z 0(DX), K1, X4; \
+	VPSHUFB X27, X4, X4; \
+	LEAQ 15(R8), R10; \
+	ANDQ $-16, R10; \
+	LEAQ 256(BX), R11; \
+	SUBQ R10, R11; \
+	LEAQ 16(BX), R12; \
+	CMPQ R8, $256; \
+	CMOVQCC R12, R11; \
+	VMOVDQU 0(R11), X5; \
+	VPCLMULQDQ $0x00, X5, X4, X8; \
+	VPCLMULQDQ $0x11, X5, X4, X9; \
+	VPCLMULQDQ $0x01, X5, X4, X10; \
+	VPCLMULQDQ $0x10, X5, X4, X11; \
+	VPXOR X11, X10, X10; \
+	JMP adDone; \
 adLoop: \
 	CMPQ R9, $256; \
 	JB   adTail; \
@@ -481,7 +512,7 @@ adTail: \
 	BSWAP_Z4_Z7; \
 	LEAQ 15(R9), R10; \
 	ANDQ $-16, R10; \
-	LEAQ 272(BX), R11; \
+	LEAQ 288(BX), R11; \
 	SUBQ R10, R11; \
 	VMOVDQA64 Z14, Z15; \
 	VMOVDQU64 0(R11), X16; \
@@ -498,7 +529,7 @@ ad4: \
 adDone:
 
 #define AD_HASH(G2, G3, G4) \
-	G_FIRSTX; \
+	G_ACCX; \
 	G_ACC4; \
 	G2; \
 	G3; \
@@ -512,7 +543,7 @@ adDone:
 #define TAIL_HASH_SETUP \
 	LEAQ 15(R8), R10; \
 	ANDQ $-16, R10; \
-	LEAQ 256(BX), R11; \
+	LEAQ 272(BX), R11; \
 	SUBQ R10, R11; \
 	LOAD_POWERS(R11); \
 	MOVQ n+32(FP), R10; \
@@ -523,7 +554,7 @@ adDone:
 	VPINSRQ $1, R10, X15, X15; \
 	VINSERTI32X4 $1, X15, Z14, Z15; \
 	VMOVDQU64 0(R11), X16; \
-	VINSERTI32X4 $1, 256(BX), Z16, Z16
+	VINSERTI32X4 $1, 272(BX), Z16, Z16
 
 // The tag from the hash in X14: byte order restored, E(K, J0) (Z13)
 // xored in.
@@ -547,7 +578,7 @@ adDone:
 #define SEAL_TAIL(CTR, ROUND, LAST, H1, H2, H3, H4, LASTL, SHORTL, TAILL, LOADED, STORED) \
 LASTL: \
 	CTR; \
-	TAIL_STITCHED(ROUND, LAST, G_FIRST4, G_ACC5, G_ACC6, G_ACC7, G_NONE); \
+	TAIL_STITCHED(ROUND, LAST, G_ACC4, G_ACC5, G_ACC6, G_ACC7, G_NONE); \
 	JMP TAILL; \
 SHORTL: \
 	CTR; \
@@ -568,7 +599,7 @@ TAILL: \
 	VPSHUFB Z27, Z2, Z6; \
 	VPSHUFB Z27, Z3, Z7; \
 	TAIL_HASH_SETUP; \
-	G_FIRSTX; \
+	G_ACCX; \
 	H1; \
 	H2; \
 	H3; \
@@ -585,10 +616,10 @@ TAILL: \
 L: \
 	CTR; \
 	TAIL_HASH_SETUP; \
-	TAIL_STITCHED(ROUND, LAST, G_FIRSTX, H1, H2, H3, H4); \
+	TAIL_STITCHED(ROUND, LAST, G_ACCX, H1, H2, H3, H4); \
 	JMP openFinish
 
-// func sealGCM(ks *[176]byte, htab *[32][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int)
+// func sealGCM(ks *[176]byte, htab *[33][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int)
 // Seals n bytes at src into dst, the tag after them, all of GCM in one
 // call: the additional data's hash, the bulk loop, the tail with masked
 // loads and stores, the lengths block and the tag. dst may equal src. The
@@ -627,7 +658,7 @@ sealShort:
 	SEAL_TAIL(CTR_T3, AES_T3, LAST_T3, G_ACC4, G_ACC5, G_ACC6, G_NONE, sealLast3, sealShort3, sealTail3, sealLoaded3, sealStored3)
 	SEAL_TAIL(CTR_T4, AES_T4, LAST_T4, G_ACC4, G_ACC5, G_ACC6, G_ACC7, sealLast4, sealShort4, sealTail4, sealLoaded4, sealStored4)
 
-// func openGCM(ks *[176]byte, htab *[32][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int) bool
+// func openGCM(ks *[176]byte, htab *[33][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int) bool
 // Hashes and decrypts n bytes at src into dst and reports whether the tag
 // after them at src matches, in constant time. dst may equal src. The
 // plaintext is written whatever the outcome: the caller wipes it when the
