@@ -44,6 +44,7 @@ type Datagrams struct {
 	runN    int                             // how many
 	runEnd  bool                            // the last one is shorter: nothing may follow it in this run
 	held    atomic.Bool                     // SendFrameMore left the run unsent
+	unread  int                             // datagrams sealed since the clock was read
 	send    func(run []byte, seg int) error // the session's SendSealed; a benchmark's stand-in
 
 	deliver atomic.Pointer[func([]byte)]
@@ -110,8 +111,16 @@ func (d *Datagrams) sendFrame(frame []byte, more bool) error {
 	// them with the offload): no pass over the payload for it here.
 	var err error
 	if err = d.cut.StartPartial(h, pkt, d.scratch); err == nil {
-		// The clock is read once for the frame: it decides key updates only.
-		d.sealer.Begin(time.Now())
+		// The clock decides key updates only, and reading it costs as
+		// much as cutting and sealing a small packet: it is read once a
+		// frame, and a frame that joins a run held back for it (small
+		// packets while the TUN has more ready) takes the time the run
+		// started with, up to a GSO send's worth of datagrams.
+		if d.runN == 0 || d.unread >= dgram.GSOMaxSegments {
+			d.sealer.Begin(time.Now())
+			d.unread = 0
+		}
+		d.unread += d.cut.Len()
 		for seg, partial, ok := d.cut.Next(); ok; seg, partial, ok = d.cut.Next() {
 			if err = d.addToRun(seg, partial); err != nil {
 				break

@@ -217,6 +217,49 @@ func TestSendFrameMoreFillsGSOSends(t *testing.T) {
 	}
 }
 
+// The clock (which decides key updates by time) is read once a frame, and
+// not again for frames that join a run held back for them, up to a GSO
+// send's worth of datagrams: with a key that ages in a nanosecond, each
+// reading updates the key once.
+func TestSendFrameReadsTheClockOncePerRun(t *testing.T) {
+	s := loopbackSession(t)
+	cli := NewDatagrams(s)
+	var datagrams int
+	cli.send = func(run []byte, seg int) error {
+		datagrams += (len(run) + seg - 1) / seg
+		return nil
+	}
+	s.SetRekeyInterval(time.Nanosecond)
+	updates := func() uint64 { sent, _ := cli.Rekeys(); return sent }
+	small := func(seq uint32) []byte { return tsoFrame(make([]byte, 100), 1360, seq) } // one datagram each
+
+	for i := range 10 {
+		if err := cli.SendFrame(small(uint32(i) * 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := updates(); n < 9 { // two readings a nanosecond apart may read the same
+		t.Fatalf("%d key updates for 10 frames sent one by one, want one each", n)
+	}
+	before := updates()
+	const frames = 200
+	for i := range frames {
+		if err := cli.SendFrameMore(small(uint32(i) * 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cli.SendHeld(); err != nil {
+		t.Fatal(err)
+	}
+	// Readings at frames 1, 65, 129 and 193: each starts a GSO send.
+	if n := updates() - before; n < 3 || n > 5 {
+		t.Fatalf("%d key updates for %d frames joined into runs of %d, want 4", n, frames, dgram.GSOMaxSegments)
+	}
+	if datagrams != 10+frames {
+		t.Fatalf("%d datagrams sent, want %d", datagrams, 10+frames)
+	}
+}
+
 // BenchmarkSendFrame64K is the udp transport's send path for one TSO
 // frame from the TUN: cut, sealed and sent over loopback with UDP GSO
 // (the receiving side reads and drops what is not yet routed).
@@ -288,5 +331,48 @@ func BenchmarkSealFrame64K(b *testing.B) {
 	}
 	if want := (63_000 + 1359) / 1360; datagrams != want*b.N {
 		b.Fatalf("%d datagrams in %d runs for %d frames, want %d a frame", datagrams, runs, b.N, want)
+	}
+}
+
+// udpFrame is [virtio-net header][IPv4 UDP packet] as a TUN hands over a
+// datagram of a local socket: the checksum left to the offload, the
+// pseudo-header's sum in its field.
+func udpFrame(payload []byte) []byte {
+	f := make([]byte, packet.VnetHdrLen+28+len(payload))
+	h := packet.VnetHdr{Flags: packet.VnetNeedsCsum, CsumStart: 20, CsumOffset: 6}
+	h.Encode(f)
+	p := f[packet.VnetHdrLen:]
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[8], p[9] = 64, 17
+	copy(p[12:], []byte{100, 64, 240, 2, 10, 244, 1, 20})
+	binary.BigEndian.PutUint16(p[10:], ^packet.Fold(packet.Sum(p[:20], 0)))
+	binary.BigEndian.PutUint16(p[20:], 40000)
+	binary.BigEndian.PutUint16(p[22:], 5201)
+	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
+	copy(p[28:], payload)
+	binary.BigEndian.PutUint16(p[26:], packet.Fold(packet.Sum(p[12:20], 17+uint32(8+len(payload)))))
+	return f
+}
+
+// BenchmarkSealSmallFrames64 is the send path of 64 small UDP packets
+// (64 bytes of payload, as the packet-rate test sends) that the TUN had
+// ready at once: each completed, sealed and joined into one GSO run,
+// without the system call.
+func BenchmarkSealSmallFrames64(b *testing.B) {
+	cli := NewDatagrams(loopbackSession(b))
+	cli.send = func([]byte, int) error { return nil }
+	frame := udpFrame(make([]byte, 64))
+	b.SetBytes(64 * int64(len(frame)))
+	b.ReportAllocs()
+	for b.Loop() {
+		for range 64 {
+			if err := cli.SendFrameMore(frame); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := cli.SendHeld(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
