@@ -39,13 +39,15 @@ func keyStatus(t *testing.T, e *env) keyState {
 // download whose bytes are checked: no reconnect, no drop, no second
 // without data either way, every byte intact; status and metrics on both
 // sides show the key updates growing and keys never older than the
-// interval and a keepalive. Over tcp, and over kcp (whose records ride
-// the KCP stream inside sealed datagrams), at a rate each carries.
+// interval and a keepalive. Over tcp, over kcp (whose records ride the
+// KCP stream inside sealed datagrams), and over udp (each packet a
+// datagram, sealed a GSO send's worth under one hold of the key), at a
+// rate each carries.
 func TestRekeyUnderLoad(t *testing.T) {
 	for _, c := range []struct {
 		transport, rate string
 		download        int
-	}{{"tcp", "500M", 200 << 20}, {"kcp", "100M", 40 << 20}} {
+	}{{"tcp", "500M", 200 << 20}, {"kcp", "100M", 40 << 20}, {"udp", "500M", 200 << 20}} {
 		t.Run(c.transport, func(t *testing.T) { rekeyUnderLoad(t, c.transport, c.rate, c.download) })
 	}
 }
@@ -56,7 +58,7 @@ func rekeyUnderLoad(t *testing.T, transport, rate string, size int) {
 	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
 	insertAfter(t, scfg, "keepalive", `rekey_interval = "1s"`)
 	insertAfter(t, scfg, "keepalive", `metrics_listen = "127.0.0.1:9624"`)
-	rewrite(t, scfg, `transports = ["tcp"]`, `transports = ["tcp", "kcp"]`)
+	rewrite(t, scfg, `transports = ["tcp"]`, `transports = ["tcp", "kcp", "udp"]`)
 	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
 	insertAfter(t, ccfg, "control_socket", `metrics_listen = "127.0.0.1:9625"`)
 	rewrite(t, ccfg, `transport = "tcp"`, fmt.Sprintf("transport = %q", transport))
