@@ -5,8 +5,8 @@ package vaesgcm
 import "golang.org/x/sys/cpu"
 
 // hasVAES: every instruction set the assembly uses, the VEX-encoded AVX
-// and AVX2 ones (VPXOR and VEXTRACTI128 on XMM and YMM) as well as the
-// AVX-512 ones. AVX-512F implies AVX2 on every CPU made so far, but a
+// and AVX2 ones (VPXOR and VEXTRACTI128 on XMM and YMM) and BMI2's BZHI
+// (the tail's masks) as well as the AVX-512 ones. AVX-512F implies AVX2 on every CPU made so far, but a
 // hypervisor may mask features in CPUID one by one, and x/sys/cpu
 // reports AVX and AVX2 only when the OS saves the YMM state, and the
 // AVX-512 features only when it saves the ZMM state (XCR0): so this is

@@ -8,18 +8,20 @@
 //
 // Go's own AES-GCM uses AES-NI and PCLMULQDQ on 128-bit registers; on the
 // machines gtun runs on that is the largest user-space cost of a tunnel
-// under load, and this more than doubles its throughput: 2.3x on large
-// records, 2.1x on 1420-byte packets, 2.5-3x on 64-byte ones. A whole
+// under load, and this more than doubles its throughput: 2.5x on large
+// records and on 1420-byte packets, 3-3.5x on 64-byte ones. A whole
 // Seal or Open is one assembly call (additional data, bulk loop, tail,
 // tag), and the tail (what is left after the 256-byte chunks) is done with
 // masked loads and stores and only as many registers of keystream and
 // hash as it fills, so that a packet costs little more than its bytes at
-// the bulk rate: on a Xeon (Emerald Rapids, KVM) 1420 bytes take 125-140
-// ns where the bulk rate (12-13 GB/s) gives about 115.
+// the bulk rate: on a Xeon (Emerald Rapids, KVM, shared) 1420 bytes take
+// 115-150 ns, by the machine's load, where the bulk rate (12-13 GB/s)
+// gives 110-118.
 //
-// Use it only when Supported reports true; otherwise use crypto/cipher. Supported is false on CPUs without the
-// instructions, with GTUN_NO_VAES set, in FIPS 140 mode, and when the
-// self-test against crypto/cipher that the first call runs fails.
+// Use it only when Supported reports true; otherwise use crypto/cipher.
+// Supported is false on CPUs without the instructions, with GTUN_NO_VAES
+// set, in FIPS 140 mode, and when the self-test against crypto/cipher that
+// the first call runs fails.
 package vaesgcm
 
 import (
@@ -43,7 +45,7 @@ const (
 var errOpen = errors.New("cipher: message authentication failed")
 
 // HasCPUFeatures reports whether this CPU and OS can run the assembly:
-// amd64 with AES, PCLMULQDQ, AVX, AVX2, AVX512F/BW/VL, VAES and
+// amd64 with AES, PCLMULQDQ, AVX, AVX2, BMI2, AVX512F/BW/VL, VAES and
 // VPCLMULQDQ, the OS saving the YMM and ZMM registers, and a build without
 // the purego tag.
 func HasCPUFeatures() bool { return hasVAES }
@@ -62,7 +64,7 @@ func unavailable(st *selfTest) string {
 	case off != "" && off != "0":
 		return "GTUN_NO_VAES is set"
 	case !hasVAES:
-		return "the CPU or OS lacks VAES/VPCLMULQDQ/AVX-512 (or AVX/AVX2), or the build is purego"
+		return "the CPU or OS lacks VAES/VPCLMULQDQ/AVX-512 (or AVX/AVX2/BMI2), or the build is purego"
 	case fips140.Enabled():
 		// The FIPS 140-3 validated module is the standard library's own
 		// crypto; this assembly is not part of it, so in FIPS mode only the
