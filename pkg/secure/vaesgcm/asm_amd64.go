@@ -19,10 +19,10 @@ var hasVAES = cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ &&
 // Implemented in gcm_amd64.s.
 
 //go:noescape
-func sealGCM(ks *[176]byte, htab *[33][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int)
+func sealGCM(ks *[176]byte, htab *[50][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int)
 
 //go:noescape
-func openGCM(ks *[176]byte, htab *[33][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int) bool
+func openGCM(ks *[176]byte, htab *[50][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int) bool
 
 //go:noescape
 func keystream(ks *[176]byte, ctr *[16]byte, out *[256]byte)

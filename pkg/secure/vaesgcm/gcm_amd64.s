@@ -217,7 +217,7 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	SUBQ $256, R8
 
 // Registers of sealGCM and openGCM besides those of the bulk loops:
-//   AX round keys, BX the power table (H^18 at 0 .. H^1 at 272, zeros
+//   AX round keys, BX the power table (H^34 at 0 .. H^1 at 528, zeros
 //   after), CX nonce, DX additional data, DI dst, SI src, R8 bytes of text
 //   left, R9 bytes of additional data left, R10-R13 temporaries.
 //   K1-K4 byte masks of the four registers of a tail (< 256 bytes).
@@ -393,7 +393,7 @@ DONE:
 // TAIL_ROUNDS with a hash of five steps (G1-G5) interleaved between the
 // rounds and reduced into X14: independent work for the AES and the
 // carry-less multiplication units.
-#define TAIL_STITCHED(ROUND, LAST, G1, G2, G3, G4, G5) \
+#define TAIL_STITCHED(ROUND, LAST, G1, G2, G3, G4, G5, REDUCTION) \
 	ROUND(Z17); \
 	G1; \
 	ROUND(Z18); \
@@ -405,7 +405,7 @@ DONE:
 	ROUND(Z21); \
 	G5; \
 	ROUND(Z22); \
-	GHASH_REDUCE; \
+	REDUCTION; \
 	ROUND(Z23); \
 	ROUND(Z24); \
 	ROUND(Z25); \
@@ -426,10 +426,10 @@ DONE:
 
 // Powers H^16..H^1 into Z28-Z31 for the bulk loop.
 #define LOAD_BULK_POWERS \
-	VMOVDQU64 32(BX), Z28; \
-	VMOVDQU64 96(BX), Z29; \
-	VMOVDQU64 160(BX), Z30; \
-	VMOVDQU64 224(BX), Z31
+	VMOVDQU64 288(BX), Z28; \
+	VMOVDQU64 352(BX), Z29; \
+	VMOVDQU64 416(BX), Z30; \
+	VMOVDQU64 480(BX), Z31
 
 // Four registers of powers from P on into Z28-Z31 (256 bytes at P).
 #define LOAD_POWERS(P) \
@@ -441,10 +441,10 @@ DONE:
 // Sets up a message: the byte reversal (Z27), the hash of the additional
 // data (X14), the round keys (Z16-Z26), counters from J0+1 on (Z13, Z15),
 // and the bulk loop's powers H^16..H^1 (Z28-Z31).
-#define BEGIN \
+#define BEGIN(FINAL) \
 	VBROADCASTI32X4 bswapMask<>(SB), Z27; \
 	VPXOR X14, X14, X14; \
-	HASH_AD; \
+	HASH_AD(FINAL); \
 	LOAD_KEYS(AX); \
 	LOAD_J0(X12); \
 	VPSHUFB X27, X12, X13; \
@@ -455,14 +455,16 @@ DONE:
 
 // The additional data. Up to 16 bytes (one block, A; pkg/dgram's header
 // is 16) it is not reduced on its own: the products of A with the power
-// that the text's first group (the bulk loop's first sixteen blocks, or
-// the tail of m blocks and the lengths block) will give it, H^17 or
-// H^(m+2), wait in the sums for that group's reduction, so that the
-// text's hash does not wait for this one. Longer, it is hashed sixteen
+// that the text's first group will give it wait in the sums for that
+// group's reduction, so that the text's hash does not wait for this one.
+// The first group is the bulk loop's first sixteen blocks (H^17), unless
+// the text is shorter than FINAL bytes: then it is the final group, all
+// of the text's N blocks and the lengths block (H^(N+2)); FINAL is 256
+// for Open and 512 for Seal, which hashes its last chunk with the tail. Longer, it is hashed sixteen
 // blocks per reduction, then what is left (zero-padded, k blocks) with
 // the running hash as one more product: block j times H^(k-j), the hash
 // (Z15) times H^k (Z16).
-#define HASH_AD \
+#define HASH_AD(FINAL) \
 	VPXOR X8, X8, X8; \
 	VPXOR X9, X9, X9; \
 	VPXOR X10, X10, X10; \
@@ -477,10 +479,10 @@ DONE:
 	VPSHUFB X27, X4, X4; \
 	LEAQ 15(R8), R10; \
 	ANDQ $-16, R10; \
-	LEAQ 256(BX), R11; \
+	LEAQ 512(BX), R11; \
 	SUBQ R10, R11; \
-	LEAQ 16(BX), R12; \
-	CMPQ R8, $256; \
+	LEAQ 272(BX), R12; \
+	CMPQ R8, $FINAL; \
 	CMOVQCC R12, R11; \
 	VMOVDQU 0(R11), X5; \
 	VPCLMULQDQ $0x00, X5, X4, X8; \
@@ -512,7 +514,7 @@ adTail: \
 	BSWAP_Z4_Z7; \
 	LEAQ 15(R9), R10; \
 	ANDQ $-16, R10; \
-	LEAQ 288(BX), R11; \
+	LEAQ 544(BX), R11; \
 	SUBQ R10, R11; \
 	VMOVDQA64 Z14, Z15; \
 	VMOVDQU64 0(R11), X16; \
@@ -543,7 +545,7 @@ adDone:
 #define TAIL_HASH_SETUP \
 	LEAQ 15(R8), R10; \
 	ANDQ $-16, R10; \
-	LEAQ 272(BX), R11; \
+	LEAQ 528(BX), R11; \
 	SUBQ R10, R11; \
 	LOAD_POWERS(R11); \
 	MOVQ n+32(FP), R10; \
@@ -554,7 +556,7 @@ adDone:
 	VPINSRQ $1, R10, X15, X15; \
 	VINSERTI32X4 $1, X15, Z14, Z15; \
 	VMOVDQU64 0(R11), X16; \
-	VINSERTI32X4 $1, 272(BX), Z16, Z16
+	VINSERTI32X4 $1, 528(BX), Z16, Z16
 
 // The tag from the hash in X14: byte order restored, E(K, J0) (Z13)
 // xored in.
@@ -578,7 +580,7 @@ adDone:
 #define SEAL_TAIL(CTR, ROUND, LAST, H1, H2, H3, H4, LASTL, SHORTL, TAILL, LOADED, STORED) \
 LASTL: \
 	CTR; \
-	TAIL_STITCHED(ROUND, LAST, G_ACC4, G_ACC5, G_ACC6, G_ACC7, G_NONE); \
+	TAIL_STITCHED(ROUND, LAST, G_ACC4, G_ACC5, G_ACC6, G_ACC7, G_NONE, G_NONE); \
 	JMP TAILL; \
 SHORTL: \
 	CTR; \
@@ -616,20 +618,22 @@ TAILL: \
 L: \
 	CTR; \
 	TAIL_HASH_SETUP; \
-	TAIL_STITCHED(ROUND, LAST, G_ACCX, H1, H2, H3, H4); \
+	TAIL_STITCHED(ROUND, LAST, G_ACCX, H1, H2, H3, H4, GHASH_REDUCE); \
 	JMP openFinish
 
-// func sealGCM(ks *[176]byte, htab *[33][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int)
+// func sealGCM(ks *[176]byte, htab *[50][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int)
 // Seals n bytes at src into dst, the tag after them, all of GCM in one
 // call: the additional data's hash, the bulk loop, the tail with masked
 // loads and stores, the lengths block and the tag. dst may equal src. The
 // bulk loop is pipelined: it hashes the previous sixteen blocks of
 // ciphertext (kept byte-reversed in Z4-Z7) while it encrypts the next
 // sixteen, so that the hash chain does not wait for the AES rounds; the
-// last sixteen are hashed while the tail's keystream is made.
+// last sixteen are multiplied while the tail's keystream is made, and
+// their products reduced together with the tail's and the lengths
+// block's (powers H^(m+17)..H^1 for a tail of m blocks).
 TEXT ·sealGCM(SB), NOSPLIT, $0-64
 	LOAD_ARGS
-	BEGIN
+	BEGIN(512)
 	TAIL_MASKS(R8)
 	CMPQ R8, $256
 	JB   sealShort
@@ -648,6 +652,12 @@ sealLoop:
 sealLast:
 	TAIL_MASKS(R8)
 	VPXORQ Z14, Z4, Z4
+	VPXOR X14, X14, X14
+	LEAQ 15(R8), R10
+	ANDQ $-16, R10
+	LEAQ 272(BX), R11
+	SUBQ R10, R11
+	LOAD_POWERS(R11)
 	BY_REGISTERS(R8, sealLast0, sealLast1, sealLast2, sealLast3, sealLast4)
 
 sealShort:
@@ -658,14 +668,14 @@ sealShort:
 	SEAL_TAIL(CTR_T3, AES_T3, LAST_T3, G_ACC4, G_ACC5, G_ACC6, G_NONE, sealLast3, sealShort3, sealTail3, sealLoaded3, sealStored3)
 	SEAL_TAIL(CTR_T4, AES_T4, LAST_T4, G_ACC4, G_ACC5, G_ACC6, G_ACC7, sealLast4, sealShort4, sealTail4, sealLoaded4, sealStored4)
 
-// func openGCM(ks *[176]byte, htab *[33][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int) bool
+// func openGCM(ks *[176]byte, htab *[50][16]byte, dst, src *byte, n int, nonce, ad *byte, adLen int) bool
 // Hashes and decrypts n bytes at src into dst and reports whether the tag
 // after them at src matches, in constant time. dst may equal src. The
 // plaintext is written whatever the outcome: the caller wipes it when the
 // tag does not match. The tail is hashed while its keystream is made.
 TEXT ·openGCM(SB), NOSPLIT, $0-65
 	LOAD_ARGS
-	BEGIN
+	BEGIN(256)
 	PCALIGN $64
 
 openLoop:

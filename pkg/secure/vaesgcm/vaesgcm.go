@@ -80,15 +80,16 @@ func unavailable(st *selfTest) string {
 type gcm struct {
 	// ks is the AES-128 key schedule, 11 round keys in FIPS 197 byte order.
 	ks [176]byte
-	// htab holds H^18 .. H^1 (entry i is H^(18-i)), each multiplied by
+	// htab holds H^34 .. H^1 (entry i is H^(34-i)), each multiplied by
 	// x^-1 and stored as the bit-reflected 128-bit value (low quadword
 	// first), the form the assembly multiplies with, then zeros. The bulk
-	// loop uses H^16..H^1; a tail of m < 17 blocks is hashed with the
-	// powers H^(m+1).. from entry 17-m on, four registers of them, so the
-	// table runs on far enough for the loads past the last power to stay
-	// inside it (their products are with zero blocks); a one-block
-	// additional data is multiplied by up to H^18.
-	htab [33][16]byte
+	// loop uses H^16..H^1; Seal hashes its last chunk, its tail of m < 17
+	// blocks and the lengths block in one group (H^(m+17)..H^1), a short
+	// additional data block goes with the first group (up to H^(m+18)),
+	// and a tail's powers are loaded as four registers from H^(m+1) on, so
+	// the table runs on far enough for the loads past H^1 to stay inside
+	// it (their products are with zero blocks).
+	htab [50][16]byte
 }
 
 // New returns AES-128-GCM with a 12-byte nonce and a 16-byte tag. It fails
@@ -114,11 +115,11 @@ func newAsm(key []byte) cipher.AEAD {
 	return g
 }
 
-// initTable fills htab with H^18..H^1 in the assembly's form.
+// initTable fills htab with H^34..H^1 in the assembly's form.
 func (g *gcm) initTable(h [16]byte) {
 	hh := fieldElem{binary.BigEndian.Uint64(h[:8]), binary.BigEndian.Uint64(h[8:])}
 	p := hh
-	for i := 17; i >= 0; i-- {
+	for i := 33; i >= 0; i-- {
 		// The integer whose bit 127 is x^0 is (hi, lo) as read big-endian;
 		// times x^-1 it is shifted left by one, folding x^-1 = x^127 + x^6
 		// + x + 1 (0xC2000...01) in when the x^0 coefficient falls out.
