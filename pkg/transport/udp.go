@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,35 +96,28 @@ func (d *Datagrams) sendFrame(frame []byte, more bool) error {
 	}
 	h := packet.DecodeVnetHdr(frame)
 	pkt := frame[packet.VnetHdrLen:]
-	if h.Plain() {
-		if err := d.SendHeld(); err != nil { // the held datagrams go first: order is kept
-			return err
-		}
-		return d.sendPacket(pkt, 0)
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.scratch == nil { // the first TSO frame: an idle session holds none
-		d.scratch = make([]byte, packet.MaxIP)
-		d.run = make([]byte, 0, dgram.GSOMaxBytes)
-	}
-	// TCP segments keep their partial checksum (the far side's TUN takes
-	// them with the offload): no pass over the payload for it here.
 	var err error
-	if err = d.cut.StartPartial(h, pkt, d.scratch); err == nil {
-		// The clock decides key updates only, and reading it costs as
-		// much as cutting and sealing a small packet: it is read once a
-		// frame, and a frame that joins a run held back for it (small
-		// packets while the TUN has more ready) takes the time the run
-		// started with, up to a GSO send's worth of datagrams.
-		if d.runN == 0 || d.unread >= dgram.GSOMaxSegments {
-			d.sealer.Begin(time.Now())
-			d.unread = 0
+	if h.Plain() {
+		// Nothing to cut or complete: one datagram, which joins the run
+		// as a segment does (small packets the TUN has ready at once
+		// leave in one GSO send).
+		d.readClock(1)
+		err = d.addToRun(pkt, false)
+	} else {
+		if d.scratch == nil { // the first frame to cut: a session without any holds none
+			d.scratch = make([]byte, packet.MaxIP)
 		}
-		d.unread += d.cut.Len()
-		for seg, partial, ok := d.cut.Next(); ok; seg, partial, ok = d.cut.Next() {
-			if err = d.addToRun(seg, partial); err != nil {
-				break
+		// TCP segments keep their partial checksum (the far side's TUN
+		// takes them with the offload): no pass over the payload for it
+		// here.
+		if err = d.cut.StartPartial(h, pkt, d.scratch); err == nil {
+			d.readClock(d.cut.Len())
+			for seg, partial, ok := d.cut.Next(); ok; seg, partial, ok = d.cut.Next() {
+				if err = d.addToRun(seg, partial); err != nil {
+					break
+				}
 			}
 		}
 	}
@@ -139,11 +133,17 @@ func (d *Datagrams) sendFrame(frame []byte, more bool) error {
 	return err
 }
 
-func (d *Datagrams) sendPacket(pkt []byte, flags byte) error {
-	if len(pkt) > dgram.MaxPayload {
-		return ErrTooBig
+// readClock gives the sealer the time for a frame of n datagrams. The
+// clock decides key updates only, and reading it costs as much as sealing
+// a small packet: it is read once a frame, and a frame that joins a run
+// held back for it (small packets while the TUN has more ready) takes the
+// time the run started with, up to a GSO send's worth of datagrams.
+func (d *Datagrams) readClock(n int) {
+	if d.runN == 0 || d.unread >= dgram.GSOMaxSegments {
+		d.sealer.Begin(time.Now())
+		d.unread = 0
 	}
-	return d.s.SendPacket(pkt, flags)
+	d.unread += n
 }
 
 // addToRun seals a segment at the end of the run, sending the run first
@@ -160,6 +160,11 @@ func (d *Datagrams) addToRun(seg []byte, partial bool) error {
 	}
 	if d.runSeg == 0 {
 		d.runSeg = size
+	}
+	if cap(d.run)-len(d.run) < size {
+		// Grown as used, up to one GSO send: a session that sends only a
+		// few small packets does not hold 64 KB for them.
+		d.run = slices.Grow(d.run, max(size, min(len(d.run), dgram.GSOMaxBytes-len(d.run))))
 	}
 	d.runEnd = size < d.runSeg
 	var flags byte

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -260,6 +262,48 @@ func TestSendFrameReadsTheClockOncePerRun(t *testing.T) {
 	}
 }
 
+// Packets that need no offload work (what a gateway forwards) join the
+// runs as segments do: those of one size that the TUN had ready at once
+// leave in full GSO sends, a larger one sends the run first, and one
+// larger than a datagram carries is refused (ErrTooBig) after what was
+// held has gone.
+func TestPlainFramesJoinRuns(t *testing.T) {
+	cli := NewDatagrams(loopbackSession(t))
+	var sends []int // datagrams in each
+	cli.send = func(run []byte, seg int) error {
+		sends = append(sends, (len(run)+seg-1)/seg)
+		return nil
+	}
+	plain := func(n int) []byte {
+		f := udpFrame(make([]byte, n))
+		clear(f[:packet.VnetHdrLen])
+		return f
+	}
+	for range 100 {
+		if err := cli.SendFrameMore(plain(64)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cli.SendFrameMore(plain(500)); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sends, []int{64, 36}) {
+		t.Fatalf("sends of %v datagrams, want a full GSO send (64), then the rest (36) before the larger one, held", sends)
+	}
+	if err := cli.SendFrameMore(plain(dgram.MaxPayload)); !errors.Is(err, ErrTooBig) {
+		t.Fatalf("a packet larger than a datagram carries: %v", err)
+	}
+	if !slices.Equal(sends, []int{64, 36, 1}) {
+		t.Fatalf("sends of %v datagrams, want 64, 36, then the larger one held before the refused one", sends)
+	}
+	if err := cli.SendHeld(); err != nil {
+		t.Fatal(err)
+	}
+	if len(sends) != 3 {
+		t.Fatalf("sends %v: nothing was held", sends)
+	}
+}
+
 // BenchmarkSendFrame64K is the udp transport's send path for one TSO
 // frame from the TUN: cut, sealed and sent over loopback with UDP GSO
 // (the receiving side reads and drops what is not yet routed).
@@ -363,6 +407,27 @@ func BenchmarkSealSmallFrames64(b *testing.B) {
 	cli := NewDatagrams(loopbackSession(b))
 	cli.send = func([]byte, int) error { return nil }
 	frame := udpFrame(make([]byte, 64))
+	b.SetBytes(64 * int64(len(frame)))
+	b.ReportAllocs()
+	for b.Loop() {
+		for range 64 {
+			if err := cli.SendFrameMore(frame); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := cli.SendHeld(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSendPlainFrames64 is the send path of 64 small UDP packets
+// with nothing left to the offloads (packets a gateway forwards) that the
+// TUN had ready at once, sent over loopback.
+func BenchmarkSendPlainFrames64(b *testing.B) {
+	cli := NewDatagrams(loopbackSession(b))
+	frame := udpFrame(make([]byte, 64))
+	clear(frame[:packet.VnetHdrLen])
 	b.SetBytes(64 * int64(len(frame)))
 	b.ReportAllocs()
 	for b.Loop() {
