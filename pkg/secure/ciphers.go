@@ -18,8 +18,8 @@ import (
 // project's 2-core machine (Sapphire Rapids), sealing 64 KiB records:
 // AES-128-GCM ~11-12 GB/s with pkg/secure/vaesgcm (VAES + VPCLMULQDQ on
 // AVX-512, used when the CPU has them) and ~5 GB/s with crypto/cipher
-// (AES-NI + PCLMULQDQ on 128-bit registers; 1420-byte packets ~10 against
-// ~3.9 GB/s), AES-256-GCM ~3.9 GB/s, ChaCha20-Poly1305 ~1.6 GB/s. Both AES
+// (AES-NI + PCLMULQDQ on 128-bit registers; 1420-byte packets 9.5-11 against
+// 3.8-4.5 GB/s), AES-256-GCM ~3.9 GB/s, ChaCha20-Poly1305 ~1.6 GB/s. Both AES
 // implementations produce the same bytes, so the two ends need not agree on
 // one: only the cipher name goes on the wire. AES-128 and not 256:
 // the keys come from an X25519 exchange, which offers about 128-bit

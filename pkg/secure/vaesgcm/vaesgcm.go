@@ -8,15 +8,15 @@
 //
 // Go's own AES-GCM uses AES-NI and PCLMULQDQ on 128-bit registers; on the
 // machines gtun runs on that is the largest user-space cost of a tunnel
-// under load, and this more than doubles its throughput: 2.5x on large
-// records and on 1420-byte packets, 3-3.5x on 64-byte ones. A whole
+// under load, and this more than doubles its throughput: 2.3-2.5x on
+// large records and on 1420-byte packets, 3.5-4.5x on 64-byte ones. A whole
 // Seal or Open is one assembly call (additional data, bulk loop, tail,
 // tag), and the tail (what is left after the 256-byte chunks) is done with
 // masked loads and stores and only as many registers of keystream and
 // hash as it fills, so that a packet costs little more than its bytes at
 // the bulk rate: on a Xeon (Emerald Rapids, KVM, shared) 1420 bytes take
-// 115-150 ns, by the machine's load, where the bulk rate (12-13 GB/s)
-// gives 110-118.
+// 115-150 ns, by the machine's load, where the bulk rate (12-14 GB/s)
+// gives 104-118.
 //
 // Use it only when Supported reports true; otherwise use crypto/cipher.
 // Supported is false on CPUs without the instructions, with GTUN_NO_VAES
