@@ -75,8 +75,9 @@ func (d *Datagrams) SendFrame(frame []byte) error { return d.sendFrame(frame, fa
 // start, until SendHeld. A 64 KiB frame is ~47 datagrams of ~1.4 KB, more
 // than one GSO send takes (64 KB): sent frame by frame, every frame costs
 // a second, short send (and a second skb through both kernels); carried
-// over, the sends stay full. Anything sent on the session meanwhile goes
-// after them, in order.
+// over, the sends stay full. A small frame's one datagram waits the same
+// way for the next ones of its size. Anything sent on the session
+// meanwhile goes after them, in order.
 func (d *Datagrams) SendFrameMore(frame []byte) error { return d.sendFrame(frame, true) }
 
 // SendHeld sends what SendFrameMore held back.
