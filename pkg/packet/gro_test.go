@@ -196,7 +196,7 @@ func TestPartialChecksumsThroughCoalescer(t *testing.T) {
 		}
 		h := VnetHdr{Flags: VnetNeedsCsum, GSOType: gso, HdrLen: uint16(ipLen + 20), GSOSize: uint16(mss), CsumStart: uint16(ipLen), CsumOffset: 16}
 		var partial [][]byte
-		err := SegmentPartial(h, pkt, make([]byte, MaxIP), func(s []byte, p bool) error {
+		err := SegmentPartial(h, pkt, func(s []byte, p bool) error {
 			if !p {
 				t.Fatal("a TCP segment cut with a complete checksum")
 			}

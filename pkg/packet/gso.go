@@ -34,12 +34,13 @@ func Segment(h VnetHdr, pkt, scratch []byte, emit func([]byte) error) error {
 //
 // The segments of a GSO super-packet are built in pkt itself, not copied
 // out: each one's headers are written just before its payload, over the
-// end of the payload emit has had already. So pkt is overwritten, and emit
-// must be done with a segment when it returns; the sealer reads each
-// payload byte once, where the TUN put it.
-func SegmentPartial(h VnetHdr, pkt, scratch []byte, emit func(p []byte, partial bool) error) error {
+// end of the payload emit has had already, and a checksum to complete is
+// completed in pkt. So pkt is overwritten, and emit must be done with a
+// segment when it returns; the sealer reads each payload byte once, where
+// the TUN put it, and no scratch buffer is needed.
+func SegmentPartial(h VnetHdr, pkt []byte, emit func(p []byte, partial bool) error) error {
 	var g Segmenter
-	if err := g.StartPartial(h, pkt, scratch); err != nil {
+	if err := g.StartPartial(h, pkt); err != nil {
 		return err
 	}
 	for p, partial, ok := g.Next(); ok; p, partial, ok = g.Next() {
@@ -85,9 +86,9 @@ type Segmenter struct {
 }
 
 // StartPartial readies g to cut pkt as SegmentPartial does: in place, TCP
-// checksums left partial. g keeps pkt and scratch until the last Next.
-func (g *Segmenter) StartPartial(h VnetHdr, pkt, scratch []byte) error {
-	return g.start(h, pkt, scratch, true, true)
+// checksums left partial. g keeps pkt until the last Next.
+func (g *Segmenter) StartPartial(h VnetHdr, pkt []byte) error {
+	return g.start(h, pkt, nil, true, true)
 }
 
 // Len is how many packets the Next calls still to come give.
@@ -110,8 +111,11 @@ func (g *Segmenter) start(h VnetHdr, pkt, scratch []byte, keepPartial, inPlace b
 				return nil
 			}
 		}
-		out := scratch[:len(pkt)]
-		copy(out, pkt)
+		out := pkt
+		if !inPlace {
+			out = scratch[:len(pkt)]
+			copy(out, pkt)
+		}
 		at := int(h.CsumStart) + int(h.CsumOffset)
 		// The kernel left the pseudo-header sum in the field: folding the
 		// rest in and inverting completes the checksum.

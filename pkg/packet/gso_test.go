@@ -171,14 +171,13 @@ func BenchmarkSegmentPartial64K(b *testing.B) {
 	orig := tcpPacket(false, make([]byte, 63_000), 0x10, 1)
 	pkt := bytes.Clone(orig)
 	h := VnetHdr{Flags: VnetNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1360, CsumStart: 20, CsumOffset: 16}
-	scratch := make([]byte, 65535)
 	b.SetBytes(int64(len(pkt)))
 	b.ReportAllocs()
 	n := 0
 	emit := func([]byte, bool) error { n++; return nil }
 	for b.Loop() {
 		copy(pkt[:40], orig) // the headers: the rest is overwritten by the cut, and not read
-		if err := SegmentPartial(h, pkt, scratch, emit); err != nil {
+		if err := SegmentPartial(h, pkt, emit); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -377,7 +376,7 @@ func TestSegmentersMatchTheBook(t *testing.T) {
 		}
 		var g Segmenter
 		pkt := bytes.Clone(orig)
-		if err := g.StartPartial(h, pkt, make([]byte, MaxIP)); err != nil {
+		if err := g.StartPartial(h, pkt); err != nil {
 			t.Fatal(err)
 		}
 		if g.Len() != len(want) {

@@ -36,17 +36,16 @@ const UDP = "udp"
 type Datagrams struct {
 	s *dgram.Session
 
-	mu      sync.Mutex                      // SendFrame's: what follows
-	scratch []byte                          // the cut's: a packet whose checksum it completes
-	cut     packet.Segmenter                // the frame being sent
-	sealer  dgram.PacketSealer              // holds the session's seal lock while a run is sealed
-	run     []byte                          // sealed datagrams of one size back to back, for one GSO send
-	runSeg  int                             // their size; 0: run is empty
-	runN    int                             // how many
-	runEnd  bool                            // the last one is shorter: nothing may follow it in this run
-	held    atomic.Bool                     // SendFrameMore left the run unsent
-	unread  int                             // datagrams sealed since the clock was read
-	send    func(run []byte, seg int) error // the session's SendSealed; a benchmark's stand-in
+	mu     sync.Mutex                      // SendFrame's: what follows
+	cut    packet.Segmenter                // the frame being sent
+	sealer dgram.PacketSealer              // holds the session's seal lock while a run is sealed
+	run    []byte                          // sealed datagrams of one size back to back, for one GSO send
+	runSeg int                             // their size; 0: run is empty
+	runN   int                             // how many
+	runEnd bool                            // the last one is shorter: nothing may follow it in this run
+	held   atomic.Bool                     // SendFrameMore left the run unsent
+	unread int                             // datagrams sealed since the clock was read
+	send   func(run []byte, seg int) error // the session's SendSealed; a benchmark's stand-in
 
 	deliver atomic.Pointer[func([]byte)]
 	gro     *packet.Coalescer // the receiver's, on the session's reading goroutine
@@ -107,13 +106,10 @@ func (d *Datagrams) sendFrame(frame []byte, more bool) error {
 		d.readClock(1)
 		err = d.addToRun(pkt, false)
 	} else {
-		if d.scratch == nil { // the first frame to cut: a session without any holds none
-			d.scratch = make([]byte, packet.MaxIP)
-		}
 		// TCP segments keep their partial checksum (the far side's TUN
 		// takes them with the offload): no pass over the payload for it
 		// here.
-		if err = d.cut.StartPartial(h, pkt, d.scratch); err == nil {
+		if err = d.cut.StartPartial(h, pkt); err == nil {
 			d.readClock(d.cut.Len())
 			for seg, partial, ok := d.cut.Next(); ok; seg, partial, ok = d.cut.Next() {
 				if err = d.addToRun(seg, partial); err != nil {
