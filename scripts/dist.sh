@@ -76,17 +76,19 @@ tarballs=()
 for arch in $ARCHES; do
 	name="gtun-$VERSION-linux-$arch"
 	dir="$stage/$name"
-	mkdir -p "$dir/bin" "$dir/docs/man" "$dir/etc" "$dir/systemd" "$dir/scripts"
+	mkdir -p "$dir/bin" "$dir/docs/man" "$dir/docs/grafana" "$dir/etc" "$dir/systemd" "$dir/scripts" "$dir/bench"
 	for b in gtun gtund; do
 		CGO_ENABLED=0 GOOS=linux GOARCH="$arch" "$GO" build -trimpath -buildvcs=false \
 			-ldflags "$ldflags" -o "$dir/bin/$b" "./$b"
 	done
 	cp docs/*.md "$dir/docs/"
 	cp docs/man/gtun.8 docs/man/gtund.8 docs/man/gtun.toml.5 docs/man/gtund.toml.5 "$dir/docs/man/"
+	cp docs/grafana/gtun.json "$dir/docs/grafana/" # the dashboard the operations page imports
 	cp etc/gtun.toml etc/gtund.toml "$dir/etc/"
 	cp systemd/gtun.service systemd/gtun@.service systemd/gtund.service "$dir/systemd/"
 	cp scripts/install.sh scripts/uninstall.sh "$dir/scripts/"
 	cp README.md LICENSE "$dir/"
+	cp bench/RESULTS.md "$dir/bench/" # the dated runs the manual's performance page links to
 	# Modes from here, not from the builder's umask or checkout.
 	find "$dir" -type d -exec chmod 0755 {} +
 	find "$dir" -type f -exec chmod 0644 {} +

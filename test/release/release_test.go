@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -23,6 +24,9 @@ import (
 	"github.com/gtun/gtun/internal/testnet"
 	"github.com/gtun/gtun/pkg/secure"
 )
+
+// mdLink is a Markdown link's target.
+var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
 
 func build(t *testing.T, pkg string, flags ...string) string {
 	t.Helper()
@@ -190,28 +194,32 @@ func TestDistTarball(t *testing.T) {
 
 	files := readTarball(t, tarball)
 	want := map[string]int64{
-		name + "/":                      0o755,
-		name + "/LICENSE":               0o644,
-		name + "/README.md":             0o644,
-		name + "/bin/":                  0o755,
-		name + "/bin/gtun":              0o755,
-		name + "/bin/gtund":             0o755,
-		name + "/docs/":                 0o755,
-		name + "/docs/man/":             0o755,
-		name + "/docs/man/gtun.8":       0o644,
-		name + "/docs/man/gtund.8":      0o644,
-		name + "/docs/man/gtun.toml.5":  0o644,
-		name + "/docs/man/gtund.toml.5": 0o644,
-		name + "/etc/":                  0o755,
-		name + "/etc/gtun.toml":         0o644,
-		name + "/etc/gtund.toml":        0o644,
-		name + "/scripts/":              0o755,
-		name + "/scripts/install.sh":    0o755,
-		name + "/scripts/uninstall.sh":  0o755,
-		name + "/systemd/":              0o755,
-		name + "/systemd/gtun.service":  0o644,
-		name + "/systemd/gtun@.service": 0o644,
-		name + "/systemd/gtund.service": 0o644,
+		name + "/":                       0o755,
+		name + "/LICENSE":                0o644,
+		name + "/README.md":              0o644,
+		name + "/bench/":                 0o755,
+		name + "/bench/RESULTS.md":       0o644,
+		name + "/bin/":                   0o755,
+		name + "/bin/gtun":               0o755,
+		name + "/bin/gtund":              0o755,
+		name + "/docs/":                  0o755,
+		name + "/docs/grafana/":          0o755,
+		name + "/docs/grafana/gtun.json": 0o644,
+		name + "/docs/man/":              0o755,
+		name + "/docs/man/gtun.8":        0o644,
+		name + "/docs/man/gtund.8":       0o644,
+		name + "/docs/man/gtun.toml.5":   0o644,
+		name + "/docs/man/gtund.toml.5":  0o644,
+		name + "/etc/":                   0o755,
+		name + "/etc/gtun.toml":          0o644,
+		name + "/etc/gtund.toml":         0o644,
+		name + "/scripts/":               0o755,
+		name + "/scripts/install.sh":     0o755,
+		name + "/scripts/uninstall.sh":   0o755,
+		name + "/systemd/":               0o755,
+		name + "/systemd/gtun.service":   0o644,
+		name + "/systemd/gtun@.service":  0o644,
+		name + "/systemd/gtund.service":  0o644,
 	}
 	// The manual, which README.md links into: every page of docs/.
 	manual, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
@@ -244,6 +252,24 @@ func TestDistTarball(t *testing.T) {
 	for p := range files {
 		if _, ok := want[p]; !ok {
 			t.Errorf("unexpected %s in the tarball", p)
+		}
+	}
+	// Every relative link of the shipped pages leads to a shipped file.
+	for p, f := range files {
+		if !strings.HasSuffix(p, ".md") {
+			continue
+		}
+		for _, m := range mdLink.FindAllSubmatch(f.body, -1) {
+			target := string(m[1])
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "#") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			target, _, _ = strings.Cut(target, "#")
+			target = path.Join(path.Dir(p), target)
+			_, file := files[target]
+			if _, dir := files[target+"/"]; !file && !dir {
+				t.Errorf("%s links to %s, which the tarball lacks", p, m[1])
+			}
 		}
 	}
 
