@@ -376,6 +376,7 @@ func TestDialVersionMismatchInWords(t *testing.T) {
 	ts := listen(t)
 	cfg := ts.dialConfig(ts.client)
 	cfg.Handshake.Version = secure.ProtocolVersion + 1
+	cfg.Timeout = 15 * time.Second // the answer is what counts, not how fast (it failed once at 3 s, load average 8.7)
 	_, err := Dial(context.Background(), ts.l.Addr().String(), cfg)
 	var ve *secure.VersionError
 	if !errors.As(err, &ve) {
