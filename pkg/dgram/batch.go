@@ -36,6 +36,7 @@ type batchReader struct {
 	names  [readBatch]unix.RawSockaddrInet6 // large enough for either family
 	oobs   [readBatch][24]byte              // a UDP_GRO cmsg: the size of the datagrams joined in a message
 	bufs   [readBatch][]byte
+	batch  int // messages a read takes: readBatch, or groReadBatch with GRO (only those have buffers)
 	gro    bool
 	n      int
 	errno  syscall.Errno
@@ -43,12 +44,17 @@ type batchReader struct {
 }
 
 func newBatchReader(c *net.UDPConn, size int) (*batchReader, error) {
+	return newBatchReaderOf(c, size, readBatch)
+}
+
+// newBatchReaderOf is newBatchReader reading batch messages at a time.
+func newBatchReaderOf(c *net.UDPConn, size, batch int) (*batchReader, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	r := &batchReader{rc: rc}
-	for i := range r.msgs {
+	r := &batchReader{rc: rc, batch: batch}
+	for i := range batch {
 		r.bufs[i] = make([]byte, size)
 		r.iovs[i].Base = &r.bufs[i][0]
 		r.iovs[i].SetLen(size)
@@ -78,12 +84,12 @@ func newGROReader(c *net.UDPConn, size int) (*batchReader, error) {
 	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), solUDP, udpGRO, 1) }); err != nil || serr != nil {
 		return newBatchReader(c, size)
 	}
-	r, err := newBatchReader(c, 1<<16)
+	r, err := newBatchReaderOf(c, 1<<16, groReadBatch)
 	if err != nil {
 		return nil, err
 	}
 	r.gro = true
-	for i := range r.msgs {
+	for i := range r.batch {
 		r.msgs[i].hdr.Control = &r.oobs[i][0]
 	}
 	return r, nil
@@ -92,7 +98,7 @@ func newGROReader(c *net.UDPConn, size int) (*batchReader, error) {
 // read waits for datagrams and returns how many it read (at least one).
 // Datagram i is then r.datagram(i). A closed socket returns net.ErrClosed.
 func (r *batchReader) read() (int, error) {
-	for i := range r.msgs {
+	for i := range r.batch {
 		r.msgs[i].hdr.Namelen = uint32(unsafe.Sizeof(r.names[i]))
 		r.msgs[i].hdr.Flags = 0
 		r.msgs[i].len = 0
@@ -113,11 +119,7 @@ func (r *batchReader) read() (int, error) {
 // recv is the RawConn callback: false asks the runtime to wait until the
 // socket is readable.
 func (r *batchReader) recv(fd uintptr) bool {
-	batch := readBatch
-	if r.gro {
-		batch = groReadBatch
-	}
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(batch), unix.MSG_DONTWAIT, 0, 0)
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(r.batch), unix.MSG_DONTWAIT, 0, 0)
 	switch {
 	case errno == unix.EAGAIN:
 		return false

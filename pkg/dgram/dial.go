@@ -229,6 +229,13 @@ func clientSession(conn *net.UDPConn, keys secure.Keys, local, remote uint32) (*
 	if err != nil {
 		return nil, err
 	}
+	// The reader's buffers now, not when its goroutine first runs: an
+	// error is the dial's, and the session allocates nothing after Dial.
+	br, err := newGROReader(conn, MaxDatagram+1)
+	if err != nil {
+		w.close()
+		return nil, err
+	}
 	s, err := sessionFromKeys(keys, sessionParams{local: local, remote: remote, endpoint: server, drops: counts,
 		xmit: func(b []byte, to netip.AddrPort) error { w.send(b, to); return nil }, xmitGSO: w.sendGSO})
 	if err != nil {
@@ -237,20 +244,15 @@ func clientSession(conn *net.UDPConn, keys secure.Keys, local, remote uint32) (*
 	}
 	s.sock = conn
 	s.onClose = append(s.onClose, func() { w.close(); conn.Close() })
-	go clientReceive(conn, s, server) // ends when Close closes the socket
+	go clientReceive(conn, br, s, server) // ends when Close closes the socket
 	return s, nil
 }
 
 // clientReceive reads the client's socket for its session: data for its
 // index is opened, everything else (a late response or cookie reply, a
 // forgery) is dropped and counted.
-func clientReceive(conn *net.UDPConn, s *Session, server netip.AddrPort) {
+func clientReceive(conn *net.UDPConn, br *batchReader, s *Session, server netip.AddrPort) {
 	var rx receiver // holds the session's receive lock across a message's datagrams
-	br, err := newGROReader(conn, MaxDatagram+1)
-	if err != nil {
-		s.Close()
-		return
-	}
 	for {
 		n, err := br.read()
 		if err != nil {
