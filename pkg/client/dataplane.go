@@ -119,13 +119,7 @@ type tunnelAddrs struct {
 // (session.SendMore): it sends it before the reader turns to another
 // session or waits for the TUN.
 func (c *Client) readDevice(ctx context.Context) {
-	var held *session.Session
-	sendHeld := func() {
-		if held != nil {
-			held.SendHeld()
-			held = nil
-		}
-	}
+	var held session.Held
 	device.Frames(ctx, c.dev, c.rate, func(b *packet.Buf, dst netip.Addr) {
 		up, ok := c.byDst.Load().Lookup(dst)
 		if !ok {
@@ -139,10 +133,7 @@ func (c *Client) readDevice(ctx context.Context) {
 			c.drops.Inc(DropNoSession) // reconnecting: the route stays, the packet cannot
 			return
 		}
-		if sess != held {
-			sendHeld()
-		}
-		held = sess
+		held.To(sess)
 		if err := sess.SendMore(b); err != nil {
 			r := sendDrops.For(err)
 			c.drops.Inc(r)
@@ -150,8 +141,8 @@ func (c *Client) readDevice(ctx context.Context) {
 				c.rate.Log(slog.LevelWarn, "send-error", "send to server failed", "err", err)
 			}
 		}
-	}, func() { c.drops.Inc(DropMalformed) }, sendHeld)
-	sendHeld() // ctx ended: nothing stays held
+	}, func() { c.drops.Inc(DropMalformed) }, held.Flush)
+	held.Flush() // ctx ended: nothing stays held
 }
 
 // sendDrops are the drop reasons of a frame a session did not send.

@@ -196,13 +196,7 @@ func (s *Server) flushDropLogs() {
 // datagrams to join its GSO send (session.EnqueueMore); the reader sends
 // it before it turns to another session or waits for the TUN.
 func (s *Server) readDevice(ctx context.Context) {
-	var held *session.Session
-	sendHeld := func() {
-		if held != nil {
-			held.SendHeld()
-			held = nil
-		}
-	}
+	var held session.Held
 	device.Frames(ctx, s.dev, s.rate, func(b *packet.Buf, dst netip.Addr) {
 		ps := s.route(dst)
 		if ps == nil {
@@ -210,15 +204,12 @@ func (s *Server) readDevice(ctx context.Context) {
 			s.drops.Inc(DropNoRoute)
 			return
 		}
-		if ps.sess != held {
-			sendHeld()
-		}
-		held = ps.sess
+		held.To(ps.sess)
 		if err := ps.sess.EnqueueMore(b); err != nil {
 			s.drop(ps, sendDrops.For(err), nil, err)
 		}
-	}, func() { s.drops.Inc(DropMalformed) }, sendHeld)
-	sendHeld()
+	}, func() { s.drops.Inc(DropMalformed) }, held.Flush)
+	held.Flush()
 }
 
 // sendDrops are the drop reasons of a frame a session did not send.

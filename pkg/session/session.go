@@ -385,6 +385,28 @@ func (s *Session) SendHeld() {
 	}
 }
 
+// Held is, for a TUN reader, the session it last sent to with SendMore or
+// EnqueueMore, which may hold the end of a frame back: To sends that before
+// the reader turns to another session, Flush before it waits for the TUN
+// (device.Frames' idle) or stops. The zero value holds nothing.
+type Held struct{ s *Session }
+
+// To is called before a frame goes to s.
+func (h *Held) To(s *Session) {
+	if h.s != nil && h.s != s {
+		h.s.SendHeld()
+	}
+	h.s = s
+}
+
+// Flush sends what the last session holds.
+func (h *Held) Flush() {
+	if h.s != nil {
+		h.s.SendHeld()
+		h.s = nil
+	}
+}
+
 // sendDatagrams sends a frame as datagrams, on the caller's goroutine:
 // sealing and handing datagrams to the socket never waits on the peer (a
 // datagram the socket cannot take is lost and counted, as on the wire),

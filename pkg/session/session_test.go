@@ -768,6 +768,35 @@ func (r refusingDatagrams) SendHeld() error               { return nil }
 func (refusingDatagrams) SetReceiver(func(frame []byte))  {}
 func (refusingDatagrams) Rekeys() (sent, received uint64) { return 0, 0 }
 
+// holdingDatagrams counts what is asked of a datagram path that holds.
+type holdingDatagrams struct {
+	refusingDatagrams
+	held *[]string // names of the sessions whose held datagrams were sent, in order
+	name string
+}
+
+func (h holdingDatagrams) SendHeld() error { *h.held = append(*h.held, h.name); return nil }
+
+// Held sends what the last session held when the reader turns to another
+// and on Flush, never for the session it keeps sending to.
+func TestHeld(t *testing.T) {
+	var sent []string
+	a, b := &Session{}, &Session{}
+	a.UseDatagrams(holdingDatagrams{held: &sent, name: "a"})
+	b.UseDatagrams(holdingDatagrams{held: &sent, name: "b"})
+	var h Held
+	h.To(a)
+	h.To(a)
+	h.To(b)
+	h.To(b)
+	h.To(a)
+	h.Flush()
+	h.Flush()
+	if got, want := strings.Join(sent, " "), "a b a"; got != want {
+		t.Errorf("held sent by %q, want %q", got, want)
+	}
+}
+
 func TestDatagramsRefusedIsNotQueueFull(t *testing.T) {
 	// A frame the datagram path refuses (a packet larger than a datagram
 	// carries) comes back with the path's error, counted as a send error:
