@@ -191,30 +191,31 @@ func (c *Cluster) RestartAll(t testing.TB) {
 }
 
 func (m *Member) running() bool {
+	cmd, _ := m.process()
+	return cmd != nil
+}
+
+// process is the member's etcd and the channel closed when it has exited;
+// nil, nil when none runs.
+func (m *Member) process() (*exec.Cmd, chan struct{}) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.done == nil {
-		return false
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if cmd == nil || done == nil {
+		return nil, nil
 	}
 	select {
-	case <-m.done:
-		return false
+	case <-done:
+		return nil, nil
 	default:
-		return true
+		return cmd, done
 	}
 }
 
 func (m *Member) signal(sig syscall.Signal) {
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.mu.Unlock()
+	cmd, done := m.process()
 	if cmd == nil {
 		return
-	}
-	select {
-	case <-done:
-		return
-	default:
 	}
 	_ = cmd.Process.Signal(sig)
 	if sig == syscall.SIGKILL {
@@ -223,16 +224,9 @@ func (m *Member) signal(sig syscall.Signal) {
 }
 
 func (m *Member) stop() {
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.mu.Unlock()
+	cmd, done := m.process()
 	if cmd == nil {
 		return
-	}
-	select {
-	case <-done:
-		return
-	default:
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
