@@ -305,27 +305,36 @@ func testPacketConnQueueFull(t *testing.T) {
 	}
 }
 
-// A datagram's whole way costs no allocation in the steady state: sealed
-// by Send, opened by the receiving session, queued, and read by ReadFrom.
-func TestDatagramPathDoesNotAllocate(t *testing.T) {
+// directPair is a client and a server session wired directly: what the
+// client sends, the server receives (from a copy in one reused buffer) on
+// the sender's goroutine, before Send returns; what the server sends goes
+// nowhere. srvDrops counts the server's drops.
+func directPair(t *testing.T) (cli, srv *Session, srvDrops *drops) {
+	t.Helper()
 	var k1, k2 [32]byte
 	crand.Read(k1[:])
 	crand.Read(k2[:])
 	at := netip.MustParseAddrPort("198.51.100.1:40000")
-	var srv *Session
 	wireBuf := make([]byte, 0, MaxDatagram)
+	srvDrops = new(drops)
 	cli, err := newSession(sessionParams{local: 1, remote: 2, send: k1, recv: k2, step: testStep, newAEAD: testAEAD, endpoint: at, drops: new(drops),
 		xmit: func(b []byte, _ netip.AddrPort) error { srv.receive(append(wireBuf[:0], b...), at); return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err = newSession(sessionParams{local: 2, remote: 1, send: k2, recv: k1, step: testStep, newAEAD: testAEAD, endpoint: at, roams: true, drops: new(drops),
+	srv, err = newSession(sessionParams{local: 2, remote: 1, send: k2, recv: k1, step: testStep, newAEAD: testAEAD, endpoint: at, roams: true, drops: srvDrops,
 		xmit: func([]byte, netip.AddrPort) error { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Close()
-	defer srv.Close()
+	t.Cleanup(func() { cli.Close(); srv.Close() })
+	return cli, srv, srvDrops
+}
+
+// A datagram's whole way costs no allocation in the steady state: sealed
+// by Send, opened by the receiving session, queued, and read by ReadFrom.
+func TestDatagramPathDoesNotAllocate(t *testing.T) {
+	cli, srv, _ := directPair(t)
 	pc := srv.PacketConn()
 	payload := make([]byte, 1350)
 	buf := make([]byte, 1500)
@@ -351,25 +360,7 @@ func (h *countingHandler) Flush()                                { h.flushes++ }
 // SendPacket, opened in place and handed to the packet handler at once
 // (no queue); one that arrives with no handler set is counted not_ready.
 func TestPacketPathDoesNotAllocate(t *testing.T) {
-	var k1, k2 [32]byte
-	crand.Read(k1[:])
-	crand.Read(k2[:])
-	at := netip.MustParseAddrPort("198.51.100.1:40000")
-	var srv *Session
-	wireBuf := make([]byte, 0, MaxDatagram)
-	srvDrops := new(drops)
-	cli, err := newSession(sessionParams{local: 1, remote: 2, send: k1, recv: k2, step: testStep, newAEAD: testAEAD, endpoint: at, drops: new(drops),
-		xmit: func(b []byte, _ netip.AddrPort) error { srv.receive(append(wireBuf[:0], b...), at); return nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err = newSession(sessionParams{local: 2, remote: 1, send: k2, recv: k1, step: testStep, newAEAD: testAEAD, endpoint: at, roams: true, drops: srvDrops,
-		xmit: func([]byte, netip.AddrPort) error { return nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	defer srv.Close()
+	cli, srv, srvDrops := directPair(t)
 	pkt := make([]byte, 1400)
 	if err := cli.SendPacket(pkt, 0); err != nil {
 		t.Fatal(err)
