@@ -50,7 +50,10 @@ func inNewNetns(t *testing.T, f func()) {
 	<-done
 }
 
-func TestCreateAndBusy(t *testing.T) {
+// withDevice runs f with an offloading device gtuntest0, made in a fresh
+// network namespace and closed after f.
+func withDevice(t *testing.T, f func(d *Device)) {
+	t.Helper()
 	inNewNetns(t, func() {
 		d, err := Create("gtuntest0", true)
 		if err != nil {
@@ -58,6 +61,12 @@ func TestCreateAndBusy(t *testing.T) {
 			return
 		}
 		defer d.Close()
+		f(d)
+	})
+}
+
+func TestCreateAndBusy(t *testing.T) {
+	withDevice(t, func(d *Device) {
 		if d.Name() != "gtuntest0" {
 			t.Errorf("name %q", d.Name())
 		}
@@ -184,13 +193,7 @@ func TestKeeperSetIsNotAHeal(t *testing.T) {
 // it once when the device runs dry, before it waits, and returns the next
 // frame that comes; it allocates nothing per frame.
 func TestReadFrameIdle(t *testing.T) {
-	inNewNetns(t, func() {
-		d, err := Create("gtuntest0", true)
-		if err != nil {
-			t.Errorf("create: %v", err)
-			return
-		}
-		defer d.Close()
+	withDevice(t, func(d *Device) {
 		// No IPv6 on it: no router solicitations among the frames.
 		if err := os.WriteFile("/proc/sys/net/ipv6/conf/gtuntest0/disable_ipv6", []byte("1"), 0); err != nil {
 			t.Logf("disable IPv6 on the test device: %v", err)
