@@ -238,27 +238,36 @@ func (c *Coalescer) joins(pkt []byte, ipLen, hdrLen, plen int) bool {
 		return false
 	}
 	p := c.buf[VnetHdrLen:c.n]
-	be := binary.BigEndian
+	// Fields are compared for equality only: little-endian word loads (no
+	// byte swaps), the fields that may differ masked out. This runs for
+	// every segment.
+	le := binary.LittleEndian
 	if ipLen == 20 {
-		// version/IHL and TOS; (after length and ID) the flags (DF); TTL
-		// and protocol; (after the checksum) the addresses. Word loads: this
-		// runs for every segment.
-		if be.Uint16(pkt[0:]) != be.Uint16(p[0:]) || pkt[6] != p[6] || be.Uint16(pkt[8:]) != be.Uint16(p[8:]) || be.Uint64(pkt[12:]) != be.Uint64(p[12:]) {
+		// Of bytes 0-7: version/IHL, TOS, flags and fragment offset (the
+		// length and ID may differ); of 8-15: TTL, protocol and the
+		// source (not the checksum); 16-19: the destination.
+		const mask0, mask1 = 0xffff_0000_0000_ffff, 0xffff_ffff_0000_ffff
+		_, _ = pkt[19], p[19]
+		if (le.Uint64(pkt[0:])^le.Uint64(p[0:]))&mask0 != 0 || (le.Uint64(pkt[8:])^le.Uint64(p[8:]))&mask1 != 0 ||
+			le.Uint32(pkt[16:]) != le.Uint32(p[16:]) {
 			return false
 		}
-	} else if be.Uint32(pkt[0:]) != be.Uint32(p[0:]) || pkt[6] != p[6] || pkt[7] != p[7] || !equal32(pkt[8:40], p[8:40]) {
+	} else if le.Uint32(pkt[0:]) != le.Uint32(p[0:]) || le.Uint16(pkt[6:]) != le.Uint16(p[6:]) || !equal32(pkt[8:40], p[8:40]) {
+		// Version, traffic class, flow label; next header and hop
+		// limit; the addresses.
 		return false
 	}
 	th, pth := pkt[ipLen:hdrLen], p[ipLen:hdrLen]
-	return be.Uint32(th[0:]) == be.Uint32(pth[0:]) && // ports
-		be.Uint32(th[4:]) == c.nextSeq &&
-		be.Uint32(th[8:]) == be.Uint32(pth[8:]) && // acknowledgement
+	_, _ = th[19], pth[19]
+	return le.Uint32(th[0:]) == le.Uint32(pth[0:]) && // ports
+		binary.BigEndian.Uint32(th[4:]) == c.nextSeq &&
+		le.Uint32(th[8:]) == le.Uint32(pth[8:]) && // acknowledgement
 		sameOptions(th[20:], pth[20:]) // options (timestamps)
 }
 
 // equal32 compares two 32-byte IPv6 address pairs.
 func equal32(a, b []byte) bool {
-	be := binary.BigEndian
+	be := binary.LittleEndian
 	_, _ = a[31], b[31]
 	return be.Uint64(a[0:]) == be.Uint64(b[0:]) && be.Uint64(a[8:]) == be.Uint64(b[8:]) &&
 		be.Uint64(a[16:]) == be.Uint64(b[16:]) && be.Uint64(a[24:]) == be.Uint64(b[24:])
@@ -270,7 +279,7 @@ func sameOptions(a, b []byte) bool {
 	if len(a) != len(b) {
 		return false
 	}
-	be := binary.BigEndian
+	be := binary.LittleEndian
 	for len(a) >= 8 {
 		if be.Uint64(a) != be.Uint64(b) {
 			return false

@@ -391,3 +391,90 @@ func segmentsF(v6 bool, payload []byte, seq uint32, mss int) [][]byte {
 	}
 	return out
 }
+
+// A segment joins the pending packet only if every header field that must
+// stay the same does: each one changed alone (the checksums fixed) keeps
+// the second segment out, while the fields that differ between segments
+// of one TSO frame (IPv4 length, ID and checksum) do not.
+func TestCoalescerJoinsOnlyTheSameHeaders(t *testing.T) {
+	type change struct {
+		name  string
+		at    func(ipLen int) int // offset in the packet
+		joins bool
+	}
+	ip := func(off int) func(int) int { return func(int) int { return off } }
+	tcp := func(off int) func(int) int { return func(ipLen int) int { return ipLen + off } }
+	v4 := []change{
+		{"IHL", ip(0), false}, {"TOS", ip(1), false}, {"ID", ip(4), true}, {"ID low", ip(5), true},
+		{"DF", ip(6), false}, {"TTL", ip(8), false}, {"checksum", ip(10), true},
+		{"source", ip(12), false}, {"source last", ip(15), false}, {"destination", ip(16), false},
+		{"destination last", ip(19), false},
+	}
+	v6 := []change{
+		{"traffic class", ip(1), false}, {"flow label", ip(3), false}, {"hop limit", ip(7), false},
+		{"source", ip(8), false}, {"source last", ip(23), false}, {"destination", ip(24), false},
+		{"destination last", ip(39), false},
+	}
+	both := []change{
+		{"source port", tcp(1), false}, {"destination port", tcp(3), false}, {"ack", tcp(8), false},
+		{"ack last", tcp(11), false}, {"window", tcp(14), true}, {"option", tcp(22), false},
+		{"option last", tcp(31), false},
+	}
+	for _, family := range []struct {
+		v6      bool
+		changes []change
+	}{{false, append(v4, both...)}, {true, append(v6, both...)}} {
+		for _, ch := range family.changes {
+			segs := segments(t, family.v6, make([]byte, 3000), 1, 1000)
+			for i, s := range segs { // timestamps: 12 bytes of options, as Linux sends
+				segs[i] = withOptions(s, family.v6)
+			}
+			ipLen := 20
+			if family.v6 {
+				ipLen = 40
+			}
+			s := segs[1]
+			at := ch.at(ipLen)
+			if ch.name == "DF" {
+				s[at] ^= 0x40
+			} else if ch.name == "IHL" {
+				s[at] = 0x46 // options: not a segment that takes part at all
+			} else {
+				s[at] ^= 0x5a
+			}
+			if !family.v6 {
+				s[10], s[11] = 0, 0
+				binary.BigEndian.PutUint16(s[10:], ^Fold(Sum(s[:20], 0)))
+			}
+			var got frames
+			c := NewCoalescer(got.out)
+			for _, s := range segs {
+				c.Add(withRoomFull(s))
+			}
+			c.Flush()
+			if joined := len(got) == 1; joined != ch.joins {
+				t.Errorf("v6 %v, %s changed in the second segment: %d frames (joins: %v, want %v)", family.v6, ch.name, len(got), joined, ch.joins)
+			}
+		}
+	}
+}
+
+// withOptions gives segment s 12 bytes of TCP options (NOP, NOP,
+// timestamps), as Linux sends on every segment.
+func withOptions(s []byte, v6 bool) []byte {
+	ipLen := 20
+	if v6 {
+		ipLen = 40
+	}
+	out := make([]byte, 0, len(s)+12)
+	out = append(out, s[:ipLen+20]...)
+	out = append(out, 1, 1, 8, 10, 0, 0, 1, 2, 0, 0, 3, 4)
+	out = append(out, s[ipLen+20:]...)
+	out[ipLen+12] = 8 << 4
+	if v6 {
+		binary.BigEndian.PutUint16(out[4:], uint16(len(out)-40))
+	} else {
+		binary.BigEndian.PutUint16(out[2:], uint16(len(out)))
+	}
+	return out
+}
