@@ -28,7 +28,9 @@
 # of LOSSY_CONDITIONS (one-way delay ms : loss % each way; default
 # 0 ms 0%, 25 ms 1%, 25 ms 5%: RTT +0, +50, +50 ms), measures single-stream
 # TCP vm->pod for LOSSY_DURATION s (default 10) and the idle ping RTT:
-# direct (no tunnel), through the tunnel with transport tcp, udp, and kcp.
+# direct (no tunnel), through the tunnel with transport tcp, udp, and kcp,
+# taking turns LOSSY_ROUNDS times (default 3; the report gives medians: one
+# flow through the emulator moves by a third from one run to the next).
 # gtund listens with all three; gtun is restarted for each. If gtund
 # refuses kcp, the kcp column says n/a. The TCP congestion control of the
 # namespaces (the outer TCP of transport tcp, and the measured TCP itself) is
@@ -55,6 +57,7 @@ DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
 LOSSY=${LOSSY:-1}
 LOSSY_DURATION=${LOSSY_DURATION:-10}
+LOSSY_ROUNDS=${LOSSY_ROUNDS:-3}
 LOSSY_CONDITIONS=${LOSSY_CONDITIONS:-0:0 25:1 25:5}
 LOSSY_CCS=${LOSSY_CC:-${LOSSY_CCS:-cubic bbr}}
 LOSSY_FEC=${LOSSY_FEC-10:3}
@@ -97,6 +100,7 @@ for tr in ${TRANSPORTS#"$TRANSPORT"}; do
 done
 case $LOSSY in 0 | 1) ;; *) die "LOSSY must be 0 or 1" ;; esac
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number (got '$ROUNDS')"
+[[ $LOSSY_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "LOSSY_ROUNDS must be a positive number (got '$LOSSY_ROUNDS')"
 for c in $LOSSY_CONDITIONS; do
 	[[ $c =~ ^[0-9]+(\.[0-9]+)?:[0-9]+(\.[0-9]+)?$ ]] || die "LOSSY_CONDITIONS: bad condition '$c' (want DELAY_MS:LOSS_PCT, e.g. 25:1)"
 done
@@ -259,14 +263,14 @@ done
 # ping_rtt: idle ping vm->pod to $RAW/$MODE-ping.txt; some lost replies are
 # fine on a lossy link, no reply at all is a failure.
 ping_rtt() {
-	local f="$RAW/$MODE-ping.txt"
+	local f="$RAW/$MODE-ping$SUFFIX.txt"
 	printf '  %-12s %-7s ping -c 40 -i 0.05 -q ... ' ping "$MODE"
 	ip netns exec "$PREFIX-vm" ping -c 40 -i 0.05 -q -W 2 "$POD_IP" >"$f" 2>&1 || true
 	if grep -q '^rtt' "$f"; then
 		echo "ok ($(grep -o '[0-9.]*% packet loss' "$f"), $(grep -o 'rtt.*' "$f"))"
 	else
 		echo "FAILED"
-		fail_step "$MODE-ping" "$(tail -n 2 "$f" | tr '\n' ' ')"
+		fail_step "$MODE-ping$SUFFIX" "$(tail -n 2 "$f" | tr '\n' ' ')"
 	fi
 }
 
@@ -325,42 +329,48 @@ lossy_pass() {
 			fail_step "lossy-$tag" "cannot start the WAN emulator"
 			continue
 		fi
-		MODE=lossy-$tag-direct
-		ip -n "$PREFIX-vm" route add 10.244.0.0/16 via "$GW_WAN"
-		ping_rtt
-		IPERF_DURATION=$LOSSY_DURATION iperf tcp-up-1
-		ip -n "$PREFIX-vm" route del 10.244.0.0/16 via "$GW_WAN"
-		for tr in tcp udp kcp ${LOSSY_FEC:+kcp-fec}; do
-			MODE=lossy-$tag-$tr
-			if [ "$tr" != tcp ] && [ -n "$KCP_NA" ]; then
-				note "$MODE: n/a"
-				continue
-			fi
-			fec=""
-			[ "$tr" = kcp-fec ] && fec=$LOSSY_FEC
-			if [ "$fec" != "$gtund_fec" ]; then
-				# FEC must match on both sides: gtund again with this setting
-				lib_stop gtund 10
-				FEC=$fec TRANSPORT=kcp GTUND_TRANSPORTS=$transports lib_write_configs >/dev/null
-				lib_try_start_gtund >/dev/null || die "gtund with FEC '$fec': $LIB_ERR"
-				gtund_fec=$fec
-			fi
-			FEC=$fec TRANSPORT=${tr%-fec} GTUND_TRANSPORTS=$transports lib_write_configs >/dev/null
-			lib_start gtun vm "$GTUN_BIN" -c "$D/gtun.toml" >/dev/null
-			if lib_try_wait_route 30; then
-				ip -n "$PREFIX-vm" route get "$POD_IP" | grep -q 'dev gtun0' || die "traffic to $POD_IP would not use gtun0"
-				ping_rtt
-				IPERF_DURATION=$LOSSY_DURATION iperf tcp-up-1
-			else
-				fail_step "$MODE" "transport $tr: $LIB_ERR"
-			fi
-			lib_stop gtun 10
-			[ "$STOP_RC" -eq 0 ] || fail_step "$MODE-stop" "gtun exit status $STOP_RC after SIGTERM (want 0)"
-			cp "$D/gtun.log" "$RAW/$MODE-gtun.txt"
-			if ! lib_alive "${PIDS[gtund]}"; then
-				die "gtund exited during the lossy-link tests"
-			fi
+		for ((lround = 1; lround <= LOSSY_ROUNDS; lround++)); do
+			SUFFIX=""
+			[ "$lround" -eq 1 ] || SUFFIX=".r$lround"
+			[ "$LOSSY_ROUNDS" -eq 1 ] || printf '    round %s/%s\n' "$lround" "$LOSSY_ROUNDS"
+			MODE=lossy-$tag-direct
+			ip -n "$PREFIX-vm" route add 10.244.0.0/16 via "$GW_WAN"
+			ping_rtt
+			IPERF_DURATION=$LOSSY_DURATION iperf tcp-up-1
+			ip -n "$PREFIX-vm" route del 10.244.0.0/16 via "$GW_WAN"
+			for tr in tcp udp kcp ${LOSSY_FEC:+kcp-fec}; do
+				MODE=lossy-$tag-$tr
+				if [ "$tr" != tcp ] && [ -n "$KCP_NA" ]; then
+					note "$MODE: n/a"
+					continue
+				fi
+				fec=""
+				[ "$tr" = kcp-fec ] && fec=$LOSSY_FEC
+				if [ "$fec" != "$gtund_fec" ]; then
+					# FEC must match on both sides: gtund again with this setting
+					lib_stop gtund 10
+					FEC=$fec TRANSPORT=kcp GTUND_TRANSPORTS=$transports lib_write_configs >/dev/null
+					lib_try_start_gtund >/dev/null || die "gtund with FEC '$fec': $LIB_ERR"
+					gtund_fec=$fec
+				fi
+				FEC=$fec TRANSPORT=${tr%-fec} GTUND_TRANSPORTS=$transports lib_write_configs >/dev/null
+				lib_start gtun vm "$GTUN_BIN" -c "$D/gtun.toml" >/dev/null
+				if lib_try_wait_route 30; then
+					ip -n "$PREFIX-vm" route get "$POD_IP" | grep -q 'dev gtun0' || die "traffic to $POD_IP would not use gtun0"
+					ping_rtt
+					IPERF_DURATION=$LOSSY_DURATION iperf tcp-up-1
+				else
+					fail_step "$MODE" "transport $tr: $LIB_ERR"
+				fi
+				lib_stop gtun 10
+				[ "$STOP_RC" -eq 0 ] || fail_step "$MODE-stop" "gtun exit status $STOP_RC after SIGTERM (want 0)"
+				cp "$D/gtun.log" "$RAW/$MODE-gtun$SUFFIX.txt"
+				if ! lib_alive "${PIDS[gtund]}"; then
+					die "gtund exited during the lossy-link tests"
+				fi
+			done
 		done
+		SUFFIX=""
 		"$LIB_ROOT/scripts/topology.sh" wanemu-stats "$PREFIX" >"$RAW/lossy-$tag-wanemu.json" ||
 			fail_step "lossy-$tag-wanemu" "no emulator counters"
 	done
@@ -374,6 +384,7 @@ lossy() {
 	hdr "lossy link: topology $PREFIX rebuilt with the WAN emulator (tools/wanemu) between vm and gw"
 	meta lossy.conditions "$LOSSY_CONDITIONS"
 	meta lossy.duration_s "$LOSSY_DURATION"
+	meta lossy.rounds "$LOSSY_ROUNDS"
 	meta lossy.ccs "$LOSSY_CCS"
 	meta lossy.fec "$LOSSY_FEC"
 	meta lossy.transports "tcp udp kcp"

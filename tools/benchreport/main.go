@@ -132,7 +132,10 @@ func compare(r *Report) {
 // transport, and without the tunnel, over an emulated distant, lossy link.
 type Lossy struct {
 	DurationS float64 `json:"duration_s,omitempty"`
-	KCPNA     string  `json:"kcp_na,omitempty"` // why kcp was not measured
+	// Rounds: each figure is the median of this many flows, no tunnel
+	// and the transports taking turns.
+	Rounds int    `json:"rounds"`
+	KCPNA  string `json:"kcp_na,omitempty"` // why kcp was not measured
 	// TCP congestion control in the namespaces: of transport tcp's own
 	// connection and of the measured TCP flow.
 	CC string `json:"tcp_congestion_control,omitempty"`
@@ -487,6 +490,9 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 	l := &Lossy{KCPNA: meta["lossy."+cc+".kcp_na"], CC: cc, FEC: meta["lossy.fec"], Rows: []LossyRow{},
 		UDP: slices.Contains(strings.Fields(meta["lossy.transports"]), "udp")}
 	l.DurationS, _ = strconv.ParseFloat(meta["lossy.duration_s"], 64)
+	if l.Rounds, _ = strconv.Atoi(meta["lossy.rounds"]); l.Rounds < 1 {
+		l.Rounds = 1 // a run from before rounds: one flow each
+	}
 	for _, c := range conds {
 		ds, ls, ok := strings.Cut(c, ":")
 		delay, err1 := strconv.ParseFloat(ds, 64)
@@ -497,18 +503,28 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 		}
 		tag := LossyTag(cc, ds, ls)
 		row := LossyRow{DelayMs: delay, RTTAddedMs: 2 * delay, LossPct: loss, EmulatedLossPct: []*float64{}}
+		// measure gives the medians of the rounds (bench.sh LOSSY_ROUNDS:
+		// no tunnel and each transport take turns on the same link).
 		measure := func(mode string) (mbps, rtt *float64) {
 			if strings.HasPrefix(mode, "kcp") && l.KCPNA != "" {
 				return nil, nil
 			}
-			ip, err := readIperf(filepath.Join(dir, "lossy-"+tag+"-"+mode+"-tcp-up-1.json"))
-			fail(err)
-			if ip != nil {
-				mbps, _, _ = ip.tcp()
+			var rates, rtts []float64
+			for k := 1; k <= l.Rounds; k++ {
+				ip, err := readIperf(filepath.Join(dir, "lossy-"+tag+"-"+mode+"-tcp-up-1"+RoundSuffix(k)+".json"))
+				fail(err)
+				if ip != nil {
+					if m, _, _ := ip.tcp(); m != nil {
+						rates = append(rates, *m)
+					}
+				}
+				avg, _, err := readPing(filepath.Join(dir, "lossy-"+tag+"-"+mode+"-ping"+RoundSuffix(k)+".txt"))
+				fail(err)
+				if avg != nil {
+					rtts = append(rtts, *avg)
+				}
 			}
-			rtt, _, err = readPing(filepath.Join(dir, "lossy-"+tag+"-"+mode+"-ping.txt"))
-			fail(err)
-			return mbps, rtt
+			return median(rates), median(rtts)
 		}
 		row.DirectMbps, row.DirectRTTMs = measure("direct")
 		row.TCPMbps, row.TCPRTTMs = measure("tcp")
@@ -770,7 +786,11 @@ func printLossy(w io.Writer, l *Lossy) {
 	if l.CC != "" {
 		cc = ", TCP congestion control " + l.CC
 	}
-	fmt.Fprintf(w, "\nlossy link: WAN emulator (tools/wanemu) between vm and gw; iperf3 TCP vm->pod, 1 stream, %gs%s; RTT: idle ping vm->pod\n", l.DurationS, cc)
+	rounds := ""
+	if l.Rounds > 1 {
+		rounds = fmt.Sprintf(", medians of %d rounds (no tunnel and the transports taking turns)", l.Rounds)
+	}
+	fmt.Fprintf(w, "\nlossy link: WAN emulator (tools/wanemu) between vm and gw; iperf3 TCP vm->pod, 1 stream, %gs%s%s; RTT: idle ping vm->pod\n", l.DurationS, cc, rounds)
 	head := []string{"RTT added", "loss each way", "tcp Mbit/s"}
 	if l.UDP {
 		head = append(head, "udp Mbit/s", "udp/direct")

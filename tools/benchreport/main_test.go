@@ -156,6 +156,45 @@ func TestLossy(t *testing.T) {
 	}
 }
 
+// With LOSSY_ROUNDS, a lossy figure is the median of its rounds' flows
+// (and RTTs); a missing round is an error, not a smaller median.
+func TestLossyRounds(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "meta.env", "timestamp=T\nlossy.conditions=0:0\nlossy.duration_s=10\nlossy.rounds=3\nlossy.ccs=cubic\nlossy.fec=\nlossy.transports=tcp udp kcp\n")
+	mbps := func(v float64) string {
+		return strings.ReplaceAll(tcpJSON, "8e9", strconv.FormatFloat(v*1e6, 'g', -1, 64))
+	}
+	flows := map[string][3]float64{"direct": {1600, 1000, 1400}, "tcp": {900, 1300, 1200}, "udp": {1100, 1250, 800}, "kcp": {300, 200, 250}}
+	for mode, rates := range flows {
+		for k, v := range rates {
+			write(t, dir, "lossy-cubic-d0-l0-"+mode+"-tcp-up-1"+RoundSuffix(k+1)+".json", mbps(v))
+			write(t, dir, "lossy-cubic-d0-l0-"+mode+"-ping"+RoundSuffix(k+1)+".txt", strings.Replace(pingTxt, "0.050/0.100/0.200", fmt.Sprintf("0.1/0.%d/0.9", 3+k), 1))
+		}
+	}
+	write(t, dir, "lossy-cubic-d0-l0-wanemu.json", `{"directions":[{"rx":1000},{"rx":400}]}`)
+	r := Build(dir)
+	if strings.Contains(strings.Join(r.Errors, "\n"), "lossy") { // the clean section has no files here
+		t.Fatalf("errors: %v", r.Errors)
+	}
+	l := r.Lossy[0]
+	row := l.Rows[0]
+	if l.Rounds != 3 || *row.DirectMbps != 1400 || *row.TCPMbps != 1200 || *row.UDPMbps != 1100 || *row.KCPMbps != 250 {
+		t.Fatalf("rounds %d, row %+v", l.Rounds, row)
+	}
+	if *row.UDPOverDir != 1100.0/1400 || *row.TCPRTTMs != 0.4 {
+		t.Errorf("udp/direct %v, tcp RTT %v: want the ratio of the medians, the median RTT", *row.UDPOverDir, *row.TCPRTTMs)
+	}
+	var buf bytes.Buffer
+	PrintTable(&buf, r)
+	if !strings.Contains(buf.String(), "medians of 3 rounds") {
+		t.Errorf("table:\n%s", buf.String())
+	}
+	os.Remove(filepath.Join(dir, "lossy-cubic-d0-l0-udp-tcp-up-1.r3.json"))
+	if r = Build(dir); !strings.Contains(strings.Join(r.Errors, "\n"), "lossy-cubic-d0-l0-udp-tcp-up-1.r3.json") {
+		t.Errorf("a missing round: errors %v", r.Errors)
+	}
+}
+
 func tcpMbps(mbps, bytes float64) string {
 	return strings.NewReplacer("8e9", strconv.FormatFloat(mbps*1e6, 'g', -1, 64), "5000000000", strconv.FormatFloat(bytes, 'g', -1, 64)).Replace(tcpJSON)
 }
