@@ -270,9 +270,13 @@ func (f *fakeServer) serve(ctx context.Context) {
 			}
 			idx := f.peers[pub]
 			addr := netip.AddrFrom4([4]byte{100, 64, byte((idx + 2) >> 8), byte(idx + 2)})
-			sess.SetKeepalive(200*time.Millisecond, 3)
+			// Keepalives flow every 200 ms, but a session is dead only
+			// after 5 s of silence, longer than any hold here: on a loaded
+			// machine (make test runs packages side by side) 600 ms
+			// without a record ended sessions the tests expect alive.
+			sess.SetKeepalive(200*time.Millisecond, 25)
 			if err := sess.SendControl(&session.Msg{Type: session.TypeConfig, Version: secure.ProtocolVersion,
-				Address: netip.PrefixFrom(addr, 20).String(), KeepaliveMS: 200, DeadAfter: 3}); err != nil {
+				Address: netip.PrefixFrom(addr, 20).String(), KeepaliveMS: 200, DeadAfter: 25}); err != nil {
 				sess.Close()
 				return
 			}
