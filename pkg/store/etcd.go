@@ -49,18 +49,25 @@ type Etcd struct {
 	prefix    string
 	timeout   time.Duration
 	endpoints []string
+	tls       *tlsProbe // why TLS fails, for a request that times out
 }
 
 // UnavailableError is etcd not answering in time: the message names the
-// endpoints and the timeout, the cause is kept.
+// endpoints and the timeout, the cause is kept, and so is the TLS failure
+// behind it when a probe of the endpoints finds one.
 type UnavailableError struct {
 	Endpoints []string
 	Timeout   time.Duration
 	Err       error
+	TLS       error // nil: no TLS failure found
 }
 
 func (e *UnavailableError) Error() string {
-	return fmt.Sprintf("etcd at %s did not answer within %s: %v", strings.Join(e.Endpoints, ", "), e.Timeout, e.Err)
+	msg := fmt.Sprintf("etcd at %s did not answer within %s: %v", strings.Join(e.Endpoints, ", "), e.Timeout, e.Err)
+	if e.TLS != nil {
+		msg += " (" + e.TLS.Error() + ")"
+	}
+	return msg
 }
 
 func (e *UnavailableError) Unwrap() error { return e.Err }
@@ -95,7 +102,8 @@ func Dial(st config.Store) (*Etcd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(st.Endpoints, ", "), err)
 	}
-	return &Etcd{cli: cli, prefix: st.Prefix, timeout: st.DialTimeout, endpoints: st.Endpoints}, nil
+	return &Etcd{cli: cli, prefix: st.Prefix, timeout: st.DialTimeout, endpoints: st.Endpoints,
+		tls: &tlsProbe{conf: cfg.TLS, endpoints: st.Endpoints}}, nil
 }
 
 // Close ends the client.
@@ -120,6 +128,11 @@ func (e *Etcd) requestCtx(ctx context.Context) (context.Context, func()) {
 	return context.WithTimeout(ctx, e.timeout)
 }
 
+// unavailable is the error of a request etcd did not answer in time.
+func (e *Etcd) unavailable(err error) *UnavailableError {
+	return &UnavailableError{Endpoints: e.endpoints, Timeout: e.timeout, Err: err, TLS: e.tls.Cause()}
+}
+
 // wrap makes a failed request an UnavailableError when etcd did not
 // answer (as opposed to refusing the request).
 func (e *Etcd) wrap(err error) error {
@@ -128,7 +141,7 @@ func (e *Etcd) wrap(err error) error {
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "Unavailable") ||
 		strings.Contains(err.Error(), "DeadlineExceeded") || strings.Contains(err.Error(), "connection refused") {
-		return &UnavailableError{Endpoints: e.endpoints, Timeout: e.timeout, Err: err}
+		return e.unavailable(err)
 	}
 	return fmt.Errorf("etcd: %w", err)
 }
@@ -292,7 +305,7 @@ func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string
 		cancel()
 		if transient(err) {
 			if lastErr = err; time.Since(start) > e.timeout {
-				return &UnavailableError{Endpoints: e.endpoints, Timeout: e.timeout, Err: err}
+				return e.unavailable(err)
 			}
 			time.Sleep(100 * time.Millisecond) // another member answers
 			continue
@@ -333,7 +346,7 @@ func (e *Etcd) changePeers(plan func(list []config.PeerSection, addrs map[string
 		cancel()
 		if transient(err) {
 			if lastErr = err; time.Since(start) > e.timeout {
-				return &UnavailableError{Endpoints: e.endpoints, Timeout: e.timeout, Err: err}
+				return e.unavailable(err)
 			}
 			time.Sleep(100 * time.Millisecond) // an election: the next leader answers
 			continue

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,7 +22,10 @@ import (
 
 // pki writes a CA, a server certificate for 127.0.0.1 and two client
 // certificates (one of them signed by another CA) as PEM files.
-type pki struct{ dir, ca, serverCert, serverKey, clientCert, clientKey, strangerCert, strangerKey string }
+type pki struct {
+	dir, ca, serverCert, serverKey, clientCert, clientKey, strangerCert, strangerKey string
+	otherCA                                                                          string // the stranger's CA: not etcd's
+}
 
 func newPKI(t *testing.T) pki {
 	t.Helper()
@@ -29,6 +33,7 @@ func newPKI(t *testing.T) pki {
 	ca, caKey := cert(t, nil, nil, "ca", true)
 	other, otherKey := cert(t, nil, nil, "other-ca", true)
 	p.ca = write(t, p.dir, "ca.pem", "CERTIFICATE", ca.Raw)
+	p.otherCA = write(t, p.dir, "other-ca.pem", "CERTIFICATE", other.Raw)
 	srv, srvKey := cert(t, ca, caKey, "etcd", false)
 	p.serverCert, p.serverKey = write(t, p.dir, "server.pem", "CERTIFICATE", srv.Raw), writeKey(t, p.dir, "server.key", srvKey)
 	cl, clKey := cert(t, ca, caKey, "gtund", false)
@@ -87,8 +92,8 @@ func writeKey(t *testing.T, dir, name string, k *ecdsa.PrivateKey) string {
 // signed, or with none, is refused.
 func TestTLS(t *testing.T) {
 	p := newPKI(t)
-	c := etcdtest.Start(t, etcdtest.Options{TLS: &etcdtest.TLS{CA: p.ca, Cert: p.serverCert, Key: p.serverKey}})
-	st := config.Store{Backend: config.StoreEtcd, Endpoints: c.Endpoints(), Prefix: "/t", DialTimeout: 2 * time.Second,
+	c2 := etcdtest.Start(t, etcdtest.Options{TLS: &etcdtest.TLS{CA: p.ca, Cert: p.serverCert, Key: p.serverKey}})
+	st := config.Store{Backend: config.StoreEtcd, Endpoints: c2.Endpoints(), Prefix: "/t", DialTimeout: 2 * time.Second,
 		CAFile: p.ca, CertFile: p.clientCert, KeyFile: p.clientKey}
 	e, err := Dial(st)
 	if err != nil {
@@ -98,11 +103,19 @@ func TestTLS(t *testing.T) {
 	if err := e.AddPeer(config.PeerSection{Name: "vm", PublicKey: newKey(t).String()}, accept); err != nil {
 		t.Fatalf("with the CA and a client certificate: %v", err)
 	}
-	for what, s := range map[string]config.Store{
-		"a certificate of another CA": {CertFile: p.strangerCert, KeyFile: p.strangerKey, CAFile: p.ca},
-		"no certificate":              {CAFile: p.ca},
+	// Refused either way, the error says it is TLS and why, not only that
+	// etcd did not answer in time (gRPC keeps the handshake's failure to
+	// itself).
+	for what, c := range map[string]struct {
+		s    config.Store
+		want string
+	}{
+		"a certificate of another CA": {config.Store{CertFile: p.strangerCert, KeyFile: p.strangerKey, CAFile: p.ca}, "remote error: tls: "},
+		"no certificate":              {config.Store{CAFile: p.ca}, "remote error: tls: "},
+		"etcd's certificate refused":  {config.Store{CertFile: p.clientCert, KeyFile: p.clientKey, CAFile: p.otherCA}, "certificate signed by unknown authority"},
 	} {
-		s.Backend, s.Endpoints, s.Prefix, s.DialTimeout = config.StoreEtcd, c.Endpoints(), "/t", time.Second
+		s := c.s
+		s.Backend, s.Endpoints, s.Prefix, s.DialTimeout = config.StoreEtcd, c2.Endpoints(), "/t", time.Second
 		e2, err := Dial(s)
 		if err != nil {
 			t.Fatal(err)
@@ -111,7 +124,19 @@ func TestTLS(t *testing.T) {
 		var ue *UnavailableError
 		if err == nil || !errors.As(err, &ue) {
 			t.Errorf("%s: %v, want refused", what, err)
+		} else if ue.TLS == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "TLS with "+c2.Endpoints()[0]) {
+			t.Errorf("%s: %v, want the TLS failure (%q) named", what, err, c.want)
+		} else {
+			t.Logf("%s: %v", what, err)
 		}
 		e2.Close()
+	}
+
+	// etcd away (nothing listens): no TLS failure to name.
+	c2.StopAll()
+	_, err = e.Load(t.Context())
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || ue.TLS != nil {
+		t.Errorf("etcd stopped: %v, want unavailable with no TLS failure", err)
 	}
 }
