@@ -21,10 +21,9 @@ import (
 )
 
 // pki writes a CA, a server certificate for 127.0.0.1 and two client
-// certificates (one of them signed by another CA) as PEM files.
+// certificates (one of them signed by another CA, otherCA) as PEM files.
 type pki struct {
-	dir, ca, serverCert, serverKey, clientCert, clientKey, strangerCert, strangerKey string
-	otherCA                                                                          string // the stranger's CA: not etcd's
+	dir, ca, otherCA, serverCert, serverKey, clientCert, clientKey, strangerCert, strangerKey string
 }
 
 func newPKI(t *testing.T) pki {
@@ -92,8 +91,8 @@ func writeKey(t *testing.T, dir, name string, k *ecdsa.PrivateKey) string {
 // signed, or with none, is refused.
 func TestTLS(t *testing.T) {
 	p := newPKI(t)
-	c2 := etcdtest.Start(t, etcdtest.Options{TLS: &etcdtest.TLS{CA: p.ca, Cert: p.serverCert, Key: p.serverKey}})
-	st := config.Store{Backend: config.StoreEtcd, Endpoints: c2.Endpoints(), Prefix: "/t", DialTimeout: 2 * time.Second,
+	cluster := etcdtest.Start(t, etcdtest.Options{TLS: &etcdtest.TLS{CA: p.ca, Cert: p.serverCert, Key: p.serverKey}})
+	st := config.Store{Backend: config.StoreEtcd, Endpoints: cluster.Endpoints(), Prefix: "/t", DialTimeout: 2 * time.Second,
 		CAFile: p.ca, CertFile: p.clientCert, KeyFile: p.clientKey}
 	e, err := Dial(st)
 	if err != nil {
@@ -115,7 +114,7 @@ func TestTLS(t *testing.T) {
 		"etcd's certificate refused":  {config.Store{CertFile: p.clientCert, KeyFile: p.clientKey, CAFile: p.otherCA}, "certificate signed by unknown authority"},
 	} {
 		s := c.s
-		s.Backend, s.Endpoints, s.Prefix, s.DialTimeout = config.StoreEtcd, c2.Endpoints(), "/t", time.Second
+		s.Backend, s.Endpoints, s.Prefix, s.DialTimeout = config.StoreEtcd, cluster.Endpoints(), "/t", time.Second
 		e2, err := Dial(s)
 		if err != nil {
 			t.Fatal(err)
@@ -124,7 +123,7 @@ func TestTLS(t *testing.T) {
 		var ue *UnavailableError
 		if err == nil || !errors.As(err, &ue) {
 			t.Errorf("%s: %v, want refused", what, err)
-		} else if ue.TLS == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "TLS with "+c2.Endpoints()[0]) {
+		} else if ue.TLS == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "TLS with "+cluster.Endpoints()[0]) {
 			t.Errorf("%s: %v, want the TLS failure (%q) named", what, err, c.want)
 		} else {
 			t.Logf("%s: %v", what, err)
@@ -133,7 +132,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	// etcd away (nothing listens): no TLS failure to name.
-	c2.StopAll()
+	cluster.StopAll()
 	_, err = e.Load(t.Context())
 	var ue *UnavailableError
 	if !errors.As(err, &ue) || ue.TLS != nil {
