@@ -298,7 +298,7 @@ on_cleanup() {
 # lossy_pass CC: the lossy-link conditions with TCP congestion control CC,
 # gtund started afresh so its listener and sessions use CC too.
 lossy_pass() {
-	local cc=$1 c h delay loss tag tr fec gtund_fec="" transports='["tcp", "udp", "kcp"]'
+	local cc=$1 c h delay loss tag tr fec lround gtund_fec="" transports='["tcp", "udp", "kcp"]'
 	allow_cc "$cc"
 	for h in vm vm2 gw node pod; do
 		inns "$h" sysctl -q -w net.ipv4.tcp_congestion_control="$cc" >/dev/null ||
