@@ -8,7 +8,10 @@
 #   /usr/bin/NAME, /lib/systemd/system/NAME.service (and gtun@.service),
 #   /usr/share/man/man8/NAME.8.gz, /usr/share/man/man5/NAME.toml.5.gz,
 #   /etc/NAME/NAME.toml (a conffile, 0600 in a 0700 directory),
-#   /usr/share/doc/NAME/{copyright, changelog.gz, examples/NAME.toml},
+#   /usr/share/doc/NAME/{copyright, changelog.gz, examples/NAME.toml,
+#     README.md, docs/*.md, docs/grafana/gtun.json, bench/RESULTS.md,
+#     etc/{gtun,gtund}.toml; LICENSE -> copyright, docs/man -> /usr/share/man}
+#     (the manual, its links holding as in the tarball),
 #   /usr/share/lintian/overrides/NAME (packaging/deb/lintian-overrides)
 #
 # and packaging/deb/{postinst,prerm,postrm}: the postinst makes a private
@@ -100,6 +103,18 @@ for arch in $ARCHES; do
 		doc="$pkg/usr/share/doc/$name"
 		install -d -m 0755 "$doc/examples"
 		install -m 0644 "$tree/etc/$name.toml" "$doc/examples/$name.toml"
+		# The manual, laid out as in the tarball so that its relative links
+		# (README.md to docs/, docs/ to bench/RESULTS.md and the Grafana
+		# dashboard) hold.
+		install -m 0644 "$tree/README.md" "$doc/README.md"
+		install -d -m 0755 "$doc/docs/grafana" "$doc/bench"
+		install -m 0644 "$tree"/docs/*.md "$doc/docs/"
+		install -m 0644 "$tree/docs/grafana/gtun.json" "$doc/docs/grafana/gtun.json"
+		install -m 0644 "$tree/bench/RESULTS.md" "$doc/bench/RESULTS.md"
+		install -d -m 0755 "$doc/etc"
+		install -m 0644 "$tree/etc/gtun.toml" "$tree/etc/gtund.toml" "$doc/etc/"
+		ln -s copyright "$doc/LICENSE"    # the license is in Debian's copyright file
+		ln -s ../../../man "$doc/docs/man" # the man pages are where man finds them
 		{
 			echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
 			echo "Upstream-Name: gtun"

@@ -125,6 +125,70 @@ drwxr-xr-x /usr/share/man/man8
 -rw-r--r-- /usr/share/man/man8/gtund.8.gz
 `
 
+// manualFiles are the pages of the manual a package ships under
+// /usr/share/doc/NAME, as the tarball lays them out: README.md, docs/*.md,
+// the Grafana dashboard, bench/RESULTS.md and the example configs the
+// pages link to (paths relative to the repository and to that directory
+// alike).
+func manualFiles(t *testing.T) []string {
+	t.Helper()
+	root := testnet.RepoRoot()
+	pages, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("docs/*.md: %v (%d pages)", err, len(pages))
+	}
+	files := []string{"README.md", "docs/grafana/gtun.json", "bench/RESULTS.md", "etc/gtun.toml", "etc/gtund.toml"}
+	for _, p := range pages {
+		files = append(files, "docs/"+filepath.Base(p))
+	}
+	return files
+}
+
+// withManual is layout lines plus the manual's files and directories
+// under /usr/share/doc/NAME, in layout's order.
+func withManual(t *testing.T, base, name string) string {
+	t.Helper()
+	doc := "/usr/share/doc/" + name + "/"
+	lines := strings.Split(strings.TrimSpace(base), "\n")
+	for _, d := range []string{"bench", "docs", "docs/grafana", "etc"} {
+		lines = append(lines, "drwxr-xr-x "+doc+d)
+	}
+	// Links to what Debian keeps elsewhere: the license (in copyright) and
+	// the man pages.
+	lines = append(lines, "Lrwxrwxrwx "+doc+"LICENSE", "Lrwxrwxrwx "+doc+"docs/man")
+	for _, f := range manualFiles(t) {
+		lines = append(lines, "-rw-r--r-- "+doc+f)
+	}
+	sort.Slice(lines, func(i, j int) bool { return strings.Fields(lines[i])[1] < strings.Fields(lines[j])[1] })
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// checkManual: the installed manual in dir is the source tree's, and every
+// relative link of its pages leads to an installed file.
+func checkManual(t *testing.T, dir string) {
+	t.Helper()
+	root := testnet.RepoRoot()
+	for _, f := range manualFiles(t) {
+		got := readFile(t, filepath.Join(dir, f))
+		if !bytes.Equal(got, readFile(t, filepath.Join(root, f))) {
+			t.Errorf("%s differs from the source tree's", filepath.Join(dir, f))
+		}
+		if !strings.HasSuffix(f, ".md") {
+			continue
+		}
+		for _, m := range mdLink.FindAllSubmatch(got, -1) {
+			target := string(m[1])
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "#") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			target, _, _ = strings.Cut(target, "#")
+			if _, err := os.Stat(filepath.Join(dir, filepath.Dir(f), target)); err != nil {
+				t.Errorf("installed %s links to %s: %v", f, m[1], err)
+			}
+		}
+	}
+}
+
 // make deb's packages, installed into a fresh root with dpkg: every file
 // where the docs say with its mode, the config a conffile, a key made by
 // the postinst (and kept on reinstall, as is an edited config), the units
@@ -159,9 +223,10 @@ func TestDebPackages(t *testing.T) {
 
 	r, dpkg := dpkgRoot(t)
 	out := dpkg("-i", pkgs["gtund"])
-	if got := layout(t, r); got != wantDebLayout {
-		t.Errorf("installed gtund:\n%s\nwant:\n%s", got, wantDebLayout)
+	if got, want := layout(t, r), withManual(t, wantDebLayout, "gtund"); got != want {
+		t.Errorf("installed gtund:\n%s\nwant:\n%s", got, want)
 	}
+	checkManual(t, filepath.Join(r, "usr/share/doc/gtund"))
 	key := filepath.Join(r, "etc/gtund/private.key")
 	pub := strings.TrimSpace(run(t, "sh", "-c", filepath.Join(r, "usr/bin/gtund")+" pubkey < "+key))
 	if !strings.Contains(out, "gtund: made the private key /etc/gtund/private.key; its public key is "+pub+"\n") {
@@ -208,6 +273,7 @@ func TestDebPackages(t *testing.T) {
 	if bytes.Equal(readFile(t, filepath.Join(r, "etc/gtun/private.key")), keyBefore) {
 		t.Error("gtun and gtund got the same key")
 	}
+	checkManual(t, filepath.Join(r, "usr/share/doc/gtun"))
 
 	// Remove keeps config and key; purge removes them and the state.
 	state := filepath.Join(r, "var/lib/gtund")
