@@ -34,8 +34,8 @@ func packetSession(t *testing.T) (*Session, *opener) {
 	return s, o
 }
 
-// A run sealed under one hold of the lock is datagrams as SendPacket's
-// were: each opens, with its payload and flags, under a counter of its
+// A run sealed under one hold of the lock is datagrams as single sends'
+// are: each opens, with its payload and flags, under a counter of its
 // own; the key steps inside the run when its count is reached, and at the
 // run's first datagram when it has lived its interval.
 func TestPacketSealerRun(t *testing.T) {
@@ -120,7 +120,7 @@ func TestPacketSealerWithOtherSenders(t *testing.T) {
 				if i%2 == 0 {
 					err = s.Send([]byte("stream"))
 				} else {
-					err = s.SendPacket([]byte("packet"), 0)
+					err = s.send(KindPacket, 0, []byte("packet"))
 				}
 				if err != nil {
 					t.Error(err)

@@ -357,12 +357,12 @@ func (h *countingHandler) Packet(buf []byte, at int, flags byte) { h.packets++ }
 func (h *countingHandler) Flush()                                { h.flushes++ }
 
 // A packet datagram's whole way costs no allocation either: sealed by
-// SendPacket, opened in place and handed to the packet handler at once
+// a single send, opened in place and handed to the packet handler at once
 // (no queue); one that arrives with no handler set is counted not_ready.
 func TestPacketPathDoesNotAllocate(t *testing.T) {
 	cli, srv, srvDrops := directPair(t)
 	pkt := make([]byte, 1400)
-	if err := cli.SendPacket(pkt, 0); err != nil {
+	if err := cli.send(KindPacket, 0, pkt); err != nil {
 		t.Fatal(err)
 	}
 	if srvDrops.Get(DropNotReady) != 1 {
@@ -371,7 +371,7 @@ func TestPacketPathDoesNotAllocate(t *testing.T) {
 	h := &countingHandler{}
 	srv.SetPacketHandler(h)
 	allocs := testing.AllocsPerRun(2000, func() {
-		if err := cli.SendPacket(pkt, FlagCsumPartial); err != nil {
+		if err := cli.send(KindPacket, FlagCsumPartial, pkt); err != nil {
 			t.Fatal(err)
 		}
 		srv.flush()

@@ -135,11 +135,10 @@ func (s *Session) SetPacketHandler(h PacketHandler) {
 // Send seals payload into one stream datagram and sends it to the peer.
 func (s *Session) Send(payload []byte) error { return s.send(KindStream, 0, payload) }
 
-// SendPacket seals an IP packet into one packet datagram with flags and
-// sends it to the peer (batched with others on a busy path: see
-// batchWriter).
-func (s *Session) SendPacket(pkt []byte, flags byte) error { return s.send(KindPacket, flags, pkt) }
-
+// send seals payload into one datagram of kind with flags and sends it to
+// the peer (batched with others on a busy path: see batchWriter). Packets
+// go in GSO runs sealed by a PacketSealer (SendSealed); tests send single
+// packet datagrams here.
 func (s *Session) send(kind, flags byte, payload []byte) error {
 	if len(payload) > MaxPayload {
 		return errors.New("datagram payload too large")
