@@ -160,14 +160,9 @@ func (c *Coalescer) Placed(dst []byte, ok, partial bool) {
 	c.placed = placedNone
 	switch placed {
 	case placedStart:
-		if !ok {
-			return
+		if ok {
+			c.took(len(dst), partial) // dst is there
 		}
-		if ipLen, hdrLen, plen, seg := tcpSegment(dst); seg {
-			c.start(len(dst), ipLen, hdrLen, plen, partial)
-			return
-		}
-		c.single(c.buf[:VnetHdrLen+len(dst)], dst, partial)
 	case placedJoin:
 		h := c.hdrLen
 		at := c.n - h
@@ -190,13 +185,20 @@ func (c *Coalescer) Placed(dst []byte, ok, partial bool) {
 		c.Flush()
 		copy(c.buf[VnetHdrLen+h:], c.buf[end:at+n])
 		copy(c.buf[VnetHdrLen:], head[:h])
-		pkt := c.buf[VnetHdrLen : VnetHdrLen+n]
-		if ipLen, hdrLen, plen, seg := tcpSegment(pkt); seg {
-			c.start(n, ipLen, hdrLen, plen, partial)
-			return
-		}
-		c.single(c.buf[:VnetHdrLen+n], pkt, partial)
+		c.took(n, partial)
 	}
+}
+
+// took takes the packet opened (or moved) to the start of the buffer, n
+// bytes, with nothing pending: a TCP segment becomes the pending packet,
+// anything else goes out at once.
+func (c *Coalescer) took(n int, partial bool) {
+	pkt := c.buf[VnetHdrLen : VnetHdrLen+n]
+	if ipLen, hdrLen, plen, seg := tcpSegment(pkt); seg {
+		c.start(n, ipLen, hdrLen, plen, partial)
+		return
+	}
+	c.single(c.buf[:VnetHdrLen+n], pkt, partial)
 }
 
 // tcpSegment reports whether pkt is a TCP segment that may take part in
