@@ -176,14 +176,10 @@ func checkManual(t *testing.T, dir string) {
 		if !strings.HasSuffix(f, ".md") {
 			continue
 		}
-		for _, m := range mdLink.FindAllSubmatch(got, -1) {
-			target := string(m[1])
-			if strings.Contains(target, "://") || strings.HasPrefix(target, "#") || strings.HasPrefix(target, "mailto:") {
-				continue
-			}
-			target, _, _ = strings.Cut(target, "#")
+		written, targets := relativeLinks(got)
+		for i, target := range targets {
 			if _, err := os.Stat(filepath.Join(dir, filepath.Dir(f), target)); err != nil {
-				t.Errorf("installed %s links to %s: %v", f, m[1], err)
+				t.Errorf("installed %s links to %s: %v", f, written[i], err)
 			}
 		}
 	}

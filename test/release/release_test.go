@@ -28,6 +28,20 @@ import (
 // mdLink is a Markdown link's target.
 var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
 
+// relativeLinks are the targets of page's links to files beside it, as
+// written and without their #fragment: not URLs, not anchors in the page.
+func relativeLinks(page []byte) (written, file []string) {
+	for _, m := range mdLink.FindAllSubmatch(page, -1) {
+		target := string(m[1])
+		if strings.Contains(target, "://") || strings.HasPrefix(target, "#") || strings.HasPrefix(target, "mailto:") {
+			continue
+		}
+		f, _, _ := strings.Cut(target, "#")
+		written, file = append(written, target), append(file, f)
+	}
+	return written, file
+}
+
 func build(t *testing.T, pkg string, flags ...string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
@@ -259,16 +273,12 @@ func TestDistTarball(t *testing.T) {
 		if !strings.HasSuffix(p, ".md") {
 			continue
 		}
-		for _, m := range mdLink.FindAllSubmatch(f.body, -1) {
-			target := string(m[1])
-			if strings.Contains(target, "://") || strings.HasPrefix(target, "#") || strings.HasPrefix(target, "mailto:") {
-				continue
-			}
-			target, _, _ = strings.Cut(target, "#")
+		written, targets := relativeLinks(f.body)
+		for i, target := range targets {
 			target = path.Join(path.Dir(p), target)
 			_, file := files[target]
 			if _, dir := files[target+"/"]; !file && !dir {
-				t.Errorf("%s links to %s, which the tarball lacks", p, m[1])
+				t.Errorf("%s links to %s, which the tarball lacks", p, written[i])
 			}
 		}
 	}
