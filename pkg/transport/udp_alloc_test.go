@@ -43,8 +43,7 @@ func TestSendFrameDoesNotAllocate(t *testing.T) {
 // (the run's buffer grows once, as it fills).
 func TestSendPlainFramesDoesNotAllocate(t *testing.T) {
 	cli := NewDatagrams(loopbackSession(t))
-	frame := udpFrame(make([]byte, 64))
-	clear(frame[:packet.VnetHdrLen])
+	frame := plainUDPFrame(64)
 	burst := func() {
 		for range 100 {
 			if err := cli.SendFrameMore(frame); err != nil {
