@@ -3,6 +3,7 @@ package packet
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"testing"
 )
 
@@ -290,13 +291,20 @@ func TestCoalescerPlaceIsAdd(t *testing.T) {
 		}
 		add.Flush()
 		place.Flush()
-		if len(viaAdd) != len(viaPlace) {
-			t.Fatalf("round %d: %d frames through Add, %d through Place", round, len(viaAdd), len(viaPlace))
-		}
-		for j := range viaAdd {
-			if !bytes.Equal(viaAdd[j], viaPlace[j]) {
-				t.Fatalf("round %d: frame %d differs", round, j)
-			}
+		sameFrames(t, fmt.Sprintf("round %d: ", round), viaAdd, viaPlace)
+	}
+}
+
+// sameFrames fails the test unless the frames that came through Add and
+// through Place are the same.
+func sameFrames(t *testing.T, what string, viaAdd, viaPlace frames) {
+	t.Helper()
+	if len(viaAdd) != len(viaPlace) {
+		t.Fatalf("%s%d frames through Add, %d through Place", what, len(viaAdd), len(viaPlace))
+	}
+	for j := range viaAdd {
+		if !bytes.Equal(viaAdd[j], viaPlace[j]) {
+			t.Fatalf("%sframe %d differs", what, j)
 		}
 	}
 }
@@ -365,14 +373,7 @@ func FuzzCoalescerPlace(f *testing.F) {
 		}
 		add.Flush()
 		place.Flush()
-		if len(viaAdd) != len(viaPlace) {
-			t.Fatalf("%d frames through Add, %d through Place", len(viaAdd), len(viaPlace))
-		}
-		for j := range viaAdd {
-			if !bytes.Equal(viaAdd[j], viaPlace[j]) {
-				t.Fatalf("frame %d differs", j)
-			}
-		}
+		sameFrames(t, "", viaAdd, viaPlace)
 	})
 }
 
