@@ -49,6 +49,15 @@
 #   DURATION=10 TRANSPORTS="tcp udp kcp" scripts/bench.sh
 #   LOSSY=0 scripts/bench.sh         (no lossy-link section)
 #   ROUNDS=1 DURATION=2 LOSSY=0 scripts/bench.sh   (a quick look)
+#
+# WIREGUARD_GO=PATH adds wireguard-go (a binary built from its own
+# repository; gtun does not ship or build it) to the clean section, as one
+# more column after the transports: wireguard-go in vm and in gw on the same
+# wan link, with its offloads (TSO from its TUN, UDP GSO and GRO), the tunnel
+# MTU of gtun's default (1400), the cluster CIDR routed through it and gw
+# masquerading what comes out of it into the cluster, as gtund does. Its two
+# processes are measured as gtun and gtund are (the report names them its
+# client and server). Needs wg (wireguard-tools).
 set -euo pipefail
 TRANSPORTS=${TRANSPORTS:-${TRANSPORT:-tcp udp}}
 TRANSPORT=${TRANSPORTS%% *}
@@ -75,6 +84,12 @@ FAILED=0
 for tr in $TRANSPORTS; do
 	case $tr in tcp | udp | kcp) ;; *) die "TRANSPORTS: unknown transport '$tr' (tcp, udp, kcp)" ;; esac
 done
+WIREGUARD_GO=${WIREGUARD_GO:-}
+if [ -n "$WIREGUARD_GO" ]; then
+	[ -x "$WIREGUARD_GO" ] || die "WIREGUARD_GO: '$WIREGUARD_GO' is not an executable file"
+	command -v wg >/dev/null || die "WIREGUARD_GO needs the wg command (Debian: apt-get install wireguard-tools)"
+	TRANSPORTS="$TRANSPORTS wireguard-go"
+fi
 
 meta() { echo "$1=$2" >>"$META"; }
 fail_step() {
@@ -197,6 +212,48 @@ ping_one_cpu() {
 	fi
 }
 
+# wireguard_go_up: wireguard-go in vm (client) and gw (server) as PIDS[gtun]
+# and PIDS[gtund], so that the measurements, the CPU and memory figures and
+# the stop are theirs; stopping them removes their interfaces, and with them
+# the route. The masquerade table goes with the namespaces.
+WG_CLIENT_KEY="" WG_SERVER_KEY=""
+wireguard_go_up() {
+	local c=$PREFIX-wgc s=$PREFIX-wgs i
+	if [ -z "$WG_CLIENT_KEY" ]; then
+		WG_CLIENT_KEY=$(wg genkey) WG_SERVER_KEY=$(wg genkey)
+		inns gw nft -f - <<-EOF
+			table ip wgbench {
+				chain postrouting {
+					type nat hook postrouting priority srcnat; policy accept;
+					iifname "$s" masquerade
+				}
+			}
+		EOF
+	fi
+	lib_start gtund gw env WG_PROCESS_FOREGROUND=1 "$WIREGUARD_GO" -f "$s"
+	lib_start gtun vm env WG_PROCESS_FOREGROUND=1 "$WIREGUARD_GO" -f "$c"
+	for ((i = 0; i < 100; i++)); do
+		[ -S "/var/run/wireguard/$s.sock" ] && [ -S "/var/run/wireguard/$c.sock" ] && break
+		sleep 0.1
+	done
+	inns gw wg set "$s" private-key <(echo "$WG_SERVER_KEY") listen-port 51820 \
+		peer "$(wg pubkey <<<"$WG_CLIENT_KEY")" allowed-ips 100.64.250.1/32 ||
+		die "wireguard-go did not take its configuration (log: $D/gtund.log)"
+	inns vm wg set "$c" private-key <(echo "$WG_CLIENT_KEY") \
+		peer "$(wg pubkey <<<"$WG_SERVER_KEY")" endpoint "$GW_WAN:51820" allowed-ips 10.244.0.0/16 ||
+		die "wireguard-go did not take its configuration (log: $D/gtun.log)"
+	ip -n "$PREFIX-gw" addr add 100.64.250.2/30 dev "$s"
+	ip -n "$PREFIX-gw" link set "$s" mtu 1400 up
+	ip -n "$PREFIX-vm" addr add 100.64.250.1/30 dev "$c"
+	ip -n "$PREFIX-vm" link set "$c" mtu 1400 up
+	ip -n "$PREFIX-vm" route add 10.244.0.0/16 dev "$c"
+	for ((i = 0; i < 50; i++)); do
+		inns vm ping -c 1 -W 1 "$POD_IP" >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	die "no ping to $POD_IP through wireguard-go"
+}
+
 measure() {
 	ping_step ping
 	ping_one_cpu
@@ -229,10 +286,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		if [ "$TRANSPORT" != "${TRANSPORTS%% *}" ]; then
 			RAWT=$RAW/clean-$TRANSPORT META=$RAW/clean-$TRANSPORT/meta.env
 		fi
-		lib_write_configs >/dev/null
-		lib_start_daemons
-		lib_wait_route 15
-		ip -n "$PREFIX-vm" route get "$POD_IP" | grep -q 'dev gtun0' || die "traffic to $POD_IP would not use gtun0"
+		if [ "$TRANSPORT" = wireguard-go ]; then
+			wireguard_go_up
+		else
+			lib_write_configs >/dev/null
+			lib_start_daemons
+			lib_wait_route 15
+			ip -n "$PREFIX-vm" route get "$POD_IP" | grep -q 'dev gtun0' || die "traffic to $POD_IP would not use gtun0"
+		fi
 		for name in gtun gtund; do
 			note "$name pid ${PIDS[$name]} comm $(cat "/proc/${PIDS[$name]}/comm")"
 		done

@@ -718,6 +718,18 @@ func pct(v *float64) string {
 	return fmt.Sprintf("%.1f%%", *v*100)
 }
 
+// roles names the two measured processes of a transport's runs: gtun and
+// gtund, or the client and server of a tunnel measured beside gtun for
+// reference (bench's WIREGUARD_GO), whose figures the report keeps under
+// the same keys.
+func roles(transport string) (client, server string) {
+	switch transport {
+	case "", "tcp", "udp", "kcp":
+		return "gtun", "gtund"
+	}
+	return transport + " client", transport + " server"
+}
+
 // PrintTable writes the human-readable report.
 func PrintTable(w io.Writer, r *Report) {
 	rounds := ""
@@ -730,7 +742,8 @@ func PrintTable(w io.Writer, r *Report) {
 	if r.Rounds > 1 {
 		head = append(head, "ratio range")
 	}
-	tw := newTable(append(head, "tunnel retr", "gtun CPU s/GB", "gtund CPU s/GB")...)
+	client, server := roles(r.Transport)
+	tw := newTable(append(head, "tunnel retr", client+" CPU s/GB", server+" CPU s/GB")...)
 	for _, c := range r.TCP {
 		cells := []string{c.Desc, f(c.DirectMbps, "%.0f"), f(c.TunnelMbps, "%.0f"), pct(c.Ratio)}
 		if r.Rounds > 1 {
@@ -750,10 +763,10 @@ func PrintTable(w io.Writer, r *Report) {
 		f(r.RTT.DirectAvg, "%.3f"), f(r.RTT.TunnelAvg, "%.3f"), f(r.RTT.Added, "%.3f"), f(r.RTT.DirectMax, "%.3f"), f(r.RTT.TunnelMax, "%.3f"))
 	fmt.Fprintf(w, "RTT avg, ping and daemons on CPU 0 (no idle-vCPU wake-ups): direct %s ms, tunnel %s ms, added %s ms\n",
 		f(r.RTTOneCPU.DirectAvg, "%.3f"), f(r.RTTOneCPU.TunnelAvg, "%.3f"), f(r.RTTOneCPU.Added, "%.3f"))
-	fmt.Fprintf(w, "CPU per GB through the tunnel (all TCP tests): gtun %s s, gtund %s s\n",
-		f(r.CPUPerGB["gtun"], "%.2f"), f(r.CPUPerGB["gtund"], "%.2f"))
-	fmt.Fprintf(w, "peak RSS (VmHWM): gtun %s MiB, gtund %s MiB\n",
-		f(scale(r.PeakRSSKB["gtun"], 1.0/1024), "%.1f"), f(scale(r.PeakRSSKB["gtund"], 1.0/1024), "%.1f"))
+	fmt.Fprintf(w, "CPU per GB through the tunnel (all TCP tests): %s %s s, %s %s s\n",
+		client, f(r.CPUPerGB["gtun"], "%.2f"), server, f(r.CPUPerGB["gtund"], "%.2f"))
+	fmt.Fprintf(w, "peak RSS (VmHWM): %s %s MiB, %s %s MiB\n",
+		client, f(scale(r.PeakRSSKB["gtun"], 1.0/1024), "%.1f"), server, f(scale(r.PeakRSSKB["gtund"], 1.0/1024), "%.1f"))
 	if r.Topology != "" {
 		fmt.Fprintf(w, "topology of the tests above: %s\n", r.Topology)
 	}
@@ -762,7 +775,7 @@ func PrintTable(w io.Writer, r *Report) {
 		PrintTable(w, o)
 	}
 	if len(r.Compare) > 0 {
-		fmt.Fprintln(w, "\ntransports side by side (same run, rounds interleaved; CPU s/GB gtun + gtund):")
+		fmt.Fprintln(w, "\ntransports side by side (same run, rounds interleaved; CPU s/GB of both ends' daemons):")
 		t := newTable("test", "transport", "Mbit/s", "transport", "Mbit/s", "ratio", "CPU s/GB", "CPU s/GB")
 		for _, c := range r.Compare {
 			t.row(c.Test, c.Base, f(c.BaseMbps, "%.0f"), c.Other, f(c.Mbps, "%.0f"), pct(c.Ratio),

@@ -245,3 +245,22 @@ func TestRounds(t *testing.T) {
 		t.Errorf("with gtund's round-3 ticks missing: CPU %v, per GB %v", c.CPUSeconds, c.CPUPerGB)
 	}
 }
+
+// A tunnel measured beside gtun for reference (wireguard-go) is labelled
+// by its own name, client and server, not as gtun and gtund.
+func TestReferenceTunnelLabels(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "meta.env", "timestamp=T\ntransport=wireguard-go\nclk_tck=100\ncpu.tcp-up-1.gtun=250\ncpu.tcp-up-1.gtund=100\nrss.gtun_kb=20480\nrss.gtund_kb=10240\n")
+	write(t, dir, "direct-tcp-up-1.json", tcpDirectJSON)
+	write(t, dir, "tunnel-tcp-up-1.json", tcpJSON)
+	var buf bytes.Buffer
+	PrintTable(&buf, Build(dir))
+	for _, want := range []string{"wireguard-go client CPU s/GB", "wireguard-go server CPU s/GB", "peak RSS (VmHWM): wireguard-go client 20.0 MiB, wireguard-go server 10.0 MiB"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, buf.String())
+		}
+	}
+	if strings.Contains(buf.String(), "gtund") {
+		t.Errorf("table names gtund for wireguard-go:\n%s", buf.String())
+	}
+}
