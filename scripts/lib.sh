@@ -9,6 +9,8 @@
 #   GTUND_TRANSPORTS  gtund's transports list, TOML (default ["tcp"], or
 #              ["tcp", "udp", "kcp"] with TRANSPORT=udp or kcp)
 #   KEEP=1     keep the work directory (configs, keys, logs) after exit
+#   MTU        gtund's tunnel mtu (default 1400, for the topology's
+#              1500-byte links)
 #   GTUN_BIN, GTUND_BIN, PODHTTP_BIN           binaries (default bin/...)
 
 LIB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -162,7 +164,7 @@ lib_write_configs() {
 		transports = $transports
 		private_key_file = "$D/server.key"
 		tun = "gtund0"
-		mtu = 1400
+		mtu = ${MTU:-1400}
 		pool = "100.64.240.0/24"
 		routes = ["10.244.0.0/16", "10.96.0.0/12"]
 		nat = true

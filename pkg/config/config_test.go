@@ -570,7 +570,7 @@ func TestLoadServerErrors(t *testing.T) {
 		{"fec parity without data", serverHead + "fec_parity = 3\n", 1, "server.fec_data", "data shards"},
 		{"fec data without parity", serverHead + "fec_data = 10\n", 1, "server.fec_parity", "parity shards"},
 		{"mtu too small", serverHead + "mtu = 500\n", 5, "server.mtu", "576..65535"},
-		{"mtu too large for udp", serverHead + "transports = [\"tcp\", \"udp\"]\nmtu = 9000\n", 6, "server.mtu", "at most 2016 with udp"},
+		{"mtu too large for udp", serverHead + "transports = [\"tcp\", \"udp\"]\nmtu = 9500\n", 6, "server.mtu", "at most 9184 with udp"},
 		{"bad keepalive", serverHead + "keepalive = \"2\"\n", 5, "server.keepalive", "bad duration"},
 		{"dead_after too small", serverHead + "dead_after = 1\n", 5, "server.dead_after", "2..100"},
 		{"rekey_interval too short", serverHead + "rekey_interval = \"500ms\"\n", 5, "server.rekey_interval", "must be 1s..1h, not 500ms"},

@@ -95,7 +95,7 @@ func readPayload(t *testing.T, pc *PacketConn) string {
 	t.Helper()
 	got := make(chan string, 1)
 	go func() {
-		b := make([]byte, MaxPayload)
+		b := make([]byte, MaxStreamPayload)
 		n, _, err := pc.ReadFrom(b)
 		if err == nil {
 			got <- string(b[:n])

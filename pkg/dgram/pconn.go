@@ -18,11 +18,11 @@ type PacketConn struct {
 }
 
 type inbound struct {
-	b *[MaxPayload]byte
+	b *[MaxStreamPayload]byte
 	n int
 }
 
-var payloadPool = sync.Pool{New: func() any { return new([MaxPayload]byte) }}
+var payloadPool = sync.Pool{New: func() any { return new([MaxStreamPayload]byte) }}
 
 // PacketConn returns the session as a PacketConn. The session has one
 // queue of payloads: use one PacketConn per session.

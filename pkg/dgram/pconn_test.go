@@ -383,3 +383,32 @@ func TestPacketPathDoesNotAllocate(t *testing.T) {
 		t.Fatalf("handler saw %d packets and %d flushes", h.packets, h.flushes)
 	}
 }
+
+// Stream payloads are kcp's segments: one larger than MaxStreamPayload is
+// refused by Send and, should a peer send one, dropped as malformed on
+// arrival (the queue's buffers are sized for kcp's segments), while the
+// largest allowed goes through whole.
+func TestStreamPayloadLimit(t *testing.T) {
+	cli, srv, srvDrops := directPair(t)
+	pc := srv.PacketConn()
+	if err := cli.Send(make([]byte, MaxStreamPayload+1)); err == nil {
+		t.Fatal("Send took a stream payload over MaxStreamPayload")
+	}
+	cli.smu.Lock()
+	d, err := cli.sealer.seal(nil, KindStream, 0, make([]byte, MaxStreamPayload+1), cli.now())
+	cli.smu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.receive(d, netip.MustParseAddrPort("198.51.100.1:40000"))
+	if got := srvDrops.Get(DropMalformed); got != 1 {
+		t.Fatalf("an oversize stream payload that opened: %d dropped as malformed, want 1", got)
+	}
+	if err := cli.Send(make([]byte, MaxStreamPayload)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, MaxPayload)
+	if n, _, err := pc.ReadFrom(buf); err != nil || n != MaxStreamPayload {
+		t.Fatalf("read %d, %v; want the %d-byte payload (and nothing of the dropped one)", n, err, MaxStreamPayload)
+	}
+}

@@ -78,7 +78,7 @@ func newSession(p sessionParams) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{local: p.local, remote: p.remote, xmit: p.xmit, xmitGSO: p.xmitGSO, roams: p.roams, drops: p.drops, now: now,
-		sealer: sl, sbuf: make([]byte, 0, MaxDatagram), opener: op, closed: make(chan struct{}),
+		sealer: sl, sbuf: make([]byte, 0, MaxStreamPayload+DataOverhead), opener: op, closed: make(chan struct{}),
 		in: make(chan inbound, queueLen), wait: time.NewTimer(time.Hour)}
 	s.wait.Stop()
 	ep := p.endpoint
@@ -140,7 +140,7 @@ func (s *Session) Send(payload []byte) error { return s.send(KindStream, 0, payl
 // go in GSO runs sealed by a PacketSealer (SendSealed); tests send single
 // packet datagrams here.
 func (s *Session) send(kind, flags byte, payload []byte) error {
-	if len(payload) > MaxPayload {
+	if len(payload) > MaxPayload || (kind == KindStream && len(payload) > MaxStreamPayload) {
 		return errors.New("datagram payload too large")
 	}
 	s.smu.Lock()
@@ -154,6 +154,7 @@ func (s *Session) send(kind, flags byte, payload []byte) error {
 	if err != nil {
 		return err
 	}
+	s.sbuf = d[:0] // grown for a packet larger than a stream payload: kept
 	if err := s.xmit(d, *s.endpoint.Load()); err != nil {
 		return err
 	}
@@ -321,9 +322,15 @@ const queueLen = 1024
 // that has stopped from holding up every other session for long.
 const maxWait = 5 * time.Millisecond
 
-// deliver copies the payload (the producer reuses its buffer) and queues it.
+// deliver copies the payload (the producer reuses its buffer) and queues
+// it. A stream payload larger than any this side sends is dropped as
+// malformed: the queue's buffers are sized for kcp's segments.
 func (s *Session) deliver(payload []byte) {
-	b := payloadPool.Get().(*[MaxPayload]byte)
+	if len(payload) > MaxStreamPayload {
+		s.drops.Inc(DropMalformed)
+		return
+	}
+	b := payloadPool.Get().(*[MaxStreamPayload]byte)
 	in := inbound{b, copy(b[:], payload)}
 	select {
 	case s.in <- in:

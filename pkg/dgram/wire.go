@@ -84,11 +84,18 @@ const (
 	// DataOverhead is what a data datagram adds to its payload.
 	DataOverhead = DataHeaderLen + tagLen
 
-	// MaxDatagram is the largest datagram read or written. Payloads are
-	// sized by the layer above to fit a 1500-byte path with room to spare.
-	MaxDatagram = 2048
+	// MaxDatagram is the largest datagram read or written: a packet of a
+	// tunnel MTU up to MaxPayload, for a path that carries jumbo frames
+	// (9000 bytes and a little more). Payloads are sized by the layer above
+	// to fit the path: the tunnel MTU for packets (1400 by default, for a
+	// 1500-byte path), kcp-go's MTU for stream datagrams.
+	MaxDatagram = 9216
 	// MaxPayload is the most a data datagram carries.
 	MaxPayload = MaxDatagram - DataOverhead
+	// MaxStreamPayload is the most a stream datagram carries. kcp-go sizes
+	// its packets to its own MTU (1350), well under it; a session's queue
+	// of stream payloads holds buffers of this size, not of MaxPayload.
+	MaxStreamPayload = 2048 - DataOverhead
 
 	// maxFirstMessage bounds the first message an initiation may carry
 	// (the Noise IK message with gtun's payload and mac1 is ~130 bytes).

@@ -315,3 +315,56 @@ func TestUDPSmallPackets(t *testing.T) {
 		t.Errorf("drops: gtun %v, gtund %v", cst.Drops, sst.Drops)
 	}
 }
+
+// On a path that carries jumbo frames (every link 9000 bytes here, as in
+// a cloud network that allows them), gtund takes an mtu of 8900 with udp:
+// a DF ping of exactly the tunnel MTU reaches the pod, one byte more is
+// refused with an ICMP error naming the MTU, and a download's packets
+// cross the wan as datagrams larger than a 1500-byte path would carry,
+// whole (no IP fragments).
+func TestUDPJumboMTU(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, l := range [][2]string{{"vm", "wan0"}, {"gw", "wan0"}, {"gw", "vpc0"}, {"node", "vpc0"}, {"node", "pod0"}, {"pod", "eth0"}} {
+		e.tp.MustExec(t, l[0], "ip", "link", "set", l[1], "mtu", "9000")
+	}
+	ckey, cpub := e.key(t, "vm")
+	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
+	rewrite(t, scfg, `transports = ["tcp"]`, `transports = ["tcp", "udp"]`)
+	rewrite(t, scfg, "mtu = 1400", "mtu = 8900")
+	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
+	rewrite(t, ccfg, `transport = "tcp"`, `transport = "udp"`)
+	e.startServer(t, scfg)
+	cli := e.startClient(t, "vm", "vm", ccfg)
+	e.waitRoute(t, "vm", "10.244.0.0/16", cli)
+	if out := e.tp.MustExec(t, "vm", "ip", "link", "show", "gtun0"); !strings.Contains(out, "mtu 8900") {
+		t.Fatalf("gtun0 has not the pushed MTU 8900: %s", out)
+	}
+
+	sn := startSniffer(t, e, "vm", "wan0", func(c capturedUDP) bool { return c.src == gwKCP && packetDatagram(c.payload) })
+	// 8872 bytes of ping and 28 of ICMP and IP headers: exactly the MTU.
+	if out, err := e.tp.Exec("vm", "ping", "-c", "2", "-i", "0.2", "-W", "2", "-M", "do", "-s", "8872", podIP); err != nil {
+		t.Fatalf("a DF ping of exactly the tunnel MTU: %v\n%s", err, out)
+	}
+	if out, err := e.tp.Exec("vm", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "8873", podIP); err == nil || !strings.Contains(out, "mtu=8900") {
+		t.Errorf("an oversize DF ping: %v %q", err, out)
+	}
+	out, err := e.tp.Exec("vm", "curl", "-fsS", "--max-time", "20", "-o", "/dev/null", "-w", "%{size_download}", "http://"+podIP+":8080/bytes?n=8000000")
+	if err != nil || out != "8000000" {
+		t.Fatalf("download over udp: %v %q", err, out)
+	}
+	sn.close()
+	var jumbo, largest int
+	for _, c := range sn.captured() {
+		largest = max(largest, len(c.payload))
+		if len(c.payload) > 1500 {
+			jumbo++
+		}
+	}
+	// A datagram cut into IP fragments would show as pieces under 1500
+	// bytes: one over 1500 crossed whole.
+	if jumbo < 100 {
+		t.Fatalf("%d packet datagrams from gw larger than 1500 bytes (largest %d): the download did not ride jumbo datagrams", jumbo, largest)
+	}
+	t.Logf("jumbo path: %d packet datagrams from gw over 1500 bytes, the largest %d", jumbo, largest)
+}
