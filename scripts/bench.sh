@@ -53,11 +53,17 @@
 # WIREGUARD_GO=PATH adds wireguard-go (a binary built from its own
 # repository; gtun does not ship or build it) to the clean section, as one
 # more column after the transports: wireguard-go in vm and in gw on the same
-# wan link, with its offloads (TSO from its TUN, UDP GSO and GRO), the tunnel
-# MTU of gtun's default (1400), the cluster CIDR routed through it and gw
+# wan link, with its offloads (TSO from its TUN, UDP GSO and GRO), gtun's
+# tunnel MTU (1400; see LINK_MTU), the cluster CIDR routed through it and gw
 # masquerading what comes out of it into the cluster, as gtund does. Its two
 # processes are measured as gtun and gtund are (the report names them its
 # client and server). Needs wg (wireguard-tools).
+#
+# LINK_MTU=N (default 1500) sets every link of the plain topology (the wan,
+# gw to node, node to the pod) to N bytes, and the tunnel MTU to N - 100
+# (1400 on the default links): LINK_MTU=9000 is a path of jumbo frames,
+# where the udp transport sends a datagram per 8.9 KB instead of 1.4 KB.
+# The lossy section keeps 1500 (the emulator forwards up to 1500 bytes).
 set -euo pipefail
 TRANSPORTS=${TRANSPORTS:-${TRANSPORT:-tcp udp}}
 TRANSPORT=${TRANSPORTS%% *}
@@ -70,6 +76,7 @@ LOSSY_ROUNDS=${LOSSY_ROUNDS:-3}
 LOSSY_CONDITIONS=${LOSSY_CONDITIONS:-0:0 25:1 25:5}
 LOSSY_CCS=${LOSSY_CC:-${LOSSY_CCS:-cubic bbr}}
 LOSSY_FEC=${LOSSY_FEC-10:3}
+LINK_MTU=${LINK_MTU:-1500}
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -107,7 +114,7 @@ fail_step() {
 	echo "rounds=$ROUNDS"
 	echo "clk_tck=$(getconf CLK_TCK)"
 	echo "cpus=$(nproc)"
-	echo "topology=plain (no WAN emulator in the path)"
+	echo "topology=plain (no WAN emulator in the path)$([ "$LINK_MTU" = 1500 ] || echo ", links of $LINK_MTU bytes, tunnel mtu $((LINK_MTU - 100))")"
 } >"$META"
 for tr in ${TRANSPORTS#"$TRANSPORT"}; do
 	mkdir -p "$RAW/clean-$tr"
@@ -115,6 +122,8 @@ for tr in ${TRANSPORTS#"$TRANSPORT"}; do
 done
 case $LOSSY in 0 | 1) ;; *) die "LOSSY must be 0 or 1" ;; esac
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number (got '$ROUNDS')"
+[[ $LINK_MTU =~ ^[0-9]+$ ]] && [ "$LINK_MTU" -ge 1500 ] && [ "$LINK_MTU" -le 9284 ] ||
+	die "LINK_MTU must be 1500..9284 (got '$LINK_MTU'): the tunnel MTU is 100 less, at most 9184 with udp"
 [[ $LOSSY_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "LOSSY_ROUNDS must be a positive number (got '$LOSSY_ROUNDS')"
 for c in $LOSSY_CONDITIONS; do
 	[[ $c =~ ^[0-9]+(\.[0-9]+)?:[0-9]+(\.[0-9]+)?$ ]] || die "LOSSY_CONDITIONS: bad condition '$c' (want DELAY_MS:LOSS_PCT, e.g. 25:1)"
@@ -128,6 +137,12 @@ done
 hdr "setup: report tool, dependencies, topology (prefix $PREFIX), keys, configs"
 (cd "$LIB_ROOT" && go build -o "$D/benchreport" ./tools/benchreport) || die "cannot build tools/benchreport"
 lib_topology_up
+MTU=$((LINK_MTU - 100)) # lib_write_configs: gtund's mtu
+if [ "$LINK_MTU" != 1500 ]; then
+	for link in vm:wan0 gw:wan0 gw:vpc0 node:vpc0 node:pod0 pod:eth0; do
+		ip -n "$PREFIX-${link%%:*}" link set "${link#*:}" mtu "$LINK_MTU"
+	done
+fi
 lib_keys
 lib_write_configs
 start_iperf_server() {
@@ -243,9 +258,9 @@ wireguard_go_up() {
 		peer "$(wg pubkey <<<"$WG_SERVER_KEY")" endpoint "$GW_WAN:51820" allowed-ips 10.244.0.0/16 ||
 		die "wireguard-go did not take its configuration (log: $D/gtun.log)"
 	ip -n "$PREFIX-gw" addr add 100.64.250.2/30 dev "$s"
-	ip -n "$PREFIX-gw" link set "$s" mtu 1400 up
+	ip -n "$PREFIX-gw" link set "$s" mtu "$MTU" up
 	ip -n "$PREFIX-vm" addr add 100.64.250.1/30 dev "$c"
-	ip -n "$PREFIX-vm" link set "$c" mtu 1400 up
+	ip -n "$PREFIX-vm" link set "$c" mtu "$MTU" up
 	ip -n "$PREFIX-vm" route add 10.244.0.0/16 dev "$c"
 	for ((i = 0; i < 50; i++)); do
 		inns vm ping -c 1 -W 1 "$POD_IP" >/dev/null 2>&1 && return 0
@@ -450,6 +465,7 @@ lossy() {
 	meta lossy.fec "$LOSSY_FEC"
 	meta lossy.transports "tcp udp kcp"
 	lib_stop iperf3 3
+	MTU=1400 # the emulator's links are 1500 bytes, whatever LINK_MTU was
 	lib_topology_up_wanemu
 	start_iperf_server
 	for cc in $LOSSY_CCS; do
