@@ -14,13 +14,20 @@ import (
 	"github.com/gtun/gtun/pkg/server"
 )
 
-// udpClient starts gtund with tcp and udp and a gtun over udp, and waits
-// for its routes.
+// udpClient starts gtund with tcp and udp (and serverKeys, TOML lines of
+// [server]) and a gtun over udp, and waits for its routes.
 func (e *env) udpClient(t *testing.T, serverKeys ...string) *testnet.Proc {
+	t.Helper()
+	return e.udpClientEdited(t, `transports = ["tcp"]`, strings.Join(append([]string{`transports = ["tcp", "udp"]`}, serverKeys...), "\n"))
+}
+
+// udpClientEdited is udpClient with gtund's config rewritten by pairs
+// (old, new, as rewrite takes them), which must give it udp.
+func (e *env) udpClientEdited(t *testing.T, serverPairs ...string) *testnet.Proc {
 	t.Helper()
 	ckey, cpub := e.key(t, "vm")
 	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
-	rewrite(t, scfg, `transports = ["tcp"]`, strings.Join(append([]string{`transports = ["tcp", "udp"]`}, serverKeys...), "\n"))
+	rewrite(t, scfg, serverPairs...)
 	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
 	rewrite(t, ccfg, `transport = "tcp"`, `transport = "udp"`)
 	srv := e.startServer(t, scfg)
@@ -328,15 +335,7 @@ func TestUDPJumboMTU(t *testing.T) {
 	for _, l := range [][2]string{{"vm", "wan0"}, {"gw", "wan0"}, {"gw", "vpc0"}, {"node", "vpc0"}, {"node", "pod0"}, {"pod", "eth0"}} {
 		e.tp.MustExec(t, l[0], "ip", "link", "set", l[1], "mtu", "9000")
 	}
-	ckey, cpub := e.key(t, "vm")
-	scfg := e.serverConfig(t, peer{name: "vm", pub: cpub})
-	rewrite(t, scfg, `transports = ["tcp"]`, `transports = ["tcp", "udp"]`)
-	rewrite(t, scfg, "mtu = 1400", "mtu = 8900")
-	ccfg := e.clientConfig(t, "vm", ckey, e.serverPub)
-	rewrite(t, ccfg, `transport = "tcp"`, `transport = "udp"`)
-	e.startServer(t, scfg)
-	cli := e.startClient(t, "vm", "vm", ccfg)
-	e.waitRoute(t, "vm", "10.244.0.0/16", cli)
+	e.udpClientEdited(t, `transports = ["tcp"]`, `transports = ["tcp", "udp"]`, "mtu = 1400", "mtu = 8900")
 	if out := e.tp.MustExec(t, "vm", "ip", "link", "show", "gtun0"); !strings.Contains(out, "mtu 8900") {
 		t.Fatalf("gtun0 has not the pushed MTU 8900: %s", out)
 	}
