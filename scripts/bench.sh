@@ -30,7 +30,8 @@
 # TCP vm->pod for LOSSY_DURATION s (default 10) and the idle ping RTT:
 # direct (no tunnel), through the tunnel with transport tcp, udp, and kcp,
 # taking turns LOSSY_ROUNDS times (default 3; the report gives medians: one
-# flow through the emulator moves by a third from one run to the next).
+# flow through the emulator moves by a third from one run to the next; and
+# udp's ratio to no tunnel with the lowest and highest of one round's).
 # gtund listens with all three; gtun is restarted for each. If gtund
 # refuses kcp, the kcp column says n/a. The TCP congestion control of the
 # namespaces (the outer TCP of transport tcp, and the measured TCP itself) is

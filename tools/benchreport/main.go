@@ -161,9 +161,15 @@ type LossyRow struct {
 	// the udp transport, and its goodput against no tunnel on the same link
 	UDPMbps    *float64 `json:"udp_mbps,omitempty"`
 	UDPOverDir *float64 `json:"udp_over_direct,omitempty"`
-	UDPRTTMs   *float64 `json:"udp_rtt_ms,omitempty"`
-	KCPMbps    *float64 `json:"kcp_mbps"`
-	KCPOverTCP *float64 `json:"kcp_over_tcp"`
+	// UDPOverDirMin and UDPOverDirMax are the lowest and highest udp/no
+	// tunnel ratio of one round (when more than one round ran): a single
+	// flow through the emulator moves a lot, and the spread says how far
+	// the median can be trusted.
+	UDPOverDirMin *float64 `json:"udp_over_direct_min,omitempty"`
+	UDPOverDirMax *float64 `json:"udp_over_direct_max,omitempty"`
+	UDPRTTMs      *float64 `json:"udp_rtt_ms,omitempty"`
+	KCPMbps       *float64 `json:"kcp_mbps"`
+	KCPOverTCP    *float64 `json:"kcp_over_tcp"`
 	// kcp with forward error correction (Lossy.FEC)
 	KCPFECMbps    *float64 `json:"kcp_fec_mbps,omitempty"`
 	KCPFECOverTCP *float64 `json:"kcp_fec_over_tcp,omitempty"`
@@ -504,18 +510,22 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 		tag := LossyTag(cc, ds, ls)
 		row := LossyRow{DelayMs: delay, RTTAddedMs: 2 * delay, LossPct: loss, EmulatedLossPct: []*float64{}}
 		// measure gives the medians of the rounds (bench.sh LOSSY_ROUNDS:
-		// no tunnel and each transport take turns on the same link).
+		// no tunnel and each transport take turns on the same link), and
+		// each round's rate (nil where it is missing).
+		perRound := map[string][]*float64{}
 		measure := func(mode string) (mbps, rtt *float64) {
 			if strings.HasPrefix(mode, "kcp") && l.KCPNA != "" {
 				return nil, nil
 			}
 			var rates, rtts []float64
+			perRound[mode] = make([]*float64, l.Rounds)
 			for k := 1; k <= l.Rounds; k++ {
 				ip, err := readIperf(filepath.Join(dir, "lossy-"+tag+"-"+mode+"-tcp-up-1"+RoundSuffix(k)+".json"))
 				fail(err)
 				if ip != nil {
 					if m, _, _ := ip.tcp(); m != nil {
 						rates = append(rates, *m)
+						perRound[mode][k-1] = m
 					}
 				}
 				avg, _, err := readPing(filepath.Join(dir, "lossy-"+tag+"-"+mode+"-ping"+RoundSuffix(k)+".txt"))
@@ -531,6 +541,7 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 		if l.UDP {
 			row.UDPMbps, row.UDPRTTMs = measure("udp")
 			row.UDPOverDir = div(row.UDPMbps, row.DirectMbps)
+			row.UDPOverDirMin, row.UDPOverDirMax = roundRange(perRound["udp"], perRound["direct"])
 		}
 		row.KCPMbps, row.KCPRTTMs = measure("kcp")
 		row.KCPOverTCP = div(row.KCPMbps, row.TCPMbps)
@@ -558,6 +569,29 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 		l.Rows = append(l.Rows, row)
 	}
 	return l
+}
+
+// roundRange is the lowest and highest a[k]/b[k] over the rounds that have
+// both; nil, nil with fewer than two such rounds.
+func roundRange(a, b []*float64) (lo, hi *float64) {
+	n := 0
+	for k := range min(len(a), len(b)) {
+		r := div(a[k], b[k])
+		if r == nil {
+			continue
+		}
+		n++
+		if lo == nil || *r < *lo {
+			lo = r
+		}
+		if hi == nil || *r > *hi {
+			hi = r
+		}
+	}
+	if n < 2 {
+		return nil, nil
+	}
+	return lo, hi
 }
 
 func readWanemu(path string) (*wanstats.Stats, error) {
@@ -840,7 +874,11 @@ func printLossy(w io.Writer, l *Lossy) {
 		}
 		cells := []string{fmt.Sprintf("%g ms", r.RTTAddedMs), fmt.Sprintf("%g%%", r.LossPct), f(r.TCPMbps, "%.1f")}
 		if l.UDP {
-			cells = append(cells, f(r.UDPMbps, "%.1f"), ratio(r.UDPOverDir))
+			udp := ratio(r.UDPOverDir)
+			if r.UDPOverDirMin != nil && r.UDPOverDirMax != nil {
+				udp += fmt.Sprintf(" (%.2f-%.2f)", *r.UDPOverDirMin, *r.UDPOverDirMax)
+			}
+			cells = append(cells, f(r.UDPMbps, "%.1f"), udp)
 		}
 		cells = append(cells, f(r.KCPMbps, "%.1f"), ratio(r.KCPOverTCP))
 		if l.FEC != "" {
@@ -862,6 +900,9 @@ func printLossy(w io.Writer, l *Lossy) {
 	}
 	if l.FEC != "" {
 		fmt.Fprintf(w, "kcp+fec: kcp with fec_data:fec_parity = %s on both sides\n", l.FEC)
+	}
+	if l.UDP && l.Rounds > 1 {
+		fmt.Fprintln(w, "udp/direct: the ratio of the medians, then (lowest-highest) of one round's udp flow against that round's flow with no tunnel")
 	}
 	if l.EmulatorDirectMbps != nil {
 		fmt.Fprintf(w, "emulator cost at 0 ms 0%%: direct TCP %s Mbit/s through it, %s Mbit/s on the plain topology (%s)\n",

@@ -184,9 +184,13 @@ func TestLossyRounds(t *testing.T) {
 	if *row.UDPOverDir != 1100.0/1400 || *row.TCPRTTMs != 0.4 {
 		t.Errorf("udp/direct %v, tcp RTT %v: want the ratio of the medians, the median RTT", *row.UDPOverDir, *row.TCPRTTMs)
 	}
+	// Round by round: 1100/1600, 1250/1000, 800/1400.
+	if row.UDPOverDirMin == nil || row.UDPOverDirMax == nil || *row.UDPOverDirMin != 800.0/1400 || *row.UDPOverDirMax != 1250.0/1000 {
+		t.Errorf("udp/direct range %v-%v, want %v-%v", row.UDPOverDirMin, row.UDPOverDirMax, 800.0/1400, 1250.0/1000)
+	}
 	var buf bytes.Buffer
 	PrintTable(&buf, r)
-	if !strings.Contains(buf.String(), "medians of 3 rounds") {
+	if !strings.Contains(buf.String(), "medians of 3 rounds") || !strings.Contains(buf.String(), "0.79x (0.57-1.25)") {
 		t.Errorf("table:\n%s", buf.String())
 	}
 	os.Remove(filepath.Join(dir, "lossy-cubic-d0-l0-udp-tcp-up-1.r3.json"))
@@ -262,5 +266,21 @@ func TestReferenceTunnelLabels(t *testing.T) {
 	}
 	if strings.Contains(buf.String(), "gtund") {
 		t.Errorf("table names gtund for wireguard-go:\n%s", buf.String())
+	}
+}
+
+// A round missing either flow is left out of the range; with fewer than
+// two rounds left there is no range.
+func TestRoundRange(t *testing.T) {
+	v := func(x float64) *float64 { return &x }
+	lo, hi := roundRange([]*float64{v(1), nil, v(3)}, []*float64{v(2), v(2), v(2)})
+	if lo == nil || hi == nil || *lo != 0.5 || *hi != 1.5 {
+		t.Errorf("range %v-%v, want 0.5-1.5", lo, hi)
+	}
+	if lo, hi := roundRange([]*float64{v(1), nil}, []*float64{v(2), v(2)}); lo != nil || hi != nil {
+		t.Errorf("one round: range %v-%v, want none", lo, hi)
+	}
+	if lo, hi := roundRange([]*float64{v(1), v(1)}, []*float64{v(2), v(0)}); lo != nil || hi != nil {
+		t.Errorf("a zero flow with no tunnel: range %v-%v, want none", lo, hi)
 	}
 }
