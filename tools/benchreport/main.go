@@ -574,24 +574,16 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 // roundRange is the lowest and highest a[k]/b[k] over the rounds that have
 // both; nil, nil with fewer than two such rounds.
 func roundRange(a, b []*float64) (lo, hi *float64) {
-	n := 0
+	var ratios []float64
 	for k := range min(len(a), len(b)) {
-		r := div(a[k], b[k])
-		if r == nil {
-			continue
-		}
-		n++
-		if lo == nil || *r < *lo {
-			lo = r
-		}
-		if hi == nil || *r > *hi {
-			hi = r
+		if r := div(a[k], b[k]); r != nil {
+			ratios = append(ratios, *r)
 		}
 	}
-	if n < 2 {
+	if len(ratios) < 2 {
 		return nil, nil
 	}
-	return lo, hi
+	return ptr(slices.Min(ratios)), ptr(slices.Max(ratios))
 }
 
 func readWanemu(path string) (*wanstats.Stats, error) {
