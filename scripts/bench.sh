@@ -31,7 +31,9 @@
 # direct (no tunnel), through the tunnel with transport tcp, udp, and kcp,
 # taking turns LOSSY_ROUNDS times (default 3; the report gives medians: one
 # flow through the emulator moves by a third from one run to the next; and
-# udp's ratio to no tunnel with the lowest and highest of one round's).
+# udp's ratio to no tunnel with the lowest and highest of one round's; and,
+# from the emulator's counters before and after each flow, the loss each
+# kind of flow was dealt and the frames dropped for a full queue under it).
 # gtund listens with all three; gtun is restarted for each. If gtund
 # refuses kcp, the kcp column says n/a. The TCP congestion control of the
 # namespaces (the outer TCP of transport tcp, and the measured TCP itself) is
@@ -339,6 +341,22 @@ done
 
 # ping_rtt: idle ping vm->pod to $RAW/$MODE-ping.txt; some lost replies are
 # fine on a lossy link, no reply at all is a failure.
+# lossy_flow: the lossy section's measured flow, between two snapshots of
+# the emulator's counters ($RAW/$MODE-wanemu-{before,after}$SUFFIX.json), so
+# that the report gives the loss each flow was dealt and the frames dropped
+# for a full queue while it ran (the condition's totals mix all of its
+# flows: kcp's, which do not slow down for loss, fill the delay line).
+lossy_flow() {
+	wanemu_snapshot before
+	IPERF_DURATION=$LOSSY_DURATION iperf tcp-up-1
+	wanemu_snapshot after
+}
+
+wanemu_snapshot() {
+	"$LIB_ROOT/scripts/topology.sh" wanemu-stats "$PREFIX" >"$RAW/$MODE-wanemu-$1$SUFFIX.json" ||
+		fail_step "$MODE-wanemu-$1$SUFFIX" "no emulator counters"
+}
+
 ping_rtt() {
 	local f="$RAW/$MODE-ping$SUFFIX.txt"
 	printf '  %-12s %-7s ping -c 40 -i 0.05 -q ... ' ping "$MODE"
@@ -413,7 +431,7 @@ lossy_pass() {
 			MODE=lossy-$tag-direct
 			ip -n "$PREFIX-vm" route add 10.244.0.0/16 via "$GW_WAN"
 			ping_rtt
-			IPERF_DURATION=$LOSSY_DURATION iperf tcp-up-1
+			lossy_flow
 			ip -n "$PREFIX-vm" route del 10.244.0.0/16 via "$GW_WAN"
 			for tr in tcp udp kcp ${LOSSY_FEC:+kcp-fec}; do
 				MODE=lossy-$tag-$tr
@@ -435,7 +453,7 @@ lossy_pass() {
 				if lib_try_wait_route 30; then
 					ip -n "$PREFIX-vm" route get "$POD_IP" | grep -q 'dev gtun0' || die "traffic to $POD_IP would not use gtun0"
 					ping_rtt
-					IPERF_DURATION=$LOSSY_DURATION iperf tcp-up-1
+					lossy_flow
 				else
 					fail_step "$MODE" "transport $tr: $LIB_ERR"
 				fi

@@ -24,6 +24,8 @@
 //	lossy-TAG-MODE-tcp-up-1.json  iperf3 -J, TCP vm->pod, 1 stream
 //	lossy-TAG-MODE-ping.txt       ping -q vm->pod
 //	lossy-TAG-wanemu.json         the emulator's counters after the condition
+//	lossy-TAG-MODE-wanemu-before.json, lossy-TAG-MODE-wanemu-after.json
+//	                              the same just before and after the flow
 //	meta.env                      lossy.duration_s, lossy.CC.kcp_na (why kcp
 //	                              was not measured, if so), lossy.fec (the
 //	                              kcp-fec MODE's DATA:PARITY; empty: no
@@ -36,6 +38,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -183,6 +186,19 @@ type LossyRow struct {
 	// frames it dropped for a full queue or could not read in time.
 	EmulatedLossPct []*float64 `json:"emulated_loss_pct"`
 	EmulatorDrops   *float64   `json:"emulator_overflow_drops"`
+	// PerFlow is the same for each kind of flow of the condition ("direct",
+	// "tcp", "udp", "kcp", "kcp-fec"), from the emulator's counters just
+	// before and just after each of its flows (runs from before bench.sh
+	// took them have none).
+	PerFlow map[string]*FlowEmulation `json:"emulator_per_flow,omitempty"`
+}
+
+// FlowEmulation is what the emulator did to one kind of flow of a
+// condition, summed over the rounds whose counters were taken.
+type FlowEmulation struct {
+	LossPct    []*float64 `json:"loss_pct"`    // dropped at random, percent of the frames, each direction
+	QueueDrops float64    `json:"queue_drops"` // dropped for a full queue or read too late
+	Rounds     int        `json:"rounds"`
 }
 
 type TCPResult struct {
@@ -517,6 +533,12 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 			if strings.HasPrefix(mode, "kcp") && l.KCPNA != "" {
 				return nil, nil
 			}
+			if fe := flowEmulation(dir, "lossy-"+tag+"-"+mode, l.Rounds, fail); fe != nil {
+				if row.PerFlow == nil {
+					row.PerFlow = map[string]*FlowEmulation{}
+				}
+				row.PerFlow[mode] = fe
+			}
 			var rates, rtts []float64
 			perRound[mode] = make([]*float64, l.Rounds)
 			for k := 1; k <= l.Rounds; k++ {
@@ -584,6 +606,81 @@ func roundRange(a, b []*float64) (lo, hi *float64) {
 		return nil, nil
 	}
 	return ptr(slices.Min(ratios)), ptr(slices.Max(ratios))
+}
+
+// flowEmulation sums the emulator's counters over the flows of prefix
+// (lossy-TAG-MODE), each the difference of its -wanemu-before and
+// -wanemu-after snapshots. nil when no round has them (a run from before
+// they were taken); a round with one of the two, or whose counters do not
+// add up, is an error and left out.
+func flowEmulation(dir, prefix string, rounds int, fail func(error)) *FlowEmulation {
+	var rx, lost []uint64
+	fe := &FlowEmulation{LossPct: []*float64{}}
+	for k := 1; k <= rounds; k++ {
+		name := func(when string) string { return filepath.Join(dir, prefix+"-wanemu-"+when+RoundSuffix(k)+".json") }
+		if !exists(name("before")) && !exists(name("after")) {
+			continue
+		}
+		before, err := readWanemu(name("before"))
+		if err != nil {
+			fail(err)
+			continue
+		}
+		after, err := readWanemu(name("after"))
+		if err != nil {
+			fail(err)
+			continue
+		}
+		if len(before.Directions) != len(after.Directions) || (rx != nil && len(rx) != len(after.Directions)) {
+			fail(fmt.Errorf("%s: the emulator's directions changed during the flow", filepath.Base(name("after"))))
+			continue
+		}
+		d, err := wanDelta(before, after)
+		if err != nil {
+			fail(fmt.Errorf("%s: %v", filepath.Base(name("after")), err))
+			continue
+		}
+		if rx == nil {
+			rx, lost = make([]uint64, len(d)), make([]uint64, len(d))
+		}
+		for i, x := range d {
+			rx[i] += x.Rx
+			lost[i] += x.Lost
+			fe.QueueDrops += float64(x.QueueFull + x.KernelDrops)
+		}
+		fe.Rounds++
+	}
+	if fe.Rounds == 0 {
+		return nil
+	}
+	for i := range rx {
+		if rx[i] == 0 {
+			fe.LossPct = append(fe.LossPct, nil)
+			continue
+		}
+		fe.LossPct = append(fe.LossPct, ptr(100*float64(lost[i])/float64(rx[i])))
+	}
+	return fe
+}
+
+// wanDelta is each direction's counters of after less those of before
+// (the same emulator: counters only grow).
+func wanDelta(before, after *wanstats.Stats) ([]wanstats.Direction, error) {
+	d := make([]wanstats.Direction, len(after.Directions))
+	for i, a := range after.Directions {
+		b := before.Directions[i]
+		if a.Rx < b.Rx || a.Lost < b.Lost || a.QueueFull < b.QueueFull || a.KernelDrops < b.KernelDrops {
+			return nil, errors.New("the emulator's counters went back (restarted during the flow?)")
+		}
+		d[i] = wanstats.Direction{Name: a.Name, Rx: a.Rx - b.Rx, Lost: a.Lost - b.Lost,
+			QueueFull: a.QueueFull - b.QueueFull, KernelDrops: a.KernelDrops - b.KernelDrops}
+	}
+	return d, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func readWanemu(path string) (*wanstats.Stats, error) {
@@ -854,16 +951,7 @@ func printLossy(w io.Writer, l *Lossy) {
 		return fmt.Sprintf("%.2fx", *v)
 	}
 	for _, r := range l.Rows {
-		emu := ""
-		for i, v := range r.EmulatedLossPct {
-			if i > 0 {
-				emu += " / "
-			}
-			emu += f(v, "%.2f%%")
-		}
-		if r.EmulatorDrops != nil && *r.EmulatorDrops > 0 {
-			emu += fmt.Sprintf(" (+%.0f overflow)", *r.EmulatorDrops)
-		}
+		emu := emulatedCell(r.EmulatedLossPct, r.EmulatorDrops)
 		cells := []string{fmt.Sprintf("%g ms", r.RTTAddedMs), fmt.Sprintf("%g%%", r.LossPct), f(r.TCPMbps, "%.1f")}
 		if l.UDP {
 			udp := ratio(r.UDPOverDir)
@@ -900,6 +988,65 @@ func printLossy(w io.Writer, l *Lossy) {
 		fmt.Fprintf(w, "emulator cost at 0 ms 0%%: direct TCP %s Mbit/s through it, %s Mbit/s on the plain topology (%s)\n",
 			f(l.EmulatorDirectMbps, "%.0f"), f(l.PlainDirectMbps, "%.0f"), pct(l.EmulatorRatio))
 	}
+	printPerFlow(w, l)
+}
+
+// printPerFlow prints, for each condition, the loss the emulator dealt
+// each kind of flow and what it dropped for a full queue under it: whether
+// every flow of a row met the same link.
+func printPerFlow(w io.Writer, l *Lossy) {
+	modes := []string{"direct", "tcp"}
+	if l.UDP {
+		modes = append(modes, "udp")
+	}
+	modes = append(modes, "kcp")
+	if l.FEC != "" {
+		modes = append(modes, "kcp-fec")
+	}
+	var t *table
+	for _, r := range l.Rows {
+		if r.PerFlow == nil {
+			continue
+		}
+		if t == nil {
+			head := []string{"RTT added", "loss each way"}
+			for _, m := range modes {
+				head = append(head, strings.Replace(m, "-", "+", 1)) // kcp+fec, as in the table above
+			}
+			t = newTable(head...)
+		}
+		cells := []string{fmt.Sprintf("%g ms", r.RTTAddedMs), fmt.Sprintf("%g%%", r.LossPct)}
+		for _, m := range modes {
+			fe := r.PerFlow[m]
+			if fe == nil {
+				cells = append(cells, "n/a")
+				continue
+			}
+			cells = append(cells, emulatedCell(fe.LossPct, &fe.QueueDrops))
+		}
+		t.row(cells...)
+	}
+	if t == nil {
+		return
+	}
+	fmt.Fprintln(w, "emulated loss per flow, vm->gw / gw->vm (+ frames dropped for a full queue), over the rounds:")
+	t.print(w)
+}
+
+// emulatedCell is the emulator's random loss each direction, and its
+// overflow drops when there were any.
+func emulatedCell(lossPct []*float64, drops *float64) string {
+	var b strings.Builder
+	for i, v := range lossPct {
+		if i > 0 {
+			b.WriteString(" / ")
+		}
+		b.WriteString(f(v, "%.2f%%"))
+	}
+	if drops != nil && *drops > 0 {
+		fmt.Fprintf(&b, " (+%.0f overflow)", *drops)
+	}
+	return b.String()
 }
 
 func scale(v *float64, k float64) *float64 {

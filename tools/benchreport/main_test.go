@@ -199,6 +199,81 @@ func TestLossyRounds(t *testing.T) {
 	}
 }
 
+// TestLossyPerFlow: the emulator's counters before and after each flow
+// give each kind of flow its own loss and overflow drops, summed over the
+// rounds; a round with one snapshot of the two, or with counters that went
+// back, is an error and left out; a run without snapshots has none.
+func TestLossyPerFlow(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "meta.env", "timestamp=T\nlossy.conditions=25:1\nlossy.duration_s=10\nlossy.rounds=2\nlossy.ccs=cubic\nlossy.fec=\nlossy.transports=tcp udp kcp\n")
+	for _, mode := range []string{"direct", "tcp", "udp", "kcp"} {
+		for k := 1; k <= 2; k++ {
+			write(t, dir, "lossy-cubic-d25-l1-"+mode+"-tcp-up-1"+RoundSuffix(k)+".json", tcpJSON)
+			write(t, dir, "lossy-cubic-d25-l1-"+mode+"-ping"+RoundSuffix(k)+".txt", pingTxt)
+		}
+	}
+	write(t, dir, "lossy-cubic-d25-l1-wanemu.json", `{"directions":[{"rx":9000,"lost":90},{"rx":4000,"lost":40,"queue_full":500}]}`)
+	snap := func(mode string, k int, when, json string) {
+		write(t, dir, "lossy-cubic-d25-l1-"+mode+"-wanemu-"+when+RoundSuffix(k)+".json", json)
+	}
+	// udp: 1000 frames with 10 lost vm->gw and 500 with 5 gw->vm in round
+	// 1, 1000/30 and 500/5 in round 2 (the counters are cumulative).
+	snap("udp", 1, "before", `{"directions":[{"rx":100,"lost":1},{"rx":50,"lost":1}]}`)
+	snap("udp", 1, "after", `{"directions":[{"rx":1100,"lost":11},{"rx":550,"lost":6}]}`)
+	snap("udp", 2, "before", `{"directions":[{"rx":5000,"lost":50},{"rx":2000,"lost":20}]}`)
+	snap("udp", 2, "after", `{"directions":[{"rx":6000,"lost":80},{"rx":2500,"lost":25}]}`)
+	// kcp filled the queue: 300 and 200 overflow drops.
+	snap("kcp", 1, "before", `{"directions":[{"rx":0},{"rx":0}]}`)
+	snap("kcp", 1, "after", `{"directions":[{"rx":1000,"lost":10,"queue_full":300},{"rx":1000,"lost":10,"kernel_drops":200}]}`)
+	// direct: round 1 lost its after snapshot, round 2 went back.
+	snap("direct", 1, "before", `{"directions":[{"rx":0},{"rx":0}]}`)
+	snap("direct", 2, "before", `{"directions":[{"rx":900},{"rx":900}]}`)
+	snap("direct", 2, "after", `{"directions":[{"rx":10},{"rx":10}]}`)
+
+	r := Build(dir)
+	row := r.Lossy[0].Rows[0]
+	udp, kcp := row.PerFlow["udp"], row.PerFlow["kcp"]
+	if udp == nil || udp.Rounds != 2 || len(udp.LossPct) != 2 || *udp.LossPct[0] != 2 || *udp.LossPct[1] != 1 || udp.QueueDrops != 0 {
+		t.Errorf("udp per flow = %+v, want 2%% / 1%% over 2 rounds, no drops", udp)
+	}
+	if kcp == nil || kcp.Rounds != 1 || *kcp.LossPct[0] != 1 || kcp.QueueDrops != 500 {
+		t.Errorf("kcp per flow = %+v, want 1%%, 500 drops", kcp)
+	}
+	if _, ok := row.PerFlow["tcp"]; ok {
+		t.Errorf("tcp had no snapshots, got %+v", row.PerFlow["tcp"])
+	}
+	if _, ok := row.PerFlow["direct"]; ok {
+		t.Errorf("direct had no good round, got %+v", row.PerFlow["direct"])
+	}
+	errs := strings.Join(r.Errors, "\n")
+	for _, want := range []string{"lossy-cubic-d25-l1-direct-wanemu-after.json: missing", "lossy-cubic-d25-l1-direct-wanemu-after.r2.json: the emulator's counters went back"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("errors %q: want %q", errs, want)
+		}
+	}
+	var buf bytes.Buffer
+	PrintTable(&buf, r)
+	out := buf.String()
+	if !strings.Contains(out, "emulated loss per flow") || !strings.Contains(out, "2.00% / 1.00%") ||
+		!strings.Contains(out, "1.00% / 1.00% (+500 overflow)") {
+		t.Errorf("table:\n%s", out)
+	}
+
+	// A run from before the snapshots: no per-flow table, no error.
+	for _, name := range []string{"udp-wanemu-before", "udp-wanemu-after", "udp-wanemu-before.r2", "udp-wanemu-after.r2", "kcp-wanemu-before", "kcp-wanemu-after",
+		"direct-wanemu-before", "direct-wanemu-before.r2", "direct-wanemu-after.r2"} {
+		if err := os.Remove(filepath.Join(dir, "lossy-cubic-d25-l1-"+name+".json")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r = Build(dir)
+	buf.Reset()
+	PrintTable(&buf, r)
+	if r.Lossy[0].Rows[0].PerFlow != nil || strings.Contains(buf.String(), "per flow") || strings.Contains(strings.Join(r.Errors, "\n"), "wanemu") {
+		t.Errorf("without snapshots: per flow %v, errors %v, table:\n%s", r.Lossy[0].Rows[0].PerFlow, r.Errors, buf.String())
+	}
+}
+
 func tcpMbps(mbps, bytes float64) string {
 	return strings.NewReplacer("8e9", strconv.FormatFloat(mbps*1e6, 'g', -1, 64), "5000000000", strconv.FormatFloat(bytes, 'g', -1, 64)).Replace(tcpJSON)
 }
