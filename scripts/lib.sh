@@ -127,10 +127,11 @@ lib_topology_up_wanemu() {
 	note "namespaces: $PREFIX-vm $PREFIX-vm2 $PREFIX-gw $PREFIX-node $PREFIX-pod, $PREFIX-wan (WAN emulator)"
 }
 
-# lib_wanemu DELAY_MS LOSS_PCT: restart the WAN emulator (topology built
-# with lib_topology_up_wanemu) with that one-way delay and loss each way.
+# lib_wanemu DELAY_MS LOSS_PCT [SEED]: restart the WAN emulator (topology
+# built with lib_topology_up_wanemu) with that one-way delay and loss each
+# way; SEED fixes the loss draws (default 0: random).
 lib_wanemu() {
-	"$LIB_ROOT/scripts/topology.sh" wanemu "$PREFIX" "$1" "$2"
+	"$LIB_ROOT/scripts/topology.sh" wanemu "$PREFIX" "$1" "$2" "${3:-0}"
 }
 
 # lib_keys: server and client key pairs in $D; sets SERVER_PUB, CLIENT_PUB.

@@ -5,8 +5,9 @@
 #                                                 build it (idempotent: tears down an old one first)
 #   scripts/topology.sh down [PREFIX]             remove it (kills processes still inside its namespaces)
 #   scripts/topology.sh status [PREFIX]           list its namespaces and addresses
-#   scripts/topology.sh wanemu PREFIX DELAY_MS LOSS_PCT
-#                                                 (re)start the WAN emulator (--wanemu topologies)
+#   scripts/topology.sh wanemu PREFIX DELAY_MS LOSS_PCT [SEED]
+#                                                 (re)start the WAN emulator (--wanemu topologies);
+#                                                 SEED (a positive integer) fixes its loss draws
 #   scripts/topology.sh wanemu-stats PREFIX       the emulator's counters (JSON)
 #   scripts/topology.sh blackhole PREFIX on|off   drop everything on the emulated link, or stop
 #
@@ -70,7 +71,7 @@
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 up [PREFIX] [--wanemu] [--cluster2] [--ipv6] [--replicas] | down|status [PREFIX] | wanemu PREFIX DELAY_MS LOSS_PCT | wanemu-stats PREFIX | blackhole PREFIX on|off" >&2
+	echo "usage: $0 up [PREFIX] [--wanemu] [--cluster2] [--ipv6] [--replicas] | down|status [PREFIX] | wanemu PREFIX DELAY_MS LOSS_PCT [SEED] | wanemu-stats PREFIX | blackhole PREFIX on|off" >&2
 	exit 2
 }
 
@@ -463,9 +464,13 @@ wanemu_bin() {
 # wanemu_start DELAY_MS LOSS_PCT: (re)start the emulator in the wan
 # namespace; returns once it forwards (its pid file appears).
 wanemu_start() {
-	local delay=$1 loss=$2 bin pid _
+	local delay=$1 loss=$2 seed=${3:-0} bin pid _
 	if ! [[ $delay =~ ^[0-9]+(\.[0-9]+)?$ ]] || ! [[ $loss =~ ^[0-9]+(\.[0-9]+)?$ ]]; then
 		echo "topology.sh: wanemu: DELAY_MS and LOSS_PCT must be non-negative numbers, not '$delay' '$loss'" >&2
+		return 2
+	fi
+	if ! [[ $seed =~ ^[0-9]{1,18}$ ]]; then
+		echo "topology.sh: wanemu: SEED must be an integer of up to 18 digits (0: a random one), not '$seed'" >&2
 		return 2
 	fi
 	bin=$(wanemu_bin)
@@ -473,7 +478,7 @@ wanemu_start() {
 	wanemu_stop
 	# setsid: not in the caller's session; the log keeps its output (and
 	# the caller's pipes close when this script exits)
-	setsid ip netns exec "$WAN" "$bin" -a a -b b -delay "${delay}ms" -loss "$loss" \
+	setsid ip netns exec "$WAN" "$bin" -a a -b b -delay "${delay}ms" -loss "$loss" -seed "$seed" \
 		-blackhole-file "$EMU_BLACKHOLE" -stats-file "$EMU_STATS" -pidfile "$EMU_PID" \
 		>>"$EMU_LOG" 2>&1 </dev/null &
 	for _ in $(seq 100); do
@@ -531,12 +536,12 @@ up) up ;;
 down) down ;;
 status) status ;;
 wanemu)
-	[ ${#ARGS[@]} = 3 ] || usage
+	[ ${#ARGS[@]} = 3 ] || [ ${#ARGS[@]} = 4 ] || usage
 	ns_exists "$WAN" || {
 		echo "topology.sh: no namespace $WAN (build the topology with: up $PREFIX --wanemu)" >&2
 		exit 1
 	}
-	wanemu_start "${ARGS[1]}" "${ARGS[2]}"
+	wanemu_start "${ARGS[1]}" "${ARGS[2]}" "${ARGS[3]:-0}"
 	;;
 wanemu-stats)
 	[ ${#ARGS[@]} = 1 ] || usage

@@ -23,10 +23,12 @@
 //
 //	lossy-TAG-MODE-tcp-up-1.json  iperf3 -J, TCP vm->pod, 1 stream
 //	lossy-TAG-MODE-ping.txt       ping -q vm->pod
-//	lossy-TAG-wanemu.json         the emulator's counters after the condition
 //	lossy-TAG-MODE-wanemu-before.json, lossy-TAG-MODE-wanemu-after.json
-//	                              the same just before and after the flow
-//	meta.env                      lossy.duration_s, lossy.CC.kcp_na (why kcp
+//	                              the emulator's counters just before and
+//	                              after the flow
+//	lossy-TAG-wanemu.json         the emulator's counters after the
+//	                              condition (runs from before the above)
+//	meta.env                      lossy.duration_s, lossy.seed, lossy.CC.kcp_na (why kcp
 //	                              was not measured, if so), lossy.fec (the
 //	                              kcp-fec MODE's DATA:PARITY; empty: no
 //	                              such mode)
@@ -42,6 +44,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -147,6 +150,10 @@ type Lossy struct {
 	// UDP: the udp transport's column was measured (meta
 	// lossy.transports names it).
 	UDP bool `json:"udp,omitempty"`
+	// Seed of the emulator's loss draws (meta lossy.seed): the flows of a
+	// round are dealt the same draws, from this seed plus the round's
+	// number over the section. Empty: each flow had its own (older runs).
+	Seed string `json:"loss_seed,omitempty"`
 	// Direct TCP vm->pod through the emulator at 0 ms 0% against the
 	// same test on the plain topology (the emulator's own cost).
 	EmulatorDirectMbps *float64   `json:"emulator_0_0_direct_mbps"`
@@ -197,8 +204,50 @@ type LossyRow struct {
 // condition, summed over the rounds whose counters were taken.
 type FlowEmulation struct {
 	LossPct    []*float64 `json:"loss_pct"`    // dropped at random, percent of the frames, each direction
+	Frames     []uint64   `json:"frames"`      // frames the emulator read, each direction
+	Lost       []uint64   `json:"lost"`        // of them, dropped at random
 	QueueDrops float64    `json:"queue_drops"` // dropped for a full queue or read too late
 	Rounds     int        `json:"rounds"`
+}
+
+// add sums d, one flow's counters, into fe.
+func (fe *FlowEmulation) add(d []wanstats.Direction) {
+	if fe.Frames == nil {
+		fe.Frames, fe.Lost = make([]uint64, len(d)), make([]uint64, len(d))
+	}
+	for i, x := range d {
+		fe.Frames[i] += x.Rx
+		fe.Lost[i] += x.Lost
+		fe.QueueDrops += float64(x.QueueFull + x.KernelDrops)
+	}
+	fe.Rounds++
+}
+
+// merge sums o, another kind of flow's counters with as many directions,
+// into fe.
+func (fe *FlowEmulation) merge(o *FlowEmulation) {
+	if fe.Frames == nil {
+		fe.Frames, fe.Lost = make([]uint64, len(o.Frames)), make([]uint64, len(o.Frames))
+	}
+	for i := range o.Frames {
+		fe.Frames[i] += o.Frames[i]
+		fe.Lost[i] += o.Lost[i]
+	}
+	fe.QueueDrops += o.QueueDrops
+	fe.Rounds += o.Rounds
+}
+
+// lossPct is each direction's random loss in percent of its frames.
+func (fe *FlowEmulation) lossPct() []*float64 {
+	pct := []*float64{}
+	for i, n := range fe.Frames {
+		if n == 0 {
+			pct = append(pct, nil)
+			continue
+		}
+		pct = append(pct, ptr(100*float64(fe.Lost[i])/float64(n)))
+	}
+	return pct
 }
 
 type TCPResult struct {
@@ -509,7 +558,7 @@ func sum(a, b *float64) *float64 {
 func LossyTag(cc, delayMs, lossPct string) string { return cc + "-d" + delayMs + "-l" + lossPct }
 
 func buildLossy(dir string, meta map[string]string, cc string, conds []string, fail func(error)) *Lossy {
-	l := &Lossy{KCPNA: meta["lossy."+cc+".kcp_na"], CC: cc, FEC: meta["lossy.fec"], Rows: []LossyRow{},
+	l := &Lossy{KCPNA: meta["lossy."+cc+".kcp_na"], CC: cc, FEC: meta["lossy.fec"], Seed: meta["lossy.seed"], Rows: []LossyRow{},
 		UDP: slices.Contains(strings.Fields(meta["lossy.transports"]), "udp")}
 	l.DurationS, _ = strconv.ParseFloat(meta["lossy.duration_s"], 64)
 	if l.Rounds, _ = strconv.Atoi(meta["lossy.rounds"]); l.Rounds < 1 {
@@ -571,7 +620,19 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 			row.KCPFECMbps, row.KCPFECRTTMs = measure("kcp-fec")
 			row.KCPFECOverTCP = div(row.KCPFECMbps, row.TCPMbps)
 		}
-		if st, err := readWanemu(filepath.Join(dir, "lossy-"+tag+"-wanemu.json")); err != nil {
+		if row.PerFlow != nil {
+			// The condition's figures are its flows' (the emulator restarts
+			// for each flow, with the round's seed: see bench.sh).
+			all := &FlowEmulation{}
+			for _, m := range slices.Sorted(maps.Keys(row.PerFlow)) {
+				fe := row.PerFlow[m]
+				if all.Frames != nil && len(fe.Frames) != len(all.Frames) {
+					continue
+				}
+				all.merge(fe)
+			}
+			row.EmulatedLossPct, row.EmulatorDrops = all.lossPct(), &all.QueueDrops
+		} else if st, err := readWanemu(filepath.Join(dir, "lossy-"+tag+"-wanemu.json")); err != nil {
 			fail(err)
 		} else {
 			drops := 0.0
@@ -614,8 +675,7 @@ func roundRange(a, b []*float64) (lo, hi *float64) {
 // they were taken); a round with one of the two, or whose counters do not
 // add up, is an error and left out.
 func flowEmulation(dir, prefix string, rounds int, fail func(error)) *FlowEmulation {
-	var rx, lost []uint64
-	fe := &FlowEmulation{LossPct: []*float64{}}
+	fe := &FlowEmulation{}
 	for k := 1; k <= rounds; k++ {
 		name := func(when string) string { return filepath.Join(dir, prefix+"-wanemu-"+when+RoundSuffix(k)+".json") }
 		if !exists(name("before")) && !exists(name("after")) {
@@ -631,7 +691,7 @@ func flowEmulation(dir, prefix string, rounds int, fail func(error)) *FlowEmulat
 			fail(err)
 			continue
 		}
-		if len(before.Directions) != len(after.Directions) || (rx != nil && len(rx) != len(after.Directions)) {
+		if len(before.Directions) != len(after.Directions) || (fe.Frames != nil && len(fe.Frames) != len(after.Directions)) {
 			fail(fmt.Errorf("%s: the emulator's directions changed during the flow", filepath.Base(name("after"))))
 			continue
 		}
@@ -640,26 +700,12 @@ func flowEmulation(dir, prefix string, rounds int, fail func(error)) *FlowEmulat
 			fail(fmt.Errorf("%s: %v", filepath.Base(name("after")), err))
 			continue
 		}
-		if rx == nil {
-			rx, lost = make([]uint64, len(d)), make([]uint64, len(d))
-		}
-		for i, x := range d {
-			rx[i] += x.Rx
-			lost[i] += x.Lost
-			fe.QueueDrops += float64(x.QueueFull + x.KernelDrops)
-		}
-		fe.Rounds++
+		fe.add(d)
 	}
 	if fe.Rounds == 0 {
 		return nil
 	}
-	for i := range rx {
-		if rx[i] == 0 {
-			fe.LossPct = append(fe.LossPct, nil)
-			continue
-		}
-		fe.LossPct = append(fe.LossPct, ptr(100*float64(lost[i])/float64(rx[i])))
-	}
+	fe.LossPct = fe.lossPct()
 	return fe
 }
 
@@ -980,6 +1026,9 @@ func printLossy(w io.Writer, l *Lossy) {
 	}
 	if l.FEC != "" {
 		fmt.Fprintf(w, "kcp+fec: kcp with fec_data:fec_parity = %s on both sides\n", l.FEC)
+	}
+	if l.Seed != "" {
+		fmt.Fprintf(w, "loss draws: the same for every flow of a round (seed %s plus the round's number over the section)\n", l.Seed)
 	}
 	if l.UDP && l.Rounds > 1 {
 		fmt.Fprintln(w, "udp/direct: the ratio of the medians, then (lowest-highest) of one round's udp flow against that round's flow with no tunnel")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -205,7 +206,7 @@ func TestLossyRounds(t *testing.T) {
 // back, is an error and left out; a run without snapshots has none.
 func TestLossyPerFlow(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "meta.env", "timestamp=T\nlossy.conditions=25:1\nlossy.duration_s=10\nlossy.rounds=2\nlossy.ccs=cubic\nlossy.fec=\nlossy.transports=tcp udp kcp\n")
+	write(t, dir, "meta.env", "timestamp=T\nlossy.conditions=25:1\nlossy.duration_s=10\nlossy.rounds=2\nlossy.ccs=cubic\nlossy.fec=\nlossy.transports=tcp udp kcp\nlossy.seed=4242\n")
 	for _, mode := range []string{"direct", "tcp", "udp", "kcp"} {
 		for k := 1; k <= 2; k++ {
 			write(t, dir, "lossy-cubic-d25-l1-"+mode+"-tcp-up-1"+RoundSuffix(k)+".json", tcpJSON)
@@ -239,6 +240,14 @@ func TestLossyPerFlow(t *testing.T) {
 	if kcp == nil || kcp.Rounds != 1 || *kcp.LossPct[0] != 1 || kcp.QueueDrops != 500 {
 		t.Errorf("kcp per flow = %+v, want 1%%, 500 drops", kcp)
 	}
+	if !slices.Equal(udp.Frames, []uint64{2000, 1000}) || !slices.Equal(udp.Lost, []uint64{40, 10}) {
+		t.Errorf("udp frames %v, lost %v: want [2000 1000], [40 10]", udp.Frames, udp.Lost)
+	}
+	// The condition's figures are the sum of its flows' (udp's and kcp's
+	// here), not the emulator's counters at its end.
+	if len(row.EmulatedLossPct) != 2 || *row.EmulatedLossPct[0] != 50.0/30 || *row.EmulatedLossPct[1] != 1 || *row.EmulatorDrops != 500 {
+		t.Errorf("condition: loss %v, drops %v; want %v%% / 1%%, 500", row.EmulatedLossPct, *row.EmulatorDrops, 50.0/30)
+	}
 	if _, ok := row.PerFlow["tcp"]; ok {
 		t.Errorf("tcp had no snapshots, got %+v", row.PerFlow["tcp"])
 	}
@@ -255,7 +264,7 @@ func TestLossyPerFlow(t *testing.T) {
 	PrintTable(&buf, r)
 	out := buf.String()
 	if !strings.Contains(out, "emulated loss per flow") || !strings.Contains(out, "2.00% / 1.00%") ||
-		!strings.Contains(out, "1.00% / 1.00% (+500 overflow)") {
+		!strings.Contains(out, "1.00% / 1.00% (+500 overflow)") || !strings.Contains(out, "seed 4242") || r.Lossy[0].Seed != "4242" {
 		t.Errorf("table:\n%s", out)
 	}
 
