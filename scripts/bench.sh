@@ -347,16 +347,14 @@ for tr in ${TRANSPORTS#"$TRANSPORT"}; do
 	ALSO+=(-also "$RAW/clean-$tr")
 done
 
-# ping_rtt: idle ping vm->pod to $RAW/$MODE-ping.txt; some lost replies are
-# fine on a lossy link, no reply at all is a failure.
 # lossy_emulator DELAY_MS LOSS_PCT SEED: the emulator restarted for the
 # next flow of a round with the round's seed, so that every flow of the
 # round (no tunnel and each transport) is dealt the same sequence of loss
 # draws, frame by frame: a round compares the transports on the same luck
 # (common random numbers), and each round and condition has a seed of its
-# own. A flow of a few Mbit/s is ~3,000 frames in 10 s; dealt independent
-# draws, one such flow got 1.3% of them lost where the flow before it got
-# 1.0%, which moves a cubic flow's rate by a sixth.
+# own. A cubic flow at 50 ms and 1% is a few thousand frames in 10 s; dealt
+# draws of their own, the udp flows of one run lost 1.31% of theirs where
+# the no-tunnel flows lost 1.00%: ~0.87x the rate from the draw alone.
 lossy_emulator() {
 	lib_wanemu "$1" "$2" "$3" >/dev/null && return 0
 	fail_step "$MODE$SUFFIX" "cannot restart the WAN emulator"
@@ -366,8 +364,8 @@ lossy_emulator() {
 # lossy_flow: the lossy section's measured flow, between two snapshots of
 # the emulator's counters ($RAW/$MODE-wanemu-{before,after}$SUFFIX.json), so
 # that the report gives the loss each flow was dealt and the frames dropped
-# for a full queue while it ran (the condition's totals mix all of its
-# flows: kcp's, which do not slow down for loss, fill the delay line).
+# for a full queue while it ran (so far only under kcp+FEC, whose parity
+# fills the delay line).
 lossy_flow() {
 	wanemu_snapshot before
 	IPERF_DURATION=$LOSSY_DURATION iperf tcp-up-1
@@ -379,6 +377,8 @@ wanemu_snapshot() {
 		fail_step "$MODE-wanemu-$1$SUFFIX" "no emulator counters"
 }
 
+# ping_rtt: idle ping vm->pod to $RAW/$MODE-ping.txt; some lost replies are
+# fine on a lossy link, no reply at all is a failure.
 ping_rtt() {
 	local f="$RAW/$MODE-ping$SUFFIX.txt"
 	printf '  %-12s %-7s ping -c 40 -i 0.05 -q ... ' ping "$MODE"
