@@ -61,9 +61,10 @@
 # Addresses and names seen by vm and gw are the same as without it. The
 # endpoints' wan0 get gso_max_segs 1 so no super-packet reaches the emulator
 # (its loss draw is per wire-sized frame). `up --wanemu` starts the emulator
-# with no delay and no loss; `wanemu PREFIX DELAY_MS LOSS_PCT` restarts it
-# with DELAY_MS of one-way delay (the round trip gets twice that) and
-# LOSS_PCT percent of frames dropped in each direction independently.
+# with no delay and no loss; `wanemu PREFIX DELAY_MS LOSS_PCT [SEED]` restarts
+# it with DELAY_MS of one-way delay (the round trip gets twice that) and
+# LOSS_PCT percent of frames dropped in each direction independently; a
+# SEED deals the same loss draws, frame by frame, every time it is given.
 # Its PID, log, counters and blackhole file live in $TOPO_RUN_DIR
 # (/run/gtun-topology); it is stopped by that PID, never by name.
 # WANEMU_BIN names the binary (default: bin/wanemu, built when missing or
@@ -461,7 +462,7 @@ wanemu_bin() {
 	echo "$bin"
 }
 
-# wanemu_start DELAY_MS LOSS_PCT: (re)start the emulator in the wan
+# wanemu_start DELAY_MS LOSS_PCT [SEED]: (re)start the emulator in the wan
 # namespace; returns once it forwards (its pid file appears).
 wanemu_start() {
 	local delay=$1 loss=$2 seed=${3:-0} bin pid _
