@@ -44,7 +44,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -210,7 +209,11 @@ type FlowEmulation struct {
 	Rounds     int        `json:"rounds"`
 }
 
-// add sums d, one flow's counters, into fe.
+// fits reports whether counters of n directions may be added to fe.
+func (fe *FlowEmulation) fits(n int) bool { return fe.Frames == nil || len(fe.Frames) == n }
+
+// add sums d, one flow's counters (or a whole condition's), into fe,
+// which fits them.
 func (fe *FlowEmulation) add(d []wanstats.Direction) {
 	if fe.Frames == nil {
 		fe.Frames, fe.Lost = make([]uint64, len(d)), make([]uint64, len(d))
@@ -221,20 +224,6 @@ func (fe *FlowEmulation) add(d []wanstats.Direction) {
 		fe.QueueDrops += float64(x.QueueFull + x.KernelDrops)
 	}
 	fe.Rounds++
-}
-
-// merge sums o, another kind of flow's counters with as many directions,
-// into fe.
-func (fe *FlowEmulation) merge(o *FlowEmulation) {
-	if fe.Frames == nil {
-		fe.Frames, fe.Lost = make([]uint64, len(o.Frames)), make([]uint64, len(o.Frames))
-	}
-	for i := range o.Frames {
-		fe.Frames[i] += o.Frames[i]
-		fe.Lost[i] += o.Lost[i]
-	}
-	fe.QueueDrops += o.QueueDrops
-	fe.Rounds += o.Rounds
 }
 
 // lossPct is each direction's random loss in percent of its frames.
@@ -578,11 +567,15 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 		// no tunnel and each transport take turns on the same link), and
 		// each round's rate (nil where it is missing).
 		perRound := map[string][]*float64{}
+		// all sums every flow's emulator counters: the condition's figures
+		// (the emulator restarts for each flow, with the round's seed: see
+		// bench.sh).
+		all := &FlowEmulation{}
 		measure := func(mode string) (mbps, rtt *float64) {
 			if strings.HasPrefix(mode, "kcp") && l.KCPNA != "" {
 				return nil, nil
 			}
-			if fe := flowEmulation(dir, "lossy-"+tag+"-"+mode, l.Rounds, fail); fe != nil {
+			if fe := flowEmulation(dir, "lossy-"+tag+"-"+mode, l.Rounds, all, fail); fe != nil {
 				if row.PerFlow == nil {
 					row.PerFlow = map[string]*FlowEmulation{}
 				}
@@ -620,31 +613,17 @@ func buildLossy(dir string, meta map[string]string, cc string, conds []string, f
 			row.KCPFECMbps, row.KCPFECRTTMs = measure("kcp-fec")
 			row.KCPFECOverTCP = div(row.KCPFECMbps, row.TCPMbps)
 		}
-		if row.PerFlow != nil {
-			// The condition's figures are its flows' (the emulator restarts
-			// for each flow, with the round's seed: see bench.sh).
-			all := &FlowEmulation{}
-			for _, m := range slices.Sorted(maps.Keys(row.PerFlow)) {
-				fe := row.PerFlow[m]
-				if all.Frames != nil && len(fe.Frames) != len(all.Frames) {
-					continue
-				}
-				all.merge(fe)
+		if all.Rounds == 0 {
+			// A run from before the per-flow counters: the emulator's
+			// counters at the end of the condition.
+			if st, err := readWanemu(filepath.Join(dir, "lossy-"+tag+"-wanemu.json")); err != nil {
+				fail(err)
+			} else {
+				all.add(st.Directions)
 			}
+		}
+		if all.Rounds > 0 {
 			row.EmulatedLossPct, row.EmulatorDrops = all.lossPct(), &all.QueueDrops
-		} else if st, err := readWanemu(filepath.Join(dir, "lossy-"+tag+"-wanemu.json")); err != nil {
-			fail(err)
-		} else {
-			drops := 0.0
-			for _, d := range st.Directions {
-				if d.Rx > 0 {
-					row.EmulatedLossPct = append(row.EmulatedLossPct, ptr(100*float64(d.Lost)/float64(d.Rx)))
-				} else {
-					row.EmulatedLossPct = append(row.EmulatedLossPct, nil)
-				}
-				drops += float64(d.QueueFull + d.KernelDrops)
-			}
-			row.EmulatorDrops = &drops
 		}
 		if delay == 0 && loss == 0 {
 			l.EmulatorDirectMbps = row.DirectMbps
@@ -671,10 +650,10 @@ func roundRange(a, b []*float64) (lo, hi *float64) {
 
 // flowEmulation sums the emulator's counters over the flows of prefix
 // (lossy-TAG-MODE), each the difference of its -wanemu-before and
-// -wanemu-after snapshots. nil when no round has them (a run from before
-// they were taken); a round with one of the two, or whose counters do not
-// add up, is an error and left out.
-func flowEmulation(dir, prefix string, rounds int, fail func(error)) *FlowEmulation {
+// -wanemu-after snapshots, and adds each flow's to all too. nil when no
+// round has them (a run from before they were taken); a round with one of
+// the two, or whose counters do not add up, is an error and left out.
+func flowEmulation(dir, prefix string, rounds int, all *FlowEmulation, fail func(error)) *FlowEmulation {
 	fe := &FlowEmulation{}
 	for k := 1; k <= rounds; k++ {
 		name := func(when string) string { return filepath.Join(dir, prefix+"-wanemu-"+when+RoundSuffix(k)+".json") }
@@ -691,7 +670,7 @@ func flowEmulation(dir, prefix string, rounds int, fail func(error)) *FlowEmulat
 			fail(err)
 			continue
 		}
-		if len(before.Directions) != len(after.Directions) || (fe.Frames != nil && len(fe.Frames) != len(after.Directions)) {
+		if n := len(after.Directions); len(before.Directions) != n || !fe.fits(n) || !all.fits(n) {
 			fail(fmt.Errorf("%s: the emulator's directions changed during the flow", filepath.Base(name("after"))))
 			continue
 		}
@@ -701,6 +680,7 @@ func flowEmulation(dir, prefix string, rounds int, fail func(error)) *FlowEmulat
 			continue
 		}
 		fe.add(d)
+		all.add(d)
 	}
 	if fe.Rounds == 0 {
 		return nil
